@@ -1,0 +1,242 @@
+"""Configuration: one TOML file, overridable per key from the environment.
+
+Naming rule for the environment: ``MPG_<SECTION>__<KEY>`` in upper case, e.g.
+``MPG_GATEWAY__SERVER_URL`` overrides ``[gateway] server_url``. Secrets never need to
+be in the TOML: ``MPG_GATEWAY__SECRET`` (or ``[gateway] secret_file``) holds the
+gateway's credential and ``MPG_SERVER__MASTER_KEY`` (or ``[server] master_key_file``)
+the server's key-encryption key. The file is found from ``--config``, else
+``MPG_CONFIG``, else ``./mpg.toml`` when it exists; with none, embedded defaults apply.
+
+:func:`load` returns frozen settings or raises :class:`mpg.errors.ConfigError`
+naming the key and the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pathlib
+import tomllib
+import urllib.parse
+from typing import Any, Final, Literal
+
+import pydantic
+import pydantic_settings
+
+from mpg import errors
+
+DEFAULT_CONFIG_FILE: Final = "mpg.toml"
+ENV_PREFIX: Final = "MPG_"
+
+
+class _Section(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Section):
+    """``[gateway]``: the MPG service that serves one account's Outbox and Inbox."""
+
+    account: str = ""
+    database_url: str = "sqlite:///mpg.db"
+    server_url: str = "https://127.0.0.1:8443"
+    ca_bundle: pathlib.Path | None = None
+    allow_plain_http: bool = False
+    key_id: str = ""
+    secret: pydantic.SecretStr | None = None
+    secret_file: pathlib.Path | None = None
+    poll_interval: float = pydantic.Field(default=1.0, gt=0, le=3600)
+    batch_size: int = pydantic.Field(default=200, ge=1, le=5000)
+    chunk_size: int = pydantic.Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
+    send_timeout: float = pydantic.Field(default=86400.0, gt=0)
+    request_timeout: float = pydantic.Field(default=30.0, gt=0)
+    long_poll_wait: float = pydantic.Field(default=20.0, ge=0, le=300)
+    retry_max_delay: float = pydantic.Field(default=60.0, gt=0)
+    clock: Literal["local", "utc"] = "local"
+    watch_database: bool = True
+
+    @pydantic.field_validator("server_url")
+    @classmethod
+    def _url_has_scheme(cls, value: str) -> str:
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ValueError("must be an https:// URL (http:// only on loopback)")
+        return value.rstrip("/")
+
+    @pydantic.model_validator(mode="after")
+    def _plain_http_only_on_loopback(self) -> GatewaySettings:
+        parsed = urllib.parse.urlsplit(self.server_url)
+        if parsed.scheme == "http":
+            if not self.allow_plain_http:
+                raise ValueError(
+                    "server_url uses plain http; set allow_plain_http = true (loopback only)"
+                )
+            if not _is_loopback(parsed.hostname or ""):
+                raise ValueError("server_url: plain http is allowed only on loopback")
+        return self
+
+    def credential_text(self) -> str:
+        """The credential token from ``secret`` or ``secret_file``; raises if neither."""
+        if self.secret is not None:
+            return self.secret.get_secret_value().strip()
+        if self.secret_file is not None:
+            try:
+                return self.secret_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise errors.ConfigError(
+                    f"gateway.secret_file: cannot read {self.secret_file}: {exc.strerror}"
+                ) from exc
+        raise errors.ConfigError(
+            "gateway.secret: missing; set MPG_GATEWAY__SECRET or gateway.secret_file"
+        )
+
+
+class ServerSettings(_Section):
+    """``[server]``: the push server (PSS)."""
+
+    database_url: str = "sqlite:///mpg-server.db"
+    host: str = "127.0.0.1"
+    port: int = pydantic.Field(default=8443, ge=0, le=65535)
+    tls_cert: pathlib.Path | None = None
+    tls_key: pathlib.Path | None = None
+    allow_plain_http: bool = False
+    data_dir: pathlib.Path = pathlib.Path("mpg-server-data")
+    master_key: pydantic.SecretStr | None = None
+    master_key_file: pathlib.Path | None = None
+    public_url: str = ""
+    lease_seconds: float = pydantic.Field(default=60.0, gt=0)
+    max_long_poll: float = pydantic.Field(default=30.0, ge=0, le=300)
+    replay_window: float = pydantic.Field(default=300.0, gt=0)
+    max_request_bytes: int = pydantic.Field(default=64 * 1024 * 1024, ge=1024)
+
+    @pydantic.model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+    def check_listen(self) -> None:
+        """Refuse to serve plain http unless asked for, and then only on loopback."""
+        if self.tls_cert is not None:
+            return
+        if not self.allow_plain_http:
+            raise errors.ConfigError(
+                "server.tls_cert: missing; set tls_cert and tls_key, "
+                "or allow_plain_http = true (loopback only)"
+            )
+        if not _is_loopback(self.host):
+            raise errors.ConfigError("server.host: plain http is allowed only on loopback")
+
+
+class LogSettings(_Section):
+    """``[log]``: how MPG writes its log."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(pydantic_settings.BaseSettings):
+    """All settings, validated and frozen."""
+
+    model_config = pydantic_settings.SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    gateway: GatewaySettings = pydantic.Field(default_factory=GatewaySettings)
+    server: ServerSettings = pydantic.Field(default_factory=ServerSettings)
+    log: LogSettings = pydantic.Field(default_factory=LogSettings)
+    source: str = ""  # the file the settings came from, for messages
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[pydantic_settings.BaseSettings],
+        init_settings: pydantic_settings.PydanticBaseSettingsSource,
+        env_settings: pydantic_settings.PydanticBaseSettingsSource,
+        dotenv_settings: pydantic_settings.PydanticBaseSettingsSource,
+        file_secret_settings: pydantic_settings.PydanticBaseSettingsSource,
+    ) -> tuple[pydantic_settings.PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which is passed in as init values.
+        return (env_settings, init_settings)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None) -> pathlib.Path | None:
+    """The config file to read: ``explicit``, else ``MPG_CONFIG``, else ``./mpg.toml``."""
+    if explicit:
+        return pathlib.Path(explicit)
+    env = os.environ.get("MPG_CONFIG")
+    if env:
+        return pathlib.Path(env)
+    default = pathlib.Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, merge with the environment and validate; relative paths resolve to the file."""
+    file = find_config_file(path)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            with file.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise errors.ConfigError(f"config file {file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise errors.ConfigError(f"config file {file}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise errors.ConfigError(f"config file {file}: {exc.strerror}") from exc
+        _resolve_paths(data, file.parent)
+        data["source"] = str(file)
+    try:
+        return Settings(**data)
+    except pydantic.ValidationError as exc:
+        raise errors.ConfigError(_describe(exc, file)) from None
+
+
+_PATH_KEYS: Final = {
+    "gateway": ("ca_bundle", "secret_file"),
+    "server": ("tls_cert", "tls_key", "data_dir", "master_key_file"),
+}
+
+
+def _resolve_paths(data: dict[str, Any], base: pathlib.Path) -> None:
+    """Make file paths and SQLite URLs in the file relative to the file's folder."""
+    for section, keys in _PATH_KEYS.items():
+        values = data.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key in keys:
+            value = values.get(key)
+            if isinstance(value, str) and value and not pathlib.Path(value).is_absolute():
+                values[key] = str(base / value)
+        url = values.get("database_url")
+        if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith(
+            "sqlite:////"
+        ):
+            rel = url.removeprefix("sqlite:///")
+            if rel and rel != ":memory:":
+                values["database_url"] = "sqlite:///" + str((base / rel).resolve())
+
+
+def _describe(exc: pydantic.ValidationError, file: pathlib.Path | None) -> str:
+    where = f" in {file}" if file else ""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key"
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
+        lines.append(f"{key}: {reason} (or set {env})")
+    return f"bad configuration{where}: " + "; ".join(lines)

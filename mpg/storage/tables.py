@@ -1,0 +1,151 @@
+"""The gateway's tables, defined once.
+
+``Outbox``, ``OutboxAttachment``, ``Inbox`` and ``InboxAttachment`` are a contract
+with existing integrations (reference §4): names, column order, types and widths are
+the source document's and must not change. The DDL files in ``schema/`` are generated
+from these definitions (``mpg.storage.ddl``) and a test fails when they drift.
+
+Types are SQL Server's; the variants pick the nearest faithful type on the other
+databases (``LONGTEXT``/``LONGBLOB`` on MariaDB, where ``TEXT``/``BLOB`` stop at 64 KB).
+
+``MpgTransition`` is the gateway's own table: the history of every state change.
+The gateway adds tables but never columns to the contract tables.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+#: ``OutboxAttachment.SourceUri``/``InboxAttachment.SourceUri`` width. The document's
+#: nvarchar(10) cannot hold any path or URI; 2048 holds Windows long-ish paths and any
+#: URL that browsers and proxies pass in practice. See docs/schema.md.
+SOURCE_URI_WIDTH: Final = 2048
+
+metadata = sa.MetaData()
+
+
+def _max_text() -> sa.types.TypeEngine[str]:
+    """nvarchar(max): NVARCHAR(max) on SQL Server, LONGTEXT on MariaDB, TEXT elsewhere."""
+    return sa.UnicodeText().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+def _max_binary() -> sa.types.TypeEngine[bytes]:
+    """varbinary(max): VARBINARY(max) on SQL Server, LONGBLOB on MariaDB, BYTEA/BLOB."""
+    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+
+def _time_text() -> sa.types.TypeEngine[str]:
+    """nchar(20) holding ``yyyy-MM-dd HH:mm:ss`` (padded with blanks by SQL Server)."""
+    return sa.NCHAR(20)
+
+
+_MARIADB_OPTIONS: Final = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
+
+outbox = sa.Table(
+    "Outbox",
+    metadata,
+    sa.Column("TxMessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("AppCode", sa.Unicode(20)),
+    sa.Column("SourceDomain", sa.Unicode(50)),
+    sa.Column("AgentSender", sa.Unicode(100)),
+    sa.Column("Sender", sa.Unicode(100)),
+    sa.Column("ReceiverType", sa.CHAR(1)),
+    sa.Column("ReceiverList", _max_text()),
+    sa.Column("BccList", _max_text()),
+    sa.Column("Subject", sa.Unicode(200)),
+    sa.Column("Content", _max_text()),
+    sa.Column("ContentType", sa.Unicode(20)),
+    sa.Column("AttachmentList", _max_text()),
+    sa.Column("AlertFlag", sa.Boolean()),
+    sa.Column("MessageId", sa.Unicode(50)),
+    sa.Column("State", sa.Integer()),
+    sa.Column("TransmitTime", _time_text()),
+    sa.Column("StatusTime", _time_text()),
+    sa.Column("StatusLog", sa.Unicode(200)),
+    sa.Column("Priority", sa.Unicode(1)),
+    sa.Column("Keywords", sa.Unicode(200)),
+    **_MARIADB_OPTIONS,
+)
+
+inbox = sa.Table(
+    "Inbox",
+    metadata,
+    sa.Column("RxMessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("AppCode", sa.Unicode(20)),
+    sa.Column("SourceDomain", sa.Unicode(50)),
+    sa.Column("AgentSender", sa.Unicode(100)),
+    sa.Column("Sender", sa.Unicode(100)),
+    sa.Column("Owner", _max_text()),
+    sa.Column("ReceiverType", sa.CHAR(1)),
+    sa.Column("ReceiverList", _max_text()),
+    sa.Column("BccList", _max_text()),
+    sa.Column("Subject", sa.Unicode(200)),
+    sa.Column("Content", _max_text()),
+    sa.Column("ContentType", sa.Unicode(20)),
+    sa.Column("AttachmentFlag", sa.Boolean()),
+    sa.Column("AlertFlag", sa.Boolean()),
+    sa.Column("MessageId", sa.Unicode(50)),
+    sa.Column("State", sa.Integer()),
+    sa.Column("TransmitTime", _time_text()),
+    sa.Column("ReceiveTime", _time_text()),
+    sa.Column("StatusTime", _time_text()),
+    sa.Column("StatusLog", sa.Unicode(200)),
+    sa.Column("Priority", sa.Unicode(1)),
+    sa.Column("Keywords", sa.Unicode(200)),
+    **_MARIADB_OPTIONS,
+)
+
+
+def _attachment_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("AttachmentId", sa.Uuid(), primary_key=True),
+        sa.Column("MessageId", sa.Unicode(50)),
+        sa.Column("SeqNo", sa.Integer()),
+        sa.Column("FileName", sa.Unicode(250)),
+        sa.Column("FileType", sa.Unicode(10)),
+        sa.Column("FileSize", sa.Integer()),
+        sa.Column("FileData", _max_binary()),
+        sa.Column("SourceUri", sa.Unicode(SOURCE_URI_WIDTH)),
+        sa.Column("DownloadFlag", sa.Integer()),
+        **_MARIADB_OPTIONS,
+    )
+
+
+outbox_attachment = _attachment_table("OutboxAttachment")
+inbox_attachment = _attachment_table("InboxAttachment")
+
+#: The gateway's own history of state changes (never part of the ERP contract).
+transition = sa.Table(
+    "MpgTransition",
+    metadata,
+    sa.Column("Id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("Box", sa.Unicode(3), nullable=False),  # "out" or "in"
+    sa.Column("MessageKey", sa.Unicode(50), nullable=False),  # TxMessageId or RxMessageId
+    sa.Column("FromState", sa.Integer()),
+    sa.Column("ToState", sa.Integer(), nullable=False),
+    sa.Column("At", sa.Unicode(26), nullable=False),  # ISO-8601 UTC with microseconds
+    sa.Column("Reason", sa.Unicode(200), nullable=False),
+    sa.Column("Gateway", sa.Unicode(100), nullable=False),
+    sa.Index("IX_MpgTransition_MessageKey", "MessageKey"),
+    **_MARIADB_OPTIONS,
+)
+
+#: The contract tables, in the order they are created.
+CONTRACT_TABLES: Final = (outbox, outbox_attachment, inbox, inbox_attachment)
+#: Tables the gateway owns.
+OWN_TABLES: Final = (transition,)
+
+#: Index helping the pickup query; created only with tables MPG creates itself.
+outbox_pickup_index = sa.Index("IX_Outbox_State", outbox.c.State)
+inbox_state_index = sa.Index("IX_Inbox_State", inbox.c.State)
+outbox_attachment_message_index = sa.Index(
+    "IX_OutboxAttachment_MessageId", outbox_attachment.c.MessageId
+)
+inbox_attachment_message_index = sa.Index(
+    "IX_InboxAttachment_MessageId", inbox_attachment.c.MessageId
+)
