@@ -53,6 +53,8 @@ class GatewaySettings(_Section):
     retry_max_delay: float = pydantic.Field(default=60.0, gt=0)
     clock: Literal["local", "utc"] = "local"
     watch_database: bool = True
+    default_download_flag: Literal[0, 1] = 0
+    max_inline_attachment: int = pydantic.Field(default=256 * 1024 * 1024, ge=0)
 
     @pydantic.field_validator("server_url")
     @classmethod

@@ -1,0 +1,1 @@
+"""The gateway (the documents' MPG): Outbox -> push server -> Inbox."""

@@ -1,0 +1,195 @@
+"""The gateway's client of the push server: sealed envelopes over HTTPS (httpx).
+
+Each call seals its payload for the gateway's account, posts it to ``/v1/<op>`` and
+opens the sealed answer, checking that it answers this very request. Failures are
+sorted once, here: connection problems, timeouts, 429 and 5xx become
+:class:`~mpg.errors.TransientServerError` (the caller retries later); other refusals
+become :class:`~mpg.errors.RefusedByServer` (retrying cannot help).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import ssl
+from collections.abc import Iterator, Mapping
+from typing import IO, Any, Final
+
+import httpx
+
+from mpg import config, errors
+from mpg.wire import envelope, keys, model, payloads
+
+CONTENT_TYPE: Final = "application/vnd.mpg.envelope"
+_TRANSIENT_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def _tls_verify(settings: config.GatewaySettings) -> ssl.SSLContext | bool:
+    if settings.ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.ConfigError(f"gateway.ca_bundle: cannot load {settings.ca_bundle}: {exc}")
+
+
+class PushClient:
+    """Talks to the push server as one account. Thread-safe (httpx.Client is)."""
+
+    def __init__(self, settings: config.GatewaySettings, credential: keys.Credential) -> None:
+        if not settings.account:
+            raise errors.ConfigError("gateway.account: missing; the gateway's own account")
+        self._account = settings.account
+        self._credential = credential
+        self._http = httpx.Client(
+            base_url=settings.server_url,
+            verify=_tls_verify(settings),
+            http2=True,
+            timeout=httpx.Timeout(settings.request_timeout, connect=10.0),
+            headers={"content-type": CONTENT_TYPE},
+        )
+        self._long_poll_margin = 10.0
+
+    @property
+    def account(self) -> str:
+        """The account this client authenticates as."""
+        return self._account
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def call(
+        self,
+        op: str,
+        payload: bytes,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[envelope.EnvelopeHeader, bytes]:
+        """Seal ``payload``, post it as ``op`` and return the opened answer."""
+        header = envelope.request_header(
+            self._account, self._credential.key_id, op, dict(args or {})
+        )
+        body = envelope.seal(self._credential.secret, header, payload)
+        extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=10.0)}
+        try:
+            response = self._http.post(f"/v1/{op}", content=body, **extra)  # type: ignore[arg-type]
+        except httpx.TimeoutException as exc:
+            raise errors.TransientServerError(f"{op}: server did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise errors.TransientServerError(f"{op}: server unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise _refusal(op, response)
+        try:
+            answer, plain = envelope.open_sealed(self._credential.secret, response.content)
+            envelope.check_response(header, answer)
+        except errors.EnvelopeError as exc:
+            raise errors.RefusedByServer(200, "bad_response", f"{op}: {exc}") from exc
+        return answer, plain
+
+    def submit(self, messages: list[model.OutgoingMessage]) -> list[model.SubmitResult]:
+        """Submit messages whose attachments are uploaded; one result per message."""
+        _, plain = self.call("submit", payloads.build_submit(messages))
+        results = payloads.parse_submitted(plain)
+        if [r.tx_message_id for r in results] != [m.tx_message_id for m in messages]:
+            raise errors.RefusedByServer(200, "bad_response", "submit: results do not match")
+        return results
+
+    def fetch(self, max_items: int, wait: float) -> model.FetchBatch:
+        """Long-poll this account's queue for up to ``wait`` seconds."""
+        _, plain = self.call(
+            "fetch",
+            payloads.build_fetch(max_items, wait),
+            timeout=wait + self._long_poll_margin,
+        )
+        return payloads.parse_deliveries(plain)
+
+    def ack(self, entry_ids: list[str]) -> int:
+        """Acknowledge queue entries that are safely stored."""
+        if not entry_ids:
+            return 0
+        _, plain = self.call("ack", payloads.build_ack(entry_ids))
+        return payloads.parse_acked(plain)
+
+    def upload_attachment(self, tx_id: str, seq_no: int, path: str, chunk_size: int) -> str:
+        """Stream one file to the server in chunks; returns its SHA-256 (hex).
+
+        The file is read one chunk at a time and never held whole in memory. A chunk
+        the server already has is ignored by it, so an interrupted upload can simply
+        be repeated.
+        """
+        digest = hashlib.sha256()
+        size = os.path.getsize(path)
+        offset = 0
+        for chunk in _chunks(path, chunk_size, size):
+            digest.update(chunk)
+            final = offset + len(chunk) >= size
+            args: dict[str, Any] = {"tx": tx_id, "seq": seq_no, "offset": offset, "final": final}
+            if final:
+                args.update(size=size, sha256=digest.hexdigest())
+            answer, _ = self.call("upload", chunk, args)
+            offset += len(chunk)
+            if final and not answer.args.get("complete"):
+                raise errors.RefusedByServer(200, "upload_incomplete", f"{tx_id}/{seq_no}")
+        return digest.hexdigest()
+
+    def download(self, message_id: str, seq_no: int, sink: IO[bytes], chunk_size: int) -> int:
+        """Copy one attachment into ``sink`` range by range; returns the byte count.
+
+        The digest announced by the server is checked at the end.
+        """
+        offset = 0
+        digest = hashlib.sha256()
+        while True:
+            args = {"messageId": message_id, "seq": seq_no, "offset": offset,
+                    "length": chunk_size}
+            answer, data = self.call("download", b"", args)
+            sink.write(data)
+            digest.update(data)
+            offset += len(data)
+            size = int(answer.args.get("size", 0))
+            if offset >= size or not data:
+                break
+        expected = str(answer.args.get("sha256", ""))
+        if offset != size or (expected and expected != digest.hexdigest()):
+            raise errors.RefusedByServer(
+                200, "bad_download", f"attachment {message_id}/{seq_no} arrived damaged"
+            )
+        return offset
+
+
+def _chunks(path: str, chunk_size: int, size: int) -> Iterator[bytes]:
+    if size == 0:
+        yield b""
+        return
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            yield chunk
+
+
+def _refusal(op: str, response: httpx.Response) -> errors.ServerError:
+    try:
+        body = json.loads(response.content)
+        code, detail = str(body.get("error", "")), str(body.get("detail", ""))
+    except (ValueError, AttributeError):
+        code, detail = "", response.text[:200]
+    status = response.status_code
+    if status in _TRANSIENT_STATUS:
+        return errors.TransientServerError(f"{op}: server answered {status} {code} {detail}")
+    return errors.RefusedByServer(status, code or "refused", f"{op}: {detail}")
+
+
+def attachment_uri(server_url: str, message_id: str, seq_no: int) -> str:
+    """The ``SourceUri`` of an inbound attachment: where ``mpg attachment fetch`` gets it."""
+    return f"{server_url.rstrip('/')}/v1/attachments/{message_id}/{seq_no}"
+
+
+def parse_attachment_uri(uri: str) -> tuple[str, int]:
+    """The (MessageId, SeqNo) an attachment ``SourceUri`` points at."""
+    head, _, seq = uri.rstrip("/").rpartition("/")
+    rest, _, message_id = head.rpartition("/")
+    if not rest.endswith("/v1/attachments") or not message_id or not seq.isdigit():
+        raise errors.WireError(f"SourceUri {uri!r} is not an MPG attachment address")
+    return message_id, int(seq)

@@ -1,0 +1,134 @@
+"""The inbound worker: the account's server queue -> Inbox, receipts -> State 29.
+
+Each cycle long-polls the queue, downloads the attachments that travel with their
+message (``DownloadFlag`` 1), stores every new message with its attachments in ONE
+transaction and only then acknowledges. A crash between storing and acknowledging
+makes the server deliver the entries again; ``RxMessageId`` is the key, so the second
+copy is recognised and only acknowledged: each message lands exactly once.
+
+Receipts say that every recipient of one of our messages was served: the Outbox row
+moves to 29. A receipt may overtake the outbound worker's own record of the submit,
+so it is applied from 12 and 19 too, along the normal walk.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+from typing import Final
+
+import structlog
+
+from mpg import config, errors, faults
+from mpg.gateway import client as client_mod
+from mpg.gateway import retry
+from mpg.storage import inbox, outbox
+from mpg.storage.states import OutboxState as S
+from mpg.wire import content, model
+
+log = structlog.get_logger("mpg.inbound")
+
+#: The failpoint crash tests arm to die after storing and before acknowledging.
+AFTER_STORE: Final = "inbound.after_store"
+
+
+class InboundWorker:
+    """Fetches, stores and acknowledges. ``run`` loops; ``handle`` is one batch."""
+
+    def __init__(
+        self,
+        settings: config.GatewaySettings,
+        inbox_repo: inbox.InboxRepository,
+        outbox_repo: outbox.OutboxRepository,
+        push: client_mod.PushClient,
+        *,
+        stop: threading.Event,
+    ) -> None:
+        self._settings = settings
+        self._inbox = inbox_repo
+        self._outbox = outbox_repo
+        self._push = push
+        self._stop = stop
+        self._rng = random.Random()
+        #: Held while a fetched batch is being stored, so shutdown can wait for it.
+        self.busy = threading.Lock()
+
+    def run(self) -> None:
+        """Poll until stopped."""
+        log.info("inbound_started", account=self._push.account)
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                batch = self._push.fetch(self._settings.batch_size, self._settings.long_poll_wait)
+                with self.busy:
+                    if self._stop.is_set():
+                        break  # not acknowledged: the server delivers it again later
+                    self.handle(batch)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one failure
+                if not retry.is_transient(exc):
+                    log.exception("inbound_cycle_failed", error=str(exc))
+                attempt += 1
+                pause = retry.delay(attempt, max_delay=self._settings.retry_max_delay,
+                                    rng=self._rng)
+                log.warning("inbound_retry", error=str(exc), attempt=attempt,
+                            retry_in=round(pause, 2))
+                self._stop.wait(pause)
+                continue
+            attempt = 0
+        log.info("inbound_stopped")
+
+    def handle(self, batch: model.FetchBatch) -> None:
+        """Store deliveries, apply receipts, then acknowledge both."""
+        if batch.deliveries:
+            files, uris = self._attachments(batch.deliveries)
+            new = set(self._inbox.store(batch.deliveries, files, uris))
+            for delivery in batch.deliveries:
+                if delivery.rx_message_id in new and delivery.content_type == "RECALL":
+                    self._apply_recall(delivery)
+            log.info("messages_stored", new=len(new), repeated=len(batch.deliveries) - len(new))
+        faults.reach(AFTER_STORE)
+        for receipt in batch.receipts:
+            self._apply_receipt(receipt)
+        entries = [d.rx_message_id for d in batch.deliveries]
+        entries += [r.entry_id for r in batch.receipts]
+        self._push.ack(entries)
+
+    def _attachments(
+        self, deliveries: tuple[model.Delivery, ...]
+    ) -> tuple[dict[tuple[str, int], bytes | None], dict[tuple[str, int], str]]:
+        files: dict[tuple[str, int], bytes | None] = {}
+        uris: dict[tuple[str, int], str] = {}
+        for d in deliveries:
+            for att in d.attachments:
+                key = (d.rx_message_id, att.seq_no)
+                uris[key] = client_mod.attachment_uri(
+                    self._settings.server_url, d.message_id, att.seq_no)
+                if att.download_flag == 1 and att.file_size <= self._settings.max_inline_attachment:
+                    sink = io.BytesIO()
+                    self._push.download(d.message_id, att.seq_no, sink, self._settings.chunk_size)
+                    files[key] = sink.getvalue()
+                else:
+                    files[key] = None
+        return files, uris
+
+    def _apply_recall(self, delivery: model.Delivery) -> None:
+        try:
+            recalled = content.parse_recall(delivery.content)
+        except errors.WireError as exc:
+            log.warning("recall_unreadable", rx_message_id=delivery.rx_message_id, error=str(exc))
+            return
+        count = self._inbox.mark_recalled(recalled)
+        log.info("message_recalled", message_id=recalled, inbox_rows=count)
+
+    def _apply_receipt(self, receipt: model.Receipt) -> None:
+        note = f"sent: {receipt.served} recipient(s) served"
+        if receipt.recalled:
+            note += f", recalled from {receipt.recalled}"
+        ids = {receipt.tx_message_id: receipt.message_id}
+        for state in (S.WAITING, S.UPLOADED, S.ATTACHMENTS_UPLOADED):
+            moved = self._outbox.transition([(receipt.tx_message_id, note)], state, S.SENT,
+                                            message_ids=ids,
+                                            set_transmit_time=state != S.WAITING)
+            if moved:
+                return

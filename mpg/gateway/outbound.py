@@ -1,0 +1,282 @@
+"""The outbound worker: Outbox rows -> push server, walking State 10 -> 20.
+
+One cycle takes a batch of ready rows (State 10, most urgent first), validates them
+(invalid rows go to 99 at once, the rest keep flowing), claims them (10 -> 11 with
+attachments, 10 -> 12 without), streams their files (11 -> 12), submits the whole
+batch in one request and records the answers (12 -> 19 -> 20, or -> 99 when refused).
+Every state change is a batched compare-and-set through the repository, so a row the
+ERP voided meanwhile is simply left alone.
+
+Transient failures leave rows where they are; the next cycle, after a backoff,
+resumes the rows in flight (11/12/19) before taking new ones. Submitting is
+idempotent on the server, so resuming after a crash never sends a row twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import structlog
+
+from mpg import config, errors, timefmt
+from mpg.gateway import client as client_mod
+from mpg.gateway import retry, validation
+from mpg.storage import outbox
+from mpg.storage.states import OutboxState as S
+from mpg.wire import model
+
+log = structlog.get_logger("mpg.outbound")
+
+_HASH_CHUNK: Final = 1024 * 1024
+
+
+@dataclasses.dataclass(slots=True)
+class _Work:
+    """A row on its way: its current state, validated message and files."""
+
+    state: S
+    valid: validation.ValidRow
+    digests: dict[int, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def tx(self) -> str:
+        return self.valid.message.tx_message_id
+
+    def message(self) -> model.OutgoingMessage:
+        infos = tuple(
+            model.AttachmentInfo(
+                seq_no=a.seq_no,
+                file_name=a.file_name,
+                file_type=a.file_type,
+                file_size=a.file_size,
+                download_flag=a.download_flag,
+                sha256=self.digests[a.seq_no],
+            )
+            for a in self.valid.attachments
+        )
+        return dataclasses.replace(self.valid.message, attachments=infos)
+
+
+class OutboundWorker:
+    """Moves Outbox rows to the server. ``run`` loops; ``run_once`` is one cycle."""
+
+    def __init__(
+        self,
+        settings: config.GatewaySettings,
+        repo: outbox.OutboxRepository,
+        push: client_mod.PushClient,
+        *,
+        stop: threading.Event,
+        wake: threading.Event,
+    ) -> None:
+        self._settings = settings
+        self._repo = repo
+        self._push = push
+        self._stop = stop
+        self._wake = wake
+        self._resume = True  # rows left in flight by an earlier run or a failure
+        self._attempt = 0
+        self._rng = random.Random()
+
+    def run(self) -> None:
+        """Cycle until stopped; the batch in hand is always finished first."""
+        log.info("outbound_started", account=self._push.account)
+        while not self._stop.is_set():
+            try:
+                handled = self.run_once()
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one failure
+                if not retry.is_transient(exc):
+                    log.exception("outbound_cycle_failed", error=str(exc))
+                self._attempt += 1
+                self._resume = True
+                pause = retry.delay(self._attempt, max_delay=self._settings.retry_max_delay,
+                                    rng=self._rng)
+                log.warning("outbound_retry", error=str(exc), attempt=self._attempt,
+                            retry_in=round(pause, 2))
+                self._stop.wait(pause)
+                continue
+            self._attempt = 0
+            if handled < self._settings.batch_size:
+                self._wake.wait(self._settings.poll_interval)
+                self._wake.clear()
+        log.info("outbound_stopped")
+
+    def run_once(self) -> int:
+        """One cycle: resume rows in flight if needed, then take a batch of new ones."""
+        handled = 0
+        if self._resume:
+            handled += self._advance(self._load(self._repo.in_flight(self._settings.batch_size)))
+            self._resume = False
+        rows = self._repo.pickup(self._settings.batch_size)
+        if rows:
+            handled += self._advance(self._claim(rows))
+        return handled
+
+    def expire(self) -> int:
+        """Move rows not sent within the send timeout to 97; returns how many."""
+        timeout = self._settings.send_timeout
+        moved = 0
+        for row in self._repo.timed_out(timeout):
+            note = f"timed out: not sent within {timeout:g} s"
+            if row.status_log:
+                note += f" (last: {row.status_log})"
+            moved += len(self._repo.transition([(row.tx_message_id, note)], row.state or 0,
+                                               S.TIMED_OUT))
+        return moved
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _validate(self, rows: Iterable[outbox.OutboxRow]) -> tuple[
+        list[tuple[outbox.OutboxRow, validation.ValidRow]], list[tuple[str, str]]
+    ]:
+        transmit_time = timefmt.now_text(self._settings.clock)
+        good, bad = [], []
+        for row in rows:
+            try:
+                valid = validation.validate(
+                    row,
+                    gateway_account=self._push.account,
+                    transmit_time=transmit_time,
+                    download_flag=self._settings.default_download_flag,
+                )
+            except errors.ValidationError as exc:
+                bad.append((row.tx_message_id, f"invalid {exc.field}: {exc.reason}"))
+                continue
+            good.append((row, valid))
+        return good, bad
+
+    def _claim(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
+        good, bad = self._validate(rows)
+        if bad:
+            self._repo.transition(bad, S.READY, S.FAILED)
+        plain = [v for _, v in good if not v.attachments]
+        files = [v for _, v in good if v.attachments]
+        work = []
+        moved = set(self._repo.transition(
+            [(v.message.tx_message_id, "claimed; no attachments") for v in plain],
+            S.READY, S.ATTACHMENTS_UPLOADED))
+        work += [_Work(S.ATTACHMENTS_UPLOADED, v) for v in plain
+                 if v.message.tx_message_id in moved]
+        moved = set(self._repo.transition(
+            [(v.message.tx_message_id, f"uploading {len(v.attachments)} attachment(s)")
+             for v in files],
+            S.READY, S.ATTACHMENTS_UPLOADING))
+        for v in files:
+            if v.message.tx_message_id in moved:
+                self._repo.add_attachments(v.message.tx_message_id, v.attachments)
+                work.append(_Work(S.ATTACHMENTS_UPLOADING, v))
+        return work
+
+    def _load(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
+        """Rebuild work for rows found in flight (after a restart or a failure)."""
+        good, bad = self._validate(rows)
+        states = {row.tx_message_id: S(row.state or 0) for row in rows}
+        for tx, note in bad:
+            self._repo.transition([(tx, note)], states[tx], S.FAILED)
+        return [_Work(states[v.message.tx_message_id], v) for _, v in good]
+
+    def _advance(self, work: list[_Work]) -> int:
+        """Upload what needs uploading, then submit everything ready in one request."""
+        uploaded = []
+        for item in work:
+            if item.state == S.ATTACHMENTS_UPLOADING:
+                if self._upload(item):
+                    uploaded.append(item)
+            elif item.valid.attachments:
+                self._hash_files(item)
+        if uploaded:
+            notes = [(i.tx, f"{len(i.valid.attachments)} attachment(s) uploaded, "
+                      f"{sum(a.file_size for a in i.valid.attachments)} bytes")
+                     for i in uploaded]
+            moved = set(self._repo.transition(notes, S.ATTACHMENTS_UPLOADING,
+                                              S.ATTACHMENTS_UPLOADED))
+            for item in uploaded:
+                if item.tx in moved:
+                    item.state = S.ATTACHMENTS_UPLOADED
+        ready = [i for i in work if i.state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED)
+                 and len(i.digests) == len(i.valid.attachments)]
+        if ready:
+            self._submit(ready)
+        return len(work)
+
+    def _upload(self, item: _Work) -> bool:
+        """Stream the row's files; a refused or vanished file fails only this row."""
+        try:
+            for att in item.valid.attachments:
+                item.digests[att.seq_no] = self._push.upload_attachment(
+                    item.tx, att.seq_no, att.path, self._settings.chunk_size)
+        except errors.RefusedByServer as exc:
+            self._repo.transition([(item.tx, f"attachment refused: {exc.detail}")],
+                                  item.state, S.FAILED)
+            return False
+        except OSError as exc:
+            self._repo.transition([(item.tx, f"AttachmentList: cannot read {exc.filename}: "
+                                             f"{exc.strerror}")], item.state, S.FAILED)
+            return False
+        return True
+
+    def _hash_files(self, item: _Work) -> None:
+        """Digests of files uploaded by an earlier run (needed again to submit)."""
+        try:
+            for att in item.valid.attachments:
+                digest = hashlib.sha256()
+                with open(att.path, "rb") as fh:
+                    while chunk := fh.read(_HASH_CHUNK):
+                        digest.update(chunk)
+                item.digests[att.seq_no] = digest.hexdigest()
+        except OSError as exc:
+            self._repo.transition([(item.tx, f"AttachmentList: cannot read {exc.filename}: "
+                                             f"{exc.strerror}")], item.state, S.FAILED)
+
+    def _submit(self, ready: list[_Work]) -> None:
+        started = time.monotonic()
+        results = self._push.submit([i.message() for i in ready])
+        log.debug("batch_submitted", count=len(ready),
+                  seconds=round(time.monotonic() - started, 4))
+        by_tx = {i.tx: i for i in ready}
+        for state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED):
+            self._record([r for r in results if by_tx[r.tx_message_id].state == state], state)
+
+    def _record(self, results: list[model.SubmitResult], state: S) -> None:
+        if not results:
+            return
+        queued = [r for r in results if r.accepted and not r.served_at_once]
+        at_once = [r for r in results if r.accepted and r.served_at_once]
+        refused = [(r.tx_message_id, f"refused by server: {r.reason}")
+                   for r in results if not r.accepted]
+        if refused:
+            self._repo.transition(refused, state, S.FAILED)
+        if queued:
+            self._repo.transition(
+                [(r.tx_message_id, _queued_note(r)) for r in queued], state, S.WAITING,
+                message_ids={r.tx_message_id: r.message_id for r in queued},
+                set_transmit_time=True)
+        if at_once:
+            ids = {r.tx_message_id: r.message_id for r in at_once}
+            if state != S.UPLOADED:
+                self._repo.transition([(r.tx_message_id, "accepted by the server")
+                                       for r in at_once], state, S.UPLOADED,
+                                      message_ids=ids, set_transmit_time=True)
+            self._repo.transition([(r.tx_message_id, _served_note(r)) for r in at_once],
+                                  S.UPLOADED, S.SENT, message_ids=ids)
+
+
+def _queued_note(result: model.SubmitResult) -> str:
+    note = f"queued for {result.recipients} recipient(s)"
+    if result.unknown:
+        note += "; unknown recipient(s): " + ", ".join(result.unknown)
+    return note
+
+
+def _served_note(result: model.SubmitResult) -> str:
+    if result.recall is not None:
+        r = result.recall
+        return (f"recall of {r.recalled_message_id}: withdrawn from {r.withdrawn}, "
+                f"notified {r.notified}")
+    return "served by the server"

@@ -1,0 +1,131 @@
+"""Run the gateway in the foreground: both workers, the sweeps, clean shutdown.
+
+SIGTERM or Ctrl-C stop taking new work; the outbound batch in hand is finished and a
+fetched inbound batch is stored and acknowledged before the process exits (within
+``SHUTDOWN_GRACE`` seconds). A second signal exits at once; nothing is lost either
+way, because every step is recorded before the next one starts.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import types
+from typing import Final
+
+import sqlalchemy as sa
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from mpg import config, errors
+from mpg.gateway import client as client_mod
+from mpg.gateway import inbound, outbound, wakeup
+from mpg.storage import database, inbox, outbox, tables
+from mpg.wire import keys
+
+log = structlog.get_logger("mpg.gateway")
+
+SHUTDOWN_GRACE: Final = 30.0
+EXPIRE_EVERY: Final = 30.0
+EXIT_OK: Final = 0
+EXIT_INTERRUPTED: Final = 130
+
+
+class Gateway:
+    """The gateway's parts wired together; ``start``/``stop`` for tests and the CLI."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        gw = settings.gateway
+        try:
+            credential = keys.parse_credential(gw.credential_text())
+        except errors.WireError as exc:
+            raise errors.ConfigError(f"gateway.secret: {exc}") from exc
+        self.engine = database.create_engine(gw.database_url)
+        _require_tables(self.engine)
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.push = client_mod.PushClient(gw, credential)
+        self.outbox = outbox.OutboxRepository(self.engine, gw.account, gw.clock)
+        self.inbox = inbox.InboxRepository(self.engine, gw.account, gw.clock)
+        self.outbound = outbound.OutboundWorker(
+            gw, self.outbox, self.push, stop=self.stop_event, wake=self.wake
+        )
+        self.inbound = inbound.InboundWorker(
+            gw, self.inbox, self.outbox, self.push, stop=self.stop_event
+        )
+        self._watcher = (
+            wakeup.DatabaseWatcher(gw.database_url, self.wake)
+            if gw.watch_database and wakeup.watchable(gw.database_url)
+            else None
+        )
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._threads = [
+            threading.Thread(target=self.outbound.run, name="mpg-outbound"),
+            threading.Thread(target=self.inbound.run, name="mpg-inbound", daemon=True),
+        ]
+
+    def start(self) -> None:
+        """Start the workers, the database watcher and the timeout sweep."""
+        if self._watcher is not None:
+            self._watcher.start()
+        self._scheduler.add_job(self.outbound.expire, "interval", seconds=EXPIRE_EVERY,
+                                id="send-timeout", max_instances=1, coalesce=True)
+        self._scheduler.start()
+        for thread in self._threads:
+            thread.start()
+        log.info("gateway_started", account=self.push.account)
+
+    def stop(self) -> None:
+        """Finish the work in hand and release everything."""
+        self.stop_event.set()
+        self.wake.set()
+        self._threads[0].join(SHUTDOWN_GRACE)
+        # The inbound thread may be parked in a long poll; only a batch being stored
+        # must be waited for, and it holds ``busy`` while it is.
+        if self.inbound.busy.acquire(timeout=SHUTDOWN_GRACE):
+            self.inbound.busy.release()
+        self._scheduler.shutdown(wait=False)
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.push.close()
+        self.engine.dispose()
+        log.info("gateway_stopped")
+
+
+def _require_tables(engine: sa.Engine) -> None:
+    try:
+        present = set(sa.inspect(engine).get_table_names())
+    except sa.exc.SQLAlchemyError as exc:
+        raise errors.StorageError(f"cannot open the gateway database: {exc}") from exc
+    missing = [t.name for t in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES)
+               if t.name not in present]
+    if missing:
+        raise errors.StorageError(
+            f"table(s) {', '.join(missing)} missing; run `mpg init-db` first"
+        )
+
+
+def run(settings: config.Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    gateway = Gateway(settings)
+    signals_seen = 0
+
+    def on_signal(signum: int, frame: types.FrameType | None) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            raise SystemExit(EXIT_INTERRUPTED)
+        log.info("gateway_stopping", signal=signal.Signals(signum).name)
+        gateway.stop_event.set()
+        gateway.wake.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        gateway.start()
+        while not gateway.stop_event.wait(1.0):
+            pass
+        gateway.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return EXIT_OK
