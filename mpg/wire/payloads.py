@@ -1,0 +1,597 @@
+"""Build and parse the XML payloads of ``docs/protocol.md`` (bytes in, bytes out).
+
+Builders check every text against XML 1.0 and raise :class:`errors.WireError` naming
+the field (``submit/message[2]/subject: character U+0001 ...``), so that a caller can
+fail the one row that holds it. Parsers go through :func:`xmlsafe.parse` and check
+the structure, the required attributes and their types; their errors name the place
+(``submit/message[2]: attribute 'tx' missing``). Unknown attributes are ignored (room
+to add some within version 1); unknown elements are refused.
+
+Texts travel as element text or attribute values and come back exactly, including
+leading and trailing whitespace, tabs, ``\\r`` and ``\\n`` (lxml writes the characters
+that XML would normalise as character references). Payloads are written in UTF-8
+without an XML declaration.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+from lxml import etree
+
+from mpg import errors
+from mpg.wire import model, xmlsafe
+
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
+_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+_UNSIGNED: Final = re.compile(r"[0-9]{1,18}")
+_DECIMAL: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_TRUE: Final = frozenset({"true", "1"})
+_FALSE: Final = frozenset({"false", "0"})
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _text(value: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise errors.WireError(f"{where}: expected text, got {type(value).__name__}")
+    return xmlsafe.check_text(value, where)
+
+
+def _nonempty(value: str, where: str) -> str:
+    if not value:
+        raise errors.WireError(f"{where}: must not be empty")
+    return _text(value, where)
+
+
+def _count(value: int, where: str, *, minimum: int = 0) -> str:
+    # bool is an int subclass; True must not travel as "1" where a count is meant.
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise errors.WireError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return str(value)
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _boolean(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _time(value: str, where: str) -> str:
+    if not _TIME.fullmatch(value):
+        raise errors.WireError(f"{where}: expected yyyy-MM-dd HH:mm:ss, got {value!r}")
+    return value
+
+
+def _text_element(parent: etree._Element, tag: str, value: str, where: str) -> None:
+    etree.SubElement(parent, tag).text = _text(value, f"{where}/{tag}")
+
+
+def _account_list(parent: etree._Element, tag: str, accounts: Sequence[str], where: str) -> None:
+    holder = etree.SubElement(parent, tag)
+    for n, account in enumerate(accounts, 1):
+        etree.SubElement(holder, "r").text = _nonempty(account, f"{where}/{tag}/r[{n}]")
+
+
+def _attachments(
+    parent: etree._Element, infos: Sequence[model.AttachmentInfo], where: str
+) -> None:
+    if not infos:
+        return
+    holder = etree.SubElement(parent, "attachments")
+    for n, info in enumerate(infos, 1):
+        at = f"{where}/attachments/attachment[{n}]"
+        if info.download_flag not in (0, 1) or isinstance(info.download_flag, bool):
+            raise errors.WireError(f"{at}/@download: expected 0 or 1, got {info.download_flag!r}")
+        if not _SHA256.fullmatch(info.sha256):
+            raise errors.WireError(f"{at}/@sha256: expected 64 lowercase hex digits")
+        etree.SubElement(
+            holder,
+            "attachment",
+            {
+                "seq": _count(info.seq_no, f"{at}/@seq"),
+                "name": _nonempty(info.file_name, f"{at}/@name"),
+                "type": _text(info.file_type, f"{at}/@type"),
+                "size": _count(info.file_size, f"{at}/@size"),
+                "download": str(info.download_flag),
+                "sha256": info.sha256,
+            },
+        )
+
+
+def _message_where(n: int, msg: model.OutgoingMessage) -> str:
+    where = f"submit/message[{n}]"
+    tx = getattr(msg, "tx_message_id", "")
+    if isinstance(tx, str) and tx and xmlsafe.is_xml_text(tx):
+        # The tx id lets the gateway fail the right row without counting.
+        where += f" (tx {tx})"
+    return where
+
+
+def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> None:
+    where = _message_where(n, msg)
+    if msg.receiver_type not in model.RECEIVER_TYPES:
+        raise errors.WireError(f"{where}/@receiverType: expected U or D")
+    if msg.priority not in model.PRIORITIES:
+        raise errors.WireError(f"{where}/@priority: expected one of E, H, N, L")
+    el = etree.SubElement(
+        root,
+        "message",
+        {
+            "tx": _nonempty(msg.tx_message_id, f"{where}/@tx"),
+            "appCode": _text(msg.app_code, f"{where}/@appCode"),
+            "sourceDomain": _text(msg.source_domain, f"{where}/@sourceDomain"),
+            "agentSender": _text(msg.agent_sender, f"{where}/@agentSender"),
+            "sender": _text(msg.sender, f"{where}/@sender"),
+            "receiverType": msg.receiver_type,
+            "contentType": _text(msg.content_type, f"{where}/@contentType"),
+            "alertFlag": _flag(msg.alert_flag),
+            "priority": msg.priority,
+            "transmitTime": _time(msg.transmit_time, f"{where}/@transmitTime"),
+        },
+    )
+    _account_list(el, "receivers", msg.receivers, where)
+    if msg.bcc:
+        _account_list(el, "bcc", msg.bcc, where)
+    _text_element(el, "subject", msg.subject, where)
+    if msg.keywords:
+        _text_element(el, "keywords", msg.keywords, where)
+    _text_element(el, "content", msg.content, where)
+    _attachments(el, msg.attachments, where)
+
+
+def check_message(msg: model.OutgoingMessage) -> None:
+    """Raise :class:`errors.WireError` naming the field if ``msg`` cannot be submitted.
+
+    Lets the gateway fail one row before it batches the others into one submit.
+    """
+    _add_message(etree.Element("submit"), 1, msg)
+
+
+def _serialize(root: etree._Element) -> bytes:
+    return etree.tostring(root, encoding="utf-8")
+
+
+def build_submit(msgs: Iterable[model.OutgoingMessage]) -> bytes:
+    """The ``submit`` payload for ``msgs``, in order."""
+    root = etree.Element("submit")
+    for n, msg in enumerate(msgs, 1):
+        _add_message(root, n, msg)
+    return _serialize(root)
+
+
+def build_submitted(results: Iterable[model.SubmitResult]) -> bytes:
+    """The answer to ``submit``: one ``result`` per message, in the same order."""
+    root = etree.Element("submitted")
+    for n, res in enumerate(results, 1):
+        where = f"submitted/result[{n}]"
+        if res.accepted and not res.message_id:
+            raise errors.WireError(f"{where}: an accepted result needs a messageId")
+        attrib = {
+            "tx": _nonempty(res.tx_message_id, f"{where}/@tx"),
+            "accepted": _boolean(res.accepted),
+            "recipients": _count(res.recipients, f"{where}/@recipients"),
+            "servedAtOnce": _boolean(res.served_at_once),
+        }
+        if res.message_id:
+            attrib["messageId"] = _text(res.message_id, f"{where}/@messageId")
+        if res.reason:
+            attrib["reason"] = _text(res.reason, f"{where}/@reason")
+        el = etree.SubElement(root, "result", attrib)
+        for k, account in enumerate(res.unknown, 1):
+            etree.SubElement(el, "unknown").text = _nonempty(account, f"{where}/unknown[{k}]")
+        if res.recall is not None:
+            rc = res.recall
+            etree.SubElement(
+                el,
+                "recall",
+                {
+                    "messageId": _nonempty(rc.recalled_message_id, f"{where}/recall/@messageId"),
+                    "withdrawn": _count(rc.withdrawn, f"{where}/recall/@withdrawn"),
+                    "notified": _count(rc.notified, f"{where}/recall/@notified"),
+                },
+            )
+    return _serialize(root)
+
+
+def build_fetch(max_items: int, wait_seconds: float) -> bytes:
+    """The ``fetch`` payload: up to ``max_items`` entries, waiting up to ``wait_seconds``."""
+    wait = float(wait_seconds)
+    if not math.isfinite(wait) or wait < 0:
+        raise errors.WireError(f"fetch/@wait: expected a finite number >= 0, got {wait_seconds!r}")
+    wait_text = str(int(wait)) if wait.is_integer() else repr(wait)
+    root = etree.Element(
+        "fetch", {"max": _count(max_items, "fetch/@max", minimum=1), "wait": wait_text}
+    )
+    return _serialize(root)
+
+
+def build_deliveries(batch: model.FetchBatch) -> bytes:
+    """The answer to ``fetch``: every delivery, then every receipt."""
+    root = etree.Element("deliveries")
+    for n, d in enumerate(batch.deliveries, 1):
+        where = f"deliveries/delivery[{n}]"
+        if d.receiver_type not in model.RECEIVER_TYPES:
+            raise errors.WireError(f"{where}/@receiverType: expected U or D")
+        if d.priority not in model.PRIORITIES:
+            raise errors.WireError(f"{where}/@priority: expected one of E, H, N, L")
+        el = etree.SubElement(
+            root,
+            "delivery",
+            {
+                "rx": _nonempty(d.rx_message_id, f"{where}/@rx"),
+                "messageId": _nonempty(d.message_id, f"{where}/@messageId"),
+                "appCode": _text(d.app_code, f"{where}/@appCode"),
+                "sourceDomain": _text(d.source_domain, f"{where}/@sourceDomain"),
+                "agentSender": _text(d.agent_sender, f"{where}/@agentSender"),
+                "sender": _text(d.sender, f"{where}/@sender"),
+                "owner": _text(d.owner, f"{where}/@owner"),
+                "receiverType": d.receiver_type,
+                "contentType": _text(d.content_type, f"{where}/@contentType"),
+                "alertFlag": _flag(d.alert_flag),
+                "priority": d.priority,
+                "transmitTime": _time(d.transmit_time, f"{where}/@transmitTime"),
+            },
+        )
+        _text_element(el, "receiverList", d.receiver_list, where)
+        _text_element(el, "bccList", d.bcc_list, where)
+        _text_element(el, "subject", d.subject, where)
+        if d.keywords:
+            _text_element(el, "keywords", d.keywords, where)
+        _text_element(el, "content", d.content, where)
+        _attachments(el, d.attachments, where)
+    for n, r in enumerate(batch.receipts, 1):
+        where = f"deliveries/receipt[{n}]"
+        etree.SubElement(
+            root,
+            "receipt",
+            {
+                "entry": _nonempty(r.entry_id, f"{where}/@entry"),
+                "tx": _nonempty(r.tx_message_id, f"{where}/@tx"),
+                "messageId": _nonempty(r.message_id, f"{where}/@messageId"),
+                "served": _count(r.served, f"{where}/@served"),
+                "recalled": _count(r.recalled, f"{where}/@recalled"),
+            },
+        )
+    return _serialize(root)
+
+
+def build_ack(entry_ids: Iterable[str]) -> bytes:
+    """The ``ack`` payload for the queue entries the caller has stored."""
+    root = etree.Element("ack")
+    for n, entry in enumerate(entry_ids, 1):
+        etree.SubElement(root, "entry", {"id": _nonempty(entry, f"ack/entry[{n}]/@id")})
+    return _serialize(root)
+
+
+def build_acked(count: int) -> bytes:
+    """The answer to ``ack``: how many entries were removed from the queue."""
+    return _serialize(etree.Element("acked", {"count": _count(count, "acked/@count")}))
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def _root(data: bytes, tag: str) -> etree._Element:
+    root = xmlsafe.parse(data)
+    if root.tag != tag:
+        raise errors.WireError(f"expected a <{tag}> document, got <{root.tag}>")
+    return root
+
+
+def _attr(el: etree._Element, name: str, where: str) -> str:
+    value = el.get(name)
+    if value is None:
+        raise errors.WireError(f"{where}: attribute '{name}' missing")
+    return value
+
+
+def _attr_nonempty(el: etree._Element, name: str, where: str) -> str:
+    value = _attr(el, name, where)
+    if not value:
+        raise errors.WireError(f"{where}: attribute '{name}' is empty")
+    return value
+
+
+def _int(text: str, name: str, where: str, *, minimum: int = 0) -> int:
+    if not _UNSIGNED.fullmatch(text) or int(text) < minimum:
+        raise errors.WireError(
+            f"{where}: attribute '{name}' must be an integer >= {minimum}, got {text!r}"
+        )
+    return int(text)
+
+
+def _int_attr(
+    el: etree._Element, name: str, where: str, *, default: int | None = None, minimum: int = 0
+) -> int:
+    text = el.get(name)
+    if text is None:
+        if default is None:
+            raise errors.WireError(f"{where}: attribute '{name}' missing")
+        return default
+    return _int(text, name, where, minimum=minimum)
+
+
+def _bool_attr(el: etree._Element, name: str, where: str, *, default: bool | None = None) -> bool:
+    text = el.get(name)
+    if text is None:
+        if default is None:
+            raise errors.WireError(f"{where}: attribute '{name}' missing")
+        return default
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise errors.WireError(f"{where}: attribute '{name}' must be true/false/1/0, got {text!r}")
+
+
+def _choice_attr(el: etree._Element, name: str, where: str, allowed: Iterable[str]) -> str:
+    value = _attr(el, name, where)
+    if value not in allowed:
+        raise errors.WireError(f"{where}: attribute '{name}' has unknown value {value!r}")
+    return value
+
+
+def _time_attr(el: etree._Element, name: str, where: str) -> str:
+    value = _attr(el, name, where)
+    if not _TIME.fullmatch(value):
+        raise errors.WireError(
+            f"{where}: attribute '{name}' must be yyyy-MM-dd HH:mm:ss, got {value!r}"
+        )
+    return value
+
+
+def _children(
+    el: etree._Element, where: str, allowed: Mapping[str, bool]
+) -> dict[str, etree._Element]:
+    """The child elements by tag; ``allowed`` maps each tag to whether it is required."""
+    found: dict[str, etree._Element] = {}
+    for child in el:
+        tag = child.tag
+        if tag not in allowed:
+            raise errors.WireError(f"{where}: unexpected element <{tag}>")
+        if tag in found:
+            raise errors.WireError(f"{where}: element <{tag}> repeated")
+        found[str(tag)] = child
+    for tag, required in allowed.items():
+        if required and tag not in found:
+            raise errors.WireError(f"{where}: element <{tag}> missing")
+    return found
+
+
+def _only_text(el: etree._Element, at: str) -> str:
+    """The text of the element at path ``at``, which must have no child elements."""
+    if len(el):
+        raise errors.WireError(f"{at}: must hold text only")
+    return el.text or ""
+
+
+def _kid_text(kids: Mapping[str, etree._Element], tag: str, where: str) -> str:
+    el = kids.get(tag)
+    return "" if el is None else _only_text(el, f"{where}/{tag}")
+
+
+def _items(el: etree._Element, tag: str, where: str) -> list[tuple[str, etree._Element]]:
+    """The children of ``el``, which must all be ``<tag>``, with their paths."""
+    items = []
+    for n, child in enumerate(el, 1):
+        if child.tag != tag:
+            raise errors.WireError(f"{where}: unexpected element <{child.tag}>")
+        items.append((f"{where}/{tag}[{n}]", child))
+    return items
+
+
+def _account_items(el: etree._Element | None, where: str) -> tuple[str, ...]:
+    if el is None:
+        return ()
+    accounts = []
+    for at, child in _items(el, "r", f"{where}/{el.tag}"):
+        account = _only_text(child, at)
+        if not account:
+            raise errors.WireError(f"{at}: empty account")
+        accounts.append(account)
+    return tuple(accounts)
+
+
+def _parse_attachments(
+    el: etree._Element | None, where: str
+) -> tuple[model.AttachmentInfo, ...]:
+    if el is None:
+        return ()
+    infos = []
+    for at, child in _items(el, "attachment", f"{where}/attachments"):
+        download = _int_attr(child, "download", at)
+        if download not in (0, 1):
+            raise errors.WireError(f"{at}: attribute 'download' must be 0 or 1")
+        sha256 = _attr(child, "sha256", at)
+        if not _SHA256.fullmatch(sha256):
+            raise errors.WireError(f"{at}: attribute 'sha256' must be 64 lowercase hex digits")
+        infos.append(
+            model.AttachmentInfo(
+                seq_no=_int_attr(child, "seq", at),
+                file_name=_attr_nonempty(child, "name", at),
+                file_type=_attr(child, "type", at),
+                file_size=_int_attr(child, "size", at),
+                download_flag=download,
+                sha256=sha256,
+            )
+        )
+    return tuple(infos)
+
+
+_MESSAGE_CHILDREN: Final = {
+    "receivers": True,
+    "bcc": False,
+    "subject": False,
+    "keywords": False,
+    "content": False,
+    "attachments": False,
+}
+
+
+def parse_submit(data: bytes) -> list[model.OutgoingMessage]:
+    """The messages of a ``submit`` payload, in order."""
+    msgs = []
+    for where, el in _items(_root(data, "submit"), "message", "submit"):
+        kids = _children(el, where, _MESSAGE_CHILDREN)
+        msgs.append(
+            model.OutgoingMessage(
+                tx_message_id=_attr_nonempty(el, "tx", where),
+                app_code=_attr(el, "appCode", where),
+                source_domain=_attr(el, "sourceDomain", where),
+                agent_sender=_attr(el, "agentSender", where),
+                sender=_attr(el, "sender", where),
+                receiver_type=_choice_attr(el, "receiverType", where, model.RECEIVER_TYPES),
+                receivers=_account_items(kids["receivers"], where),
+                bcc=_account_items(kids.get("bcc"), where),
+                subject=_kid_text(kids, "subject", where),
+                content=_kid_text(kids, "content", where),
+                content_type=_attr(el, "contentType", where),
+                alert_flag=_bool_attr(el, "alertFlag", where),
+                priority=_choice_attr(el, "priority", where, model.PRIORITIES),
+                keywords=_kid_text(kids, "keywords", where),
+                transmit_time=_time_attr(el, "transmitTime", where),
+                attachments=_parse_attachments(kids.get("attachments"), where),
+            )
+        )
+    return msgs
+
+
+def parse_submitted(data: bytes) -> list[model.SubmitResult]:
+    """The results of a ``submitted`` answer, in the order of the messages."""
+    results = []
+    for where, el in _items(_root(data, "submitted"), "result", "submitted"):
+        unknown: list[str] = []
+        recall: model.RecallOutcome | None = None
+        for n, child in enumerate(el, 1):
+            if child.tag == "unknown":
+                account = _only_text(child, f"{where}/unknown[{n}]")
+                if not account:
+                    raise errors.WireError(f"{where}/unknown[{n}]: empty account")
+                unknown.append(account)
+            elif child.tag == "recall":
+                at = f"{where}/recall"
+                if recall is not None:
+                    raise errors.WireError(f"{at}: repeated")
+                recall = model.RecallOutcome(
+                    recalled_message_id=_attr_nonempty(child, "messageId", at),
+                    withdrawn=_int_attr(child, "withdrawn", at),
+                    notified=_int_attr(child, "notified", at),
+                )
+            else:
+                raise errors.WireError(f"{where}: unexpected element <{child.tag}>")
+        accepted = _bool_attr(el, "accepted", where)
+        message_id = el.get("messageId", "")
+        if accepted and not message_id:
+            raise errors.WireError(f"{where}: attribute 'messageId' missing")
+        results.append(
+            model.SubmitResult(
+                tx_message_id=_attr_nonempty(el, "tx", where),
+                accepted=accepted,
+                message_id=message_id,
+                recipients=_int_attr(el, "recipients", where, default=0),
+                unknown=tuple(unknown),
+                reason=el.get("reason", ""),
+                served_at_once=_bool_attr(el, "servedAtOnce", where, default=False),
+                recall=recall,
+            )
+        )
+    return results
+
+
+def parse_fetch(data: bytes) -> tuple[int, float]:
+    """``(max_items, wait_seconds)`` of a ``fetch`` payload."""
+    root = _root(data, "fetch")
+    if len(root):
+        raise errors.WireError("fetch: must be empty")
+    max_items = _int_attr(root, "max", "fetch", minimum=1)
+    wait_text = _attr(root, "wait", "fetch")
+    wait = float(wait_text) if _DECIMAL.fullmatch(wait_text) else math.nan
+    if not math.isfinite(wait):
+        raise errors.WireError(
+            f"fetch: attribute 'wait' must be a finite number >= 0, got {wait_text!r}"
+        )
+    return max_items, wait
+
+
+_DELIVERY_CHILDREN: Final = {
+    "receiverList": False,
+    "bccList": False,
+    "subject": False,
+    "keywords": False,
+    "content": False,
+    "attachments": False,
+}
+
+
+def _parse_delivery(el: etree._Element, where: str) -> model.Delivery:
+    kids = _children(el, where, _DELIVERY_CHILDREN)
+    return model.Delivery(
+        rx_message_id=_attr_nonempty(el, "rx", where),
+        message_id=_attr_nonempty(el, "messageId", where),
+        app_code=_attr(el, "appCode", where),
+        source_domain=_attr(el, "sourceDomain", where),
+        agent_sender=_attr(el, "agentSender", where),
+        sender=_attr(el, "sender", where),
+        owner=_attr(el, "owner", where),
+        receiver_type=_choice_attr(el, "receiverType", where, model.RECEIVER_TYPES),
+        receiver_list=_kid_text(kids, "receiverList", where),
+        bcc_list=_kid_text(kids, "bccList", where),
+        subject=_kid_text(kids, "subject", where),
+        content=_kid_text(kids, "content", where),
+        content_type=_attr(el, "contentType", where),
+        alert_flag=_bool_attr(el, "alertFlag", where),
+        priority=_choice_attr(el, "priority", where, model.PRIORITIES),
+        keywords=_kid_text(kids, "keywords", where),
+        transmit_time=_time_attr(el, "transmitTime", where),
+        attachments=_parse_attachments(kids.get("attachments"), where),
+    )
+
+
+def _parse_receipt(el: etree._Element, where: str) -> model.Receipt:
+    if len(el):
+        raise errors.WireError(f"{where}: must be empty")
+    return model.Receipt(
+        entry_id=_attr_nonempty(el, "entry", where),
+        tx_message_id=_attr_nonempty(el, "tx", where),
+        message_id=_attr_nonempty(el, "messageId", where),
+        served=_int_attr(el, "served", where),
+        recalled=_int_attr(el, "recalled", where),
+    )
+
+
+def parse_deliveries(data: bytes) -> model.FetchBatch:
+    """The deliveries and receipts of a ``deliveries`` answer, each in document order."""
+    deliveries: list[model.Delivery] = []
+    receipts: list[model.Receipt] = []
+    counts = {"delivery": 0, "receipt": 0}
+    for el in _root(data, "deliveries"):
+        tag = el.tag
+        if tag not in counts:
+            raise errors.WireError(f"deliveries: unexpected element <{tag}>")
+        counts[tag] += 1
+        where = f"deliveries/{tag}[{counts[tag]}]"
+        if tag == "delivery":
+            deliveries.append(_parse_delivery(el, where))
+        else:
+            receipts.append(_parse_receipt(el, where))
+    return model.FetchBatch(deliveries=tuple(deliveries), receipts=tuple(receipts))
+
+
+def parse_ack(data: bytes) -> list[str]:
+    """The queue entry ids of an ``ack`` payload, in order."""
+    return [_attr_nonempty(el, "id", at) for at, el in _items(_root(data, "ack"), "entry", "ack")]
+
+
+def parse_acked(data: bytes) -> int:
+    """The count of an ``acked`` answer."""
+    root = _root(data, "acked")
+    if len(root):
+        raise errors.WireError("acked: must be empty")
+    return _int_attr(root, "count", "acked")
