@@ -1,0 +1,1 @@
+"""The ``mpg`` command line: one module per command or command group (click)."""

@@ -1,0 +1,487 @@
+"""``mpg demo``: the whole loop of the source document on one machine, with real processes.
+
+In a fresh folder (``demo-run/``) it writes a server configuration and two gateway
+configurations (``erp-a@example.com`` and ``erp-b@example.com``, SQLite), prepares the
+server and its two accounts, starts the server and both gateways as subprocesses,
+sends the sample approval of reference §3 from A to B, answers it from B with a REPLY,
+and shows both arriving. Then it prints how to insert rows with ``sqlite3`` and keeps
+running until Ctrl-C, when it stops the subprocesses cleanly.
+
+Every step runs the same ``mpg`` commands a user would, and prints them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import pathlib
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import types
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
+
+import click
+
+from mpg.cli import context, exitcodes
+from mpg.storage import history, states
+from mpg.wire import content
+
+ACCOUNT_A: Final = "erp-a@example.com"
+ACCOUNT_B: Final = "erp-b@example.com"
+MARKER: Final = ".mpg-demo"
+STEP_TIMEOUT: Final = 60.0
+STOP_GRACE: Final = 15.0
+#: argv of the server in the foreground (the `server` group's serving command).
+SERVER_RUN: Final = ("server", "run")
+
+T = TypeVar("T")
+
+
+def _say(text: str) -> None:
+    click.echo(click.style("==> ", fg="cyan", bold=True) + text)
+
+
+def _detail(text: str) -> None:
+    click.echo("    " + text)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tiny_png(width: int = 48, height: int = 48) -> bytes:
+    """A small valid PNG (a coloured gradient): a binary attachment with no file to ship."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((x * 5 % 256, y * 5 % 256, 160)) for x in range(width))
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+SERVER_TOML: Final = """\
+# Push server of the MPG demo (written by `mpg demo`).
+# Plain http on 127.0.0.1 is allowed here ONLY because client and server run on this
+# one machine for the demo and a throwaway certificate would add nothing to show;
+# MPG refuses plain http on any other address. Real deployments set tls_cert/tls_key.
+[server]
+database_url = "sqlite:///server.db"
+host = "127.0.0.1"
+port = {port}
+allow_plain_http = true
+data_dir = "server-data"
+master_key_file = "server-master.key"
+public_url = "http://127.0.0.1:{port}"
+
+[log]
+format = "json"
+"""
+
+GATEWAY_TOML: Final = """\
+# Gateway {name} of the MPG demo (written by `mpg demo`): account {account}.
+# The credential is read from a file next to this one (never put secrets in the TOML).
+# Plain http to 127.0.0.1 is allowed ONLY for this one-machine demo (see server.toml).
+[gateway]
+account = "{account}"
+database_url = "sqlite:///gateway-{name}.db"
+server_url = "http://127.0.0.1:{port}"
+allow_plain_http = true
+secret_file = "gateway-{name}.credential"
+poll_interval = 0.5
+long_poll_wait = 10
+
+[log]
+format = "json"
+"""
+
+
+@dataclasses.dataclass
+class DemoFiles:
+    """Paths of everything the demo writes in its folder."""
+
+    root: pathlib.Path
+
+    @property
+    def server_config(self) -> pathlib.Path:
+        """The server's TOML."""
+        return self.root / "server.toml"
+
+    def gateway_config(self, name: str) -> pathlib.Path:
+        """Gateway ``a`` or ``b``'s TOML."""
+        return self.root / f"gateway-{name}.toml"
+
+    def gateway_db(self, name: str) -> pathlib.Path:
+        """Gateway ``a`` or ``b``'s SQLite file (its Outbox and Inbox)."""
+        return self.root / f"gateway-{name}.db"
+
+    def credential(self, name: str) -> pathlib.Path:
+        """Gateway ``a`` or ``b``'s credential file."""
+        return self.root / f"gateway-{name}.credential"
+
+    def log(self, name: str) -> pathlib.Path:
+        """A subprocess's log file."""
+        return self.root / "logs" / f"{name}.log"
+
+    @property
+    def attachment(self) -> pathlib.Path:
+        """The binary file the approval carries."""
+        return self.root / "files" / "leave-form-signature.png"
+
+
+def prepare_folder(root: pathlib.Path) -> DemoFiles:
+    """Create ``root`` afresh; refuse to delete a folder the demo did not make."""
+    if root.exists():
+        if not (root / MARKER).exists():
+            raise exitcodes.CommandError(
+                f"{root} exists and was not made by `mpg demo`; choose another --dir"
+            )
+        shutil.rmtree(root)
+    (root / "logs").mkdir(parents=True)
+    (root / "files").mkdir()
+    (root / MARKER).write_text("made by mpg demo; deleted by the next `mpg demo`\n")
+    return DemoFiles(root)
+
+
+def write_configs(files: DemoFiles, port: int) -> None:
+    """The server configuration and the two gateway configurations."""
+    files.server_config.write_text(SERVER_TOML.format(port=port), encoding="utf-8")
+    for name, account in (("a", ACCOUNT_A), ("b", ACCOUNT_B)):
+        text = GATEWAY_TOML.format(name=name, account=account, port=port)
+        files.gateway_config(name).write_text(text, encoding="utf-8")
+    files.attachment.write_bytes(tiny_png())
+
+
+def mpg_argv(config_file: pathlib.Path, *args: str) -> list[str]:
+    """argv running this very ``mpg`` (the same interpreter) with a config file."""
+    return [sys.executable, "-m", "mpg.cli.main", "--config", str(config_file), *args]
+
+
+def _shown(argv: list[str]) -> str:
+    """The command as a user would type it."""
+    return shlex.join(["mpg", *argv[3:]])
+
+
+def run_step(argv: list[str], cwd: pathlib.Path) -> str:
+    """Run one ``mpg`` command, show it, and fail the demo with its stderr if it fails."""
+    _detail("$ " + _shown(argv))
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise exitcodes.CommandError(
+            f"`{_shown(argv)}` exited {done.returncode}: {done.stderr.strip()[-800:]}"
+        )
+    return done.stdout
+
+
+class Processes:
+    """The long-running subprocesses, stopped in reverse order of start."""
+
+    def __init__(self, cwd: pathlib.Path) -> None:
+        self.cwd = cwd
+        self.running: list[tuple[str, subprocess.Popen[bytes], pathlib.Path]] = []
+
+    def start(self, name: str, argv: list[str], log: pathlib.Path) -> None:
+        """Start ``argv`` with its output in ``log``, in its own session (Ctrl-C is ours)."""
+        _detail(f"$ {_shown(argv)}   (log: {log.relative_to(self.cwd)})")
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.running.append((name, proc, log))
+
+    def check(self) -> None:
+        """Fail the demo if a subprocess died, showing the end of its log."""
+        for name, proc, log in self.running:
+            code = proc.poll()
+            if code is not None:
+                tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
+                raise exitcodes.CommandError(f"{name} exited with {code}; end of {log}:\n{tail}")
+
+    def stop(self) -> None:
+        """SIGTERM each (gateways first, server last), SIGKILL after the grace period."""
+        for name, proc, _log in reversed(self.running):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            _detail(f"stopped {name} (exit {proc.returncode})")
+        self.running.clear()
+
+
+def wait_for(what: str, probe: Callable[[], T | None], procs: Processes) -> T:
+    """Poll ``probe`` until it returns a value; fail after :data:`STEP_TIMEOUT`."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while time.monotonic() < deadline:
+        procs.check()
+        value = probe()
+        if value is not None:
+            return value
+        time.sleep(0.25)
+    raise exitcodes.CommandError(f"timed out after {STEP_TIMEOUT:.0f}s waiting for {what}")
+
+
+def _port_open(port: int) -> bool | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return True if sock.connect_ex(("127.0.0.1", port)) == 0 else None
+
+
+def _find_message(
+    ctx: context.CliContext, message_id: str | None, content_type: str
+) -> dict[str, Any] | None:
+    """The newest Inbox row of ``content_type`` (and ``message_id`` when known)."""
+    for row in ctx.inbox().list(None, 1000):
+        if str(row.get("ContentType", "")).strip().upper() != content_type:
+            continue
+        if message_id is None or row.get("MessageId") == message_id:
+            return ctx.inbox().get(str(row["RxMessageId"]))
+    return None
+
+
+def _outbox_done(ctx: context.CliContext, tx: str) -> history.Transition | None:
+    for step in history.timeline(ctx.engine, tx):
+        if step.to_state == states.OutboxState.SENT:
+            return step
+    return None
+
+
+def _show_inbox_row(row: dict[str, Any], original: bytes | None, ctx: context.CliContext) -> None:
+    _detail(f"RxMessageId  {row['RxMessageId']}")
+    _detail(f"MessageId    {row.get('MessageId')}")
+    _detail(
+        f"from         {row.get('Sender')}  (AppCode {row.get('AppCode')}, "
+        f"ContentType {row.get('ContentType')})"
+    )
+    _detail(f"Subject      {row.get('Subject')}")
+    parsed = content.parse_content(str(row.get("Content") or ""))
+    _detail(f"params       {parsed.params}")
+    if parsed.results:
+        _detail(f"submitinfo   {parsed.results}")
+    for item in row.get("attachments", []):
+        meta = ctx.inbox().attachment(str(item["AttachmentId"]))
+        data = None if meta is None else meta.get("FileData")
+        verdict = ""
+        if original is not None and data is not None:
+            same = hashlib.sha256(bytes(data)).digest() == hashlib.sha256(original).digest()
+            verdict = "bytes identical to the file sent" if same else "BYTES DIFFER"
+        _detail(
+            f"attachment   {item.get('FileName')} ({item.get('FileSize')} bytes, "
+            f"DownloadFlag {item.get('DownloadFlag')}) {verdict}"
+        )
+
+
+def print_try_it(files: DemoFiles) -> None:
+    """How to drive the running demo by hand with sqlite3 and ``mpg tail``."""
+    db_a, db_b = files.gateway_db("a"), files.gateway_db("b")
+    # Text printed for the user to paste, never executed here.
+    insert = (
+        "INSERT INTO Outbox (TxMessageId, AppCode, SourceDomain, AgentSender, Sender, "
+        "ReceiverType, ReceiverList, Subject, Content, ContentType, AlertFlag, State, "
+        "StatusTime, Priority) VALUES (lower(hex(randomblob(16))), 'BPM', 'example.com', "
+        "'erp-a@example.com', 'erp-a@example.com', 'U', 'erp-b@example.com', "
+        "'你好 from sqlite3', "
+        "'<content contenttype=\"msg\"/>', 'MSG', 1, 10, "
+        "strftime('%Y-%m-%d %H:%M:%S', 'now', 'localtime'), 'N');"
+    )
+    mpg = shlex.quote(str(pathlib.Path(sys.executable).with_name("mpg")))
+    click.echo("")
+    _say("The demo keeps running. Try it yourself in another terminal:")
+    _detail("# 1. let gateway A's ERP write an Outbox row:")
+    _detail(f"sqlite3 {shlex.quote(str(db_a))} {shlex.quote(insert)}")
+    _detail("# 2. watch it move 10 -> 12 -> 19 -> 20 -> 29:")
+    _detail(f"{mpg} --config {shlex.quote(str(files.gateway_config('a')))} tail")
+    _detail("# 3. see it in gateway B's Inbox, and mark it read as the ERP would:")
+    select = "SELECT RxMessageId, Sender, Subject, State FROM Inbox;"
+    _detail(f"sqlite3 {shlex.quote(str(db_b))} {shlex.quote(select)}")
+    _detail(f"{mpg} --config {shlex.quote(str(files.gateway_config('b')))} inbox list")
+    _detail(f"{mpg} --config {shlex.quote(str(files.gateway_config('b')))} status")
+    _detail(f"logs: {files.root / 'logs'}")
+    _say("Press Ctrl-C to stop the server and both gateways.")
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the demo like Ctrl-C, so the subprocesses are stopped either way."""
+
+    def on_term(signum: int, frame: types.FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(root: pathlib.Path, *, wait: bool) -> None:
+    """The demo's steps; ``wait`` keeps it running until Ctrl-C at the end."""
+    files = prepare_folder(root)
+    port = free_port()
+    _say(f"[1/8] Writing the server and two gateway configurations in {root}")
+    write_configs(files, port)
+    cwd = files.root
+
+    _say("[2/8] Preparing the push server and the accounts of gateways A and B")
+    run_step(mpg_argv(files.server_config, "server", "init"), cwd)
+    for name, account in (("a", ACCOUNT_A), ("b", ACCOUNT_B)):
+        run_step(
+            mpg_argv(
+                files.server_config,
+                "server",
+                "account",
+                "add",
+                account,
+                "--credential-file",
+                str(files.credential(name)),
+            ),
+            cwd,
+        )
+
+    _say("[3/8] Creating the Outbox/Inbox tables of both gateways")
+    for name in ("a", "b"):
+        run_step(mpg_argv(files.gateway_config(name), "init-db"), cwd)
+
+    procs = Processes(cwd)
+    with _terminate_as_interrupt():
+        try:
+            _say(f"[4/8] Starting the push server on 127.0.0.1:{port} and both gateways")
+            procs.start("server", mpg_argv(files.server_config, *SERVER_RUN), files.log("server"))
+            wait_for("the server to listen", lambda: _port_open(port), procs)
+            for name in ("a", "b"):
+                procs.start(
+                    f"gateway {name.upper()}",
+                    mpg_argv(files.gateway_config(name), "run"),
+                    files.log(f"gateway-{name}"),
+                )
+            _round_trip(files, procs)
+            if wait:
+                print_try_it(files)
+                while True:
+                    procs.check()
+                    time.sleep(1.0)
+        except KeyboardInterrupt:
+            click.echo("")
+            _say("Stopping")
+        finally:
+            procs.stop()
+
+
+def _round_trip(files: DemoFiles, procs: Processes) -> None:
+    cwd = files.root
+    gw_a = context.CliContext(str(files.gateway_config("a")))
+    gw_b = context.CliContext(str(files.gateway_config("b")))
+    try:
+        _say(f"[5/8] A sends the sample approval (BPM, MSG, one attachment) to {ACCOUNT_B}")
+        tx = run_step(
+            mpg_argv(
+                files.gateway_config("a"),
+                "send",
+                "--to",
+                ACCOUNT_B,
+                "--approval-demo",
+                "--app-code",
+                "BPM",
+                "--attach",
+                f"{files.attachment}|1",
+            ),
+            cwd,
+        ).strip()
+        _detail(f"Outbox row TxMessageId {tx}, State 10")
+
+        _say("[6/8] Waiting for it in B's Inbox")
+        approval = wait_for(
+            "the approval in B's Inbox", lambda: _find_message(gw_b, None, "MSG"), procs
+        )
+        _show_inbox_row(approval, files.attachment.read_bytes(), gw_b)
+
+        _say(f"[7/8] B answers with a REPLY (submitinfo) to {ACCOUNT_A}")
+        parsed = content.parse_content(str(approval.get("Content") or ""))
+        reply = content.build_reply(
+            parsed.params,
+            {"result": ("Result", "approve"), "comment": ("Comment", "同意，no problem")},
+        )
+        reply_file = files.root / "files" / "reply.xml"
+        reply_file.write_text(reply, encoding="utf-8")
+        run_step(
+            mpg_argv(
+                files.gateway_config("b"),
+                "send",
+                "--to",
+                ACCOUNT_A,
+                "--content-type",
+                "REPLY",
+                "--content-file",
+                str(reply_file),
+                "--subject",
+                f"Re: {approval.get('Subject')}",
+            ),
+            cwd,
+        )
+        run_step(
+            mpg_argv(files.gateway_config("b"), "inbox", "read", str(approval["RxMessageId"])), cwd
+        )
+
+        _say("[8/8] Waiting for the reply in A's Inbox and A's Outbox row to reach 29")
+        answer = wait_for(
+            "the reply in A's Inbox", lambda: _find_message(gw_a, None, "REPLY"), procs
+        )
+        _show_inbox_row(answer, None, gw_a)
+        done = wait_for("A's Outbox row to reach State 29", lambda: _outbox_done(gw_a, tx), procs)
+        row = gw_a.outbox().get(tx)
+        message_id = None if row is None else row.message_id
+        _detail(
+            f"Outbox {tx}: State {int(states.OutboxState.SENT)} (SENT) at {done.at}, "
+            f"MessageId {message_id}"
+        )
+    finally:
+        gw_a.close()
+        gw_b.close()
+
+
+@click.command("demo")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=pathlib.Path("demo-run"),
+    show_default=True,
+    help="Folder for the demo's files (recreated on every run).",
+)
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Stop after the round trip instead of waiting for Ctrl-C (for tests).",
+)
+def demo(directory: pathlib.Path, no_wait: bool) -> None:
+    """Run the server and two gateways locally and send the sample approval round trip."""
+    run_demo(directory.resolve(), wait=not no_wait)
+    _say("Demo finished")

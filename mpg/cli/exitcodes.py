@@ -1,0 +1,58 @@
+"""Exit codes of ``mpg`` and the mapping from MPG's exceptions to them.
+
+==== =====================================================
+code meaning
+==== =====================================================
+0    success
+1    failure (anything not listed below)
+2    usage error (bad option or argument; click's own code)
+3    configuration error (the message names the key)
+4    database error
+5    push server unreachable or refused the request
+130  interrupted (Ctrl-C)
+==== =====================================================
+
+``docs/cli.md`` repeats this table for users; keep both in step.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import sqlalchemy.exc
+
+from mpg import errors
+
+OK: Final = 0
+FAILURE: Final = 1
+USAGE: Final = 2
+CONFIG: Final = 3
+DATABASE: Final = 4
+SERVER: Final = 5
+INTERRUPTED: Final = 130
+
+
+class CommandError(Exception):
+    """A command gives up with a readable ``message`` and an exit ``code``."""
+
+    def __init__(self, message: str, code: int = FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def for_exception(exc: BaseException) -> int:
+    """The exit code for an exception that ended a command."""
+    if isinstance(exc, CommandError):
+        return exc.code
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED
+    if isinstance(exc, errors.ConfigError):
+        return CONFIG
+    # SQLAlchemy errors should arrive wrapped as StorageError; the raw ones are
+    # mapped too so that a missed wrapper still gives the documented code.
+    if isinstance(exc, errors.StorageError | sqlalchemy.exc.SQLAlchemyError):
+        return DATABASE
+    if isinstance(exc, errors.ServerError):
+        return SERVER
+    return FAILURE

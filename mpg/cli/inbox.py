@@ -1,0 +1,109 @@
+"""``mpg inbox list|show|read``: what the gateway stored for the ERP, and marking it read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+import click
+
+from mpg.cli import context, exitcodes
+from mpg.storage import states
+
+STATE_FILTER: Final = {"new": states.InboxState.NEW, "read": states.InboxState.READ, "all": None}
+#: Columns ``inbox list`` shows, in order.
+LIST_COLUMNS: Final = (
+    "RxMessageId",
+    "State",
+    "ReceiveTime",
+    "AppCode",
+    "ContentType",
+    "Sender",
+    "Subject",
+)
+
+
+def _plain(value: object) -> object:
+    """JSON-friendly: UUIDs and times as text, bytes never (FileData stays in the DB)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value.strip() if isinstance(value, str) else value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return None
+    return str(value)
+
+
+def public(row: Mapping[str, Any], *, with_content: bool) -> dict[str, Any]:
+    """A row as printable data; ``Content`` only when asked for, never ``FileData``."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "FileData" or (key == "Content" and not with_content):
+            continue
+        if key == "attachments" and isinstance(value, list):
+            out[key] = [public(item, with_content=False) for item in value]
+        else:
+            out[key] = _plain(value)
+    return out
+
+
+@click.group("inbox")
+def inbox() -> None:
+    """Messages the gateway stored in the Inbox table."""
+
+
+@inbox.command("list")
+@click.option(
+    "--state", "state_name", type=click.Choice(list(STATE_FILTER)), default="new", show_default=True
+)
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_obj
+def list_messages(obj: context.CliContext, state_name: str, limit: int, as_json: bool) -> None:
+    """List Inbox messages (new ones by default), oldest first."""
+    wanted = STATE_FILTER[state_name]
+    rows = obj.inbox().list(None if wanted is None else int(wanted), limit)
+    if as_json:
+        click.echo(json.dumps([public(r, with_content=False) for r in rows], ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no messages" if wanted is None else f"no {state_name} messages")
+        return
+    for row in rows:
+        cells = [str(_plain(row.get(col)) or "") for col in LIST_COLUMNS]
+        click.echo("  ".join(cells))
+
+
+@inbox.command("show")
+@click.argument("rx_message_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, Content included.")
+@click.pass_obj
+def show(obj: context.CliContext, rx_message_id: str, as_json: bool) -> None:
+    """Show every column of one Inbox message and its attachments."""
+    row = obj.inbox().get(rx_message_id)
+    if row is None:
+        raise exitcodes.CommandError(f"no Inbox message {rx_message_id}")
+    data = public(row, with_content=True)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    attachments = data.pop("attachments", [])
+    width = max(len(key) for key in data)
+    for key, value in data.items():
+        click.echo(f"{key:<{width}}  {'' if value is None else value}")
+    for item in attachments:
+        stored = "stored" if item.get("DownloadFlag") == 1 else "fetch with mpg attachment fetch"
+        click.echo(
+            f"attachment {item.get('SeqNo')}: {item.get('FileName')} "
+            f"({item.get('FileSize')} bytes, id {item.get('AttachmentId')}, {stored})"
+        )
+
+
+@inbox.command("read")
+@click.argument("rx_message_ids", nargs=-1, required=True)
+@click.pass_obj
+def read(obj: context.CliContext, rx_message_ids: tuple[str, ...]) -> None:
+    """Mark Inbox messages read (State 0 -> 29), as the ERP does after reading."""
+    changed = obj.inbox().mark_read(list(rx_message_ids))
+    click.echo(f"marked {changed} of {len(rx_message_ids)} read")
+    if changed < len(rx_message_ids):
+        raise exitcodes.CommandError("some messages were not new (unknown, read or recalled)")

@@ -1,0 +1,112 @@
+"""``mpg [--config FILE] [--version] COMMAND``: the entry point of the console script.
+
+Commands are imported only when they run (``LazyGroup``): ``mpg status`` does not pay
+for importing the HTTP server, and ``mpg --help`` lists every command. :func:`main`
+turns any exception into one ``mpg: error: ...`` line on standard error and the exit
+code of :mod:`mpg.cli.exitcodes`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+import click
+
+import mpg
+from mpg import errors
+from mpg.cli import context, exitcodes
+
+#: command name -> "module:attribute" of its click command.
+COMMANDS: Final = {
+    "init-db": "mpg.cli.db:init_db",
+    "run": "mpg.cli.run:run",
+    "server": "mpg.cli.server:server",
+    "send": "mpg.cli.send:send",
+    "status": "mpg.cli.status:status",
+    "tail": "mpg.cli.tail:tail",
+    "inbox": "mpg.cli.inbox:inbox",
+    "attachment": "mpg.cli.attachment:attachment",
+    "demo": "mpg.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from :data:`COMMANDS` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command, in the order of :data:`COMMANDS`."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return the command, or None for an unknown name."""
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="MPG_CONFIG",
+    help="TOML configuration file (default: $MPG_CONFIG, else ./mpg.toml if present).",
+)
+@click.version_option(mpg.__version__, prog_name="mpg")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """MPG: the database mailbox gateway (`run`) and its push server (`server`)."""
+    obj = context.CliContext(config_path)
+    ctx.obj = obj
+    ctx.call_on_close(obj.close)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"mpg: error: {message}", err=True)
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code instead of exiting."""
+    try:
+        result = cli.main(args=argv, prog_name="mpg", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        return exitcodes.USAGE
+    except click.ClickException as exc:
+        _fail(exc.format_message())
+        return exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted")
+        return exitcodes.INTERRUPTED
+    except exitcodes.CommandError as exc:
+        _fail(exc.message)
+        return exc.code
+    except errors.MpgError as exc:
+        _fail(str(exc))
+        return exitcodes.for_exception(exc)
+    except Exception as exc:
+        # Driver errors that escaped the storage boundary still get a code and a line;
+        # anything else is a bug, and its traceback is what a developer needs.
+        code = exitcodes.for_exception(exc)
+        if code == exitcodes.FAILURE:
+            raise
+        _fail(f"{type(exc).__name__}: {exc}")
+        return code
+    return result if isinstance(result, int) else exitcodes.OK
+
+
+def main() -> None:
+    """Console script ``mpg``."""
+    sys.exit(run_cli())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""``mpg status``: how many Outbox rows are in each state, and the Inbox at a glance."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from mpg import timefmt
+from mpg.cli import context
+from mpg.storage import states, tables
+
+
+def state_name(code: int) -> str:
+    """``READY`` for 10; ``UNKNOWN`` for a code the document does not define."""
+    try:
+        return states.OutboxState(code).name
+    except ValueError:
+        return "UNKNOWN"
+
+
+def _inbox_counts(engine: sa.Engine) -> dict[int, int]:
+    # InboxRepository has no counting call (architecture.md); one read-only aggregate
+    # over the contract table is all `status` needs.
+    query = sa.select(tables.inbox.c.State, sa.func.count()).group_by(tables.inbox.c.State)
+    with engine.connect() as conn:
+        return {int(state): int(n) for state, n in conn.execute(query) if state is not None}
+
+
+def collect(obj: context.CliContext) -> dict[str, Any]:
+    """The status report as plain data (what ``--json`` prints)."""
+    gateway = obj.settings.gateway
+    repo = obj.outbox()
+    counts = repo.counts()
+    codes = sorted({int(s) for s in states.OutboxState} | set(counts))
+    oldest = repo.oldest_pending()
+    pending: dict[str, Any] | None = None
+    if oldest is not None:
+        tx, status_time = oldest
+        since = timefmt.parse_text(status_time)
+        age = (timefmt.now(gateway.clock) - since).total_seconds()
+        pending = {
+            "tx_message_id": tx,
+            "status_time": since.strftime(timefmt.TEXT_FORMAT),
+            "age_seconds": max(0.0, age),
+        }
+    inbox = _inbox_counts(obj.engine)
+    return {
+        "gateway": gateway.account,
+        "outbox": [
+            {"state": code, "name": state_name(code), "count": counts.get(code, 0)}
+            for code in codes
+        ],
+        "oldest_pending": pending,
+        "inbox": {state.name.lower(): inbox.get(int(state), 0) for state in states.InboxState},
+    }
+
+
+def _age(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def status(obj: context.CliContext, as_json: bool) -> None:
+    """Counts per Outbox state, the oldest pending row, and Inbox new/read counts."""
+    report = collect(obj)
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+        return
+    click.echo(f"Outbox of {report['gateway'] or '(no gateway.account)'}")
+    for entry in report["outbox"]:
+        click.echo(f"  {entry['state']:>3} {entry['name']:<22} {entry['count']:>8}")
+    pending = report["oldest_pending"]
+    if pending is None:
+        click.echo("  oldest pending: none")
+    else:
+        click.echo(
+            f"  oldest pending: {pending['tx_message_id']} since {pending['status_time']}"
+            f" ({_age(pending['age_seconds'])} ago)"
+        )
+    click.echo("Inbox")
+    click.echo("  " + ", ".join(f"{name} {n}" for name, n in report["inbox"].items()))

@@ -1,0 +1,137 @@
+"""Logging: structlog, one :func:`configure` call at the start of each program.
+
+Every event goes to standard error, one per line: JSON when standard error is not a
+terminal (services, CI, pipes) or ``[log] format = "json"``; a readable console line
+on a terminal. Timestamps are ISO-8601 UTC. Libraries that log through the standard
+``logging`` module (uvicorn, httpx) are rendered the same way, so one process writes
+one format.
+
+:func:`redact` runs before rendering: values under keys that can carry secrets or
+message bodies (see :data:`SENSITIVE_KEYS`) are replaced by ``"[redacted]"``, so a
+careless ``log.info("x", content=row.content)`` cannot leak a message or a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final, TextIO
+
+import structlog
+
+from mpg import config
+
+#: Keys whose values never reach the log (also as a suffix: ``master_key``).
+SENSITIVE_KEYS: Final = frozenset(
+    {"secret", "key", "token", "password", "content", "file_data", "credential"}
+)
+REDACTED: Final = "[redacted]"
+# Column names are CamelCase (FileData), event keys snake_case (file_data): compare both.
+_NORMALIZED: Final = frozenset(word.replace("_", "") for word in SENSITIVE_KEYS)
+_SUFFIXES: Final = tuple("_" + word for word in SENSITIVE_KEYS)
+
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def is_sensitive(key: str) -> bool:
+    """True for ``secret``, ``master_key``, ``FileData`` and the like."""
+    name = key.lower()
+    return name.replace("_", "") in _NORMALIZED or name.endswith(_SUFFIXES)
+
+
+def _scrub(value: object) -> object:
+    """Redact nested mappings too: a logged dict of row columns is common."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if is_sensitive(str(k)) else _scrub(v) for k, v in value.items()}
+    return value
+
+
+def redact(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask every sensitive key, at any depth of nested dicts."""
+    for key in list(event_dict):
+        if key == "event":
+            continue
+        if is_sensitive(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def _component_adder(component: str) -> structlog.types.Processor:
+    def add_component(
+        logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event_dict.setdefault("component", component)
+        return event_dict
+
+    return add_component
+
+
+def wants_json(fmt: str, stream: TextIO) -> bool:
+    """JSON unless a console was asked for or ``auto`` finds a terminal."""
+    if fmt == "json":
+        return True
+    if fmt == "console":
+        return False
+    return not _isatty(stream)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams (pytest capture)
+        return False
+
+
+def configure(
+    settings: config.LogSettings, component: str, *, stream: TextIO | None = None
+) -> None:
+    """Set up structlog and the standard ``logging`` root for this process.
+
+    ``component`` (``gateway``, ``server``, ``cli``) is added to every event. Calling
+    it again replaces the previous setup (tests do).
+    """
+    out = stream if stream is not None else sys.stderr
+    level = _LEVELS[settings.level]
+    json_lines = wants_json(settings.format, out)
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _component_adder(component),
+        redact,
+    ]
+    renderer: structlog.types.Processor
+    if json_lines:
+        shared.append(structlog.processors.dict_tracebacks)
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(out))
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # Not cached: a second configure() (tests, `mpg demo`) must take effect.
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
