@@ -14,7 +14,7 @@ The gateway adds tables but never columns to the contract tables.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -38,11 +38,16 @@ def _max_binary() -> sa.types.TypeEngine[bytes]:
 
 
 def _time_text() -> sa.types.TypeEngine[str]:
-    """nchar(20) holding ``yyyy-MM-dd HH:mm:ss`` (padded with blanks by SQL Server)."""
-    return sa.NCHAR(20)
+    """nchar(20) holding ``yyyy-MM-dd HH:mm:ss`` (padded with blanks by SQL Server).
+
+    On MariaDB ``NCHAR`` means ``NATIONAL CHAR``, i.e. utf8mb3; plain ``CHAR`` keeps
+    the table's utf8mb4.
+    """
+    return sa.NCHAR(20).with_variant(mysql.CHAR(20), "mysql", "mariadb")
 
 
-_MARIADB_OPTIONS: Final = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
+#: Typed loosely: Table() takes dialect options as untyped keyword arguments.
+_MARIADB_OPTIONS: Final[dict[str, Any]] = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
 
 outbox = sa.Table(
     "Outbox",

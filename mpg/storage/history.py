@@ -1,0 +1,145 @@
+"""The history of state changes (``MpgTransition``): record, follow, timeline.
+
+The repositories write one row per step inside the transaction that changes
+``State``, so the history and the tables never disagree. ``mpg tail`` follows the
+history by ``Id``; ``mpg show`` reads one message's timeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Final, Literal
+
+import sqlalchemy as sa
+import structlog
+
+from mpg import timefmt
+from mpg.storage import database, tables
+
+Box = Literal["out", "in"]
+
+#: Width of ``MpgTransition.Reason``.
+REASON_WIDTH: Final = 200
+DEFAULT_FOLLOW_LIMIT: Final = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Step:
+    """One state change to record."""
+
+    message_key: str  # TxMessageId (box "out") or RxMessageId (box "in")
+    from_state: int | None  # None when the row was created
+    to_state: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transition:
+    """One recorded row of ``MpgTransition``."""
+
+    id: int
+    box: str
+    message_key: str
+    from_state: int | None
+    to_state: int
+    at: str  # ISO-8601 UTC with microseconds
+    reason: str
+    gateway: str
+
+
+def truncate(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, ending in '…' when it was cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def record(conn: sa.Connection, box: Box, gateway: str, steps: Sequence[Step]) -> None:
+    """Insert one history row per step, in the caller's transaction (one executemany)."""
+    if not steps:
+        return
+    at = timefmt.utc_stamp()
+    conn.execute(
+        tables.transition.insert(),
+        [
+            {
+                "Box": box,
+                "MessageKey": step.message_key,
+                "FromState": step.from_state,
+                "ToState": step.to_state,
+                "At": at,
+                "Reason": truncate(step.reason, REASON_WIDTH),
+                "Gateway": gateway,
+            }
+            for step in steps
+        ],
+    )
+
+
+def log_steps(box: Box, steps: Sequence[Step]) -> None:
+    """One ``state_changed`` event per step on the ``mpg.state`` logger."""
+    # Looked up per call so a logging setup made after import (or a test's capture) applies.
+    log = structlog.get_logger("mpg.state")
+    key = "tx_message_id" if box == "out" else "rx_message_id"
+    for step in steps:
+        log.info(
+            "state_changed",
+            **{key: step.message_key},
+            from_state=step.from_state,
+            to_state=step.to_state,
+            reason=step.reason,
+            box=box,
+        )
+
+
+def _from_row(row: sa.Row[tuple[object, ...]]) -> Transition:
+    m = row._mapping
+    t = tables.transition.c
+    return Transition(
+        id=int(m[t.Id]),
+        box=str(m[t.Box]),
+        message_key=str(m[t.MessageKey]),
+        from_state=None if m[t.FromState] is None else int(m[t.FromState]),
+        to_state=int(m[t.ToState]),
+        at=str(m[t.At]),
+        reason=str(m[t.Reason]),
+        gateway=str(m[t.Gateway]),
+    )
+
+
+def follow(
+    engine: sa.Engine,
+    since_id: int,
+    *,
+    tx: str | None = None,
+    state: int | None = None,
+    limit: int = DEFAULT_FOLLOW_LIMIT,
+) -> list[Transition]:
+    """The rows recorded after ``since_id``, oldest first (``mpg tail``).
+
+    ``tx`` keeps one message's rows, ``state`` the steps that reached that state.
+    """
+    t = tables.transition.c
+    query = sa.select(tables.transition).where(t.Id > since_id)
+    if tx is not None:
+        query = query.where(t.MessageKey == tx)
+    if state is not None:
+        query = query.where(t.ToState == state)
+    query = query.order_by(t.Id).limit(limit)
+    with database.connect(engine, "reading the transition history") as conn:
+        return [_from_row(row) for row in conn.execute(query)]
+
+
+def latest_id(engine: sa.Engine) -> int:
+    """The newest history row's id (0 when empty): where ``mpg tail`` starts."""
+    query = sa.select(sa.func.max(tables.transition.c.Id))
+    with database.connect(engine, "reading the transition history") as conn:
+        value = conn.execute(query).scalar()
+    return int(value) if value is not None else 0
+
+
+def timeline(engine: sa.Engine, key: str) -> list[Transition]:
+    """Every recorded step of one message (TxMessageId or RxMessageId), in order."""
+    t = tables.transition.c
+    query = sa.select(tables.transition).where(t.MessageKey == key).order_by(t.Id)
+    with database.connect(engine, "reading the transition history") as conn:
+        return [_from_row(row) for row in conn.execute(query)]

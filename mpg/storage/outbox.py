@@ -1,0 +1,354 @@
+"""OutboxRepository: the only code that reads and changes ``Outbox`` rows.
+
+Every ``State`` change is a compare-and-set (``UPDATE … WHERE TxMessageId = :tx AND
+State = :expected``) checked against :mod:`mpg.storage.states`, done for a whole batch
+in one transaction, with one ``MpgTransition`` row and one ``state_changed`` log event
+per step. A row the ERP changed meanwhile (e.g. voided to 98) simply does not move.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from mpg import errors, timefmt
+from mpg.storage import database, history, states, tables
+from mpg.wire import model
+
+#: Width of ``Outbox.StatusLog``.
+STATUS_LOG_WIDTH: Final = 200
+
+#: States a row is still being worked on in (``mpg status`` shows the oldest).
+PENDING_STATES: Final = (
+    states.OutboxState.READY,
+    *sorted(states.IN_FLIGHT),
+    states.OutboxState.WAITING,
+)
+#: States the send timeout applies to (20 waits for recipients, not for the gateway).
+TIMEOUT_STATES: Final = (states.OutboxState.READY, *sorted(states.IN_FLIGHT))
+
+_o = tables.outbox.c
+_a = tables.outbox_attachment.c
+
+#: Pickup order of the priority codes; NULL, '' and unknown codes count as ``N``.
+_PRIORITY_RANK: Final = sa.case(
+    {code: rank for rank, code in enumerate(model.PRIORITIES)},
+    value=sa.func.upper(_o.Priority),
+    else_=model.PRIORITIES.index(model.DEFAULT_PRIORITY),
+)
+
+#: The batch compare-and-set; ``p_message_id`` NULL keeps the stored MessageId.
+_CAS: Final = (
+    sa.update(tables.outbox)
+    .where(_o.TxMessageId == sa.bindparam("p_tx"), _o.State == sa.bindparam("p_expected"))
+    .values(
+        State=sa.bindparam("p_state"),
+        StatusTime=sa.bindparam("p_status_time"),
+        StatusLog=sa.bindparam("p_status_log"),
+        MessageId=sa.func.coalesce(
+            sa.bindparam("p_message_id", type_=sa.Unicode(50)), _o.MessageId
+        ),
+        TransmitTime=sa.func.coalesce(
+            sa.bindparam("p_transmit_time", type_=sa.NCHAR(20)), _o.TransmitTime
+        ),
+    )
+)
+
+_ATTRIBUTES: Final = {c.name: database.attribute_name(c.name) for c in tables.outbox.columns}
+_COLUMNS_BY_ATTRIBUTE: Final = {attr: name for name, attr in _ATTRIBUTES.items()}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One Outbox row; time columns as stored (SQL Server pads them to 20 characters)."""
+
+    tx_message_id: str
+    app_code: str | None = None
+    source_domain: str | None = None
+    agent_sender: str | None = None
+    sender: str | None = None
+    receiver_type: str | None = None
+    receiver_list: str | None = None
+    bcc_list: str | None = None
+    subject: str | None = None
+    content: str | None = None
+    content_type: str | None = None
+    attachment_list: str | None = None
+    alert_flag: bool | None = None
+    message_id: str | None = None
+    state: int | None = None
+    transmit_time: str | None = None
+    status_time: str | None = None
+    status_log: str | None = None
+    priority: str | None = None
+    keywords: str | None = None
+
+    @classmethod
+    def from_mapping(cls, mapping: sa.RowMapping) -> OutboxRow:
+        """Build from a selected Outbox row."""
+        return cls(**{_ATTRIBUTES[name]: mapping[name] for name in _ATTRIBUTES})
+
+
+class OutboxRepository:
+    """Reads and changes Outbox (and OutboxAttachment) rows for one gateway account."""
+
+    def __init__(
+        self, engine: sa.Engine, gateway_account: str, clock: timefmt.Clock = "local"
+    ) -> None:
+        self.engine = engine
+        self.gateway_account = gateway_account
+        self.clock: timefmt.Clock = clock
+
+    # -- reading ---------------------------------------------------------------------
+
+    def pickup(self, limit: int) -> list[OutboxRow]:
+        """Rows in State 10, priority E, H, N (or NULL/unknown), L, then oldest first."""
+        query = (
+            sa.select(tables.outbox)
+            .where(_o.State == states.OutboxState.READY)
+            .order_by(_PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
+            .limit(limit)
+        )
+        return self._rows(query, "picking up Outbox rows")
+
+    def in_flight(self, limit: int) -> list[OutboxRow]:
+        """Rows in 11, 12 or 19: work a previous run left unfinished (resume them)."""
+        query = (
+            sa.select(tables.outbox)
+            .where(_o.State.in_(sorted(states.IN_FLIGHT)))
+            .order_by(sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
+            .limit(limit)
+        )
+        return self._rows(query, "reading in-flight Outbox rows")
+
+    def get(self, tx_id: str) -> OutboxRow | None:
+        """One row by TxMessageId."""
+        rows = self._rows(sa.select(tables.outbox).where(_o.TxMessageId == tx_id), "reading Outbox")
+        return rows[0] if rows else None
+
+    def counts(self) -> dict[int, int]:
+        """Number of rows per State (rows with a NULL State are not counted)."""
+        query = sa.select(_o.State, sa.func.count()).where(_o.State.is_not(None)).group_by(_o.State)
+        with database.connect(self.engine, "counting Outbox rows") as conn:
+            return {int(state): int(n) for state, n in conn.execute(query)}
+
+    def oldest_pending(self) -> tuple[str, str] | None:
+        """(TxMessageId, StatusTime) of the oldest row in 10/11/12/19/20, or None."""
+        query = (
+            sa.select(_o.TxMessageId, _o.StatusTime)
+            .where(_o.State.in_(PENDING_STATES), _o.StatusTime.is_not(None))
+            .order_by(_o.StatusTime, _o.TxMessageId)
+            .limit(1)
+        )
+        with database.connect(self.engine, "reading the oldest pending Outbox row") as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (str(row[0]), str(row[1]).strip())
+
+    def timed_out(self, older_than_seconds: float) -> list[OutboxRow]:
+        """Rows in 10/11/12/19 whose StatusTime is older than ``older_than_seconds``.
+
+        Rows with a NULL or unreadable StatusTime are left out: their age is unknown.
+        """
+        cutoff = timefmt.now(self.clock) - dt.timedelta(seconds=older_than_seconds)
+        query = (
+            sa.select(tables.outbox)
+            .where(_o.State.in_(TIMEOUT_STATES), _o.StatusTime.is_not(None))
+            .order_by(_o.StatusTime, _o.TxMessageId)
+        )
+        return [
+            row
+            for row in self._rows(query, "reading timed-out Outbox rows")
+            if _older(row.status_time, cutoff)
+        ]
+
+    def attachments(self, tx_id: str) -> list[tuple[model.AttachmentInfo, str]]:
+        """The OutboxAttachment rows of one message as (info, local path), by SeqNo.
+
+        The table has no hash column, so ``info.sha256`` is ``""``: whoever streams
+        the file hashes what it actually reads.
+        """
+        query = (
+            sa.select(
+                _a.SeqNo, _a.FileName, _a.FileType, _a.FileSize, _a.DownloadFlag, _a.SourceUri
+            )
+            .where(_a.MessageId == tx_id)
+            .order_by(_a.SeqNo)
+        )
+        with database.connect(self.engine, "reading OutboxAttachment") as conn:
+            return [
+                (
+                    model.AttachmentInfo(
+                        seq_no=int(r.SeqNo),
+                        file_name=r.FileName or "",
+                        file_type=r.FileType or "",
+                        file_size=int(r.FileSize or 0),
+                        download_flag=int(r.DownloadFlag or 0),
+                        sha256="",
+                    ),
+                    r.SourceUri or "",
+                )
+                for r in conn.execute(query)
+            ]
+
+    # -- writing ---------------------------------------------------------------------
+
+    def transition(
+        self,
+        tx_ids_and_logs: Sequence[tuple[str, str]],
+        from_state: int,
+        to_state: int,
+        *,
+        message_ids: Mapping[str, str] | None = None,
+        set_transmit_time: bool = False,
+        conn: sa.Connection | None = None,
+    ) -> list[str]:
+        """Move rows from ``from_state`` to ``to_state``; return the ids that moved.
+
+        One compare-and-set per row, all in one transaction (the caller's ``conn``
+        when given). A multi-step move (e.g. 12 -> 19 -> 20) follows
+        :func:`states.path`; each step is checked and recorded on its own, the
+        intermediate ones with the transition table's meaning and the last one with
+        the row's log. StatusLog gets the row's log (cut to 200 characters),
+        StatusTime the current time, MessageId the value in ``message_ids`` (when
+        given for that row) and TransmitTime the current time when
+        ``set_transmit_time``. Rows no longer in ``from_state`` are left alone.
+        """
+        steps = states.path(from_state, to_state)
+        meanings = [states.check(a, b) for a, b in steps]
+        batch = list(dict(tx_ids_and_logs).items())  # one entry per tx (its last log)
+        if not batch:
+            return []
+        now = timefmt.now_text(self.clock)
+        ids = message_ids or {}
+        params = [
+            {
+                "p_tx": tx,
+                "p_expected": int(from_state),
+                "p_state": int(to_state),
+                "p_status_time": now,
+                "p_status_log": history.truncate(log or meanings[-1], STATUS_LOG_WIDTH),
+                "p_message_id": ids.get(tx),
+                "p_transmit_time": now if set_transmit_time else None,
+            }
+            for tx, log in batch
+        ]
+        recorded: list[history.Step] = []
+
+        def apply(c: sa.Connection) -> list[str]:
+            moved = [batch[i] for i in database.compare_and_set(c, _CAS, params)]
+            for tx, log in moved:
+                for (a, b), meaning in zip(steps[:-1], meanings[:-1], strict=True):
+                    recorded.append(history.Step(tx, int(a), int(b), meaning))
+                a, b = steps[-1]
+                recorded.append(history.Step(tx, int(a), int(b), log or meanings[-1]))
+            history.record(c, "out", self.gateway_account, recorded)
+            return [tx for tx, _ in moved]
+
+        if conn is not None:
+            with database.mapped_errors("changing Outbox state"):
+                moved_ids = apply(conn)
+        else:
+            with database.begin(self.engine, "changing Outbox state") as own:
+                moved_ids = apply(own)
+        history.log_steps("out", recorded)
+        return moved_ids
+
+    def fail(
+        self, tx_id: str, from_state: int, log: str, *, conn: sa.Connection | None = None
+    ) -> bool:
+        """Move one row to 99 with ``log`` as StatusLog; False if it had changed meanwhile."""
+        moved = self.transition([(tx_id, log)], from_state, states.OutboxState.FAILED, conn=conn)
+        return bool(moved)
+
+    def add_attachments(
+        self,
+        conn: sa.Connection | None,
+        tx_id: str,
+        infos: Sequence[model.AttachmentInfo],
+        paths: Sequence[str],
+    ) -> None:
+        """Write the OutboxAttachment rows of one message, replacing earlier ones.
+
+        Replacing makes a claim that crashed half-way safe to redo. FileData stays
+        NULL: the file is read from ``SourceUri`` (its local path) when it is sent.
+        Runs in ``conn`` when given (e.g. with the claim), else in its own transaction.
+        """
+        if len(infos) != len(paths):
+            raise ValueError(f"{len(infos)} attachment infos but {len(paths)} paths")
+        rows = [
+            {
+                "AttachmentId": uuid.uuid4(),
+                "MessageId": tx_id,
+                "SeqNo": info.seq_no,
+                "FileName": info.file_name,
+                "FileType": info.file_type,
+                "FileSize": info.file_size,
+                "FileData": None,
+                "SourceUri": path,
+                "DownloadFlag": info.download_flag,
+            }
+            for info, path in zip(infos, paths, strict=True)
+        ]
+
+        def apply(c: sa.Connection) -> None:
+            c.execute(sa.delete(tables.outbox_attachment).where(_a.MessageId == tx_id))
+            if rows:
+                c.execute(tables.outbox_attachment.insert(), rows)
+
+        if conn is not None:
+            with database.mapped_errors("writing OutboxAttachment"):
+                apply(conn)
+        else:
+            with database.begin(self.engine, "writing OutboxAttachment") as own:
+                apply(own)
+
+    def insert(self, row: Mapping[str, object]) -> str:
+        """Insert one Outbox row (``mpg send``); return its TxMessageId.
+
+        Keys are column names (``Subject``) or attributes (``subject``). Missing
+        values default to State 10, StatusTime now, Priority ``N``, AgentSender the
+        gateway's account and a new uuid4 TxMessageId.
+        """
+        values: dict[str, Any] = {}
+        for key, value in row.items():
+            name = key if key in _ATTRIBUTES else _COLUMNS_BY_ATTRIBUTE.get(key)
+            if name is None:
+                raise errors.ValidationError(key, "not an Outbox column")
+            values[name] = value
+        defaults: dict[str, object] = {
+            "TxMessageId": str(uuid.uuid4()),
+            "State": int(states.OutboxState.READY),
+            "StatusTime": timefmt.now_text(self.clock),
+            "Priority": model.DEFAULT_PRIORITY,
+            "AgentSender": self.gateway_account,
+        }
+        for name, default in defaults.items():
+            if values.get(name) in (None, ""):
+                values[name] = default
+        tx_id = str(values["TxMessageId"])
+        step = history.Step(tx_id, None, int(values["State"]), "inserted by mpg send")
+        with database.begin(self.engine, "inserting an Outbox row") as conn:
+            conn.execute(tables.outbox.insert(), values)
+            history.record(conn, "out", self.gateway_account, [step])
+        history.log_steps("out", [step])
+        return tx_id
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _rows(self, query: sa.Select[Any], what: str) -> list[OutboxRow]:
+        with database.connect(self.engine, what) as conn:
+            return [OutboxRow.from_mapping(r) for r in conn.execute(query).mappings()]
+
+
+def _older(status_time: str | None, cutoff: dt.datetime) -> bool:
+    if status_time is None:
+        return False
+    try:
+        return timefmt.parse_text(status_time) < cutoff
+    except ValueError:
+        return False
