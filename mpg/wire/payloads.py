@@ -79,9 +79,7 @@ def _account_list(parent: etree._Element, tag: str, accounts: Sequence[str], whe
         etree.SubElement(holder, "r").text = _nonempty(account, f"{where}/{tag}/r[{n}]")
 
 
-def _attachments(
-    parent: etree._Element, infos: Sequence[model.AttachmentInfo], where: str
-) -> None:
+def _attachments(parent: etree._Element, infos: Sequence[model.AttachmentInfo], where: str) -> None:
     if not infos:
         return
     holder = etree.SubElement(parent, "attachments")
@@ -399,9 +397,7 @@ def _account_items(el: etree._Element | None, where: str) -> tuple[str, ...]:
     return tuple(accounts)
 
 
-def _parse_attachments(
-    el: etree._Element | None, where: str
-) -> tuple[model.AttachmentInfo, ...]:
+def _parse_attachments(el: etree._Element | None, where: str) -> tuple[model.AttachmentInfo, ...]:
     if el is None:
         return ()
     infos = []
