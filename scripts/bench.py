@@ -1,0 +1,288 @@
+"""End-to-end benchmark: real server and gateway processes on loopback with TLS.
+
+Scenarios (all by default):
+  burst     N messages inserted into A's Outbox at once: messages/s and latencies
+  paced     messages inserted at a fixed rate (default 100/s): latencies
+  big       one message with a large attachment: the gateways' peak RSS
+
+Latency is measured from the ERP's commit of the row to the gateway's transition into
+State 20 (from MpgTransition, microsecond UTC stamps) and to the row's arrival in the
+recipient's Inbox. Peak RSS is the kernel's high-water mark (VmHWM) of each process.
+Prints a Markdown report; paste it into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import pathlib
+import platform
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import trustme
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stamp(iso: str) -> float:
+    return dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+class Cluster:
+    """A server and two gateways (A sends, B receives) in a temporary folder."""
+
+    def __init__(self, root: pathlib.Path, batch_size: int) -> None:
+        self.root = root
+        self.port = free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(root / "ca.pem"))
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+            str(root / "server.pem"))
+        (root / "server.toml").write_text(
+            f'[server]\ndatabase_url = "sqlite:///{root}/server.db"\nport = {self.port}\n'
+            f'tls_cert = "{root}/server.pem"\ntls_key = "{root}/server.pem"\n'
+            f'data_dir = "{root}/server-data"\n[log]\nlevel = "warning"\nformat = "json"\n')
+        self.mpg("server.toml", "server", "init")
+        for name in ("a", "b"):
+            self.mpg("server.toml", "server", "account", "add", f"erp-{name}@example.com",
+                     "--kind", "gateway", "--credential-file", str(root / f"{name}.cred"))
+            (root / f"{name}.toml").write_text(
+                f'[gateway]\naccount = "erp-{name}@example.com"\n'
+                f'database_url = "sqlite:///{root}/{name}.db"\n'
+                f'server_url = "https://127.0.0.1:{self.port}"\nca_bundle = "{root}/ca.pem"\n'
+                f'secret_file = "{root}/{name}.cred"\nbatch_size = {batch_size}\n'
+                'poll_interval = 1.0\nlong_poll_wait = 20\nclock = "utc"\n'
+                '[log]\nlevel = "warning"\nformat = "json"\n')
+            self.mpg(f"{name}.toml", "init-db")
+
+    def mpg(self, config: str, *args: str) -> None:
+        subprocess.run([sys.executable, "-m", "mpg.cli.main", "--config",
+                        str(self.root / config), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        for name, config, args in (("server", "server.toml", ["server"]),
+                                   ("gateway A", "a.toml", ["run"]),
+                                   ("gateway B", "b.toml", ["run"])):
+            log = (self.root / f"{name.replace(' ', '-')}.log").open("ab")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "mpg.cli.main", "--config", str(self.root / config),
+                 *args], stdout=log, stderr=subprocess.STDOUT)
+            if name == "server":
+                wait("server to listen", self._listening, 30)
+        time.sleep(1.0)
+
+    def _listening(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.5):
+            return True
+        return False
+
+    def stop(self) -> dict[str, float]:
+        peaks = {name: peak_rss_mb(p.pid) for name, p in self.procs.items()}
+        for p in self.procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return peaks
+
+    def db(self, name: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.root / f"{name}.db", timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+
+def wait(what: str, probe: Callable[[], bool], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > end:
+            raise SystemExit(f"bench: gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+ROW_SQL = ('INSERT INTO "Outbox" ("TxMessageId","AppCode","SourceDomain","ReceiverType",'
+           '"ReceiverList","Subject","Content","ContentType","AttachmentList","AlertFlag",'
+           '"State","Priority") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)')
+CONTENT = ('<content contenttype="msg"><params><param name="sheetno" value="AF1"/></params>'
+           '<view><page id="p1" name="摘要">' + "請假一天。" * 40 + "</page></view></content>")
+
+
+def row(tx: str, attachment: str = "") -> tuple[Any, ...]:
+    return (tx, "BPM", "example.com", "U", "erp-b", f"bench {tx}", CONTENT, "MSG", attachment,
+            1, 10, "N")
+
+
+def insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> float:
+    conn.executemany(ROW_SQL, rows)
+    conn.commit()
+    return time.time()
+
+
+def latencies(cluster: Cluster, inserted: dict[str, float]) -> dict[str, list[float]]:
+    a, b = cluster.db("a"), cluster.db("b")
+    to20 = {tx: stamp(at) for tx, at in a.execute(
+        'SELECT "MessageKey", MIN("At") FROM "MpgTransition" WHERE "Box"=\'out\' AND '
+        '"ToState"=20 GROUP BY "MessageKey"')}
+    msg_to_tx = dict(a.execute('SELECT "MessageId", "TxMessageId" FROM "Outbox"'))
+    rx_to_msg = dict(b.execute('SELECT "RxMessageId", "MessageId" FROM "Inbox"'))
+    arrived = {}
+    for rx, at in b.execute('SELECT "MessageKey", "At" FROM "MpgTransition" WHERE "Box"=\'in\''):
+        tx = msg_to_tx.get(rx_to_msg.get(rx))
+        if tx is not None:
+            arrived[tx] = stamp(at)
+    return {
+        "insert → State 20": [(to20[t] - s) * 1000 for t, s in inserted.items() if t in to20],
+        "insert → recipient Inbox": [(arrived[t] - s) * 1000 for t, s in inserted.items()
+                                     if t in arrived],
+    }
+
+
+def count(conn: sqlite3.Connection, sql: str) -> int:
+    return int(conn.execute(sql).fetchone()[0])
+
+
+def burst(cluster: Cluster, n: int) -> dict[str, Any]:
+    a, b = cluster.db("a"), cluster.db("b")
+    txs = [str(uuid.uuid4()) for _ in range(n)]
+    start = time.time()
+    t = insert(a, [row(tx) for tx in txs])
+    inserted = dict.fromkeys(txs, t)
+    wait("burst delivered", lambda: count(b, 'SELECT COUNT(*) FROM "Inbox"') >= n, 600)
+    elapsed = time.time() - start
+    wait("burst at 29", lambda: count(a, 'SELECT COUNT(*) FROM "Outbox" WHERE "State"=29')
+         >= n, 120)
+    return {"messages": n, "seconds": elapsed, "rate": n / elapsed,
+            "latency": latencies(cluster, inserted)}
+
+
+def paced(cluster: Cluster, rate: float, seconds: float) -> dict[str, Any]:
+    a, b = cluster.db("a"), cluster.db("b")
+    before = count(b, 'SELECT COUNT(*) FROM "Inbox"')
+    inserted: dict[str, float] = {}
+    n = int(rate * seconds)
+    start = time.monotonic()
+    for i in range(n):
+        due = start + i / rate
+        time.sleep(max(0.0, due - time.monotonic()))
+        tx = str(uuid.uuid4())
+        inserted[tx] = insert(a, [row(tx)])
+    wait("paced delivered", lambda: count(b, 'SELECT COUNT(*) FROM "Inbox"') >= before + n, 300)
+    return {"messages": n, "rate": rate, "latency": latencies(cluster, inserted)}
+
+
+def big(cluster: Cluster, megabytes: int) -> dict[str, Any]:
+    a, b = cluster.db("a"), cluster.db("b")
+    path = cluster.root / "big.bin"
+    with path.open("wb") as fh:
+        block = os.urandom(1024 * 1024)
+        for _ in range(megabytes):
+            fh.write(block)
+    tx = str(uuid.uuid4())
+    start = time.time()
+    insert(a, [row(tx, f"{path}|0")])
+    wait("big attachment sent", lambda: count(
+        a, f'SELECT COUNT(*) FROM "Outbox" WHERE "TxMessageId"=\'{tx}\' AND "State">=20') > 0,
+        600)
+    elapsed = time.time() - start
+    wait("big message delivered", lambda: count(b, 'SELECT COUNT(*) FROM "Inbox" WHERE '
+                                                '"AttachmentFlag"=1') > 0, 120)
+    return {"megabytes": megabytes, "seconds": elapsed}
+
+
+def fmt_lat(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return (f"p50 {percentile(values, 50):.1f} ms · p95 {percentile(values, 95):.1f} ms · "
+            f"p99 {percentile(values, 99):.1f} ms (n={len(values)})")
+
+
+@contextlib.contextmanager
+def cluster_in(tmp: str | None, batch_size: int) -> Iterator[Cluster]:
+    with tempfile.TemporaryDirectory(dir=tmp) as root:
+        c = Cluster(pathlib.Path(root), batch_size)
+        c.start()
+        try:
+            yield c
+        finally:
+            c.peaks = c.stop()  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000, help="burst size")
+    parser.add_argument("--rate", type=float, default=100.0, help="paced rate, messages/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="paced duration")
+    parser.add_argument("--attachment-mb", type=int, default=200, help="big attachment size")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--only", choices=["burst", "paced", "big"], action="append")
+    parser.add_argument("--tmp", help="folder for the throwaway files")
+    args = parser.parse_args()
+    only = set(args.only or ["burst", "paced", "big"])
+
+    print(f"# MPG benchmark, {dt.date.today()} — {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, SQLite "
+          f"{sqlite3.sqlite_version}, TLS on loopback\n")
+    if "burst" in only:
+        with cluster_in(args.tmp, args.batch_size) as c:
+            r = burst(c, args.messages)
+        print(f"## Burst: {r['messages']} messages inserted at once\n")
+        print(f"- throughput: **{r['rate']:.0f} messages/s** end to end "
+              f"({r['seconds']:.2f} s until the last one was in B's Inbox)")
+        for name, values in r["latency"].items():
+            print(f"- {name}: {fmt_lat(values)}")
+        print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
+    if "paced" in only:
+        with cluster_in(args.tmp, args.batch_size) as c:
+            r = paced(c, args.rate, args.seconds)
+        print(f"## Paced: {r['messages']} messages at {r['rate']:.0f} messages/s\n")
+        for name, values in r["latency"].items():
+            print(f"- {name}: {fmt_lat(values)}")
+        print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
+    if "big" in only:
+        with cluster_in(args.tmp, args.batch_size) as c:
+            r = big(c, args.attachment_mb)
+        print(f"## One message with a {r['megabytes']} MB attachment (DownloadFlag 0)\n")
+        print(f"- insert → State 20: {r['seconds']:.2f} s "
+              f"({r['megabytes'] / r['seconds']:.0f} MB/s)")
+        print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""A throwaway MPG world for end-to-end tests: a push server and gateways as real
+processes started through the CLI, talking HTTPS with a throwaway CA (trustme)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+DEADLINE = 60.0  # seconds a test waits for something before it gives up (not a speed check)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = DEADLINE) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+class World:
+    """Files, configs and processes of one test."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = root / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        cert.private_key_and_cert_chain_pem.write_to_path(str(root / "server.pem"))
+        (root / "server.toml").write_text(
+            "[server]\n"
+            f'database_url = "sqlite:///{root / "server.db"}"\n'
+            'host = "127.0.0.1"\n'
+            f"port = {self.port}\n"
+            f'tls_cert = "{root / "server.pem"}"\n'
+            f'tls_key = "{root / "server.pem"}"\n'
+            f'data_dir = "{root / "server-data"}"\n'
+            "lease_seconds = 2\n"
+            "max_long_poll = 2\n"
+        )
+        self.server_config = root / "server.toml"
+
+    def mpg(self, config: pathlib.Path, *args: str, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run one CLI command to completion, as a user would."""
+        result = subprocess.run(
+            [sys.executable, "-m", "mpg.cli.main", "--config", str(config), *args],
+            capture_output=True, text=True, timeout=120, env=_env(env),
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"mpg {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def start(self, config: pathlib.Path, *args: str, env: dict[str, str] | None = None,
+              name: str = "proc") -> subprocess.Popen[bytes]:
+        """Start a long-running CLI command in the background."""
+        log = (self.root / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mpg.cli.main", "--config", str(config), *args],
+            stdout=log, stderr=subprocess.STDOUT, env=_env(env),
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start_server(self) -> subprocess.Popen[bytes]:
+        """Initialise and start the push server; returns once it accepts connections."""
+        self.mpg(self.server_config, "server", "init")
+        proc = self.start(self.server_config, "server", name="server")
+        wait_for("the server to listen", self._listening)
+        return proc
+
+    def _listening(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(
+            ("127.0.0.1", self.port), timeout=0.5
+        ):
+            return True
+        return False
+
+    def gateway(self, name: str, *, kind: str = "gateway") -> Gateway:
+        """Create an account on the server and a gateway config and database for it."""
+        account = f"{name}@example.com"
+        cred = self.root / f"{name}.cred"
+        self.mpg(self.server_config, "server", "account", "add", account, "--kind", kind,
+                 "--credential-file", str(cred))
+        config = self.root / f"{name}.toml"
+        db = self.root / f"{name}.db"
+        config.write_text(
+            "[gateway]\n"
+            f'account = "{account}"\n'
+            f'database_url = "sqlite:///{db}"\n'
+            f'server_url = "https://127.0.0.1:{self.port}"\n'
+            f'ca_bundle = "{self.ca_file}"\n'
+            f'secret_file = "{cred}"\n'
+            "poll_interval = 0.2\n"
+            "long_poll_wait = 1\n"
+            "retry_max_delay = 1\n"
+            'clock = "utc"\n'
+            "[log]\n"
+            'format = "json"\n'
+            'level = "debug"\n'
+        )
+        self.mpg(config, "init-db")
+        return Gateway(self, name, account, config, db)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Gateway:
+    """One gateway account: its config, its database, its process."""
+
+    def __init__(self, world: World, name: str, account: str, config: pathlib.Path,
+                 db: pathlib.Path) -> None:
+        self.world = world
+        self.name = name
+        self.account = account
+        self.config = config
+        self.db = db
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def run(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``mpg run`` for this gateway."""
+        self.proc = self.world.start(self.config, "run", env=env, name=self.name)
+        return self.proc
+
+    def mpg(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a CLI command with this gateway's config."""
+        return self.world.mpg(self.config, *args, check=check)
+
+    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """What the ERP would do: plain SQL on the gateway's database."""
+        with contextlib.closing(sqlite3.connect(self.db, timeout=10)) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute(statement, params).fetchall()
+            conn.commit()
+            return rows
+
+    def inbox(self) -> list[dict[str, Any]]:
+        """``mpg inbox list --state all --json``."""
+        out = self.mpg("inbox", "list", "--state", "all", "--json").stdout
+        data = json.loads(out)
+        assert isinstance(data, list)
+        return data
+
+    def outbox_row(self, tx: str) -> sqlite3.Row | None:
+        rows = self.sql('SELECT * FROM "Outbox" WHERE "TxMessageId" = ?', (tx,))
+        return rows[0] if rows else None
+
+    def wait_state(self, tx: str, state: int) -> sqlite3.Row:
+        """Wait until the Outbox row reaches ``state``."""
+        def probe() -> sqlite3.Row | None:
+            row = self.outbox_row(tx)
+            return row if row is not None and row["State"] == state else None
+
+        return wait_for(f"{self.name} row {tx} to reach State {state}", probe)
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPG_")}
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def world(tmp_path: pathlib.Path) -> Iterator[World]:
+    """A fresh world; every process it started is stopped afterwards."""
+    w = World(tmp_path)
+    try:
+        yield w
+    finally:
+        w.stop_all()
