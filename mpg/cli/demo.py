@@ -40,8 +40,8 @@ ACCOUNT_B: Final = "erp-b@example.com"
 MARKER: Final = ".mpg-demo"
 STEP_TIMEOUT: Final = 60.0
 STOP_GRACE: Final = 15.0
-#: argv of the server in the foreground (the `server` group's serving command).
-SERVER_RUN: Final = ("server", "run")
+#: argv of the server in the foreground (`mpg server` with no subcommand serves).
+SERVER_RUN: Final = ("server",)
 
 T = TypeVar("T")
 
@@ -360,6 +360,8 @@ def run_demo(root: pathlib.Path, *, wait: bool) -> None:
                 "account",
                 "add",
                 account,
+                "--kind",
+                "gateway",
                 "--credential-file",
                 str(files.credential(name)),
             ),

@@ -1,0 +1,158 @@
+"""Configuration: TOML + MPG_<SECTION>__<KEY> environment, validated, naming bad keys."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+from mpg import config, errors
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    """No MPG_* variable or ./mpg.toml of the developer's leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("MPG_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _write(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
+    path = tmp_path / "mpg.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_apply_without_a_file() -> None:
+    """With no file and no environment the embedded defaults are used."""
+    settings = config.load()
+    assert settings.gateway.database_url == "sqlite:///mpg.db"
+    assert settings.log.level == "info"
+    assert settings.source == ""
+
+
+def test_environment_overrides_the_file(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MPG_GATEWAY__BATCH_SIZE wins over [gateway] batch_size in the TOML."""
+    path = _write(tmp_path, "[gateway]\nbatch_size = 10\naccount = 'a@example.com'\n")
+    monkeypatch.setenv("MPG_GATEWAY__BATCH_SIZE", "42")
+    settings = config.load(path)
+    assert settings.gateway.batch_size == 42
+    assert settings.gateway.account == "a@example.com"
+
+
+def test_mpg_config_variable_names_the_file(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MPG_CONFIG points at the file when --config is not given."""
+    path = tmp_path / "elsewhere.toml"
+    path.write_text("[log]\nlevel = 'debug'\n", encoding="utf-8")
+    monkeypatch.setenv("MPG_CONFIG", str(path))
+    assert config.load().log.level == "debug"
+
+
+def test_unknown_key_is_named(tmp_path: pathlib.Path) -> None:
+    """A misspelt key fails naming section.key and the environment variable."""
+    path = _write(tmp_path, "[gateway]\nbatch_sise = 10\n")
+    with pytest.raises(errors.ConfigError) as caught:
+        config.load(path)
+    assert "gateway.batch_sise" in str(caught.value)
+    assert "unknown key" in str(caught.value)
+    assert "MPG_GATEWAY__BATCH_SISE" in str(caught.value)
+
+
+def test_out_of_range_value_is_named_with_reason(tmp_path: pathlib.Path) -> None:
+    """A value outside its range fails naming the key and why."""
+    path = _write(tmp_path, "[gateway]\nbatch_size = 0\n")
+    with pytest.raises(errors.ConfigError, match=r"gateway\.batch_size: .*greater than"):
+        config.load(path)
+
+
+def test_bad_environment_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad value from the environment names the same key."""
+    monkeypatch.setenv("MPG_LOG__LEVEL", "loud")
+    with pytest.raises(errors.ConfigError, match=r"log\.level"):
+        config.load()
+
+
+def test_malformed_toml_is_reported(tmp_path: pathlib.Path) -> None:
+    """A file that is not TOML fails with the file's name, not a traceback."""
+    path = _write(tmp_path, "[gateway\n")
+    with pytest.raises(errors.ConfigError, match="not valid TOML"):
+        config.load(path)
+
+
+def test_missing_file_is_reported(tmp_path: pathlib.Path) -> None:
+    """An explicit file that does not exist is a configuration error."""
+    with pytest.raises(errors.ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_secret_is_read_from_file(tmp_path: pathlib.Path) -> None:
+    """secret_file, relative to the TOML, supplies the credential without it in the TOML."""
+    (tmp_path / "gw.credential").write_text("kid1.c2VjcmV0\n", encoding="utf-8")
+    path = _write(tmp_path, "[gateway]\nsecret_file = 'gw.credential'\n")
+    settings = config.load(path)
+    assert settings.gateway.credential_text() == "kid1.c2VjcmV0"
+    assert "c2VjcmV0" not in path.read_text(encoding="utf-8")
+
+
+def test_secret_from_environment_wins_and_is_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MPG_GATEWAY__SECRET supplies the credential and never shows in repr()."""
+    monkeypatch.setenv("MPG_GATEWAY__SECRET", "kid2.dG9rZW4")
+    settings = config.load()
+    assert settings.gateway.credential_text() == "kid2.dG9rZW4"
+    assert "dG9rZW4" not in repr(settings)
+
+
+def test_missing_secret_names_both_ways_to_give_it() -> None:
+    """Asking for the credential without one names the variable and the file key."""
+    with pytest.raises(errors.ConfigError, match="MPG_GATEWAY__SECRET"):
+        config.load().gateway.credential_text()
+
+
+def test_plain_http_refused_without_opt_in(tmp_path: pathlib.Path) -> None:
+    """http:// needs allow_plain_http even on loopback."""
+    path = _write(tmp_path, "[gateway]\nserver_url = 'http://127.0.0.1:8080'\n")
+    with pytest.raises(errors.ConfigError, match="allow_plain_http"):
+        config.load(path)
+
+
+def test_plain_http_refused_off_loopback(tmp_path: pathlib.Path) -> None:
+    """http:// to a non-loopback host is refused even when plain http is allowed."""
+    path = _write(
+        tmp_path,
+        "[gateway]\nserver_url = 'http://push.example.com'\nallow_plain_http = true\n",
+    )
+    with pytest.raises(errors.ConfigError, match="only on loopback"):
+        config.load(path)
+
+
+def test_plain_http_allowed_on_loopback_when_asked(tmp_path: pathlib.Path) -> None:
+    """The demo's setting: http to 127.0.0.1 with allow_plain_http = true."""
+    path = _write(
+        tmp_path, "[gateway]\nserver_url = 'http://127.0.0.1:8080/'\nallow_plain_http = true\n"
+    )
+    assert config.load(path).gateway.server_url == "http://127.0.0.1:8080"
+
+
+def test_server_refuses_plain_http_off_loopback() -> None:
+    """The server will not listen without TLS on a non-loopback address."""
+    settings = config.Settings(
+        server=config.ServerSettings(host="192.0.2.10", allow_plain_http=True)
+    )
+    with pytest.raises(errors.ConfigError, match=r"server\.host"):
+        settings.server.check_listen()
+
+
+def test_sqlite_path_is_relative_to_the_file(tmp_path: pathlib.Path) -> None:
+    """A relative SQLite URL in the TOML points next to the TOML, not the working dir."""
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    path = sub / "gw.toml"
+    path.write_text("[gateway]\ndatabase_url = 'sqlite:///gw.db'\n", encoding="utf-8")
+    url = config.load(path).gateway.database_url
+    assert url == "sqlite:///" + str((sub / "gw.db").resolve())
