@@ -6,7 +6,7 @@ import json
 import os
 import signal
 
-from conftest import World, wait_for
+from harness import World, wait_for
 
 from mpg.wire import content
 

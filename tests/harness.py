@@ -1,5 +1,6 @@
-"""A throwaway MPG world for end-to-end tests: a push server and gateways as real
-processes started through the CLI, talking HTTPS with a throwaway CA (trustme)."""
+"""A throwaway MPG world for integration and end-to-end tests: a push server and
+gateways as real processes started through the CLI, talking HTTPS with a throwaway CA
+(trustme). The ``world`` fixture in ``conftest.py`` hands one to a test."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -193,12 +194,3 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
     env.update(extra or {})
     return env
 
-
-@pytest.fixture
-def world(tmp_path: pathlib.Path) -> Iterator[World]:
-    """A fresh world; every process it started is stopped afterwards."""
-    w = World(tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop_all()
