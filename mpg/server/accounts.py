@@ -1,0 +1,302 @@
+"""Accounts and their keys: add, list, disable, rotate; keys wrapped at rest.
+
+An account is a gateway (``erp-a@example.com``), a user (``bob@example.com``) or a
+device (its serial number). Names with a domain are stored lower-cased, device
+serials exactly as given. Each account holds one or more keys (rotation); every key
+is stored wrapped with the server's master key (:func:`mpg.wire.keys.wrap_key`) and
+is shown to the operator once, as a credential token, when it is created.
+
+The server unwraps a key on the first request that uses it and keeps it in memory
+for :data:`KEY_CACHE_SECONDS`. An account or key disabled from another process (the
+CLI) is therefore refused by a running server within that time; one disabled
+through this store is refused at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import threading
+import time
+from typing import Final, Literal, get_args
+
+import sqlalchemy as sa
+
+from mpg import config, errors, server, timefmt
+from mpg.server import tables
+from mpg.wire import keys
+
+Kind = Literal["gateway", "user", "device"]
+KINDS: Final[tuple[str, ...]] = get_args(Kind)
+#: Account kinds a ``U`` recipient may be (reference §4: user accounts; a gateway's
+#: account receives replies, reference §2 step 6).
+USER_KINDS: Final = frozenset({"gateway", "user"})
+DEVICE_KINDS: Final = frozenset({"device"})
+#: How long an unwrapped key is trusted without looking at the database again.
+KEY_CACHE_SECONDS: Final = 30.0
+#: File name of the master key under ``server.data_dir`` when none is configured.
+MASTER_KEY_FILE: Final = "master.key"
+MAX_ACCOUNT_LENGTH: Final = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One key of an account, without its secret."""
+
+    key_id: str
+    disabled: bool
+    created_at: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """One account as the operator sees it."""
+
+    account_id: str
+    kind: str
+    disabled: bool
+    created_at: str
+    keys: tuple[KeyInfo, ...] = ()
+
+
+def normalize(name: str, kind: str | None = None) -> str:
+    """The stored form of an account name: lower-cased unless it is a device serial."""
+    name = name.strip()
+    if kind == "device" or (kind is None and "@" not in name):
+        return name
+    return name.lower()
+
+
+def master_key_path(settings: config.ServerSettings) -> pathlib.Path:
+    """Where the master key file is: ``master_key_file``, else ``data_dir/master.key``."""
+    if settings.master_key_file is not None:
+        return settings.master_key_file
+    return settings.data_dir / MASTER_KEY_FILE
+
+
+def _parse_master_key(text: str, where: str) -> bytes:
+    try:
+        return keys.parse_master_key(text)
+    except errors.WireError as exc:
+        raise errors.ConfigError(f"{where}: {exc}") from None
+
+
+def load_master_key(settings: config.ServerSettings) -> bytes:
+    """The master key from ``MPG_SERVER__MASTER_KEY`` / ``master_key`` or its file."""
+    if settings.master_key is not None:
+        return _parse_master_key(settings.master_key.get_secret_value(), "server.master_key")
+    path = master_key_path(settings)
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise errors.ConfigError(
+            f"server.master_key_file: {path} does not exist; run `mpg server init` "
+            "or set MPG_SERVER__MASTER_KEY"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.ConfigError(f"server.master_key_file: cannot read {path}: {exc}") from exc
+    return _parse_master_key(text, f"server.master_key_file ({path})")
+
+
+def create_master_key_file(path: pathlib.Path) -> bool:
+    """Write a new master key to ``path`` (mode 0600); False if the file exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: never overwrite a key that wraps existing accounts' keys.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(keys.format_master_key(keys.new_master_key()) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+class AccountStore:
+    """Accounts and keys in the server database; unwrapped keys cached in memory."""
+
+    def __init__(
+        self, engine: sa.Engine, master_key: bytes, *, cache_seconds: float = KEY_CACHE_SECONDS
+    ) -> None:
+        self._engine = engine
+        self._master = master_key
+        self._cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str], tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, kind: str) -> tuple[str, keys.Credential]:
+        """Create an account with one key; return its stored name and the credential."""
+        if kind not in KINDS:
+            raise errors.ValidationError("kind", f"must be one of {', '.join(KINDS)}")
+        account_id = normalize(name, kind)
+        if not account_id or len(account_id) > MAX_ACCOUNT_LENGTH or ";" in account_id:
+            raise errors.ValidationError(
+                "name", f"must be 1..{MAX_ACCOUNT_LENGTH} characters without ';'"
+            )
+        credential = keys.new_credential()
+        now = timefmt.now_text("utc")
+        with tables.transaction(self._engine) as conn:
+            exists = conn.execute(
+                sa.select(tables.account.c.AccountId).where(
+                    tables.account.c.AccountId == account_id
+                )
+            ).first()
+            if exists is not None:
+                raise errors.ValidationError("name", f"account {account_id} already exists")
+            conn.execute(
+                tables.account.insert().values(
+                    AccountId=account_id, Kind=kind, Disabled=False, CreatedAt=now
+                )
+            )
+            self._insert_key(conn, account_id, credential, now)
+        return account_id, credential
+
+    def rotate_key(self, name: str) -> keys.Credential:
+        """Add a new key to an existing account (old keys stay until disabled)."""
+        account_id = self._existing(name).account_id
+        credential = keys.new_credential()
+        with tables.transaction(self._engine) as conn:
+            self._insert_key(conn, account_id, credential, timefmt.now_text("utc"))
+        return credential
+
+    def disable(self, name: str) -> str:
+        """Disable an account: every request made as it is refused from now on."""
+        account_id = self._existing(name).account_id
+        with tables.transaction(self._engine) as conn:
+            conn.execute(
+                tables.account.update()
+                .where(tables.account.c.AccountId == account_id)
+                .values(Disabled=True)
+            )
+        self._forget(account_id)
+        return account_id
+
+    def disable_key(self, name: str, key_id: str) -> str:
+        """Disable one key of an account (after a rotation)."""
+        account_id = self._existing(name).account_id
+        with tables.transaction(self._engine) as conn:
+            changed = conn.execute(
+                tables.account_key.update()
+                .where(
+                    tables.account_key.c.AccountId == account_id,
+                    tables.account_key.c.KeyId == key_id,
+                )
+                .values(Disabled=True)
+            ).rowcount
+        if not changed:
+            raise errors.ValidationError("key_id", f"{account_id} has no key {key_id}")
+        self._forget(account_id)
+        return account_id
+
+    def get(self, name: str) -> AccountInfo | None:
+        """One account with its keys, or None."""
+        found = self._load([normalize(name)]) or self._load([name.strip()])
+        return found[0] if found else None
+
+    def all_accounts(self) -> list[AccountInfo]:
+        """Every account with its keys, by name."""
+        return self._load(None)
+
+    def key_for(self, account: str, key_id: str) -> tuple[str, bytes]:
+        """The stored account name and the unwrapped key a request was sealed with.
+
+        Raises :class:`mpg.errors.UnknownKey` for an unknown account or key id and
+        :class:`mpg.server.AccountDisabled` when either is disabled.
+        """
+        account_id = normalize(account)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get((account_id, key_id))
+        if cached is not None and cached[1] > now:
+            return account_id, cached[0]
+        row = self._key_row(account_id, key_id)
+        if row is None:
+            raise errors.UnknownKey(f"unknown account or key: {account} / {key_id}")
+        if row.AccountDisabled:
+            raise server.AccountDisabled(f"account {account_id} is disabled")
+        if row.KeyDisabled:
+            raise server.AccountDisabled(f"key {key_id} of {account_id} is disabled")
+        secret = keys.unwrap_key(self._master, account_id, key_id, row.WrappedKey)
+        with self._lock:
+            self._cache[(account_id, key_id)] = (secret, now + self._cache_seconds)
+        return account_id, secret
+
+    def kinds(self, names: list[str]) -> dict[str, str]:
+        """``{account: kind}`` of the enabled accounts among ``names`` (stored forms)."""
+        found: dict[str, str] = {}
+        a = tables.account.c
+        with tables.transaction(self._engine) as conn:
+            for part in tables.chunks(names):
+                rows = conn.execute(
+                    sa.select(a.AccountId, a.Kind).where(
+                        a.AccountId.in_(part), a.Disabled == sa.false()
+                    )
+                )
+                found.update({row.AccountId: row.Kind for row in rows})
+        return found
+
+    def _insert_key(
+        self, conn: sa.Connection, account_id: str, credential: keys.Credential, now: str
+    ) -> None:
+        wrapped = keys.wrap_key(self._master, account_id, credential.key_id, credential.secret)
+        conn.execute(
+            tables.account_key.insert().values(
+                AccountId=account_id,
+                KeyId=credential.key_id,
+                WrappedKey=wrapped,
+                Disabled=False,
+                CreatedAt=now,
+            )
+        )
+
+    def _existing(self, name: str) -> AccountInfo:
+        info = self.get(name)
+        if info is None:
+            raise errors.ValidationError("name", f"no account {name}")
+        return info
+
+    def _key_row(self, account_id: str, key_id: str) -> tables.Row | None:
+        a, k = tables.account.c, tables.account_key.c
+        query = (
+            sa.select(
+                k.WrappedKey,
+                a.Disabled.label("AccountDisabled"),
+                k.Disabled.label("KeyDisabled"),
+            )
+            .join_from(tables.account, tables.account_key, a.AccountId == k.AccountId)
+            .where(a.AccountId == account_id, k.KeyId == key_id)
+        )
+        with tables.transaction(self._engine) as conn:
+            return conn.execute(query).first()
+
+    def _load(self, names: list[str] | None) -> list[AccountInfo]:
+        a, k = tables.account.c, tables.account_key.c
+        accounts = sa.select(tables.account).order_by(a.AccountId)
+        key_rows = sa.select(tables.account_key).order_by(k.AccountId, k.CreatedAt, k.KeyId)
+        if names is not None:
+            accounts = accounts.where(a.AccountId.in_(names))
+            key_rows = key_rows.where(k.AccountId.in_(names))
+        with tables.transaction(self._engine) as conn:
+            account_rows = conn.execute(accounts).all()
+            by_account: dict[str, list[KeyInfo]] = {}
+            for row in conn.execute(key_rows):
+                by_account.setdefault(row.AccountId, []).append(
+                    KeyInfo(row.KeyId, bool(row.Disabled), row.CreatedAt)
+                )
+        return [
+            AccountInfo(
+                row.AccountId,
+                row.Kind,
+                bool(row.Disabled),
+                row.CreatedAt,
+                tuple(by_account.get(row.AccountId, ())),
+            )
+            for row in account_rows
+        ]
+
+    def _forget(self, account_id: str) -> None:
+        with self._lock:
+            for cache_key in [key for key in self._cache if key[0] == account_id]:
+                del self._cache[cache_key]

@@ -1,0 +1,733 @@
+"""The server's queues: submit with fan-out, fetch with leases, ack, receipts, recall.
+
+Entry states (``ReceiveQueue.State``) and the only moves between them::
+
+    queued ──fetch──▶ leased ──ack──▶ acked
+      │                 │ ▲
+      │                 └─┘ lease expired: fetched again
+      └──recall──▶ withdrawn ◀──recall── leased
+
+A message (``TransmitQueue.State``) is ``queued`` until every one of its entries is
+acked (served) or withdrawn (recalled); it then becomes ``served`` and a ``receipt``
+entry goes to the sender's queue. A refused message is kept as ``refused`` so that
+a resubmission gets the same answer. A RECALL is ``served`` at once.
+
+Every operation is one transaction and writes its rows with executemany; on SQLite
+every transaction starts with ``BEGIN IMMEDIATE`` (see :mod:`mpg.server.tables`), so
+the read-then-update steps here cannot interleave with another writer.
+
+After a commit that queued entries, the ``listener`` is called with the accounts
+that got them, so that a long-polling fetch can answer at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import sqlalchemy as sa
+import structlog
+
+from mpg import errors
+from mpg.server import accounts, tables
+from mpg.wire import content, model, recipients
+
+log = structlog.get_logger(__name__)
+
+#: Queue order of the priority codes: E, H, N, L.
+PRIORITY_RANK: Final = {code: rank for rank, code in enumerate(model.PRIORITIES)}
+DEFAULT_RANK: Final = PRIORITY_RANK[model.DEFAULT_PRIORITY]
+
+Listener = Callable[[frozenset[str]], None]
+
+
+class EntryState(enum.StrEnum):
+    """``ReceiveQueue.State``."""
+
+    QUEUED = "queued"  # waiting for its recipient to fetch it
+    LEASED = "leased"  # fetched; delivered again when LeaseUntil passes without an ack
+    ACKED = "acked"  # the recipient stored it: served
+    WITHDRAWN = "withdrawn"  # recalled (before it was fetched, or while leased)
+
+
+class MessageState(enum.StrEnum):
+    """``TransmitQueue.State``."""
+
+    QUEUED = "queued"  # some entries are not yet acked or withdrawn
+    SERVED = "served"  # every entry is acked or withdrawn; the receipt is queued
+    REFUSED = "refused"  # not accepted; kept only to answer a resubmission the same
+
+
+class _Sequence:
+    """Strictly increasing numbers near the clock in microseconds: arrival order."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> int:
+        """Reserve ``count`` numbers and return the first."""
+        with self._lock:
+            first = max(self._last + 1, time.time_ns() // 1000)
+            self._last = first + count - 1
+            return first
+
+
+@dataclasses.dataclass
+class _Writes:
+    """Rows one transaction inserts, collected first and written with executemany."""
+
+    messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    attachments: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    entries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    used_stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    woken: set[str] = dataclasses.field(default_factory=set)
+
+    def flush(self, conn: sa.Connection) -> None:
+        """Insert what was collected and empty the lists."""
+        if self.messages:
+            conn.execute(tables.transmit_queue.insert(), self.messages)
+        if self.attachments:
+            conn.execute(tables.transmit_attachment.insert(), self.attachments)
+        if self.entries:
+            conn.execute(tables.receive_queue.insert(), self.entries)
+        if self.used_stages:
+            s = tables.upload_stage.c
+            conn.execute(
+                tables.upload_stage.delete().where(
+                    s.SenderAccount == sa.bindparam("b_account"),
+                    s.TxMessageId == sa.bindparam("b_tx"),
+                    s.SeqNo == sa.bindparam("b_seq"),
+                ),
+                self.used_stages,
+            )
+        self.messages, self.attachments, self.entries, self.used_stages = [], [], [], []
+
+
+class QueueStore:
+    """Submit, fetch, ack and recall on the server database (all synchronous)."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        listener: Listener | None = None,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._listener = listener
+        self._sequence = _Sequence()
+
+    def set_listener(self, listener: Listener | None) -> None:
+        """Call ``listener(accounts)`` after each commit that queued entries for them."""
+        self._listener = listener
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(
+        self, sender_account: str, messages: Sequence[model.OutgoingMessage]
+    ) -> list[model.SubmitResult]:
+        """Accept (or refuse) a batch of messages in one transaction.
+
+        Idempotent per ``(sender_account, tx_message_id)``: a message submitted
+        before, or twice in the batch, gets the first answer again.
+        """
+        now = self._clock()
+        results: dict[str, model.SubmitResult] = {}
+        writes = _Writes()
+        with tables.transaction(self._engine) as conn:
+            results.update(
+                self._previous_results(conn, sender_account, [m.tx_message_id for m in messages])
+            )
+            fresh: list[model.OutgoingMessage] = []
+            seen = set(results)
+            for msg in messages:
+                if msg.tx_message_id not in seen:
+                    seen.add(msg.tx_message_id)
+                    fresh.append(msg)
+            plain = [m for m in fresh if not _is_server_agent(m)]
+            kinds = self._kinds(conn, [name for m in plain for name in _lookup_names(m)])
+            stages = self._stages(conn, sender_account, [m.tx_message_id for m in plain])
+            for msg in plain:
+                results[msg.tx_message_id] = self._plan_message(
+                    msg, sender_account, kinds, stages, writes, now
+                )
+            writes.flush(conn)
+            # Recalls go after the plain messages: they read and change committed rows.
+            for msg in fresh:
+                if _is_server_agent(msg):
+                    results[msg.tx_message_id] = self._recall(
+                        conn, msg, sender_account, writes, now
+                    )
+                    writes.flush(conn)
+        self._wake(writes.woken)
+        return [results[msg.tx_message_id] for msg in messages]
+
+    def _previous_results(
+        self, conn: sa.Connection, sender: str, tx_ids: list[str]
+    ) -> dict[str, model.SubmitResult]:
+        t = tables.transmit_queue.c
+        found: dict[str, model.SubmitResult] = {}
+        for part in tables.chunks(sorted(set(tx_ids))):
+            rows = conn.execute(
+                sa.select(t.TxMessageId, t.SubmitResult).where(
+                    t.SenderAccount == sender, t.TxMessageId.in_(part)
+                )
+            )
+            found.update({row.TxMessageId: _result_from_json(row.SubmitResult) for row in rows})
+        return found
+
+    @staticmethod
+    def _kinds(conn: sa.Connection, names: list[str]) -> dict[str, str]:
+        a = tables.account.c
+        found: dict[str, str] = {}
+        for part in tables.chunks(sorted(set(names))):
+            rows = conn.execute(
+                sa.select(a.AccountId, a.Kind).where(
+                    a.AccountId.in_(part), a.Disabled == sa.false()
+                )
+            )
+            found.update({row.AccountId: row.Kind for row in rows})
+        return found
+
+    @staticmethod
+    def _stages(
+        conn: sa.Connection, sender: str, tx_ids: list[str]
+    ) -> dict[tuple[str, int], tables.Row]:
+        s = tables.upload_stage.c
+        found: dict[tuple[str, int], tables.Row] = {}
+        for part in tables.chunks(sorted(set(tx_ids))):
+            rows = conn.execute(
+                sa.select(tables.upload_stage).where(
+                    s.SenderAccount == sender, s.TxMessageId.in_(part)
+                )
+            )
+            found.update({(row.TxMessageId, row.SeqNo): row for row in rows})
+        return found
+
+    def _plan_message(
+        self,
+        msg: model.OutgoingMessage,
+        sender: str,
+        kinds: Mapping[str, str],
+        stages: Mapping[tuple[str, int], tables.Row],
+        writes: _Writes,
+        now: float,
+    ) -> model.SubmitResult:
+        """Decide one plain message and add its rows to ``writes``."""
+        tx = msg.tx_message_id
+        allowed = accounts.DEVICE_KINDS if msg.receiver_type == "D" else accounts.USER_KINDS
+        to, bcc = _qualified(msg)
+        known: list[recipients.Recipient] = []
+        unknown: list[str] = []
+        for rcpt in recipients.expand(to, bcc):
+            name = _stored_name(rcpt.account, msg.receiver_type)
+            if kinds.get(name) in allowed:
+                known.append(dataclasses.replace(rcpt, account=name))
+            else:
+                unknown.append(rcpt.account)
+        reason = ""
+        if not known:
+            reason = "no known recipient: " + ";".join(unknown) if unknown else "no recipient"
+        for info in msg.attachments:
+            stage = stages.get((tx, info.seq_no))
+            if stage is None or not stage.Complete:
+                reason = reason or f"attachment {info.seq_no} is not uploaded completely"
+            elif stage.Size != info.file_size or stage.Sha256 != info.sha256:
+                reason = reason or f"attachment {info.seq_no} does not match the upload"
+        message_id = str(uuid.uuid4())
+        if reason:
+            result = model.SubmitResult(tx, False, unknown=tuple(unknown), reason=reason)
+            writes.messages.append(
+                _message_row(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
+            )
+            log.info("message_refused", account=sender, tx=tx, reason=reason)
+            return result
+        result = model.SubmitResult(
+            tx, True, message_id=message_id, recipients=len(known), unknown=tuple(unknown)
+        )
+        writes.messages.append(
+            _message_row(msg, sender, message_id, now, len(known), MessageState.QUEUED, result)
+        )
+        rank = PRIORITY_RANK.get(msg.priority, DEFAULT_RANK)
+        first = self._sequence.take(len(known))
+        for n, rcpt in enumerate(known):
+            writes.entries.append(
+                _entry_row(message_id, rcpt.account, rank, first + n, visible_bcc=rcpt.visible_bcc)
+            )
+            writes.woken.add(rcpt.account)
+        for info in msg.attachments:
+            stage = stages[(tx, info.seq_no)]
+            writes.attachments.append(
+                {
+                    "MessageId": message_id,
+                    "SeqNo": info.seq_no,
+                    "FileName": info.file_name,
+                    "FileType": info.file_type,
+                    "FileSize": info.file_size,
+                    "DownloadFlag": info.download_flag,
+                    "Sha256": info.sha256,
+                    "BlobPath": stage.Path,
+                }
+            )
+            writes.used_stages.append({"b_account": sender, "b_tx": tx, "b_seq": info.seq_no})
+        log.info(
+            "message_accepted",
+            account=sender,
+            tx=tx,
+            message_id=message_id,
+            recipients=len(known),
+            unknown=len(unknown),
+            attachments=len(msg.attachments),
+        )
+        return result
+
+    # ------------------------------------------------------------------ recall
+
+    def _recall(
+        self,
+        conn: sa.Connection,
+        msg: model.OutgoingMessage,
+        sender: str,
+        writes: _Writes,
+        now: float,
+    ) -> model.SubmitResult:
+        """Handle a message to ``psereceiver``: only a RECALL of the sender's own message."""
+        tx = msg.tx_message_id
+        reason = ""
+        recalled_id = ""
+        if msg.content_type != "RECALL" or len(msg.receivers) + len(msg.bcc) != 1:
+            reason = f"{model.SERVER_AGENT} accepts only a RECALL addressed to it alone"
+        else:
+            try:
+                recalled_id = content.parse_recall(msg.content)
+            except (errors.WireError, errors.ValidationError) as exc:
+                reason = f"RECALL content: {exc}"
+        target = None
+        if not reason:
+            t = tables.transmit_queue.c
+            target = conn.execute(
+                sa.select(t.MessageId, t.SenderAccount, t.State).where(t.MessageId == recalled_id)
+            ).first()
+            if target is None or target.State == MessageState.REFUSED:
+                reason = f"no message {recalled_id} to recall"
+            elif target.SenderAccount != sender:
+                reason = f"message {recalled_id} was not sent by {sender}"
+        message_id = str(uuid.uuid4())
+        if reason or target is None:
+            result = model.SubmitResult(tx, False, reason=reason)
+            writes.messages.append(
+                _message_row(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
+            )
+            log.info("message_refused", account=sender, tx=tx, reason=reason)
+            return result
+
+        r = tables.receive_queue.c
+        entries = conn.execute(
+            sa.select(r.EntryId, r.Recipient, r.State).where(
+                r.MessageId == recalled_id, r.Kind == model.DeliveryKind.MESSAGE
+            )
+        ).all()
+        withdrawn = [e.EntryId for e in entries if e.State == EntryState.QUEUED]
+        leased = [e.EntryId for e in entries if e.State == EntryState.LEASED]
+        # Whoever fetched it (leased or acked) may hold it: they get the RECALL.
+        notified = list(
+            dict.fromkeys(
+                e.Recipient for e in entries if e.State in (EntryState.LEASED, EntryState.ACKED)
+            )
+        )
+        for part in tables.chunks(withdrawn + leased):
+            conn.execute(
+                tables.receive_queue.update()
+                .where(
+                    r.EntryId.in_(part),
+                    r.State.in_([EntryState.QUEUED, EntryState.LEASED]),
+                )
+                .values(State=EntryState.WITHDRAWN, LeaseUntil=None)
+            )
+        if withdrawn or leased:
+            t = tables.transmit_queue.c
+            conn.execute(
+                tables.transmit_queue.update()
+                .where(t.MessageId == recalled_id)
+                .values(RecalledCount=t.RecalledCount + len(withdrawn) + len(leased))
+            )
+        outcome = model.RecallOutcome(recalled_id, withdrawn=len(withdrawn), notified=len(notified))
+        result = model.SubmitResult(
+            tx,
+            True,
+            message_id=message_id,
+            recipients=len(notified),
+            served_at_once=True,
+            recall=outcome,
+        )
+        writes.messages.append(
+            _message_row(msg, sender, message_id, now, len(notified), MessageState.SERVED, result)
+        )
+        rank = PRIORITY_RANK.get(msg.priority, DEFAULT_RANK)
+        first = self._sequence.take(len(notified))
+        for n, recipient in enumerate(notified):
+            writes.entries.append(_entry_row(message_id, recipient, rank, first + n))
+            writes.woken.add(recipient)
+        writes.flush(conn)
+        writes.woken.update(self._complete(conn, [recalled_id]))
+        log.info(
+            "recall_done",
+            account=sender,
+            tx=tx,
+            message_id=message_id,
+            recalled=recalled_id,
+            withdrawn=len(withdrawn),
+            notified=len(notified),
+        )
+        return result
+
+    # ------------------------------------------------------------------ receipts
+
+    def _complete(self, conn: sa.Connection, message_ids: Iterable[str]) -> set[str]:
+        """Mark fully served messages ``served`` and queue their receipts.
+
+        Returns the sender accounts that got a receipt.
+        """
+        t = tables.transmit_queue.c
+        done: list[tables.Row] = []
+        for part in tables.chunks(sorted(set(message_ids))):
+            done.extend(
+                conn.execute(
+                    sa.select(
+                        t.MessageId,
+                        t.SenderAccount,
+                        t.TxMessageId,
+                        t.Priority,
+                        t.ServedCount,
+                        t.RecalledCount,
+                    ).where(
+                        t.MessageId.in_(part),
+                        t.State == MessageState.QUEUED,
+                        t.ServedCount + t.RecalledCount >= t.RecipientCount,
+                    )
+                )
+            )
+        if not done:
+            return set()
+        for part in tables.chunks([row.MessageId for row in done]):
+            conn.execute(
+                tables.transmit_queue.update()
+                .where(t.MessageId.in_(part), t.State == MessageState.QUEUED)
+                .values(State=MessageState.SERVED)
+            )
+        first = self._sequence.take(len(done))
+        conn.execute(
+            tables.receive_queue.insert(),
+            [
+                _entry_row(
+                    row.MessageId,
+                    row.SenderAccount,
+                    PRIORITY_RANK.get(row.Priority or "", DEFAULT_RANK),
+                    first + n,
+                    kind=model.DeliveryKind.RECEIPT,
+                    tx_message_id=row.TxMessageId,
+                    served=row.ServedCount,
+                    recalled=row.RecalledCount,
+                )
+                for n, row in enumerate(done)
+            ],
+        )
+        return {row.SenderAccount for row in done}
+
+    # ------------------------------------------------------------------ fetch
+
+    def fetch(self, account: str, max_items: int, lease_seconds: float) -> model.FetchBatch:
+        """Lease up to ``max_items`` of ``account``'s entries, most urgent and oldest first.
+
+        Entries whose earlier lease ran out without an ack are delivered again.
+        """
+        if max_items <= 0:
+            return model.FetchBatch()
+        now = self._clock()
+        r = tables.receive_queue.c
+        columns = (
+            r.EntryId,
+            r.MessageId,
+            r.Kind,
+            r.VisibleBcc,
+            r.PriorityRank,
+            r.CreatedSeq,
+            r.TxMessageId,
+            r.Served,
+            r.Recalled,
+        )
+        order = (r.PriorityRank, r.CreatedSeq)
+        with tables.transaction(self._engine) as conn:
+            queued = conn.execute(
+                sa.select(*columns)
+                .where(r.Recipient == account, r.State == EntryState.QUEUED)
+                .order_by(*order)
+                .limit(max_items)
+            ).all()
+            expired = conn.execute(
+                sa.select(*columns)
+                .where(
+                    r.Recipient == account,
+                    r.State == EntryState.LEASED,
+                    r.LeaseUntil < now,
+                )
+                .order_by(*order)
+                .limit(max_items)
+            ).all()
+            entries = sorted([*queued, *expired], key=lambda e: (e.PriorityRank, e.CreatedSeq))
+            entries = entries[:max_items]
+            redelivered = len({e.EntryId for e in expired} & {e.EntryId for e in entries})
+            if not entries:
+                return model.FetchBatch()
+            for part in tables.chunks([e.EntryId for e in entries]):
+                conn.execute(
+                    tables.receive_queue.update()
+                    .where(r.EntryId.in_(part))
+                    .values(State=EntryState.LEASED, LeaseUntil=now + lease_seconds)
+                )
+            message_ids = [e.MessageId for e in entries if e.Kind == model.DeliveryKind.MESSAGE]
+            messages = self._messages(conn, message_ids)
+            files = self._attachment_infos(conn, message_ids)
+        deliveries: list[model.Delivery] = []
+        receipts: list[model.Receipt] = []
+        for e in entries:
+            if e.Kind == model.DeliveryKind.RECEIPT:
+                receipts.append(
+                    model.Receipt(e.EntryId, e.TxMessageId, e.MessageId, e.Served, e.Recalled)
+                )
+            else:
+                deliveries.append(
+                    _delivery(e, account, messages[e.MessageId], files.get(e.MessageId, ()))
+                )
+        log.info(
+            "entries_fetched",
+            account=account,
+            deliveries=len(deliveries),
+            receipts=len(receipts),
+            redelivered=redelivered,
+        )
+        return model.FetchBatch(tuple(deliveries), tuple(receipts))
+
+    @staticmethod
+    def _messages(conn: sa.Connection, message_ids: list[str]) -> dict[str, tables.Row]:
+        t = tables.transmit_queue.c
+        found: dict[str, tables.Row] = {}
+        for part in tables.chunks(sorted(set(message_ids))):
+            rows = conn.execute(sa.select(tables.transmit_queue).where(t.MessageId.in_(part)))
+            found.update({row.MessageId: row for row in rows})
+        return found
+
+    @staticmethod
+    def _attachment_infos(
+        conn: sa.Connection, message_ids: list[str]
+    ) -> dict[str, tuple[model.AttachmentInfo, ...]]:
+        a = tables.transmit_attachment.c
+        found: dict[str, list[model.AttachmentInfo]] = collections.defaultdict(list)
+        for part in tables.chunks(sorted(set(message_ids))):
+            rows = conn.execute(
+                sa.select(tables.transmit_attachment)
+                .where(a.MessageId.in_(part))
+                .order_by(a.MessageId, a.SeqNo)
+            )
+            for row in rows:
+                found[row.MessageId].append(
+                    model.AttachmentInfo(
+                        row.SeqNo,
+                        row.FileName or "",
+                        row.FileType or "",
+                        row.FileSize,
+                        row.DownloadFlag,
+                        row.Sha256,
+                    )
+                )
+        return {message_id: tuple(infos) for message_id, infos in found.items()}
+
+    # ------------------------------------------------------------------ ack
+
+    def ack(self, account: str, entry_ids: Sequence[str]) -> int:
+        """Acknowledge ``account``'s entries; return how many of them are now done.
+
+        Entries of other accounts are ignored; acknowledging twice is harmless.
+        When the last entry of a message is acked, its sender gets a receipt.
+        """
+        r = tables.receive_queue.c
+        t = tables.transmit_queue.c
+        woken: set[str] = set()
+        with tables.transaction(self._engine) as conn:
+            rows: list[tables.Row] = []
+            for part in tables.chunks(sorted(set(entry_ids))):
+                rows.extend(
+                    conn.execute(
+                        sa.select(r.EntryId, r.MessageId, r.Kind, r.State).where(
+                            r.EntryId.in_(part), r.Recipient == account
+                        )
+                    )
+                )
+            moving = [row for row in rows if row.State == EntryState.LEASED]
+            for part in tables.chunks([row.EntryId for row in moving]):
+                conn.execute(
+                    tables.receive_queue.update()
+                    .where(r.EntryId.in_(part), r.State == EntryState.LEASED)
+                    .values(State=EntryState.ACKED, LeaseUntil=None)
+                )
+            served = collections.Counter(
+                row.MessageId for row in moving if row.Kind == model.DeliveryKind.MESSAGE
+            )
+            if served:
+                conn.execute(
+                    tables.transmit_queue.update()
+                    .where(t.MessageId == sa.bindparam("b_message"))
+                    .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
+                    [{"b_message": mid, "b_count": n} for mid, n in served.items()],
+                )
+                woken = self._complete(conn, served)
+        self._wake(woken)
+        done = sum(1 for row in rows if row.State != EntryState.QUEUED)
+        log.info("entries_acked", account=account, acked=len(moving), done=done)
+        return done
+
+    def _wake(self, accounts_: set[str]) -> None:
+        if accounts_ and self._listener is not None:
+            self._listener(frozenset(accounts_))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _is_server_agent(msg: model.OutgoingMessage) -> bool:
+    """True for a message addressed to the server's own receiving agent."""
+    return any(name.strip().lower() == model.SERVER_AGENT for name in (*msg.receivers, *msg.bcc))
+
+
+def _qualified(msg: model.OutgoingMessage) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """To and Bcc lists with user accounts qualified by the message's SourceDomain."""
+    if msg.receiver_type == "D":
+        return msg.receivers, msg.bcc
+    return (
+        tuple(recipients.qualify(name, msg.source_domain) for name in msg.receivers),
+        tuple(recipients.qualify(name, msg.source_domain) for name in msg.bcc),
+    )
+
+
+def _stored_name(name: str, receiver_type: str) -> str:
+    return accounts.normalize(name, "device" if receiver_type == "D" else "user")
+
+
+def _lookup_names(msg: model.OutgoingMessage) -> list[str]:
+    to, bcc = _qualified(msg)
+    return [_stored_name(name, msg.receiver_type) for name in (*to, *bcc)]
+
+
+def _message_row(
+    msg: model.OutgoingMessage,
+    sender: str,
+    message_id: str,
+    now: float,
+    recipient_count: int,
+    state: MessageState,
+    result: model.SubmitResult,
+) -> dict[str, Any]:
+    to, bcc = _qualified(msg)
+    return {
+        "MessageId": message_id,
+        "SenderAccount": sender,
+        "TxMessageId": msg.tx_message_id,
+        "AppCode": msg.app_code,
+        "SourceDomain": msg.source_domain,
+        "AgentSender": msg.agent_sender,
+        "Sender": msg.sender,
+        "ReceiverType": msg.receiver_type,
+        "ReceiverList": ";".join(to),
+        "BccList": ";".join(bcc),
+        "Subject": msg.subject,
+        "Content": msg.content,
+        "ContentType": msg.content_type,
+        "AlertFlag": msg.alert_flag,
+        "Priority": msg.priority,
+        "Keywords": msg.keywords,
+        "TransmitTime": msg.transmit_time,
+        "ReceivedAt": now,
+        "RecipientCount": recipient_count,
+        "ServedCount": 0,
+        "RecalledCount": 0,
+        "State": state,
+        "SubmitResult": _result_to_json(result),
+    }
+
+
+def _entry_row(
+    message_id: str,
+    recipient: str,
+    rank: int,
+    seq: int,
+    *,
+    kind: model.DeliveryKind = model.DeliveryKind.MESSAGE,
+    visible_bcc: str = "",
+    tx_message_id: str | None = None,
+    served: int | None = None,
+    recalled: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "EntryId": str(uuid.uuid4()),
+        "MessageId": message_id,
+        "Recipient": recipient,
+        "Kind": kind,
+        "VisibleBcc": visible_bcc,
+        "PriorityRank": rank,
+        "State": EntryState.QUEUED,
+        "LeaseUntil": None,
+        "CreatedSeq": seq,
+        "TxMessageId": tx_message_id,
+        "Served": served,
+        "Recalled": recalled,
+    }
+
+
+def _delivery(
+    entry: tables.Row,
+    owner: str,
+    msg: tables.Row,
+    files: tuple[model.AttachmentInfo, ...],
+) -> model.Delivery:
+    return model.Delivery(
+        rx_message_id=entry.EntryId,
+        message_id=msg.MessageId,
+        app_code=msg.AppCode or "",
+        source_domain=msg.SourceDomain or "",
+        agent_sender=msg.AgentSender or "",
+        sender=msg.Sender or "",
+        owner=owner,
+        receiver_type=msg.ReceiverType,
+        receiver_list=msg.ReceiverList or "",
+        bcc_list=entry.VisibleBcc or "",
+        subject=msg.Subject or "",
+        content=msg.Content or "",
+        content_type=msg.ContentType,
+        alert_flag=bool(msg.AlertFlag),
+        priority=msg.Priority or model.DEFAULT_PRIORITY,
+        keywords=msg.Keywords or "",
+        transmit_time=msg.TransmitTime,
+        attachments=files,
+    )
+
+
+def _result_to_json(result: model.SubmitResult) -> str:
+    return json.dumps(dataclasses.asdict(result), separators=(",", ":"), ensure_ascii=False)
+
+
+def _result_from_json(text: str) -> model.SubmitResult:
+    data = json.loads(text)
+    recall = data.pop("recall")
+    return model.SubmitResult(
+        **{**data, "unknown": tuple(data["unknown"])},
+        recall=model.RecallOutcome(**recall) if recall else None,
+    )

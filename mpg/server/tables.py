@@ -1,0 +1,222 @@
+"""The push server's own database: its tables, defined once, and its engine.
+
+The server keeps its data apart from any gateway (``server.database_url``, SQLite by
+default). ``TransmitQueue`` and ``ReceiveQueue`` carry the names the source document
+gives the server's queues (reference §1); their columns are this project's, because
+the document never defines them and outside systems never read them (reference §2).
+
+* ``Account`` / ``AccountKey``: who may talk to the server. Keys are stored wrapped
+  with the master key (AES-256-GCM), never in plain text.
+* ``TransmitQueue``: one row per accepted message (``MessageId``), idempotent per
+  ``(SenderAccount, TxMessageId)``; ``SubmitResult`` holds the answer given the first
+  time, so a resubmission gets exactly the same answer.
+* ``TransmitAttachment``: the message's attachments; ``BlobPath`` is the file under
+  ``data_dir/blobs`` that the staged upload left there.
+* ``ReceiveQueue``: one entry per recipient per message (``EntryId`` is the
+  recipient's ``RxMessageId``), plus receipt entries for senders. ``CreatedSeq`` is
+  a monotonic number that orders entries of equal priority by arrival.
+* ``UploadStage``: attachment uploads in progress, keyed by (account, tx, seq).
+
+Times the server decides are Unix seconds (``float``) where it computes with them
+(leases, arrival) and ``yyyy-MM-dd HH:mm:ss`` UTC text where people read them.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import contextlib
+import sqlite3
+from typing import Any, Final, TypeAlias
+
+import sqlalchemy as sa
+import sqlalchemy.event
+import sqlalchemy.exc
+from sqlalchemy.dialects import mysql
+
+from mpg import errors
+
+#: Milliseconds SQLite waits for another writer before failing.
+SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+#: Connections kept per engine: one per threadpool worker that touches the database.
+POOL_SIZE: Final = 8
+POOL_OVERFLOW: Final = 32
+
+#: A result row of any shape (rows are read by column name).
+Row: TypeAlias = sa.Row[*tuple[Any, ...]]
+
+metadata = sa.MetaData()
+
+
+def _max_text() -> sa.types.TypeEngine[str]:
+    return sa.UnicodeText().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+account = sa.Table(
+    "Account",
+    metadata,
+    # Lower-cased 'name@domain' for users and gateways; device serials as given.
+    sa.Column("AccountId", sa.Unicode(100), primary_key=True),
+    sa.Column("Kind", sa.Unicode(10), nullable=False),  # gateway | user | device
+    sa.Column("Disabled", sa.Boolean(), nullable=False, default=False),
+    sa.Column("CreatedAt", sa.Unicode(20), nullable=False),
+)
+
+account_key = sa.Table(
+    "AccountKey",
+    metadata,
+    sa.Column("AccountId", sa.Unicode(100), primary_key=True),
+    sa.Column("KeyId", sa.Unicode(50), primary_key=True),
+    sa.Column("WrappedKey", sa.LargeBinary(), nullable=False),
+    sa.Column("Disabled", sa.Boolean(), nullable=False, default=False),
+    sa.Column("CreatedAt", sa.Unicode(20), nullable=False),
+)
+
+transmit_queue = sa.Table(
+    "TransmitQueue",
+    metadata,
+    sa.Column("MessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("SenderAccount", sa.Unicode(100), nullable=False),
+    sa.Column("TxMessageId", sa.Unicode(50), nullable=False),
+    sa.Column("AppCode", sa.Unicode(20)),
+    sa.Column("SourceDomain", sa.Unicode(50)),
+    sa.Column("AgentSender", sa.Unicode(100)),
+    sa.Column("Sender", sa.Unicode(100)),
+    sa.Column("ReceiverType", sa.CHAR(1)),
+    sa.Column("ReceiverList", _max_text()),
+    sa.Column("BccList", _max_text()),
+    sa.Column("Subject", sa.Unicode(200)),
+    sa.Column("Content", _max_text()),
+    sa.Column("ContentType", sa.Unicode(20)),
+    sa.Column("AlertFlag", sa.Boolean()),
+    sa.Column("Priority", sa.Unicode(1)),
+    sa.Column("Keywords", sa.Unicode(200)),
+    sa.Column("TransmitTime", sa.Unicode(20)),
+    sa.Column("ReceivedAt", sa.Float(), nullable=False),
+    sa.Column("RecipientCount", sa.Integer(), nullable=False),
+    sa.Column("ServedCount", sa.Integer(), nullable=False, default=0),
+    sa.Column("RecalledCount", sa.Integer(), nullable=False, default=0),
+    sa.Column("State", sa.Unicode(10), nullable=False),  # queued | served
+    sa.Column("SubmitResult", _max_text(), nullable=False),  # JSON of the first answer
+    sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
+)
+
+transmit_attachment = sa.Table(
+    "TransmitAttachment",
+    metadata,
+    sa.Column("MessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("SeqNo", sa.Integer(), primary_key=True),
+    sa.Column("FileName", sa.Unicode(250)),
+    sa.Column("FileType", sa.Unicode(10)),
+    sa.Column("FileSize", sa.BigInteger(), nullable=False),
+    sa.Column("DownloadFlag", sa.Integer(), nullable=False),
+    sa.Column("Sha256", sa.Unicode(64), nullable=False),
+    sa.Column("BlobPath", sa.Unicode(1024), nullable=False),
+)
+
+receive_queue = sa.Table(
+    "ReceiveQueue",
+    metadata,
+    sa.Column("EntryId", sa.Unicode(50), primary_key=True),  # the recipient's RxMessageId
+    sa.Column("MessageId", sa.Unicode(50), nullable=False),
+    sa.Column("Recipient", sa.Unicode(100), nullable=False),
+    sa.Column("Kind", sa.Unicode(10), nullable=False),  # message | receipt
+    sa.Column("VisibleBcc", _max_text()),  # what of the Bcc list this recipient may see
+    sa.Column("PriorityRank", sa.Integer(), nullable=False),  # 0 = E ... 3 = L
+    sa.Column("State", sa.Unicode(10), nullable=False),  # queued|leased|acked|withdrawn
+    sa.Column("LeaseUntil", sa.Float()),
+    sa.Column("CreatedSeq", sa.BigInteger(), nullable=False),
+    # Receipt entries only: the sender's TxMessageId and the final counts.
+    sa.Column("TxMessageId", sa.Unicode(50)),
+    sa.Column("Served", sa.Integer()),
+    sa.Column("Recalled", sa.Integer()),
+    sa.Index("IX_ReceiveQueue_Fetch", "Recipient", "State", "PriorityRank", "CreatedSeq"),
+    sa.Index("IX_ReceiveQueue_Message", "MessageId", "State"),
+)
+
+upload_stage = sa.Table(
+    "UploadStage",
+    metadata,
+    sa.Column("SenderAccount", sa.Unicode(100), primary_key=True),
+    sa.Column("TxMessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("SeqNo", sa.Integer(), primary_key=True),
+    sa.Column("Size", sa.BigInteger(), nullable=False, default=0),
+    sa.Column("Path", sa.Unicode(1024), nullable=False),
+    sa.Column("Complete", sa.Boolean(), nullable=False, default=False),
+    sa.Column("Sha256", sa.Unicode(64)),
+)
+
+ALL_TABLES: Final = (
+    account,
+    account_key,
+    transmit_queue,
+    transmit_attachment,
+    receive_queue,
+    upload_stage,
+)
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for ``server.database_url``.
+
+    On SQLite: WAL (readers never wait for the writer), a busy timeout, and
+    ``BEGIN IMMEDIATE`` for every transaction so that a read-then-update (leasing
+    entries, counting acks) holds the write lock from its first statement and two
+    fetches can never lease the same entry.
+    """
+    try:
+        parsed = sa.make_url(url)
+        pool: dict[str, int] = {}
+        if parsed.get_backend_name() != "sqlite" or parsed.database not in (None, "", ":memory:"):
+            pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+        engine = sa.create_engine(parsed, **pool)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise errors.ConfigError(f"server.database_url: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any) -> None:
+    # Autocommit at the driver level: the "begin" hook below issues BEGIN itself.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # WAL + NORMAL is durable against process crashes; only a power cut may lose the
+    # last transactions, which clients then resend (submit is idempotent).
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_tables(engine: sa.Engine) -> list[str]:
+    """Create the server's missing tables; return the names created (never alters)."""
+    try:
+        with engine.begin() as conn:
+            existing = set(sa.inspect(conn).get_table_names())
+            metadata.create_all(conn, checkfirst=True)
+    except sa.exc.SQLAlchemyError as exc:
+        raise errors.StorageError(f"cannot create the server tables: {exc}") from exc
+    return [table.name for table in ALL_TABLES if table.name not in existing]
+
+
+@contextlib.contextmanager
+def transaction(engine: sa.Engine) -> collections.abc.Iterator[sa.Connection]:
+    """One transaction; driver errors leave as :class:`mpg.errors.StorageError`."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except sa.exc.SQLAlchemyError as exc:
+        raise errors.StorageError(f"server database: {type(exc).__name__}: {exc}") from exc
+
+
+def chunks(
+    values: collections.abc.Sequence[Any], size: int = 500
+) -> collections.abc.Iterator[collections.abc.Sequence[Any]]:
+    """Slices of ``values`` small enough for one ``IN (...)`` on every database."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

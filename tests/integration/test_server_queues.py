@@ -1,0 +1,292 @@
+"""The server's queues against a real SQLite file: fan-out, leases, receipts, recall."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from mpg.server import accounts, queues, tables
+from mpg.wire import content, keys, model
+
+SENDER = "erp-a@example.com"
+OTHER_SENDER = "erp-b@example.com"
+
+
+class Clock:
+    """A clock the test moves by hand (leases depend on it)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def engine(tmp_path: pathlib.Path) -> Iterator[sa.Engine]:
+    """A fresh server database file with its tables."""
+    eng = tables.create_engine(f"sqlite:///{tmp_path / 'server.db'}")
+    tables.create_tables(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def store(engine: sa.Engine) -> accounts.AccountStore:
+    """Accounts: two gateways, three users, one device, one disabled user."""
+    s = accounts.AccountStore(engine, keys.new_master_key())
+    for name in (SENDER, OTHER_SENDER):
+        s.add(name, "gateway")
+    for name in ("bob@example.com", "carol@example.com", "dave@example.com", "gone@example.com"):
+        s.add(name, "user")
+    s.add("SN-0001", "device")
+    s.disable("gone@example.com")
+    return s
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The hand-moved clock."""
+    return Clock()
+
+
+@pytest.fixture
+def woken() -> list[frozenset[str]]:
+    """Accounts the queue store woke, in order."""
+    return []
+
+
+@pytest.fixture
+def q(
+    engine: sa.Engine, store: accounts.AccountStore, clock: Clock, woken: list[frozenset[str]]
+) -> queues.QueueStore:
+    """The queue store under test."""
+    return queues.QueueStore(engine, clock=clock, listener=woken.append)
+
+
+def message(
+    to: tuple[str, ...] = ("bob@example.com",),
+    bcc: tuple[str, ...] = (),
+    *,
+    tx: str | None = None,
+    receiver_type: str = "U",
+    content_type: str = "MSG",
+    body: str = "<content/>",
+    priority: str = "N",
+) -> model.OutgoingMessage:
+    """An outgoing message as the gateway would submit it."""
+    return model.OutgoingMessage(
+        tx_message_id=tx or str(uuid.uuid4()),
+        app_code="BPM",
+        source_domain="example.com",
+        agent_sender=SENDER,
+        sender="alice@example.com",
+        receiver_type=receiver_type,
+        receivers=to,
+        bcc=bcc,
+        subject="subject",
+        content=body,
+        content_type=content_type,
+        alert_flag=True,
+        priority=priority,
+        keywords="",
+        transmit_time="2026-11-23 05:41:07",
+    )
+
+
+def recall_of(message_id: str) -> model.OutgoingMessage:
+    """The RECALL row of reference §3 for ``message_id``."""
+    return message(("psereceiver",), content_type="RECALL", body=content.build_recall(message_id))
+
+
+def test_fan_out_gives_each_bcc_recipient_only_itself(q: queues.QueueStore) -> None:
+    """To recipients see an empty BccList; each Bcc recipient sees only its own name."""
+    [result] = q.submit(SENDER, [message(("bob",), ("carol@example.com", "dave@example.com"))])
+    assert result.accepted
+    assert result.recipients == 3
+    assert result.unknown == ()
+    seen = {}
+    for owner in ("bob@example.com", "carol@example.com", "dave@example.com"):
+        [delivery] = q.fetch(owner, 10, 60).deliveries
+        seen[owner] = delivery
+        assert delivery.owner == owner
+        assert delivery.message_id == result.message_id
+        assert delivery.receiver_list == "bob@example.com"
+    assert seen["bob@example.com"].bcc_list == ""
+    assert seen["carol@example.com"].bcc_list == "carol@example.com"
+    assert seen["dave@example.com"].bcc_list == "dave@example.com"
+    assert len({d.rx_message_id for d in seen.values()}) == 3
+
+
+def test_unknown_and_disabled_recipients_are_reported_not_dropped(
+    q: queues.QueueStore,
+) -> None:
+    """Recipients without an enabled account come back in ``unknown``."""
+    [result] = q.submit(SENDER, [message(("bob", "nobody", "gone@example.com"))])
+    assert result.accepted
+    assert result.recipients == 1
+    assert result.unknown == ("nobody@example.com", "gone@example.com")
+
+
+def test_message_without_any_known_recipient_is_refused_naming_them(
+    q: queues.QueueStore,
+) -> None:
+    """No known recipient: refused, and the reason names who was unknown."""
+    [result] = q.submit(SENDER, [message(("nobody",))])
+    assert not result.accepted
+    assert "nobody@example.com" in result.reason
+
+
+def test_device_recipients_must_be_device_accounts(q: queues.QueueStore) -> None:
+    """ReceiverType D reaches devices only; a user name in a D list is unknown."""
+    [result] = q.submit(SENDER, [message(("SN-0001", "bob@example.com"), receiver_type="D")])
+    assert result.recipients == 1
+    assert result.unknown == ("bob@example.com",)
+    assert len(q.fetch("SN-0001", 10, 60).deliveries) == 1
+
+
+def test_resubmitting_returns_the_first_result(q: queues.QueueStore) -> None:
+    """Submit is idempotent per (account, tx): same MessageId, no second fan-out."""
+    msg = message(("bob",))
+    [first] = q.submit(SENDER, [msg])
+    [again, twin] = q.submit(SENDER, [msg, msg])
+    assert again == first == twin
+    assert len(q.fetch("bob@example.com", 10, 60).deliveries) == 1
+
+
+def test_same_tx_from_another_account_is_another_message(q: queues.QueueStore) -> None:
+    """Idempotency is per sending account, not global."""
+    [a] = q.submit(SENDER, [message(("bob",), tx="same")])
+    [b] = q.submit(OTHER_SENDER, [message(("bob",), tx="same")])
+    assert a.message_id != b.message_id
+
+
+def test_fetch_orders_by_priority_then_arrival(q: queues.QueueStore) -> None:
+    """Urgent before high before normal before low; equal priority in arrival order."""
+    order = ["L", "N", "E", "N", "H"]
+    results = q.submit(SENDER, [message(("bob",), priority=p) for p in order])
+    ids = [r.message_id for r in results]
+    batch = q.fetch("bob@example.com", 10, 60)
+    assert [d.message_id for d in batch.deliveries] == [ids[2], ids[4], ids[1], ids[3], ids[0]]
+
+
+def test_fetch_leases_and_redelivers_after_the_lease_expires(
+    q: queues.QueueStore, clock: Clock
+) -> None:
+    """A leased entry is not fetched again until its lease runs out unacknowledged."""
+    q.submit(SENDER, [message(("bob",))])
+    [first] = q.fetch("bob@example.com", 10, 30).deliveries
+    assert q.fetch("bob@example.com", 10, 30) == model.FetchBatch()
+    clock.now += 31
+    [again] = q.fetch("bob@example.com", 10, 30).deliveries
+    assert again.rx_message_id == first.rx_message_id
+
+
+def test_fetch_respects_max_items(q: queues.QueueStore) -> None:
+    """At most ``max_items`` entries are leased per fetch; the rest wait."""
+    q.submit(SENDER, [message(("bob",)) for _ in range(5)])
+    assert len(q.fetch("bob@example.com", 3, 60).deliveries) == 3
+    assert len(q.fetch("bob@example.com", 3, 60).deliveries) == 2
+
+
+def test_ack_of_every_recipient_queues_a_receipt_for_the_sender(
+    q: queues.QueueStore, woken: list[frozenset[str]]
+) -> None:
+    """When the last recipient acks, the sender's queue gets one receipt."""
+    msg = message(("bob", "carol"))
+    [result] = q.submit(SENDER, [msg])
+    [bob] = q.fetch("bob@example.com", 10, 60).deliveries
+    [carol] = q.fetch("carol@example.com", 10, 60).deliveries
+    assert q.ack("bob@example.com", [bob.rx_message_id]) == 1
+    assert q.fetch(SENDER, 10, 60) == model.FetchBatch()
+    assert q.ack("carol@example.com", [carol.rx_message_id]) == 1
+    assert woken[-1] == frozenset({SENDER})
+    [receipt] = q.fetch(SENDER, 10, 60).receipts
+    assert (receipt.tx_message_id, receipt.message_id) == (msg.tx_message_id, result.message_id)
+    assert (receipt.served, receipt.recalled) == (2, 0)
+    assert q.ack(SENDER, [receipt.entry_id]) == 1
+    assert q.fetch(SENDER, 10, 60) == model.FetchBatch()
+
+
+def test_ack_is_idempotent_and_ignores_other_accounts_entries(q: queues.QueueStore) -> None:
+    """Acking twice counts once; acking someone else's entry does nothing."""
+    q.submit(SENDER, [message(("bob", "carol"))])
+    [bob] = q.fetch("bob@example.com", 10, 60).deliveries
+    assert q.ack("carol@example.com", [bob.rx_message_id]) == 0
+    assert q.ack("bob@example.com", [bob.rx_message_id]) == 1
+    assert q.ack("bob@example.com", [bob.rx_message_id, "no-such-entry"]) == 1
+    assert q.fetch(SENDER, 10, 60) == model.FetchBatch()  # carol has not acked
+
+
+def test_submit_wakes_the_recipients(q: queues.QueueStore, woken: list[frozenset[str]]) -> None:
+    """The listener hears which accounts got new entries."""
+    q.submit(SENDER, [message(("bob",), ("carol",))])
+    assert woken == [frozenset({"bob@example.com", "carol@example.com"})]
+
+
+def test_recall_withdraws_unfetched_and_notifies_fetched(
+    q: queues.QueueStore,
+) -> None:
+    """Unfetched copies vanish; recipients that fetched it get the RECALL message."""
+    [sent] = q.submit(SENDER, [message(("bob", "carol", "dave"))])
+    [bob] = q.fetch("bob@example.com", 10, 60).deliveries
+    q.ack("bob@example.com", [bob.rx_message_id])
+    q.fetch("carol@example.com", 10, 60)  # leased, not acked
+    recall = recall_of(sent.message_id)
+    [result] = q.submit(SENDER, [recall])
+    assert result.accepted
+    assert result.served_at_once
+    assert result.recall == model.RecallOutcome(sent.message_id, withdrawn=1, notified=2)
+    assert q.fetch("dave@example.com", 10, 60) == model.FetchBatch()
+    for owner in ("bob@example.com", "carol@example.com"):
+        [note] = q.fetch(owner, 10, 60).deliveries
+        assert note.content_type == "RECALL"
+        assert content.parse_recall(note.content) == sent.message_id
+    # dave withdrawn, carol withdrawn while leased, bob served: the message is complete.
+    [receipt] = q.fetch(SENDER, 10, 60).receipts
+    assert (receipt.served, receipt.recalled) == (1, 2)
+
+
+def test_recall_of_another_accounts_message_is_refused(q: queues.QueueStore) -> None:
+    """Only the account that sent a message may recall it."""
+    [sent] = q.submit(SENDER, [message(("bob",))])
+    [result] = q.submit(OTHER_SENDER, [recall_of(sent.message_id)])
+    assert not result.accepted
+    assert "not sent by" in result.reason
+    assert len(q.fetch("bob@example.com", 10, 60).deliveries) == 1
+
+
+def test_recall_of_unknown_message_is_refused(q: queues.QueueStore) -> None:
+    """A RECALL naming no existing message is refused with a reason."""
+    [result] = q.submit(SENDER, [recall_of(str(uuid.uuid4()))])
+    assert not result.accepted
+    assert "no message" in result.reason
+
+
+def test_non_recall_to_the_server_agent_is_refused(q: queues.QueueStore) -> None:
+    """``psereceiver`` only takes RECALLs."""
+    [result] = q.submit(SENDER, [message(("psereceiver",))])
+    assert not result.accepted
+    assert "RECALL" in result.reason
+
+
+def test_attachment_must_be_a_complete_upload(q: queues.QueueStore) -> None:
+    """A message naming an attachment that was never uploaded is refused."""
+    info = model.AttachmentInfo(1, "a.pdf", "pdf", 10, 1, "0" * 64)
+    msg = dataclasses.replace(message(("bob",)), attachments=(info,))
+    [result] = q.submit(SENDER, [msg])
+    assert not result.accepted
+    assert "attachment 1" in result.reason
+
+
+def test_large_batch_is_accepted_in_one_call(q: queues.QueueStore) -> None:
+    """A thousand messages with fan-out go in one submit and are all fetchable."""
+    results = q.submit(SENDER, [message(("bob", "carol")) for _ in range(1000)])
+    assert all(r.accepted for r in results)
+    assert len(q.fetch("carol@example.com", 2000, 60).deliveries) == 1000
+
