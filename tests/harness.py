@@ -92,10 +92,11 @@ class World:
         """Initialise and start the push server; returns once it accepts connections."""
         self.mpg(self.server_config, "server", "init")
         proc = self.start(self.server_config, "server", name="server")
-        wait_for("the server to listen", self._listening)
+        wait_for("the server to listen", self.listening)
         return proc
 
-    def _listening(self) -> bool:
+    def listening(self) -> bool:
+        """True once the server accepts TCP connections."""
         with contextlib.suppress(OSError), socket.create_connection(
             ("127.0.0.1", self.port), timeout=0.5
         ):

@@ -1,0 +1,167 @@
+"""The gateway's workers, in this process, against a real server process over TLS."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from collections.abc import Iterator
+
+import pytest
+from harness import Gateway as GatewayFiles
+from harness import World, wait_for
+
+from mpg import config, errors
+from mpg.gateway import runner
+from mpg.storage.states import OutboxState as S
+
+INSERT = (
+    'INSERT INTO "Outbox" ("TxMessageId","SourceDomain","ReceiverType","ReceiverList",'
+    '"Subject","Content","ContentType","AttachmentList","State","Priority") '
+    "VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def add(gw: GatewayFiles, tx: str, to: str = "erp-b", *, receiver_type: str = "U",
+        attachments: str = "", priority: str = "N", content_type: str = "MSG") -> None:
+    gw.sql(INSERT, (tx, "example.com", receiver_type, to, f"subject {tx}", "<c/>",
+                    content_type, attachments, 10, priority))
+
+
+def open_gateway(files: GatewayFiles, **overrides: object) -> runner.Gateway:
+    settings = config.load(files.config)
+    if overrides:
+        gw = settings.gateway.model_copy(update=overrides)
+        settings = settings.model_copy(update={"gateway": gw})
+    return runner.Gateway(settings)
+
+
+@pytest.fixture
+def pair(world: World) -> Iterator[tuple[World, GatewayFiles, GatewayFiles]]:
+    """A running server, accounts A and B, and their databases (no gateway running)."""
+    world.start_server()
+    yield world, world.gateway("erp-a"), world.gateway("erp-b")
+
+
+def test_invalid_row_goes_to_99_naming_the_field_while_the_others_flow(
+    pair: tuple[World, GatewayFiles, GatewayFiles],
+) -> None:
+    """One bad row never blocks a batch."""
+    _, a, _ = pair
+    add(a, "good-1")
+    add(a, "bad", receiver_type="X")
+    add(a, "good-2")
+    gw = open_gateway(a)
+    try:
+        gw.outbound.run_once()
+    finally:
+        gw.stop()
+    bad = a.outbox_row("bad")
+    assert bad is not None
+    assert bad["State"] == S.FAILED
+    assert "ReceiverType" in bad["StatusLog"]
+    for tx in ("good-1", "good-2"):
+        row = a.outbox_row(tx)
+        assert row is not None
+        assert row["State"] == S.WAITING
+        assert row["MessageId"]
+
+
+def test_unknown_recipients_are_reported_not_dropped(
+    pair: tuple[World, GatewayFiles, GatewayFiles],
+) -> None:
+    """Known recipients get the message; unknown ones are named in StatusLog; a message
+    with no known recipient at all is refused (99)."""
+    _, a, _ = pair
+    add(a, "partly", to="erp-b;ghost")
+    add(a, "nobody", to="ghost;phantom")
+    gw = open_gateway(a)
+    try:
+        gw.outbound.run_once()
+    finally:
+        gw.stop()
+    partly, nobody = a.outbox_row("partly"), a.outbox_row("nobody")
+    assert partly is not None and nobody is not None
+    assert partly["State"] == S.WAITING
+    assert "ghost@example.com" in partly["StatusLog"]
+    assert nobody["State"] == S.FAILED
+    assert "ghost@example.com" in nobody["StatusLog"]
+
+
+def test_server_down_keeps_rows_in_flight_and_they_go_out_when_it_returns(
+    world: World,
+) -> None:
+    """A transient failure never reaches 99: the row waits at 12 and is resumed."""
+    world.mpg(world.server_config, "server", "init")
+    files = world.gateway("erp-a")
+    world.gateway("erp-b")
+    add(files, "patient")
+    gw = open_gateway(files)
+    try:
+        with pytest.raises(errors.TransientServerError):
+            gw.outbound.run_once()
+        row = files.outbox_row("patient")
+        assert row is not None
+        assert row["State"] == S.ATTACHMENTS_UPLOADED
+        world.start(world.server_config, "server", name="server")
+        wait_for("the server to listen", world.listening)
+        gw.outbound.run_once()
+    finally:
+        gw.stop()
+    row = files.outbox_row("patient")
+    assert row is not None
+    assert row["State"] == S.WAITING
+
+
+def test_rows_not_sent_within_the_send_timeout_go_to_97(world: World) -> None:
+    """With the server unreachable, the sweep times rows out with a readable log."""
+    world.mpg(world.server_config, "server", "init")
+    files = world.gateway("erp-a")
+    add(files, "late")
+    gw = open_gateway(files, send_timeout=0.5)
+    try:
+        with pytest.raises(errors.TransientServerError):
+            gw.outbound.run_once()
+        time.sleep(1.6)  # StatusTime has one-second resolution
+        assert gw.outbound.expire() == 1
+    finally:
+        gw.stop()
+    row = files.outbox_row("late")
+    assert row is not None
+    assert row["State"] == S.TIMED_OUT
+    assert "timed out" in row["StatusLog"]
+
+
+def test_attachment_streams_in_small_chunks_and_arrives_identical(
+    pair: tuple[World, GatewayFiles, GatewayFiles], tmp_path: pathlib.Path,
+) -> None:
+    """A file larger than the chunk size is uploaded piecewise and downloaded intact."""
+    _, a, b = pair
+    data = bytes(range(256)) * 4000  # 1 MB, many 4 KiB chunks
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    add(a, "with-file", attachments=f"{path}|1")
+    sender = open_gateway(a, chunk_size=4096)
+    receiver = open_gateway(b, chunk_size=4096)
+    try:
+        sender.outbound.run_once()
+        receiver.inbound.handle(receiver.push.fetch(10, 0))
+    finally:
+        sender.stop()
+        receiver.stop()
+    [att] = b.sql('SELECT "FileData", "FileSize" FROM "InboxAttachment"')
+    assert att["FileSize"] == len(data)
+    assert bytes(att["FileData"]) == data
+
+
+def test_gateway_refuses_a_server_certificate_from_an_unknown_ca(
+    pair: tuple[World, GatewayFiles, GatewayFiles],
+) -> None:
+    """Without the test CA in its bundle the client does not trust the server."""
+    _, a, _ = pair
+    add(a, "untrusted")
+    gw = open_gateway(a, ca_bundle=None)
+    try:
+        with pytest.raises(errors.TransientServerError, match="CERTIFICATE_VERIFY_FAILED"):
+            gw.outbound.run_once()
+    finally:
+        gw.stop()
