@@ -32,7 +32,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from mpg.cli import context, exitcodes
-from mpg.storage import history, states
+from mpg.storage import outbox, states
 from mpg.wire import content
 
 ACCOUNT_A: Final = "erp-a@example.com"
@@ -267,11 +267,9 @@ def _find_message(
     return None
 
 
-def _outbox_done(ctx: context.CliContext, tx: str) -> history.Transition | None:
-    for step in history.timeline(ctx.engine, tx):
-        if step.to_state == states.OutboxState.SENT:
-            return step
-    return None
+def _outbox_done(ctx: context.CliContext, tx: str) -> outbox.OutboxRow | None:
+    row = ctx.outbox().get(tx)
+    return row if row is not None and row.state == states.OutboxState.SENT else None
 
 
 def _show_inbox_row(row: dict[str, Any], original: bytes | None, ctx: context.CliContext) -> None:
@@ -429,7 +427,10 @@ def _round_trip(files: DemoFiles, procs: Processes) -> None:
         parsed = content.parse_content(str(approval.get("Content") or ""))
         reply = content.build_reply(
             parsed.params,
-            {"result": ("Result", "approve"), "comment": ("Comment", "同意，no problem")},
+            [
+                content.Result("result", "Result", "approve"),
+                content.Result("comment", "Comment", "同意，no problem"),
+            ],
         )
         reply_file = files.root / "files" / "reply.xml"
         reply_file.write_text(reply, encoding="utf-8")
@@ -458,12 +459,11 @@ def _round_trip(files: DemoFiles, procs: Processes) -> None:
         )
         _show_inbox_row(answer, None, gw_a)
         done = wait_for("A's Outbox row to reach State 29", lambda: _outbox_done(gw_a, tx), procs)
-        row = gw_a.outbox().get(tx)
-        message_id = None if row is None else row.message_id
         _detail(
-            f"Outbox {tx}: State {int(states.OutboxState.SENT)} (SENT) at {done.at}, "
-            f"MessageId {message_id}"
+            f"Outbox {tx}: State {done.state} (SENT) since {(done.status_time or '').strip()}, "
+            f"MessageId {done.message_id}"
         )
+        _detail(f"StatusLog: {done.status_log}")
     finally:
         gw_a.close()
         gw_b.close()

@@ -91,7 +91,7 @@ def show(obj: context.CliContext, rx_message_id: str, as_json: bool) -> None:
     for key, value in data.items():
         click.echo(f"{key:<{width}}  {'' if value is None else value}")
     for item in attachments:
-        stored = "stored" if item.get("DownloadFlag") == 1 else "fetch with mpg attachment fetch"
+        stored = "bytes stored" if item.get("HasFileData") else "fetch: mpg attachment fetch ID"
         click.echo(
             f"attachment {item.get('SeqNo')}: {item.get('FileName')} "
             f"({item.get('FileSize')} bytes, id {item.get('AttachmentId')}, {stored})"

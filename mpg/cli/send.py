@@ -27,29 +27,25 @@ def approval_sample() -> tuple[str, str]:
     """The subject and Content XML of the sample approval message of reference §3."""
     params = {"sheetno": "AF20261123001", "sheettype": "absentform"}
     pages = [
-        ("page1", "摘要", "<p>王小明 申请事假 2 天（11月24日—11月25日），请审批。</p>"),
-        ("page2", "表单", "<p>假别：事假<br/>天数：2<br/>事由：家中有事</p>"),
-        ("page3", "签核历程", "<p>2026-11-23 09:00 王小明 提交</p>"),
+        content.Page("page1", "摘要", "王小明 申请事假 2 天（11月24日—11月25日），请审批。"),
+        content.Page("page2", "表单", "<p>假别：事假<br/>天数：2<br/>事由：家中有事</p>"),
+        content.Page("page3", "签核历程", "2026-11-23 09:00 王小明 提交"),
     ]
     inputs = [
-        {
-            "id": "comment",
-            "name": "Comment",
-            "isnullable": "true",
-            "type": "textbox",
-            "defaultvalue": "No comment",
-        },
-        {
-            "id": "result",
-            "type": "submit",
-            "defaultvalue": "Approve",
-            "options": [
-                ("btn1", "Approve", "approve"),
-                ("btn2", "Disapprove", "disapprove"),
-                ("btn3", "Reject", "reject"),
-                ("btn4", "Drop", "drop"),
-            ],
-        },
+        content.Input(
+            "comment", "Comment", type="textbox", isnullable=True, defaultvalue="No comment"
+        ),
+        content.Input(
+            "result",
+            type="submit",
+            defaultvalue="Approve",
+            options=(
+                content.Option("btn1", "Approve", "approve"),
+                content.Option("btn2", "Disapprove", "disapprove"),
+                content.Option("btn3", "Reject", "reject"),
+                content.Option("btn4", "Drop", "drop"),
+            ),
+        ),
     ]
     return APPROVAL_SUBJECT, content.build_approval(params, pages, inputs)
 

@@ -8,6 +8,7 @@ writing to it, without a connection to the gateway process.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Collection
 from typing import Any, Final
@@ -134,7 +135,7 @@ def tail(
         start = 0
     else:
         start = history.latest_id(engine)
-    colour = not as_json and click.get_text_stream("stdout").isatty()
+    colour = not as_json and sys.stdout.isatty()
 
     def fetch(after: int) -> list[history.Transition]:
         # The history filters one state; several are filtered here, after the read.
