@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pathlib
 import uuid
 from collections.abc import Iterator
@@ -10,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from mpg.server import accounts, queues, tables
+from mpg import errors, server
+from mpg.server import accounts, blobs, queues, tables
 from mpg.wire import content, keys, model
 
 SENDER = "erp-a@example.com"
@@ -290,3 +292,86 @@ def test_large_batch_is_accepted_in_one_call(q: queues.QueueStore) -> None:
     assert all(r.accepted for r in results)
     assert len(q.fetch("carol@example.com", 2000, 60).deliveries) == 1000
 
+
+@pytest.fixture
+def files(engine: sa.Engine, tmp_path: pathlib.Path) -> blobs.BlobStore:
+    """The blob store under test, on a temporary folder."""
+    return blobs.BlobStore(engine, tmp_path / "blobs")
+
+
+def upload(files: blobs.BlobStore, tx: str, data: bytes, chunk: int) -> blobs.UploadStatus:
+    """Send ``data`` in chunks as the gateway does; the last one carries size and digest."""
+    status = blobs.UploadStatus(0, False)
+    for offset in range(0, max(len(data), 1), chunk):
+        part = data[offset : offset + chunk]
+        final = offset + chunk >= len(data)
+        status = files.upload(
+            SENDER,
+            tx,
+            1,
+            offset,
+            part,
+            final=final,
+            size=len(data) if final else None,
+            sha256=hashlib.sha256(data).hexdigest() if final else None,
+        )
+    return status
+
+
+def attachment_message(data: bytes, tx: str) -> model.OutgoingMessage:
+    """A message to bob carrying ``data`` as attachment 1."""
+    info = model.AttachmentInfo(1, "a.bin", "bin", len(data), 0, hashlib.sha256(data).hexdigest())
+    return dataclasses.replace(message(("bob",), tx=tx), attachments=(info,))
+
+
+def test_uploaded_attachment_downloads_identically_by_range(
+    q: queues.QueueStore, files: blobs.BlobStore
+) -> None:
+    """Chunked upload, submit, then ranged download by the recipient gives the same bytes."""
+    data = bytes(range(256)) * 1000
+    assert upload(files, "tx-1", data, 7000) == blobs.UploadStatus(len(data), True)
+    [result] = q.submit(SENDER, [attachment_message(data, "tx-1")])
+    assert result.accepted
+    [delivery] = q.fetch("bob@example.com", 10, 60).deliveries
+    assert delivery.attachments[0].file_size == len(data)
+    got = b""
+    while len(got) < len(data):
+        part = files.download("bob@example.com", result.message_id, 1, len(got), 10_000)
+        assert part.size == len(data)
+        got += part.data
+    assert got == data
+
+
+def test_repeated_upload_from_the_start_is_harmless(files: blobs.BlobStore) -> None:
+    """Chunks the server already has are skipped: a restarted upload completes."""
+    data = b"x" * 5000
+    files.upload(SENDER, "tx-2", 1, 0, data[:2000], final=False)
+    assert upload(files, "tx-2", data, 1500) == blobs.UploadStatus(5000, True)
+
+
+def test_wrong_digest_on_final_chunk_is_refused(files: blobs.BlobStore) -> None:
+    """The final chunk's sha256 must match what was stored."""
+    with pytest.raises(errors.ValidationError, match="sha256"):
+        files.upload(SENDER, "tx-3", 1, 0, b"abc", final=True, size=3, sha256="0" * 64)
+
+
+def test_upload_with_a_gap_is_refused(files: blobs.BlobStore) -> None:
+    """A chunk starting beyond the stored bytes is refused, naming what is held."""
+    with pytest.raises(errors.ValidationError, match="holds 0 bytes"):
+        files.upload(SENDER, "tx-4", 1, 10, b"abc", final=False)
+
+
+def test_download_by_a_stranger_is_forbidden_and_unknown_is_not_found(
+    q: queues.QueueStore, files: blobs.BlobStore
+) -> None:
+    """Only the sender and recipients may read an attachment."""
+    data = b"secret report"
+    upload(files, "tx-5", data, 100)
+    [result] = q.submit(SENDER, [attachment_message(data, "tx-5")])
+    assert files.download(SENDER, result.message_id, 1, 0, 100).data == data
+    with pytest.raises(server.Forbidden):
+        files.download("carol@example.com", result.message_id, 1, 0, 100)
+    with pytest.raises(server.NotFound):
+        files.download(SENDER, result.message_id, 2, 0, 100)
+    with pytest.raises(server.NotFound):
+        files.download(SENDER, str(uuid.uuid4()), 1, 0, 100)
