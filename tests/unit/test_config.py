@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+import pydantic
 import pytest
 
 from mpg import config, errors
@@ -156,3 +157,28 @@ def test_sqlite_path_is_relative_to_the_file(tmp_path: pathlib.Path) -> None:
     path.write_text("[gateway]\ndatabase_url = 'sqlite:///gw.db'\n", encoding="utf-8")
     url = config.load(path).gateway.database_url
     assert url == "sqlite:///" + str((sub / "gw.db").resolve())
+
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "config.example.toml"
+
+
+def test_example_config_is_valid() -> None:
+    """config.example.toml loads as it is (everything in it is a default)."""
+    settings = config.load(EXAMPLE)
+    assert settings.gateway.poll_interval == config.GatewaySettings().poll_interval
+
+
+@pytest.mark.parametrize(
+    ("section", "model"),
+    [
+        ("gateway", config.GatewaySettings),
+        ("server", config.ServerSettings),
+        ("log", config.LogSettings),
+    ],
+)
+def test_example_config_documents_every_key(section: str, model: type[pydantic.BaseModel]) -> None:
+    """Every settings field appears in its section of config.example.toml."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    body = text.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+    for key in model.model_fields:
+        assert f"# {key} = " in body, f"{section}.{key} is not in config.example.toml"
