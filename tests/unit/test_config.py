@@ -179,6 +179,6 @@ def test_example_config_is_valid() -> None:
 def test_example_config_documents_every_key(section: str, model: type[pydantic.BaseModel]) -> None:
     """Every settings field appears in its section of config.example.toml."""
     text = EXAMPLE.read_text(encoding="utf-8")
-    body = text.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+    body = text.split(f"\n[{section}]\n", 1)[1].split("\n[", 1)[0]
     for key in model.model_fields:
         assert f"# {key} = " in body, f"{section}.{key} is not in config.example.toml"
