@@ -24,7 +24,6 @@ _IN_CHUNK: Final = 500
 _i = tables.inbox.c
 _a = tables.inbox_attachment.c
 
-_ATTRIBUTES: Final = {c.name: database.attribute_name(c.name) for c in tables.inbox.columns}
 _ATTACHMENT_META: Final = tuple(c for c in tables.inbox_attachment.columns if c.name != "FileData")
 
 _CAS: Final = (
@@ -88,7 +87,7 @@ class InboxRepository:
     def list(
         self, state: int | None, limit: int, app_code: str | None = None
     ) -> builtins.list[dict[str, Any]]:
-        """Inbox rows (snake_case keys), oldest received first; ``state`` None for all."""
+        """Inbox rows keyed by column name, oldest received first; ``state`` None for all."""
         query = sa.select(tables.inbox)
         if state is not None:
             query = query.where(_i.State == state)
@@ -99,10 +98,11 @@ class InboxRepository:
             return [_inbox_dict(m) for m in conn.execute(query).mappings()]
 
     def get(self, rx_id: str) -> dict[str, Any] | None:
-        """One Inbox row with ``attachments``: metadata dicts plus ``has_data``."""
+        """One Inbox row (column names) plus ``attachments``: their columns but FileData,
+        and ``HasFileData`` (False until an on-demand attachment was fetched)."""
         query = sa.select(tables.inbox).where(_i.RxMessageId == rx_id)
         meta = (
-            sa.select(*_ATTACHMENT_META, _a.FileData.is_not(None).label("has_data"))
+            sa.select(*_ATTACHMENT_META, _a.FileData.is_not(None).label("HasFileData"))
             .where(_a.MessageId == rx_id)
             .order_by(_a.SeqNo)
         )
@@ -112,7 +112,7 @@ class InboxRepository:
                 return None
             row = _inbox_dict(found)
             row["attachments"] = [
-                {**_attachment_dict(m), "has_data": bool(m["has_data"])}
+                {**_attachment_dict(m), "HasFileData": bool(m["HasFileData"])}
                 for m in conn.execute(meta).mappings()
             ]
         return row
@@ -126,13 +126,13 @@ class InboxRepository:
         return self._move(None, states.InboxState.RECALLED, message_id)
 
     def attachment(self, attachment_id: str) -> dict[str, Any] | None:
-        """One InboxAttachment row including ``file_data`` (None until downloaded)."""
+        """One InboxAttachment row by column name, FileData included (None until fetched)."""
         query = sa.select(tables.inbox_attachment).where(_a.AttachmentId == _uuid(attachment_id))
         with database.connect(self.engine, "reading InboxAttachment") as conn:
             found = conn.execute(query).mappings().first()
         if found is None:
             return None
-        return {**_attachment_dict(found), "file_data": found["FileData"]}
+        return {**_attachment_dict(found), "FileData": found["FileData"]}
 
     def save_attachment_data(self, attachment_id: str, data: bytes) -> None:
         """Store the bytes of an attachment fetched on demand (DownloadFlag 0)."""
@@ -233,12 +233,12 @@ def _attachment_row(
 
 
 def _inbox_dict(mapping: sa.RowMapping) -> dict[str, Any]:
-    return {attr: mapping[name] for name, attr in _ATTRIBUTES.items()}
+    return {c.name: mapping[c.name] for c in tables.inbox.columns}
 
 
 def _attachment_dict(mapping: sa.RowMapping) -> dict[str, Any]:
-    row = {database.attribute_name(c.name): mapping[c.name] for c in _ATTACHMENT_META}
-    row["attachment_id"] = str(row["attachment_id"])
+    row = {c.name: mapping[c.name] for c in _ATTACHMENT_META}
+    row["AttachmentId"] = str(row["AttachmentId"])
     return row
 
 

@@ -29,8 +29,11 @@ PENDING_STATES: Final = (
     *sorted(states.IN_FLIGHT),
     states.OutboxState.WAITING,
 )
-#: States the send timeout applies to (20 waits for recipients, not for the gateway).
-TIMEOUT_STATES: Final = (states.OutboxState.READY, *sorted(states.IN_FLIGHT))
+#: States the send timeout applies to: those the transition table lets go to 97
+#: (10, 11, 12 today; 20 waits for recipients, not for the gateway).
+TIMEOUT_STATES: Final = tuple(
+    sorted(a for a, b in states.OUTBOX_TRANSITIONS if b == states.OutboxState.TIMED_OUT)
+)
 
 _o = tables.outbox.c
 _a = tables.outbox_attachment.c
@@ -150,7 +153,7 @@ class OutboxRepository:
         return None if row is None else (str(row[0]), str(row[1]).strip())
 
     def timed_out(self, older_than_seconds: float) -> list[OutboxRow]:
-        """Rows in 10/11/12/19 whose StatusTime is older than ``older_than_seconds``.
+        """Rows in :data:`TIMEOUT_STATES` whose StatusTime is older than the timeout.
 
         Rows with a NULL or unreadable StatusTime are left out: their age is unknown.
         """
