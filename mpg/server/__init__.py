@@ -13,7 +13,8 @@ The server's own refusals, besides the envelope errors of :mod:`mpg.errors`::
         ├── NotFound           no such message or attachment           (HTTP 404)
         ├── Forbidden          not allowed to see that message          (HTTP 403)
         │   └── AccountDisabled    the account or key is disabled       (HTTP 403)
-        └── TooLarge           the request body is over the limit       (HTTP 413)
+        ├── TooLarge           the request body is over the limit       (HTTP 413)
+        └── Unavailable        the server is starting or stopping       (HTTP 503)
 """
 
 from __future__ import annotations
@@ -39,3 +40,7 @@ class AccountDisabled(Forbidden):
 
 class TooLarge(ServerRefusal):
     """The request body is larger than ``server.max_request_bytes``."""
+
+
+class Unavailable(ServerRefusal):
+    """The server is starting or stopping; the client retries."""

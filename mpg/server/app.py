@@ -1,0 +1,273 @@
+"""The HTTP face of the push server: ``POST /v1/<op>`` and ``GET /healthz``.
+
+Handlers are thin: read the body (at most ``server.max_request_bytes``), open the
+envelope (:mod:`mpg.server.auth`), call the store, seal the answer. Database and
+crypto work runs in the threadpool so the event loop never blocks. Every refusal
+goes through :data:`ERRORS`, the one table from exception to HTTP status and error
+code of ``docs/protocol.md``; error bodies are JSON.
+
+``fetch`` is a long poll: when the queue is empty it waits on an :class:`asyncio.Event`
+per account, set when this process queues an entry for that account (submit, recall,
+receipt), and re-checks the queue at least every :data:`POLL_SAFETY_SECONDS` (for
+leases that run out and for entries written by another process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+import structlog
+from starlette import applications, concurrency, requests, responses, routing
+
+from mpg import config, errors, server
+from mpg.server import accounts, auth, blobs, queues
+from mpg.wire import envelope, payloads
+
+log = structlog.get_logger(__name__)
+
+#: Longest a waiting fetch goes without looking at the queue itself.
+POLL_SAFETY_SECONDS: Final = 5.0
+#: Most entries one fetch returns, whatever the client asks for.
+MAX_FETCH_ITEMS: Final = 5000
+#: Folder under ``server.data_dir`` that holds attachment files.
+BLOB_DIR: Final = "blobs"
+
+#: Exception class -> (HTTP status, error code); the first match wins, so subclasses
+#: come before their bases.
+ERRORS: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
+    (server.TooLarge, 413, "too_large"),
+    (server.NotFound, 404, "not_found"),
+    (server.Forbidden, 403, "forbidden"),  # includes AccountDisabled
+    (errors.ReplayedEnvelope, 409, "replayed"),
+    (errors.EnvelopeError, 401, "unauthenticated"),  # TamperedEnvelope, UnknownKey
+    (errors.WireError, 400, "bad_request"),  # includes UnsafeXml
+    (errors.ValidationError, 400, "bad_request"),
+    (server.Unavailable, 503, "unavailable"),
+)
+INTERNAL: Final = (500, "internal")
+
+_T = TypeVar("_T")
+
+
+def error_for(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code for an exception (500 ``internal`` if unlisted)."""
+    for cls, status, code in ERRORS:
+        if isinstance(exc, cls):
+            return status, code
+    return INTERNAL
+
+
+def error_response(exc: BaseException) -> responses.JSONResponse:
+    """The JSON error body of ``docs/protocol.md`` for ``exc``."""
+    status, code = error_for(exc)
+    # A fault's text may name internals (paths, SQL); the log has it, the client not.
+    detail = "internal server error" if status == INTERNAL[0] else str(exc)
+    return responses.JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+class Waiters:
+    """One event per account with a fetch waiting; lives on the event loop's thread."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self.stopping = False
+
+    def event(self, account: str) -> asyncio.Event:
+        """The event that the next entry for ``account`` sets."""
+        return self._events.setdefault(account, asyncio.Event())
+
+    def wake(self, accounts_: Iterable[str]) -> None:
+        """Wake the fetches waiting for these accounts."""
+        for account in accounts_:
+            event = self._events.pop(account, None)
+            if event is not None:
+                event.set()
+
+    def stop(self) -> None:
+        """Wake every waiting fetch for good: the server is stopping."""
+        self.stopping = True
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+
+
+Handler = Callable[[auth.OpenedRequest], Awaitable[tuple[bytes, dict[str, Any]]]]
+
+
+class PushServer:
+    """The stores and the operations behind the routes."""
+
+    def __init__(
+        self,
+        settings: config.ServerSettings,
+        engine: sa.Engine,
+        master_key: bytes,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.accounts = accounts.AccountStore(engine, master_key)
+        self.queues = queues.QueueStore(engine)
+        self.blobs = blobs.BlobStore(engine, pathlib.Path(settings.data_dir) / BLOB_DIR)
+        self.opener = auth.RequestOpener(
+            self.accounts, envelope.ReplayGuard(settings.replay_window)
+        )
+        self.waiters = Waiters()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ops: dict[str, Handler] = {
+            "upload": self._upload,
+            "submit": self._submit,
+            "fetch": self._fetch,
+            "ack": self._ack,
+            "download": self._download,
+        }
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start waking long polls on ``loop`` when entries are queued."""
+        self._loop = loop
+        self.queues.set_listener(self._queued)
+
+    def request_stop(self) -> None:
+        """Answer waiting fetches now (safe from a signal handler or any thread)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.waiters.stop)
+
+    def _queued(self, accounts_: frozenset[str]) -> None:
+        # Called from a worker thread after a commit; events belong to the loop.
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.waiters.wake, accounts_)
+
+    async def handle(self, request: requests.Request) -> responses.Response:
+        """``POST /v1/{op}``: authenticate, dispatch, seal; refusals as JSON."""
+        op = request.path_params["op"]
+        try:
+            handler = self._ops.get(op)
+            if handler is None:
+                raise errors.WireError(f"unknown operation {op!r}")
+            if self.waiters.stopping:
+                raise server.Unavailable("the server is stopping")
+            body = await _read_body(request, self.settings.max_request_bytes)
+            opened = await concurrency.run_in_threadpool(self.opener.open, op, body)
+            payload, args = await handler(opened)
+            sealed = await concurrency.run_in_threadpool(auth.seal_response, opened, payload, args)
+        except Exception as exc:
+            status, code = error_for(exc)
+            if status == INTERNAL[0]:
+                log.exception("request_failed", op=op)
+            else:
+                log.info("request_refused", op=op, status=status, error=code, detail=str(exc))
+            return error_response(exc)
+        return responses.Response(sealed, media_type="application/octet-stream")
+
+    async def _upload(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
+        args = req.header.args
+        final = _arg(args, "final", bool)
+        status = await concurrency.run_in_threadpool(
+            self.blobs.upload,
+            req.account,
+            _arg(args, "tx", str),
+            _arg(args, "seq", int),
+            _arg(args, "offset", int),
+            req.payload,
+            final=final,
+            size=_arg(args, "size", int) if final else None,
+            sha256=_arg(args, "sha256", str) if final else None,
+        )
+        return b"", {"received": status.received, "complete": status.complete}
+
+    async def _submit(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
+        def work() -> bytes:
+            messages = payloads.parse_submit(req.payload)
+            return payloads.build_submitted(self.queues.submit(req.account, messages))
+
+        return await concurrency.run_in_threadpool(work), {}
+
+    async def _fetch(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
+        max_items, wait = payloads.parse_fetch(req.payload)
+        max_items = min(max_items, MAX_FETCH_ITEMS)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, self.settings.max_long_poll)
+        while True:
+            # Taken before looking, so an entry queued while we look still wakes us.
+            event = self.waiters.event(req.account)
+            batch = await concurrency.run_in_threadpool(
+                self.queues.fetch, req.account, max_items, self.settings.lease_seconds
+            )
+            remaining = deadline - loop.time()
+            if batch.deliveries or batch.receipts or remaining <= 0 or self.waiters.stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, POLL_SAFETY_SECONDS))
+        return await concurrency.run_in_threadpool(payloads.build_deliveries, batch), {}
+
+    async def _ack(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
+        def work() -> bytes:
+            count = self.queues.ack(req.account, payloads.parse_ack(req.payload))
+            return payloads.build_acked(count)
+
+        return await concurrency.run_in_threadpool(work), {}
+
+    async def _download(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
+        args = req.header.args
+        part = await concurrency.run_in_threadpool(
+            self.blobs.download,
+            req.account,
+            _arg(args, "messageId", str),
+            _arg(args, "seq", int),
+            _arg(args, "offset", int),
+            _arg(args, "length", int),
+        )
+        return part.data, {"size": part.size, "sha256": part.sha256}
+
+
+def _arg(args: dict[str, Any], name: str, kind: type[_T]) -> _T:
+    """A required envelope argument of the given JSON type (bool is not an int)."""
+    value = args.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise errors.WireError(f"argument {name!r}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+async def _read_body(request: requests.Request, limit: int) -> bytes:
+    """The request body, refused with :class:`mpg.server.TooLarge` beyond ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise server.TooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise server.TooLarge(f"body is over the {limit}-byte limit")
+    return bytes(body)
+
+
+async def _healthz(request: requests.Request) -> responses.Response:
+    return responses.PlainTextResponse("ok")
+
+
+def create_app(push: PushServer) -> applications.Starlette:
+    """The Starlette application serving ``push``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: applications.Starlette) -> AsyncIterator[None]:
+        push.attach(asyncio.get_running_loop())
+        log.info("server_started", database=push.engine.url.render_as_string())
+        try:
+            yield
+        finally:
+            push.waiters.stop()
+            log.info("server_stopped")
+
+    app = applications.Starlette(
+        routes=[
+            routing.Route("/v1/{op}", push.handle, methods=["POST"]),
+            routing.Route("/healthz", _healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.push = push
+    return app

@@ -1,0 +1,146 @@
+"""Running the push server: uvicorn with TLS on a socket we bind ourselves.
+
+Binding the socket here (not in uvicorn) lets ``port = 0`` work: the kernel picks a
+free port and :func:`serve` announces the real address on standard output as
+``listening on https://HOST:PORT`` before serving, so tests and scripts can find it.
+
+Shutdown: the first SIGTERM or SIGINT stops accepting connections, answers waiting
+long polls at once (empty) and lets requests in progress finish within
+:data:`GRACE_SECONDS`; a second signal exits at once. The exit code is 0 either way.
+
+``python -m mpg.server.main --config FILE`` runs the server without the ``mpg``
+command line (``mpg server`` is the same thing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import ssl
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import structlog
+import uvicorn
+
+from mpg import config, errors, logs
+from mpg.cli import exitcodes
+from mpg.server import accounts, app, tables
+
+log = structlog.get_logger(__name__)
+
+#: Seconds requests in progress may take to finish after the first stop signal.
+GRACE_SECONDS: Final = 10
+#: Connections the kernel queues before the server accepts them.
+BACKLOG: Final = 2048
+#: Seconds an idle keep-alive connection stays open (gateways reuse connections).
+KEEP_ALIVE_SECONDS: Final = 75
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with our stop signal handling (no re-raise after shutdown)."""
+
+    def __init__(self, uv_config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+        super().__init__(uv_config)
+        self._on_stop = on_stop
+
+    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+        """First signal: drain and stop; second: stop at once."""
+        if self.should_exit:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+            log.info("server_stopping", signal=sig)
+        self._on_stop()
+
+
+def build(settings: config.ServerSettings) -> app.PushServer:
+    """Check the settings, open the database (creating missing tables), load the keys."""
+    settings.check_listen()
+    master_key = accounts.load_master_key(settings)
+    engine = tables.create_engine(settings.database_url)
+    created = tables.create_tables(engine)
+    if created:
+        log.info("tables_created", tables=created)
+    return app.PushServer(settings, engine, master_key)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise errors.ConfigError(
+            f"server.port: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from exc
+    return sock
+
+
+def serve(settings: config.Settings, *, announce: Callable[[str], None] | None = None) -> int:
+    """Run the server in the foreground until SIGTERM/SIGINT; return the exit code."""
+    server_settings = settings.server
+    push = build(server_settings)
+    uv_config = uvicorn.Config(
+        app.create_app(push),
+        ssl_certfile=_path(server_settings.tls_cert),
+        ssl_keyfile=_path(server_settings.tls_key),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        backlog=BACKLOG,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=GRACE_SECONDS,
+    )
+    try:
+        uv_config.load()
+    except (OSError, ssl.SSLError) as exc:
+        push.engine.dispose()
+        raise errors.ConfigError(f"server.tls_cert / server.tls_key: {exc}") from exc
+    sock = bind(server_settings.host, server_settings.port)
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if server_settings.tls_cert is not None else "http"
+    shown = f"[{host}]" if ":" in host else host
+    line = f"listening on {scheme}://{shown}:{port}"
+    log.info("server_listening", url=f"{scheme}://{shown}:{port}")
+    (announce or _print)(line)
+    try:
+        _Server(uv_config, push.request_stop).run(sockets=[sock])
+    finally:
+        sock.close()
+        push.engine.dispose()
+    return exitcodes.OK
+
+
+def _path(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mpg.server.main [--config FILE]``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m mpg.server.main", description=__doc__)
+    parser.add_argument("--config", help="TOML configuration file (default: $MPG_CONFIG)")
+    options = parser.parse_args(argv)
+    try:
+        settings = config.load(options.config)
+        logs.configure(settings.log, "server")
+        return serve(settings)
+    except errors.MpgError as exc:
+        print(f"mpg server: error: {exc}", file=sys.stderr)
+        return exitcodes.for_exception(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
