@@ -68,16 +68,16 @@ class Result:
 class Content:
     """A parsed Content document.
 
-    ``results`` maps each result id to its value; ``result_items`` keeps the results
-    themselves, in order.
+    ``results`` keeps the reply's results in order; ``result_values`` maps each result
+    id to its value (the last one wins if an id repeats).
     """
 
     content_type: str  # lowercase
     params: dict[str, str]
     pages: tuple[Page, ...] = ()
     inputs: tuple[Input, ...] = ()
-    result_items: tuple[Result, ...] = ()
-    results: dict[str, str] = dataclasses.field(default_factory=dict)
+    results: tuple[Result, ...] = ()
+    result_values: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- building
@@ -249,8 +249,8 @@ def parse_content(content: str | bytes) -> Content:
         params=params,
         pages=tuple(pages),
         inputs=tuple(inputs),
-        result_items=tuple(results),
-        results={r.id: r.value for r in results},
+        results=tuple(results),
+        result_values={r.id: r.value for r in results},
     )
 
 

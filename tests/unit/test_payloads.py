@@ -1,0 +1,440 @@
+"""Payload builders and parsers: exact round trips, schema conformance, clear refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lxml import etree
+
+from mpg import errors
+from mpg.wire import model, payloads
+
+SCHEMA = etree.XMLSchema(
+    etree.parse(str(pathlib.Path(__file__).parents[2] / "schema" / "mpg-wire.xsd"))
+)
+
+_NOT_XML = "".join(chr(c) for c in range(0x20) if chr(c) not in "\t\n\r") + "\ufffe\uffff"
+xml_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters=_NOT_XML))
+some_text = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters=_NOT_XML), min_size=1
+)
+counts = st.integers(min_value=0, max_value=2**40)
+times = st.builds(
+    lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)),
+    st.integers(min_value=0, max_value=4_000_000_000),
+)
+attachments = st.builds(
+    model.AttachmentInfo,
+    seq_no=counts,
+    file_name=some_text,
+    file_type=xml_text,
+    file_size=counts,
+    download_flag=st.sampled_from([0, 1]),
+    sha256=st.text("0123456789abcdef", min_size=64, max_size=64),
+)
+messages = st.builds(
+    model.OutgoingMessage,
+    tx_message_id=some_text,
+    app_code=xml_text,
+    source_domain=xml_text,
+    agent_sender=xml_text,
+    sender=xml_text,
+    receiver_type=st.sampled_from(sorted(model.RECEIVER_TYPES)),
+    receivers=st.lists(some_text, max_size=3).map(tuple),
+    bcc=st.lists(some_text, max_size=3).map(tuple),
+    subject=xml_text,
+    content=xml_text,
+    content_type=xml_text,
+    alert_flag=st.booleans(),
+    priority=st.sampled_from(model.PRIORITIES),
+    keywords=xml_text,
+    transmit_time=times,
+    attachments=st.lists(attachments, max_size=3).map(tuple),
+)
+recalls = st.builds(
+    model.RecallOutcome, recalled_message_id=some_text, withdrawn=counts, notified=counts
+)
+results = st.builds(
+    model.SubmitResult,
+    tx_message_id=some_text,
+    accepted=st.booleans(),
+    message_id=some_text,
+    recipients=counts,
+    unknown=st.lists(some_text, max_size=3).map(tuple),
+    reason=xml_text,
+    served_at_once=st.booleans(),
+    recall=st.none() | recalls,
+) | st.builds(model.SubmitResult, tx_message_id=some_text, accepted=st.just(False), reason=xml_text)
+deliveries = st.builds(
+    model.Delivery,
+    rx_message_id=some_text,
+    message_id=some_text,
+    app_code=xml_text,
+    source_domain=xml_text,
+    agent_sender=xml_text,
+    sender=xml_text,
+    owner=xml_text,
+    receiver_type=st.sampled_from(sorted(model.RECEIVER_TYPES)),
+    receiver_list=xml_text,
+    bcc_list=xml_text,
+    subject=xml_text,
+    content=xml_text,
+    content_type=xml_text,
+    alert_flag=st.booleans(),
+    priority=st.sampled_from(model.PRIORITIES),
+    keywords=xml_text,
+    transmit_time=times,
+    attachments=st.lists(attachments, max_size=2).map(tuple),
+)
+receipts = st.builds(
+    model.Receipt,
+    entry_id=some_text,
+    tx_message_id=some_text,
+    message_id=some_text,
+    served=counts,
+    recalled=counts,
+)
+
+SHA = "a" * 64
+
+
+def chinese_message(**changes: object) -> model.OutgoingMessage:
+    """An approval message with Chinese text and awkward whitespace."""
+    msg = model.OutgoingMessage(
+        tx_message_id="c7cd8812-8c0f-4c5e-a8e6-402aa6f44534",
+        app_code="BPM",
+        source_domain="example.com",
+        agent_sender="erp-a@example.com",
+        sender="alice@example.com",
+        receiver_type="U",
+        receivers=("bob@example.com", "王小明@example.com"),
+        bcc=("carol@example.com",),
+        subject="  请审批：事假 2 天  ",
+        content='\n  <?xml version="1.0"?>\r\n<content>审批 &amp; <b>意见</b></content>\t\n\n',
+        content_type="MSG",
+        alert_flag=True,
+        priority="N",
+        keywords="请假;事假",
+        transmit_time="2026-11-23 05:41:07",
+        attachments=(model.AttachmentInfo(1, "报告 final.pdf", "pdf", 1234, 1, SHA),),
+    )
+    return dataclasses.replace(msg, **changes)
+
+
+def assert_valid(document: bytes) -> None:
+    """The payload conforms to schema/mpg-wire.xsd."""
+    root = etree.fromstring(document)
+    assert SCHEMA.validate(root), SCHEMA.error_log
+
+
+# ------------------------------------------------------------------ round trips
+
+
+@given(st.lists(messages, max_size=4))
+def test_submit_round_trips_and_matches_the_schema(msgs: list[model.OutgoingMessage]) -> None:
+    """Any valid list of messages comes back equal and the payload matches the XSD."""
+    data = payloads.build_submit(msgs)
+    assert_valid(data)
+    assert payloads.parse_submit(data) == msgs
+
+
+@given(st.lists(results, max_size=4))
+def test_submitted_round_trips_and_matches_the_schema(res: list[model.SubmitResult]) -> None:
+    """Any valid list of submit results comes back equal and matches the XSD."""
+    data = payloads.build_submitted(res)
+    assert_valid(data)
+    assert payloads.parse_submitted(data) == res
+
+
+@given(
+    st.builds(
+        model.FetchBatch,
+        deliveries=st.lists(deliveries, max_size=3).map(tuple),
+        receipts=st.lists(receipts, max_size=3).map(tuple),
+    )
+)
+def test_deliveries_round_trip_and_match_the_schema(batch: model.FetchBatch) -> None:
+    """Any fetch batch comes back equal and matches the XSD."""
+    data = payloads.build_deliveries(batch)
+    assert_valid(data)
+    assert payloads.parse_deliveries(data) == batch
+
+
+@given(st.integers(min_value=1, max_value=10**6), st.floats(min_value=0, max_value=10**6))
+def test_fetch_round_trips_and_matches_the_schema(max_items: int, wait: float) -> None:
+    """max and wait come back exactly."""
+    data = payloads.build_fetch(max_items, wait)
+    assert_valid(data)
+    assert payloads.parse_fetch(data) == (max_items, wait)
+
+
+@given(st.lists(some_text, max_size=5))
+def test_ack_round_trips_and_matches_the_schema(entries: list[str]) -> None:
+    """Entry ids come back in order."""
+    data = payloads.build_ack(entries)
+    assert_valid(data)
+    assert payloads.parse_ack(data) == entries
+
+
+@given(counts)
+def test_acked_round_trips_and_matches_the_schema(count: int) -> None:
+    """The count comes back."""
+    data = payloads.build_acked(count)
+    assert_valid(data)
+    assert payloads.parse_acked(data) == count
+
+
+def test_chinese_text_and_whitespace_survive_exactly() -> None:
+    """Chinese, markup-like content, CR, tabs and leading/trailing newlines are kept."""
+    msg = chinese_message()
+    (back,) = payloads.parse_submit(payloads.build_submit([msg]))
+    assert back.content == msg.content
+    assert back.subject == msg.subject
+    assert back.receivers == msg.receivers
+    assert back.attachments[0].file_name == "报告 final.pdf"
+
+
+def test_whitespace_only_content_survives() -> None:
+    """Content made only of whitespace is not dropped or trimmed."""
+    msg = chinese_message(content=" \r\n\t ", subject="", keywords="", bcc=(), attachments=())
+    assert payloads.parse_submit(payloads.build_submit([msg])) == [msg]
+
+
+def test_protocol_example_result_parses_with_defaults() -> None:
+    """A refused result with only tx, accepted and reason gets the model defaults."""
+    (res,) = payloads.parse_submitted(
+        b'<submitted><result tx="t1" accepted="false" reason="no known recipient: x@y"/>'
+        b"</submitted>"
+    )
+    assert res == model.SubmitResult("t1", accepted=False, reason="no known recipient: x@y")
+
+
+def test_unknown_attributes_are_ignored() -> None:
+    """An attribute added later within version 1 does not break an older parser."""
+    assert payloads.parse_acked(b'<acked count="3" extra="yes"/>') == 3
+
+
+def test_fetch_wait_is_written_without_a_fraction_when_whole() -> None:
+    """20 seconds travel as wait="20", as in the protocol example."""
+    assert payloads.build_fetch(500, 20.0) == b'<fetch max="500" wait="20"/>'
+
+
+def test_builders_are_fast_enough() -> None:
+    """Building and parsing 2000 messages takes well under a second each way."""
+    msgs = [chinese_message(tx_message_id=f"tx-{n}") for n in range(2000)]
+    start = time.perf_counter()
+    data = payloads.build_submit(msgs)
+    parsed = payloads.parse_submit(data)
+    assert time.perf_counter() - start < 2.0
+    assert len(parsed) == 2000
+
+
+# ---------------------------------------------------------------- building errors
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("subject", "bad\x01", r"submit/message\[1\] \(tx c7cd.*\)/subject: character U\+0001"),
+        ("content", "\x00", r"/content: character U\+0000"),
+        ("sender", "a\x1bb", r"/@sender: character U\+001B"),
+        ("keywords", "\ufffe", r"/keywords: character U\+FFFE"),
+    ],
+)
+def test_non_xml_character_names_the_field(field: str, value: str, where: str) -> None:
+    """A character XML 1.0 cannot carry raises WireError naming message and field."""
+    with pytest.raises(errors.WireError, match=where):
+        payloads.build_submit([chinese_message(**{field: value})])
+
+
+def test_non_xml_character_names_the_message_index() -> None:
+    """The error names which message of the batch is at fault."""
+    msgs = [chinese_message(), chinese_message(tx_message_id="t2", receivers=("b\x02",))]
+    with pytest.raises(errors.WireError, match=r"submit/message\[2\] \(tx t2\)/receivers/r\[1\]"):
+        payloads.build_submit(msgs)
+
+
+def test_check_message_validates_one_row() -> None:
+    """check_message accepts a good message and refuses a bad one."""
+    payloads.check_message(chinese_message())
+    with pytest.raises(errors.WireError, match="content"):
+        payloads.check_message(chinese_message(content="\x07"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"tx_message_id": ""}, "@tx: must not be empty"),
+        ({"receiver_type": "X"}, "receiverType"),
+        ({"priority": "Z"}, "priority"),
+        ({"transmit_time": "2026/11/23 05:41:07"}, "transmitTime"),
+        ({"receivers": ("",)}, r"receivers/r\[1\]: must not be empty"),
+        (
+            {"attachments": (model.AttachmentInfo(1, "a", "pdf", -1, 1, SHA),)},
+            "@size: expected an integer >= 0",
+        ),
+        (
+            {"attachments": (model.AttachmentInfo(1, "a", "pdf", 1, 2, SHA),)},
+            "@download: expected 0 or 1",
+        ),
+        (
+            {"attachments": (model.AttachmentInfo(1, "a", "pdf", 1, 1, "ABC"),)},
+            "@sha256",
+        ),
+    ],
+)
+def test_invalid_message_is_refused_when_built(changes: dict[str, object], match: str) -> None:
+    """Values the parser would refuse are refused already when building."""
+    with pytest.raises(errors.WireError, match=match):
+        payloads.build_submit([chinese_message(**changes)])
+
+
+def test_accepted_result_without_message_id_is_refused() -> None:
+    """An accepted result must carry the server's MessageId."""
+    with pytest.raises(errors.WireError, match="messageId"):
+        payloads.build_submitted([model.SubmitResult("t", accepted=True)])
+
+
+@pytest.mark.parametrize(("max_items", "wait"), [(0, 1.0), (-1, 1.0), (5, -1.0), (5, float("nan"))])
+def test_invalid_fetch_is_refused_when_built(max_items: int, wait: float) -> None:
+    """max must be >= 1 and wait a finite number >= 0."""
+    with pytest.raises(errors.WireError):
+        payloads.build_fetch(max_items, wait)
+
+
+def test_bool_is_not_a_count() -> None:
+    """True is not silently written as 1."""
+    with pytest.raises(errors.WireError):
+        payloads.build_acked(True)
+
+
+# ----------------------------------------------------------------- parsing errors
+
+
+GOOD_MESSAGE = (
+    '<message tx="t1" appCode="BPM" sourceDomain="d" agentSender="a" sender="s" '
+    'receiverType="U" contentType="MSG" alertFlag="1" priority="N" '
+    'transmitTime="2026-11-23 05:41:07"><receivers><r>b</r></receivers></message>'
+)
+
+
+def submit_with(second: str) -> bytes:
+    """A submit payload whose second message is ``second``."""
+    return f"<submit>{GOOD_MESSAGE}{second}</submit>".encode()
+
+
+@pytest.mark.parametrize(
+    ("second", "match"),
+    [
+        (GOOD_MESSAGE.replace('tx="t1" ', ""), r"^submit/message\[2\]: attribute 'tx' missing$"),
+        (GOOD_MESSAGE.replace('tx="t1"', 'tx=""'), r"submit/message\[2\]: attribute 'tx' is empty"),
+        (GOOD_MESSAGE.replace('alertFlag="1"', 'alertFlag="yes"'), "'alertFlag' must be"),
+        (GOOD_MESSAGE.replace('priority="N"', 'priority="X"'), "'priority' has unknown value"),
+        (GOOD_MESSAGE.replace('receiverType="U"', 'receiverType="u"'), "receiverType"),
+        (GOOD_MESSAGE.replace("2026-11-23 05:41:07", "yesterday"), "transmitTime"),
+        (GOOD_MESSAGE.replace("<receivers><r>b</r></receivers>", ""), "<receivers> missing"),
+        (
+            GOOD_MESSAGE.replace(
+                "</message>", "<subject>a</subject><subject>b</subject></message>"
+            ),
+            "<subject> repeated",
+        ),
+        (GOOD_MESSAGE.replace("</message>", "<surprise/></message>"), "unexpected element"),
+        (
+            GOOD_MESSAGE.replace("</message>", "<subject>a<b/></subject></message>"),
+            r"message\[2\]/subject: must hold text only",
+        ),
+        (GOOD_MESSAGE.replace("<r>b</r>", "<r></r>"), r"receivers/r\[1\]: empty account"),
+        (GOOD_MESSAGE.replace("<r>b</r>", "<x>b</x>"), "unexpected element <x>"),
+        ("<other/>", r"submit: unexpected element <other>"),
+    ],
+)
+def test_malformed_submit_names_message_and_problem(second: str, match: str) -> None:
+    """Each structural or type problem raises WireError naming the message and reason."""
+    with pytest.raises(errors.WireError, match=match):
+        payloads.parse_submit(submit_with(second))
+
+
+@pytest.mark.parametrize(
+    ("attachment", "match"),
+    [
+        ('seq="x" name="a" type="" size="1" download="1" sha256="' + SHA + '"', "'seq' must be"),
+        ('seq="1" name="a" type="" size="-1" download="1" sha256="' + SHA + '"', "'size' must"),
+        ('seq="1" name="a" type="" size="+1" download="1" sha256="' + SHA + '"', "'size' must"),
+        ('seq="1" name="a" type="" size="1" download="2" sha256="' + SHA + '"', "'download'"),
+        ('seq="1" name="a" type="" size="1" download="1" sha256="XYZ"', "'sha256'"),
+        ('seq="1" type="" size="1" download="1" sha256="' + SHA + '"', "'name' missing"),
+    ],
+)
+def test_malformed_attachment_is_refused(attachment: str, match: str) -> None:
+    """Attachment attributes are type-checked and name the attachment."""
+    second = GOOD_MESSAGE.replace(
+        "</message>", f"<attachments><attachment {attachment}/></attachments></message>"
+    )
+    with pytest.raises(errors.WireError, match=r"attachments/attachment\[1\]: .*" + match):
+        payloads.parse_submit(submit_with(second))
+
+
+def test_wrong_root_is_refused() -> None:
+    """A payload for another op is refused by its root element."""
+    with pytest.raises(errors.WireError, match="expected a <submit> document, got <ack>"):
+        payloads.parse_submit(b"<ack/>")
+
+
+def test_unsafe_payload_is_refused() -> None:
+    """Payload parsing goes through the safe parser."""
+    with pytest.raises(errors.UnsafeXml):
+        payloads.parse_ack(b'<!DOCTYPE ack [<!ENTITY x "y">]><ack/>')
+
+
+def test_accepted_result_without_message_id_is_malformed() -> None:
+    """An accepted result lacking messageId is refused."""
+    with pytest.raises(errors.WireError, match=r"submitted/result\[1\]: attribute 'messageId'"):
+        payloads.parse_submitted(b'<submitted><result tx="t" accepted="true"/></submitted>')
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'<fetch max="0" wait="1"/>',
+        b'<fetch max="5" wait="-1"/>',
+        b'<fetch max="5" wait="inf"/>',
+        b'<fetch max="5" wait="nan"/>',
+        b'<fetch max="5" wait="1e999"/>',
+        b'<fetch wait="1"/>',
+        b'<fetch max="5"/>',
+        b'<fetch max="5" wait="1"><x/></fetch>',
+    ],
+)
+def test_malformed_fetch_is_refused(document: bytes) -> None:
+    """fetch needs max >= 1 and a finite, non-negative wait."""
+    with pytest.raises(errors.WireError, match="fetch"):
+        payloads.parse_fetch(document)
+
+
+def test_malformed_receipt_is_refused() -> None:
+    """A receipt without its served count names the receipt."""
+    with pytest.raises(errors.WireError, match=r"deliveries/receipt\[1\]: attribute 'served'"):
+        payloads.parse_deliveries(
+            b'<deliveries><receipt entry="e" tx="t" messageId="m" recalled="0"/></deliveries>'
+        )
+
+
+def test_deliveries_and_receipts_may_interleave() -> None:
+    """The parser keeps each kind in document order whatever the interleaving."""
+    receipt = '<receipt entry="e{n}" tx="t" messageId="m" served="1" recalled="0"/>'
+    document = f"<deliveries>{receipt.format(n=1)}{receipt.format(n=2)}</deliveries>"
+    batch = payloads.parse_deliveries(document.encode())
+    assert [r.entry_id for r in batch.receipts] == ["e1", "e2"]
+    assert batch.deliveries == ()
+
+
+def test_empty_ack_entry_is_refused() -> None:
+    """An ack entry must name an entry id."""
+    with pytest.raises(errors.WireError, match=r"ack/entry\[1\]: attribute 'id' is empty"):
+        payloads.parse_ack(b'<ack><entry id=""/></ack>')
