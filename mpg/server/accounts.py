@@ -153,13 +153,16 @@ class AccountStore:
             self._insert_key(conn, account_id, credential, now)
         return account_id, credential
 
-    def rotate_key(self, name: str) -> keys.Credential:
-        """Add a new key to an existing account (old keys stay until disabled)."""
-        account_id = self._existing(name).account_id
+    def rotate_key(self, name: str) -> tuple[AccountInfo, keys.Credential]:
+        """Add a new key to an existing account (old keys stay until disabled).
+
+        Returns the account (as it was before) and the new credential.
+        """
+        info = self._existing(name)
         credential = keys.new_credential()
         with tables.transaction(self._engine) as conn:
-            self._insert_key(conn, account_id, credential, timefmt.now_text("utc"))
-        return credential
+            self._insert_key(conn, info.account_id, credential, timefmt.now_text("utc"))
+        return info, credential
 
     def disable(self, name: str) -> str:
         """Disable an account: every request made as it is refused from now on."""
