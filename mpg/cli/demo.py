@@ -283,7 +283,10 @@ def _show_inbox_row(row: dict[str, Any], original: bytes | None, ctx: context.Cl
     parsed = content.parse_content(str(row.get("Content") or ""))
     _detail(f"params       {parsed.params}")
     if parsed.results:
-        _detail(f"submitinfo   {parsed.results}")
+        answers = ", ".join(f"{r.name or r.id} = {r.value}" for r in parsed.results)
+        _detail(f"submitinfo   {answers}")
+    elif parsed.pages:
+        _detail(f"pages        {', '.join(page.name for page in parsed.pages)}")
     for item in row.get("attachments", []):
         meta = ctx.inbox().attachment(str(item["AttachmentId"]))
         data = None if meta is None else meta.get("FileData")
@@ -297,32 +300,40 @@ def _show_inbox_row(row: dict[str, Any], original: bytes | None, ctx: context.Cl
         )
 
 
+#: What an ERP writes to send a message (printed for the user to paste, not run here).
+INSERT_SQL: Final = """\
+INSERT INTO Outbox (TxMessageId, AppCode, SourceDomain, AgentSender, Sender,
+  ReceiverType, ReceiverList, Subject, Content, ContentType, AlertFlag, State,
+  StatusTime, Priority)
+VALUES (lower(hex(randomblob(16))), 'BPM', 'example.com', 'erp-a@example.com',
+  'erp-a@example.com', 'U', 'erp-b@example.com', '你好 from sqlite3',
+  '<content contenttype="msg"><params/></content>', 'MSG', 1, 10,
+  strftime('%Y-%m-%d %H:%M:%S', 'now', 'localtime'), 'N');"""
+
+#: What an ERP runs to read its new messages and mark them read (docs/states.md).
+READ_SQL: Final = """\
+SELECT RxMessageId, Sender, Subject, State FROM Inbox WHERE State = 0;
+UPDATE Inbox SET State = 29, StatusTime = strftime('%Y-%m-%d %H:%M:%S', 'now', 'localtime')
+ WHERE State = 0;"""
+
+
 def print_try_it(files: DemoFiles) -> None:
     """How to drive the running demo by hand with sqlite3 and ``mpg tail``."""
-    db_a, db_b = files.gateway_db("a"), files.gateway_db("b")
-    # Text printed for the user to paste, never executed here.
-    insert = (
-        "INSERT INTO Outbox (TxMessageId, AppCode, SourceDomain, AgentSender, Sender, "
-        "ReceiverType, ReceiverList, Subject, Content, ContentType, AlertFlag, State, "
-        "StatusTime, Priority) VALUES (lower(hex(randomblob(16))), 'BPM', 'example.com', "
-        "'erp-a@example.com', 'erp-a@example.com', 'U', 'erp-b@example.com', "
-        "'你好 from sqlite3', "
-        "'<content contenttype=\"msg\"/>', 'MSG', 1, 10, "
-        "strftime('%Y-%m-%d %H:%M:%S', 'now', 'localtime'), 'N');"
-    )
     mpg = shlex.quote(str(pathlib.Path(sys.executable).with_name("mpg")))
+    config_a = shlex.quote(str(files.gateway_config("a")))
+    config_b = shlex.quote(str(files.gateway_config("b")))
     click.echo("")
     _say("The demo keeps running. Try it yourself in another terminal:")
-    _detail("# 1. let gateway A's ERP write an Outbox row:")
-    _detail(f"sqlite3 {shlex.quote(str(db_a))} {shlex.quote(insert)}")
-    _detail("# 2. watch it move 10 -> 12 -> 19 -> 20 -> 29:")
-    _detail(f"{mpg} --config {shlex.quote(str(files.gateway_config('a')))} tail")
-    _detail("# 3. see it in gateway B's Inbox, and mark it read as the ERP would:")
-    select = "SELECT RxMessageId, Sender, Subject, State FROM Inbox;"
-    _detail(f"sqlite3 {shlex.quote(str(db_b))} {shlex.quote(select)}")
-    _detail(f"{mpg} --config {shlex.quote(str(files.gateway_config('b')))} inbox list")
-    _detail(f"{mpg} --config {shlex.quote(str(files.gateway_config('b')))} status")
-    _detail(f"logs: {files.root / 'logs'}")
+    click.echo("\n# 1. watch gateway A's Outbox rows move 10 -> 12 -> 19 -> 20 -> 29:")
+    click.echo(f"{mpg} --config {config_a} tail")
+    click.echo("\n# 2. be gateway A's ERP: write an Outbox row to erp-b@example.com:")
+    click.echo(f"sqlite3 {shlex.quote(str(files.gateway_db('a')))} <<'SQL'\n{INSERT_SQL}\nSQL")
+    click.echo("\n# 3. be gateway B's ERP: read the new Inbox rows and mark them read:")
+    click.echo(f"sqlite3 {shlex.quote(str(files.gateway_db('b')))} <<'SQL'\n{READ_SQL}\nSQL")
+    click.echo("\n# the same with mpg:")
+    click.echo(f"{mpg} --config {config_b} inbox list --state all")
+    click.echo(f"{mpg} --config {config_a} status")
+    click.echo(f"\n# logs of the server and both gateways: {files.root / 'logs'}\n")
     _say("Press Ctrl-C to stop the server and both gateways.")
 
 
