@@ -113,8 +113,8 @@ def _describe(exc: sa.exc.SQLAlchemyError) -> str:
         text = str(exc.orig)
     else:
         text = str(exc)
-    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first_line
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
