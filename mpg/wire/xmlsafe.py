@@ -21,9 +21,8 @@ MAX_BYTES: Final = 16 * 1024 * 1024
 
 # Characters XML 1.0 allows (§2.2 Char); anything else cannot be written or read back.
 _NOT_XML_CHAR: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-# A DOCTYPE found before parsing (ASCII-compatible encodings); the parsed document is
-# checked too, which also catches UTF-16 documents.
-_DOCTYPE: Final = re.compile(rb"<!\s*DOCTYPE", re.IGNORECASE)
+_SPACE: Final = re.compile(rb"\s+")
+_BOMS: Final = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
 
 def _new_parser(*, override_encoding: str | None) -> etree.XMLParser:
@@ -74,7 +73,7 @@ def parse(data: bytes | str, *, max_bytes: int = MAX_BYTES) -> etree._Element:
         parser = _parsers.from_bytes
     if len(raw) > max_bytes:
         raise errors.UnsafeXml(f"XML document of {len(raw)} bytes exceeds the {max_bytes} limit")
-    if _DOCTYPE.search(raw):
+    if _prolog_has_doctype(raw):
         raise errors.UnsafeXml("XML document has a DOCTYPE (DTDs and entities are refused)")
     try:
         root = etree.fromstring(raw, parser)
@@ -88,6 +87,41 @@ def parse(data: bytes | str, *, max_bytes: int = MAX_BYTES) -> etree._Element:
     if docinfo.internalDTD is not None or docinfo.public_id:
         raise errors.UnsafeXml("XML document has a DOCTYPE (DTDs and entities are refused)")
     return root
+
+
+def _prolog_has_doctype(raw: bytes) -> bool:
+    """Whether a DOCTYPE appears before the root element (checked before parsing).
+
+    Only the prolog is scanned, so ``<!DOCTYPE html>`` quoted inside element text or
+    CDATA (HTML pages in a Content document) is not mistaken for one. The scan is
+    linear: whitespace, processing instructions and comments are skipped in C.
+    """
+    head = raw[:4]
+    if b"\x00" in head:
+        # UTF-16/32: the markup characters are ASCII, so without the NULs it reads alike.
+        raw = raw.replace(b"\x00", b"")
+    for bom in _BOMS:
+        if raw.startswith(bom):
+            raw = raw[len(bom) :]
+            break
+    pos, size = 0, len(raw)
+    while pos < size:
+        space = _SPACE.match(raw, pos)
+        if space is not None:
+            pos = space.end()
+        elif raw.startswith(b"<?", pos):
+            end = raw.find(b"?>", pos + 2)
+            if end < 0:
+                return False
+            pos = end + 2
+        elif raw.startswith(b"<!--", pos):
+            end = raw.find(b"-->", pos + 4)
+            if end < 0:
+                return False
+            pos = end + 3
+        else:
+            return raw[pos : pos + 9].upper() == b"<!DOCTYPE"
+    return False
 
 
 def _syntax_message(exc: etree.XMLSyntaxError) -> str:

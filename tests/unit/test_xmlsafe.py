@@ -72,6 +72,34 @@ def test_doctype_in_utf16_document_is_refused() -> None:
         xmlsafe.parse(document.encode("utf-16"))
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_external_dtd_in_wide_encodings_is_refused_as_unsafe(codec: str) -> None:
+    """The prolog scan also sees a DOCTYPE in UTF-16 and UTF-32 documents."""
+    with pytest.raises(errors.UnsafeXml, match="DOCTYPE"):
+        xmlsafe.parse(EXTERNAL_DTD.decode().encode(codec))
+
+
+@pytest.mark.parametrize(
+    "prolog",
+    [
+        "\ufeff",
+        '<?xml version="1.0"?>\n',
+        "<!-- <a/> -->\n",
+        "<?pi <!DOCTYPE x>?>  \n<!-- c -->\n",
+    ],
+)
+def test_doctype_after_any_prolog_is_refused(prolog: str) -> None:
+    """Whitespace, a BOM, the declaration, comments and PIs do not hide a DOCTYPE."""
+    with pytest.raises(errors.UnsafeXml, match="DOCTYPE"):
+        xmlsafe.parse((prolog + "<!DOCTYPE a SYSTEM 'http://x.invalid/a.dtd'><a/>").encode())
+
+
+def test_doctype_quoted_in_the_body_is_only_text() -> None:
+    """An HTML page with its DOCTYPE inside CDATA or a comment is accepted as text."""
+    root = xmlsafe.parse(b"<page><![CDATA[<!DOCTYPE html><html/>]]><!-- <!DOCTYPE x> --></page>")
+    assert root.text == "<!DOCTYPE html><html/>"
+
+
 def test_doctype_in_text_input_is_refused() -> None:
     """A str document is held to the same rules as bytes."""
     with pytest.raises(errors.UnsafeXml):
