@@ -251,3 +251,21 @@ def test_tail_once_prints_the_history(cli: Cli) -> None:
     steps = [json.loads(line) for line in lines]
     assert [(s["message_key"], s["to_state"]) for s in steps] == [(tx, 10)]
     assert cli.ok("tail", "--once", "--state", "29") == ""
+
+
+def test_demo_round_trip_completes(cli: Cli) -> None:
+    """`mpg demo --no-wait` runs server and gateways, sends, replies, and stops them all."""
+    done = cli.run("demo", "--no-wait", "--dir", str(cli.root / "demo-run"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "bytes identical to the file sent" in out
+    assert "submitinfo   Result = approve" in out
+    assert "State 29 (SENT)" in out
+    assert "stopped server (exit 0)" in out
+    a_db = cli.root / "demo-run" / "gateway-a.db"
+    with contextlib.closing(sqlite3.connect(a_db)) as conn:
+        ((state, message_id),) = conn.execute('SELECT "State", "MessageId" FROM "Outbox"')
+        ((content_type,),) = conn.execute('SELECT "ContentType" FROM "Inbox"')
+    assert state == 29
+    assert message_id
+    assert content_type == "REPLY"
