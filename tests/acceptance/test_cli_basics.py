@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from mpg.cli import demo
+
 CONTRACT_TABLES = ("Outbox", "OutboxAttachment", "Inbox", "InboxAttachment")
 
 
@@ -269,3 +271,76 @@ def test_demo_round_trip_completes(cli: Cli) -> None:
     assert state == 29
     assert message_id
     assert content_type == "REPLY"
+
+
+def test_attachment_fetch_downloads_an_on_demand_file(cli: Cli) -> None:
+    """A DownloadFlag-0 attachment arrives without bytes; attachment fetch stores them."""
+    files = demo.prepare_folder(cli.root / "world")
+    port = demo.free_port()
+    demo.write_configs(files, port)
+    cwd = files.root
+    demo.run_step(demo.mpg_argv(files.server_config, "server", "init"), cwd)
+    for name, account in (("a", demo.ACCOUNT_A), ("b", demo.ACCOUNT_B)):
+        demo.run_step(
+            demo.mpg_argv(
+                files.server_config,
+                "server",
+                "account",
+                "add",
+                account,
+                "--kind",
+                "gateway",
+                "--credential-file",
+                str(files.credential(name)),
+            ),
+            cwd,
+        )
+        demo.run_step(demo.mpg_argv(files.gateway_config(name), "init-db"), cwd)
+    payload = bytes(range(256)) * 300
+    (cwd / "report.bin").write_bytes(payload)
+    procs = demo.Processes(cwd)
+    try:
+        procs.start("server", demo.mpg_argv(files.server_config, "server"), files.log("server"))
+        for name in ("a", "b"):
+            procs.start(name, demo.mpg_argv(files.gateway_config(name), "run"), files.log(name))
+        gateway_b = files.gateway_config("b")
+        demo.run_step(
+            demo.mpg_argv(
+                files.gateway_config("a"),
+                "send",
+                "--to",
+                demo.ACCOUNT_B,
+                "--content",
+                "<content/>",
+                "--attach",
+                f"{cwd / 'report.bin'}|0",
+            ),
+            cwd,
+        )
+
+        def arrived() -> list[dict[str, Any]] | None:
+            out = demo.run_step(demo.mpg_argv(gateway_b, "inbox", "list", "--json"), cwd)
+            return json.loads(out) or None
+
+        (message,) = demo.wait_for("the message in B's Inbox", arrived, procs)
+        shown = json.loads(
+            demo.run_step(
+                demo.mpg_argv(gateway_b, "inbox", "show", message["RxMessageId"], "--json"), cwd
+            )
+        )
+        (attachment,) = shown["attachments"]
+        assert attachment["DownloadFlag"] == 0
+        assert attachment["HasFileData"] is False
+        out_file = cwd / "fetched.bin"
+        demo.run_step(
+            demo.mpg_argv(
+                gateway_b, "attachment", "fetch", attachment["AttachmentId"], "--out", str(out_file)
+            ),
+            cwd,
+        )
+        assert out_file.read_bytes() == payload
+        with contextlib.closing(sqlite3.connect(files.gateway_db("b"))) as conn:
+            ((stored,),) = conn.execute('SELECT "FileData" FROM "InboxAttachment"')
+        assert stored == payload
+    finally:
+        procs.stop()
