@@ -97,10 +97,10 @@ class Cluster:
         for name, config, args in (("server", "server.toml", ["server"]),
                                    ("gateway A", "a.toml", ["run"]),
                                    ("gateway B", "b.toml", ["run"])):
-            log = (self.root / f"{name.replace(' ', '-')}.log").open("ab")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "mpg.cli.main", "--config", str(self.root / config),
-                 *args], stdout=log, stderr=subprocess.STDOUT)
+            with (self.root / f"{name.replace(' ', '-')}.log").open("ab") as log:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "mpg.cli.main", "--config",
+                     str(self.root / config), *args], stdout=log, stderr=subprocess.STDOUT)
             if name == "server":
                 wait("server to listen", self._listening, 30)
         time.sleep(1.0)

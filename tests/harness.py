@@ -80,11 +80,11 @@ class World:
     def start(self, config: pathlib.Path, *args: str, env: dict[str, str] | None = None,
               name: str = "proc") -> subprocess.Popen[bytes]:
         """Start a long-running CLI command in the background."""
-        log = (self.root / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mpg.cli.main", "--config", str(config), *args],
-            stdout=log, stderr=subprocess.STDOUT, env=_env(env),
-        )
+        with (self.root / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mpg.cli.main", "--config", str(config), *args],
+                stdout=log, stderr=subprocess.STDOUT, env=_env(env),
+            )
         self.procs.append(proc)
         return proc
 

@@ -169,7 +169,11 @@ class OutboundWorker:
             S.READY, S.ATTACHMENTS_UPLOADING))
         for v in files:
             if v.message.tx_message_id in moved:
-                self._repo.add_attachments(v.message.tx_message_id, v.attachments)
+                infos = [model.AttachmentInfo(a.seq_no, a.file_name, a.file_type, a.file_size,
+                                              a.download_flag, sha256="")
+                         for a in v.attachments]
+                self._repo.add_attachments(None, v.message.tx_message_id, infos,
+                                           [a.path for a in v.attachments])
                 work.append(_Work(S.ATTACHMENTS_UPLOADING, v))
         return work
 

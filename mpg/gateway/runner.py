@@ -79,12 +79,14 @@ class Gateway:
         """Finish the work in hand and release everything."""
         self.stop_event.set()
         self.wake.set()
-        self._threads[0].join(SHUTDOWN_GRACE)
+        if self._threads[0].is_alive():
+            self._threads[0].join(SHUTDOWN_GRACE)
         # The inbound thread may be parked in a long poll; only a batch being stored
         # must be waited for, and it holds ``busy`` while it is.
         if self.inbound.busy.acquire(timeout=SHUTDOWN_GRACE):
             self.inbound.busy.release()
-        self._scheduler.shutdown(wait=False)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
         if self._watcher is not None:
             self._watcher.stop()
         self.push.close()

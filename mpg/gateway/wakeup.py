@@ -51,8 +51,9 @@ class DatabaseWatcher:
 
     def stop(self) -> None:
         """Stop watching and wait for the watcher thread."""
-        self._observer.stop()
-        self._observer.join(timeout=5)
+        if self._observer.is_alive():
+            self._observer.stop()
+            self._observer.join(timeout=5)
 
 
 def watchable(database_url: str) -> bool:

@@ -8,6 +8,7 @@ call it before every compare-and-set on ``State``.
 from __future__ import annotations
 
 import enum
+import itertools
 from typing import Final
 
 from mpg import errors
@@ -70,6 +71,7 @@ OUTBOX_TRANSITIONS: Final[dict[tuple[OutboxState, OutboxState], str]] = {
     (_S.ATTACHMENTS_UPLOADED, _S.VOIDED): "voided",
     (_S.ATTACHMENTS_UPLOADED, _S.TIMED_OUT): "not accepted within the send timeout",
     (_S.UPLOADED, _S.WAITING): "queued for its recipients",
+    (_S.UPLOADED, _S.TIMED_OUT): "accepted but not recorded within the send timeout",
     (_S.UPLOADED, _S.SENT): "served at once (server-side recipient)",
     (_S.WAITING, _S.SENT): "every recipient served",
     # Operators requeue rows whose cause they fixed (``mpg retry``, issue 4).
@@ -131,7 +133,7 @@ def path(from_state: int, to_state: int) -> list[tuple[OutboxState, OutboxState]
     if start == _S.READY and _S.ATTACHMENTS_UPLOADING in steps:
         # A row with nothing to upload skips 11; callers that uploaded pass 11 explicitly.
         steps.remove(_S.ATTACHMENTS_UPLOADING)
-    pairs = list(zip(steps, steps[1:], strict=False))
+    pairs = list(itertools.pairwise(steps))
     for a, b in pairs:
         check(a, b)
     return pairs
