@@ -22,7 +22,6 @@ import platform
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,43 +70,71 @@ class Cluster:
         ca = trustme.CA()
         ca.cert_pem.write_to_path(str(root / "ca.pem"))
         ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-            str(root / "server.pem"))
+            str(root / "server.pem")
+        )
         (root / "server.toml").write_text(
             f'[server]\ndatabase_url = "sqlite:///{root}/server.db"\nport = {self.port}\n'
             f'tls_cert = "{root}/server.pem"\ntls_key = "{root}/server.pem"\n'
-            f'data_dir = "{root}/server-data"\n[log]\nlevel = "warning"\nformat = "json"\n')
+            f'data_dir = "{root}/server-data"\n[log]\nlevel = "warning"\nformat = "json"\n'
+        )
         self.mpg("server.toml", "server", "init")
         for name in ("a", "b"):
-            self.mpg("server.toml", "server", "account", "add", f"erp-{name}@example.com",
-                     "--kind", "gateway", "--credential-file", str(root / f"{name}.cred"))
+            self.mpg(
+                "server.toml",
+                "server",
+                "account",
+                "add",
+                f"erp-{name}@example.com",
+                "--kind",
+                "gateway",
+                "--credential-file",
+                str(root / f"{name}.cred"),
+            )
             (root / f"{name}.toml").write_text(
                 f'[gateway]\naccount = "erp-{name}@example.com"\n'
                 f'database_url = "sqlite:///{root}/{name}.db"\n'
                 f'server_url = "https://127.0.0.1:{self.port}"\nca_bundle = "{root}/ca.pem"\n'
                 f'secret_file = "{root}/{name}.cred"\nbatch_size = {batch_size}\n'
                 'poll_interval = 1.0\nlong_poll_wait = 20\nclock = "utc"\n'
-                '[log]\nlevel = "warning"\nformat = "json"\n')
+                '[log]\nlevel = "warning"\nformat = "json"\n'
+            )
             self.mpg(f"{name}.toml", "init-db")
 
     def mpg(self, config: str, *args: str) -> None:
-        subprocess.run([sys.executable, "-m", "mpg.cli.main", "--config",
-                        str(self.root / config), *args], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "mpg.cli.main", "--config", str(self.root / config), *args],
+            check=True,
+            capture_output=True,
+        )
 
     def start(self) -> None:
-        for name, config, args in (("server", "server.toml", ["server"]),
-                                   ("gateway A", "a.toml", ["run"]),
-                                   ("gateway B", "b.toml", ["run"])):
+        for name, config, args in (
+            ("server", "server.toml", ["server"]),
+            ("gateway A", "a.toml", ["run"]),
+            ("gateway B", "b.toml", ["run"]),
+        ):
             with (self.root / f"{name.replace(' ', '-')}.log").open("ab") as log:
                 self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "mpg.cli.main", "--config",
-                     str(self.root / config), *args], stdout=log, stderr=subprocess.STDOUT)
+                    [
+                        sys.executable,
+                        "-m",
+                        "mpg.cli.main",
+                        "--config",
+                        str(self.root / config),
+                        *args,
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             if name == "server":
                 wait("server to listen", self._listening, 30)
         time.sleep(1.0)
 
     def _listening(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.5):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+        ):
             return True
         return False
 
@@ -136,16 +163,32 @@ def wait(what: str, probe: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)
 
 
-ROW_SQL = ('INSERT INTO "Outbox" ("TxMessageId","AppCode","SourceDomain","ReceiverType",'
-           '"ReceiverList","Subject","Content","ContentType","AttachmentList","AlertFlag",'
-           '"State","Priority") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)')
-CONTENT = ('<content contenttype="msg"><params><param name="sheetno" value="AF1"/></params>'
-           '<view><page id="p1" name="摘要">' + "請假一天。" * 40 + "</page></view></content>")
+ROW_SQL = (
+    'INSERT INTO "Outbox" ("TxMessageId","AppCode","SourceDomain","ReceiverType",'
+    '"ReceiverList","Subject","Content","ContentType","AttachmentList","AlertFlag",'
+    '"State","Priority") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)'
+)
+CONTENT = (
+    '<content contenttype="msg"><params><param name="sheetno" value="AF1"/></params>'
+    '<view><page id="p1" name="摘要">' + "請假一天。" * 40 + "</page></view></content>"
+)
 
 
 def row(tx: str, attachment: str = "") -> tuple[Any, ...]:
-    return (tx, "BPM", "example.com", "U", "erp-b", f"bench {tx}", CONTENT, "MSG", attachment,
-            1, 10, "N")
+    return (
+        tx,
+        "BPM",
+        "example.com",
+        "U",
+        "erp-b",
+        f"bench {tx}",
+        CONTENT,
+        "MSG",
+        attachment,
+        1,
+        10,
+        "N",
+    )
 
 
 def insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> float:
@@ -156,9 +199,13 @@ def insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> float:
 
 def latencies(cluster: Cluster, inserted: dict[str, float]) -> dict[str, list[float]]:
     a, b = cluster.db("a"), cluster.db("b")
-    to20 = {tx: stamp(at) for tx, at in a.execute(
-        'SELECT "MessageKey", MIN("At") FROM "MpgTransition" WHERE "Box"=\'out\' AND '
-        '"ToState"=20 GROUP BY "MessageKey"')}
+    to20 = {
+        tx: stamp(at)
+        for tx, at in a.execute(
+            'SELECT "MessageKey", MIN("At") FROM "MpgTransition" WHERE "Box"=\'out\' AND '
+            '"ToState"=20 GROUP BY "MessageKey"'
+        )
+    }
     msg_to_tx = dict(a.execute('SELECT "MessageId", "TxMessageId" FROM "Outbox"'))
     rx_to_msg = dict(b.execute('SELECT "RxMessageId", "MessageId" FROM "Inbox"'))
     arrived = {}
@@ -168,8 +215,9 @@ def latencies(cluster: Cluster, inserted: dict[str, float]) -> dict[str, list[fl
             arrived[tx] = stamp(at)
     return {
         "insert → State 20": [(to20[t] - s) * 1000 for t, s in inserted.items() if t in to20],
-        "insert → recipient Inbox": [(arrived[t] - s) * 1000 for t, s in inserted.items()
-                                     if t in arrived],
+        "insert → recipient Inbox": [
+            (arrived[t] - s) * 1000 for t, s in inserted.items() if t in arrived
+        ],
     }
 
 
@@ -185,10 +233,15 @@ def burst(cluster: Cluster, n: int) -> dict[str, Any]:
     inserted = dict.fromkeys(txs, t)
     wait("burst delivered", lambda: count(b, 'SELECT COUNT(*) FROM "Inbox"') >= n, 600)
     elapsed = time.time() - start
-    wait("burst at 29", lambda: count(a, 'SELECT COUNT(*) FROM "Outbox" WHERE "State"=29')
-         >= n, 120)
-    return {"messages": n, "seconds": elapsed, "rate": n / elapsed,
-            "latency": latencies(cluster, inserted)}
+    wait(
+        "burst at 29", lambda: count(a, 'SELECT COUNT(*) FROM "Outbox" WHERE "State"=29') >= n, 120
+    )
+    return {
+        "messages": n,
+        "seconds": elapsed,
+        "rate": n / elapsed,
+        "latency": latencies(cluster, inserted),
+    }
 
 
 def paced(cluster: Cluster, rate: float, seconds: float) -> dict[str, Any]:
@@ -216,20 +269,32 @@ def big(cluster: Cluster, megabytes: int) -> dict[str, Any]:
     tx = str(uuid.uuid4())
     start = time.time()
     insert(a, [row(tx, f"{path}|0")])
-    wait("big attachment sent", lambda: count(
-        a, f'SELECT COUNT(*) FROM "Outbox" WHERE "TxMessageId"=\'{tx}\' AND "State">=20') > 0,
-        600)
+    wait(
+        "big attachment sent",
+        lambda: (
+            a.execute(
+                'SELECT COUNT(*) FROM "Outbox" WHERE "TxMessageId"=? AND "State">=20', (tx,)
+            ).fetchone()[0]
+            > 0
+        ),
+        600,
+    )
     elapsed = time.time() - start
-    wait("big message delivered", lambda: count(b, 'SELECT COUNT(*) FROM "Inbox" WHERE '
-                                                '"AttachmentFlag"=1') > 0, 120)
+    wait(
+        "big message delivered",
+        lambda: count(b, 'SELECT COUNT(*) FROM "Inbox" WHERE "AttachmentFlag"=1') > 0,
+        120,
+    )
     return {"megabytes": megabytes, "seconds": elapsed}
 
 
 def fmt_lat(values: list[float]) -> str:
     if not values:
         return "n/a"
-    return (f"p50 {percentile(values, 50):.1f} ms · p95 {percentile(values, 95):.1f} ms · "
-            f"p99 {percentile(values, 99):.1f} ms (n={len(values)})")
+    return (
+        f"p50 {percentile(values, 50):.1f} ms · p95 {percentile(values, 95):.1f} ms · "
+        f"p99 {percentile(values, 99):.1f} ms (n={len(values)})"
+    )
 
 
 @contextlib.contextmanager
@@ -255,15 +320,19 @@ def main() -> int:
     args = parser.parse_args()
     only = set(args.only or ["burst", "paced", "big"])
 
-    print(f"# MPG benchmark, {dt.date.today()} — {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, SQLite "
-          f"{sqlite3.sqlite_version}, TLS on loopback\n")
+    print(
+        f"# MPG benchmark, {dt.date.today()} — {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, SQLite "
+        f"{sqlite3.sqlite_version}, TLS on loopback\n"
+    )
     if "burst" in only:
         with cluster_in(args.tmp, args.batch_size) as c:
             r = burst(c, args.messages)
         print(f"## Burst: {r['messages']} messages inserted at once\n")
-        print(f"- throughput: **{r['rate']:.0f} messages/s** end to end "
-              f"({r['seconds']:.2f} s until the last one was in B's Inbox)")
+        print(
+            f"- throughput: **{r['rate']:.0f} messages/s** end to end "
+            f"({r['seconds']:.2f} s until the last one was in B's Inbox)"
+        )
         for name, values in r["latency"].items():
             print(f"- {name}: {fmt_lat(values)}")
         print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
@@ -278,8 +347,9 @@ def main() -> int:
         with cluster_in(args.tmp, args.batch_size) as c:
             r = big(c, args.attachment_mb)
         print(f"## One message with a {r['megabytes']} MB attachment (DownloadFlag 0)\n")
-        print(f"- insert → State 20: {r['seconds']:.2f} s "
-              f"({r['megabytes'] / r['seconds']:.0f} MB/s)")
+        print(
+            f"- insert → State 20: {r['seconds']:.2f} s ({r['megabytes'] / r['seconds']:.0f} MB/s)"
+        )
         print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
     return 0
 

@@ -66,24 +66,39 @@ class World:
         )
         self.server_config = root / "server.toml"
 
-    def mpg(self, config: pathlib.Path, *args: str, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def mpg(
+        self,
+        config: pathlib.Path,
+        *args: str,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run one CLI command to completion, as a user would."""
         result = subprocess.run(
             [sys.executable, "-m", "mpg.cli.main", "--config", str(config), *args],
-            capture_output=True, text=True, timeout=120, env=_env(env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_env(env),
         )
         if check and result.returncode != 0:
             pytest.fail(f"mpg {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
 
-    def start(self, config: pathlib.Path, *args: str, env: dict[str, str] | None = None,
-              name: str = "proc") -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        config: pathlib.Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        name: str = "proc",
+    ) -> subprocess.Popen[bytes]:
         """Start a long-running CLI command in the background."""
         with (self.root / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mpg.cli.main", "--config", str(config), *args],
-                stdout=log, stderr=subprocess.STDOUT, env=_env(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_env(env),
             )
         self.procs.append(proc)
         return proc
@@ -97,8 +112,9 @@ class World:
 
     def listening(self) -> bool:
         """True once the server accepts TCP connections."""
-        with contextlib.suppress(OSError), socket.create_connection(
-            ("127.0.0.1", self.port), timeout=0.5
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
         ):
             return True
         return False
@@ -107,8 +123,17 @@ class World:
         """Create an account on the server and a gateway config and database for it."""
         account = f"{name}@example.com"
         cred = self.root / f"{name}.cred"
-        self.mpg(self.server_config, "server", "account", "add", account, "--kind", kind,
-                 "--credential-file", str(cred))
+        self.mpg(
+            self.server_config,
+            "server",
+            "account",
+            "add",
+            account,
+            "--kind",
+            kind,
+            "--credential-file",
+            str(cred),
+        )
         config = self.root / f"{name}.toml"
         db = self.root / f"{name}.db"
         config.write_text(
@@ -144,8 +169,9 @@ class World:
 class Gateway:
     """One gateway account: its config, its database, its process."""
 
-    def __init__(self, world: World, name: str, account: str, config: pathlib.Path,
-                 db: pathlib.Path) -> None:
+    def __init__(
+        self, world: World, name: str, account: str, config: pathlib.Path, db: pathlib.Path
+    ) -> None:
         self.world = world
         self.name = name
         self.account = account
@@ -183,6 +209,7 @@ class Gateway:
 
     def wait_state(self, tx: str, state: int) -> sqlite3.Row:
         """Wait until the Outbox row reaches ``state``."""
+
         def probe() -> sqlite3.Row | None:
             row = self.outbox_row(tx)
             return row if row is not None and row["State"] == state else None
@@ -194,4 +221,3 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPG_")}
     env.update(extra or {})
     return env
-

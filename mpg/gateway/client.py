@@ -31,7 +31,9 @@ def _tls_verify(settings: config.GatewaySettings) -> ssl.SSLContext | bool:
     try:
         return ssl.create_default_context(cafile=str(settings.ca_bundle))
     except (OSError, ssl.SSLError) as exc:
-        raise errors.ConfigError(f"gateway.ca_bundle: cannot load {settings.ca_bundle}: {exc}")
+        raise errors.ConfigError(
+            f"gateway.ca_bundle: cannot load {settings.ca_bundle}: {exc}"
+        ) from exc
 
 
 class PushClient:
@@ -143,8 +145,7 @@ class PushClient:
         offset = 0
         digest = hashlib.sha256()
         while True:
-            args = {"messageId": message_id, "seq": seq_no, "offset": offset,
-                    "length": chunk_size}
+            args = {"messageId": message_id, "seq": seq_no, "offset": offset, "length": chunk_size}
             answer, data = self.call("download", b"", args)
             sink.write(data)
             digest.update(data)

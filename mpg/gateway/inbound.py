@@ -50,7 +50,7 @@ class InboundWorker:
         self._outbox = outbox_repo
         self._push = push
         self._stop = stop
-        self._rng = random.Random()
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
         #: Held while a fetched batch is being stored, so shutdown can wait for it.
         self.busy = threading.Lock()
 
@@ -65,14 +65,16 @@ class InboundWorker:
                     if self._stop.is_set():
                         break  # not acknowledged: the server delivers it again later
                     self.handle(batch)
-            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one failure
+            except Exception as exc:
                 if not retry.is_transient(exc):
                     log.exception("inbound_cycle_failed", error=str(exc))
                 attempt += 1
-                pause = retry.delay(attempt, max_delay=self._settings.retry_max_delay,
-                                    rng=self._rng)
-                log.warning("inbound_retry", error=str(exc), attempt=attempt,
-                            retry_in=round(pause, 2))
+                pause = retry.delay(
+                    attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
+                )
+                log.warning(
+                    "inbound_retry", error=str(exc), attempt=attempt, retry_in=round(pause, 2)
+                )
                 self._stop.wait(pause)
                 continue
             attempt = 0
@@ -103,7 +105,8 @@ class InboundWorker:
             for att in d.attachments:
                 key = (d.rx_message_id, att.seq_no)
                 uris[key] = client_mod.attachment_uri(
-                    self._settings.server_url, d.message_id, att.seq_no)
+                    self._settings.server_url, d.message_id, att.seq_no
+                )
                 if att.download_flag == 1 and att.file_size <= self._settings.max_inline_attachment:
                     sink = io.BytesIO()
                     self._push.download(d.message_id, att.seq_no, sink, self._settings.chunk_size)
@@ -127,8 +130,12 @@ class InboundWorker:
             note += f", recalled from {receipt.recalled}"
         ids = {receipt.tx_message_id: receipt.message_id}
         for state in (S.WAITING, S.UPLOADED, S.ATTACHMENTS_UPLOADED):
-            moved = self._outbox.transition([(receipt.tx_message_id, note)], state, S.SENT,
-                                            message_ids=ids,
-                                            set_transmit_time=state != S.WAITING)
+            moved = self._outbox.transition(
+                [(receipt.tx_message_id, note)],
+                state,
+                S.SENT,
+                message_ids=ids,
+                set_transmit_time=state != S.WAITING,
+            )
             if moved:
                 return

@@ -82,7 +82,7 @@ class OutboundWorker:
         self._wake = wake
         self._resume = True  # rows left in flight by an earlier run or a failure
         self._attempt = 0
-        self._rng = random.Random()
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
 
     def run(self) -> None:
         """Cycle until stopped; the batch in hand is always finished first."""
@@ -90,15 +90,20 @@ class OutboundWorker:
         while not self._stop.is_set():
             try:
                 handled = self.run_once()
-            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one failure
+            except Exception as exc:
                 if not retry.is_transient(exc):
                     log.exception("outbound_cycle_failed", error=str(exc))
                 self._attempt += 1
                 self._resume = True
-                pause = retry.delay(self._attempt, max_delay=self._settings.retry_max_delay,
-                                    rng=self._rng)
-                log.warning("outbound_retry", error=str(exc), attempt=self._attempt,
-                            retry_in=round(pause, 2))
+                pause = retry.delay(
+                    self._attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
+                )
+                log.warning(
+                    "outbound_retry",
+                    error=str(exc),
+                    attempt=self._attempt,
+                    retry_in=round(pause, 2),
+                )
                 self._stop.wait(pause)
                 continue
             self._attempt = 0
@@ -126,15 +131,16 @@ class OutboundWorker:
             note = f"timed out: not sent within {timeout:g} s"
             if row.status_log:
                 note += f" (last: {row.status_log})"
-            moved += len(self._repo.transition([(row.tx_message_id, note)], row.state or 0,
-                                               S.TIMED_OUT))
+            moved += len(
+                self._repo.transition([(row.tx_message_id, note)], row.state or 0, S.TIMED_OUT)
+            )
         return moved
 
     # -- steps -------------------------------------------------------------------------
 
-    def _validate(self, rows: Iterable[outbox.OutboxRow]) -> tuple[
-        list[tuple[outbox.OutboxRow, validation.ValidRow]], list[tuple[str, str]]
-    ]:
+    def _validate(
+        self, rows: Iterable[outbox.OutboxRow]
+    ) -> tuple[list[tuple[outbox.OutboxRow, validation.ValidRow]], list[tuple[str, str]]]:
         transmit_time = timefmt.now_text(self._settings.clock)
         good, bad = [], []
         for row in rows:
@@ -158,22 +164,37 @@ class OutboundWorker:
         plain = [v for _, v in good if not v.attachments]
         files = [v for _, v in good if v.attachments]
         work = []
-        moved = set(self._repo.transition(
-            [(v.message.tx_message_id, "claimed; no attachments") for v in plain],
-            S.READY, S.ATTACHMENTS_UPLOADED))
-        work += [_Work(S.ATTACHMENTS_UPLOADED, v) for v in plain
-                 if v.message.tx_message_id in moved]
-        moved = set(self._repo.transition(
-            [(v.message.tx_message_id, f"uploading {len(v.attachments)} attachment(s)")
-             for v in files],
-            S.READY, S.ATTACHMENTS_UPLOADING))
+        moved = set(
+            self._repo.transition(
+                [(v.message.tx_message_id, "claimed; no attachments") for v in plain],
+                S.READY,
+                S.ATTACHMENTS_UPLOADED,
+            )
+        )
+        work += [
+            _Work(S.ATTACHMENTS_UPLOADED, v) for v in plain if v.message.tx_message_id in moved
+        ]
+        moved = set(
+            self._repo.transition(
+                [
+                    (v.message.tx_message_id, f"uploading {len(v.attachments)} attachment(s)")
+                    for v in files
+                ],
+                S.READY,
+                S.ATTACHMENTS_UPLOADING,
+            )
+        )
         for v in files:
             if v.message.tx_message_id in moved:
-                infos = [model.AttachmentInfo(a.seq_no, a.file_name, a.file_type, a.file_size,
-                                              a.download_flag, sha256="")
-                         for a in v.attachments]
-                self._repo.add_attachments(None, v.message.tx_message_id, infos,
-                                           [a.path for a in v.attachments])
+                infos = [
+                    model.AttachmentInfo(
+                        a.seq_no, a.file_name, a.file_type, a.file_size, a.download_flag, sha256=""
+                    )
+                    for a in v.attachments
+                ]
+                self._repo.add_attachments(
+                    None, v.message.tx_message_id, infos, [a.path for a in v.attachments]
+                )
                 work.append(_Work(S.ATTACHMENTS_UPLOADING, v))
         return work
 
@@ -195,16 +216,26 @@ class OutboundWorker:
             elif item.valid.attachments:
                 self._hash_files(item)
         if uploaded:
-            notes = [(i.tx, f"{len(i.valid.attachments)} attachment(s) uploaded, "
-                      f"{sum(a.file_size for a in i.valid.attachments)} bytes")
-                     for i in uploaded]
-            moved = set(self._repo.transition(notes, S.ATTACHMENTS_UPLOADING,
-                                              S.ATTACHMENTS_UPLOADED))
+            notes = [
+                (
+                    i.tx,
+                    f"{len(i.valid.attachments)} attachment(s) uploaded, "
+                    f"{sum(a.file_size for a in i.valid.attachments)} bytes",
+                )
+                for i in uploaded
+            ]
+            moved = set(
+                self._repo.transition(notes, S.ATTACHMENTS_UPLOADING, S.ATTACHMENTS_UPLOADED)
+            )
             for item in uploaded:
                 if item.tx in moved:
                     item.state = S.ATTACHMENTS_UPLOADED
-        ready = [i for i in work if i.state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED)
-                 and len(i.digests) == len(i.valid.attachments)]
+        ready = [
+            i
+            for i in work
+            if i.state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED)
+            and len(i.digests) == len(i.valid.attachments)
+        ]
         if ready:
             self._submit(ready)
         return len(work)
@@ -214,14 +245,19 @@ class OutboundWorker:
         try:
             for att in item.valid.attachments:
                 item.digests[att.seq_no] = self._push.upload_attachment(
-                    item.tx, att.seq_no, att.path, self._settings.chunk_size)
+                    item.tx, att.seq_no, att.path, self._settings.chunk_size
+                )
         except errors.RefusedByServer as exc:
-            self._repo.transition([(item.tx, f"attachment refused: {exc.detail}")],
-                                  item.state, S.FAILED)
+            self._repo.transition(
+                [(item.tx, f"attachment refused: {exc.detail}")], item.state, S.FAILED
+            )
             return False
         except OSError as exc:
-            self._repo.transition([(item.tx, f"AttachmentList: cannot read {exc.filename}: "
-                                             f"{exc.strerror}")], item.state, S.FAILED)
+            self._repo.transition(
+                [(item.tx, f"AttachmentList: cannot read {exc.filename}: {exc.strerror}")],
+                item.state,
+                S.FAILED,
+            )
             return False
         return True
 
@@ -235,14 +271,16 @@ class OutboundWorker:
                         digest.update(chunk)
                 item.digests[att.seq_no] = digest.hexdigest()
         except OSError as exc:
-            self._repo.transition([(item.tx, f"AttachmentList: cannot read {exc.filename}: "
-                                             f"{exc.strerror}")], item.state, S.FAILED)
+            self._repo.transition(
+                [(item.tx, f"AttachmentList: cannot read {exc.filename}: {exc.strerror}")],
+                item.state,
+                S.FAILED,
+            )
 
     def _submit(self, ready: list[_Work]) -> None:
         started = time.monotonic()
         results = self._push.submit([i.message() for i in ready])
-        log.debug("batch_submitted", count=len(ready),
-                  seconds=round(time.monotonic() - started, 4))
+        log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
         by_tx = {i.tx: i for i in ready}
         for state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED):
             self._record([r for r in results if by_tx[r.tx_message_id].state == state], state)
@@ -252,23 +290,35 @@ class OutboundWorker:
             return
         queued = [r for r in results if r.accepted and not r.served_at_once]
         at_once = [r for r in results if r.accepted and r.served_at_once]
-        refused = [(r.tx_message_id, f"refused by server: {r.reason}")
-                   for r in results if not r.accepted]
+        refused = [
+            (r.tx_message_id, f"refused by server: {r.reason}") for r in results if not r.accepted
+        ]
         if refused:
             self._repo.transition(refused, state, S.FAILED)
         if queued:
             self._repo.transition(
-                [(r.tx_message_id, _queued_note(r)) for r in queued], state, S.WAITING,
+                [(r.tx_message_id, _queued_note(r)) for r in queued],
+                state,
+                S.WAITING,
                 message_ids={r.tx_message_id: r.message_id for r in queued},
-                set_transmit_time=True)
+                set_transmit_time=True,
+            )
         if at_once:
             ids = {r.tx_message_id: r.message_id for r in at_once}
             if state != S.UPLOADED:
-                self._repo.transition([(r.tx_message_id, "accepted by the server")
-                                       for r in at_once], state, S.UPLOADED,
-                                      message_ids=ids, set_transmit_time=True)
-            self._repo.transition([(r.tx_message_id, _served_note(r)) for r in at_once],
-                                  S.UPLOADED, S.SENT, message_ids=ids)
+                self._repo.transition(
+                    [(r.tx_message_id, "accepted by the server") for r in at_once],
+                    state,
+                    S.UPLOADED,
+                    message_ids=ids,
+                    set_transmit_time=True,
+                )
+            self._repo.transition(
+                [(r.tx_message_id, _served_note(r)) for r in at_once],
+                S.UPLOADED,
+                S.SENT,
+                message_ids=ids,
+            )
 
 
 def _queued_note(result: model.SubmitResult) -> str:
@@ -281,6 +331,8 @@ def _queued_note(result: model.SubmitResult) -> str:
 def _served_note(result: model.SubmitResult) -> str:
     if result.recall is not None:
         r = result.recall
-        return (f"recall of {r.recalled_message_id}: withdrawn from {r.withdrawn}, "
-                f"notified {r.notified}")
+        return (
+            f"recall of {r.recalled_message_id}: withdrawn from {r.withdrawn}, "
+            f"notified {r.notified}"
+        )
     return "served by the server"

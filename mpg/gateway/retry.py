@@ -1,9 +1,9 @@
 """When to try again after a failure (pure: no sleeping, no I/O).
 
 Transient failures (server down, timeouts, 5xx, a locked database) are retried with
-exponential backoff and "equal jitter" (half fixed, half random), capped at ``max_delay``, for as long as it takes:
-they never fail a row. Whether a row has waited too long is the send timeout's
-business (State 97), not the retry policy's.
+exponential backoff and "equal jitter" (half fixed, half random), capped at
+``max_delay``, for as long as it takes: they never fail a row. Whether a row has
+waited too long is the send timeout's business (State 97), not the retry policy's.
 """
 
 from __future__ import annotations

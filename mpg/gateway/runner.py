@@ -68,8 +68,14 @@ class Gateway:
         """Start the workers, the database watcher and the timeout sweep."""
         if self._watcher is not None:
             self._watcher.start()
-        self._scheduler.add_job(self.outbound.expire, "interval", seconds=EXPIRE_EVERY,
-                                id="send-timeout", max_instances=1, coalesce=True)
+        self._scheduler.add_job(
+            self.outbound.expire,
+            "interval",
+            seconds=EXPIRE_EVERY,
+            id="send-timeout",
+            max_instances=1,
+            coalesce=True,
+        )
         self._scheduler.start()
         for thread in self._threads:
             thread.start()
@@ -99,12 +105,11 @@ def _require_tables(engine: sa.Engine) -> None:
         present = set(sa.inspect(engine).get_table_names())
     except sa.exc.SQLAlchemyError as exc:
         raise errors.StorageError(f"cannot open the gateway database: {exc}") from exc
-    missing = [t.name for t in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES)
-               if t.name not in present]
+    missing = [
+        t.name for t in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES) if t.name not in present
+    ]
     if missing:
-        raise errors.StorageError(
-            f"table(s) {', '.join(missing)} missing; run `mpg init-db` first"
-        )
+        raise errors.StorageError(f"table(s) {', '.join(missing)} missing; run `mpg init-db` first")
 
 
 def run(settings: config.Settings) -> int:

@@ -171,8 +171,11 @@ def validate(
         raise fail("Sender", f"qualified account is longer than {ACCOUNT_WIDTH} characters")
 
     content = row.content or ""
-    for column, text in (("Subject", values["Subject"]), ("Content", content),
-                         ("Keywords", values["Keywords"])):
+    for column, text in (
+        ("Subject", values["Subject"]),
+        ("Content", content),
+        ("Keywords", values["Keywords"]),
+    ):
         bad = _XML_ILLEGAL.search(text)
         if bad:
             raise fail(column, f"holds control character U+{ord(bad.group()):04X} at {bad.start()}")
@@ -225,7 +228,9 @@ def _attachments(
     for seq_no, entry in enumerate(entries, start=1):
         path, flag = _split_flag(entry, download_flag)
         if flag is None:
-            raise fail("AttachmentList", f"file {seq_no} {entry!r}: the flag after '|' must be 0 or 1")
+            raise fail(
+                "AttachmentList", f"file {seq_no} {entry!r}: the flag after '|' must be 0 or 1"
+            )
         try:
             size = file_size(path)
         except ValueError as exc:

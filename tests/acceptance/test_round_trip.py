@@ -55,8 +55,24 @@ INSERT = (
 
 
 def erp_sends_approval(gw: object, tx: str, to: str, attachment: str) -> None:
-    gw.sql(INSERT, (tx, "BPM", "example.com", "alvin", "U", to, SUBJECT, APPROVAL, "MSG",  # type: ignore[attr-defined]
-                    attachment, 1, 10, "H"))
+    gw.sql(
+        INSERT,
+        (
+            tx,
+            "BPM",
+            "example.com",
+            "alvin",
+            "U",
+            to,
+            SUBJECT,
+            APPROVAL,
+            "MSG",  # type: ignore[attr-defined]
+            attachment,
+            1,
+            10,
+            "H",
+        ),
+    )
 
 
 def test_approval_reaches_b_and_the_reply_comes_back_to_a(world: World) -> None:
@@ -92,9 +108,23 @@ def test_approval_reaches_b_and_the_reply_comes_back_to_a(world: World) -> None:
 
     reply_file = world.root / "reply.xml"
     reply_file.write_text(REPLY, encoding="utf-8")
-    b.mpg("send", "--to", "erp-a", "--source-domain", "example.com", "--app-code", "BPM",
-          "--content-type", "REPLY", "--subject", "Re: " + SUBJECT,
-          "--content-file", str(reply_file), "--tx-id", "tx-reply-1")
+    b.mpg(
+        "send",
+        "--to",
+        "erp-a",
+        "--source-domain",
+        "example.com",
+        "--app-code",
+        "BPM",
+        "--content-type",
+        "REPLY",
+        "--subject",
+        "Re: " + SUBJECT,
+        "--content-file",
+        str(reply_file),
+        "--tx-id",
+        "tx-reply-1",
+    )
 
     [reply] = wait_for("the reply in A's Inbox", a.inbox)
     stored = json.loads(a.mpg("inbox", "show", reply["RxMessageId"], "--json").stdout)
@@ -124,9 +154,22 @@ def test_recall_withdraws_from_unfetched_and_notifies_fetched(world: World) -> N
         'INSERT INTO "Outbox" ("TxMessageId","AppCode","SourceDomain","AgentSender",'
         '"ReceiverType","ReceiverList","Subject","Content","ContentType","AlertFlag","State",'
         '"TransmitTime","StatusTime","StatusLog") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)',
-        ("c7cd8812-8c0f-4c5e-a8e6-402aa6f44534", "SYS", "example.com", "pcagent", "U",
-         "psereceiver", f"[Recall]: {message_id}", recall, "RECALL", 0, 10,
-         "2011/05/10 15:07:00", "2011/05/10 15:07:00", "recall message"),
+        (
+            "c7cd8812-8c0f-4c5e-a8e6-402aa6f44534",
+            "SYS",
+            "example.com",
+            "pcagent",
+            "U",
+            "psereceiver",
+            f"[Recall]: {message_id}",
+            recall,
+            "RECALL",
+            0,
+            10,
+            "2011/05/10 15:07:00",
+            "2011/05/10 15:07:00",
+            "recall message",
+        ),
     )
     done = a.wait_state("c7cd8812-8c0f-4c5e-a8e6-402aa6f44534", 29)
     assert "withdrawn from 1" in done["StatusLog"]
@@ -138,8 +181,10 @@ def test_recall_withdraws_from_unfetched_and_notifies_fetched(world: World) -> N
     [notice] = wait_for("the RECALL in B's Inbox", b_has_recall)
     shown = json.loads(b.mpg("inbox", "show", notice["RxMessageId"], "--json").stdout)
     assert content.parse_recall(shown["Content"]) == message_id
-    original = b.sql('SELECT "State" FROM "Inbox" WHERE "MessageId" = ? AND "ContentType" = ?',
-                     (message_id, "MSG"))
+    original = b.sql(
+        'SELECT "State" FROM "Inbox" WHERE "MessageId" = ? AND "ContentType" = ?',
+        (message_id, "MSG"),
+    )
     assert [r["State"] for r in original] == [98]  # unread when recalled
 
     final = a.wait_state("tx-to-recall", 29)

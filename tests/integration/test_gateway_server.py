@@ -21,10 +21,31 @@ INSERT = (
 )
 
 
-def add(gw: GatewayFiles, tx: str, to: str = "erp-b", *, receiver_type: str = "U",
-        attachments: str = "", priority: str = "N", content_type: str = "MSG") -> None:
-    gw.sql(INSERT, (tx, "example.com", receiver_type, to, f"subject {tx}", "<c/>",
-                    content_type, attachments, 10, priority))
+def add(
+    gw: GatewayFiles,
+    tx: str,
+    to: str = "erp-b",
+    *,
+    receiver_type: str = "U",
+    attachments: str = "",
+    priority: str = "N",
+    content_type: str = "MSG",
+) -> None:
+    gw.sql(
+        INSERT,
+        (
+            tx,
+            "example.com",
+            receiver_type,
+            to,
+            f"subject {tx}",
+            "<c/>",
+            content_type,
+            attachments,
+            10,
+            priority,
+        ),
+    )
 
 
 def open_gateway(files: GatewayFiles, **overrides: object) -> runner.Gateway:
@@ -39,7 +60,7 @@ def open_gateway(files: GatewayFiles, **overrides: object) -> runner.Gateway:
 def pair(world: World) -> Iterator[tuple[World, GatewayFiles, GatewayFiles]]:
     """A running server, accounts A and B, and their databases (no gateway running)."""
     world.start_server()
-    yield world, world.gateway("erp-a"), world.gateway("erp-b")
+    return world, world.gateway("erp-a"), world.gateway("erp-b")
 
 
 def test_invalid_row_goes_to_99_naming_the_field_while_the_others_flow(
@@ -80,7 +101,8 @@ def test_unknown_recipients_are_reported_not_dropped(
     finally:
         gw.stop()
     partly, nobody = a.outbox_row("partly"), a.outbox_row("nobody")
-    assert partly is not None and nobody is not None
+    assert partly is not None
+    assert nobody is not None
     assert partly["State"] == S.WAITING
     assert "ghost@example.com" in partly["StatusLog"]
     assert nobody["State"] == S.FAILED
@@ -132,7 +154,8 @@ def test_rows_not_sent_within_the_send_timeout_go_to_97(world: World) -> None:
 
 
 def test_attachment_streams_in_small_chunks_and_arrives_identical(
-    pair: tuple[World, GatewayFiles, GatewayFiles], tmp_path: pathlib.Path,
+    pair: tuple[World, GatewayFiles, GatewayFiles],
+    tmp_path: pathlib.Path,
 ) -> None:
     """A file larger than the chunk size is uploaded piecewise and downloaded intact."""
     _, a, b = pair

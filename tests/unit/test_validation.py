@@ -40,7 +40,9 @@ def sizes(table: dict[str, int]) -> validation.FileChecker:
 
 def check(row: Row, files: dict[str, int] | None = None) -> validation.ValidRow:
     return validation.validate(
-        row, gateway_account="erp-a@example.com", transmit_time="2026-11-23 05:00:00",
+        row,
+        gateway_account="erp-a@example.com",
+        transmit_time="2026-11-23 05:00:00",
         file_size=sizes(files or {}),
     )
 
@@ -128,7 +130,11 @@ def test_attachments_are_numbered_and_typed_from_the_path() -> None:
     valid = check(row, {"/data/Report.PDF": 10, "/data/photo.jpg": 20})
     first, second = valid.attachments
     assert (first.seq_no, first.file_name, first.file_type, first.file_size) == (
-        1, "Report.PDF", "pdf", 10)
+        1,
+        "Report.PDF",
+        "pdf",
+        10,
+    )
     assert (first.download_flag, second.download_flag) == (0, 1)
 
 
@@ -145,7 +151,9 @@ def test_bad_download_flag_suffix_is_refused() -> None:
     assert err.field == "AttachmentList"
 
 
-def test_real_file_check_refuses_relative_and_missing_paths(tmp_path: pytest.TempPathFactory) -> None:
+def test_real_file_check_refuses_relative_and_missing_paths(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
     """check_file wants a full path to a readable regular file."""
     with pytest.raises(ValueError, match="full path"):
         validation.check_file("relative.txt")
