@@ -223,8 +223,10 @@ def _resolve_paths(data: dict[str, Any], base: pathlib.Path) -> None:
             if isinstance(value, str) and value and not pathlib.Path(value).is_absolute():
                 values[key] = str(base / value)
         url = values.get("database_url")
-        if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith(
-            "sqlite:////"
+        if (
+            isinstance(url, str)
+            and url.startswith("sqlite:///")
+            and not url.startswith("sqlite:////")
         ):
             rel = url.removeprefix("sqlite:///")
             if rel and rel != ":memory:":
