@@ -221,7 +221,15 @@ class AccountStore:
             raise server.AccountDisabled(f"account {account_id} is disabled")
         if row.KeyDisabled:
             raise server.AccountDisabled(f"key {key_id} of {account_id} is disabled")
-        secret = keys.unwrap_key(self._master, account_id, key_id, row.WrappedKey)
+        try:
+            secret = keys.unwrap_key(self._master, account_id, key_id, row.WrappedKey)
+        except errors.WireError as exc:
+            # Not the caller's fault: the server runs with another master key than
+            # the one that wrapped this key. The app answers 500, the log says why.
+            raise errors.ConfigError(
+                f"server.master_key: the stored key {key_id} of {account_id} does not "
+                "open; is this the master key the accounts were created with?"
+            ) from exc
         with self._lock:
             self._cache[(account_id, key_id)] = (secret, now + self._cache_seconds)
         return account_id, secret

@@ -1,0 +1,132 @@
+"""``mpg server init`` and ``mpg server account ...`` through click, on a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import stat
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mpg import errors
+from mpg.cli import context, exitcodes
+from mpg.cli import server as server_cli
+from mpg.wire import keys
+
+
+@pytest.fixture
+def config_file(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """A server configuration whose files all live in ``tmp_path``."""
+    for name in ("MPG_CONFIG", "MPG_SERVER__MASTER_KEY", "MPG_SERVER__DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "server.toml"
+    path.write_text(
+        "[server]\n"
+        'database_url = "sqlite:///server.db"\n'
+        'data_dir = "data"\n'
+        "allow_plain_http = true\n"
+    )
+    return path
+
+
+@pytest.fixture
+def obj(config_file: pathlib.Path) -> Iterator[context.CliContext]:
+    """The context object the main command would pass down."""
+    ctx = context.CliContext(str(config_file))
+    yield ctx
+    ctx.close()
+
+
+def run(obj: context.CliContext, *args: str) -> Result:
+    """Invoke ``mpg server ARGS`` with ``obj`` as the context object."""
+    return CliRunner().invoke(server_cli.server, list(args), obj=obj)
+
+
+def test_init_creates_tables_and_a_private_master_key(
+    obj: context.CliContext, tmp_path: pathlib.Path
+) -> None:
+    """init makes every table and a 0600 master key file; a second init changes nothing."""
+    first = run(obj, "init", "--json")
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.output)
+    assert "TransmitQueue" in data["created"]
+    assert "ReceiveQueue" in data["created"]
+    assert data["master_key"] == "created"
+    key_file = tmp_path / "data" / "master.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    before = key_file.read_text()
+    again = json.loads(run(obj, "init", "--json").output)
+    assert again == {**data, "created": [], "master_key": "present"}
+    assert key_file.read_text() == before
+
+
+def test_account_add_prints_a_token_that_parses(obj: context.CliContext) -> None:
+    """The token printed once is a valid credential; names are stored lower-cased."""
+    run(obj, "init")
+    result = run(obj, "account", "add", "ERP-A@Example.com", "--kind", "gateway", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["account"] == "erp-a@example.com"
+    assert keys.parse_credential(data["credential"]).key_id == data["key_id"]
+
+
+def test_account_add_writes_the_credential_file_with_mode_0600(
+    obj: context.CliContext, tmp_path: pathlib.Path
+) -> None:
+    """With --credential-file the token goes only to the file, readable by its owner."""
+    run(obj, "init")
+    cred = tmp_path / "bob.cred"
+    result = run(
+        obj, "account", "add", "bob@example.com", "--kind", "user", "--credential-file", str(cred)
+    )
+    assert result.exit_code == 0, result.output
+    token = cred.read_text().strip()
+    keys.parse_credential(token)
+    assert token not in result.output
+    assert stat.S_IMODE(cred.stat().st_mode) == 0o600
+
+
+def test_list_disable_and_rotate_show_in_the_listing(obj: context.CliContext) -> None:
+    """rotate-key adds a key, disable marks the account, list shows both (no secrets)."""
+    run(obj, "init")
+    run(obj, "account", "add", "SN-0001", "--kind", "device")
+    rotated = json.loads(run(obj, "account", "rotate-key", "SN-0001", "--json").output)
+    assert run(obj, "account", "disable", "SN-0001").exit_code == 0
+    [listed] = json.loads(run(obj, "account", "list", "--json").output)
+    assert listed["account"] == "SN-0001"
+    assert listed["disabled"] is True
+    assert rotated["key_id"] in [k["key_id"] for k in listed["keys"]]
+    assert len(listed["keys"]) == 2
+    assert "credential" not in json.dumps(listed)
+
+
+def test_adding_an_existing_account_fails(obj: context.CliContext) -> None:
+    """A second add of the same name is refused with a readable error (exit 1)."""
+    run(obj, "init")
+    run(obj, "account", "add", "bob@example.com", "--kind", "user")
+    result = run(obj, "account", "add", "BOB@example.com", "--kind", "user")
+    assert isinstance(result.exception, errors.ValidationError)
+    assert exitcodes.for_exception(result.exception) == exitcodes.FAILURE
+    assert "already exists" in str(result.exception)
+
+
+def test_account_commands_without_master_key_are_a_config_error(
+    obj: context.CliContext,
+) -> None:
+    """Before init there is no master key: exit code 3 naming the key to set."""
+    result = run(obj, "account", "list")
+    assert isinstance(result.exception, errors.ConfigError)
+    assert exitcodes.for_exception(result.exception) == exitcodes.CONFIG
+    assert "server init" in str(result.exception)
+
+
+def test_unreachable_database_is_a_database_error(
+    obj: context.CliContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that cannot be opened gives exit code 4."""
+    monkeypatch.setenv("MPG_SERVER__DATABASE_URL", "sqlite:////nonexistent/dir/server.db")
+    result = run(obj, "init")
+    assert isinstance(result.exception, errors.StorageError)
+    assert exitcodes.for_exception(result.exception) == exitcodes.DATABASE
