@@ -24,10 +24,14 @@ LIST_COLUMNS: Final = (
 )
 
 
+#: nchar(20) time columns, which SQL Server pads with blanks.
+PADDED_COLUMNS: Final = frozenset({"TransmitTime", "ReceiveTime", "StatusTime"})
+
+
 def _plain(value: object) -> object:
-    """JSON-friendly: UUIDs and times as text, bytes never (FileData stays in the DB)."""
+    """JSON-friendly: UUIDs as text, bytes never (FileData stays in the database)."""
     if value is None or isinstance(value, bool | int | float | str):
-        return value.strip() if isinstance(value, str) else value
+        return value
     if isinstance(value, bytes | bytearray | memoryview):
         return None
     return str(value)
@@ -41,6 +45,8 @@ def public(row: Mapping[str, Any], *, with_content: bool) -> dict[str, Any]:
             continue
         if key == "attachments" and isinstance(value, list):
             out[key] = [public(item, with_content=False) for item in value]
+        elif key in PADDED_COLUMNS and isinstance(value, str):
+            out[key] = value.strip()
         else:
             out[key] = _plain(value)
     return out
@@ -69,8 +75,10 @@ def list_messages(obj: context.CliContext, state_name: str, limit: int, as_json:
         click.echo("no messages" if wanted is None else f"no {state_name} messages")
         return
     for row in rows:
-        cells = [str(_plain(row.get(col)) or "") for col in LIST_COLUMNS]
-        click.echo("  ".join(cells))
+        data = public(row, with_content=False)
+        click.echo(
+            "  ".join("" if data.get(col) is None else str(data[col]) for col in LIST_COLUMNS)
+        )
 
 
 @inbox.command("show")
