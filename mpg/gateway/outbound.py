@@ -94,7 +94,6 @@ class OutboundWorker:
                 if not retry.is_transient(exc):
                     log.exception("outbound_cycle_failed", error=str(exc))
                 self._attempt += 1
-                self._resume = True
                 pause = retry.delay(
                     self._attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
                 )
@@ -115,12 +114,18 @@ class OutboundWorker:
     def run_once(self) -> int:
         """One cycle: resume rows in flight if needed, then take a batch of new ones."""
         handled = 0
-        if self._resume:
-            handled += self._advance(self._load(self._repo.in_flight(self._settings.batch_size)))
-            self._resume = False
-        rows = self._repo.pickup(self._settings.batch_size)
-        if rows:
-            handled += self._advance(self._claim(rows))
+        try:
+            if self._resume:
+                handled += self._advance(
+                    self._load(self._repo.in_flight(self._settings.batch_size))
+                )
+                self._resume = False
+            rows = self._repo.pickup(self._settings.batch_size)
+            if rows:
+                handled += self._advance(self._claim(rows))
+        except Exception:
+            self._resume = True  # whatever was claimed is picked up again next cycle
+            raise
         return handled
 
     def expire(self) -> int:
