@@ -90,8 +90,8 @@ class InboundWorker:
                     self._apply_recall(delivery)
             log.info("messages_stored", new=len(new), repeated=len(batch.deliveries) - len(new))
         faults.reach(AFTER_STORE)
-        for receipt in batch.receipts:
-            self._apply_receipt(receipt)
+        if batch.receipts:
+            self._apply_receipts(batch.receipts)
         entries = [d.rx_message_id for d in batch.deliveries]
         entries += [r.entry_id for r in batch.receipts]
         self._push.ack(entries)
@@ -124,18 +124,29 @@ class InboundWorker:
         count = self._inbox.mark_recalled(recalled)
         log.info("message_recalled", message_id=recalled, inbox_rows=count)
 
-    def _apply_receipt(self, receipt: model.Receipt) -> None:
-        note = f"sent: {receipt.served} recipient(s) served"
-        if receipt.recalled:
-            note += f", recalled from {receipt.recalled}"
-        ids = {receipt.tx_message_id: receipt.message_id}
+    def _apply_receipts(self, receipts: tuple[model.Receipt, ...]) -> None:
+        """Move the receipts' rows to 29: one batch per state they may be found in."""
+        notes = [(r.tx_message_id, _sent_note(r)) for r in receipts]
+        ids = {r.tx_message_id: r.message_id for r in receipts}
+        pending = dict(notes)
         for state in (S.WAITING, S.UPLOADED, S.ATTACHMENTS_UPLOADED):
             moved = self._outbox.transition(
-                [(receipt.tx_message_id, note)],
+                list(pending.items()),
                 state,
                 S.SENT,
                 message_ids=ids,
                 set_transmit_time=state != S.WAITING,
             )
-            if moved:
+            for tx in moved:
+                del pending[tx]
+            if not pending:
                 return
+        # Already final (a repeated receipt) or voided meanwhile: nothing to change.
+        log.debug("receipts_without_row", tx_message_ids=sorted(pending))
+
+
+def _sent_note(receipt: model.Receipt) -> str:
+    note = f"sent: {receipt.served} recipient(s) served"
+    if receipt.recalled:
+        note += f", recalled from {receipt.recalled}"
+    return note
