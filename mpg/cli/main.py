@@ -57,7 +57,6 @@ class LazyGroup(click.Group):
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
-    envvar="MPG_CONFIG",
     help="TOML configuration file (default: $MPG_CONFIG, else ./mpg.toml if present).",
 )
 @click.version_option(mpg.__version__, prog_name="mpg")
@@ -84,7 +83,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         _fail(exc.format_message())
         return exc.exit_code
     except (click.Abort, KeyboardInterrupt):
-        _fail("interrupted")
+        # Ctrl-C is how `tail` and friends are meant to stop: no error line, just the code.
         return exitcodes.INTERRUPTED
     except exitcodes.CommandError as exc:
         _fail(exc.message)
