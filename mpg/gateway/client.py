@@ -186,11 +186,3 @@ def attachment_uri(server_url: str, message_id: str, seq_no: int) -> str:
     """The ``SourceUri`` of an inbound attachment: where ``mpg attachment fetch`` gets it."""
     return f"{server_url.rstrip('/')}/v1/attachments/{message_id}/{seq_no}"
 
-
-def parse_attachment_uri(uri: str) -> tuple[str, int]:
-    """The (MessageId, SeqNo) an attachment ``SourceUri`` points at."""
-    head, _, seq = uri.rstrip("/").rpartition("/")
-    rest, _, message_id = head.rpartition("/")
-    if not rest.endswith("/v1/attachments") or not message_id or not seq.isdigit():
-        raise errors.WireError(f"SourceUri {uri!r} is not an MPG attachment address")
-    return message_id, int(seq)
