@@ -218,3 +218,25 @@ def test_receiving_gateway_killed_between_store_and_ack_keeps_the_message_once(
     rows = b.inbox()
     assert len(rows) == 1
     assert len(b.sql('SELECT * FROM "InboxAttachment"')) == 1
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_exits_cleanly(world: World) -> None:
+    """`mpg run` stops on SIGTERM with exit 0 and leaves no row half-way (11/12/19)."""
+    world.start_server()
+    a, _ = world.gateway("erp-a"), world.gateway("erp-b")
+    proc = a.run()
+    wait_for(
+        "the gateway to start",
+        lambda: "outbound_started" in (world.root / "erp-a.log").read_text(errors="replace"),
+    )
+    for i in range(300):
+        erp_sends_approval(a, f"tx-term-{i}", "erp-b", "")
+    wait_for(
+        "the first rows to be claimed",
+        lambda: a.sql('SELECT COUNT(*) AS n FROM "Outbox" WHERE "State" <> 10')[0]["n"],
+    )
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    states = {r["State"] for r in a.sql('SELECT DISTINCT "State" FROM "Outbox"')}
+    assert states <= {10, 20, 29}
+    assert "gateway_stopped" in (world.root / "erp-a.log").read_text(errors="replace")
