@@ -185,4 +185,3 @@ def _refusal(op: str, response: httpx.Response) -> errors.ServerError:
 def attachment_uri(server_url: str, message_id: str, seq_no: int) -> str:
     """The ``SourceUri`` of an inbound attachment: where ``mpg attachment fetch`` gets it."""
     return f"{server_url.rstrip('/')}/v1/attachments/{message_id}/{seq_no}"
-
