@@ -94,7 +94,7 @@ CREATE TABLE "MpgTransition" (
 	"MessageKey" VARCHAR(50) NOT NULL,
 	"FromState" INTEGER,
 	"ToState" INTEGER NOT NULL,
-	"At" VARCHAR(26) NOT NULL,
+	"At" VARCHAR(27) NOT NULL,
 	"Reason" VARCHAR(200) NOT NULL,
 	"Gateway" VARCHAR(100) NOT NULL,
 	PRIMARY KEY ("Id")

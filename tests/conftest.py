@@ -1,12 +1,24 @@
-"""Fixtures shared by every test tier."""
+"""Fixtures shared by every test tier.
+
+``db_url`` runs a test once per database: SQLite always, PostgreSQL and MariaDB on
+throwaway servers started once per session (``dbservers``), SQL Server when
+``MPG_TEST_MSSQL_URL`` names one. Each test gets an empty database.
+"""
 
 from __future__ import annotations
 
+import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import dbservers
 import pytest
 from harness import World
+
+#: The databases ``db_url`` is parametrized over, in the order tests run.
+DATABASES = ["sqlite", "postgresql", "mariadb"] + (
+    ["mssql"] if os.environ.get("MPG_TEST_MSSQL_URL") else []
+)
 
 
 @pytest.fixture
@@ -17,3 +29,48 @@ def world(tmp_path: pathlib.Path) -> Iterator[World]:
         yield w
     finally:
         w.stop_all()
+
+
+def _server(start: Callable[[], dbservers.Server]) -> Iterator[dbservers.Server | str]:
+    """A started server, or the reason there is none (a skip or, under CI, a failure)."""
+    try:
+        server = start()
+    except dbservers.Unavailable as exc:
+        yield str(exc)
+        return
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[dbservers.Server | str]:
+    """A throwaway PostgreSQL for the whole session (or why there is none)."""
+    yield from _server(dbservers.start_postgres)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[dbservers.Server | str]:
+    """A throwaway MariaDB for the whole session (or why there is none)."""
+    yield from _server(dbservers.start_mariadb)
+
+
+def _require(server: dbservers.Server | str, name: str) -> dbservers.Server:
+    if isinstance(server, str):
+        if dbservers.in_ci():
+            pytest.fail(f"{name} is required under CI and unavailable: {server}")
+        pytest.skip(f"{name} unavailable: {server}")
+    return server
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
+    """The URL of an empty database of each kind MPG supports."""
+    name = str(request.param)
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path / 'gateway.db'}"
+    if name == "mssql":
+        return dbservers.fresh_database(os.environ["MPG_TEST_MSSQL_URL"])
+    server = _require(request.getfixturevalue(f"{name}_server"), name)
+    return dbservers.fresh_database(server.url)

@@ -59,11 +59,39 @@ def attribute_name(column_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", column_name).lower()
 
 
+#: The pip extra that installs each backend's driver (pyproject.toml).
+_DRIVER_EXTRAS: Final = {
+    "postgresql": "postgresql",
+    "mysql": "mariadb",
+    "mariadb": "mariadb",
+    "mssql": "mssql",
+}
+
+
 def create_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; SQLite gets WAL, synchronous=NORMAL and a busy timeout."""
-    url_obj = sa.make_url(url)
-    if url_obj.get_backend_name() != "sqlite":
-        return sa.create_engine(url_obj, pool_pre_ping=True)
+    """An engine for ``url`` (see docs/databases.md for the URL of each database).
+
+    SQLite gets WAL, synchronous=NORMAL and a busy timeout; MariaDB/MySQL connections
+    speak utf8mb4 unless the URL says otherwise (the driver's default, utf8mb3 or
+    latin1, cannot carry every Chinese character). A URL naming a driver that is not
+    installed is a :class:`~mpg.errors.ConfigError` saying which extra installs it.
+    """
+    try:
+        url_obj = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise errors.ConfigError(f"database_url: {exc}") from exc
+    backend = url_obj.get_backend_name()
+    if backend in ("mysql", "mariadb") and "charset" not in url_obj.query:
+        url_obj = url_obj.update_query_dict({"charset": "utf8mb4"})
+    if backend != "sqlite":
+        try:
+            return sa.create_engine(url_obj, pool_pre_ping=True)
+        except (ImportError, sa.exc.NoSuchModuleError) as exc:
+            extra = _DRIVER_EXTRAS.get(backend, backend)
+            raise errors.ConfigError(
+                f"database_url: no driver for {url_obj.drivername} ({exc}); "
+                f"install it with: pip install 'mpg[{extra}]'"
+            ) from exc
     engine = sa.create_engine(url_obj)
     sa.event.listen(engine, "connect", _sqlite_on_connect)
     sa.event.listen(engine, "begin", _sqlite_on_begin)

@@ -68,7 +68,7 @@ _COLUMNS_BY_ATTRIBUTE: Final = {attr: name for name, attr in _ATTRIBUTES.items()
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One Outbox row; time columns as stored (SQL Server pads them to 20 characters)."""
+    """One Outbox row; time columns without the padding nchar(20) adds (tables.TimeText)."""
 
     tx_message_id: str
     app_code: str | None = None

@@ -37,13 +37,32 @@ def _max_binary() -> sa.types.TypeEngine[bytes]:
     return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
-def _time_text() -> sa.types.TypeEngine[str]:
-    """nchar(20) holding ``yyyy-MM-dd HH:mm:ss`` (padded with blanks by SQL Server).
+class TimeText(sa.types.TypeDecorator[str]):
+    """nchar(20) holding ``yyyy-MM-dd HH:mm:ss``, read without its padding.
 
-    On MariaDB ``NCHAR`` means ``NATIONAL CHAR``, i.e. utf8mb3; plain ``CHAR`` keeps
-    the table's utf8mb4.
+    SQL Server and PostgreSQL pad the 19-character text with a blank to 20; reading
+    strips it so a time compares and parses the same on every database. On MariaDB
+    ``NCHAR`` means ``NATIONAL CHAR``, i.e. utf8mb3; plain ``CHAR`` keeps the table's
+    utf8mb4.
     """
-    return sa.NCHAR(20).with_variant(mysql.CHAR(20), "mysql", "mariadb")
+
+    impl = sa.NCHAR(20)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        """CHAR(20) on MariaDB/MySQL, NCHAR(20) elsewhere."""
+        if dialect.name in ("mysql", "mariadb"):
+            return mysql.CHAR(20)
+        return sa.NCHAR(20)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
+        """The stored text without the blanks the database padded it with."""
+        return None if value is None else str(value).rstrip()
+
+
+def _time_text() -> TimeText:
+    """A new ``nchar(20)`` time column type (see :class:`TimeText`)."""
+    return TimeText()
 
 
 #: Typed loosely: Table() takes dialect options as untyped keyword arguments.
@@ -133,7 +152,8 @@ transition = sa.Table(
     sa.Column("MessageKey", sa.Unicode(50), nullable=False),  # TxMessageId or RxMessageId
     sa.Column("FromState", sa.Integer()),
     sa.Column("ToState", sa.Integer(), nullable=False),
-    sa.Column("At", sa.Unicode(26), nullable=False),  # ISO-8601 UTC with microseconds
+    # ISO-8601 UTC with microseconds and Z: 27 characters (SQLite ignored a width of 26).
+    sa.Column("At", sa.Unicode(27), nullable=False),
     sa.Column("Reason", sa.Unicode(200), nullable=False),
     sa.Column("Gateway", sa.Unicode(100), nullable=False),
     sa.Index("IX_MpgTransition_MessageKey", "MessageKey"),

@@ -1,10 +1,13 @@
-"""The storage layer on real SQLite files: init_db, Outbox, Inbox and the history."""
+"""The storage layer on every database (SQLite, PostgreSQL, MariaDB; SQL Server when
+configured): init_db, Outbox, Inbox and the history. SQLite-only behaviour (WAL, the
+ERP's file lock) is tested on SQLite alone."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import pathlib
+import re
 import sqlite3
 import time
 import uuid
@@ -29,8 +32,8 @@ def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
-def engine(db_path: pathlib.Path) -> Iterator[sa.Engine]:
-    eng = database.create_engine(f"sqlite:///{db_path}")
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    eng = database.create_engine(db_url)
     database.init_db(eng)
     yield eng
     eng.dispose()
@@ -47,21 +50,34 @@ def inbox_repo(engine: sa.Engine) -> inbox.InboxRepository:
 
 
 @contextlib.contextmanager
-def erp(db_path: pathlib.Path) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection, as an ERP writing its own SQL would have."""
-    conn = sqlite3.connect(db_path, isolation_level=None, timeout=5)
+def erp(url: str) -> Iterator[sa.Connection]:
+    """A connection of its own in autocommit, as an ERP writing its own SQL would have."""
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
     try:
-        yield conn
+        with eng.connect() as conn:
+            yield conn
     finally:
-        conn.close()
+        eng.dispose()
 
 
-def outbox_row(db_path: pathlib.Path, tx: str) -> tuple[Any, ...]:
-    with erp(db_path) as conn:
-        row = conn.execute(
-            'SELECT State, StatusLog, MessageId, TransmitTime FROM "Outbox" WHERE TxMessageId=?',
-            (tx,),
-        ).fetchone()
+def erp_sql(conn: sa.Connection, statement: str, **params: Any) -> sa.CursorResult[Any]:
+    """Run the ERP's SQL; ``[Name]`` is quoted as the database quotes identifiers.
+
+    On PostgreSQL the mixed-case names must be quoted (docs/databases.md).
+    """
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    text = re.sub(r"\[(\w+)\]", lambda m: quote(m.group(1)), statement)
+    return conn.execute(sa.text(text), params)
+
+
+def outbox_row(url: str, tx: str) -> tuple[Any, ...]:
+    with erp(url) as conn:
+        row = erp_sql(
+            conn,
+            "SELECT [State], [StatusLog], [MessageId], [TransmitTime] FROM [Outbox] "
+            "WHERE [TxMessageId] = :tx",
+            tx=tx,
+        ).first()
     assert row is not None
     return tuple(row)
 
@@ -96,9 +112,9 @@ def info(seq: int, flag: int, size: int = 3) -> model.AttachmentInfo:
 # -- init_db ---------------------------------------------------------------------------
 
 
-def test_init_db_creates_every_table_then_nothing(db_path: pathlib.Path) -> None:
+def test_init_db_creates_every_table_then_nothing(db_url: str) -> None:
     """The first init_db creates the five tables and their indexes; the second nothing."""
-    eng = database.create_engine(f"sqlite:///{db_path}")
+    eng = database.create_engine(db_url)
     try:
         assert database.init_db(eng) == [
             "Outbox",
@@ -114,16 +130,21 @@ def test_init_db_creates_every_table_then_nothing(db_path: pathlib.Path) -> None
         eng.dispose()
 
 
-def test_init_db_never_alters_an_existing_table(db_path: pathlib.Path) -> None:
+def test_init_db_never_alters_an_existing_table(db_url: str) -> None:
     """An ERP's Outbox with an extra column is used as it is: no error, column kept."""
-    columns = ", ".join(f'"{c.name}"' for c in tables.outbox.columns)
-    with erp(db_path) as conn:
-        conn.execute(f'CREATE TABLE "Outbox" ({columns}, "ErpNote" TEXT)')
-        conn.execute(
-            'INSERT INTO "Outbox" (TxMessageId, State, ErpNote) VALUES (?, ?, ?)',
-            ("erp-1", 10, "kept"),
+    with erp(db_url) as conn:
+        erp_table = sa.Table(
+            "Outbox",
+            sa.MetaData(),
+            *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in tables.outbox.columns),
+            sa.Column("ErpNote", sa.Unicode(50)),
         )
-    eng = database.create_engine(f"sqlite:///{db_path}")
+        erp_table.create(conn)
+        erp_sql(
+            conn,
+            "INSERT INTO [Outbox] ([TxMessageId], [State], [ErpNote]) VALUES ('erp-1', 10, 'kept')",
+        )
+    eng = database.create_engine(db_url)
     try:
         created = database.init_db(eng)
         assert "Outbox" not in created
@@ -135,15 +156,15 @@ def test_init_db_never_alters_an_existing_table(db_path: pathlib.Path) -> None:
         assert [r.tx_message_id for r in picked] == ["erp-1"]
     finally:
         eng.dispose()
-    with erp(db_path) as conn:
-        assert conn.execute('SELECT ErpNote FROM "Outbox"').fetchone() == ("kept",)
+    with erp(db_url) as conn:
+        assert erp_sql(conn, "SELECT [ErpNote] FROM [Outbox]").first() == ("kept",)
 
 
-def test_init_db_refuses_a_table_lacking_a_contract_column(db_path: pathlib.Path) -> None:
+def test_init_db_refuses_a_table_lacking_a_contract_column(db_url: str) -> None:
     """An existing Outbox without StatusLog raises SchemaMismatch naming the column."""
-    with erp(db_path) as conn:
-        conn.execute('CREATE TABLE "Outbox" ("TxMessageId" TEXT PRIMARY KEY, "State" INT)')
-    eng = database.create_engine(f"sqlite:///{db_path}")
+    with erp(db_url) as conn:
+        erp_sql(conn, "CREATE TABLE [Outbox] ([TxMessageId] VARCHAR(50) PRIMARY KEY, [State] INT)")
+    eng = database.create_engine(db_url)
     try:
         with pytest.raises(errors.SchemaMismatch, match="StatusLog"):
             database.init_db(eng)
@@ -151,12 +172,16 @@ def test_init_db_refuses_a_table_lacking_a_contract_column(db_path: pathlib.Path
         eng.dispose()
 
 
-def test_sqlite_connections_use_wal_and_a_busy_timeout(engine: sa.Engine) -> None:
+def test_sqlite_connections_use_wal_and_a_busy_timeout(db_path: pathlib.Path) -> None:
     """Every pooled SQLite connection runs in WAL mode with a 5 s busy timeout."""
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    engine = database.create_engine(f"sqlite:///{db_path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    finally:
+        engine.dispose()
 
 
 def test_locked_database_becomes_a_transient_storage_error(
@@ -168,7 +193,7 @@ def test_locked_database_becomes_a_transient_storage_error(
     try:
         database.init_db(eng)
         repo = outbox.OutboxRepository(eng, GATEWAY, "utc")
-        with erp(db_path) as conn:
+        with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
             conn.execute("BEGIN IMMEDIATE")
             with pytest.raises(errors.StorageError, match="database is locked") as caught:
                 repo.insert({"Subject": "blocked"})
@@ -179,11 +204,11 @@ def test_locked_database_becomes_a_transient_storage_error(
         eng.dispose()
 
 
-def test_missing_table_is_a_permanent_storage_error(db_path: pathlib.Path) -> None:
+def test_missing_table_is_a_permanent_storage_error(db_url: str) -> None:
     """A query on a database without the tables is a StorageError that is not transient."""
-    eng = database.create_engine(f"sqlite:///{db_path}")
+    eng = database.create_engine(db_url)
     try:
-        with pytest.raises(errors.StorageError, match="no such table") as caught:
+        with pytest.raises(errors.StorageError, match=r"(?i)outbox") as caught:
             outbox.OutboxRepository(eng, GATEWAY, "utc").pickup(1)
         assert not database.is_transient(caught.value)
     finally:
@@ -223,39 +248,41 @@ def test_pickup_orders_by_priority_then_status_time_then_id(
 
 
 def test_compare_and_set_loses_to_a_concurrent_void(
-    repo: outbox.OutboxRepository, db_path: pathlib.Path
+    repo: outbox.OutboxRepository, db_url: str
 ) -> None:
     """A row the ERP voids (98) between pickup and transition does not move; others do."""
     for tx in ("a", "b", "c"):
         repo.insert({"TxMessageId": tx})
     picked = repo.pickup(10)
-    with erp(db_path) as conn:
-        conn.execute(
-            "UPDATE \"Outbox\" SET State=98, StatusLog='voided by ERP' WHERE TxMessageId='b'"
+    with erp(db_url) as conn:
+        erp_sql(
+            conn,
+            "UPDATE [Outbox] SET [State] = 98, [StatusLog] = 'voided by ERP' "
+            "WHERE [TxMessageId] = 'b'",
         )
     moved = repo.transition(
         [(r.tx_message_id, "claimed") for r in picked], S.READY, S.ATTACHMENTS_UPLOADED
     )
     assert moved == ["a", "c"]
-    assert outbox_row(db_path, "b")[:2] == (98, "voided by ERP")
-    assert outbox_row(db_path, "a")[:2] == (12, "claimed")
+    assert outbox_row(db_url, "b")[:2] == (98, "voided by ERP")
+    assert outbox_row(db_url, "a")[:2] == (12, "claimed")
     assert [t.to_state for t in history.timeline(repo.engine, "b")] == [10]
 
 
 def test_status_log_is_cut_to_200_characters_with_an_ellipsis(
-    repo: outbox.OutboxRepository, db_path: pathlib.Path
+    repo: outbox.OutboxRepository, db_url: str
 ) -> None:
     """A long log fits nvarchar(200): 199 characters and '…'."""
     tx = repo.insert({})
     repo.fail(tx, S.READY, "x" * 500)
-    state, log, _, _ = outbox_row(db_path, tx)
+    state, log, _, _ = outbox_row(db_url, tx)
     assert state == 99
     assert len(log) == 200
     assert log.endswith("x…")
 
 
 def test_multi_step_move_records_one_history_row_and_event_per_step(
-    repo: outbox.OutboxRepository, db_path: pathlib.Path
+    repo: outbox.OutboxRepository, db_url: str
 ) -> None:
     """12 -> 20 in one call writes 12->19 and 19->20 to history and logs two events."""
     tx = repo.insert({})
@@ -281,34 +308,34 @@ def test_multi_step_move_records_one_history_row_and_event_per_step(
         ("state_changed", 19, 20, "out"),
     ]
     assert all(e["tx_message_id"] == tx for e in logs)
-    state, log, message_id, transmit_time = outbox_row(db_path, tx)
+    state, log, message_id, transmit_time = outbox_row(db_url, tx)
     assert (state, log, message_id) == (20, "queued for 3 recipients", "srv-1")
     assert transmit_time is not None
 
 
 def test_transition_keeps_message_id_when_none_is_given(
-    repo: outbox.OutboxRepository, db_path: pathlib.Path
+    repo: outbox.OutboxRepository, db_url: str
 ) -> None:
     """Rows missing from message_ids keep their MessageId; TransmitTime stays unset."""
     tx = repo.insert({"MessageId": "earlier"})
     repo.transition([(tx, "")], S.READY, S.ATTACHMENTS_UPLOADED, message_ids={})
-    state, log, message_id, transmit_time = outbox_row(db_path, tx)
+    state, log, message_id, transmit_time = outbox_row(db_url, tx)
     assert (state, message_id, transmit_time) == (12, "earlier", None)
     assert log == states.OUTBOX_TRANSITIONS[(S.READY, S.ATTACHMENTS_UPLOADED)]
 
 
 def test_transition_refuses_a_step_outside_the_table(
-    repo: outbox.OutboxRepository, db_path: pathlib.Path
+    repo: outbox.OutboxRepository, db_url: str
 ) -> None:
     """29 -> 10 is not in the table: TransitionError and the row is untouched."""
     tx = repo.insert({"State": 29})
     with pytest.raises(errors.TransitionError):
         repo.transition([(tx, "again")], S.SENT, S.READY)
-    assert outbox_row(db_path, tx)[0] == 29
+    assert outbox_row(db_url, tx)[0] == 29
 
 
 def test_transition_in_the_callers_transaction_rolls_back_with_it(
-    repo: outbox.OutboxRepository, db_path: pathlib.Path
+    repo: outbox.OutboxRepository, db_url: str
 ) -> None:
     """With conn=, the move and its attachments commit or roll back with the caller."""
     tx = repo.insert({})
@@ -321,7 +348,7 @@ def test_transition_in_the_callers_transaction_rolls_back_with_it(
 
     with pytest.raises(RuntimeError):
         claim_then_crash()
-    assert outbox_row(db_path, tx)[0] == 10
+    assert outbox_row(db_url, tx)[0] == 10
     assert repo.attachments(tx) == []
 
 
@@ -483,13 +510,11 @@ def test_chinese_text_round_trips_through_inbox(inbox_repo: inbox.InboxRepositor
     assert (row["Subject"], row["Content"]) == (d.subject, d.content)
 
 
-def test_mark_read_moves_only_new_rows(
-    inbox_repo: inbox.InboxRepository, db_path: pathlib.Path
-) -> None:
+def test_mark_read_moves_only_new_rows(inbox_repo: inbox.InboxRepository, db_url: str) -> None:
     """0 -> 29 for new rows; rows already read (e.g. by the ERP's SQL) are not counted."""
     inbox_repo.store([delivery("r1"), delivery("r2"), delivery("r3")], {}, {})
-    with erp(db_path) as conn:
-        conn.execute("UPDATE \"Inbox\" SET State=29 WHERE RxMessageId='r2' AND State=0")
+    with erp(db_url) as conn:
+        erp_sql(conn, "UPDATE [Inbox] SET [State] = 29 WHERE [RxMessageId] = 'r2' AND [State] = 0")
     assert inbox_repo.mark_read(["r1", "r2", "unknown", "r1"]) == 1
     assert [r["RxMessageId"] for r in inbox_repo.list(0, 10)] == ["r3"]
     assert {r["RxMessageId"] for r in inbox_repo.list(29, 10)} == {"r1", "r2"}
