@@ -46,6 +46,11 @@ class GatewaySettings(_Section):
     secret_file: pathlib.Path | None = None
     poll_interval: float = pydantic.Field(default=1.0, gt=0, le=3600)
     batch_size: int = pydantic.Field(default=200, ge=1, le=5000)
+    #: Name of this gateway process among those sharing one Outbox (MpgClaim.Gateway);
+    #: empty: host:pid:random, i.e. a restarted process waits out its old claims.
+    instance: str = pydantic.Field(default="", max_length=200)
+    #: Seconds a claim on a row lasts unrenewed: how long a dead gateway's rows wait.
+    claim_lease: float = pydantic.Field(default=300.0, ge=1, le=86400)
     chunk_size: int = pydantic.Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     send_timeout: float = pydantic.Field(default=86400.0, gt=0)
     request_timeout: float = pydantic.Field(default=30.0, gt=0)

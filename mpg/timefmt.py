@@ -39,6 +39,11 @@ def parse_text(text: str) -> dt.datetime:
     raise ValueError(f"not a yyyy-MM-dd HH:mm:ss time: {text!r}")
 
 
-def utc_stamp() -> str:
-    """ISO-8601 UTC with microseconds, for the transition history's ordering."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def utc_stamp(offset_seconds: float = 0.0) -> str:
+    """ISO-8601 UTC with microseconds (now, or ``offset_seconds`` from now).
+
+    Fixed width, so the text sorts in time order: the transition history's ordering
+    and the claim leases compare it as text on every database.
+    """
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset_seconds)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

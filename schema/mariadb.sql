@@ -101,3 +101,10 @@ CREATE TABLE `MpgTransition` (
 )CHARSET=utf8mb4;
 
 CREATE INDEX `IX_MpgTransition_MessageKey` ON `MpgTransition` (`MessageKey`);
+
+CREATE TABLE `MpgClaim` (
+	`TxMessageId` VARCHAR(50) NOT NULL,
+	`Gateway` VARCHAR(200) NOT NULL,
+	`LeaseUntil` VARCHAR(27) NOT NULL,
+	PRIMARY KEY (`TxMessageId`)
+)CHARSET=utf8mb4;

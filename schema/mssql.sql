@@ -101,3 +101,10 @@ CREATE TABLE [MpgTransition] (
 );
 
 CREATE INDEX [IX_MpgTransition_MessageKey] ON [MpgTransition] ([MessageKey]);
+
+CREATE TABLE [MpgClaim] (
+	[TxMessageId] NVARCHAR(50) NOT NULL,
+	[Gateway] NVARCHAR(200) NOT NULL,
+	[LeaseUntil] NVARCHAR(27) NOT NULL,
+	PRIMARY KEY ([TxMessageId])
+);

@@ -10,6 +10,10 @@ ERP voided meanwhile is simply left alone.
 Transient failures leave rows where they are; the next cycle, after a backoff,
 resumes the rows in flight (11/12/19) before taking new ones. Submitting is
 idempotent on the server, so resuming after a crash never sends a row twice.
+
+Several gateway processes may share one Outbox: rows are claimed (see
+:mod:`mpg.storage.outbox`), and every ``claim_lease / 2`` seconds a worker also takes
+over rows in flight whose claim ran out, i.e. whose gateway died.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class OutboundWorker:
         self._stop = stop
         self._wake = wake
         self._resume = True  # rows left in flight by an earlier run or a failure
+        self._next_take_over = 0.0  # monotonic time of the next look for expired claims
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
 
@@ -115,12 +120,14 @@ class OutboundWorker:
         """One cycle: resume rows in flight if needed, then take a batch of new ones."""
         handled = 0
         try:
-            if self._resume:
+            if self._resume or time.monotonic() >= self._next_take_over:
                 handled += self._advance(
-                    self._load(self._repo.in_flight(self._settings.batch_size))
+                    self._load(self._repo.take_over(self._settings.batch_size))
                 )
                 self._resume = False
-            rows = self._repo.pickup(self._settings.batch_size)
+                # Half the lease: a dead gateway's rows wait at most 1.5 leases.
+                self._next_take_over = time.monotonic() + self._settings.claim_lease / 2
+            rows = self._repo.claim(self._settings.batch_size)
             if rows:
                 handled += self._advance(self._claim(rows))
         except Exception:

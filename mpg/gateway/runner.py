@@ -45,7 +45,13 @@ class Gateway:
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.push = client_mod.PushClient(gw, credential)
-        self.outbox = outbox.OutboxRepository(self.engine, gw.account, gw.clock)
+        self.outbox = outbox.OutboxRepository(
+            self.engine,
+            gw.account,
+            gw.clock,
+            instance=gw.instance or None,
+            lease_seconds=gw.claim_lease,
+        )
         self.inbox = inbox.InboxRepository(self.engine, gw.account, gw.clock)
         self.outbound = outbound.OutboundWorker(
             gw, self.outbox, self.push, stop=self.stop_event, wake=self.wake

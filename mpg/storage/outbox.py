@@ -4,14 +4,25 @@ Every ``State`` change is a compare-and-set (``UPDATE … WHERE TxMessageId = :t
 State = :expected``) checked against :mod:`mpg.storage.states`, done for a whole batch
 in one transaction, with one ``MpgTransition`` row and one ``state_changed`` log event
 per step. A row the ERP changed meanwhile (e.g. voided to 98) simply does not move.
+
+Several gateway processes may serve one Outbox. :meth:`OutboxRepository.claim` takes
+ready rows in one short transaction that locks them the way the database allows
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL and MariaDB, ``UPDLOCK, READPAST,
+ROWLOCK`` on SQL Server, ``BEGIN IMMEDIATE`` on SQLite) and records an ``MpgClaim``
+lease for each; no lock is held once it returns, so none is held across the network.
+Rows in flight are resumed only by the process holding their claim, or by any
+process once the lease ran out (:meth:`OutboxRepository.take_over`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import secrets
+import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -35,8 +46,15 @@ TIMEOUT_STATES: Final = tuple(
     sorted(a for a, b in states.OUTBOX_TRANSITIONS if b == states.OutboxState.TIMED_OUT)
 )
 
+#: How long a claim on a row lasts without being renewed (seconds).
+DEFAULT_LEASE: Final = 300.0
+
 _o = tables.outbox.c
 _a = tables.outbox_attachment.c
+_c = tables.claim.c
+
+#: SQL Server's row-locking idiom for a queue: lock what is read, skip what others lock.
+MSSQL_CLAIM_HINT: Final = "WITH (UPDLOCK, READPAST, ROWLOCK)"
 
 #: Pickup order of the priority codes; NULL, '' and unknown codes count as ``N``.
 _PRIORITY_RANK: Final = sa.case(
@@ -60,6 +78,13 @@ _CAS: Final = (
             sa.bindparam("p_transmit_time", type_=sa.NCHAR(20)), _o.TransmitTime
         ),
     )
+)
+
+_DELETE_CLAIM: Final = sa.delete(tables.claim).where(_c.TxMessageId == sa.bindparam("p_tx"))
+_RENEW_CLAIM: Final = (
+    sa.update(tables.claim)
+    .where(_c.TxMessageId == sa.bindparam("p_tx"), _c.Gateway == sa.bindparam("p_gateway"))
+    .values(LeaseUntil=sa.bindparam("p_until"))
 )
 
 _ATTRIBUTES: Final = {c.name: database.attribute_name(c.name) for c in tables.outbox.columns}
@@ -97,37 +122,136 @@ class OutboxRow:
         return cls(**{_ATTRIBUTES[name]: mapping[name] for name in _ATTRIBUTES})
 
 
+def default_instance() -> str:
+    """A name for this gateway process: ``host:pid:random``, unique among processes."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _claimed(dialect: sa.Dialect) -> sa.ColumnElement[bool]:
+    """``MpgClaim.TxMessageId = Outbox.TxMessageId``, whatever the ERP's collation.
+
+    On MariaDB an ERP-made Outbox may have another collation than MpgClaim, and
+    comparing columns of two collations is an error there: compare the bytes instead
+    (ids are written back exactly as read). MpgClaim holds only rows in flight, so
+    the index this costs on it does not matter.
+    """
+    if dialect.name in ("mysql", "mariadb"):
+        return _c.TxMessageId == sa.cast(_o.TxMessageId, sa.LargeBinary)
+    return _c.TxMessageId == _o.TxMessageId
+
+
+def lock_for_claim(query: sa.Select[Any], dialect: sa.Dialect) -> sa.Select[Any]:
+    """``query`` on Outbox, made to lock the rows it returns and skip rows others hold.
+
+    SQLite has no row locks: the caller's ``BEGIN IMMEDIATE`` holds the database's
+    write lock for the (short) claim transaction instead.
+    """
+    if dialect.name in ("postgresql", "mysql", "mariadb"):
+        return query.with_for_update(skip_locked=True)
+    if dialect.name == "mssql":
+        return query.with_hint(tables.outbox, MSSQL_CLAIM_HINT, "mssql")
+    return query
+
+
 class OutboxRepository:
-    """Reads and changes Outbox (and OutboxAttachment) rows for one gateway account."""
+    """Reads and changes Outbox (and OutboxAttachment) rows for one gateway account.
+
+    ``instance`` names this gateway process in ``MpgClaim``; a restarted process that
+    keeps its name resumes its rows at once, others wait for ``lease_seconds``.
+    """
 
     def __init__(
-        self, engine: sa.Engine, gateway_account: str, clock: timefmt.Clock = "local"
+        self,
+        engine: sa.Engine,
+        gateway_account: str,
+        clock: timefmt.Clock = "local",
+        *,
+        instance: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE,
     ) -> None:
         self.engine = engine
         self.gateway_account = gateway_account
         self.clock: timefmt.Clock = clock
+        self.instance = instance or default_instance()
+        self.lease_seconds = lease_seconds
+
+    # -- claiming --------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[OutboxRow]:
+        """Take up to ``limit`` ready rows (State 10, pickup order) no live claim holds.
+
+        The rows stay in State 10; the caller moves them on (a compare-and-set, as
+        ever). Their claims keep other gateways off them for ``lease_seconds``.
+        """
+        now = timefmt.utc_stamp()
+
+        def query(dialect: sa.Dialect) -> sa.Select[Any]:
+            live = sa.exists().where(_claimed(dialect), _c.LeaseUntil >= now)
+            return (
+                sa.select(tables.outbox)
+                .where(_o.State == states.OutboxState.READY, ~live)
+                .order_by(_PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
+                .limit(limit)
+            )
+
+        return self._claim_rows(query, "claiming Outbox rows")
+
+    def take_over(self, limit: int) -> list[OutboxRow]:
+        """Rows in flight (11, 12, 19) to resume: this process's, unclaimed or expired.
+
+        A row whose claim another live process holds is left to that process.
+        """
+        now = timefmt.utc_stamp()
+
+        def query(dialect: sa.Dialect) -> sa.Select[Any]:
+            held = sa.exists().where(
+                _claimed(dialect), _c.Gateway != self.instance, _c.LeaseUntil >= now
+            )
+            return (
+                sa.select(tables.outbox)
+                .where(_o.State.in_(sorted(states.IN_FLIGHT)), ~held)
+                .order_by(sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
+                .limit(limit)
+            )
+
+        return self._claim_rows(query, "taking over in-flight Outbox rows")
+
+    def _claim_rows(
+        self, query: Callable[[sa.Dialect], sa.Select[Any]], what: str
+    ) -> list[OutboxRow]:
+        """Select and lock rows, then replace their claims by this process's."""
+        until = timefmt.utc_stamp(self.lease_seconds)
+        with database.begin(self.engine, what) as conn:
+            locked = lock_for_claim(query(conn.dialect), conn.dialect)
+            rows = [OutboxRow.from_mapping(r) for r in conn.execute(locked).mappings()]
+            if rows:
+                ids = [{"p_tx": r.tx_message_id} for r in rows]
+                # The old claims are expired or this process's own (the query said so).
+                conn.execute(_DELETE_CLAIM, ids)
+                conn.execute(
+                    tables.claim.insert(),
+                    [
+                        {
+                            "TxMessageId": r.tx_message_id,
+                            "Gateway": self.instance,
+                            "LeaseUntil": until,
+                        }
+                        for r in rows
+                    ],
+                )
+        return rows
+
+    def claims(self) -> dict[str, tuple[str, str]]:
+        """Every claim: TxMessageId -> (instance, lease end), for ``mpg status`` and tests."""
+        with database.connect(self.engine, "reading MpgClaim") as conn:
+            return {
+                str(tx): (str(gw), str(until))
+                for tx, gw, until in conn.execute(
+                    sa.select(_c.TxMessageId, _c.Gateway, _c.LeaseUntil)
+                )
+            }
 
     # -- reading ---------------------------------------------------------------------
-
-    def pickup(self, limit: int) -> list[OutboxRow]:
-        """Rows in State 10, priority E, H, N (or NULL/unknown), L, then oldest first."""
-        query = (
-            sa.select(tables.outbox)
-            .where(_o.State == states.OutboxState.READY)
-            .order_by(_PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
-            .limit(limit)
-        )
-        return self._rows(query, "picking up Outbox rows")
-
-    def in_flight(self, limit: int) -> list[OutboxRow]:
-        """Rows in 11, 12 or 19: work a previous run left unfinished (resume them)."""
-        query = (
-            sa.select(tables.outbox)
-            .where(_o.State.in_(sorted(states.IN_FLIGHT)))
-            .order_by(sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
-            .limit(limit)
-        )
-        return self._rows(query, "reading in-flight Outbox rows")
 
     def get(self, tx_id: str) -> OutboxRow | None:
         """One row by TxMessageId."""
@@ -250,6 +374,7 @@ class OutboxRepository:
                 a, b = steps[-1]
                 recorded.append(history.Step(tx, int(a), int(b), log or meanings[-1]))
             history.record(c, "out", self.gateway_account, recorded)
+            self._follow_claims(c, [tx for tx, _ in moved], to_state)
             return [tx for tx, _ in moved]
 
         if conn is not None:
@@ -260,6 +385,19 @@ class OutboxRepository:
                 moved_ids = apply(own)
         history.log_steps("out", recorded)
         return moved_ids
+
+    def _follow_claims(self, conn: sa.Connection, moved: list[str], to_state: int) -> None:
+        """Renew this process's claims on rows still in flight; drop the others' claims."""
+        if not moved:
+            return
+        if to_state in states.IN_FLIGHT:
+            until = timefmt.utc_stamp(self.lease_seconds)
+            conn.execute(
+                _RENEW_CLAIM,
+                [{"p_tx": tx, "p_gateway": self.instance, "p_until": until} for tx in moved],
+            )
+        else:
+            conn.execute(_DELETE_CLAIM, [{"p_tx": tx} for tx in moved])
 
     def fail(
         self, tx_id: str, from_state: int, log: str, *, conn: sa.Connection | None = None

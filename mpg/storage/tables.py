@@ -8,8 +8,9 @@ from these definitions (``mpg.storage.ddl``) and a test fails when they drift.
 Types are SQL Server's; the variants pick the nearest faithful type on the other
 databases (``LONGTEXT``/``LONGBLOB`` on MariaDB, where ``TEXT``/``BLOB`` stop at 64 KB).
 
-``MpgTransition`` is the gateway's own table: the history of every state change.
-The gateway adds tables but never columns to the contract tables.
+``MpgTransition`` (the history of every state change) and ``MpgClaim`` (which
+gateway process works on which Outbox row) are the gateway's own tables. The gateway
+adds tables but never columns to the contract tables.
 """
 
 from __future__ import annotations
@@ -160,10 +161,25 @@ transition = sa.Table(
     **_MARIADB_OPTIONS,
 )
 
+#: Which gateway process works on an Outbox row, and until when (docs/databases.md).
+#: A row taken from State 10 gets a claim in the same short transaction; the claim is
+#: renewed at each in-flight step and deleted when the row leaves the in-flight states.
+#: Another gateway takes a row in flight over only once its lease ran out (the process
+#: holding it died). The primary key makes two claims on one row impossible.
+claim = sa.Table(
+    "MpgClaim",
+    metadata,
+    sa.Column("TxMessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("Gateway", sa.Unicode(200), nullable=False),  # host:pid:random of the process
+    # Same text form as MpgTransition.At: compares in time order on every database.
+    sa.Column("LeaseUntil", sa.Unicode(27), nullable=False),
+    **_MARIADB_OPTIONS,
+)
+
 #: The contract tables, in the order they are created.
 CONTRACT_TABLES: Final = (outbox, outbox_attachment, inbox, inbox_attachment)
 #: Tables the gateway owns.
-OWN_TABLES: Final = (transition,)
+OWN_TABLES: Final = (transition, claim)
 
 #: Index helping the pickup query; created only with tables MPG creates itself.
 outbox_pickup_index = sa.Index("IX_Outbox_State", outbox.c.State)

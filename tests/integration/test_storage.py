@@ -113,7 +113,7 @@ def info(seq: int, flag: int, size: int = 3) -> model.AttachmentInfo:
 
 
 def test_init_db_creates_every_table_then_nothing(db_url: str) -> None:
-    """The first init_db creates the five tables and their indexes; the second nothing."""
+    """The first init_db creates the six tables and their indexes; the second nothing."""
     eng = database.create_engine(db_url)
     try:
         assert database.init_db(eng) == [
@@ -122,6 +122,7 @@ def test_init_db_creates_every_table_then_nothing(db_url: str) -> None:
             "Inbox",
             "InboxAttachment",
             "MpgTransition",
+            "MpgClaim",
         ]
         assert database.init_db(eng) == []
         indexes = {ix["name"] for ix in sa.inspect(eng).get_indexes("Outbox")}
@@ -152,7 +153,7 @@ def test_init_db_never_alters_an_existing_table(db_url: str) -> None:
         names = [c["name"] for c in sa.inspect(eng).get_columns("Outbox")]
         assert names[-1] == "ErpNote"
         assert "IX_Outbox_State" not in {ix["name"] for ix in sa.inspect(eng).get_indexes("Outbox")}
-        picked = outbox.OutboxRepository(eng, GATEWAY, "utc").pickup(10)
+        picked = outbox.OutboxRepository(eng, GATEWAY, "utc").claim(10)
         assert [r.tx_message_id for r in picked] == ["erp-1"]
     finally:
         eng.dispose()
@@ -209,7 +210,7 @@ def test_missing_table_is_a_permanent_storage_error(db_url: str) -> None:
     eng = database.create_engine(db_url)
     try:
         with pytest.raises(errors.StorageError, match=r"(?i)outbox") as caught:
-            outbox.OutboxRepository(eng, GATEWAY, "utc").pickup(1)
+            outbox.OutboxRepository(eng, GATEWAY, "utc").claim(1)
         assert not database.is_transient(caught.value)
     finally:
         eng.dispose()
@@ -218,7 +219,7 @@ def test_missing_table_is_a_permanent_storage_error(db_url: str) -> None:
 # -- Outbox ----------------------------------------------------------------------------
 
 
-def test_pickup_orders_by_priority_then_status_time_then_id(
+def test_claim_orders_by_priority_then_status_time_then_id(
     repo: outbox.OutboxRepository,
 ) -> None:
     """State-10 rows come E, H, N (NULL, '' and unknown count as N), L, then oldest, then id."""
@@ -242,9 +243,9 @@ def test_pickup_orders_by_priority_then_status_time_then_id(
             .where(tables.outbox.c.TxMessageId.in_(["null-prio", "blank-prio"]))
             .values(Priority=sa.case((tables.outbox.c.TxMessageId == "blank-prio", ""), else_=None))
         )
-    picked = [r.tx_message_id for r in repo.pickup(100)]
-    assert picked == ["urgent", "high", "odd-prio", "blank-prio", "null-prio", "normal-late", "low"]
-    assert [r.tx_message_id for r in repo.pickup(2)] == ["urgent", "high"]
+    assert [r.tx_message_id for r in repo.claim(2)] == ["urgent", "high"]
+    picked = [r.tx_message_id for r in repo.claim(100)]
+    assert picked == ["odd-prio", "blank-prio", "null-prio", "normal-late", "low"]
 
 
 def test_compare_and_set_loses_to_a_concurrent_void(
@@ -253,7 +254,7 @@ def test_compare_and_set_loses_to_a_concurrent_void(
     """A row the ERP voids (98) between pickup and transition does not move; others do."""
     for tx in ("a", "b", "c"):
         repo.insert({"TxMessageId": tx})
-    picked = repo.pickup(10)
+    picked = repo.claim(10)
     with erp(db_url) as conn:
         erp_sql(
             conn,
@@ -380,14 +381,14 @@ def test_insert_fills_defaults(repo: outbox.OutboxRepository) -> None:
 
 
 def test_counts_oldest_pending_and_in_flight(repo: outbox.OutboxRepository) -> None:
-    """counts() groups by State; oldest_pending() skips final rows; in_flight() is 11/12/19."""
+    """counts() groups by State; oldest_pending() skips final rows; take_over() is 11/12/19."""
     repo.insert({"TxMessageId": "done", "State": 29, "StatusTime": "2020-01-01 00:00:00"})
     repo.insert({"TxMessageId": "old", "State": 19, "StatusTime": "2021-01-01 00:00:00"})
     repo.insert({"TxMessageId": "new", "State": 10, "StatusTime": "2022-01-01 00:00:00"})
     repo.insert({"TxMessageId": "wait", "State": 20, "StatusTime": "2020-06-01 00:00:00"})
     assert repo.counts() == {29: 1, 19: 1, 10: 1, 20: 1}
     assert repo.oldest_pending() == ("wait", "2020-06-01 00:00:00")
-    assert [r.tx_message_id for r in repo.in_flight(10)] == ["old"]
+    assert [r.tx_message_id for r in repo.take_over(10)] == ["old"]
 
 
 def test_timed_out_finds_rows_older_than_the_timeout(repo: outbox.OutboxRepository) -> None:
@@ -422,7 +423,7 @@ def test_a_batch_of_thousands_moves_quickly(repo: outbox.OutboxRepository) -> No
             [{"TxMessageId": f"tx-{i:05d}", "State": 10, "Priority": "N"} for i in range(n)],
         )
     started = time.perf_counter()
-    picked = repo.pickup(n)
+    picked = repo.claim(n)
     ids = [(r.tx_message_id, "claimed") for r in picked]
     assert len(repo.transition(ids, S.READY, S.ATTACHMENTS_UPLOADED)) == n
     assert len(repo.transition(ids, S.ATTACHMENTS_UPLOADED, S.WAITING)) == n
