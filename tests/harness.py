@@ -119,8 +119,13 @@ class World:
             return True
         return False
 
-    def gateway(self, name: str, *, kind: str = "gateway") -> Gateway:
-        """Create an account on the server and a gateway config and database for it."""
+    def gateway(
+        self, name: str, *, kind: str = "gateway", database_url: str | None = None
+    ) -> Gateway:
+        """Create an account on the server and a gateway config and database for it.
+
+        The database is a SQLite file of its own unless ``database_url`` names one.
+        """
         account = f"{name}@example.com"
         cred = self.root / f"{name}.cred"
         self.mpg(
@@ -139,7 +144,7 @@ class World:
         config.write_text(
             "[gateway]\n"
             f'account = "{account}"\n'
-            f'database_url = "sqlite:///{db}"\n'
+            f'database_url = "{database_url or f"sqlite:///{db}"}"\n'
             f'server_url = "https://127.0.0.1:{self.port}"\n'
             f'ca_bundle = "{self.ca_file}"\n'
             f'secret_file = "{cred}"\n'
