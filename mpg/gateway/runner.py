@@ -20,7 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from mpg import config, errors
 from mpg.gateway import client as client_mod
 from mpg.gateway import inbound, outbound, wakeup
-from mpg.storage import database, inbox, outbox, tables
+from mpg.storage import database, inbox, outbox, schema, tables
 from mpg.wire import keys
 
 log = structlog.get_logger("mpg.gateway")
@@ -41,7 +41,7 @@ class Gateway:
         except errors.WireError as exc:
             raise errors.ConfigError(f"gateway.secret: {exc}") from exc
         self.engine = database.create_engine(gw.database_url)
-        _require_tables(self.engine)
+        found = _require_tables(self.engine)
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.push = client_mod.PushClient(gw, credential)
@@ -51,8 +51,14 @@ class Gateway:
             gw.clock,
             instance=gw.instance or None,
             lease_seconds=gw.claim_lease,
+            source_uri_width=found.uri_width(tables.outbox_attachment),
         )
-        self.inbox = inbox.InboxRepository(self.engine, gw.account, gw.clock)
+        self.inbox = inbox.InboxRepository(
+            self.engine,
+            gw.account,
+            gw.clock,
+            source_uri_width=found.uri_width(tables.inbox_attachment),
+        )
         self.outbound = outbound.OutboundWorker(
             gw, self.outbox, self.push, stop=self.stop_event, wake=self.wake
         )
@@ -106,16 +112,23 @@ class Gateway:
         log.info("gateway_stopped")
 
 
-def _require_tables(engine: sa.Engine) -> None:
-    try:
-        present = set(sa.inspect(engine).get_table_names())
-    except sa.exc.SQLAlchemyError as exc:
-        raise errors.StorageError(f"cannot open the gateway database: {exc}") from exc
-    missing = [
-        t.name for t in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES) if t.name not in present
-    ]
-    if missing:
-        raise errors.StorageError(f"table(s) {', '.join(missing)} missing; run `mpg init-db` first")
+def _require_tables(engine: sa.Engine) -> schema.Report:
+    """Check the tables at start: all present and fit (names every problem), or raise."""
+    with database.connect(engine, "checking the gateway's tables") as conn:
+        found = schema.check(conn)
+    if found.missing_tables:
+        raise errors.StorageError(
+            f"table(s) {', '.join(found.missing_tables)} missing; run `mpg init-db` first"
+        )
+    for name, width in found.source_uri_width.items():
+        if width is not None and width < tables.SOURCE_URI_WIDTH:
+            log.warning(
+                "source_uri_narrow",
+                table=name,
+                width=width,
+                effect="paths and URIs longer than this are stored as NULL",
+            )
+    return found
 
 
 def run(settings: config.Settings) -> int:

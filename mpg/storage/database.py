@@ -23,7 +23,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors
-from mpg.storage import tables
+from mpg.storage import schema, tables
 
 #: How long SQLite waits for a lock before answering "database is locked" (ms).
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
@@ -226,24 +226,13 @@ def init_db(engine: sa.Engine) -> list[str]:
     """Create the missing tables (contract and own) with their indexes; return their names.
 
     An existing table is used as it is and never altered (extra columns are fine);
-    one that lacks a column MPG needs raises :class:`~mpg.errors.SchemaMismatch`.
+    one that lacks a column MPG needs, or has one of an unsuitable type, raises
+    :class:`~mpg.errors.SchemaMismatch` naming each (:mod:`mpg.storage.schema`).
     """
-    created: list[str] = []
     with begin(engine, "creating tables") as conn:
-        inspector = sa.inspect(conn)
-        existing = {name.lower(): name for name in inspector.get_table_names()}
-        for table in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES):
-            found = existing.get(table.name.lower())
-            if found is None:
-                # Table.create also creates the table's Index objects (tables.py).
-                table.create(conn)
-                created.append(table.name)
-                continue
-            have = {col["name"].lower() for col in inspector.get_columns(found)}
-            missing = [c.name for c in table.columns if c.name.lower() not in have]
-            if missing:
-                raise errors.SchemaMismatch(
-                    f"existing table {found} lacks column(s) {', '.join(missing)}; "
-                    "MPG never alters existing tables, add them or recreate the table"
-                )
-    return created
+        missing = set(schema.check(conn).missing_tables)
+        created = [t for t in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES) if t.name in missing]
+        for table in created:
+            # Table.create also creates the table's Index objects (tables.py).
+            table.create(conn)
+    return [t.name for t in created]

@@ -42,6 +42,11 @@ def _dialect(backend: str, **options: Any) -> sa.Dialect:
 DIALECTS: Final = tuple(_dialects())
 
 
+def dialect(name: str) -> sa.Dialect:
+    """The unconnected dialect the DDL of ``name`` is generated for (tests compile with it)."""
+    return _dialects()[name]
+
+
 def _header(name: str) -> str:
     return (
         f"-- MPG tables for {name}.\n"

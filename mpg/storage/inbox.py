@@ -15,7 +15,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.storage import database, history, states, tables
+from mpg.storage import database, history, schema, states, tables
 from mpg.wire import model
 
 #: Ids per ``IN (…)`` list; SQL Server takes at most 2100 parameters per statement.
@@ -41,11 +41,18 @@ class InboxRepository:
     """Reads and changes Inbox (and InboxAttachment) rows for one gateway account."""
 
     def __init__(
-        self, engine: sa.Engine, gateway_account: str, clock: timefmt.Clock = "local"
+        self,
+        engine: sa.Engine,
+        gateway_account: str,
+        clock: timefmt.Clock = "local",
+        *,
+        source_uri_width: int | None = tables.SOURCE_URI_WIDTH,
     ) -> None:
         self.engine = engine
         self.gateway_account = gateway_account
         self.clock: timefmt.Clock = clock
+        #: InboxAttachment.SourceUri as found; a URI that does not fit is stored as NULL.
+        self.source_uri_width = source_uri_width
 
     def store(
         self,
@@ -70,7 +77,7 @@ class InboxRepository:
             if fresh:
                 conn.execute(tables.inbox.insert(), [_inbox_row(d, now) for d in fresh])
             attachments = [
-                _attachment_row(d.rx_message_id, info, files, source_uris)
+                _attachment_row(d.rx_message_id, info, files, source_uris, self.source_uri_width)
                 for d in fresh
                 for info in d.attachments
             ]
@@ -216,6 +223,7 @@ def _attachment_row(
     info: model.AttachmentInfo,
     files: Mapping[tuple[str, int], bytes | None],
     source_uris: Mapping[tuple[str, int], str],
+    uri_width: int | None,
 ) -> dict[str, Any]:
     key = (rx_id, info.seq_no)
     return {
@@ -227,7 +235,7 @@ def _attachment_row(
         "FileSize": info.file_size,
         # Only DownloadFlag 1 files come with the message; the others on demand.
         "FileData": files.get(key) if info.download_flag == 1 else None,
-        "SourceUri": source_uris.get(key),
+        "SourceUri": schema.fit(source_uris.get(key), uri_width),
         "DownloadFlag": info.download_flag,
     }
 

@@ -28,7 +28,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.storage import database, history, states, tables
+from mpg.storage import database, history, schema, states, tables
 from mpg.wire import model
 
 #: Width of ``Outbox.StatusLog``.
@@ -153,6 +153,30 @@ def lock_for_claim(query: sa.Select[Any], dialect: sa.Dialect) -> sa.Select[Any]
     return query
 
 
+def ready_query(dialect: sa.Dialect, limit: int, now: str) -> sa.Select[Any]:
+    """Ready rows no live claim holds, in pickup order, locked for claiming."""
+    live = sa.exists().where(_claimed(dialect), _c.LeaseUntil >= now)
+    query = (
+        sa.select(tables.outbox)
+        .where(_o.State == states.OutboxState.READY, ~live)
+        .order_by(_PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
+        .limit(limit)
+    )
+    return lock_for_claim(query, dialect)
+
+
+def in_flight_query(dialect: sa.Dialect, limit: int, now: str, instance: str) -> sa.Select[Any]:
+    """Rows in flight not held by another live process, oldest first, locked for claiming."""
+    held = sa.exists().where(_claimed(dialect), _c.Gateway != instance, _c.LeaseUntil >= now)
+    query = (
+        sa.select(tables.outbox)
+        .where(_o.State.in_(sorted(states.IN_FLIGHT)), ~held)
+        .order_by(sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
+        .limit(limit)
+    )
+    return lock_for_claim(query, dialect)
+
+
 class OutboxRepository:
     """Reads and changes Outbox (and OutboxAttachment) rows for one gateway account.
 
@@ -168,12 +192,15 @@ class OutboxRepository:
         *,
         instance: str | None = None,
         lease_seconds: float = DEFAULT_LEASE,
+        source_uri_width: int | None = tables.SOURCE_URI_WIDTH,
     ) -> None:
         self.engine = engine
         self.gateway_account = gateway_account
         self.clock: timefmt.Clock = clock
         self.instance = instance or default_instance()
         self.lease_seconds = lease_seconds
+        #: OutboxAttachment.SourceUri as found; a path that does not fit is stored as NULL.
+        self.source_uri_width = source_uri_width
 
     # -- claiming --------------------------------------------------------------------
 
@@ -184,17 +211,9 @@ class OutboxRepository:
         ever). Their claims keep other gateways off them for ``lease_seconds``.
         """
         now = timefmt.utc_stamp()
-
-        def query(dialect: sa.Dialect) -> sa.Select[Any]:
-            live = sa.exists().where(_claimed(dialect), _c.LeaseUntil >= now)
-            return (
-                sa.select(tables.outbox)
-                .where(_o.State == states.OutboxState.READY, ~live)
-                .order_by(_PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
-                .limit(limit)
-            )
-
-        return self._claim_rows(query, "claiming Outbox rows")
+        return self._claim_rows(
+            lambda dialect: ready_query(dialect, limit, now), "claiming Outbox rows"
+        )
 
     def take_over(self, limit: int) -> list[OutboxRow]:
         """Rows in flight (11, 12, 19) to resume: this process's, unclaimed or expired.
@@ -202,19 +221,10 @@ class OutboxRepository:
         A row whose claim another live process holds is left to that process.
         """
         now = timefmt.utc_stamp()
-
-        def query(dialect: sa.Dialect) -> sa.Select[Any]:
-            held = sa.exists().where(
-                _claimed(dialect), _c.Gateway != self.instance, _c.LeaseUntil >= now
-            )
-            return (
-                sa.select(tables.outbox)
-                .where(_o.State.in_(sorted(states.IN_FLIGHT)), ~held)
-                .order_by(sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
-                .limit(limit)
-            )
-
-        return self._claim_rows(query, "taking over in-flight Outbox rows")
+        return self._claim_rows(
+            lambda dialect: in_flight_query(dialect, limit, now, self.instance),
+            "taking over in-flight Outbox rows",
+        )
 
     def _claim_rows(
         self, query: Callable[[sa.Dialect], sa.Select[Any]], what: str
@@ -222,8 +232,7 @@ class OutboxRepository:
         """Select and lock rows, then replace their claims by this process's."""
         until = timefmt.utc_stamp(self.lease_seconds)
         with database.begin(self.engine, what) as conn:
-            locked = lock_for_claim(query(conn.dialect), conn.dialect)
-            rows = [OutboxRow.from_mapping(r) for r in conn.execute(locked).mappings()]
+            rows = [OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()]
             if rows:
                 ids = [{"p_tx": r.tx_message_id} for r in rows]
                 # The old claims are expired or this process's own (the query said so).
@@ -416,7 +425,9 @@ class OutboxRepository:
         """Write the OutboxAttachment rows of one message, replacing earlier ones.
 
         Replacing makes a claim that crashed half-way safe to redo. FileData stays
-        NULL: the file is read from ``SourceUri`` (its local path) when it is sent.
+        NULL: the file is streamed from its local path (``AttachmentList``) when it is
+        sent; ``SourceUri`` records that path for the ERP, or NULL where it does not
+        fit a narrow column (:mod:`mpg.storage.schema`).
         Runs in ``conn`` when given (e.g. with the claim), else in its own transaction.
         """
         if len(infos) != len(paths):
@@ -430,7 +441,7 @@ class OutboxRepository:
                 "FileType": info.file_type,
                 "FileSize": info.file_size,
                 "FileData": None,
-                "SourceUri": path,
+                "SourceUri": schema.fit(path, self.source_uri_width),
                 "DownloadFlag": info.download_flag,
             }
             for info, path in zip(infos, paths, strict=True)
