@@ -7,6 +7,10 @@ For each database (SQLite file, throwaway PostgreSQL and MariaDB from
   paced   messages inserted one per commit at a fixed rate: insert -> State 20
           latency (what polling or wake-up costs one message)
   burst   N messages inserted in one transaction: messages/s until all are in 20
+  idle    CPU the gateway processes use while nothing arrives (after the backoff)
+
+PostgreSQL runs with the notification trigger (``mpg init-db --notify``) unless
+``--no-notify``; MariaDB polls adaptively; SQLite is woken by the file watcher.
 
 Latency runs from the ERP's commit to the gateway's transition into State 20 (the
 ``MpgTransition.At`` stamp, microsecond UTC, written in the same transaction).
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import os
 import pathlib
 import sys
 import tempfile
@@ -37,6 +42,13 @@ from mpg.storage import tables
 
 o = tables.outbox.c
 t = tables.transition.c
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, clock ticks)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stamp(iso: str) -> float:
@@ -122,14 +134,18 @@ def bench(name: str, processes: int, args: argparse.Namespace) -> dict[str, Any]
             world.start_server()
             world.gateway("erp-b")
             sender = world.gateway("erp-a", database_url=url)
+            if name == "postgresql" and args.notify:
+                sender.mpg("init-db", "--notify")
             env = {"MPG_LOG__LEVEL": "warning", "MPG_GATEWAY__POLL_INTERVAL": str(args.poll)}
-            for i in range(processes):
+            gateways = [
                 world.start(
                     sender.config,
                     "run",
                     env={**env, "MPG_GATEWAY__INSTANCE": f"gw-{i}"},
                     name=f"gw-{i}",
                 )
+                for i in range(processes)
+            ]
             engine = sa.create_engine(url)
             try:
                 paced(engine, "warm", args.rate, 10)
@@ -137,9 +153,14 @@ def bench(name: str, processes: int, args: argparse.Namespace) -> dict[str, Any]
                 rate = burst(engine, "burst", args.burst)
             finally:
                 engine.dispose()
+            time.sleep(3)  # let the adaptive poll back off to poll_interval
+            before = [cpu_seconds(p.pid) for p in gateways]
+            time.sleep(args.idle)
+            spent = [cpu_seconds(p.pid) - b for p, b in zip(gateways, before, strict=True)]
+            idle = [seconds / args.idle * 100 for seconds in spent]
         finally:
             world.stop_all()
-    return {"db": name, "processes": processes, "lat": lat, "rate": rate}
+    return {"db": name, "processes": processes, "lat": lat, "rate": rate, "idle": max(idle)}
 
 
 def main() -> int:
@@ -150,17 +171,25 @@ def main() -> int:
     parser.add_argument("--paced", type=int, default=200, help="paced messages")
     parser.add_argument("--burst", type=int, default=2000, help="burst messages")
     parser.add_argument("--poll", type=float, default=1.0, help="gateway poll_interval")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU sampling")
+    parser.add_argument(
+        "--no-notify", dest="notify", action="store_false", help="PostgreSQL without trigger"
+    )
     args = parser.parse_args()
-    print(f"poll_interval {args.poll} s; paced {args.paced} at {args.rate}/s; burst {args.burst}")
+    print(
+        f"poll_interval {args.poll} s; paced {args.paced} at {args.rate}/s; "
+        f"burst {args.burst}; PostgreSQL trigger {'on' if args.notify else 'off'}"
+    )
     print()
-    print("| database | gateways | insert → 20 p50 | p99 | burst messages/s |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| database | gateways | insert → 20 p50 | p99 | burst messages/s | idle CPU |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name in args.databases.split(","):
         for processes in (int(p) for p in args.processes.split(",")):
             r = bench(name, processes, args)
             print(
                 f"| {name} | {processes} | {percentile(r['lat'], 50):,.1f} ms | "
-                f"{percentile(r['lat'], 99):,.1f} ms | {r['rate']:,.0f} |",
+                f"{percentile(r['lat'], 99):,.1f} ms | {r['rate']:,.0f} | "
+                f"{r['idle']:.2f} % |",
                 flush=True,
             )
     return 0

@@ -74,3 +74,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
         return dbservers.fresh_database(os.environ["MPG_TEST_MSSQL_URL"])
     server = _require(request.getfixturevalue(f"{name}_server"), name)
     return dbservers.fresh_database(server.url)
+
+
+@pytest.fixture
+def postgresql_url(postgresql_server: dbservers.Server | str) -> str:
+    """The URL of an empty PostgreSQL database, for PostgreSQL-only features."""
+    return dbservers.fresh_database(_require(postgresql_server, "postgresql").url)

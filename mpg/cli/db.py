@@ -7,26 +7,42 @@ import json
 import click
 
 from mpg.cli import context
-from mpg.storage import database, tables
+from mpg.storage import database, notify, tables
 
 
 @click.command("init-db")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--notify",
+    "notify_trigger",
+    is_flag=True,
+    help="PostgreSQL: also install the Outbox trigger that wakes the gateway at once.",
+)
 @click.pass_obj
-def init_db(obj: context.CliContext, as_json: bool) -> None:
+def init_db(obj: context.CliContext, as_json: bool, notify_trigger: bool) -> None:
     """Create the Outbox, Inbox, attachment and history tables that are missing.
 
-    Tables that already exist are used as they are and never altered.
+    Tables that already exist are used as they are and never altered. With --notify
+    (PostgreSQL only) a trigger on Outbox notifies the gateway of each ready row.
     """
+    if notify_trigger and not notify.supported(obj.engine):
+        raise click.UsageError("--notify needs a PostgreSQL database_url")
     created = set(database.init_db(obj.engine))
+    if notify_trigger:
+        notify.install_trigger(obj.engine)
     names = [table.name for table in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES)]
     present = [name for name in names if name not in created]
     if as_json:
-        click.echo(json.dumps({"created": sorted(created), "present": present}))
+        result = {"created": sorted(created), "present": present}
+        if notify_trigger:
+            result["trigger"] = [notify.CHANNEL]
+        click.echo(json.dumps(result))
         return
     for name in names:
         if name in created:
             click.echo(f"created          {name}")
         else:
             click.echo(f"already present  {name} (left as it is)")
+    if notify_trigger:
+        click.echo(f"installed        trigger mpg_outbox_ready on Outbox (NOTIFY {notify.CHANNEL})")
     click.echo(f"database: {obj.engine.url.render_as_string(hide_password=True)}")

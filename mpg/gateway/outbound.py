@@ -39,6 +39,9 @@ log = structlog.get_logger("mpg.outbound")
 
 _HASH_CHUNK: Final = 1024 * 1024
 
+#: Shortest poll pause, right after a cycle that found rows (seconds).
+ADAPTIVE_MIN_POLL: Final = 0.05
+
 
 @dataclasses.dataclass(slots=True)
 class _Work:
@@ -86,6 +89,7 @@ class OutboundWorker:
         self._wake = wake
         self._resume = True  # rows left in flight by an earlier run or a failure
         self._next_take_over = 0.0  # monotonic time of the next look for expired claims
+        self._pause = settings.poll_interval  # the adaptive poll pause (see _next_pause)
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
 
@@ -112,9 +116,21 @@ class OutboundWorker:
                 continue
             self._attempt = 0
             if handled < self._settings.batch_size:
-                self._wake.wait(self._settings.poll_interval)
+                self._wake.wait(self._next_pause(handled))
                 self._wake.clear()
         log.info("outbound_stopped")
+
+    def _next_pause(self, handled: int) -> float:
+        """Adaptive polling: short while rows arrive, doubling up to poll_interval when idle.
+
+        Databases that cannot wake the gateway (MariaDB, SQL Server, PostgreSQL without
+        the trigger) then pick up a steady stream quickly and cost near nothing idle.
+        """
+        if handled:
+            self._pause = ADAPTIVE_MIN_POLL
+        else:
+            self._pause = min(self._pause * 2, self._settings.poll_interval)
+        return min(self._pause, self._settings.poll_interval)
 
     def run_once(self) -> int:
         """One cycle: resume rows in flight if needed, then take a batch of new ones."""

@@ -20,7 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from mpg import config, errors
 from mpg.gateway import client as client_mod
 from mpg.gateway import inbound, outbound, wakeup
-from mpg.storage import database, inbox, outbox, schema, tables
+from mpg.storage import database, inbox, notify, outbox, schema, tables
 from mpg.wire import keys
 
 log = structlog.get_logger("mpg.gateway")
@@ -70,6 +70,11 @@ class Gateway:
             if gw.watch_database and wakeup.watchable(gw.database_url)
             else None
         )
+        self.listener = (
+            notify.OutboxListener(self.engine, self.wake)
+            if gw.watch_database and notify.supported(self.engine)
+            else None
+        )
         self._scheduler = BackgroundScheduler(daemon=True)
         self._threads = [
             threading.Thread(target=self.outbound.run, name="mpg-outbound"),
@@ -80,6 +85,8 @@ class Gateway:
         """Start the workers, the database watcher and the timeout sweep."""
         if self._watcher is not None:
             self._watcher.start()
+        if self.listener is not None:
+            self.listener.start()
         self._scheduler.add_job(
             self.outbound.expire,
             "interval",
@@ -107,6 +114,8 @@ class Gateway:
             self._scheduler.shutdown(wait=False)
         if self._watcher is not None:
             self._watcher.stop()
+        if self.listener is not None:
+            self.listener.stop()
         self.push.close()
         self.engine.dispose()
         log.info("gateway_stopped")
