@@ -80,3 +80,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
 def postgresql_url(postgresql_server: dbservers.Server | str) -> str:
     """The URL of an empty PostgreSQL database, for PostgreSQL-only features."""
     return dbservers.fresh_database(_require(postgresql_server, "postgresql").url)
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def database_server(request: pytest.FixtureRequest) -> tuple[dbservers.Server, str]:
+    """A throwaway server of each kind (tests may restart it) and an empty database on it."""
+    name = str(request.param)
+    server = _require(request.getfixturevalue(f"{name}_server"), name)
+    return server, dbservers.fresh_database(server.url)

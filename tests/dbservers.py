@@ -22,12 +22,13 @@ import os
 import pathlib
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Final
+from typing import Final
 
 import sqlalchemy as sa
 
@@ -83,33 +84,65 @@ def _ping(url: str) -> Callable[[], None]:
 
 
 class Server:
-    """A running throwaway server: its admin URL and how to stop it."""
+    """A throwaway server (or one given by URL): its admin URL, restart and stop."""
 
     def __init__(
         self,
         url: str,
-        proc: subprocess.Popen[bytes] | None = None,
+        launch: Callable[[], subprocess.Popen[bytes]] | None = None,
         workdir: pathlib.Path | None = None,
-        log: IO[bytes] | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
     ) -> None:
         self.url = url
-        self._proc = proc
+        self._launch = launch
         self._workdir = workdir
-        self._log = log
+        self._signal = stop_signal
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        """Launch the server process and wait until it accepts connections."""
+        if self._launch is not None:
+            self._proc = self._launch()
+            try:
+                _wait_until(f"the server at {self.url}", _ping(self.url), self._proc)
+            except Unavailable:
+                self.stop()
+                raise
+        return self
+
+    def restart(self) -> None:
+        """Stop the server, dropping every connection, and start it again on its data."""
+        if self._launch is None:
+            raise Unavailable("a server given by URL cannot be restarted by the tests")
+        self._halt()
+        self.start()
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM: a clean, fast shutdown) and remove its files."""
+        """Stop the server and remove its files."""
+        self._halt()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _halt(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
+            self._proc.send_signal(self._signal)
             try:
                 self._proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        if self._log is not None:
-            self._log.close()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def _launcher(
+    argv: list[str], log: pathlib.Path, demote: Callable[[], None] | None = None
+) -> Callable[[], subprocess.Popen[bytes]]:
+    """Start ``argv`` with its output appended to ``log`` (again on each restart)."""
+
+    def launch() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(argv, preexec_fn=demote, stdout=out, stderr=subprocess.STDOUT)
+
+    return launch
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
@@ -170,16 +203,10 @@ def start_postgres() -> Server:
         "max_connections=200",
     ):
         argv += ["-c", setting]
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen(argv, preexec_fn=demote, stdout=log, stderr=subprocess.STDOUT)
     url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    server = Server(url, proc, workdir, log)
-    try:
-        _wait_until("postgres", _ping(url), proc)
-    except Unavailable:
-        server.stop()
-        raise
-    return server
+    launch = _launcher(argv, workdir / "server.log", demote)
+    # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
+    return Server(url, launch, workdir, signal.SIGINT).start()
 
 
 # -- MariaDB ---------------------------------------------------------------------------
@@ -223,37 +250,26 @@ def start_mariadb() -> Server:
             f"mariadb-install-db failed: {done.stderr.decode(errors='replace').strip()}"
         )
     port = _free_port()
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            server_bin,
-            "--no-defaults",
-            f"--datadir={data}",
-            f"--port={port}",
-            f"--socket={workdir / 'mysqld.sock'}",
-            f"--pid-file={workdir / 'mysqld.pid'}",
-            "--bind-address=127.0.0.1",
-            "--skip-grant-tables",
-            "--skip-log-bin",
-            # Durability off: the data is thrown away, and tests should not wait on fsync.
-            "--innodb-flush-log-at-trx-commit=0",
-            "--innodb-buffer-pool-size=128M",
-            "--character-set-server=utf8mb4",
-            "--collation-server=utf8mb4_unicode_ci",
-            "--max-connections=300",
-            *user,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    argv = [
+        server_bin,
+        "--no-defaults",
+        f"--datadir={data}",
+        f"--port={port}",
+        f"--socket={workdir / 'mysqld.sock'}",
+        f"--pid-file={workdir / 'mysqld.pid'}",
+        "--bind-address=127.0.0.1",
+        "--skip-grant-tables",
+        "--skip-log-bin",
+        # Durability off: the data is thrown away, and tests should not wait on fsync.
+        "--innodb-flush-log-at-trx-commit=0",
+        "--innodb-buffer-pool-size=128M",
+        "--character-set-server=utf8mb4",
+        "--collation-server=utf8mb4_unicode_ci",
+        "--max-connections=300",
+        *user,
+    ]
     url = f"mysql+pymysql://root@127.0.0.1:{port}/mysql?charset=utf8mb4"
-    server = Server(url, proc, workdir, log)
-    try:
-        _wait_until("mariadbd", _ping(url), proc)
-    except Unavailable:
-        server.stop()
-        raise
-    return server
+    return Server(url, _launcher(argv, workdir / "server.log"), workdir).start()
 
 
 # -- one empty database per test ---------------------------------------------------------

@@ -251,7 +251,7 @@ class OutboxRepository:
         return rows
 
     def claims(self) -> dict[str, tuple[str, str]]:
-        """Every claim: TxMessageId -> (instance, lease end), for ``mpg status`` and tests."""
+        """Every claim: TxMessageId -> (instance, lease end), for diagnostics and tests."""
         with database.connect(self.engine, "reading MpgClaim") as conn:
             return {
                 str(tx): (str(gw), str(until))
