@@ -121,16 +121,8 @@ class OutboundWorker:
         log.info("outbound_stopped")
 
     def _next_pause(self, handled: int) -> float:
-        """Adaptive polling: short while rows arrive, doubling up to poll_interval when idle.
-
-        Databases that cannot wake the gateway (MariaDB, SQL Server, PostgreSQL without
-        the trigger) then pick up a steady stream quickly and cost near nothing idle.
-        """
-        if handled:
-            self._pause = ADAPTIVE_MIN_POLL
-        else:
-            self._pause = min(self._pause * 2, self._settings.poll_interval)
-        return min(self._pause, self._settings.poll_interval)
+        self._pause = next_pause(self._pause, handled, self._settings.poll_interval)
+        return self._pause
 
     def run_once(self) -> int:
         """One cycle: resume rows in flight if needed, then take a batch of new ones."""
@@ -347,6 +339,17 @@ class OutboundWorker:
                 S.SENT,
                 message_ids=ids,
             )
+
+
+def next_pause(previous: float, handled: int, poll_interval: float) -> float:
+    """Adaptive polling: short while rows arrive, doubling up to poll_interval when idle.
+
+    Databases that cannot wake the gateway (MariaDB, SQL Server, PostgreSQL without
+    the trigger) then pick up a steady stream quickly and cost near nothing idle.
+    """
+    if handled:
+        return min(ADAPTIVE_MIN_POLL, poll_interval)
+    return min(previous * 2, poll_interval)
 
 
 def _queued_note(result: model.SubmitResult) -> str:

@@ -511,6 +511,30 @@ def test_chinese_text_round_trips_through_inbox(inbox_repo: inbox.InboxRepositor
     assert (row["Subject"], row["Content"]) == (d.subject, d.content)
 
 
+def test_chinese_file_names_and_padded_times_round_trip(
+    inbox_repo: inbox.InboxRepository, repo: outbox.OutboxRepository
+) -> None:
+    """Chinese file names come back exactly; nchar(20) times come back without padding."""
+    zh = model.AttachmentInfo(1, "會議紀錄（定稿）.docx", "docx", 4, 1, "0" * 64)
+    inbox_repo.store([delivery("rx-f", attachments=(zh,))], {("rx-f", 1): "資料".encode()}, {})
+    row = inbox_repo.get("rx-f")
+    assert row is not None
+    assert [a["FileName"] for a in row["attachments"]] == ["會議紀錄（定稿）.docx"]
+    stored = inbox_repo.attachment(str(row["attachments"][0]["AttachmentId"]))
+    assert stored is not None
+    assert stored["FileData"] == "資料".encode()
+    assert row["TransmitTime"] == "2024-05-10 15:07:00"
+    tx = repo.insert({"AttachmentList": "/srv/附件/報價單.pdf"})
+    repo.add_attachments(None, tx, [zh], ["/srv/附件/報價單.pdf"])
+    assert [(i.file_name, p) for i, p in repo.attachments(tx)] == [
+        ("會議紀錄（定稿）.docx", "/srv/附件/報價單.pdf")
+    ]
+    out = repo.get(tx)
+    assert out is not None
+    assert out.status_time is not None
+    assert len(out.status_time) == 19
+
+
 def test_mark_read_moves_only_new_rows(inbox_repo: inbox.InboxRepository, db_url: str) -> None:
     """0 -> 29 for new rows; rows already read (e.g. by the ERP's SQL) are not counted."""
     inbox_repo.store([delivery("r1"), delivery("r2"), delivery("r3")], {}, {})
