@@ -133,6 +133,7 @@ class OutboundWorker:
                     self._load(self._repo.take_over(self._settings.batch_size))
                 )
                 self._resume = False
+                self._repo.sweep_claims()
                 # Half the lease: a dead gateway's rows wait at most 1.5 leases.
                 self._next_take_over = time.monotonic() + self._settings.claim_lease / 2
             rows = self._repo.claim(self._settings.batch_size)

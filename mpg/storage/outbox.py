@@ -250,6 +250,18 @@ class OutboxRepository:
                 )
         return rows
 
+    def sweep_claims(self) -> int:
+        """Delete claims expired for a whole lease; return how many.
+
+        They are left by rows that stopped being workable while claimed (voided by
+        the ERP between claim and move, or a gateway that died on a row since
+        finished by another). An expired claim binds nobody, so removing it is safe.
+        """
+        cutoff = timefmt.utc_stamp(-self.lease_seconds)
+        with database.begin(self.engine, "sweeping expired MpgClaim rows") as conn:
+            result = conn.execute(sa.delete(tables.claim).where(_c.LeaseUntil < cutoff))
+            return int(result.rowcount or 0)
+
     def claims(self) -> dict[str, tuple[str, str]]:
         """Every claim: TxMessageId -> (instance, lease end), for diagnostics and tests."""
         with database.connect(self.engine, "reading MpgClaim") as conn:

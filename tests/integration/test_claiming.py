@@ -99,3 +99,20 @@ def test_ready_rows_with_an_expired_claim_are_claimed_again(engine: sa.Engine) -
     b = gateway(engine, "b")
     assert [r.tx_message_id for r in b.claim(5)] == [tx]
     assert b.claims()[tx][0] == "b"
+
+
+def test_sweep_removes_only_claims_expired_for_a_whole_lease(engine: sa.Engine) -> None:
+    """Long-expired claims (e.g. of a row voided while claimed) go; live ones stay."""
+    ids = seed(engine, 3)
+    with database.begin(engine, "claims of every age") as conn:
+        conn.execute(
+            tables.claim.insert(),
+            [
+                {"TxMessageId": ids[0], "Gateway": "dead", "LeaseUntil": timefmt.utc_stamp(-3600)},
+                {"TxMessageId": ids[1], "Gateway": "late", "LeaseUntil": timefmt.utc_stamp(-1)},
+                {"TxMessageId": ids[2], "Gateway": "live", "LeaseUntil": timefmt.utc_stamp(60)},
+            ],
+        )
+    a = gateway(engine, "a")
+    assert a.sweep_claims() == 1
+    assert sorted(a.claims()) == ids[1:]
