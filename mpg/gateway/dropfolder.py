@@ -267,7 +267,8 @@ class DropFolder:
                     line=att.line,
                 )
             if att.data is not None:
-                target = folder / f"{seq}-{dropfile.safe_name(att.name)}"
+                # The file keeps its own name: FileName is what the recipient sees.
+                target = folder / str(seq) / dropfile.safe_name(att.name)
                 files.write_atomic(target, att.data)
                 wrote = True
                 path = str(target.resolve())

@@ -75,7 +75,9 @@ DROP_FIELDS: Final = frozenset(
     }
 )
 _TRUE: Final = frozenset({"1", "true"})
-_UNSAFE_NAME: Final = re.compile(r"[^A-Za-z0-9._@-]+")
+# Separators, characters Windows refuses in names, controls and ';'/'|' (which
+# AttachmentList uses); everything else, Chinese included, stays as it is.
+_UNSAFE_NAME: Final = re.compile(r'[\\/:*?"<>|;\x00-\x1f\x7f]+')
 _MAX_NAME: Final = 120
 
 
@@ -375,7 +377,7 @@ def file_stamp(at: str) -> str:
 
 
 def safe_name(text: str) -> str:
-    """``text`` usable as (part of) a file name on every system: no separators, no
-    dots at the start, at most 120 characters."""
-    cleaned = _UNSAFE_NAME.sub("_", text).lstrip(".") or "_"
-    return cleaned[:_MAX_NAME]
+    """``text`` usable as (part of) a file name on every system: no separators or
+    reserved characters, no dot or blank at either end, at most 120 characters."""
+    cleaned = _UNSAFE_NAME.sub("_", text).strip(". ")
+    return cleaned[:_MAX_NAME] or "_"
