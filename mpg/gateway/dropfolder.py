@@ -217,8 +217,12 @@ class DropFolder:
             self._outbox.gateway_account, name, digest
         )
         values["TxMessageId"] = tx
-        written = self._attachment_list(doc, tx, values)
+        # Per file (id and digest): a file refused for reusing another file's id never
+        # touches that file's attachments, and only a folder made here is removed.
+        written = self.attachments / f"{dropfile.safe_name(tx)}-{digest[:12]}"
+        made_here = not written.exists()
         try:
+            self._attachment_list(doc, written, values)
             validation.validate(
                 outbox.OutboxRow(**_attributes(values)),
                 gateway_account=self._outbox.gateway_account,
@@ -228,7 +232,10 @@ class DropFolder:
             )
             outcome = self._drops.accept(values, name, digest)
         except errors.ValidationError as exc:
-            files.remove_tree(written)
+            if made_here:
+                files.remove_tree(written)
+            if isinstance(exc, dropfile.DropFileError):
+                raise
             field = "attachments" if exc.field == "AttachmentList" else exc.field
             raise dropfile.DropFileError(exc.field, exc.reason, line=doc.line_of(field)) from None
         return outcome, tx
@@ -253,12 +260,10 @@ class DropFolder:
         return values
 
     def _attachment_list(
-        self, doc: dropfile.Message, tx: str, values: dict[str, object]
-    ) -> pathlib.Path | None:
-        """Fill AttachmentList; embedded files are written first. Returns their folder."""
+        self, doc: dropfile.Message, folder: pathlib.Path, values: dict[str, object]
+    ) -> None:
+        """Fill AttachmentList; embedded files are written into ``folder`` first."""
         entries: list[str] = []
-        folder = self.attachments / dropfile.safe_name(tx)
-        wrote = False
         for seq, att in enumerate(doc.attachments, 1):
             if att.file:
                 raise dropfile.DropFileError(
@@ -270,7 +275,6 @@ class DropFolder:
                 # The file keeps its own name: FileName is what the recipient sees.
                 target = folder / str(seq) / dropfile.safe_name(att.name)
                 files.write_atomic(target, att.data)
-                wrote = True
                 path = str(target.resolve())
             elif att.path:
                 path = att.path
@@ -284,7 +288,6 @@ class DropFolder:
                 )
             entries.append(path if att.download_flag is None else f"{path}|{att.download_flag}")
         values["AttachmentList"] = ";".join(entries)
-        return folder if wrote else None
 
     def _reject(self, path: pathlib.Path, exc: dropfile.DropFileError) -> None:
         reason = f"{path.name}: {exc}\n"

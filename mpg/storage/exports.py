@@ -22,8 +22,14 @@ def position(engine: sa.Engine, name: str) -> int:
     A writer seen for the first time starts at the newest history row: it writes
     what happens from now on, not the whole past.
     """
-    with database.begin(engine, "reading a folder writer's position") as conn:
-        found = conn.execute(sa.select(_e.LastId).where(_e.Name == name)).scalar()
+    query = sa.select(_e.LastId).where(_e.Name == name)
+    # The common case reads only: no write lock for a writer that has nothing to do.
+    with database.connect(engine, "reading a folder writer's position") as conn:
+        found = conn.execute(query).scalar()
+    if found is not None:
+        return int(found)
+    with database.begin(engine, "starting a folder writer") as conn:
+        found = conn.execute(query).scalar()
         if found is not None:
             return int(found)
         latest = conn.execute(sa.select(sa.func.max(tables.transition.c.Id))).scalar()

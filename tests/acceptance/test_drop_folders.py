@@ -198,3 +198,25 @@ def test_gateway_killed_while_files_arrive_loses_and_duplicates_none(world: Worl
     wait_for("every inbound file", lambda: len(inbound_files(b)) >= len(expected))
     assert len(inbound_files(b)) == len(expected)
     assert not list(drop_dir(a).glob("*.xml"))
+
+
+def test_receiving_gateway_killed_between_store_and_file_writes_the_file_once(
+    world: World,
+) -> None:
+    """B dies after storing and before writing the inbound file (and acknowledging);
+    after restart the file is there exactly once, and the redelivery adds none."""
+    world.start_server()
+    a, b = world.gateway("erp-a"), world.gateway("erp-b")
+    a.run()
+    crashing = b.run(env={**folders(b, inbound=True), "MPG_FAILPOINTS": "inbound.after_store"})
+    a.mpg("send", "--to", "erp-b", "--subject", "crash once", "--tx-id", "tx-crash")
+    assert crashing.wait(timeout=60) == -signal.SIGKILL
+    assert inbox_count(b) == 1
+    assert inbound_files(b) == []
+
+    b.run(env=folders(b, inbound=True))
+    a.wait_state("tx-crash", 29)  # B acknowledged the redelivery
+    [file] = wait_for("B's inbound file", lambda: inbound_files(b))
+    assert dropfile.parse_message(file.read_bytes()).fields["Subject"] == "crash once"
+    assert inbox_count(b) == 1
+    assert len(inbound_files(b)) == 1

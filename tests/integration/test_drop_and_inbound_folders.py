@@ -286,3 +286,34 @@ def test_receipt_folder_writes_the_configured_state_changes(
     receipt = dropfile.parse_receipt(file.read_bytes())
     assert (receipt.tx_message_id, receipt.from_state, receipt.state) == (tx, 10, 99)
     assert receipt.status_log == "invalid ReceiverList: names no recipient"
+
+
+def test_refused_file_leaves_no_attachment_and_spares_another_files(
+    tmp_path: pathlib.Path, repo: outbox.OutboxRepository, engine: sa.Engine
+) -> None:
+    """A file reusing another drop file's TxMessageId is refused naming that file; its
+    embedded bytes are removed and the first file's attachment stays as it was."""
+    folder = make_folder(tmp_path, repo)
+    first = dropfile.Attachment(name="a.txt", data=b"first")
+    put(
+        folder,
+        "1.xml",
+        dropfile.build_message({"TxMessageId": "tx-9", "ReceiverList": "b"}, [first]),
+    )
+    folder.scan()
+    row = repo.get("tx-9")
+    assert row is not None
+    assert row.attachment_list is not None
+    kept = pathlib.Path(row.attachment_list)
+    second = dropfile.Attachment(name="a.txt", data=b"second")
+    put(
+        folder,
+        "2.xml",
+        dropfile.build_message({"TxMessageId": "tx-9", "ReceiverList": "c"}, [second]),
+    )
+    assert folder.scan() == dropfolder.ScanResult(failed=1)
+    assert "'tx-9' was already used by drop file 1.xml" in (
+        folder.failed / "2.xml.error.txt"
+    ).read_text(encoding="utf-8")
+    assert kept.read_bytes() == b"first"
+    assert [p.name for p in folder.attachments.iterdir()] == [kept.parents[1].name]
