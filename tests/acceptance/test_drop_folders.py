@@ -220,3 +220,21 @@ def test_receiving_gateway_killed_between_store_and_file_writes_the_file_once(
     assert dropfile.parse_message(file.read_bytes()).fields["Subject"] == "crash once"
     assert inbox_count(b) == 1
     assert len(inbound_files(b)) == 1
+
+
+def test_channel_opted_into_content_validation_fails_free_text_others_send_it(
+    world: World,
+) -> None:
+    """validate_content = ["BPM"]: a BPM row whose Content breaks mpg-content.xsd goes
+    to 99 naming the reason; the same Content on another channel is sent."""
+    world.start_server()
+    a, b = world.gateway("erp-a"), world.gateway("erp-b")
+    a.run(env={"MPG_GATEWAY__VALIDATE_CONTENT": '["BPM"]'})
+    b.run()
+    for tx, channel in (("tx-bpm", "BPM"), ("tx-news", "BULLTIN")):
+        a.mpg(
+            "send", "--to", "erp-b", "--app-code", channel, "--content", "free text", "--tx-id", tx
+        )
+    failed = a.wait_state("tx-bpm", 99)
+    assert failed["StatusLog"].startswith("invalid Content: does not match mpg-content.xsd:")
+    a.wait_state("tx-news", 29)
