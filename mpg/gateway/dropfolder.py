@@ -72,7 +72,7 @@ class ScanResult:
     inserted: int = 0
     already_done: int = 0
     failed: int = 0
-    waiting: int = 0  # files still settling (or unreadable), left for a later scan
+    waiting: int = 0  # files still settling, left for a later scan
 
 
 class _Wake(FileSystemEventHandler):
@@ -180,9 +180,8 @@ class DropFolder:
                 outcome = self.take(pathlib.Path(entry.path))
             except OSError as exc:
                 # One file the gateway cannot read or move must not hold up the others;
-                # it stays where it is and is tried again at the next scan.
+                # it stays where it is and is tried again at the next regular scan.
                 log.warning("drop_file_unreadable", file=entry.name, error=str(exc))
-                waiting += 1
                 continue
             if outcome is dropfiles.Outcome.INSERTED:
                 inserted += 1
