@@ -178,6 +178,8 @@ class DropFolder:
                 continue
             try:
                 outcome = self.take(pathlib.Path(entry.path))
+            except FileNotFoundError:
+                continue  # taken away meanwhile
             except OSError as exc:
                 # One file the gateway cannot read or move must not hold up the others;
                 # it stays where it is and is tried again at the next regular scan.
@@ -196,13 +198,10 @@ class DropFolder:
     def take(self, path: pathlib.Path) -> dropfiles.Outcome | None:
         """Turn one file into an Outbox row and move it; None when it was rejected.
 
-        Database errors propagate (the file stays for the next scan); a bad file is
-        moved to ``failed/`` with its reason.
+        Database and file-system errors propagate (the file stays for the next scan);
+        a bad file is moved to ``failed/`` with its reason.
         """
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
+        data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         try:
             outcome, tx = self._accept(path.name, data, digest)
