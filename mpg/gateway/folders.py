@@ -28,6 +28,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 import structlog
 
+from mpg import errors
 from mpg.gateway import files
 from mpg.storage import exports, history, inbox, outbox
 from mpg.storage.states import InboxState
@@ -74,7 +75,7 @@ class _HistoryFolder(abc.ABC):
                 rows = exports.pending(self.engine, self.name, BATCH)
                 for row in rows:
                     if self.wanted(row):
-                        written += self.write(row)
+                        written += self._write_one(row)
                 if rows:
                     exports.advance(self.engine, self.name, rows[-1].id)
                 if len(rows) < BATCH:
@@ -82,6 +83,20 @@ class _HistoryFolder(abc.ABC):
         if written:
             log.info("folder_files_written", folder=self.name, files=written)
         return written
+
+    def _write_one(self, transition: history.Transition) -> int:
+        try:
+            return self.write(transition)
+        except errors.WireError as exc:
+            # A row XML cannot carry (a control character the ERP wrote into it) can
+            # never be written; retrying would stop every later file, so it is logged.
+            log.error(
+                "folder_file_unwritable",
+                folder=self.name,
+                message_key=transition.message_key,
+                error=str(exc),
+            )
+            return 0
 
     @abc.abstractmethod
     def wanted(self, transition: history.Transition) -> bool:

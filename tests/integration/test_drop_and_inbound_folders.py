@@ -317,3 +317,20 @@ def test_refused_file_leaves_no_attachment_and_spares_another_files(
     ).read_text(encoding="utf-8")
     assert kept.read_bytes() == b"first"
     assert [p.name for p in folder.attachments.iterdir()] == [kept.parents[1].name]
+
+
+def test_a_row_xml_cannot_carry_is_logged_and_the_next_file_still_written(
+    tmp_path: pathlib.Path, engine: sa.Engine
+) -> None:
+    """An Inbox row the ERP filled with a control character gets no file, and does not
+    stop the files of the messages after it."""
+    repo = inbox.InboxRepository(engine, GATEWAY, "utc")
+    writer = folders.InboundFolder(engine, tmp_path / "in", repo)
+    writer.prepare()
+    repo.store([delivery("rx-bad")], {}, {})
+    with engine.begin() as conn:
+        conn.execute(sa.text('UPDATE "Inbox" SET "Subject" = :s'), {"s": "bell \x07"})
+    repo.store([delivery("rx-good")], {}, {})
+    assert writer.export() == 1
+    [file] = (tmp_path / "in").glob("*.xml")
+    assert file.name.endswith("-rx-good.xml")
