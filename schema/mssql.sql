@@ -108,3 +108,18 @@ CREATE TABLE [MpgClaim] (
 	[LeaseUntil] NVARCHAR(27) NOT NULL,
 	PRIMARY KEY ([TxMessageId])
 );
+
+CREATE TABLE [MpgDropFile] (
+	[TxMessageId] NVARCHAR(50) NOT NULL,
+	[FileName] NVARCHAR(255) NOT NULL,
+	[Sha256] CHAR(64) NOT NULL,
+	[At] NVARCHAR(27) NOT NULL,
+	PRIMARY KEY ([TxMessageId])
+);
+
+CREATE TABLE [MpgExport] (
+	[Name] NVARCHAR(50) NOT NULL,
+	[LastId] INTEGER NOT NULL,
+	[At] NVARCHAR(27) NOT NULL,
+	PRIMARY KEY ([Name])
+);

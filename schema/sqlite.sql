@@ -108,3 +108,18 @@ CREATE TABLE "MpgClaim" (
 	"LeaseUntil" VARCHAR(27) NOT NULL,
 	PRIMARY KEY ("TxMessageId")
 );
+
+CREATE TABLE "MpgDropFile" (
+	"TxMessageId" VARCHAR(50) NOT NULL,
+	"FileName" VARCHAR(255) NOT NULL,
+	"Sha256" CHAR(64) NOT NULL,
+	"At" VARCHAR(27) NOT NULL,
+	PRIMARY KEY ("TxMessageId")
+);
+
+CREATE TABLE "MpgExport" (
+	"Name" VARCHAR(50) NOT NULL,
+	"LastId" INTEGER NOT NULL,
+	"At" VARCHAR(27) NOT NULL,
+	PRIMARY KEY ("Name")
+);

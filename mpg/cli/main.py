@@ -29,6 +29,7 @@ COMMANDS: Final = {
     "tail": "mpg.cli.tail:tail",
     "inbox": "mpg.cli.inbox:inbox",
     "attachment": "mpg.cli.attachment:attachment",
+    "content": "mpg.cli.content:content_group",
     "demo": "mpg.cli.demo:demo",
 }
 
