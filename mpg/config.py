@@ -47,7 +47,7 @@ class GatewaySettings(_Section):
     poll_interval: float = pydantic.Field(default=1.0, gt=0, le=3600)
     batch_size: int = pydantic.Field(default=200, ge=1, le=5000)
     #: Name of this gateway process among those sharing one Outbox (MpgClaim.Gateway);
-    #: empty: host:pid:random, i.e. a restarted process waits out its old claims.
+    #: empty: the host name, so a restarted process resumes its own rows at once.
     instance: str = pydantic.Field(default="", max_length=200)
     #: Seconds a claim on a row lasts unrenewed: how long a dead gateway's rows wait.
     claim_lease: float = pydantic.Field(default=300.0, ge=1, le=86400)

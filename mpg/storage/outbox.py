@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import secrets
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -123,8 +121,13 @@ class OutboxRow:
 
 
 def default_instance() -> str:
-    """A name for this gateway process: ``host:pid:random``, unique among processes."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """The default name of a gateway process: its host's name.
+
+    Stable across restarts, so a gateway that crashed and was started again resumes
+    its rows in flight at once instead of waiting out its own leases. Several
+    processes on one host must each be given a name of their own.
+    """
+    return socket.gethostname()
 
 
 def _claimed(dialect: sa.Dialect) -> sa.ColumnElement[bool]:

@@ -171,7 +171,7 @@ claim = sa.Table(
     "MpgClaim",
     metadata,
     sa.Column("TxMessageId", sa.Unicode(50), primary_key=True),
-    sa.Column("Gateway", sa.Unicode(200), nullable=False),  # host:pid:random of the process
+    sa.Column("Gateway", sa.Unicode(200), nullable=False),  # [gateway] instance of the process
     # Same text form as MpgTransition.At: compares in time order on every database.
     sa.Column("LeaseUntil", sa.Unicode(27), nullable=False),
     **_MARIADB_OPTIONS,

@@ -116,3 +116,14 @@ def test_sweep_removes_only_claims_expired_for_a_whole_lease(engine: sa.Engine) 
     a = gateway(engine, "a")
     assert a.sweep_claims() == 1
     assert sorted(a.claims()) == ids[1:]
+
+
+def test_a_restarted_gateway_resumes_its_rows_at_once(engine: sa.Engine) -> None:
+    """The default name is the host's, so a process started again takes its rows back."""
+    ids = seed(engine, 2)
+    before = outbox.OutboxRepository(engine, GATEWAY, "utc", lease_seconds=60)
+    before.claim(2)
+    before.transition([(tx, "claimed") for tx in ids], S.READY, S.ATTACHMENTS_UPLOADED)
+    after = outbox.OutboxRepository(engine, GATEWAY, "utc", lease_seconds=60)
+    assert after.instance == before.instance
+    assert sorted(r.tx_message_id for r in after.take_over(10)) == ids
