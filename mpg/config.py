@@ -55,6 +55,11 @@ class GatewaySettings(_Section):
     watch_database: bool = True
     default_download_flag: Literal[0, 1] = 0
     max_inline_attachment: int = pydantic.Field(default=256 * 1024 * 1024, ge=0)
+    health_host: str = "127.0.0.1"
+    health_port: int | None = pydantic.Field(default=None, ge=0, le=65535)
+    stuck_after: float = pydantic.Field(default=3600.0, gt=0)
+    history_retention_days: float = pydantic.Field(default=90.0, ge=0)
+    housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
 
     @pydantic.field_validator("server_url")
     @classmethod
@@ -109,6 +114,16 @@ class ServerSettings(_Section):
     max_long_poll: float = pydantic.Field(default=30.0, ge=0, le=300)
     replay_window: float = pydantic.Field(default=300.0, gt=0)
     max_request_bytes: int = pydantic.Field(default=64 * 1024 * 1024, ge=1024)
+    metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    retention_days: float = pydantic.Field(default=30.0, ge=0)
+    housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
+
+    @pydantic.field_validator("metrics_from")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
 
     @pydantic.model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:

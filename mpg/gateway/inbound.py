@@ -20,7 +20,7 @@ from typing import Final
 
 import structlog
 
-from mpg import config, errors, faults
+from mpg import config, errors, faults, metrics
 from mpg.gateway import client as client_mod
 from mpg.gateway import retry
 from mpg.storage import inbox, outbox
@@ -69,6 +69,7 @@ class InboundWorker:
                 if not retry.is_transient(exc):
                     log.exception("inbound_cycle_failed", error=str(exc))
                 attempt += 1
+                metrics.RETRIES.labels("inbound").inc()
                 pause = retry.delay(
                     attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
                 )

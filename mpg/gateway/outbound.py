@@ -24,7 +24,7 @@ from typing import Final
 
 import structlog
 
-from mpg import config, errors, timefmt
+from mpg import config, errors, metrics, timefmt
 from mpg.gateway import client as client_mod
 from mpg.gateway import retry, validation
 from mpg.storage import outbox
@@ -43,6 +43,8 @@ class _Work:
     state: S
     valid: validation.ValidRow
     digests: dict[int, str] = dataclasses.field(default_factory=dict)
+    # When this process took the row in hand (delivery latency runs from here).
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def tx(self) -> str:
@@ -94,6 +96,7 @@ class OutboundWorker:
                 if not retry.is_transient(exc):
                     log.exception("outbound_cycle_failed", error=str(exc))
                 self._attempt += 1
+                metrics.RETRIES.labels("outbound").inc()
                 pause = retry.delay(
                     self._attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
                 )
@@ -163,6 +166,7 @@ class OutboundWorker:
         return good, bad
 
     def _claim(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
+        _observe_pickup(rows, self._settings.clock)
         good, bad = self._validate(rows)
         if bad:
             self._repo.transition(bad, S.READY, S.FAILED)
@@ -287,6 +291,10 @@ class OutboundWorker:
         results = self._push.submit([i.message() for i in ready])
         log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
         by_tx = {i.tx: i for i in ready}
+        done = time.monotonic()
+        for result in results:
+            if result.accepted:
+                metrics.DELIVERY_LATENCY.observe(done - by_tx[result.tx_message_id].started)
         for state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED):
             self._record([r for r in results if by_tx[r.tx_message_id].state == state], state)
 
@@ -324,6 +332,19 @@ class OutboundWorker:
                 S.SENT,
                 message_ids=ids,
             )
+
+
+def _observe_pickup(rows: Iterable[outbox.OutboxRow], clock: timefmt.Clock) -> None:
+    """Pickup latency: from the StatusTime the ERP gave the row in 10 to now."""
+    now = timefmt.now(clock)
+    for row in rows:
+        if row.status_time is None:
+            continue
+        try:
+            waited = (now - timefmt.parse_text(row.status_time)).total_seconds()
+        except ValueError:
+            continue  # an unreadable StatusTime has no age to report
+        metrics.PICKUP_LATENCY.observe(max(0.0, waited))
 
 
 def _queued_note(result: model.SubmitResult) -> str:

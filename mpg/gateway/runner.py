@@ -17,10 +17,11 @@ import sqlalchemy as sa
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from mpg import config, errors
+from mpg import config, errors, metrics
 from mpg.gateway import client as client_mod
 from mpg.gateway import inbound, outbound, wakeup
-from mpg.storage import database, inbox, outbox, tables
+from mpg.ops import health
+from mpg.storage import database, history, inbox, outbox, tables
 from mpg.wire import keys
 
 log = structlog.get_logger("mpg.gateway")
@@ -58,6 +59,17 @@ class Gateway:
             if gw.watch_database and wakeup.watchable(gw.database_url)
             else None
         )
+        self._settings = gw
+        self.health = (
+            None
+            if gw.health_port is None
+            else health.HealthServer(
+                gw.health_host,
+                gw.health_port,
+                {"database": lambda: health.probe_database(self.engine), "server": self.push.ping},
+                metrics.registry(self._collectors()),
+            )
+        )
         self._scheduler = BackgroundScheduler(daemon=True)
         self._threads = [
             threading.Thread(target=self.outbound.run, name="mpg-outbound"),
@@ -76,7 +88,19 @@ class Gateway:
             max_instances=1,
             coalesce=True,
         )
+        if gw_retention := self._settings.history_retention_days:
+            self._scheduler.add_job(
+                self.housekeeping,
+                "interval",
+                seconds=self._settings.housekeeping_interval,
+                id="housekeeping",
+                max_instances=1,
+                coalesce=True,
+                kwargs={"keep_days": gw_retention},
+            )
         self._scheduler.start()
+        if self.health is not None:
+            self.health.start()
         for thread in self._threads:
             thread.start()
         log.info("gateway_started", account=self.push.account)
@@ -95,9 +119,34 @@ class Gateway:
             self._scheduler.shutdown(wait=False)
         if self._watcher is not None:
             self._watcher.stop()
+        if self.health is not None:
+            self.health.stop()
         self.push.close()
         self.engine.dispose()
         log.info("gateway_stopped")
+
+    def housekeeping(self, keep_days: float) -> int:
+        """Delete MPG's own history older than ``keep_days``; returns rows deleted."""
+        deleted = history.purge(self.engine, keep_days)
+        if deleted:
+            log.info("history_purged", rows=deleted, keep_days=keep_days)
+        return deleted
+
+    def _collectors(self) -> list[metrics.GaugeCollector]:
+        def outbox_counts() -> dict[str, int]:
+            return {str(state): n for state, n in self.outbox.counts().items()}
+
+        def inbox_counts() -> dict[str, int]:
+            return {str(state): n for state, n in self.inbox.counts().items()}
+
+        return [
+            metrics.GaugeCollector(
+                "mpg_outbox_messages", "Outbox rows per State.", "state", outbox_counts
+            ),
+            metrics.GaugeCollector(
+                "mpg_inbox_messages", "Inbox rows per State.", "state", inbox_counts
+            ),
+        ]
 
 
 def _require_tables(engine: sa.Engine) -> None:

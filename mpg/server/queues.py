@@ -551,6 +551,19 @@ class QueueStore:
                 )
         return {message_id: tuple(infos) for message_id, infos in found.items()}
 
+    # ------------------------------------------------------------------ depths
+
+    def depths(self) -> dict[str, int]:
+        """Entries waiting per recipient (queued or leased, not yet acknowledged)."""
+        r = tables.receive_queue.c
+        query = (
+            sa.select(r.Recipient, sa.func.count())
+            .where(r.State.in_([EntryState.QUEUED, EntryState.LEASED]))
+            .group_by(r.Recipient)
+        )
+        with tables.transaction(self._engine) as conn:
+            return {str(recipient): int(n) for recipient, n in conn.execute(query)}
+
     # ------------------------------------------------------------------ ack
 
     def ack(self, account: str, entry_ids: Sequence[str]) -> int:

@@ -8,13 +8,14 @@ history by ``Id``; ``mpg show`` reads one message's timeline.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 from typing import Final, Literal
 
 import sqlalchemy as sa
 import structlog
 
-from mpg import timefmt
+from mpg import metrics, timefmt
 from mpg.storage import database, tables
 
 Box = Literal["out", "in"]
@@ -76,11 +77,13 @@ def record(conn: sa.Connection, box: Box, gateway: str, steps: Sequence[Step]) -
 
 
 def log_steps(box: Box, steps: Sequence[Step]) -> None:
-    """One ``state_changed`` event per step on the ``mpg.state`` logger."""
+    """One ``state_changed`` event per step on ``mpg.state``, and the transition counter."""
     # Looked up per call so a logging setup made after import (or a test's capture) applies.
     log = structlog.get_logger("mpg.state")
     key = "tx_message_id" if box == "out" else "rx_message_id"
     for step in steps:
+        from_label = "none" if step.from_state is None else str(step.from_state)
+        metrics.TRANSITIONS.labels(box, from_label, str(step.to_state)).inc()
         log.info(
             "state_changed",
             **{key: step.message_key},
@@ -143,3 +146,33 @@ def timeline(engine: sa.Engine, key: str) -> list[Transition]:
     query = sa.select(tables.transition).where(t.MessageKey == key).order_by(t.Id)
     with database.connect(engine, "reading the transition history") as conn:
         return [_from_row(row) for row in conn.execute(query)]
+
+
+#: Most history rows one purge transaction deletes (keeps lock times short).
+PURGE_BATCH: Final = 5000
+
+
+def purge(engine: sa.Engine, keep_days: float) -> int:
+    """Delete history rows older than ``keep_days`` days; returns how many went.
+
+    Housekeeping of MPG's own table only: the ERP's tables are never touched here.
+    Deletes in batches of :data:`PURGE_BATCH`, each its own transaction.
+    """
+    t = tables.transition.c
+    cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    deleted = 0
+    while True:
+        with database.begin(engine, "purging the transition history") as conn:
+            ids = [
+                int(i)
+                for i in conn.execute(
+                    sa.select(t.Id).where(t.At < cutoff).order_by(t.Id).limit(PURGE_BATCH)
+                ).scalars()
+            ]
+            if ids:
+                conn.execute(sa.delete(tables.transition).where(t.Id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < PURGE_BATCH:
+            return deleted

@@ -29,6 +29,8 @@ PENDING_STATES: Final = (
     *sorted(states.IN_FLIGHT),
     states.OutboxState.WAITING,
 )
+#: States a row should not stay in for long (``mpg status`` warns about them).
+STUCK_STATES: Final = (*sorted(states.IN_FLIGHT), states.OutboxState.WAITING)
 #: States the send timeout applies to: those the transition table lets go to 97
 #: (10, 11, 12 today; 20 waits for recipients, not for the gateway).
 TIMEOUT_STATES: Final = tuple(
@@ -151,6 +153,21 @@ class OutboxRepository:
         with database.connect(self.engine, "reading the oldest pending Outbox row") as conn:
             row = conn.execute(query).first()
         return None if row is None else (str(row[0]), str(row[1]).strip())
+
+    def stuck(self, older_than_seconds: float, limit: int = 20) -> list[OutboxRow]:
+        """Rows in 11, 12, 19 or 20 whose StatusTime is older than the threshold.
+
+        A row may rightly wait in 10 (nothing picked it up: the send timeout handles
+        that); in the states after it, a long stay means a step is not completing.
+        """
+        cutoff = timefmt.now(self.clock) - dt.timedelta(seconds=older_than_seconds)
+        query = (
+            sa.select(tables.outbox)
+            .where(_o.State.in_(STUCK_STATES), _o.StatusTime.is_not(None))
+            .order_by(_o.StatusTime, _o.TxMessageId)
+        )
+        rows = self._rows(query, "reading stuck Outbox rows")
+        return [row for row in rows if _older(row.status_time, cutoff)][:limit]
 
     def timed_out(self, older_than_seconds: float) -> list[OutboxRow]:
         """Rows in :data:`TIMEOUT_STATES` whose StatusTime is older than the timeout.
