@@ -27,6 +27,8 @@ COMMANDS: Final = {
     "send": "mpg.cli.send:send",
     "status": "mpg.cli.status:status",
     "tail": "mpg.cli.tail:tail",
+    "void": "mpg.cli.operate:void",
+    "retry": "mpg.cli.operate:retry",
     "inbox": "mpg.cli.inbox:inbox",
     "attachment": "mpg.cli.attachment:attachment",
     "demo": "mpg.cli.demo:demo",

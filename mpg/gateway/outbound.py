@@ -26,7 +26,7 @@ import structlog
 
 from mpg import config, errors, metrics, timefmt
 from mpg.gateway import client as client_mod
-from mpg.gateway import retry, validation
+from mpg.gateway import retry, validation, voiding
 from mpg.storage import outbox
 from mpg.storage.states import OutboxState as S
 from mpg.wire import model
@@ -34,6 +34,8 @@ from mpg.wire import model
 log = structlog.get_logger("mpg.outbound")
 
 _HASH_CHUNK: Final = 1024 * 1024
+#: Seconds between looks for rows the ERP voided itself (see :mod:`voiding`).
+VOID_SWEEP_SECONDS: Final = 5.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -85,6 +87,8 @@ class OutboundWorker:
         self._resume = True  # rows left in flight by an earlier run or a failure
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
+        self._voider = voiding.Voider(repo, push)
+        self._next_void_sweep = 0.0
 
     def run(self) -> None:
         """Cycle until stopped; the batch in hand is always finished first."""
@@ -117,6 +121,11 @@ class OutboundWorker:
     def run_once(self) -> int:
         """One cycle: resume rows in flight if needed, then take a batch of new ones."""
         handled = 0
+        if time.monotonic() >= self._next_void_sweep:
+            # In this thread, not the scheduler's: a void seen here can never race
+            # the submit of the same row.
+            self._voider.sweep()
+            self._next_void_sweep = time.monotonic() + VOID_SWEEP_SECONDS
         try:
             if self._resume:
                 handled += self._advance(
@@ -295,12 +304,26 @@ class OutboundWorker:
         for result in results:
             if result.accepted:
                 metrics.DELIVERY_LATENCY.observe(done - by_tx[result.tx_message_id].started)
+        moved: set[str] = set()
         for state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED):
-            self._record([r for r in results if by_tx[r.tx_message_id].state == state], state)
+            moved |= self._record(
+                [r for r in results if by_tx[r.tx_message_id].state == state], state
+            )
+        for result in results:
+            if result.accepted and not result.served_at_once and result.tx_message_id not in moved:
+                self._check_voided(result, by_tx[result.tx_message_id].state)
 
-    def _record(self, results: list[model.SubmitResult], state: S) -> None:
+    def _check_voided(self, result: model.SubmitResult, sent_from: S) -> None:
+        """An accepted row that did not move was voided meanwhile: recall it."""
+        row = self._repo.get(result.tx_message_id)
+        if row is not None and row.state == S.VOIDED and not row.message_id:
+            self._voider.accepted_after_void(row, sent_from, result.message_id)
+
+    def _record(self, results: list[model.SubmitResult], state: S) -> set[str]:
+        """Record the answers for rows sent from ``state``; returns the accepted that moved."""
+        moved: set[str] = set()
         if not results:
-            return
+            return moved
         queued = [r for r in results if r.accepted and not r.served_at_once]
         at_once = [r for r in results if r.accepted and r.served_at_once]
         refused = [
@@ -309,12 +332,14 @@ class OutboundWorker:
         if refused:
             self._repo.transition(refused, state, S.FAILED)
         if queued:
-            self._repo.transition(
-                [(r.tx_message_id, _queued_note(r)) for r in queued],
-                state,
-                S.WAITING,
-                message_ids={r.tx_message_id: r.message_id for r in queued},
-                set_transmit_time=True,
+            moved |= set(
+                self._repo.transition(
+                    [(r.tx_message_id, _queued_note(r)) for r in queued],
+                    state,
+                    S.WAITING,
+                    message_ids={r.tx_message_id: r.message_id for r in queued},
+                    set_transmit_time=True,
+                )
             )
         if at_once:
             ids = {r.tx_message_id: r.message_id for r in at_once}
@@ -326,12 +351,15 @@ class OutboundWorker:
                     message_ids=ids,
                     set_transmit_time=True,
                 )
-            self._repo.transition(
-                [(r.tx_message_id, _served_note(r)) for r in at_once],
-                S.UPLOADED,
-                S.SENT,
-                message_ids=ids,
+            moved |= set(
+                self._repo.transition(
+                    [(r.tx_message_id, _served_note(r)) for r in at_once],
+                    S.UPLOADED,
+                    S.SENT,
+                    message_ids=ids,
+                )
             )
+        return moved
 
 
 def _observe_pickup(rows: Iterable[outbox.OutboxRow], clock: timefmt.Clock) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Gateway, World
+from harness import Gateway, World, wait_for
 
 OLD = "2000-01-01 00:00:00"
 
@@ -42,3 +42,89 @@ def test_status_has_no_warning_when_nothing_is_stuck(offline: Gateway) -> None:
     put_row(offline, "ready-1", 10)
     put_row(offline, "done-1", 29)
     assert "WARNING" not in offline.mpg("status").stdout
+
+
+def history_steps(gw: Gateway, tx: str) -> list[tuple[int | None, int]]:
+    rows = gw.sql(
+        'SELECT "FromState","ToState" FROM "MpgTransition" WHERE "MessageKey" = ? ORDER BY "Id"',
+        (tx,),
+    )
+    return [(r["FromState"], r["ToState"]) for r in rows]
+
+
+def test_void_moves_an_unsent_row_to_98_without_a_server(offline: Gateway) -> None:
+    """`mpg void` on a row in 10 sets 98 with the reason, recorded in the history."""
+    put_row(offline, "v-1", 10)
+    out = offline.mpg("void", "v-1", "--reason", "order cancelled").stdout
+    assert "v-1: 10 -> 98" in out
+    row = offline.outbox_row("v-1")
+    assert row is not None
+    assert row["State"] == 98
+    assert "order cancelled" in row["StatusLog"]
+    assert history_steps(offline, "v-1") == [(10, 98)]
+
+
+def test_void_refuses_a_row_already_final(offline: Gateway) -> None:
+    """A sent row cannot be voided: exit code 1 and the row is unchanged."""
+    put_row(offline, "s-1", 29)
+    done = offline.mpg("void", "s-1", check=False)
+    assert done.returncode == 1
+    assert "nothing to void" in done.stderr
+    row = offline.outbox_row("s-1")
+    assert row is not None
+    assert row["State"] == 29
+
+
+def test_retry_requeues_failed_and_timed_out_rows(offline: Gateway) -> None:
+    """--all-failed takes every 99, an id takes one 97; other states are refused."""
+    put_row(offline, "f-1", 99)
+    put_row(offline, "f-2", 99)
+    put_row(offline, "t-1", 97)
+    put_row(offline, "t-2", 97)
+    put_row(offline, "ok-1", 29)
+    assert "requeued 3 row(s)" in offline.mpg("retry", "--all-failed", "t-1").stdout
+    states = {r["TxMessageId"]: r["State"] for r in offline.sql('SELECT * FROM "Outbox"')}
+    assert states == {"f-1": 10, "f-2": 10, "t-1": 10, "t-2": 97, "ok-1": 29}
+    assert history_steps(offline, "f-1") == [(99, 10)]
+    done = offline.mpg("retry", "ok-1", check=False)
+    assert done.returncode == 1
+    assert "ok-1 (in State 29)" in done.stderr
+
+
+def send_waiting(world: World) -> tuple[Gateway, Gateway, str]:
+    """A message from erp to bob, accepted and waiting (bob's gateway is not running)."""
+    world.start_server()
+    sender = world.gateway("erp")
+    bob = world.gateway("bob", kind="user")
+    sender.run()
+    tx = sender.mpg("send", "--to", "bob@example.com", "--content", "x").stdout.strip()
+    sender.wait_state(tx, 20)
+    return sender, bob, tx
+
+
+def test_void_recalls_a_message_the_server_accepted(world: World) -> None:
+    """`mpg void` on a row in 20 recalls it: 98, and the recipient never gets it."""
+    sender, bob, tx = send_waiting(world)
+    out = sender.mpg("void", tx).stdout
+    assert f"{tx}: 20 -> 98" in out
+    assert "recalled: withdrawn from 1, notified 0" in out
+    assert history_steps(sender, tx)[-1] == (20, 98)
+    later = sender.mpg("send", "--to", "bob@example.com", "--content", "y").stdout.strip()
+    sender.wait_state(later, 20)
+    bob.run()
+    # Once the later message has arrived, the voided one would have too.
+    inbox = wait_for("bob to fetch", lambda: bob.inbox())
+    voided_id = sender.outbox_row(tx)["MessageId"]  # type: ignore[index]
+    assert [m["MessageId"] for m in inbox] != [voided_id]
+    assert len(inbox) == 1
+
+
+def test_erp_writing_98_recalls_an_accepted_message(world: World) -> None:
+    """The ERP sets 98 on a row in 20 itself: the gateway recalls it and notes it."""
+    sender, _bob, tx = send_waiting(world)
+    sender.sql('UPDATE "Outbox" SET "State" = 98 WHERE "TxMessageId" = ?', (tx,))
+    wait_for(
+        "the gateway to recall the voided row",
+        lambda: "recalled" in (((row := sender.outbox_row(tx)) and row["StatusLog"]) or ""),
+    )
+    assert history_steps(sender, tx)[-1] == (20, 98)
