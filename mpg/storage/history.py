@@ -23,6 +23,7 @@ Box = Literal["out", "in"]
 #: Width of ``MpgTransition.Reason``.
 REASON_WIDTH: Final = 200
 DEFAULT_FOLLOW_LIMIT: Final = 500
+_STAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"  # what timefmt.utc_stamp writes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,11 +116,15 @@ def follow(
     *,
     tx: str | None = None,
     state: int | None = None,
+    app_code: str | None = None,
+    since: str | None = None,
     limit: int = DEFAULT_FOLLOW_LIMIT,
 ) -> list[Transition]:
     """The rows recorded after ``since_id``, oldest first (``mpg tail``).
 
-    ``tx`` keeps one message's rows, ``state`` the steps that reached that state.
+    ``tx`` keeps one message's rows, ``state`` the steps that reached that state,
+    ``app_code`` those of Outbox or Inbox rows with that AppCode, ``since`` (an
+    ``At`` stamp, see :func:`stamp`) those recorded at or after it.
     """
     t = tables.transition.c
     query = sa.select(tables.transition).where(t.Id > since_id)
@@ -127,6 +132,17 @@ def follow(
         query = query.where(t.MessageKey == tx)
     if state is not None:
         query = query.where(t.ToState == state)
+    if since is not None:
+        query = query.where(t.At >= since)
+    if app_code is not None:
+        out_ids = sa.select(tables.outbox.c.TxMessageId).where(tables.outbox.c.AppCode == app_code)
+        in_ids = sa.select(tables.inbox.c.RxMessageId).where(tables.inbox.c.AppCode == app_code)
+        query = query.where(
+            sa.or_(
+                sa.and_(t.Box == "out", t.MessageKey.in_(out_ids)),
+                sa.and_(t.Box == "in", t.MessageKey.in_(in_ids)),
+            )
+        )
     query = query.order_by(t.Id).limit(limit)
     with database.connect(engine, "reading the transition history") as conn:
         return [_from_row(row) for row in conn.execute(query)]
@@ -148,6 +164,13 @@ def timeline(engine: sa.Engine, key: str) -> list[Transition]:
         return [_from_row(row) for row in conn.execute(query)]
 
 
+def stamp(moment: dt.datetime) -> str:
+    """``moment`` (aware, or naive UTC) in the form of ``MpgTransition.At``."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return moment.strftime(_STAMP_FORMAT)
+
+
 #: Most history rows one purge transaction deletes (keeps lock times short).
 PURGE_BATCH: Final = 5000
 
@@ -159,9 +182,7 @@ def purge(engine: sa.Engine, keep_days: float) -> int:
     Deletes in batches of :data:`PURGE_BATCH`, each its own transaction.
     """
     t = tables.transition.c
-    cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days)).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ"
-    )
+    cutoff = stamp(dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days))
     deleted = 0
     while True:
         with database.begin(engine, "purging the transition history") as conn:

@@ -128,3 +128,21 @@ def test_erp_writing_98_recalls_an_accepted_message(world: World) -> None:
         lambda: "recalled" in (((row := sender.outbox_row(tx)) and row["StatusLog"]) or ""),
     )
     assert history_steps(sender, tx)[-1] == (20, 98)
+
+
+def tail_keys(gw: Gateway, *args: str) -> list[str]:
+    out = gw.mpg("tail", "--once", "--json", *args).stdout
+    return [json.loads(line)["message_key"] for line in out.splitlines()]
+
+
+def test_tail_filters_by_app_code_and_time(offline: Gateway) -> None:
+    """--app-code keeps that channel's steps; --since keeps steps at or after a time."""
+    hr = offline.mpg("send", "--to", "bob", "--content", "x", "--app-code", "HR").stdout.strip()
+    bpm = offline.mpg("send", "--to", "bob", "--content", "x", "--app-code", "BPM").stdout.strip()
+    offline.mpg("void", hr)
+    assert tail_keys(offline, "--app-code", "HR") == [hr, hr]
+    assert tail_keys(offline, "--app-code", "BPM") == [bpm]
+    assert tail_keys(offline, "--since", "1h") == [hr, bpm, hr]
+    assert tail_keys(offline, "--since", "2999-01-01 00:00:00") == []
+    done = offline.mpg("tail", "--once", "--since", "yesterday", check=False)
+    assert done.returncode == 2
