@@ -27,6 +27,7 @@ COMMANDS: Final = {
     "send": "mpg.cli.send:send",
     "status": "mpg.cli.status:status",
     "tail": "mpg.cli.tail:tail",
+    "history": "mpg.cli.history:history",
     "void": "mpg.cli.operate:void",
     "retry": "mpg.cli.operate:retry",
     "inbox": "mpg.cli.inbox:inbox",

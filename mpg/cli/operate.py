@@ -17,7 +17,7 @@ from mpg.storage.states import OutboxState as S
 from mpg.wire import keys
 
 
-def _push(obj: context.CliContext) -> client_mod.PushClient | None:
+def push_client(obj: context.CliContext) -> client_mod.PushClient | None:
     """A client of the push server, or None when no credential is configured."""
     gw = obj.settings.gateway
     if gw.secret is None and gw.secret_file is None:
@@ -35,7 +35,7 @@ def _push(obj: context.CliContext) -> client_mod.PushClient | None:
 @click.pass_obj
 def void(obj: context.CliContext, tx_ids: tuple[str, ...], reason: str) -> None:
     """Void messages not yet sent; recall those the server already accepted (19/20)."""
-    push = _push(obj)
+    push = push_client(obj)
     voider = voiding.Voider(obj.outbox(), push)
     failures = 0
     try:

@@ -31,7 +31,8 @@ _FINAL_BAD: Final = {
 }
 
 
-def _name(box: str, code: int | None) -> str:
+def state_label(box: str, code: int | None) -> str:
+    """``10 READY`` for an Outbox code, ``29 READ`` for an Inbox one, ``-`` for none."""
     if code is None:
         return "-"
     enum_type = states.InboxState if box == "in" else states.OutboxState
@@ -57,7 +58,7 @@ def as_dict(row: history.Transition) -> dict[str, Any]:
 
 def as_text(row: history.Transition, colour: bool) -> str:
     """One history row as a readable line; the target state coloured on a terminal."""
-    target = _name(row.box, row.to_state)
+    target = state_label(row.box, row.to_state)
     if colour and row.box == "out":
         if row.to_state in _FINAL_OK:
             target = click.style(target, fg="green", bold=True)
@@ -67,7 +68,7 @@ def as_text(row: history.Transition, colour: bool) -> str:
             target = click.style(target, fg="yellow")
     return (
         f"{row.at} {row.box:<3} {row.message_key} "
-        f"{_name(row.box, row.from_state)} -> {target}  {row.reason}"
+        f"{state_label(row.box, row.from_state)} -> {target}  {row.reason}"
     )
 
 

@@ -116,6 +116,11 @@ class PushClient:
             raise errors.RefusedByServer(200, "bad_response", "submit: results do not match")
         return results
 
+    def history(self, tx_message_id: str) -> tuple[str, list[model.ServerEvent]]:
+        """The server-side events of a message this account sent: ``(MessageId, events)``."""
+        _, plain = self.call("history", b"", {"tx": tx_message_id})
+        return payloads.parse_history(plain)
+
     def fetch(self, max_items: int, wait: float) -> model.FetchBatch:
         """Long-poll this account's queue for up to ``wait`` seconds."""
         _, plain = self.call(

@@ -88,15 +88,20 @@ class OutboundWorker:
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
         self._voider = voiding.Voider(repo, push)
+        # monotonic start of the cycle in progress, None between cycles (the watchdog
+        # tells a stalled cycle from an idle wait by it).
+        self.cycle_started: float | None = None
         self._next_void_sweep = 0.0
 
     def run(self) -> None:
         """Cycle until stopped; the batch in hand is always finished first."""
         log.info("outbound_started", account=self._push.account)
         while not self._stop.is_set():
+            self.cycle_started = time.monotonic()
             try:
                 handled = self.run_once()
             except Exception as exc:
+                self.cycle_started = None
                 if not retry.is_transient(exc):
                     log.exception("outbound_cycle_failed", error=str(exc))
                 self._attempt += 1
@@ -112,6 +117,7 @@ class OutboundWorker:
                 )
                 self._stop.wait(pause)
                 continue
+            self.cycle_started = None
             self._attempt = 0
             if handled < self._settings.batch_size:
                 self._wake.wait(self._settings.poll_interval)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import types
 from typing import Final
 
@@ -20,13 +21,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from mpg import config, errors, metrics
 from mpg.gateway import client as client_mod
 from mpg.gateway import inbound, outbound, wakeup
-from mpg.ops import health
+from mpg.ops import health, systemd
 from mpg.storage import database, history, inbox, outbox, tables
 from mpg.wire import keys
 
 log = structlog.get_logger("mpg.gateway")
 
 SHUTDOWN_GRACE: Final = 30.0
+#: An outbound cycle running longer than this (or ``10 * request_timeout`` if more)
+#: counts as stalled: the watchdog pings stop and systemd restarts the service.
+STALL_AFTER: Final = 300.0
 EXPIRE_EVERY: Final = 30.0
 EXIT_OK: Final = 0
 EXIT_INTERRUPTED: Final = 130
@@ -125,6 +129,14 @@ class Gateway:
         self.engine.dispose()
         log.info("gateway_stopped")
 
+    def alive(self) -> bool:
+        """True unless a worker thread died or an outbound cycle is stalled."""
+        if not all(thread.is_alive() for thread in self._threads):
+            return False
+        started = self.outbound.cycle_started
+        limit = max(STALL_AFTER, 10 * self._settings.request_timeout)
+        return started is None or time.monotonic() - started < limit
+
     def housekeeping(self, keep_days: float) -> int:
         """Delete MPG's own history older than ``keep_days``; returns rows deleted."""
         deleted = history.purge(self.engine, keep_days)
@@ -176,10 +188,17 @@ def run(settings: config.Settings) -> int:
         gateway.wake.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    notifier = systemd.Notifier()
+    ping_every = notifier.watchdog_interval()
     try:
         gateway.start()
-        while not gateway.stop_event.wait(1.0):
-            pass
+        notifier.ready(f"gateway of {gateway.push.account} running")
+        next_ping = 0.0
+        while not gateway.stop_event.wait(min(1.0, ping_every or 1.0)):
+            if ping_every and time.monotonic() >= next_ping and gateway.alive():
+                notifier.watchdog()
+                next_ping = time.monotonic() + ping_every
+        notifier.stopping()
         gateway.stop()
     finally:
         for sig, handler in previous.items():

@@ -20,7 +20,7 @@ import structlog
 
 from mpg import errors, timefmt
 from mpg.gateway import client as client_mod
-from mpg.storage import outbox, states
+from mpg.storage import database, outbox, states
 from mpg.storage.states import OutboxState as S
 from mpg.wire import content, model
 
@@ -124,10 +124,20 @@ class Voider:
                     f"row {tx_id} is in {state.value} {state.name}: nothing to void"
                 )
             note = f"voided: {reason}"
-            if state in ON_SERVER:
-                note += "; " + self.recall(row)
-            if self._repo.transition([(tx_id, note)], state, S.VOIDED):
-                return Voided(tx_id, int(state), note)
+            if state not in ON_SERVER:
+                if self._repo.transition([(tx_id, note)], state, S.VOIDED):
+                    return Voided(tx_id, int(state), note)
+                continue
+            # The server has it. The change to 98 and the RECALL must not be split:
+            # the RECALL makes the server send a receipt, and the running gateway
+            # would move the row 20 -> 29 in between. So the compare-and-set runs
+            # first, the RECALL inside the same transaction (the row stays locked
+            # for one request), and a refused or failed RECALL rolls the void back.
+            note += "; recalled from the server"
+            with database.begin(self._repo.engine, "voiding an Outbox row") as conn:
+                if self._repo.transition([(tx_id, note)], state, S.VOIDED, conn=conn):
+                    outcome = self.recall(row)
+                    return Voided(tx_id, int(state), f"{note} ({outcome})")
             # The gateway moved it meanwhile (e.g. 12 -> 20): look again.
         raise errors.TransitionError(f"row {tx_id} keeps changing; try again")
 

@@ -28,7 +28,7 @@ import structlog
 from starlette import applications, concurrency, requests, responses, routing
 
 from mpg import config, errors, metrics, server
-from mpg.ops import health
+from mpg.ops import health, systemd
 from mpg.server import accounts, auth, blobs, queues
 from mpg.wire import envelope, payloads
 
@@ -139,6 +139,7 @@ class PushServer:
             "fetch": self._fetch,
             "ack": self._ack,
             "download": self._download,
+            "history": self._history,
         }
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -265,6 +266,14 @@ class PushServer:
         )
         return part.data, {"size": part.size, "sha256": part.sha256}
 
+    async def _history(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
+        def work() -> bytes:
+            tx = _arg(req.header.args, "tx", str)
+            message_id, events = self.queues.history(req.account, tx)
+            return payloads.build_history(message_id, events)
+
+        return await concurrency.run_in_threadpool(work), {}
+
 
 def _arg(args: dict[str, Any], name: str, kind: type[_T]) -> _T:
     """A required envelope argument of the given JSON type (bool is not an int)."""
@@ -291,6 +300,16 @@ async def _healthz(request: requests.Request) -> responses.Response:
     return responses.PlainTextResponse("ok")
 
 
+async def _watchdog(notifier: systemd.Notifier) -> None:
+    """Ping systemd's watchdog while the event loop runs (a blocked loop stops it)."""
+    interval = notifier.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
 def create_app(push: PushServer) -> applications.Starlette:
     """The Starlette application serving ``push``."""
 
@@ -298,9 +317,13 @@ def create_app(push: PushServer) -> applications.Starlette:
     async def lifespan(app: applications.Starlette) -> AsyncIterator[None]:
         push.attach(asyncio.get_running_loop())
         log.info("server_started", database=push.engine.url.render_as_string())
+        notifier = systemd.Notifier()
+        notifier.ready("push server running")
+        pinger = asyncio.create_task(_watchdog(notifier))
         try:
             yield
         finally:
+            pinger.cancel()
             push.waiters.stop()
             log.info("server_stopped")
 

@@ -24,10 +24,12 @@ from typing import Final
 
 import structlog
 import uvicorn
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs
 from mpg.cli import exitcodes
-from mpg.server import accounts, app, tables
+from mpg.ops import systemd
+from mpg.server import accounts, app, housekeeping, tables
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +54,7 @@ class _Server(uvicorn.Server):
             self.force_exit = True
         else:
             self.should_exit = True
+            systemd.Notifier().stopping()
             log.info("server_stopping", signal=sig)
         self._on_stop()
 
@@ -126,12 +129,31 @@ def serve(settings: config.Settings, *, announce: Callable[[str], None] | None =
     line = f"listening on {scheme}://{shown}:{port}"
     log.info("server_listening", url=f"{scheme}://{shown}:{port}")
     (announce or _print)(line)
+    scheduler = _housekeeping(server_settings, push)
     try:
         _Server(uv_config, push.request_stop).run(sockets=[sock])
     finally:
+        scheduler.shutdown(wait=False)
         sock.close()
         push.engine.dispose()
     return exitcodes.OK
+
+
+def _housekeeping(settings: config.ServerSettings, push: app.PushServer) -> BackgroundScheduler:
+    """Start the retention job (none when ``retention_days`` is 0: keep everything)."""
+    scheduler = BackgroundScheduler(daemon=True)
+    if settings.retention_days:
+        scheduler.add_job(
+            housekeeping.purge,
+            "interval",
+            args=[push.engine, settings.retention_days],
+            seconds=settings.housekeeping_interval,
+            id="housekeeping",
+            max_instances=1,
+            coalesce=True,
+        )
+    scheduler.start()
+    return scheduler
 
 
 def _path(value: object) -> str | None:

@@ -146,3 +146,41 @@ def test_tail_filters_by_app_code_and_time(offline: Gateway) -> None:
     assert tail_keys(offline, "--since", "2999-01-01 00:00:00") == []
     done = offline.mpg("tail", "--once", "--since", "yesterday", check=False)
     assert done.returncode == 2
+
+
+def server_kinds(gw: Gateway, tx: str) -> list[tuple[str, str]]:
+    report = json.loads(gw.mpg("history", tx, "--json").stdout)
+    assert report["server_note"] == ""
+    return [(e["kind"], e["account"]) for e in report["timeline"] if e["source"] == "server"]
+
+
+def test_history_shows_gateway_steps_and_each_recipients_fetch_and_ack(world: World) -> None:
+    """`mpg history` merges the gateway's steps with receipt, fetch, ack and served."""
+    sender, bob, tx = send_waiting(world)
+    bob.run()
+    sender.wait_state(tx, 29)
+    report = json.loads(sender.mpg("history", tx, "--json").stdout)
+    sources = [e["source"] for e in report["timeline"]]
+    assert sources[0] == "gateway"
+    kinds = [(e["kind"], e["account"]) for e in report["timeline"] if e["source"] == "server"]
+    assert kinds[:4] == [
+        ("received", sender.account),
+        ("fetched", "bob@example.com"),
+        ("acknowledged", "bob@example.com"),
+        ("served", sender.account),
+    ]
+    assert ("receipt_fetched", sender.account) in kinds
+    steps = [e["to_state"] for e in report["timeline"] if e["source"] == "gateway"]
+    assert steps[-1] == 29
+    text = sender.mpg("history", tx).stdout
+    assert "server  acknowledged bob@example.com" in text
+    assert "-> 29 SENT" in text
+
+
+def test_history_shows_a_recall(world: World) -> None:
+    """After `mpg void` of an accepted message, the server side shows the withdrawal."""
+    sender, _bob, tx = send_waiting(world)
+    sender.mpg("void", tx)
+    kinds = server_kinds(sender, tx)
+    assert ("withdrawn", "bob@example.com") in kinds
+    assert ("recalled", sender.account) in kinds
