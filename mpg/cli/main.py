@@ -30,6 +30,7 @@ COMMANDS: Final = {
     "history": "mpg.cli.history:history",
     "void": "mpg.cli.operate:void",
     "retry": "mpg.cli.operate:retry",
+    "service": "mpg.cli.service:service",
     "inbox": "mpg.cli.inbox:inbox",
     "attachment": "mpg.cli.attachment:attachment",
     "demo": "mpg.cli.demo:demo",
