@@ -149,6 +149,9 @@ class LogSettings(_Section):
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+    file: pathlib.Path | None = None
+    max_bytes: int = pydantic.Field(default=10 * 1024 * 1024, ge=1024)
+    backups: int = pydantic.Field(default=5, ge=0, le=1000)
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -224,6 +227,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
 _PATH_KEYS: Final = {
     "gateway": ("ca_bundle", "secret_file"),
     "server": ("tls_cert", "tls_key", "data_dir", "master_key_file"),
+    "log": ("file",),
 }
 
 

@@ -1,8 +1,7 @@
 """``mpg service``: run the gateway or the server as a system service.
 
-On Linux ``install`` writes a systemd unit (:mod:`mpg.ops.systemd`) and enables it;
-``start``, ``stop``, ``status`` and ``uninstall`` wrap ``systemctl``. On Windows the
-same commands register a Windows service (:mod:`mpg.ops.windows`).
+``install`` writes a systemd unit (:mod:`mpg.ops.systemd`) and enables it; ``start``,
+``stop``, ``status``, ``reload`` and ``uninstall`` wrap ``systemctl``.
 """
 
 from __future__ import annotations
@@ -133,3 +132,6 @@ def _wrap(verb: str, help_text: str) -> click.Command:
 service.add_command(_wrap("start", "Start the service (systemctl start)."))
 service.add_command(_wrap("stop", "Stop the service; the message in hand is finished."))
 service.add_command(_wrap("status", "Show the service's state and last log lines."))
+service.add_command(
+    _wrap("reload", "Re-read the configuration where safe (sends SIGHUP; see docs/operations.md).")
+)

@@ -54,6 +54,10 @@ class InboundWorker:
         #: Held while a fetched batch is being stored, so shutdown can wait for it.
         self.busy = threading.Lock()
 
+    def reconfigure(self, settings: config.GatewaySettings) -> None:
+        """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
+        self._settings = settings
+
     def run(self) -> None:
         """Poll until stopped."""
         log.info("inbound_started", account=self._push.account)

@@ -93,6 +93,10 @@ class OutboundWorker:
         self.cycle_started: float | None = None
         self._next_void_sweep = 0.0
 
+    def reconfigure(self, settings: config.GatewaySettings) -> None:
+        """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
+        self._settings = settings
+
     def run(self) -> None:
         """Cycle until stopped; the batch in hand is always finished first."""
         log.info("outbound_started", account=self._push.account)

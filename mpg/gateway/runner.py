@@ -1,4 +1,9 @@
-"""Run the gateway in the foreground: both workers, the sweeps, clean shutdown.
+"""Run the gateway in the foreground: both workers, the sweeps, clean shutdown, reload.
+
+SIGHUP re-reads the configuration file and applies what is safe to change while
+running (:data:`RELOADABLE`: intervals, batch sizes, timeouts, retention, logging);
+a change to anything else (database, server, account, credential, ports) is logged
+as needing a restart and ignored until then.
 
 SIGTERM or Ctrl-C stop taking new work; the outbound batch in hand is finished and a
 fetched inbound batch is stored and acknowledged before the process exits (within
@@ -18,7 +23,7 @@ import sqlalchemy as sa
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from mpg import config, errors, metrics
+from mpg import config, errors, logs, metrics
 from mpg.gateway import client as client_mod
 from mpg.gateway import inbound, outbound, wakeup
 from mpg.ops import health, systemd
@@ -28,6 +33,18 @@ from mpg.wire import keys
 log = structlog.get_logger("mpg.gateway")
 
 SHUTDOWN_GRACE: Final = 30.0
+#: Gateway settings a reload applies to the running process.
+RELOADABLE: Final = (
+    "poll_interval",
+    "batch_size",
+    "send_timeout",
+    "long_poll_wait",
+    "retry_max_delay",
+    "default_download_flag",
+    "max_inline_attachment",
+    "stuck_after",
+    "history_retention_days",
+)
 #: An outbound cycle running longer than this (or ``10 * request_timeout`` if more)
 #: counts as stalled: the watchdog pings stop and systemd restarts the service.
 STALL_AFTER: Final = 300.0
@@ -92,16 +109,14 @@ class Gateway:
             max_instances=1,
             coalesce=True,
         )
-        if gw_retention := self._settings.history_retention_days:
-            self._scheduler.add_job(
-                self.housekeeping,
-                "interval",
-                seconds=self._settings.housekeeping_interval,
-                id="housekeeping",
-                max_instances=1,
-                coalesce=True,
-                kwargs={"keep_days": gw_retention},
-            )
+        self._scheduler.add_job(
+            self.housekeeping,
+            "interval",
+            seconds=self._settings.housekeeping_interval,
+            id="housekeeping",
+            max_instances=1,
+            coalesce=True,
+        )
         self._scheduler.start()
         if self.health is not None:
             self.health.start()
@@ -129,6 +144,29 @@ class Gateway:
         self.engine.dispose()
         log.info("gateway_stopped")
 
+    def reload(self, new: config.Settings) -> list[str]:
+        """Apply the safe part of ``new``; returns the keys that changed and were applied."""
+        old = self._settings
+        changed = {
+            key: getattr(new.gateway, key)
+            for key in RELOADABLE
+            if getattr(new.gateway, key) != getattr(old, key)
+        }
+        pending = [
+            key
+            for key in config.GatewaySettings.model_fields
+            if key not in RELOADABLE and getattr(new.gateway, key) != getattr(old, key)
+        ]
+        self._settings = old.model_copy(update=changed)
+        self.outbound.reconfigure(self._settings)
+        self.inbound.reconfigure(self._settings)
+        # Logged before the new log settings apply, so it is seen at the old level too.
+        log.warning(
+            "config_reloaded", applied=sorted(changed), restart_needed=pending, log=new.log.level
+        )
+        logs.configure(new.log, "gateway")
+        return sorted(changed)
+
     def alive(self) -> bool:
         """True unless a worker thread died or an outbound cycle is stalled."""
         if not all(thread.is_alive() for thread in self._threads):
@@ -137,8 +175,11 @@ class Gateway:
         limit = max(STALL_AFTER, 10 * self._settings.request_timeout)
         return started is None or time.monotonic() - started < limit
 
-    def housekeeping(self, keep_days: float) -> int:
-        """Delete MPG's own history older than ``keep_days``; returns rows deleted."""
+    def housekeeping(self) -> int:
+        """Delete MPG's own history past the retention; returns the rows deleted."""
+        keep_days = self._settings.history_retention_days
+        if not keep_days:
+            return 0  # set to 0 (keep forever) by a reload
         deleted = history.purge(self.engine, keep_days)
         if deleted:
             log.info("history_purged", rows=deleted, keep_days=keep_days)
@@ -187,7 +228,14 @@ def run(settings: config.Settings) -> int:
         gateway.stop_event.set()
         gateway.wake.set()
 
+    reload_wanted = threading.Event()
+
+    def on_hangup(signum: int, frame: types.FrameType | None) -> None:
+        reload_wanted.set()
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     notifier = systemd.Notifier()
     ping_every = notifier.watchdog_interval()
     try:
@@ -195,6 +243,9 @@ def run(settings: config.Settings) -> int:
         notifier.ready(f"gateway of {gateway.push.account} running")
         next_ping = 0.0
         while not gateway.stop_event.wait(min(1.0, ping_every or 1.0)):
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                _reload(gateway, settings.source)
             if ping_every and time.monotonic() >= next_ping and gateway.alive():
                 notifier.watchdog()
                 next_ping = time.monotonic() + ping_every
@@ -204,3 +255,11 @@ def run(settings: config.Settings) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return EXIT_OK
+
+
+def _reload(gateway: Gateway, source: str) -> None:
+    """Re-read the configuration; a bad file keeps the running settings."""
+    try:
+        gateway.reload(config.load(source or None))
+    except errors.ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc))

@@ -4,6 +4,9 @@ Binding the socket here (not in uvicorn) lets ``port = 0`` work: the kernel pick
 free port and :func:`serve` announces the real address on standard output as
 ``listening on https://HOST:PORT`` before serving, so tests and scripts can find it.
 
+SIGHUP re-reads the configuration file for the ``[log]`` settings; everything else
+the server reads once at start (a restart applies it).
+
 Shutdown: the first SIGTERM or SIGINT stops accepting connections, answers waiting
 long polls at once (empty) and lets requests in progress finish within
 :data:`GRACE_SECONDS`; a second signal exits at once. The exit code is 0 either way.
@@ -15,6 +18,7 @@ command line (``mpg server`` is the same thing).
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import ssl
 import sys
@@ -130,6 +134,8 @@ def serve(settings: config.Settings, *, announce: Callable[[str], None] | None =
     log.info("server_listening", url=f"{scheme}://{shown}:{port}")
     (announce or _print)(line)
     scheduler = _housekeeping(server_settings, push)
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        signal.signal(signal.SIGHUP, lambda signum, frame: _reload_logging(settings.source))
     try:
         _Server(uv_config, push.request_stop).run(sockets=[sock])
     finally:
@@ -137,6 +143,17 @@ def serve(settings: config.Settings, *, announce: Callable[[str], None] | None =
         sock.close()
         push.engine.dispose()
     return exitcodes.OK
+
+
+def _reload_logging(source: str) -> None:
+    """SIGHUP: apply the ``[log]`` settings of the file; a bad file changes nothing."""
+    try:
+        new = config.load(source or None)
+    except errors.ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc))
+        return
+    log.warning("config_reloaded", applied=["log"], log=new.log.level)
+    logs.configure(new.log, "server")
 
 
 def _housekeeping(settings: config.ServerSettings, push: app.PushServer) -> BackgroundScheduler:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from harness import DEADLINE, World
+from harness import DEADLINE, World, wait_for
 
 
 @pytest.fixture
@@ -109,3 +111,41 @@ def test_service_install_writes_a_unit_systemd_accepts(world: World, role: str) 
     ours = [line for line in done.stderr.splitlines() if unit.name in line]
     assert done.returncode == 0, done.stderr
     assert ours == [], done.stderr
+
+
+def log_events(world: World, name: str, event: str) -> list[dict[str, object]]:
+    found = []
+    for line in (world.root / f"{name}.log").read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("event") == event:
+                found.append(entry)
+    return found
+
+
+def test_sighup_reloads_what_is_safe_and_keeps_running(world: World) -> None:
+    """SIGHUP applies poll_interval, names server_url as needing a restart, keeps going."""
+    world.start_server()
+    gw = world.gateway("erp")
+    proc = gw.run()
+    wait_for("the gateway to start", lambda: log_events(world, "erp", "outbound_started"))
+    text = gw.config.read_text()
+    text = text.replace("poll_interval = 0.2", "poll_interval = 0.3")
+    text = text.replace(f"127.0.0.1:{world.port}", "localhost:1")
+    gw.config.write_text(text)
+    proc.send_signal(signal.SIGHUP)
+    [reloaded] = wait_for("the reload", lambda: log_events(world, "erp", "config_reloaded"))
+    assert reloaded["applied"] == ["poll_interval"]
+    assert reloaded["restart_needed"] == ["server_url"]
+    tx = gw.mpg("send", "--to", "erp@example.com", "--content", "x").stdout.strip()
+    gw.wait_state(tx, 29)  # still talking to the server it started with
+    assert proc.poll() is None
+
+
+def test_server_survives_sighup(world: World) -> None:
+    """The server applies the log settings on SIGHUP and keeps serving."""
+    proc = world.start_server()
+    proc.send_signal(signal.SIGHUP)
+    wait_for("the reload", lambda: log_events(world, "server", "config_reloaded"))
+    assert proc.poll() is None
+    assert world.listening()
