@@ -1,19 +1,24 @@
 """``mpg service``: run the gateway or the server as a system service.
 
-``install`` writes a systemd unit (:mod:`mpg.ops.systemd`) and enables it; ``start``,
-``stop``, ``status``, ``reload`` and ``uninstall`` wrap ``systemctl``.
+On Linux ``install`` writes a systemd unit (:mod:`mpg.ops.systemd`) and enables it;
+``start``, ``stop``, ``status``, ``reload`` and ``uninstall`` wrap ``systemctl``. On
+Windows the same commands register and control a Windows service
+(:mod:`mpg.ops.windows`, pywin32); ``reload`` does not exist there (restart instead).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import pathlib
 import subprocess
 import sys
+from types import ModuleType
 
 import click
 
 from mpg import config, errors
-from mpg.cli import context, exitcodes
+from mpg.cli import exitcodes
 from mpg.ops import systemd
 
 ROLE = click.Choice(["gateway", "server"])
@@ -37,6 +42,11 @@ def writable_paths(role: systemd.Role, settings: config.Settings) -> list[pathli
     if role == "server":
         paths.append(pathlib.Path(settings.server.data_dir))
     return [p.resolve() for p in paths]
+
+
+def _windows() -> ModuleType | None:
+    """:mod:`mpg.ops.windows` on Windows, else None (pywin32 exists only there)."""
+    return importlib.import_module("mpg.ops.windows") if sys.platform == "win32" else None
 
 
 def _systemctl(*args: str) -> int:
@@ -69,14 +79,18 @@ def service() -> None:
     help="Where the unit file goes.",
 )
 @click.option("--no-enable", is_flag=True, help="Only write the unit; do not enable it.")
-@click.pass_obj
+@click.option(
+    "--password-env",
+    default=None,
+    help="Windows: environment variable holding --user's password (never on the command line).",
+)
 def install(
-    obj: context.CliContext,
     role: systemd.Role,
     config_file: pathlib.Path,
     user: str,
     unit_dir: pathlib.Path,
     no_enable: bool,
+    password_env: str | None,
 ) -> None:
     """Write the unit file and enable it (start it with `mpg service start`)."""
     config_file = config_file.resolve()
@@ -84,6 +98,12 @@ def install(
         settings = config.load(config_file)
     except errors.ConfigError as exc:
         raise exitcodes.CommandError(str(exc), exitcodes.CONFIG) from exc
+    windows = _windows()
+    if windows is not None:
+        password = os.environ.get(password_env) if password_env else None
+        name = windows.install(role, config_file, user if password else None, password)
+        click.echo(f"installed Windows service {name}; start it with `mpg service start`")
+        return
     text = systemd.unit_text(
         role,
         command=command_for(role, config_file),
@@ -113,6 +133,11 @@ def install(
 )
 def uninstall(role: systemd.Role, unit_dir: pathlib.Path) -> None:
     """Stop and disable the service and remove its unit file."""
+    windows = _windows()
+    if windows is not None:
+        windows.uninstall(role)
+        click.echo(f"removed the Windows service of the {role}")
+        return
     name = systemd.unit_name(role)
     _systemctl("disable", "--now", name)
     (unit_dir / name).unlink(missing_ok=True)
@@ -124,7 +149,15 @@ def _wrap(verb: str, help_text: str) -> click.Command:
     @click.command(verb, help=help_text)
     @click.option("--role", type=ROLE, required=True)
     def command(role: systemd.Role) -> int:
-        return _systemctl(verb, systemd.unit_name(role))
+        windows = _windows()
+        if windows is None:
+            return _systemctl(verb, systemd.unit_name(role))
+        if verb == "reload":
+            raise exitcodes.CommandError("Windows services have no reload: stop and start")
+        result = getattr(windows, verb)(role)
+        if result is not None:
+            click.echo(result)
+        return exitcodes.OK
 
     return command
 

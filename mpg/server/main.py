@@ -22,6 +22,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import types
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -104,8 +105,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: config.Settings, *, announce: Callable[[str], None] | None = None) -> int:
-    """Run the server in the foreground until SIGTERM/SIGINT; return the exit code."""
+def serve(
+    settings: config.Settings,
+    *,
+    announce: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run the server until SIGTERM/SIGINT (or ``stop`` is set); return the exit code.
+
+    ``stop`` is how a host without signals stops it (the Windows service runs it in a
+    thread, where uvicorn installs no signal handlers): setting it is a first SIGTERM.
+    """
     server_settings = settings.server
     push = build(server_settings)
     uv_config = uvicorn.Config(
@@ -134,10 +144,19 @@ def serve(settings: config.Settings, *, announce: Callable[[str], None] | None =
     log.info("server_listening", url=f"{scheme}://{shown}:{port}")
     (announce or _print)(line)
     scheduler = _housekeeping(server_settings, push)
-    if hasattr(signal, "SIGHUP"):  # not on Windows
+    in_main = threading.current_thread() is threading.main_thread()
+    if hasattr(signal, "SIGHUP") and in_main:  # not on Windows, nor in a service thread
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_logging(settings.source))
+    uv_server = _Server(uv_config, push.request_stop)
+    if stop is not None:
+
+        def stop_when_asked() -> None:
+            stop.wait()
+            uv_server.handle_exit(signal.SIGTERM, None)
+
+        threading.Thread(target=stop_when_asked, name="mpg-server-stop", daemon=True).start()
     try:
-        _Server(uv_config, push.request_stop).run(sockets=[sock])
+        uv_server.run(sockets=[sock])
     finally:
         scheduler.shutdown(wait=False)
         sock.close()
