@@ -187,3 +187,6 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # The file watcher's library logs every file event at debug level; with a log file
+    # in the watched database folder each line would trigger another, forever.
+    logging.getLogger("watchdog").setLevel(max(level, logging.INFO))

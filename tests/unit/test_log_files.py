@@ -75,3 +75,12 @@ def test_lines_from_many_threads_never_interleave(tmp_path: pathlib.Path) -> Non
     for t in threads:
         t.join()
     assert len(lines(path)) == 400
+
+
+def test_file_watcher_debug_events_are_not_logged(tmp_path: pathlib.Path) -> None:
+    """At debug level the watcher library's per-event lines stay out of the log file."""
+    path = tmp_path / "mpg.log"
+    logs.configure(config.LogSettings(file=path, level="debug"), "gateway")
+    logging.getLogger("watchdog.observers.inotify_buffer").debug("in-event %s", "x")
+    structlog.get_logger("t").debug("ours")
+    assert [entry["event"] for entry in lines(path)] == ["ours"]
