@@ -82,7 +82,12 @@ class HealthServer:
         registry: prometheus_client.CollectorRegistry,
     ) -> None:
         handler = _handler_class(checks, registry)
-        self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        try:
+            self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise errors.ConfigError(
+                f"gateway.health_port: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from exc
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="mpg-health", daemon=True
