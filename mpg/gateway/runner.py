@@ -171,9 +171,8 @@ class Gateway:
         """True unless a worker thread died or an outbound cycle is stalled."""
         if not all(thread.is_alive() for thread in self._threads):
             return False
-        started = self.outbound.cycle_started
         limit = max(STALL_AFTER, 10 * self._settings.request_timeout)
-        return started is None or time.monotonic() - started < limit
+        return not stalled(self.outbound.cycle_started, time.monotonic(), limit)
 
     def housekeeping(self) -> int:
         """Delete MPG's own history past the retention; returns the rows deleted."""
@@ -200,6 +199,14 @@ class Gateway:
                 "mpg_inbox_messages", "Inbox rows per State.", "state", inbox_counts
             ),
         ]
+
+
+def stalled(cycle_started: float | None, now: float, limit: float) -> bool:
+    """Whether a cycle that began at ``cycle_started`` (None: idle) has run past ``limit``.
+
+    Waiting between cycles (for work, or before a retry) is never a stall.
+    """
+    return cycle_started is not None and now - cycle_started >= limit
 
 
 def _require_tables(engine: sa.Engine) -> None:
