@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from mpg import timefmt
-from mpg.cli import context
+from mpg import errors, timefmt
+from mpg.cli import context, operate
+from mpg.ops import health
 from mpg.storage import states
 
 
@@ -18,6 +19,29 @@ def state_name(code: int) -> str:
         return states.OutboxState(code).name
     except ValueError:
         return "UNKNOWN"
+
+
+def readiness(obj: context.CliContext) -> dict[str, str]:
+    """What the gateway's /readyz checks, from here: ``{check: "ok" | reason}``.
+
+    The server is asked only when a credential is configured (it is the gateway's
+    client that pings it); otherwise it reads "not checked".
+    """
+    results = {"database": "ok", "server": "not checked (no gateway credential configured)"}
+    try:
+        health.probe_database(obj.engine)
+    except errors.StorageError as exc:
+        results["database"] = str(exc)
+    push = operate.push_client(obj)
+    if push is not None:
+        try:
+            push.ping()
+            results["server"] = "ok"
+        except errors.ServerError as exc:
+            results["server"] = str(exc)
+        finally:
+            push.close()
+    return results
 
 
 def collect(obj: context.CliContext) -> dict[str, Any]:
@@ -54,6 +78,7 @@ def collect(obj: context.CliContext) -> dict[str, Any]:
             for code in codes
         ],
         "oldest_pending": pending,
+        "ready": readiness(obj),
         "stuck_after_seconds": gateway.stuck_after,
         "stuck": stuck,
         "inbox": {state.name.lower(): inbox.get(int(state), 0) for state in states.InboxState},
@@ -70,12 +95,19 @@ def _age(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def status(obj: context.CliContext, as_json: bool) -> None:
-    """Counts per Outbox state, the oldest pending row, stuck rows, Inbox counts."""
+    """Health, counts per Outbox state, the oldest pending row, stuck rows, Inbox counts."""
     report = collect(obj)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
         return
     click.echo(f"Outbox of {report['gateway'] or '(no gateway.account)'}")
+    for check, result in report["ready"].items():
+        line = f"  {check}: {result}"
+        click.echo(
+            line
+            if result == "ok" or result.startswith("not checked")
+            else click.style(line, fg="red")
+        )
     for entry in report["outbox"]:
         click.echo(f"  {entry['state']:>3} {entry['name']:<22} {entry['count']:>8}")
     pending = report["oldest_pending"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 from harness import Gateway, World, wait_for
@@ -184,3 +185,28 @@ def test_history_shows_a_recall(world: World) -> None:
     kinds = server_kinds(sender, tx)
     assert ("withdrawn", "bob@example.com") in kinds
     assert ("recalled", sender.account) in kinds
+
+
+def test_status_reports_an_unreachable_server_and_a_locked_database(offline: Gateway) -> None:
+    """`mpg status` runs the readiness checks: server down, database locked, both named."""
+    report = json.loads(offline.mpg("status", "--json").stdout)
+    assert report["ready"]["database"] == "ok"
+    assert "unreachable" in report["ready"]["server"]
+    conn = sqlite3.connect(str(offline.db), timeout=10, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        # Reading still works in WAL mode, so the counts are there; writing would not.
+        text = offline.mpg("status").stdout
+    finally:
+        conn.close()
+    assert "database: database not writable" in text
+
+
+def test_status_says_ready_when_the_server_answers(world: World) -> None:
+    """With the server up and the database free both checks read ok."""
+    world.start_server()
+    gw = world.gateway("erp")
+    assert json.loads(gw.mpg("status", "--json").stdout)["ready"] == {
+        "database": "ok",
+        "server": "ok",
+    }
