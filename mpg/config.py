@@ -55,11 +55,32 @@ class GatewaySettings(_Section):
     watch_database: bool = True
     default_download_flag: Literal[0, 1] = 0
     max_inline_attachment: int = pydantic.Field(default=256 * 1024 * 1024, ge=0)
+    # The XML document interface (docs/dropfolders.md); every folder is off when unset.
+    drop_dir: pathlib.Path | None = None
+    drop_attachment_dir: pathlib.Path | None = None
+    drop_scan_interval: float = pydantic.Field(default=5.0, gt=0, le=3600)
+    drop_settle: float = pydantic.Field(default=0.5, ge=0, le=3600)
+    # libxml2 refuses a text node over 10 MB without huge_tree (which stays off), so
+    # embedded attachments stay below about 7 MB each whatever this says.
+    drop_max_bytes: int = pydantic.Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    inbound_dir: pathlib.Path | None = None
+    receipt_dir: pathlib.Path | None = None
+    receipt_states: tuple[int, ...] = (29, 97, 99)
+    validate_content: tuple[str, ...] = ()
+    # Operations (docs/operations.md).
     health_host: str = "127.0.0.1"
     health_port: int | None = pydantic.Field(default=None, ge=0, le=65535)
     stuck_after: float = pydantic.Field(default=3600.0, gt=0)
     history_retention_days: float = pydantic.Field(default=90.0, ge=0)
     housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
+
+    @pydantic.field_validator(
+        "drop_dir", "drop_attachment_dir", "inbound_dir", "receipt_dir", mode="before"
+    )
+    @classmethod
+    def _empty_folder_is_off(cls, value: object) -> object:
+        # `drop_dir = ""` (as config.example.toml shows the default) means "off", not ".".
+        return None if value == "" else value
 
     @pydantic.field_validator("server_url")
     @classmethod
@@ -225,7 +246,14 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
 
 
 _PATH_KEYS: Final = {
-    "gateway": ("ca_bundle", "secret_file"),
+    "gateway": (
+        "ca_bundle",
+        "secret_file",
+        "drop_dir",
+        "drop_attachment_dir",
+        "inbound_dir",
+        "receipt_dir",
+    ),
     "server": ("tls_cert", "tls_key", "data_dir", "master_key_file"),
     "log": ("file",),
 }

@@ -101,3 +101,18 @@ CREATE TABLE "MpgTransition" (
 );
 
 CREATE INDEX "IX_MpgTransition_MessageKey" ON "MpgTransition" ("MessageKey");
+
+CREATE TABLE "MpgDropFile" (
+	"TxMessageId" VARCHAR(50) NOT NULL,
+	"FileName" VARCHAR(255) NOT NULL,
+	"Sha256" CHAR(64) NOT NULL,
+	"At" VARCHAR(26) NOT NULL,
+	PRIMARY KEY ("TxMessageId")
+);
+
+CREATE TABLE "MpgExport" (
+	"Name" VARCHAR(50) NOT NULL,
+	"LastId" INTEGER NOT NULL,
+	"At" VARCHAR(26) NOT NULL,
+	PRIMARY KEY ("Name")
+);

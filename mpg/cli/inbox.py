@@ -8,8 +8,10 @@ from typing import Any, Final
 
 import click
 
+from mpg import errors
 from mpg.cli import context, exitcodes
 from mpg.storage import states
+from mpg.wire import content
 
 STATE_FILTER: Final = {"new": states.InboxState.NEW, "read": states.InboxState.READ, "all": None}
 #: Columns ``inbox list`` shows, in order.
@@ -52,6 +54,17 @@ def public(row: Mapping[str, Any], *, with_content: bool) -> dict[str, Any]:
     return out
 
 
+def parsed_content(text: object) -> tuple[dict[str, Any] | None, str | None]:
+    """(the Content as plain data, None), or (None, why not) when it does not parse:
+    Content is free text, so a message that is not a Content document is no error."""
+    if not isinstance(text, str) or not text.strip():
+        return None, "no Content"
+    try:
+        return content.as_data(content.parse_content(text)), None
+    except errors.WireError as exc:
+        return None, str(exc)
+
+
 @click.group("inbox")
 def inbox() -> None:
     """Messages the gateway stored in the Inbox table."""
@@ -92,6 +105,7 @@ def show(obj: context.CliContext, rx_message_id: str, as_json: bool) -> None:
         raise exitcodes.CommandError(f"no Inbox message {rx_message_id}")
     data = public(row, with_content=True)
     if as_json:
+        data["parsed"], data["parse_error"] = parsed_content(data.get("Content"))
         click.echo(json.dumps(data, ensure_ascii=False))
         return
     attachments = data.pop("attachments", [])

@@ -33,6 +33,7 @@ COMMANDS: Final = {
     "service": "mpg.cli.service:service",
     "inbox": "mpg.cli.inbox:inbox",
     "attachment": "mpg.cli.attachment:attachment",
+    "content": "mpg.cli.content:content_group",
     "demo": "mpg.cli.demo:demo",
 }
 

@@ -2,7 +2,8 @@
 
 The row is written with ``State`` 10 (ready), so a running gateway picks it up at once.
 Options map one to one to Outbox columns; ``--approval-demo`` fills ``Subject`` and
-``Content`` with the approval sample of reference §3.
+``Content`` with the approval sample of reference §3, and ``--recall MESSAGEID``
+writes the whole recall row of reference §3.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 
 import click
 
-from mpg import timefmt
+from mpg import errors, timefmt
+from mpg.cli import content as content_cli
 from mpg.cli import context, exitcodes
 from mpg.storage import states
 from mpg.wire import content, model, recipients
@@ -75,8 +77,7 @@ def _joined(values: Sequence[str]) -> str:
     "--to",
     "to",
     multiple=True,
-    required=True,
-    help="Recipient; repeat the option or give a ';' list.",
+    help="Recipient; repeat the option or give a ';' list (required unless --recall).",
 )
 @click.option("--bcc", multiple=True, help="Blind-copy recipient; repeatable or a ';' list.")
 @click.option(
@@ -91,9 +92,16 @@ def _joined(values: Sequence[str]) -> str:
 @click.option("--content", "content_text", default=None, help="Content, as text.")
 @click.option(
     "--content-file",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
     default=None,
-    help="Read Content from this UTF-8 file.",
+    help="Read Content from this UTF-8 file ('-': standard input, e.g. from `mpg content`).",
+)
+@click.option(
+    "--recall",
+    "recall_id",
+    default=None,
+    metavar="MESSAGEID",
+    help="Send the recall row of reference §3 for this server MessageId (no --to needed).",
 )
 @click.option(
     "--approval-demo",
@@ -103,8 +111,8 @@ def _joined(values: Sequence[str]) -> str:
 @click.option(
     "--content-type",
     type=click.Choice(sorted(model.CONTENT_TYPES), case_sensitive=False),
-    default="MSG",
-    show_default=True,
+    default=None,
+    help="Default: the document's contenttype when it is one of these, else MSG.",
 )
 @click.option(
     "--attach",
@@ -143,7 +151,8 @@ def send(
     content_text: str | None,
     content_file: str | None,
     approval_demo: bool,
-    content_type: str,
+    recall_id: str | None,
+    content_type: str | None,
     attach: tuple[str, ...],
     priority: str,
     keywords: str,
@@ -154,19 +163,25 @@ def send(
     as_json: bool,
 ) -> None:
     """Insert one Outbox row (State 10) and print its TxMessageId."""
-    chosen = [content_text is not None, content_file is not None, approval_demo]
+    chosen = [
+        content_text is not None,
+        content_file is not None,
+        approval_demo,
+        recall_id is not None,
+    ]
     if sum(chosen) > 1:
-        raise click.UsageError("give only one of --content, --content-file, --approval-demo")
+        raise click.UsageError(
+            "give only one of --content, --content-file, --approval-demo, --recall"
+        )
     body = content_text or ""
     if content_file is not None:
-        with open(content_file, encoding="utf-8") as fh:
-            body = fh.read()
+        body = content_cli.read_text(content_file)
     if approval_demo:
         sample_subject, body = approval_sample()
         subject = subject if subject is not None else sample_subject
         content_type = "MSG"
     receivers = _joined(to)
-    if not receivers:
+    if not receivers and recall_id is None:
         raise click.BadParameter("names no recipient", param_hint="--to")
 
     gateway = obj.settings.gateway
@@ -177,6 +192,16 @@ def send(
             exitcodes.USAGE,
         )
     tx = tx_id or str(uuid.uuid4())
+    if recall_id is not None:
+        recall = content.recall_row(recall_id, source_domain=domain, agent_sender=gateway.account)
+        recall.update(
+            TxMessageId=tx,
+            Sender=sender or gateway.account,
+            StatusTime=timefmt.now_text(gateway.clock),
+            Priority=priority,
+        )
+        _report(obj.outbox().insert(recall), as_json)
+        return
     row: dict[str, object] = {
         "TxMessageId": tx,
         "AppCode": app_code,
@@ -188,7 +213,7 @@ def send(
         "BccList": _joined(bcc),
         "Subject": subject or "",
         "Content": body,
-        "ContentType": content_type.upper(),
+        "ContentType": (content_type or _declared_type(body)).upper(),
         "AttachmentList": ";".join(attachment_entry(spec) for spec in attach),
         "AlertFlag": alert,
         "State": int(states.OutboxState.READY),
@@ -197,8 +222,20 @@ def send(
         "Priority": priority,
         "Keywords": keywords,
     }
-    inserted = obj.outbox().insert(row)
+    _report(obj.outbox().insert(row), as_json)
+
+
+def _report(tx: str, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"tx_message_id": inserted, "state": row["State"]}))
+        click.echo(json.dumps({"tx_message_id": tx, "state": int(states.OutboxState.READY)}))
     else:
-        click.echo(inserted)
+        click.echo(tx)
+
+
+def _declared_type(body: str) -> str:
+    """The ContentType a document declares (``<content contenttype="reply">``), else MSG."""
+    try:
+        declared = content.parse_content(body).content_type.upper()
+    except errors.WireError:
+        return "MSG"
+    return declared if declared in model.CONTENT_TYPES else "MSG"

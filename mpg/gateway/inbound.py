@@ -6,6 +6,9 @@ transaction and only then acknowledges. A crash between storing and acknowledgin
 makes the server deliver the entries again; ``RxMessageId`` is the key, so the second
 copy is recognised and only acknowledged: each message lands exactly once.
 
+With an inbound or receipt folder configured, their files are written after storing
+and before acknowledging (:mod:`mpg.gateway.folders`).
+
 Receipts say that every recipient of one of our messages was served: the Outbox row
 moves to 29. A receipt may overtake the outbound worker's own record of the submit,
 so it is applied from 12 and 19 too, along the normal walk.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import io
 import random
 import threading
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
@@ -44,8 +48,11 @@ class InboundWorker:
         push: client_mod.PushClient,
         *,
         stop: threading.Event,
+        exporters: Sequence[Callable[[], int]] = (),
     ) -> None:
         self._settings = settings
+        #: Folder writers (docs/dropfolders.md) run after storing, before acknowledging.
+        self._exporters = tuple(exporters)
         self._inbox = inbox_repo
         self._outbox = outbox_repo
         self._push = push
@@ -97,6 +104,10 @@ class InboundWorker:
         faults.reach(AFTER_STORE)
         if batch.receipts:
             self._apply_receipts(batch.receipts)
+        # The files of what was just stored are written before the acknowledgement; a
+        # crash before they are written is caught up from the history at restart.
+        for export in self._exporters:
+            export()
         entries = [d.rx_message_id for d in batch.deliveries]
         entries += [r.entry_id for r in batch.receipts]
         self._push.ack(entries)

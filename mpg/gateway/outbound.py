@@ -177,6 +177,7 @@ class OutboundWorker:
                     gateway_account=self._push.account,
                     transmit_time=transmit_time,
                     download_flag=self._settings.default_download_flag,
+                    validate_content_for=self._settings.validate_content,
                 )
             except errors.ValidationError as exc:
                 bad.append((row.tx_message_id, f"invalid {exc.field}: {exc.reason}"))

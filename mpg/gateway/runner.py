@@ -25,7 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs, metrics
 from mpg.gateway import client as client_mod
-from mpg.gateway import inbound, outbound, wakeup
+from mpg.gateway import dropfolder, folders, inbound, outbound, wakeup
 from mpg.ops import health, systemd
 from mpg.storage import database, history, inbox, outbox, tables
 from mpg.wire import keys
@@ -49,6 +49,9 @@ RELOADABLE: Final = (
 #: counts as stalled: the watchdog pings stop and systemd restarts the service.
 STALL_AFTER: Final = 300.0
 EXPIRE_EVERY: Final = 30.0
+#: Seconds between catch-up runs of the folder writers (receipts of rows that failed or
+#: timed out are written by this; inbound files right after each stored batch).
+FOLDER_EVERY: Final = 2.0
 EXIT_OK: Final = 0
 EXIT_INTERRUPTED: Final = 130
 
@@ -72,8 +75,26 @@ class Gateway:
         self.outbound = outbound.OutboundWorker(
             gw, self.outbox, self.push, stop=self.stop_event, wake=self.wake
         )
+        # The XML document interface (docs/dropfolders.md), each part only when configured.
+        self.folders: list[folders.InboundFolder | folders.ReceiptFolder] = []
+        if gw.inbound_dir is not None:
+            self.folders.append(folders.InboundFolder(self.engine, gw.inbound_dir, self.inbox))
+        if gw.receipt_dir is not None:
+            self.folders.append(
+                folders.ReceiptFolder(self.engine, gw.receipt_dir, self.outbox, gw.receipt_states)
+            )
+        self.drop = (
+            dropfolder.DropFolder(gw, self.outbox, stop=self.stop_event)
+            if gw.drop_dir is not None
+            else None
+        )
         self.inbound = inbound.InboundWorker(
-            gw, self.inbox, self.outbox, self.push, stop=self.stop_event
+            gw,
+            self.inbox,
+            self.outbox,
+            self.push,
+            stop=self.stop_event,
+            exporters=[f.export for f in self.folders],
         )
         self._watcher = (
             wakeup.DatabaseWatcher(gw.database_url, self.wake)
@@ -96,11 +117,28 @@ class Gateway:
             threading.Thread(target=self.outbound.run, name="mpg-outbound"),
             threading.Thread(target=self.inbound.run, name="mpg-inbound", daemon=True),
         ]
+        if self.drop is not None:
+            self._threads.append(threading.Thread(target=self.drop.run, name="mpg-dropfolder"))
 
     def start(self) -> None:
         """Start the workers, the database watcher and the timeout sweep."""
         if self._watcher is not None:
             self._watcher.start()
+        for folder in self.folders:
+            # Catch up on files a crash left unwritten before anything new arrives.
+            folder.prepare()
+            folder.export()
+            self._scheduler.add_job(
+                folder.export,
+                "interval",
+                seconds=FOLDER_EVERY,
+                id=f"export-{folder.name}",
+                max_instances=1,
+                coalesce=True,
+            )
+        if self.drop is not None:
+            self.drop.prepare()
+            self.drop.start_watching()
         self._scheduler.add_job(
             self.outbound.expire,
             "interval",
@@ -130,6 +168,11 @@ class Gateway:
         self.wake.set()
         if self._threads[0].is_alive():
             self._threads[0].join(SHUTDOWN_GRACE)
+        if self.drop is not None:
+            self.drop.stop_watching()
+            for thread in self._threads[2:]:
+                if thread.is_alive():
+                    thread.join(SHUTDOWN_GRACE)
         # The inbound thread may be parked in a long poll; only a batch being stored
         # must be waited for, and it holds ``busy`` while it is.
         if self.inbound.busy.acquire(timeout=SHUTDOWN_GRACE):

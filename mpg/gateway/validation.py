@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final, Protocol
 
 from mpg import errors
-from mpg.wire import model, recipients
+from mpg.wire import model, recipients, xsd
 
 #: Largest file ``OutboxAttachment.FileSize`` (int) can describe.
 MAX_FILE_SIZE: Final = 2**31 - 1
@@ -125,8 +125,13 @@ def validate(
     transmit_time: str,
     download_flag: int = 0,
     file_size: FileChecker = check_file,
+    validate_content_for: Collection[str] = (),
 ) -> ValidRow:
-    """Check one row and build its message; raises ValidationError(field, reason, row)."""
+    """Check one row and build its message; raises ValidationError(field, reason, row).
+
+    Content is free text, except on the channels (AppCodes, any case) named in
+    ``validate_content_for``: there it must match ``mpg-content.xsd``.
+    """
     tx = row.tx_message_id
 
     def fail(field: str, reason: str) -> errors.ValidationError:
@@ -179,6 +184,12 @@ def validate(
         bad = _XML_ILLEGAL.search(text)
         if bad:
             raise fail(column, f"holds control character U+{ord(bad.group()):04X} at {bad.start()}")
+
+    if values["AppCode"].upper() in {code.strip().upper() for code in validate_content_for}:
+        try:
+            xsd.check_content(content)
+        except errors.WireError as exc:
+            raise fail("Content", f"does not match mpg-content.xsd: {exc}") from None
 
     attachments = _attachments(row.attachment_list, download_flag, file_size, fail)
     message = model.OutgoingMessage(

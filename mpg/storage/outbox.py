@@ -403,12 +403,19 @@ class OutboxRepository:
             with database.begin(self.engine, "writing OutboxAttachment") as own:
                 apply(own)
 
-    def insert(self, row: Mapping[str, object]) -> str:
-        """Insert one Outbox row (``mpg send``); return its TxMessageId.
+    def insert(
+        self,
+        row: Mapping[str, object],
+        *,
+        reason: str = "inserted by mpg send",
+        conn: sa.Connection | None = None,
+    ) -> str:
+        """Insert one Outbox row (``mpg send``, a drop file); return its TxMessageId.
 
         Keys are column names (``Subject``) or attributes (``subject``). Missing
         values default to State 10, StatusTime now, Priority ``N``, AgentSender the
-        gateway's account and a new uuid4 TxMessageId.
+        gateway's account and a new uuid4 TxMessageId. ``reason`` is the history
+        step's; runs in ``conn`` when given, else in its own transaction.
         """
         values: dict[str, Any] = {}
         for key, value in row.items():
@@ -427,10 +434,18 @@ class OutboxRepository:
             if values.get(name) in (None, ""):
                 values[name] = default
         tx_id = str(values["TxMessageId"])
-        step = history.Step(tx_id, None, int(values["State"]), "inserted by mpg send")
-        with database.begin(self.engine, "inserting an Outbox row") as conn:
-            conn.execute(tables.outbox.insert(), values)
-            history.record(conn, "out", self.gateway_account, [step])
+        step = history.Step(tx_id, None, int(values["State"]), reason)
+
+        def apply(c: sa.Connection) -> None:
+            c.execute(tables.outbox.insert(), values)
+            history.record(c, "out", self.gateway_account, [step])
+
+        if conn is not None:
+            with database.mapped_errors("inserting an Outbox row"):
+                apply(conn)
+        else:
+            with database.begin(self.engine, "inserting an Outbox row") as own:
+                apply(own)
         history.log_steps("out", [step])
         return tx_id
 

@@ -8,8 +8,10 @@ from these definitions (``mpg.storage.ddl``) and a test fails when they drift.
 Types are SQL Server's; the variants pick the nearest faithful type on the other
 databases (``LONGTEXT``/``LONGBLOB`` on MariaDB, where ``TEXT``/``BLOB`` stop at 64 KB).
 
-``MpgTransition`` is the gateway's own table: the history of every state change.
-The gateway adds tables but never columns to the contract tables.
+``MpgTransition`` (the history of every state change), ``MpgDropFile`` (the drop
+files turned into Outbox rows) and ``MpgExport`` (how far the folder writers got) are
+the gateway's own tables. The gateway adds tables but never columns to the contract
+tables.
 """
 
 from __future__ import annotations
@@ -140,10 +142,33 @@ transition = sa.Table(
     **_MARIADB_OPTIONS,
 )
 
+#: One row per drop file turned into an Outbox row, written in the same transaction
+#: as that row: a file met again after a crash is recognised and not sent twice.
+drop_file = sa.Table(
+    "MpgDropFile",
+    metadata,
+    sa.Column("TxMessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("FileName", sa.Unicode(255), nullable=False),
+    sa.Column("Sha256", sa.CHAR(64), nullable=False),  # lowercase hex of the file's bytes
+    sa.Column("At", sa.Unicode(26), nullable=False),  # ISO-8601 UTC with microseconds
+    **_MARIADB_OPTIONS,
+)
+
+#: Where each folder writer (inbound messages, receipts) stands in ``MpgTransition``:
+#: the files of every history row up to ``LastId`` are written.
+export = sa.Table(
+    "MpgExport",
+    metadata,
+    sa.Column("Name", sa.Unicode(50), primary_key=True),
+    sa.Column("LastId", sa.Integer(), nullable=False),
+    sa.Column("At", sa.Unicode(26), nullable=False),
+    **_MARIADB_OPTIONS,
+)
+
 #: The contract tables, in the order they are created.
 CONTRACT_TABLES: Final = (outbox, outbox_attachment, inbox, inbox_attachment)
 #: Tables the gateway owns.
-OWN_TABLES: Final = (transition,)
+OWN_TABLES: Final = (transition, drop_file, export)
 
 #: Index helping the pickup query; created only with tables MPG creates itself.
 outbox_pickup_index = sa.Index("IX_Outbox_State", outbox.c.State)

@@ -2,8 +2,9 @@
 
 Content is free text by design (integrations may adapt the formats), so nothing
 parses it on the way through; these helpers are for callers that want it: ``mpg send``
-builds a recall, the server reads the recalled message id, tests and examples build
-approvals and replies.
+and ``mpg content`` build approvals, replies and the whole recall row, ``mpg inbox
+show --json`` gives a reply's results as data (:func:`as_data`), the server reads the
+recalled message id.
 
 A page's text is written as escaped text, so HTML travels intact. When parsing, a
 page that holds markup instead (``<page><b>x</b></page>``, as hand-written documents
@@ -14,15 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from lxml import etree
 
 from mpg import errors
-from mpg.wire import xmlsafe
+from mpg.wire import model, xmlsafe
 
 _DECLARATION: Final = '<?xml version="1.0" encoding="utf-8"?>\n'
 RECALL_PARAM: Final = "recallmessageid"
+#: The channel of recall rows (reference §3).
+RECALL_APP_CODE: Final = "SYS"
+#: A recall row is written ready to send ("not yet uploaded").
+RECALL_STATE: Final = 10
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -264,3 +269,84 @@ def parse_recall(content: str | bytes) -> str:
     if not message_id:
         raise errors.WireError(f"recall content has no '{RECALL_PARAM}' param")
     return message_id
+
+
+# ------------------------------------------------------------------------- plain data
+
+
+def as_data(parsed: Content) -> dict[str, Any]:
+    """A parsed document as plain data (JSON-ready) that :func:`from_data` builds back.
+
+    ``results`` maps each result id to its value (what an ERP script reads);
+    ``result_list`` keeps the results in order with their names.
+    """
+    return {
+        "content_type": parsed.content_type,
+        "params": dict(parsed.params),
+        "pages": [dataclasses.asdict(page) for page in parsed.pages],
+        "inputs": [
+            {**dataclasses.asdict(field), "options": [dataclasses.asdict(o) for o in field.options]}
+            for field in parsed.inputs
+        ],
+        "results": dict(parsed.result_values),
+        "result_list": [dataclasses.asdict(result) for result in parsed.results],
+    }
+
+
+def from_data(data: Mapping[str, Any]) -> str:
+    """Build a document from plain data shaped like :func:`as_data`'s.
+
+    ``content_type`` ``msg`` builds an approval, ``reply`` a reply (from
+    ``result_list``, else ``results``), ``recall`` a recall of the
+    ``recallmessageid`` param. Raises :class:`errors.WireError` naming what is wrong.
+    """
+    kind = str(data.get("content_type", "")).lower()
+    params = {str(k): str(v) for k, v in dict(data.get("params") or {}).items()}
+    try:
+        if kind == "msg":
+            pages = [Page(**page) for page in data.get("pages") or []]
+            inputs = [
+                Input(
+                    **{k: v for k, v in field.items() if k != "options"},
+                    options=tuple(Option(**o) for o in field.get("options") or []),
+                )
+                for field in data.get("inputs") or []
+            ]
+            return build_approval(params, pages, inputs)
+        if kind == "reply":
+            listed = data.get("result_list")
+            if listed:
+                results = [Result(**r) for r in listed]
+            else:
+                values = dict(data.get("results") or {})
+                results = [Result(str(k), str(k), str(v)) for k, v in values.items()]
+            return build_reply(params, results)
+        if kind == "recall":
+            return build_recall(params.get(RECALL_PARAM, ""))
+    except TypeError as exc:
+        raise errors.WireError(f"content data: {exc}") from None
+    raise errors.WireError(f"content data: content_type must be msg, reply or recall, not {kind!r}")
+
+
+def recall_row(message_id: str, *, source_domain: str, agent_sender: str) -> dict[str, object]:
+    """The whole recall Outbox row of reference §3 for the server ``MessageId``.
+
+    AppCode ``SYS``, ReceiverType ``U``, ReceiverList ``psereceiver`` (the server's
+    receiving agent), Subject ``[Recall]: <MessageId>``, AlertFlag 0, ContentType
+    ``RECALL``, State 10 and the recall document as Content.
+    """
+    return {
+        "AppCode": RECALL_APP_CODE,
+        "SourceDomain": source_domain,
+        "AgentSender": agent_sender,
+        "ReceiverType": "U",
+        "ReceiverList": model.SERVER_AGENT,
+        "BccList": "",
+        "Subject": f"[Recall]: {message_id}",
+        "Content": build_recall(message_id),
+        "ContentType": "RECALL",
+        "AttachmentList": "",
+        "AlertFlag": False,
+        "State": RECALL_STATE,
+        "StatusLog": "recall message",
+    }

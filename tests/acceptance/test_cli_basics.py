@@ -83,7 +83,7 @@ def test_version_is_printed(cli: Cli) -> None:
 def test_help_lists_every_command(cli: Cli) -> None:
     """``mpg --help`` lists the gateway, server and ERP-side commands."""
     out = cli.ok("--help")
-    for name in ("init-db", "run", "server", "send", "status", "tail", "inbox", "demo"):
+    for name in ("init-db", "run", "server", "send", "status", "tail", "inbox", "content", "demo"):
         assert name in out
 
 

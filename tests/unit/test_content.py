@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from mpg import errors
-from mpg.wire import content
+from mpg.wire import content, xsd
 from mpg.wire.content import Input, Option, Page, Result
 
 SCHEMA = etree.XMLSchema(
@@ -188,3 +188,62 @@ def test_empty_recall_id_is_refused_when_built() -> None:
     """build_recall needs a message id."""
     with pytest.raises(errors.WireError):
         content.build_recall("")
+
+
+# -- plain data, the recall row, opt-in validation ------------------------------------
+
+
+def test_approval_survives_data_round_trip() -> None:
+    """parse -> as_data -> from_data -> parse gives the same approval."""
+    doc = content.build_approval(PARAMS, PAGES, INPUTS)
+    data = content.as_data(content.parse_content(doc))
+    assert content.parse_content(content.from_data(data)) == content.parse_content(doc)
+
+
+def test_reply_results_are_plain_data() -> None:
+    """A reply's results come out as {id: value} for an ERP script, in order as a list."""
+    doc = content.build_reply(
+        PARAMS, [Result("result", "Result", "approve"), Result("comment", "C", "ok")]
+    )
+    data = content.as_data(content.parse_content(doc))
+    assert data["results"] == {"result": "approve", "comment": "ok"}
+    assert data["params"] == PARAMS
+    assert content.parse_content(content.from_data(data)) == content.parse_content(doc)
+
+
+def test_reply_can_be_built_from_a_results_mapping() -> None:
+    """from_data accepts just {id: value} results."""
+    doc = content.from_data(
+        {"content_type": "reply", "params": {"a": "1"}, "results": {"result": "reject"}}
+    )
+    assert content.parse_content(doc).result_values == {"result": "reject"}
+
+
+def test_recall_survives_data_round_trip() -> None:
+    """A recall built from data names the same message id."""
+    data = content.as_data(content.parse_content(content.build_recall("m-1")))
+    assert content.parse_recall(content.from_data(data)) == "m-1"
+
+
+def test_unknown_data_type_is_refused() -> None:
+    """from_data says which content types it builds."""
+    with pytest.raises(errors.WireError, match="msg, reply or recall"):
+        content.from_data({"content_type": "status"})
+
+
+def test_recall_row_is_the_documents_row() -> None:
+    """SYS, U, psereceiver, '[Recall]: id', AlertFlag 0, RECALL, State 10 (reference §3)."""
+    row = content.recall_row("02b2ae73", source_domain="example.com", agent_sender="pcagent")
+    assert (row["AppCode"], row["ReceiverType"], row["ReceiverList"]) == ("SYS", "U", "psereceiver")
+    assert row["Subject"] == "[Recall]: 02b2ae73"
+    assert (row["AlertFlag"], row["ContentType"], row["State"]) == (False, "RECALL", 10)
+    assert content.parse_recall(str(row["Content"])) == "02b2ae73"
+
+
+def test_content_check_names_line_and_reason() -> None:
+    """Validation against mpg-content.xsd passes the built formats and names the line
+    and element of the first problem otherwise."""
+    xsd.check_content(content.build_approval(PARAMS, PAGES, INPUTS))
+    xsd.check_content(content.build_recall("m-1"))
+    with pytest.raises(errors.WireError, match=r"line 3: Element 'bogus'"):
+        xsd.check_content("<content contenttype='msg'>\n<params/>\n<bogus/>\n</content>")

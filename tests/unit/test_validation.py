@@ -159,3 +159,28 @@ def test_real_file_check_refuses_relative_and_missing_paths(
         validation.check_file("relative.txt")
     with pytest.raises(ValueError, match="does not exist"):
         validation.check_file("/definitely/not/here")
+
+
+def test_content_is_free_text_unless_the_channel_opts_in() -> None:
+    """Content that is not a Content document passes, except on a channel listed in
+    validate_content_for, where it fails naming the reason."""
+    row = Row(content="just text")
+    check(row)
+    with pytest.raises(errors.ValidationError) as caught:
+        validation.validate(
+            row,
+            gateway_account="erp-a@example.com",
+            transmit_time="2026-11-23 05:00:00",
+            file_size=sizes({}),
+            validate_content_for=("bpm",),
+        )
+    assert caught.value.field == "Content"
+    assert "mpg-content.xsd" in caught.value.reason
+    other = dataclasses.replace(row, app_code="BULLTIN")
+    validation.validate(
+        other,
+        gateway_account="erp-a@example.com",
+        transmit_time="2026-11-23 05:00:00",
+        file_size=sizes({}),
+        validate_content_for=("BPM",),
+    )
