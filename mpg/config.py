@@ -72,6 +72,12 @@ class GatewaySettings(_Section):
     receipt_dir: pathlib.Path | None = None
     receipt_states: tuple[int, ...] = (29, 97, 99)
     validate_content: tuple[str, ...] = ()
+    # Operations (docs/operations.md).
+    health_host: str = "127.0.0.1"
+    health_port: int | None = pydantic.Field(default=None, ge=0, le=65535)
+    stuck_after: float = pydantic.Field(default=3600.0, gt=0)
+    history_retention_days: float = pydantic.Field(default=90.0, ge=0)
+    housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
 
     @pydantic.field_validator(
         "drop_dir", "drop_attachment_dir", "inbound_dir", "receipt_dir", mode="before"
@@ -134,6 +140,16 @@ class ServerSettings(_Section):
     max_long_poll: float = pydantic.Field(default=30.0, ge=0, le=300)
     replay_window: float = pydantic.Field(default=300.0, gt=0)
     max_request_bytes: int = pydantic.Field(default=64 * 1024 * 1024, ge=1024)
+    metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    retention_days: float = pydantic.Field(default=30.0, ge=0)
+    housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
+
+    @pydantic.field_validator("metrics_from")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
 
     @pydantic.model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:
@@ -159,6 +175,9 @@ class LogSettings(_Section):
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+    file: pathlib.Path | None = None
+    max_bytes: int = pydantic.Field(default=10 * 1024 * 1024, ge=1024)
+    backups: int = pydantic.Field(default=5, ge=0, le=1000)
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -241,6 +260,7 @@ _PATH_KEYS: Final = {
         "receipt_dir",
     ),
     "server": ("tls_cert", "tls_key", "data_dir", "master_key_file"),
+    "log": ("file",),
 }
 
 

@@ -14,7 +14,10 @@ careless ``log.info("x", content=row.content)`` cannot leak a message or a key.
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import pathlib
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final, TextIO
 
@@ -92,15 +95,64 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+class RotatingWriter:
+    """A text stream whose complete lines go to a rotating log file.
+
+    structlog prints rendered lines to a stream; the standard library's
+    ``RotatingFileHandler`` knows how to rotate. This joins the two: each thread's
+    writes are collected up to the newline, and every complete line is handed to the
+    handler (which locks, rotates when full and writes it).
+    """
+
+    def __init__(self, path: pathlib.Path, max_bytes: int, backups: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
+        )
+        self._local = threading.local()
+
+    def write(self, text: str) -> int:
+        """Collect ``text``; hand on every complete line."""
+        pending = getattr(self._local, "pending", "") + text
+        *lines, self._local.pending = pending.split("\n")
+        for line in lines:
+            self._handler.handle(logging.makeLogRecord({"msg": line, "args": None}))
+        return len(text)
+
+    def flush(self) -> None:
+        """Lines are written whole as they complete; nothing is held back but a partial one."""
+        self._handler.flush()
+
+    def isatty(self) -> bool:
+        """A file is never a terminal (so ``auto`` format means JSON)."""
+        return False
+
+    def close(self) -> None:
+        """Close the file (a later line reopens it)."""
+        self._handler.close()
+
+
+_file_writer: RotatingWriter | None = None
+
+
 def configure(
     settings: config.LogSettings, component: str, *, stream: TextIO | None = None
 ) -> None:
     """Set up structlog and the standard ``logging`` root for this process.
 
-    ``component`` (``gateway``, ``server``, ``cli``) is added to every event. Calling
-    it again replaces the previous setup (tests do).
+    ``component`` (``gateway``, ``server``, ``cli``) is added to every event. Events
+    go to ``stream``, else to ``settings.file`` (rotating) when set, else to standard
+    error. Calling it again replaces the previous setup (tests and reloads do).
     """
-    out = stream if stream is not None else sys.stderr
+    global _file_writer
+    if _file_writer is not None:
+        _file_writer.close()
+        _file_writer = None
+    out: Any = stream
+    if out is None and settings.file is not None:
+        out = _file_writer = RotatingWriter(settings.file, settings.max_bytes, settings.backups)
+    if out is None:
+        out = sys.stderr
     level = _LEVELS[settings.level]
     json_lines = wants_json(settings.format, out)
     shared: list[structlog.types.Processor] = [
@@ -135,3 +187,6 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # The file watcher's library logs every file event at debug level; with a log file
+    # in the watched database folder each line would trigger another, forever.
+    logging.getLogger("watchdog").setLevel(max(level, logging.INFO))

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 import click
-import sqlalchemy as sa
 
-from mpg import timefmt
-from mpg.cli import context
-from mpg.storage import states, tables
+from mpg import errors, timefmt
+from mpg.cli import context, operate
+from mpg.ops import health
+from mpg.storage import states
 
 
 def state_name(code: int) -> str:
@@ -21,12 +21,27 @@ def state_name(code: int) -> str:
         return "UNKNOWN"
 
 
-def _inbox_counts(engine: sa.Engine) -> dict[int, int]:
-    # InboxRepository has no counting call (architecture.md); one read-only aggregate
-    # over the contract table is all `status` needs.
-    query = sa.select(tables.inbox.c.State, sa.func.count()).group_by(tables.inbox.c.State)
-    with engine.connect() as conn:
-        return {int(state): int(n) for state, n in conn.execute(query) if state is not None}
+def readiness(obj: context.CliContext) -> dict[str, str]:
+    """What the gateway's /readyz checks, from here: ``{check: "ok" | reason}``.
+
+    The server is asked only when a credential is configured (it is the gateway's
+    client that pings it); otherwise it reads "not checked".
+    """
+    results = {"database": "ok", "server": "not checked (no gateway credential configured)"}
+    try:
+        health.probe_database(obj.engine)
+    except errors.StorageError as exc:
+        results["database"] = str(exc)
+    push = operate.push_client(obj)
+    if push is not None:
+        try:
+            push.ping()
+            results["server"] = "ok"
+        except errors.ServerError as exc:
+            results["server"] = str(exc)
+        finally:
+            push.close()
+    return results
 
 
 def collect(obj: context.CliContext) -> dict[str, Any]:
@@ -46,7 +61,16 @@ def collect(obj: context.CliContext) -> dict[str, Any]:
             "status_time": since.strftime(timefmt.TEXT_FORMAT),
             "age_seconds": max(0.0, age),
         }
-    inbox = _inbox_counts(obj.engine)
+    inbox = obj.inbox().counts()
+    stuck = [
+        {
+            "tx_message_id": row.tx_message_id,
+            "state": row.state,
+            "status_time": (row.status_time or "").strip(),
+            "status_log": row.status_log or "",
+        }
+        for row in repo.stuck(gateway.stuck_after)
+    ]
     return {
         "gateway": gateway.account,
         "outbox": [
@@ -54,6 +78,9 @@ def collect(obj: context.CliContext) -> dict[str, Any]:
             for code in codes
         ],
         "oldest_pending": pending,
+        "ready": readiness(obj),
+        "stuck_after_seconds": gateway.stuck_after,
+        "stuck": stuck,
         "inbox": {state.name.lower(): inbox.get(int(state), 0) for state in states.InboxState},
     }
 
@@ -68,12 +95,19 @@ def _age(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def status(obj: context.CliContext, as_json: bool) -> None:
-    """Counts per Outbox state, the oldest pending row, and Inbox new/read counts."""
+    """Health, counts per Outbox state, the oldest pending row, stuck rows, Inbox counts."""
     report = collect(obj)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
         return
     click.echo(f"Outbox of {report['gateway'] or '(no gateway.account)'}")
+    for check, result in report["ready"].items():
+        line = f"  {check}: {result}"
+        click.echo(
+            line
+            if result == "ok" or result.startswith("not checked")
+            else click.style(line, fg="red")
+        )
     for entry in report["outbox"]:
         click.echo(f"  {entry['state']:>3} {entry['name']:<22} {entry['count']:>8}")
     pending = report["oldest_pending"]
@@ -84,5 +118,17 @@ def status(obj: context.CliContext, as_json: bool) -> None:
             f"  oldest pending: {pending['tx_message_id']} since {pending['status_time']}"
             f" ({_age(pending['age_seconds'])} ago)"
         )
+    if report["stuck"]:
+        click.secho(
+            f"WARNING: {len(report['stuck'])} message(s) stuck in 11/12/19/20 for more than "
+            f"{report['stuck_after_seconds']:g} s (oldest first):",
+            fg="red",
+            bold=True,
+        )
+        for row in report["stuck"]:
+            click.echo(
+                f"  {row['tx_message_id']} state {row['state']} since {row['status_time']}"
+                f"  {row['status_log']}"
+            )
     click.echo("Inbox")
     click.echo("  " + ", ".join(f"{name} {n}" for name, n in report["inbox"].items()))

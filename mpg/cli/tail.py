@@ -7,6 +7,7 @@ writing to it, without a connection to the gateway process.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any, Final
 
 import click
 
+from mpg import timefmt
 from mpg.cli import context
 from mpg.storage import history, states
 
@@ -29,7 +31,8 @@ _FINAL_BAD: Final = {
 }
 
 
-def _name(box: str, code: int | None) -> str:
+def state_label(box: str, code: int | None) -> str:
+    """``10 READY`` for an Outbox code, ``29 READ`` for an Inbox one, ``-`` for none."""
     if code is None:
         return "-"
     enum_type = states.InboxState if box == "in" else states.OutboxState
@@ -55,7 +58,7 @@ def as_dict(row: history.Transition) -> dict[str, Any]:
 
 def as_text(row: history.Transition, colour: bool) -> str:
     """One history row as a readable line; the target state coloured on a terminal."""
-    target = _name(row.box, row.to_state)
+    target = state_label(row.box, row.to_state)
     if colour and row.box == "out":
         if row.to_state in _FINAL_OK:
             target = click.style(target, fg="green", bold=True)
@@ -65,8 +68,25 @@ def as_text(row: history.Transition, colour: bool) -> str:
             target = click.style(target, fg="yellow")
     return (
         f"{row.at} {row.box:<3} {row.message_key} "
-        f"{_name(row.box, row.from_state)} -> {target}  {row.reason}"
+        f"{state_label(row.box, row.from_state)} -> {target}  {row.reason}"
     )
+
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float) -> dt.datetime:
+    """``--since``: an age (``90s``, ``15m``, ``2h``, ``7d``) before ``now``, or a UTC time."""
+    value = text.strip()
+    if value[:-1].isdigit() and value[-1:] in _UNITS:
+        return dt.datetime.fromtimestamp(now - int(value[:-1]) * _UNITS[value[-1]], dt.UTC)
+    try:
+        return timefmt.parse_text(value).replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise click.BadParameter(
+            "give a UTC time 'yyyy-MM-dd HH:mm:ss' or an age like 90s, 15m, 2h, 7d",
+            param_hint="--since",
+        ) from None
 
 
 def follow(
@@ -107,6 +127,14 @@ def follow(
     multiple=True,
     help="Only transitions into this state (repeatable).",
 )
+@click.option("--app-code", default=None, help="Only messages of this AppCode.")
+@click.option(
+    "--since",
+    "since_text",
+    default=None,
+    help="Only steps at or after this time: '2026-11-23 08:00:00' (UTC) or an age "
+    "such as 90s, 15m, 2h, 7d. Starts at the oldest matching row.",
+)
 @click.option("--since-id", type=int, default=None, help="Start after this history id.")
 @click.option("--from-start", is_flag=True, help="Start at the oldest history row.")
 @click.option(
@@ -120,6 +148,8 @@ def tail(
     obj: context.CliContext,
     message_key: str | None,
     to_states: tuple[int, ...],
+    app_code: str | None,
+    since_text: str | None,
     since_id: int | None,
     from_start: bool,
     once: bool,
@@ -129,9 +159,10 @@ def tail(
     if since_id is not None and from_start:
         raise click.UsageError("give only one of --since-id and --from-start")
     engine = obj.engine
+    since = None if since_text is None else history.stamp(parse_since(since_text, time.time()))
     if since_id is not None:
         start = since_id
-    elif from_start or once:
+    elif from_start or once or since is not None:
         start = 0
     else:
         start = history.latest_id(engine)
@@ -140,7 +171,9 @@ def tail(
     def fetch(after: int) -> list[history.Transition]:
         # The history filters one state; several are filtered here, after the read.
         state = to_states[0] if len(to_states) == 1 else None
-        return history.follow(engine, after, tx=message_key, state=state, limit=BATCH)
+        return history.follow(
+            engine, after, tx=message_key, state=state, app_code=app_code, since=since, limit=BATCH
+        )
 
     def emit(row: history.Transition) -> None:
         line = json.dumps(as_dict(row), ensure_ascii=False) if as_json else as_text(row, colour)

@@ -18,10 +18,12 @@ from typing import IO, Any, Final
 
 import httpx
 
-from mpg import config, errors
+from mpg import config, errors, metrics
 from mpg.wire import envelope, keys, model, payloads
 
 CONTENT_TYPE: Final = "application/vnd.mpg.envelope"
+#: Seconds the readiness check waits for the server's /healthz.
+PING_TIMEOUT: Final = 3.0
 _TRANSIENT_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -79,17 +81,32 @@ class PushClient:
         try:
             response = self._http.post(f"/v1/{op}", content=body, **extra)  # type: ignore[arg-type]
         except httpx.TimeoutException as exc:
+            metrics.HTTP_ERRORS.labels(op, "transient").inc()
             raise errors.TransientServerError(f"{op}: server did not answer in time") from exc
         except httpx.TransportError as exc:
+            metrics.HTTP_ERRORS.labels(op, "transient").inc()
             raise errors.TransientServerError(f"{op}: server unreachable: {exc}") from exc
         if response.status_code != 200:
-            raise _refusal(op, response)
+            refusal = _refusal(op, response)
+            kind = "transient" if isinstance(refusal, errors.TransientServerError) else "refused"
+            metrics.HTTP_ERRORS.labels(op, kind).inc()
+            raise refusal
         try:
             answer, plain = envelope.open_sealed(self._credential.secret, response.content)
             envelope.check_response(header, answer)
         except errors.EnvelopeError as exc:
             raise errors.RefusedByServer(200, "bad_response", f"{op}: {exc}") from exc
         return answer, plain
+
+    def ping(self) -> None:
+        """Raise :class:`~mpg.errors.TransientServerError` unless the server answers
+        ``GET /healthz`` (the gateway's readiness check)."""
+        try:
+            response = self._http.get("/healthz", timeout=PING_TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise errors.TransientServerError(f"server unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise errors.TransientServerError(f"server /healthz answered {response.status_code}")
 
     def submit(self, messages: list[model.OutgoingMessage]) -> list[model.SubmitResult]:
         """Submit messages whose attachments are uploaded; one result per message."""
@@ -98,6 +115,11 @@ class PushClient:
         if [r.tx_message_id for r in results] != [m.tx_message_id for m in messages]:
             raise errors.RefusedByServer(200, "bad_response", "submit: results do not match")
         return results
+
+    def history(self, tx_message_id: str) -> tuple[str, list[model.ServerEvent]]:
+        """The server-side events of a message this account sent: ``(MessageId, events)``."""
+        _, plain = self.call("history", b"", {"tx": tx_message_id})
+        return payloads.parse_history(plain)
 
     def fetch(self, max_items: int, wait: float) -> model.FetchBatch:
         """Long-poll this account's queue for up to ``wait`` seconds."""
@@ -132,6 +154,7 @@ class PushClient:
             if final:
                 args.update(size=size, sha256=digest.hexdigest())
             answer, _ = self.call("upload", chunk, args)
+            metrics.ATTACHMENT_BYTES.labels("upload").inc(len(chunk))
             offset += len(chunk)
             if final and not answer.args.get("complete"):
                 raise errors.RefusedByServer(200, "upload_incomplete", f"{tx_id}/{seq_no}")
@@ -148,6 +171,7 @@ class PushClient:
             args = {"messageId": message_id, "seq": seq_no, "offset": offset, "length": chunk_size}
             answer, data = self.call("download", b"", args)
             sink.write(data)
+            metrics.ATTACHMENT_BYTES.labels("download").inc(len(data))
             digest.update(data)
             offset += len(data)
             size = int(answer.args.get("size", 0))

@@ -24,7 +24,7 @@ from typing import Final
 
 import structlog
 
-from mpg import config, errors, faults
+from mpg import config, errors, faults, metrics
 from mpg.gateway import client as client_mod
 from mpg.gateway import retry
 from mpg.storage import inbox, outbox
@@ -61,6 +61,10 @@ class InboundWorker:
         #: Held while a fetched batch is being stored, so shutdown can wait for it.
         self.busy = threading.Lock()
 
+    def reconfigure(self, settings: config.GatewaySettings) -> None:
+        """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
+        self._settings = settings
+
     def run(self) -> None:
         """Poll until stopped."""
         log.info("inbound_started", account=self._push.account)
@@ -76,6 +80,7 @@ class InboundWorker:
                 if not retry.is_transient(exc):
                     log.exception("inbound_cycle_failed", error=str(exc))
                 attempt += 1
+                metrics.RETRIES.labels("inbound").inc()
                 pause = retry.delay(
                     attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
                 )

@@ -28,9 +28,9 @@ from typing import Final
 
 import structlog
 
-from mpg import config, errors, timefmt
+from mpg import config, errors, metrics, timefmt
 from mpg.gateway import client as client_mod
-from mpg.gateway import retry, validation
+from mpg.gateway import retry, validation, voiding
 from mpg.storage import outbox
 from mpg.storage.states import OutboxState as S
 from mpg.wire import model
@@ -38,6 +38,8 @@ from mpg.wire import model
 log = structlog.get_logger("mpg.outbound")
 
 _HASH_CHUNK: Final = 1024 * 1024
+#: Seconds between looks for rows the ERP voided itself (see :mod:`voiding`).
+VOID_SWEEP_SECONDS: Final = 5.0
 
 #: Shortest poll pause, right after a cycle that found rows (seconds).
 ADAPTIVE_MIN_POLL: Final = 0.05
@@ -50,6 +52,8 @@ class _Work:
     state: S
     valid: validation.ValidRow
     digests: dict[int, str] = dataclasses.field(default_factory=dict)
+    # When this process took the row in hand (delivery latency runs from here).
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def tx(self) -> str:
@@ -92,17 +96,29 @@ class OutboundWorker:
         self._pause = settings.poll_interval  # the adaptive poll pause (see _next_pause)
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
+        self._voider = voiding.Voider(repo, push)
+        # monotonic start of the cycle in progress, None between cycles (the watchdog
+        # tells a stalled cycle from an idle wait by it).
+        self.cycle_started: float | None = None
+        self._next_void_sweep = 0.0
+
+    def reconfigure(self, settings: config.GatewaySettings) -> None:
+        """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
+        self._settings = settings
 
     def run(self) -> None:
         """Cycle until stopped; the batch in hand is always finished first."""
         log.info("outbound_started", account=self._push.account)
         while not self._stop.is_set():
+            self.cycle_started = time.monotonic()
             try:
                 handled = self.run_once()
             except Exception as exc:
+                self.cycle_started = None
                 if not retry.is_transient(exc):
                     log.exception("outbound_cycle_failed", error=str(exc))
                 self._attempt += 1
+                metrics.RETRIES.labels("outbound").inc()
                 pause = retry.delay(
                     self._attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
                 )
@@ -114,6 +130,7 @@ class OutboundWorker:
                 )
                 self._stop.wait(pause)
                 continue
+            self.cycle_started = None
             self._attempt = 0
             if handled < self._settings.batch_size:
                 self._wake.wait(self._next_pause(handled))
@@ -127,6 +144,11 @@ class OutboundWorker:
     def run_once(self) -> int:
         """One cycle: resume rows in flight if needed, then take a batch of new ones."""
         handled = 0
+        if time.monotonic() >= self._next_void_sweep:
+            # In this thread, not the scheduler's: a void seen here can never race
+            # the submit of the same row.
+            self._voider.sweep()
+            self._next_void_sweep = time.monotonic() + VOID_SWEEP_SECONDS
         try:
             if self._resume or time.monotonic() >= self._next_take_over:
                 handled += self._advance(
@@ -180,6 +202,7 @@ class OutboundWorker:
         return good, bad
 
     def _claim(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
+        _observe_pickup(rows, self._settings.clock)
         good, bad = self._validate(rows)
         if bad:
             self._repo.transition(bad, S.READY, S.FAILED)
@@ -304,12 +327,30 @@ class OutboundWorker:
         results = self._push.submit([i.message() for i in ready])
         log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
         by_tx = {i.tx: i for i in ready}
+        done = time.monotonic()
+        for result in results:
+            if result.accepted:
+                metrics.DELIVERY_LATENCY.observe(done - by_tx[result.tx_message_id].started)
+        moved: set[str] = set()
         for state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED):
-            self._record([r for r in results if by_tx[r.tx_message_id].state == state], state)
+            moved |= self._record(
+                [r for r in results if by_tx[r.tx_message_id].state == state], state
+            )
+        for result in results:
+            if result.accepted and not result.served_at_once and result.tx_message_id not in moved:
+                self._check_voided(result, by_tx[result.tx_message_id].state)
 
-    def _record(self, results: list[model.SubmitResult], state: S) -> None:
+    def _check_voided(self, result: model.SubmitResult, sent_from: S) -> None:
+        """An accepted row that did not move was voided meanwhile: recall it."""
+        row = self._repo.get(result.tx_message_id)
+        if row is not None and row.state == S.VOIDED and not row.message_id:
+            self._voider.accepted_after_void(row, sent_from, result.message_id)
+
+    def _record(self, results: list[model.SubmitResult], state: S) -> set[str]:
+        """Record the answers for rows sent from ``state``; returns the accepted that moved."""
+        moved: set[str] = set()
         if not results:
-            return
+            return moved
         queued = [r for r in results if r.accepted and not r.served_at_once]
         at_once = [r for r in results if r.accepted and r.served_at_once]
         refused = [
@@ -318,12 +359,14 @@ class OutboundWorker:
         if refused:
             self._repo.transition(refused, state, S.FAILED)
         if queued:
-            self._repo.transition(
-                [(r.tx_message_id, _queued_note(r)) for r in queued],
-                state,
-                S.WAITING,
-                message_ids={r.tx_message_id: r.message_id for r in queued},
-                set_transmit_time=True,
+            moved |= set(
+                self._repo.transition(
+                    [(r.tx_message_id, _queued_note(r)) for r in queued],
+                    state,
+                    S.WAITING,
+                    message_ids={r.tx_message_id: r.message_id for r in queued},
+                    set_transmit_time=True,
+                )
             )
         if at_once:
             ids = {r.tx_message_id: r.message_id for r in at_once}
@@ -335,12 +378,28 @@ class OutboundWorker:
                     message_ids=ids,
                     set_transmit_time=True,
                 )
-            self._repo.transition(
-                [(r.tx_message_id, _served_note(r)) for r in at_once],
-                S.UPLOADED,
-                S.SENT,
-                message_ids=ids,
+            moved |= set(
+                self._repo.transition(
+                    [(r.tx_message_id, _served_note(r)) for r in at_once],
+                    S.UPLOADED,
+                    S.SENT,
+                    message_ids=ids,
+                )
             )
+        return moved
+
+
+def _observe_pickup(rows: Iterable[outbox.OutboxRow], clock: timefmt.Clock) -> None:
+    """Pickup latency: from the StatusTime the ERP gave the row in 10 to now."""
+    now = timefmt.now(clock)
+    for row in rows:
+        if row.status_time is None:
+            continue
+        try:
+            waited = (now - timefmt.parse_text(row.status_time)).total_seconds()
+        except ValueError:
+            continue  # an unreadable StatusTime has no age to report
+        metrics.PICKUP_LATENCY.observe(max(0.0, waited))
 
 
 def next_pause(previous: float, handled: int, poll_interval: float) -> float:

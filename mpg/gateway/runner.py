@@ -1,4 +1,9 @@
-"""Run the gateway in the foreground: both workers, the sweeps, clean shutdown.
+"""Run the gateway in the foreground: both workers, the sweeps, clean shutdown, reload.
+
+SIGHUP re-reads the configuration file and applies what is safe to change while
+running (:data:`RELOADABLE`: intervals, batch sizes, timeouts, retention, logging);
+a change to anything else (database, server, account, credential, ports) is logged
+as needing a restart and ignored until then.
 
 SIGTERM or Ctrl-C stop taking new work; the outbound batch in hand is finished and a
 fetched inbound batch is stored and acknowledged before the process exits (within
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import types
 from typing import Final
 
@@ -17,15 +23,31 @@ import sqlalchemy as sa
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from mpg import config, errors
+from mpg import config, errors, logs, metrics
 from mpg.gateway import client as client_mod
 from mpg.gateway import dropfolder, folders, inbound, outbound, wakeup
-from mpg.storage import database, inbox, notify, outbox, schema, tables
+from mpg.ops import health, systemd
+from mpg.storage import database, history, inbox, notify, outbox, schema, tables
 from mpg.wire import keys
 
 log = structlog.get_logger("mpg.gateway")
 
 SHUTDOWN_GRACE: Final = 30.0
+#: Gateway settings a reload applies to the running process.
+RELOADABLE: Final = (
+    "poll_interval",
+    "batch_size",
+    "send_timeout",
+    "long_poll_wait",
+    "retry_max_delay",
+    "default_download_flag",
+    "max_inline_attachment",
+    "stuck_after",
+    "history_retention_days",
+)
+#: An outbound cycle running longer than this (or ``10 * request_timeout`` if more)
+#: counts as stalled: the watchdog pings stop and systemd restarts the service.
+STALL_AFTER: Final = 300.0
 EXPIRE_EVERY: Final = 30.0
 #: Seconds between catch-up runs of the folder writers (receipts of rows that failed or
 #: timed out are written by this; inbound files right after each stored batch).
@@ -96,6 +118,17 @@ class Gateway:
             if gw.watch_database and notify.supported(self.engine)
             else None
         )
+        self._settings = gw
+        self.health = (
+            None
+            if gw.health_port is None
+            else health.HealthServer(
+                gw.health_host,
+                gw.health_port,
+                {"database": lambda: health.probe_database(self.engine), "server": self.push.ping},
+                metrics.registry(self._collectors()),
+            )
+        )
         self._scheduler = BackgroundScheduler(daemon=True)
         self._threads = [
             threading.Thread(target=self.outbound.run, name="mpg-outbound"),
@@ -133,7 +166,17 @@ class Gateway:
             max_instances=1,
             coalesce=True,
         )
+        self._scheduler.add_job(
+            self.housekeeping,
+            "interval",
+            seconds=self._settings.housekeeping_interval,
+            id="housekeeping",
+            max_instances=1,
+            coalesce=True,
+        )
         self._scheduler.start()
+        if self.health is not None:
+            self.health.start()
         for thread in self._threads:
             thread.start()
         log.info("gateway_started", account=self.push.account)
@@ -159,9 +202,75 @@ class Gateway:
             self._watcher.stop()
         if self.listener is not None:
             self.listener.stop()
+        if self.health is not None:
+            self.health.stop()
         self.push.close()
         self.engine.dispose()
         log.info("gateway_stopped")
+
+    def reload(self, new: config.Settings) -> list[str]:
+        """Apply the safe part of ``new``; returns the keys that changed and were applied."""
+        old = self._settings
+        changed = {
+            key: getattr(new.gateway, key)
+            for key in RELOADABLE
+            if getattr(new.gateway, key) != getattr(old, key)
+        }
+        pending = [
+            key
+            for key in config.GatewaySettings.model_fields
+            if key not in RELOADABLE and getattr(new.gateway, key) != getattr(old, key)
+        ]
+        self._settings = old.model_copy(update=changed)
+        self.outbound.reconfigure(self._settings)
+        self.inbound.reconfigure(self._settings)
+        # Logged before the new log settings apply, so it is seen at the old level too.
+        log.warning(
+            "config_reloaded", applied=sorted(changed), restart_needed=pending, log=new.log.level
+        )
+        logs.configure(new.log, "gateway")
+        return sorted(changed)
+
+    def alive(self) -> bool:
+        """True unless a worker thread died or an outbound cycle is stalled."""
+        if not all(thread.is_alive() for thread in self._threads):
+            return False
+        limit = max(STALL_AFTER, 10 * self._settings.request_timeout)
+        return not stalled(self.outbound.cycle_started, time.monotonic(), limit)
+
+    def housekeeping(self) -> int:
+        """Delete MPG's own history past the retention; returns the rows deleted."""
+        keep_days = self._settings.history_retention_days
+        if not keep_days:
+            return 0  # set to 0 (keep forever) by a reload
+        deleted = history.purge(self.engine, keep_days)
+        if deleted:
+            log.info("history_purged", rows=deleted, keep_days=keep_days)
+        return deleted
+
+    def _collectors(self) -> list[metrics.GaugeCollector]:
+        def outbox_counts() -> dict[str, int]:
+            return {str(state): n for state, n in self.outbox.counts().items()}
+
+        def inbox_counts() -> dict[str, int]:
+            return {str(state): n for state, n in self.inbox.counts().items()}
+
+        return [
+            metrics.GaugeCollector(
+                "mpg_outbox_messages", "Outbox rows per State.", "state", outbox_counts
+            ),
+            metrics.GaugeCollector(
+                "mpg_inbox_messages", "Inbox rows per State.", "state", inbox_counts
+            ),
+        ]
+
+
+def stalled(cycle_started: float | None, now: float, limit: float) -> bool:
+    """Whether a cycle that began at ``cycle_started`` (None: idle) has run past ``limit``.
+
+    Waiting between cycles (for work, or before a retry) is never a stall.
+    """
+    return cycle_started is not None and now - cycle_started >= limit
 
 
 def _require_tables(engine: sa.Engine) -> schema.Report:
@@ -197,13 +306,38 @@ def run(settings: config.Settings) -> int:
         gateway.stop_event.set()
         gateway.wake.set()
 
+    reload_wanted = threading.Event()
+
+    def on_hangup(signum: int, frame: types.FrameType | None) -> None:
+        reload_wanted.set()
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    notifier = systemd.Notifier()
+    ping_every = notifier.watchdog_interval()
     try:
         gateway.start()
-        while not gateway.stop_event.wait(1.0):
-            pass
+        notifier.ready(f"gateway of {gateway.push.account} running")
+        next_ping = 0.0
+        while not gateway.stop_event.wait(min(1.0, ping_every or 1.0)):
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                _reload(gateway, settings.source)
+            if ping_every and time.monotonic() >= next_ping and gateway.alive():
+                notifier.watchdog()
+                next_ping = time.monotonic() + ping_every
+        notifier.stopping()
         gateway.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return EXIT_OK
+
+
+def _reload(gateway: Gateway, source: str) -> None:
+    """Re-read the configuration; a bad file keeps the running settings."""
+    try:
+        gateway.reload(config.load(source or None))
+    except errors.ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc))

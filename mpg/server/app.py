@@ -1,4 +1,6 @@
-"""The HTTP face of the push server: ``POST /v1/<op>`` and ``GET /healthz``.
+"""The HTTP face of the push server: ``POST /v1/<op>``, ``GET /healthz``, ``/readyz``
+(the database takes writes) and ``/metrics`` (Prometheus; only for the client networks
+in ``server.metrics_from``, since queue depths name accounts).
 
 Handlers are thin: read the body (at most ``server.max_request_bytes``), open the
 envelope (:mod:`mpg.server.auth`), call the store, seal the answer. Database and
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
@@ -24,7 +27,8 @@ import sqlalchemy as sa
 import structlog
 from starlette import applications, concurrency, requests, responses, routing
 
-from mpg import config, errors, server
+from mpg import config, errors, metrics, server
+from mpg.ops import health, systemd
 from mpg.server import accounts, auth, blobs, queues
 from mpg.wire import envelope, payloads
 
@@ -117,6 +121,17 @@ class PushServer:
             self.accounts, envelope.ReplayGuard(settings.replay_window)
         )
         self.waiters = Waiters()
+        self.registry = metrics.registry(
+            [
+                metrics.GaugeCollector(
+                    "mpg_queue_depth",
+                    "Server: entries waiting per recipient (queued or leased).",
+                    "recipient",
+                    self.queues.depths,
+                )
+            ]
+        )
+        self._metrics_from = [ipaddress.ip_network(n, strict=False) for n in settings.metrics_from]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ops: dict[str, Handler] = {
             "upload": self._upload,
@@ -124,6 +139,7 @@ class PushServer:
             "fetch": self._fetch,
             "ack": self._ack,
             "download": self._download,
+            "history": self._history,
         }
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -160,8 +176,34 @@ class PushServer:
                 log.exception("request_failed", op=op)
             else:
                 log.info("request_refused", op=op, status=status, error=code, detail=str(exc))
+            metrics.SERVER_REQUESTS.labels(op if op in self._ops else "unknown", status).inc()
             return error_response(exc)
+        metrics.SERVER_REQUESTS.labels(op, 200).inc()
         return responses.Response(sealed, media_type="application/octet-stream")
+
+    async def readyz(self, request: requests.Request) -> responses.Response:
+        """``GET /readyz``: 200 when the database takes a write now, else 503."""
+        failed = await concurrency.run_in_threadpool(
+            health.readiness, {"database": lambda: health.probe_database(self.engine)}
+        )
+        return responses.JSONResponse(
+            {"ready": not failed, "failed": failed}, status_code=503 if failed else 200
+        )
+
+    async def metrics(self, request: requests.Request) -> responses.Response:
+        """``GET /metrics``: the Prometheus text, for the allowed client networks only."""
+        client = request.client.host if request.client is not None else ""
+        try:
+            allowed = any(ipaddress.ip_address(client) in n for n in self._metrics_from)
+        except ValueError:
+            allowed = False
+        if not allowed:
+            return responses.JSONResponse(
+                {"error": "forbidden", "detail": "metrics are not served to this address"},
+                status_code=403,
+            )
+        data, content_type = await concurrency.run_in_threadpool(metrics.render, self.registry)
+        return responses.Response(data, media_type=content_type)
 
     async def _upload(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         args = req.header.args
@@ -177,6 +219,7 @@ class PushServer:
             size=_arg(args, "size", int) if final else None,
             sha256=_arg(args, "sha256", str) if final else None,
         )
+        metrics.ATTACHMENT_BYTES.labels("upload").inc(len(req.payload))
         return b"", {"received": status.received, "complete": status.complete}
 
     async def _submit(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
@@ -223,6 +266,14 @@ class PushServer:
         )
         return part.data, {"size": part.size, "sha256": part.sha256}
 
+    async def _history(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
+        def work() -> bytes:
+            tx = _arg(req.header.args, "tx", str)
+            message_id, events = self.queues.history(req.account, tx)
+            return payloads.build_history(message_id, events)
+
+        return await concurrency.run_in_threadpool(work), {}
+
 
 def _arg(args: dict[str, Any], name: str, kind: type[_T]) -> _T:
     """A required envelope argument of the given JSON type (bool is not an int)."""
@@ -249,6 +300,16 @@ async def _healthz(request: requests.Request) -> responses.Response:
     return responses.PlainTextResponse("ok")
 
 
+async def _watchdog(notifier: systemd.Notifier) -> None:
+    """Ping systemd's watchdog while the event loop runs (a blocked loop stops it)."""
+    interval = notifier.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
 def create_app(push: PushServer) -> applications.Starlette:
     """The Starlette application serving ``push``."""
 
@@ -256,9 +317,13 @@ def create_app(push: PushServer) -> applications.Starlette:
     async def lifespan(app: applications.Starlette) -> AsyncIterator[None]:
         push.attach(asyncio.get_running_loop())
         log.info("server_started", database=push.engine.url.render_as_string())
+        notifier = systemd.Notifier()
+        notifier.ready("push server running")
+        pinger = asyncio.create_task(_watchdog(notifier))
         try:
             yield
         finally:
+            pinger.cancel()
             push.waiters.stop()
             log.info("server_stopped")
 
@@ -266,6 +331,8 @@ def create_app(push: PushServer) -> applications.Starlette:
         routes=[
             routing.Route("/v1/{op}", push.handle, methods=["POST"]),
             routing.Route("/healthz", _healthz, methods=["GET"]),
+            routing.Route("/readyz", push.readyz, methods=["GET"]),
+            routing.Route("/metrics", push.metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

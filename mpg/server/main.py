@@ -4,6 +4,9 @@ Binding the socket here (not in uvicorn) lets ``port = 0`` work: the kernel pick
 free port and :func:`serve` announces the real address on standard output as
 ``listening on https://HOST:PORT`` before serving, so tests and scripts can find it.
 
+SIGHUP re-reads the configuration file for the ``[log]`` settings; everything else
+the server reads once at start (a restart applies it).
+
 Shutdown: the first SIGTERM or SIGINT stops accepting connections, answers waiting
 long polls at once (empty) and lets requests in progress finish within
 :data:`GRACE_SECONDS`; a second signal exits at once. The exit code is 0 either way.
@@ -15,19 +18,23 @@ command line (``mpg server`` is the same thing).
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import ssl
 import sys
+import threading
 import types
 from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
 import uvicorn
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs
 from mpg.cli import exitcodes
-from mpg.server import accounts, app, tables
+from mpg.ops import systemd
+from mpg.server import accounts, app, housekeeping, tables
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +59,7 @@ class _Server(uvicorn.Server):
             self.force_exit = True
         else:
             self.should_exit = True
+            systemd.Notifier().stopping()
             log.info("server_stopping", signal=sig)
         self._on_stop()
 
@@ -97,8 +105,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: config.Settings, *, announce: Callable[[str], None] | None = None) -> int:
-    """Run the server in the foreground until SIGTERM/SIGINT; return the exit code."""
+def serve(
+    settings: config.Settings,
+    *,
+    announce: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run the server until SIGTERM/SIGINT (or ``stop`` is set); return the exit code.
+
+    ``stop`` is how a host without signals stops it (the Windows service runs it in a
+    thread, where uvicorn installs no signal handlers): setting it is a first SIGTERM.
+    """
     server_settings = settings.server
     push = build(server_settings)
     uv_config = uvicorn.Config(
@@ -126,12 +143,53 @@ def serve(settings: config.Settings, *, announce: Callable[[str], None] | None =
     line = f"listening on {scheme}://{shown}:{port}"
     log.info("server_listening", url=f"{scheme}://{shown}:{port}")
     (announce or _print)(line)
+    scheduler = _housekeeping(server_settings, push)
+    in_main = threading.current_thread() is threading.main_thread()
+    if hasattr(signal, "SIGHUP") and in_main:  # not on Windows, nor in a service thread
+        signal.signal(signal.SIGHUP, lambda signum, frame: _reload_logging(settings.source))
+    uv_server = _Server(uv_config, push.request_stop)
+    if stop is not None:
+
+        def stop_when_asked() -> None:
+            stop.wait()
+            uv_server.handle_exit(signal.SIGTERM, None)
+
+        threading.Thread(target=stop_when_asked, name="mpg-server-stop", daemon=True).start()
     try:
-        _Server(uv_config, push.request_stop).run(sockets=[sock])
+        uv_server.run(sockets=[sock])
     finally:
+        scheduler.shutdown(wait=False)
         sock.close()
         push.engine.dispose()
     return exitcodes.OK
+
+
+def _reload_logging(source: str) -> None:
+    """SIGHUP: apply the ``[log]`` settings of the file; a bad file changes nothing."""
+    try:
+        new = config.load(source or None)
+    except errors.ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc))
+        return
+    log.warning("config_reloaded", applied=["log"], log=new.log.level)
+    logs.configure(new.log, "server")
+
+
+def _housekeeping(settings: config.ServerSettings, push: app.PushServer) -> BackgroundScheduler:
+    """Start the retention job (none when ``retention_days`` is 0: keep everything)."""
+    scheduler = BackgroundScheduler(daemon=True)
+    if settings.retention_days:
+        scheduler.add_job(
+            housekeeping.purge,
+            "interval",
+            args=[push.engine, settings.retention_days],
+            seconds=settings.housekeeping_interval,
+            id="housekeeping",
+            max_instances=1,
+            coalesce=True,
+        )
+    scheduler.start()
+    return scheduler
 
 
 def _path(value: object) -> str | None:

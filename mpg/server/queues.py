@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import enum
 import json
 import threading
@@ -35,7 +36,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 import structlog
 
-from mpg import errors
+from mpg import errors, server
 from mpg.server import accounts, tables
 from mpg.wire import content, model, recipients
 
@@ -65,6 +66,31 @@ class MessageState(enum.StrEnum):
     REFUSED = "refused"  # not accepted; kept only to answer a resubmission the same
 
 
+class EventKind(enum.StrEnum):
+    """``MessageEvent.Kind``: what happened to a message, for its sender's history."""
+
+    RECEIVED = "received"  # accepted from the sender and queued for its recipients
+    FETCHED = "fetched"  # leased to a recipient (again after a lease ran out)
+    ACKNOWLEDGED = "acknowledged"  # the recipient stored it
+    WITHDRAWN = "withdrawn"  # a recall took it from this recipient's queue
+    RECALLED = "recalled"  # the sender recalled it
+    SERVED = "served"  # every recipient served; the receipt is queued for the sender
+    RECEIPT_FETCHED = "receipt_fetched"  # the sender's gateway fetched the receipt
+    RECEIPT_ACKNOWLEDGED = "receipt_acknowledged"  # ... and stored it
+
+
+def _event(
+    message_id: str, at: float, kind: EventKind, account: str, detail: str = ""
+) -> dict[str, Any]:
+    return {
+        "MessageId": message_id,
+        "At": at,
+        "Kind": str(kind),
+        "Account": account,
+        "Detail": detail[:200],
+    }
+
+
 class _Sequence:
     """Strictly increasing numbers near the clock in microseconds: arrival order."""
 
@@ -88,6 +114,7 @@ class _Writes:
     attachments: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     entries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     used_stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     woken: set[str] = dataclasses.field(default_factory=set)
 
     def flush(self, conn: sa.Connection) -> None:
@@ -98,6 +125,8 @@ class _Writes:
             conn.execute(tables.transmit_attachment.insert(), self.attachments)
         if self.entries:
             conn.execute(tables.receive_queue.insert(), self.entries)
+        if self.events:
+            conn.execute(tables.message_event.insert(), self.events)
         if self.used_stages:
             s = tables.upload_stage.c
             conn.execute(
@@ -109,6 +138,7 @@ class _Writes:
                 self.used_stages,
             )
         self.messages, self.attachments, self.entries, self.used_stages = [], [], [], []
+        self.events = []
 
 
 class QueueStore:
@@ -257,6 +287,10 @@ class QueueStore:
         writes.messages.append(
             _message_row(msg, sender, message_id, now, len(known), MessageState.QUEUED, result)
         )
+        detail = f"queued for {len(known)} recipient(s)"
+        if unknown:
+            detail += f"; {len(unknown)} unknown"
+        writes.events.append(_event(message_id, now, EventKind.RECEIVED, sender, detail))
         rank = PRIORITY_RANK.get(msg.priority, DEFAULT_RANK)
         first = self._sequence.take(len(known))
         for n, rcpt in enumerate(known):
@@ -360,6 +394,21 @@ class QueueStore:
                 .where(t.MessageId == recalled_id)
                 .values(RecalledCount=t.RecalledCount + len(withdrawn) + len(leased))
             )
+        taken = set(withdrawn) | set(leased)
+        writes.events += [
+            _event(recalled_id, now, EventKind.WITHDRAWN, e.Recipient)
+            for e in entries
+            if e.EntryId in taken
+        ]
+        writes.events.append(
+            _event(
+                recalled_id,
+                now,
+                EventKind.RECALLED,
+                sender,
+                f"withdrawn from {len(taken)}, RECALL sent to {len(notified)}",
+            )
+        )
         outcome = model.RecallOutcome(recalled_id, withdrawn=len(withdrawn), notified=len(notified))
         result = model.SubmitResult(
             tx,
@@ -424,6 +473,20 @@ class QueueStore:
                 .where(t.MessageId.in_(part), t.State == MessageState.QUEUED)
                 .values(State=MessageState.SERVED)
             )
+        now = self._clock()
+        conn.execute(
+            tables.message_event.insert(),
+            [
+                _event(
+                    row.MessageId,
+                    now,
+                    EventKind.SERVED,
+                    row.SenderAccount,
+                    f"served {row.ServedCount}, recalled {row.RecalledCount}",
+                )
+                for row in done
+            ],
+        )
         first = self._sequence.take(len(done))
         conn.execute(
             tables.receive_queue.insert(),
@@ -494,6 +557,22 @@ class QueueStore:
                     .where(r.EntryId.in_(part))
                     .values(State=EntryState.LEASED, LeaseUntil=now + lease_seconds)
                 )
+            expired_ids = {e.EntryId for e in expired}
+            conn.execute(
+                tables.message_event.insert(),
+                [
+                    _event(
+                        e.MessageId,
+                        now,
+                        EventKind.FETCHED
+                        if e.Kind == model.DeliveryKind.MESSAGE
+                        else EventKind.RECEIPT_FETCHED,
+                        account,
+                        "again: the earlier lease ran out" if e.EntryId in expired_ids else "",
+                    )
+                    for e in entries
+                ],
+            )
             message_ids = [e.MessageId for e in entries if e.Kind == model.DeliveryKind.MESSAGE]
             messages = self._messages(conn, message_ids)
             files = self._attachment_infos(conn, message_ids)
@@ -551,6 +630,49 @@ class QueueStore:
                 )
         return {message_id: tuple(infos) for message_id, infos in found.items()}
 
+    # ------------------------------------------------------------------ history
+
+    def history(self, sender: str, tx_message_id: str) -> tuple[str, list[model.ServerEvent]]:
+        """``(MessageId, events)`` of a message ``sender`` submitted, oldest first.
+
+        Raises :class:`mpg.server.NotFound` when ``sender`` has no accepted message
+        with that TxMessageId (someone else's message is not found either).
+        """
+        t = tables.transmit_queue.c
+        e = tables.message_event.c
+        with tables.transaction(self._engine) as conn:
+            message_id = conn.execute(
+                sa.select(t.MessageId).where(
+                    t.SenderAccount == sender,
+                    t.TxMessageId == tx_message_id,
+                    t.State != MessageState.REFUSED,
+                )
+            ).scalar()
+            if message_id is None:
+                raise server.NotFound(f"no accepted message {tx_message_id} from {sender}")
+            rows = conn.execute(
+                sa.select(e.At, e.Kind, e.Account, e.Detail)
+                .where(e.MessageId == message_id)
+                .order_by(e.Id)
+            ).all()
+        return str(message_id), [
+            model.ServerEvent(_iso(row.At), str(row.Kind), str(row.Account), str(row.Detail))
+            for row in rows
+        ]
+
+    # ------------------------------------------------------------------ depths
+
+    def depths(self) -> dict[str, int]:
+        """Entries waiting per recipient (queued or leased, not yet acknowledged)."""
+        r = tables.receive_queue.c
+        query = (
+            sa.select(r.Recipient, sa.func.count())
+            .where(r.State.in_([EntryState.QUEUED, EntryState.LEASED]))
+            .group_by(r.Recipient)
+        )
+        with tables.transaction(self._engine) as conn:
+            return {str(recipient): int(n) for recipient, n in conn.execute(query)}
+
     # ------------------------------------------------------------------ ack
 
     def ack(self, account: str, entry_ids: Sequence[str]) -> int:
@@ -579,6 +701,22 @@ class QueueStore:
                     .where(r.EntryId.in_(part), r.State == EntryState.LEASED)
                     .values(State=EntryState.ACKED, LeaseUntil=None)
                 )
+            if moving:
+                now = self._clock()
+                conn.execute(
+                    tables.message_event.insert(),
+                    [
+                        _event(
+                            row.MessageId,
+                            now,
+                            EventKind.ACKNOWLEDGED
+                            if row.Kind == model.DeliveryKind.MESSAGE
+                            else EventKind.RECEIPT_ACKNOWLEDGED,
+                            account,
+                        )
+                        for row in moving
+                    ],
+                )
             served = collections.Counter(
                 row.MessageId for row in moving if row.Kind == model.DeliveryKind.MESSAGE
             )
@@ -601,6 +739,11 @@ class QueueStore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _iso(at: float) -> str:
+    """Unix time as ISO-8601 UTC with microseconds (the gateway history's form)."""
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _is_server_agent(msg: model.OutgoingMessage) -> bool:

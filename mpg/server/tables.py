@@ -145,6 +145,19 @@ upload_stage = sa.Table(
     sa.Column("Sha256", sa.Unicode(64)),
 )
 
+message_event = sa.Table(
+    "MessageEvent",
+    metadata,
+    # What happened to a message on the server, for its sender's `mpg history`.
+    sa.Column("Id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("MessageId", sa.Unicode(50), nullable=False),
+    sa.Column("At", sa.Float(), nullable=False),  # Unix time
+    sa.Column("Kind", sa.Unicode(30), nullable=False),  # see queues.EventKind
+    sa.Column("Account", sa.Unicode(100), nullable=False),  # who did it (or got it)
+    sa.Column("Detail", sa.Unicode(200), nullable=False, default=""),
+    sa.Index("IX_MessageEvent_Message", "MessageId", "Id"),
+)
+
 ALL_TABLES: Final = (
     account,
     account_key,
@@ -152,6 +165,7 @@ ALL_TABLES: Final = (
     transmit_attachment,
     receive_queue,
     upload_stage,
+    message_event,
 )
 
 

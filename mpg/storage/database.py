@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from mpg import errors
+from mpg import errors, metrics
 from mpg.storage import schema, tables
 
 #: How long SQLite waits for a lock before answering "database is locked" (ms).
@@ -151,6 +151,7 @@ def mapped_errors(what: str) -> Iterator[None]:
     try:
         yield
     except (sa.exc.DBAPIError, sa.exc.DisconnectionError, sa.exc.TimeoutError) as exc:
+        metrics.DATABASE_ERRORS.inc()
         raise errors.StorageError(f"{what} failed: {_describe(exc)}") from exc
 
 

@@ -8,13 +8,14 @@ history by ``Id``; ``mpg show`` reads one message's timeline.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 from typing import Final, Literal
 
 import sqlalchemy as sa
 import structlog
 
-from mpg import timefmt
+from mpg import metrics, timefmt
 from mpg.storage import database, tables
 
 Box = Literal["out", "in"]
@@ -22,6 +23,7 @@ Box = Literal["out", "in"]
 #: Width of ``MpgTransition.Reason``.
 REASON_WIDTH: Final = 200
 DEFAULT_FOLLOW_LIMIT: Final = 500
+_STAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"  # what timefmt.utc_stamp writes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,11 +78,13 @@ def record(conn: sa.Connection, box: Box, gateway: str, steps: Sequence[Step]) -
 
 
 def log_steps(box: Box, steps: Sequence[Step]) -> None:
-    """One ``state_changed`` event per step on the ``mpg.state`` logger."""
+    """One ``state_changed`` event per step on ``mpg.state``, and the transition counter."""
     # Looked up per call so a logging setup made after import (or a test's capture) applies.
     log = structlog.get_logger("mpg.state")
     key = "tx_message_id" if box == "out" else "rx_message_id"
     for step in steps:
+        from_label = "none" if step.from_state is None else str(step.from_state)
+        metrics.TRANSITIONS.labels(box, from_label, str(step.to_state)).inc()
         log.info(
             "state_changed",
             **{key: step.message_key},
@@ -112,11 +116,15 @@ def follow(
     *,
     tx: str | None = None,
     state: int | None = None,
+    app_code: str | None = None,
+    since: str | None = None,
     limit: int = DEFAULT_FOLLOW_LIMIT,
 ) -> list[Transition]:
     """The rows recorded after ``since_id``, oldest first (``mpg tail``).
 
-    ``tx`` keeps one message's rows, ``state`` the steps that reached that state.
+    ``tx`` keeps one message's rows, ``state`` the steps that reached that state,
+    ``app_code`` those of Outbox or Inbox rows with that AppCode, ``since`` (an
+    ``At`` stamp, see :func:`stamp`) those recorded at or after it.
     """
     t = tables.transition.c
     query = sa.select(tables.transition).where(t.Id > since_id)
@@ -124,6 +132,17 @@ def follow(
         query = query.where(t.MessageKey == tx)
     if state is not None:
         query = query.where(t.ToState == state)
+    if since is not None:
+        query = query.where(t.At >= since)
+    if app_code is not None:
+        out_ids = sa.select(tables.outbox.c.TxMessageId).where(tables.outbox.c.AppCode == app_code)
+        in_ids = sa.select(tables.inbox.c.RxMessageId).where(tables.inbox.c.AppCode == app_code)
+        query = query.where(
+            sa.or_(
+                sa.and_(t.Box == "out", t.MessageKey.in_(out_ids)),
+                sa.and_(t.Box == "in", t.MessageKey.in_(in_ids)),
+            )
+        )
     query = query.order_by(t.Id).limit(limit)
     with database.connect(engine, "reading the transition history") as conn:
         return [_from_row(row) for row in conn.execute(query)]
@@ -143,3 +162,38 @@ def timeline(engine: sa.Engine, key: str) -> list[Transition]:
     query = sa.select(tables.transition).where(t.MessageKey == key).order_by(t.Id)
     with database.connect(engine, "reading the transition history") as conn:
         return [_from_row(row) for row in conn.execute(query)]
+
+
+def stamp(moment: dt.datetime) -> str:
+    """``moment`` (aware, or naive UTC) in the form of ``MpgTransition.At``."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return moment.strftime(_STAMP_FORMAT)
+
+
+#: Most history rows one purge transaction deletes (keeps lock times short).
+PURGE_BATCH: Final = 5000
+
+
+def purge(engine: sa.Engine, keep_days: float) -> int:
+    """Delete history rows older than ``keep_days`` days; returns how many went.
+
+    Housekeeping of MPG's own table only: the ERP's tables are never touched here.
+    Deletes in batches of :data:`PURGE_BATCH`, each its own transaction.
+    """
+    t = tables.transition.c
+    cutoff = stamp(dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days))
+    deleted = 0
+    while True:
+        with database.begin(engine, "purging the transition history") as conn:
+            ids = [
+                int(i)
+                for i in conn.execute(
+                    sa.select(t.Id).where(t.At < cutoff).order_by(t.Id).limit(PURGE_BATCH)
+                ).scalars()
+            ]
+            if ids:
+                conn.execute(sa.delete(tables.transition).where(t.Id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < PURGE_BATCH:
+            return deleted

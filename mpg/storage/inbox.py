@@ -124,6 +124,12 @@ class InboxRepository:
             ]
         return row
 
+    def counts(self) -> dict[int, int]:
+        """Number of rows per State (rows with a NULL State are not counted)."""
+        query = sa.select(_i.State, sa.func.count()).where(_i.State.is_not(None)).group_by(_i.State)
+        with database.connect(self.engine, "counting Inbox rows") as conn:
+            return {int(state): int(n) for state, n in conn.execute(query)}
+
     def mark_read(self, rx_ids: Iterable[str]) -> int:
         """Move new rows (0) to read (29); return how many moved."""
         return self._move(list(dict.fromkeys(rx_ids)), states.InboxState.READ, None)

@@ -38,6 +38,12 @@ PENDING_STATES: Final = (
     *sorted(states.IN_FLIGHT),
     states.OutboxState.WAITING,
 )
+#: States a row should not stay in for long (``mpg status`` warns about them).
+STUCK_STATES: Final = (*sorted(states.IN_FLIGHT), states.OutboxState.WAITING)
+#: States the transition table lets go to 98 (voided).
+VOIDABLE_STATES: Final = tuple(
+    sorted(a for a, b in states.OUTBOX_TRANSITIONS if b == states.OutboxState.VOIDED)
+)
 #: States the send timeout applies to: those the transition table lets go to 97
 #: (10, 11, 12 today; 20 waits for recipients, not for the gateway).
 TIMEOUT_STATES: Final = tuple(
@@ -282,6 +288,16 @@ class OutboxRepository:
         rows = self._rows(sa.select(tables.outbox).where(_o.TxMessageId == tx_id), "reading Outbox")
         return rows[0] if rows else None
 
+    def ids_in_state(self, state: int) -> list[str]:
+        """TxMessageIds of every row in ``state``, oldest StatusTime first."""
+        query = (
+            sa.select(_o.TxMessageId)
+            .where(_o.State == state)
+            .order_by(sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
+        )
+        with database.connect(self.engine, "reading Outbox ids") as conn:
+            return [str(tx) for tx in conn.execute(query).scalars()]
+
     def counts(self) -> dict[int, int]:
         """Number of rows per State (rows with a NULL State are not counted)."""
         query = sa.select(_o.State, sa.func.count()).where(_o.State.is_not(None)).group_by(_o.State)
@@ -299,6 +315,83 @@ class OutboxRepository:
         with database.connect(self.engine, "reading the oldest pending Outbox row") as conn:
             row = conn.execute(query).first()
         return None if row is None else (str(row[0]), str(row[1]).strip())
+
+    def stuck(self, older_than_seconds: float, limit: int = 20) -> list[OutboxRow]:
+        """Rows in 11, 12, 19 or 20 whose StatusTime is older than the threshold.
+
+        A row may rightly wait in 10 (nothing picked it up: the send timeout handles
+        that); in the states after it, a long stay means a step is not completing.
+        """
+        cutoff = timefmt.now(self.clock) - dt.timedelta(seconds=older_than_seconds)
+        query = (
+            sa.select(tables.outbox)
+            .where(_o.State.in_(STUCK_STATES), _o.StatusTime.is_not(None))
+            .order_by(_o.StatusTime, _o.TxMessageId)
+        )
+        rows = self._rows(query, "reading stuck Outbox rows")
+        return [row for row in rows if _older(row.status_time, cutoff)][:limit]
+
+    def voided_elsewhere(self, limit: int) -> list[tuple[OutboxRow, int]]:
+        """Rows the ERP set to 98 itself, with the last state the history recorded.
+
+        A row counts when it is in 98 but its newest ``MpgTransition`` row (box
+        "out") ends in a state the transition table lets go to 98: the gateway has
+        not yet taken note of the void (and, from 19/20, not yet recalled it).
+        """
+        t = tables.transition.c
+        newer = tables.transition.alias("newer")
+        # The newest history row of each 98 row, found through the MessageKey index
+        # (a correlated NOT EXISTS rather than a GROUP BY over the whole history).
+        query = (
+            sa.select(tables.outbox, t.ToState.label("mpg_last_state"))
+            .join(tables.transition, sa.and_(t.MessageKey == _o.TxMessageId, t.Box == "out"))
+            .where(
+                _o.State == states.OutboxState.VOIDED,
+                t.ToState.in_(VOIDABLE_STATES),
+                ~sa.exists().where(
+                    newer.c.MessageKey == _o.TxMessageId,
+                    newer.c.Box == "out",
+                    newer.c.Id > t.Id,
+                ),
+            )
+            .order_by(t.Id)
+            .limit(limit)
+        )
+        with database.connect(self.engine, "reading voided Outbox rows") as conn:
+            return [
+                (OutboxRow.from_mapping(m), int(m["mpg_last_state"]))
+                for m in conn.execute(query).mappings()
+            ]
+
+    def note_voided(
+        self, tx_id: str, last_state: int, log: str, *, message_id: str | None = None
+    ) -> bool:
+        """Record a void the ERP wrote itself (``last_state`` -> 98), with ``log``.
+
+        State is already 98, so only StatusLog, StatusTime (and MessageId when given)
+        change, by a compare-and-set on 98, and one history step is written, checked
+        against the transition table.
+        """
+        states.check(last_state, states.OutboxState.VOIDED)
+        step = history.Step(tx_id, last_state, int(states.OutboxState.VOIDED), log)
+        params = [
+            {
+                "p_tx": tx_id,
+                "p_expected": int(states.OutboxState.VOIDED),
+                "p_state": int(states.OutboxState.VOIDED),
+                "p_status_time": timefmt.now_text(self.clock),
+                "p_status_log": history.truncate(log, STATUS_LOG_WIDTH),
+                "p_message_id": message_id,
+                "p_transmit_time": None,
+            }
+        ]
+        with database.begin(self.engine, "recording a void") as conn:
+            moved = bool(database.compare_and_set(conn, _CAS, params))
+            if moved:
+                history.record(conn, "out", self.gateway_account, [step])
+        if moved:
+            history.log_steps("out", [step])
+        return moved
 
     def timed_out(self, older_than_seconds: float) -> list[OutboxRow]:
         """Rows in :data:`TIMEOUT_STATES` whose StatusTime is older than the timeout.

@@ -25,7 +25,7 @@ class OutboxState(enum.IntEnum):
     WAITING = 20  # the server queued it for its recipients and is delivering
     SENT = 29  # every recipient was served (or the message was recalled from it)
     TIMED_OUT = 97  # not uploaded within the configured send timeout
-    VOIDED = 98  # voided by the ERP or an operator before it was sent
+    VOIDED = 98  # voided by the ERP or an operator (recalled if the server had it)
     FAILED = 99  # invalid, or refused by the server; StatusLog says why
 
 
@@ -74,6 +74,9 @@ OUTBOX_TRANSITIONS: Final[dict[tuple[OutboxState, OutboxState], str]] = {
     (_S.UPLOADED, _S.TIMED_OUT): "accepted but not recorded within the send timeout",
     (_S.UPLOADED, _S.SENT): "served at once (server-side recipient)",
     (_S.WAITING, _S.SENT): "every recipient served",
+    # Voided after the server accepted it: the gateway withdraws it with a RECALL.
+    (_S.UPLOADED, _S.VOIDED): "voided; recalled from the server",
+    (_S.WAITING, _S.VOIDED): "voided; recalled from the server",
     # Operators requeue rows whose cause they fixed (``mpg retry``, issue 4).
     (_S.TIMED_OUT, _S.READY): "requeued by an operator",
     (_S.FAILED, _S.READY): "requeued by an operator",

@@ -125,3 +125,13 @@ class FetchBatch:
 
     deliveries: tuple[Delivery, ...] = ()
     receipts: tuple[Receipt, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerEvent:
+    """One thing that happened to a message on the server (``history`` op)."""
+
+    at: str  # ISO-8601 UTC with microseconds, like the gateway's history
+    kind: str  # received, fetched, acknowledged, withdrawn, recalled, served, ...
+    account: str  # the account that did it or got it
+    detail: str = ""

@@ -273,6 +273,24 @@ def build_acked(count: int) -> bytes:
     return _serialize(etree.Element("acked", {"count": _count(count, "acked/@count")}))
 
 
+def build_history(message_id: str, events: Iterable[model.ServerEvent]) -> bytes:
+    """The answer to ``history``: one message's server-side events, oldest first."""
+    root = etree.Element("history", {"messageId": _nonempty(message_id, "history/@messageId")})
+    for n, ev in enumerate(events, 1):
+        where = f"history/event[{n}]"
+        etree.SubElement(
+            root,
+            "event",
+            {
+                "at": _nonempty(ev.at, f"{where}/@at"),
+                "kind": _nonempty(ev.kind, f"{where}/@kind"),
+                "account": _text(ev.account, f"{where}/@account"),
+                "detail": _text(ev.detail, f"{where}/@detail"),
+            },
+        )
+    return _serialize(root)
+
+
 # ---------------------------------------------------------------------------- parsing
 
 
@@ -591,3 +609,22 @@ def parse_acked(data: bytes) -> int:
     if len(root):
         raise errors.WireError("acked: must be empty")
     return _int_attr(root, "count", "acked")
+
+
+def parse_history(data: bytes) -> tuple[str, list[model.ServerEvent]]:
+    """``(message_id, events)`` of a ``history`` answer."""
+    root = _root(data, "history")
+    message_id = _attr_nonempty(root, "messageId", "history")
+    events = []
+    for where, el in _items(root, "event", "history"):
+        if len(el):
+            raise errors.WireError(f"{where}: must be empty")
+        events.append(
+            model.ServerEvent(
+                at=_attr_nonempty(el, "at", where),
+                kind=_attr_nonempty(el, "kind", where),
+                account=_attr(el, "account", where),
+                detail=el.get("detail", ""),
+            )
+        )
+    return message_id, events

@@ -188,3 +188,34 @@ def test_gateway_refuses_a_server_certificate_from_an_unknown_ca(
             gw.outbound.run_once()
     finally:
         gw.stop()
+
+
+def test_row_voided_while_its_submit_is_in_flight_is_recalled(
+    pair: tuple[World, GatewayFiles, GatewayFiles], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ERP writes 98 during the submit: the accepted message is recalled at once."""
+    _, a, _ = pair
+    add(a, "racy")
+    gw = open_gateway(a)
+    real_submit = gw.push.submit
+
+    def erp_voids_meanwhile(messages: list[object]) -> object:
+        # The ERP's own UPDATE lands while the request is on its way to the server.
+        a.sql('UPDATE "Outbox" SET "State" = 98 WHERE "TxMessageId" = ?', ("racy",))
+        return real_submit(messages)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gw.push, "submit", erp_voids_meanwhile)
+    try:
+        gw.outbound.run_once()
+    finally:
+        gw.stop()
+    row = a.outbox_row("racy")
+    assert row is not None
+    assert row["State"] == S.VOIDED
+    assert row["MessageId"]
+    assert "voided while being sent; recalled: withdrawn from 1" in row["StatusLog"]
+    steps = a.sql(
+        'SELECT "FromState", "ToState" FROM "MpgTransition" WHERE "MessageKey" = ? ORDER BY "Id"',
+        ("racy",),
+    )
+    assert [(r["FromState"], r["ToState"]) for r in steps][-1] == (S.ATTACHMENTS_UPLOADED, 98)

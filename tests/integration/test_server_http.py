@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -24,6 +25,7 @@ import trustme
 
 from mpg import config
 from mpg.server import accounts, tables
+from mpg.server import app as server_app
 from mpg.wire import envelope, keys, model, payloads
 
 GATEWAY = "erp-a@example.com"
@@ -405,3 +407,24 @@ def test_database_is_the_server_own(srv: Server) -> None:
     finally:
         engine.dispose()
     assert {"TransmitQueue", "ReceiveQueue", "Account", "AccountKey"} <= names
+
+
+def test_metrics_are_served_only_to_the_allowed_networks(tmp_path: pathlib.Path) -> None:
+    """/metrics answers 403 outside server.metrics_from, 200 inside; health stays open."""
+    engine = tables.create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    tables.create_tables(engine)
+    settings = config.ServerSettings(data_dir=tmp_path, metrics_from=("10.9.0.0/16",))
+    app = server_app.create_app(server_app.PushServer(settings, engine, keys.new_master_key()))
+
+    async def get(client_ip: str, path: str) -> int:
+        transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mpg") as client:
+            return (await client.get(path)).status_code
+
+    try:
+        assert asyncio.run(get("10.1.2.3", "/metrics")) == 403
+        assert asyncio.run(get("10.9.1.1", "/metrics")) == 200
+        assert asyncio.run(get("10.1.2.3", "/healthz")) == 200
+        assert asyncio.run(get("10.1.2.3", "/readyz")) == 200
+    finally:
+        engine.dispose()

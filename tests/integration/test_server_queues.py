@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from mpg import errors, server
-from mpg.server import accounts, blobs, queues, tables
+from mpg.server import accounts, blobs, housekeeping, queues, tables
 from mpg.wire import content, keys, model
 
 SENDER = "erp-a@example.com"
@@ -375,3 +375,76 @@ def test_download_by_a_stranger_is_forbidden_and_unknown_is_not_found(
         files.download(SENDER, result.message_id, 2, 0, 100)
     with pytest.raises(server.NotFound):
         files.download(SENDER, str(uuid.uuid4()), 1, 0, 100)
+
+
+# ------------------------------------------------------------------ housekeeping
+
+
+def table_count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+
+
+def test_housekeeping_forgets_served_messages_past_retention_only(
+    q: queues.QueueStore, engine: sa.Engine, clock: Clock
+) -> None:
+    """Served, receipt-acked and old: gone with entries and events; the rest stays."""
+    [old] = q.submit(SENDER, [message()])
+    [entry] = q.fetch("bob@example.com", 10, 60).deliveries
+    q.ack("bob@example.com", [entry.rx_message_id])
+    clock.now += 10 * 86400
+    [young] = q.submit(SENDER, [message()])
+    later = clock.now + 1
+
+    # The old message's receipt still waits for the sender: nothing may go yet.
+    assert housekeeping.purge(engine, 5, clock=lambda: later).messages == 0
+    [receipt] = q.fetch(SENDER, 10, 60).receipts
+    q.ack(SENDER, [receipt.entry_id])
+
+    assert housekeeping.purge(engine, 5, clock=lambda: later).messages == 1
+    with pytest.raises(server.NotFound):
+        q.history(SENDER, old.tx_message_id)
+    assert q.history(SENDER, young.tx_message_id)[1][0].kind == "received"
+    assert table_count(engine, tables.transmit_queue) == 1
+    assert table_count(engine, tables.receive_queue) == 1  # the young message's entry
+
+
+def test_housekeeping_deletes_attachment_files_with_their_message(
+    q: queues.QueueStore, engine: sa.Engine, clock: Clock, tmp_path: pathlib.Path
+) -> None:
+    """An attachment file of a purged message is removed from the disk."""
+    blob_store = blobs.BlobStore(engine, tmp_path / "blobs")
+    data = b"%PDF-1.4 housekeeping"
+    digest = hashlib.sha256(data).hexdigest()
+    tx = str(uuid.uuid4())
+    blob_store.upload(SENDER, tx, 1, 0, data, final=True, size=len(data), sha256=digest)
+    info = model.AttachmentInfo(1, "a.pdf", "pdf", len(data), 1, digest)
+    [result] = q.submit(SENDER, [dataclasses.replace(message(tx=tx), attachments=(info,))])
+    assert result.accepted
+    files = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    assert files
+    [entry] = q.fetch("bob@example.com", 10, 60).deliveries
+    q.ack("bob@example.com", [entry.rx_message_id])
+    [receipt] = q.fetch(SENDER, 10, 60).receipts
+    q.ack(SENDER, [receipt.entry_id])
+    purged = housekeeping.purge(engine, 1, clock=lambda: clock.now + 2 * 86400)
+    assert (purged.messages, purged.files) == (1, 1)
+    assert not [p for p in files if p.exists()]
+    assert table_count(engine, tables.transmit_attachment) == 0
+
+
+def test_history_lists_the_server_side_events_of_a_message(q: queues.QueueStore) -> None:
+    """received, fetched, acknowledged, served in order; only for the sender."""
+    [result] = q.submit(SENDER, [message()])
+    [entry] = q.fetch("bob@example.com", 10, 60).deliveries
+    q.ack("bob@example.com", [entry.rx_message_id])
+    message_id, events = q.history(SENDER, result.tx_message_id)
+    assert message_id == result.message_id
+    assert [(e.kind, e.account) for e in events] == [
+        ("received", SENDER),
+        ("fetched", "bob@example.com"),
+        ("acknowledged", "bob@example.com"),
+        ("served", SENDER),
+    ]
+    with pytest.raises(server.NotFound):
+        q.history(OTHER_SENDER, result.tx_message_id)

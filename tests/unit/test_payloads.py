@@ -181,6 +181,19 @@ def test_ack_round_trips_and_matches_the_schema(entries: list[str]) -> None:
     assert payloads.parse_ack(data) == entries
 
 
+@given(
+    some_text,
+    st.lists(st.builds(model.ServerEvent, some_text, some_text, xml_text, xml_text), max_size=4),
+)
+def test_history_round_trips_and_matches_the_schema(
+    message_id: str, events: list[model.ServerEvent]
+) -> None:
+    """A message's server-side events come back equal, in order, and match the XSD."""
+    data = payloads.build_history(message_id, events)
+    assert_valid(data)
+    assert payloads.parse_history(data) == (message_id, events)
+
+
 @given(counts)
 def test_acked_round_trips_and_matches_the_schema(count: int) -> None:
     """The count comes back."""

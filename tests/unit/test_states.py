@@ -50,8 +50,8 @@ def test_sent_and_voided_are_terminal() -> None:
 
 
 def test_failure_never_comes_from_waiting_or_later() -> None:
-    """Once queued by the server (20) a row can only end sent; transient trouble never 99s it."""
-    assert [b for a, b in states.OUTBOX_TRANSITIONS if a == S.WAITING] == [S.SENT]
+    """Once queued by the server (20) a row ends sent or voided (recalled); never 99."""
+    assert [b for a, b in states.OUTBOX_TRANSITIONS if a == S.WAITING] == [S.SENT, S.VOIDED]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Operating MPG: health and readiness, system service integration, housekeeping."""

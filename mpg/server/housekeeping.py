@@ -1,0 +1,87 @@
+"""Server housekeeping: forget messages that are done and older than the retention.
+
+A message goes when it was received more than ``server.retention_days`` ago and is
+finished: served (every recipient acknowledged or withdrawn) or refused, with no
+queue entry of it still waiting (so a receipt its sender has not fetched yet is
+kept). Its queue entries, events, attachment rows and attachment files go with it.
+Rows are deleted in batches, each its own transaction; files are removed after the
+commit, so a crash leaves at worst an orphan file, never a row without its file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Final
+
+import sqlalchemy as sa
+import structlog
+
+from mpg.server import queues, tables
+
+log = structlog.get_logger(__name__)
+
+#: Messages deleted per transaction.
+BATCH: Final = 500
+_DAY: Final = 86400.0
+
+
+@dataclasses.dataclass(slots=True)
+class Purged:
+    """What one run deleted."""
+
+    messages: int = 0
+    files: int = 0
+
+
+def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = time.time) -> Purged:
+    """Delete finished messages received more than ``keep_days`` ago; see the module."""
+    cutoff = clock() - keep_days * _DAY
+    t = tables.transmit_queue.c
+    r = tables.receive_queue.c
+    a = tables.transmit_attachment.c
+    e = tables.message_event.c
+    waiting = sa.exists().where(
+        r.MessageId == t.MessageId,
+        r.State.in_([queues.EntryState.QUEUED, queues.EntryState.LEASED]),
+    )
+    done = Purged()
+    while True:
+        with tables.transaction(engine) as conn:
+            ids = list(
+                conn.execute(
+                    sa.select(t.MessageId)
+                    .where(
+                        t.ReceivedAt < cutoff,
+                        t.State.in_([queues.MessageState.SERVED, queues.MessageState.REFUSED]),
+                        ~waiting,
+                    )
+                    .order_by(t.ReceivedAt)
+                    .limit(BATCH)
+                ).scalars()
+            )
+            paths = [
+                str(p)
+                for p in conn.execute(sa.select(a.BlobPath).where(a.MessageId.in_(ids))).scalars()
+            ]
+            for table, column in (
+                (tables.receive_queue, r.MessageId),
+                (tables.message_event, e.MessageId),
+                (tables.transmit_attachment, a.MessageId),
+                (tables.transmit_queue, t.MessageId),
+            ):
+                conn.execute(sa.delete(table).where(column.in_(ids)))
+        for path in paths:
+            try:
+                pathlib.Path(path).unlink()
+                done.files += 1
+            except FileNotFoundError:
+                pass  # already gone (a run that crashed after its commit)
+        done.messages += len(ids)
+        if len(ids) < BATCH:
+            break
+    if done.messages:
+        log.info("server_purged", messages=done.messages, files=done.files, keep_days=keep_days)
+    return done
