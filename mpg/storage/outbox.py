@@ -162,9 +162,13 @@ def lock_for_claim(query: sa.Select[Any], dialect: sa.Dialect) -> sa.Select[Any]
     return query
 
 
-def ready_query(dialect: sa.Dialect, limit: int, now: str) -> sa.Select[Any]:
-    """Ready rows no live claim holds, in pickup order, locked for claiming."""
-    live = sa.exists().where(_claimed(dialect), _c.LeaseUntil >= now)
+def ready_query(dialect: sa.Dialect, limit: int, now: str, instance: str) -> sa.Select[Any]:
+    """Ready rows no other process's live claim holds, in pickup order, locked for claiming.
+
+    This process's own claims do not count: a process restarted after dying between
+    claim and move takes those rows again at once.
+    """
+    live = sa.exists().where(_claimed(dialect), _c.Gateway != instance, _c.LeaseUntil >= now)
     query = (
         sa.select(tables.outbox)
         .where(_o.State == states.OutboxState.READY, ~live)
@@ -214,14 +218,15 @@ class OutboxRepository:
     # -- claiming --------------------------------------------------------------------
 
     def claim(self, limit: int) -> list[OutboxRow]:
-        """Take up to ``limit`` ready rows (State 10, pickup order) no live claim holds.
+        """Take up to ``limit`` ready rows (State 10, pickup order) no other live claim holds.
 
         The rows stay in State 10; the caller moves them on (a compare-and-set, as
         ever). Their claims keep other gateways off them for ``lease_seconds``.
         """
         now = timefmt.utc_stamp()
         return self._claim_rows(
-            lambda dialect: ready_query(dialect, limit, now), "claiming Outbox rows"
+            lambda dialect: ready_query(dialect, limit, now, self.instance),
+            "claiming Outbox rows",
         )
 
     def take_over(self, limit: int) -> list[OutboxRow]:
