@@ -246,7 +246,8 @@ def test_claim_orders_by_priority_then_status_time_then_id(
             .values(Priority=sa.case((tables.outbox.c.TxMessageId == "blank-prio", ""), else_=None))
         )
     assert [r.tx_message_id for r in repo.claim(2)] == ["urgent", "high"]
-    picked = [r.tx_message_id for r in repo.claim(100)]
+    other = outbox.OutboxRepository(repo.engine, GATEWAY, "utc", instance="other")
+    picked = [r.tx_message_id for r in other.claim(100)]
     assert picked == ["odd-prio", "blank-prio", "null-prio", "normal-late", "low"]
 
 
