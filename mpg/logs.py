@@ -168,10 +168,12 @@ def configure(
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=_isatty(out))
+    # structlog events and the libraries' stdlib records go through ONE handler, whose
+    # lock keeps concurrent lines whole (two writers on one stream could interleave).
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         # Not cached: a second configure() (tests, `mpg demo`) must take effect.
         cache_logger_on_first_use=False,
     )
