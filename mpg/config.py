@@ -60,6 +60,11 @@ class GatewaySettings(_Section):
     watch_database: bool = True
     default_download_flag: Literal[0, 1] = 0
     max_inline_attachment: int = pydantic.Field(default=256 * 1024 * 1024, ge=0)
+    #: Where inbound attachment bytes go (docs/databases.md, "Attachments at size"):
+    #: "database" puts them in FileData up to max_inline_attachment, "files" writes
+    #: every one under attachment_dir and points SourceUri at it.
+    inbound_attachments: Literal["database", "files"] = "database"
+    attachment_dir: pathlib.Path | None = None
     # The XML document interface (docs/dropfolders.md); every folder is off when unset.
     drop_dir: pathlib.Path | None = None
     drop_attachment_dir: pathlib.Path | None = None
@@ -80,7 +85,12 @@ class GatewaySettings(_Section):
     housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
 
     @pydantic.field_validator(
-        "drop_dir", "drop_attachment_dir", "inbound_dir", "receipt_dir", mode="before"
+        "drop_dir",
+        "drop_attachment_dir",
+        "inbound_dir",
+        "receipt_dir",
+        "attachment_dir",
+        mode="before",
     )
     @classmethod
     def _empty_folder_is_off(cls, value: object) -> object:
@@ -94,6 +104,12 @@ class GatewaySettings(_Section):
         if parsed.scheme not in ("https", "http") or not parsed.hostname:
             raise ValueError("must be an https:// URL (http:// only on loopback)")
         return value.rstrip("/")
+
+    @pydantic.model_validator(mode="after")
+    def _files_need_a_folder(self) -> GatewaySettings:
+        if self.inbound_attachments == "files" and self.attachment_dir is None:
+            raise ValueError('attachment_dir: required when inbound_attachments = "files"')
+        return self
 
     @pydantic.model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> GatewaySettings:
@@ -258,6 +274,7 @@ _PATH_KEYS: Final = {
         "drop_attachment_dir",
         "inbound_dir",
         "receipt_dir",
+        "attachment_dir",
     ),
     "server": ("tls_cert", "tls_key", "data_dir", "master_key_file"),
     "log": ("file",),

@@ -14,7 +14,7 @@ import json
 import os
 import ssl
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, Final
+from typing import Any, Final, Protocol
 
 import httpx
 
@@ -160,7 +160,7 @@ class PushClient:
                 raise errors.RefusedByServer(200, "upload_incomplete", f"{tx_id}/{seq_no}")
         return digest.hexdigest()
 
-    def download(self, message_id: str, seq_no: int, sink: IO[bytes], chunk_size: int) -> int:
+    def download(self, message_id: str, seq_no: int, sink: Sink, chunk_size: int) -> int:
         """Copy one attachment into ``sink`` range by range; returns the byte count.
 
         The digest announced by the server is checked at the end.
@@ -183,6 +183,14 @@ class PushClient:
                 200, "bad_download", f"attachment {message_id}/{seq_no} arrived damaged"
             )
         return offset
+
+
+class Sink(Protocol):
+    """Where :meth:`PushClient.download` writes: a file, a buffer, a checking wrapper."""
+
+    def write(self, data: bytes, /) -> int:
+        """Take one chunk."""
+        ...
 
 
 def _chunks(path: str, chunk_size: int, size: int) -> Iterator[bytes]:

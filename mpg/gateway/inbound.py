@@ -25,8 +25,8 @@ from typing import Final
 import structlog
 
 from mpg import config, errors, faults, metrics
+from mpg.gateway import attachfiles, retry
 from mpg.gateway import client as client_mod
-from mpg.gateway import retry
 from mpg.storage import inbox, outbox
 from mpg.storage.states import OutboxState as S
 from mpg.wire import content, model
@@ -35,6 +35,15 @@ log = structlog.get_logger("mpg.inbound")
 
 #: The failpoint crash tests arm to die after storing and before acknowledging.
 AFTER_STORE: Final = "inbound.after_store"
+#: ... and to die after writing attachment files and before the Inbox commit.
+AFTER_FILES: Final = "inbound.after_files"
+
+
+def to_file(settings: config.GatewaySettings, size: int) -> bool:
+    """Whether an inbound attachment of ``size`` bytes is kept as a file, not in FileData."""
+    if settings.attachment_dir is None:
+        return False
+    return settings.inbound_attachments == "files" or size > settings.max_inline_attachment
 
 
 class InboundWorker:
@@ -96,6 +105,7 @@ class InboundWorker:
         """Store deliveries, apply receipts, then acknowledge both."""
         if batch.deliveries:
             files, uris = self._attachments(batch.deliveries)
+            faults.reach(AFTER_FILES)
             new = set(self._inbox.store(batch.deliveries, files, uris))
             for delivery in batch.deliveries:
                 if delivery.rx_message_id in new and delivery.content_type == "RECALL":
@@ -115,21 +125,53 @@ class InboundWorker:
     def _attachments(
         self, deliveries: tuple[model.Delivery, ...]
     ) -> tuple[dict[tuple[str, int], bytes | None], dict[tuple[str, int], str]]:
+        """Fetch the DownloadFlag-1 attachments: bytes for FileData, or files on disk.
+
+        No driver streams FileData (docs/databases.md), so bytes are held in memory
+        only up to ``max_inline_attachment`` in "database" mode; bigger ones go to
+        ``attachment_dir`` when set, else stay metadata for ``mpg attachment fetch``.
+        A file's path replaces the server URI as its SourceUri.
+        """
         files: dict[tuple[str, int], bytes | None] = {}
         uris: dict[tuple[str, int], str] = {}
+        settings = self._settings
         for d in deliveries:
             for att in d.attachments:
                 key = (d.rx_message_id, att.seq_no)
-                uris[key] = client_mod.attachment_uri(
-                    self._settings.server_url, d.message_id, att.seq_no
-                )
-                if att.download_flag == 1 and att.file_size <= self._settings.max_inline_attachment:
+                uris[key] = client_mod.attachment_uri(settings.server_url, d.message_id, att.seq_no)
+                files[key] = None
+                if att.download_flag != 1:
+                    continue
+                if to_file(settings, att.file_size):
+                    assert settings.attachment_dir is not None  # to_file checked it
+                    target = attachfiles.path_for(
+                        settings.attachment_dir, d.rx_message_id, att.seq_no, att.file_name
+                    )
+                    attachfiles.download(
+                        self._push,
+                        target,
+                        d.message_id,
+                        att.seq_no,
+                        settings.chunk_size,
+                        expected_size=att.file_size,
+                        expected_sha256=att.sha256,
+                    )
+                    uris[key] = self._fitting(str(target))
+                elif att.file_size <= settings.max_inline_attachment:
                     sink = io.BytesIO()
-                    self._push.download(d.message_id, att.seq_no, sink, self._settings.chunk_size)
+                    self._push.download(d.message_id, att.seq_no, sink, settings.chunk_size)
                     files[key] = sink.getvalue()
-                else:
-                    files[key] = None
         return files, uris
+
+    def _fitting(self, path: str) -> str:
+        # A path cut to NULL would lose the file; refuse before anything is stored.
+        width = self._inbox.source_uri_width
+        if width is not None and len(path) > width:
+            raise errors.ConfigError(
+                f"gateway.attachment_dir: {path} is longer than InboxAttachment.SourceUri"
+                f" ({width} characters); choose a shorter folder"
+            )
+        return path
 
     def _apply_recall(self, delivery: model.Delivery) -> None:
         try:

@@ -158,6 +158,17 @@ class InboxRepository:
             if conn.execute(statement).rowcount != 1:
                 raise errors.StorageError(f"no InboxAttachment {attachment_id}")
 
+    def save_attachment_file(self, attachment_id: str, path: str) -> None:
+        """Point an attachment fetched on demand into a file (SourceUri) at that file."""
+        statement = (
+            sa.update(tables.inbox_attachment)
+            .where(_a.AttachmentId == _uuid(attachment_id))
+            .values(SourceUri=path)
+        )
+        with database.begin(self.engine, "saving InboxAttachment file") as conn:
+            if conn.execute(statement).rowcount != 1:
+                raise errors.StorageError(f"no InboxAttachment {attachment_id}")
+
     def _move(
         self, rx_ids: Sequence[str] | None, to_state: states.InboxState, message_id: str | None
     ) -> int:

@@ -182,3 +182,18 @@ def test_example_config_documents_every_key(section: str, model: type[pydantic.B
     body = text.split(f"\n[{section}]\n", 1)[1].split("\n[", 1)[0]
     for key in model.model_fields:
         assert f"# {key} = " in body, f"{section}.{key} is not in config.example.toml"
+
+
+def test_files_mode_without_attachment_dir_is_refused_naming_the_key(
+    tmp_path: pathlib.Path,
+) -> None:
+    """inbound_attachments = "files" with no attachment_dir fails naming attachment_dir."""
+    path = _write(tmp_path, '[gateway]\ninbound_attachments = "files"\n')
+    with pytest.raises(errors.ConfigError, match=r"gateway: attachment_dir: required"):
+        config.load(path)
+
+
+def test_attachment_dir_resolves_relative_to_the_config_file(tmp_path: pathlib.Path) -> None:
+    """attachment_dir, like other paths, is relative to the file that names it."""
+    path = _write(tmp_path, '[gateway]\ninbound_attachments = "files"\nattachment_dir = "att"\n')
+    assert config.load(path).gateway.attachment_dir == tmp_path / "att"
