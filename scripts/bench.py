@@ -4,6 +4,8 @@ Scenarios (all by default):
   burst     N messages inserted into A's Outbox at once: messages/s and latencies
   paced     messages inserted at a fixed rate (default 100/s): latencies
   big       one message with a large attachment: the gateways' peak RSS
+            (DownloadFlag 0; with --inbound-files DownloadFlag 1, received by B into
+            files under attachment_dir)
 
 Latency is measured from the ERP's commit of the row to the gateway's transition into
 State 20 (from MpgTransition, microsecond UTC stamps) and to the row's arrival in the
@@ -63,7 +65,7 @@ def percentile(values: list[float], p: float) -> float:
 class Cluster:
     """A server and two gateways (A sends, B receives) in a temporary folder."""
 
-    def __init__(self, root: pathlib.Path, batch_size: int) -> None:
+    def __init__(self, root: pathlib.Path, batch_size: int, inbound_files: bool = False) -> None:
         self.root = root
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -96,7 +98,12 @@ class Cluster:
                 f'server_url = "https://127.0.0.1:{self.port}"\nca_bundle = "{root}/ca.pem"\n'
                 f'secret_file = "{root}/{name}.cred"\nbatch_size = {batch_size}\n'
                 'poll_interval = 1.0\nlong_poll_wait = 20\nclock = "utc"\n'
-                '[log]\nlevel = "warning"\nformat = "json"\n'
+                + (
+                    f'inbound_attachments = "files"\nattachment_dir = "{root}/{name}-att"\n'
+                    if inbound_files
+                    else ""
+                )
+                + '[log]\nlevel = "warning"\nformat = "json"\n'
             )
             self.mpg(f"{name}.toml", "init-db")
 
@@ -259,7 +266,7 @@ def paced(cluster: Cluster, rate: float, seconds: float) -> dict[str, Any]:
     return {"messages": n, "rate": rate, "latency": latencies(cluster, inserted)}
 
 
-def big(cluster: Cluster, megabytes: int) -> dict[str, Any]:
+def big(cluster: Cluster, megabytes: int, download_flag: int = 0) -> dict[str, Any]:
     a, b = cluster.db("a"), cluster.db("b")
     path = cluster.root / "big.bin"
     with path.open("wb") as fh:
@@ -268,7 +275,7 @@ def big(cluster: Cluster, megabytes: int) -> dict[str, Any]:
             fh.write(block)
     tx = str(uuid.uuid4())
     start = time.time()
-    insert(a, [row(tx, f"{path}|0")])
+    insert(a, [row(tx, f"{path}|{download_flag}")])
     wait(
         "big attachment sent",
         lambda: (
@@ -283,9 +290,10 @@ def big(cluster: Cluster, megabytes: int) -> dict[str, Any]:
     wait(
         "big message delivered",
         lambda: count(b, 'SELECT COUNT(*) FROM "Inbox" WHERE "AttachmentFlag"=1') > 0,
-        120,
+        600,
     )
-    return {"megabytes": megabytes, "seconds": elapsed}
+    received = time.time() - start
+    return {"megabytes": megabytes, "seconds": elapsed, "received": received}
 
 
 def fmt_lat(values: list[float]) -> str:
@@ -298,9 +306,9 @@ def fmt_lat(values: list[float]) -> str:
 
 
 @contextlib.contextmanager
-def cluster_in(tmp: str | None, batch_size: int) -> Iterator[Cluster]:
+def cluster_in(tmp: str | None, batch_size: int, inbound_files: bool = False) -> Iterator[Cluster]:
     with tempfile.TemporaryDirectory(dir=tmp) as root:
-        c = Cluster(pathlib.Path(root), batch_size)
+        c = Cluster(pathlib.Path(root), batch_size, inbound_files)
         c.start()
         try:
             yield c
@@ -317,6 +325,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--only", choices=["burst", "paced", "big"], action="append")
     parser.add_argument("--tmp", help="folder for the throwaway files")
+    parser.add_argument(
+        "--inbound-files",
+        action="store_true",
+        help='big: send with DownloadFlag 1 and B in inbound_attachments = "files"',
+    )
     args = parser.parse_args()
     only = set(args.only or ["burst", "paced", "big"])
 
@@ -344,12 +357,15 @@ def main() -> int:
             print(f"- {name}: {fmt_lat(values)}")
         print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
     if "big" in only:
-        with cluster_in(args.tmp, args.batch_size) as c:
-            r = big(c, args.attachment_mb)
-        print(f"## One message with a {r['megabytes']} MB attachment (DownloadFlag 0)\n")
+        flag = 1 if args.inbound_files else 0
+        with cluster_in(args.tmp, args.batch_size, args.inbound_files) as c:
+            r = big(c, args.attachment_mb, flag)
+        mode = ", B stores it as a file" if args.inbound_files else ""
+        print(f"## One message with a {r['megabytes']} MB attachment (DownloadFlag {flag}{mode})\n")
         print(
             f"- insert → State 20: {r['seconds']:.2f} s ({r['megabytes'] / r['seconds']:.0f} MB/s)"
         )
+        print(f"- insert → in B's Inbox: {r['received']:.2f} s")
         print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
     return 0
 
