@@ -30,6 +30,18 @@ _NAME_LIMIT: Final = 100
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def prepare(folder: pathlib.Path) -> None:
+    """Create ``attachment_dir`` at start, so an unusable one stops the gateway then."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise errors.ConfigError(
+            f"gateway.attachment_dir: cannot write into {folder}: {exc.strerror}"
+        ) from exc
+
+
 def safe_name(file_name: str) -> str:
     """``file_name`` reduced to letters, digits, ``._-``: no separators, no dot-files."""
     base = _UNSAFE.sub("_", os.path.basename(file_name.replace("\\", "/")))

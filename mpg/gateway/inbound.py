@@ -147,6 +147,7 @@ class InboundWorker:
                     target = attachfiles.path_for(
                         settings.attachment_dir, d.rx_message_id, att.seq_no, att.file_name
                     )
+                    uris[key] = self._fitting(str(target))
                     attachfiles.download(
                         self._push,
                         target,
@@ -156,7 +157,6 @@ class InboundWorker:
                         expected_size=att.file_size,
                         expected_sha256=att.sha256,
                     )
-                    uris[key] = self._fitting(str(target))
                 elif att.file_size <= settings.max_inline_attachment:
                     sink = io.BytesIO()
                     self._push.download(d.message_id, att.seq_no, sink, settings.chunk_size)

@@ -24,8 +24,8 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs, metrics
+from mpg.gateway import attachfiles, dropfolder, folders, inbound, outbound, wakeup
 from mpg.gateway import client as client_mod
-from mpg.gateway import dropfolder, folders, inbound, outbound, wakeup
 from mpg.ops import health, systemd
 from mpg.storage import database, history, inbox, notify, outbox, schema, tables
 from mpg.wire import keys
@@ -87,6 +87,8 @@ class Gateway:
         self.outbound = outbound.OutboundWorker(
             gw, self.outbox, self.push, stop=self.stop_event, wake=self.wake
         )
+        if gw.attachment_dir is not None:
+            attachfiles.prepare(gw.attachment_dir)
         # The XML document interface (docs/dropfolders.md), each part only when configured.
         self.folders: list[folders.InboundFolder | folders.ReceiptFolder] = []
         if gw.inbound_dir is not None:

@@ -105,3 +105,23 @@ def test_fetch_on_demand_in_files_mode_streams_to_attachment_dir_and_out(
     [row] = _attachment_rows(b)
     assert row["FileData"] is None
     assert pathlib.Path(str(row["SourceUri"])).read_bytes() == payload
+
+
+def test_gateway_refuses_to_start_with_files_mode_and_no_folder(world: World) -> None:
+    """`mpg run` in files mode without attachment_dir exits 3 naming the key."""
+    world.start_server()
+    b = world.gateway("erp-b")
+    proc = b.run(env={"MPG_GATEWAY__INBOUND_ATTACHMENTS": "files"})
+    assert proc.wait(timeout=60) == 3
+    assert "attachment_dir: required" in (world.root / "erp-b.log").read_text()
+
+
+def test_gateway_refuses_to_start_when_attachment_dir_cannot_be_written(world: World) -> None:
+    """An attachment_dir that is a file stops `mpg run` at start, naming the key."""
+    world.start_server()
+    b = world.gateway("erp-b")
+    blocker = world.root / "not-a-folder"
+    blocker.write_text("x")
+    proc = b.run(env=_files_env(b, MPG_GATEWAY__ATTACHMENT_DIR=str(blocker)))
+    assert proc.wait(timeout=60) == 3
+    assert "gateway.attachment_dir: cannot write into" in (world.root / "erp-b.log").read_text()
