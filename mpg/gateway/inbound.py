@@ -135,12 +135,15 @@ class InboundWorker:
         files: dict[tuple[str, int], bytes | None] = {}
         uris: dict[tuple[str, int], str] = {}
         settings = self._settings
+        # A repeated delivery is not stored again, so its files need no second download.
+        carrying = [d.rx_message_id for d in deliveries if d.attachments]
+        stored = self._inbox.existing(carrying) if carrying else set()
         for d in deliveries:
             for att in d.attachments:
                 key = (d.rx_message_id, att.seq_no)
                 uris[key] = client_mod.attachment_uri(settings.server_url, d.message_id, att.seq_no)
                 files[key] = None
-                if att.download_flag != 1:
+                if att.download_flag != 1 or d.rx_message_id in stored:
                     continue
                 if to_file(settings, att.file_size):
                     assert settings.attachment_dir is not None  # to_file checked it

@@ -91,6 +91,11 @@ class InboxRepository:
         history.log_steps("in", steps)
         return [d.rx_message_id for d in fresh]
 
+    def existing(self, rx_ids: Sequence[str]) -> set[str]:
+        """The ones of ``rx_ids`` already stored (their repeated delivery is only acknowledged)."""
+        with database.connect(self.engine, "reading Inbox") as conn:
+            return _existing(conn, rx_ids)
+
     def list(
         self, state: int | None, limit: int, app_code: str | None = None
     ) -> builtins.list[dict[str, Any]]:

@@ -125,3 +125,33 @@ def test_gateway_refuses_to_start_when_attachment_dir_cannot_be_written(world: W
     proc = b.run(env=_files_env(b, MPG_GATEWAY__ATTACHMENT_DIR=str(blocker)))
     assert proc.wait(timeout=60) == 3
     assert "gateway.attachment_dir: cannot write into" in (world.root / "erp-b.log").read_text()
+
+
+def test_attachment_over_the_inline_limit_stays_out_of_file_data_and_out_streams_it(
+    world: World,
+) -> None:
+    """Database mode, no folder: a DownloadFlag-1 file over the limit stays metadata; --out gets it."""
+    world.start_server()
+    a, b = world.gateway("erp-a"), world.gateway("erp-b")
+    payload = os.urandom(SIZE)
+    source = world.root / "big.bin"
+    source.write_bytes(payload)
+    limit = {"MPG_GATEWAY__MAX_INLINE_ATTACHMENT": str(1024 * 1024)}
+    a.run()
+    b.run(env=limit)
+    erp_sends_approval(a, "tx-over", "erp-b", f"{source}|1")
+    a.wait_state("tx-over", 29)
+    [row] = _attachment_rows(b)
+    assert row["FileData"] is None
+    assert str(row["SourceUri"]).startswith("https://")
+    [attachment_id] = [
+        r["AttachmentId"] for r in b.sql('SELECT "AttachmentId" FROM "InboxAttachment"')
+    ]
+
+    refused = world.mpg(b.config, "attachment", "fetch", str(attachment_id), check=False, env=limit)
+    assert refused.returncode == 1
+    assert "max_inline_attachment" in refused.stderr
+    out = world.root / "out.bin"
+    world.mpg(b.config, "attachment", "fetch", str(attachment_id), "--out", str(out), env=limit)
+    assert out.read_bytes() == payload
+    assert _attachment_rows(b)[0]["FileData"] is None
