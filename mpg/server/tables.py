@@ -26,14 +26,17 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import sqlite3
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.event
 import sqlalchemy.exc
+import structlog
 from sqlalchemy.dialects import mysql
 
 from mpg import errors
+
+log = structlog.get_logger(__name__)
 
 #: Milliseconds SQLite waits for another writer before failing.
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
@@ -43,6 +46,8 @@ POOL_OVERFLOW: Final = 32
 
 #: A result row of any shape (rows are read by column name).
 Row: TypeAlias = sa.Row[*tuple[Any, ...]]
+
+_T = TypeVar("_T")
 
 metadata = sa.MetaData()
 
@@ -226,6 +231,71 @@ def transaction(engine: sa.Engine) -> collections.abc.Iterator[sa.Connection]:
             yield conn
     except sa.exc.SQLAlchemyError as exc:
         raise errors.StorageError(f"server database: {type(exc).__name__}: {exc}") from exc
+
+
+#: SQLSTATEs (PostgreSQL) and error numbers (MariaDB) of a transaction that lost a race
+#: to another one and may simply run again: serialization failure, deadlock, lock wait.
+_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})
+_RETRYABLE_MYSQL_ERRORS: Final = frozenset({1213, 1205})
+#: Attempts :func:`retrying` makes before giving up.
+ATTEMPTS: Final = 5
+
+
+def lost_race(exc: BaseException) -> bool:
+    """True when ``exc`` (as raised by :func:`transaction`) says another process won a race.
+
+    A unique violation counts: two processes inserting the same key (an idempotent
+    submit of one TxMessageId) must not both succeed, and the loser, run again, finds
+    the winner's row. Deadlocks and serialization failures are the database asking
+    for a retry.
+    """
+    cause = exc.__cause__ if isinstance(exc, errors.StorageError) else exc
+    if isinstance(cause, sa.exc.IntegrityError):
+        return True
+    if not isinstance(cause, sa.exc.DBAPIError):
+        return False
+    orig: Any = cause.orig
+    if getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _RETRYABLE_MYSQL_ERRORS
+
+
+def retrying(operation: collections.abc.Callable[[], _T]) -> _T:
+    """Run ``operation`` (one whole transaction) again while it loses a race.
+
+    Several server processes share one database; each operation is written so that
+    running it again after a lost race gives the answer it would have given alone.
+    """
+    attempt = 1
+    while True:
+        try:
+            return operation()
+        except errors.StorageError as exc:
+            if attempt >= ATTEMPTS or not lost_race(exc):
+                raise
+            log.info("transaction_retried", attempt=attempt, error=str(exc.__cause__)[:200])
+            attempt += 1
+
+
+#: The PostgreSQL channel on which a commit that queued entries names their accounts.
+QUEUED_CHANNEL: Final = "mpg_server_queued"
+
+
+def announce(conn: sa.Connection, accounts: collections.abc.Iterable[str]) -> None:
+    """Tell every server process (PostgreSQL ``NOTIFY``) that entries await ``accounts``.
+
+    Called inside the transaction that queued them: PostgreSQL delivers a
+    notification only when that transaction commits, and never if it rolls back, so
+    a listener is never woken before the entries are visible. Elsewhere a no-op: the
+    other processes find the entries by polling.
+    """
+    names = sorted(set(accounts))
+    if names and conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_notify(:channel, :account)"),
+            [{"channel": QUEUED_CHANNEL, "account": name} for name in names],
+        )
 
 
 def chunks(
