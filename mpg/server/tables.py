@@ -16,6 +16,7 @@ the document never defines them and outside systems never read them (reference Â
   recipient's ``RxMessageId``), plus receipt entries for senders. ``CreatedSeq`` is
   a monotonic number that orders entries of equal priority by arrival.
 * ``UploadStage``: attachment uploads in progress, keyed by (account, tx, seq).
+* ``SeenNonce``: request nonces accepted within the replay window, by any process.
 
 Times the server decides are Unix seconds (``float``) where it computes with them
 (leases, arrival) and ``yyyy-MM-dd HH:mm:ss`` UTC text where people read them.
@@ -163,6 +164,17 @@ message_event = sa.Table(
     sa.Index("IX_MessageEvent_Message", "MessageId", "Id"),
 )
 
+seen_nonce = sa.Table(
+    "SeenNonce",
+    metadata,
+    # Request nonces every server process has accepted, so that an envelope replayed
+    # to another process sharing this database is refused too (mpg.server.replay).
+    # SHA-256 hex of account and nonce: fixed width whatever a client sends.
+    sa.Column("NonceKey", sa.Unicode(64), primary_key=True),
+    sa.Column("ExpiresAt", sa.Float(), nullable=False),  # Unix time; pruned after
+    sa.Index("IX_SeenNonce_Expires", "ExpiresAt"),
+)
+
 ALL_TABLES: Final = (
     account,
     account_key,
@@ -171,6 +183,7 @@ ALL_TABLES: Final = (
     receive_queue,
     upload_stage,
     message_event,
+    seen_nonce,
 )
 
 
