@@ -190,6 +190,9 @@ ALL_TABLES: Final = (
 def create_engine(url: str) -> sa.Engine:
     """An engine for ``server.database_url``.
 
+    Every database runs at READ COMMITTED (SQLite is serializable anyway): the
+    queue operations lock the rows they change and never depend on a snapshot.
+
     On SQLite: WAL (readers never wait for the writer), a busy timeout, and
     ``BEGIN IMMEDIATE`` for every transaction so that a read-then-update (leasing
     entries, counting acks) holds the write lock from its first statement and two
@@ -197,10 +200,15 @@ def create_engine(url: str) -> sa.Engine:
     """
     try:
         parsed = sa.make_url(url)
-        pool: dict[str, int] = {}
+        options: dict[str, Any] = {}
         if parsed.get_backend_name() != "sqlite" or parsed.database not in (None, "", ":memory:"):
-            pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
-        engine = sa.create_engine(parsed, **pool)
+            options = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+        if parsed.get_backend_name() in ("mysql", "mariadb"):
+            # InnoDB's default REPEATABLE READ takes gap locks on the fetch index, so
+            # processes leasing one queue deadlock; READ COMMITTED (PostgreSQL's
+            # default) locks only the rows it reads, which is what SKIP LOCKED needs.
+            options["isolation_level"] = "READ COMMITTED"
+        engine = sa.create_engine(parsed, **options)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise errors.ConfigError(f"server.database_url: {exc}") from exc
     if engine.dialect.name == "sqlite":
