@@ -159,7 +159,7 @@ class PushServer:
             self._listener = notify.ChannelListener(
                 self.engine,
                 tables.QUEUED_CHANNEL,
-                lambda account: self._queued(frozenset((account,))),
+                self._notified,
                 self._missed,
             )
             self._listener.start()
@@ -179,6 +179,11 @@ class PushServer:
         # Called from a worker thread after a commit; events belong to the loop.
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.waiters.wake, accounts_)
+
+    def _notified(self, account: str) -> None:
+        # On the LISTEN thread: some process (this one too) committed entries for it.
+        log.debug("queue_notified", account=account)
+        self._queued(frozenset((account,)))
 
     def _missed(self) -> None:
         # The LISTEN connection dropped: entries queued meanwhile by other processes
