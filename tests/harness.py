@@ -119,7 +119,14 @@ class World:
         wait_for("the server to listen", self.listening)
         return proc
 
-    def start_servers(self, database_url: str, count: int, *, max_long_poll: float) -> list[int]:
+    def start_servers(
+        self,
+        database_url: str,
+        count: int,
+        *,
+        max_long_poll: float,
+        env: dict[str, str] | None = None,
+    ) -> list[int]:
         """Start ``count`` server processes sharing one database; return their ports.
 
         The first is the world's own server (``self.port``, ``self.server_config``, so
@@ -142,7 +149,7 @@ class World:
         # One init creates the tables and the master key all of them use.
         self.mpg(configs[0], "server", "init")
         for n, (config, port) in enumerate(zip(configs, ports, strict=True)):
-            self.start(config, "server", name="server" if n == 0 else f"server-{n + 1}")
+            self.start(config, "server", env=env, name="server" if n == 0 else f"server-{n + 1}")
             wait_for(f"server {n + 1} to listen", lambda p=port: self.listening(p))
         return ports
 
