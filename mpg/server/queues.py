@@ -12,12 +12,17 @@ acked (served) or withdrawn (recalled); it then becomes ``served`` and a ``recei
 entry goes to the sender's queue. A refused message is kept as ``refused`` so that
 a resubmission gets the same answer. A RECALL is ``served`` at once.
 
-Every operation is one transaction and writes its rows with executemany; on SQLite
-every transaction starts with ``BEGIN IMMEDIATE`` (see :mod:`mpg.server.tables`), so
-the read-then-update steps here cannot interleave with another writer.
+Every operation is one transaction and writes its rows with executemany. Several
+server processes may share the database, so the read-then-update steps lock what
+they read: on SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see
+:mod:`mpg.server.tables`); elsewhere fetch reads ``FOR UPDATE SKIP LOCKED`` and ack,
+recall and receipts ``FOR UPDATE``. An operation that loses a race to another
+process (a unique violation, a deadlock) runs again (:func:`mpg.server.tables.retrying`).
 
 After a commit that queued entries, the ``listener`` is called with the accounts
-that got them, so that a long-polling fetch can answer at once.
+that got them, so that a long-polling fetch in this process can answer at once; on
+PostgreSQL the same transaction also sends them to every process
+(:func:`mpg.server.tables.announce`).
 """
 
 from __future__ import annotations
