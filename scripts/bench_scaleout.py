@@ -50,7 +50,18 @@ def insert(gw: Gateway, to: str, prefix: str, count: int) -> None:
     # TxMessageIds are unique per run: a repeated one would get the server's first
     # answer again (submit is idempotent) and never a second receipt.
     rows = [
-        (f"{prefix}-{gw.name}-{n:05d}", "example.com", "U", to, f"bench {n}", "<c/>", "MSG", "", 10, "N")
+        (
+            f"{prefix}-{gw.name}-{n:05d}",
+            "example.com",
+            "U",
+            to,
+            f"bench {n}",
+            "<c/>",
+            "MSG",
+            "",
+            10,
+            "N",
+        )
         for n in range(count)
     ]
     with contextlib.closing(sqlite3.connect(gw.db, timeout=30)) as conn:
