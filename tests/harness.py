@@ -53,18 +53,27 @@ class World:
         self.ca_file = root / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
         cert.private_key_and_cert_chain_pem.write_to_path(str(root / "server.pem"))
-        (root / "server.toml").write_text(
-            "[server]\n"
-            f'database_url = "sqlite:///{root / "server.db"}"\n'
-            'host = "127.0.0.1"\n'
-            f"port = {self.port}\n"
-            f'tls_cert = "{root / "server.pem"}"\n'
-            f'tls_key = "{root / "server.pem"}"\n'
-            f'data_dir = "{root / "server-data"}"\n'
-            "lease_seconds = 2\n"
-            "max_long_poll = 2\n"
+        self.server_config = self._server_config(
+            "server", self.port, f"sqlite:///{root / 'server.db'}", max_long_poll=2
         )
-        self.server_config = root / "server.toml"
+
+    def _server_config(
+        self, name: str, port: int, database_url: str, *, max_long_poll: float, extra: str = ""
+    ) -> pathlib.Path:
+        """Write a server config; every server of the world shares data_dir (blobs, key)."""
+        path = self.root / f"{name}.toml"
+        path.write_text(
+            "[server]\n"
+            f'database_url = "{database_url}"\n'
+            'host = "127.0.0.1"\n'
+            f"port = {port}\n"
+            f'tls_cert = "{self.root / "server.pem"}"\n'
+            f'tls_key = "{self.root / "server.pem"}"\n'
+            f'data_dir = "{self.root / "server-data"}"\n'
+            "lease_seconds = 2\n"
+            f"max_long_poll = {max_long_poll}\n" + extra
+        )
+        return path
 
     def mpg(
         self,
@@ -110,21 +119,62 @@ class World:
         wait_for("the server to listen", self.listening)
         return proc
 
-    def listening(self) -> bool:
-        """True once the server accepts TCP connections."""
+    def start_servers(
+        self,
+        database_url: str,
+        count: int,
+        *,
+        max_long_poll: float,
+        env: dict[str, str] | None = None,
+    ) -> list[int]:
+        """Start ``count`` server processes sharing one database; return their ports.
+
+        The first is the world's own server (``self.port``, ``self.server_config``, so
+        accounts are managed through it); the others are ``server-2`` ... on ports
+        of their own. Their logs are JSON at debug level (``server-<n>.log``).
+        """
+        ports = [self.port] + [free_port() for _ in range(count - 1)]
+        log_section = '[log]\nformat = "json"\nlevel = "debug"\n'
+        configs = [
+            self._server_config(
+                "server" if n == 0 else f"server-{n + 1}",
+                port,
+                database_url,
+                max_long_poll=max_long_poll,
+                extra=log_section,
+            )
+            for n, port in enumerate(ports)
+        ]
+        self.server_config = configs[0]
+        # One init creates the tables and the master key all of them use.
+        self.mpg(configs[0], "server", "init")
+        for n, (config, port) in enumerate(zip(configs, ports, strict=True)):
+            self.start(config, "server", env=env, name="server" if n == 0 else f"server-{n + 1}")
+            wait_for(f"server {n + 1} to listen", lambda p=port: self.listening(p))
+        return ports
+
+    def listening(self, port: int | None = None) -> bool:
+        """True once the server (on ``port``, else the world's own) accepts connections."""
         with (
             contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            socket.create_connection(("127.0.0.1", port or self.port), timeout=0.5),
         ):
             return True
         return False
 
     def gateway(
-        self, name: str, *, kind: str = "gateway", database_url: str | None = None
+        self,
+        name: str,
+        *,
+        kind: str = "gateway",
+        database_url: str | None = None,
+        port: int | None = None,
+        long_poll_wait: float = 1,
     ) -> Gateway:
         """Create an account on the server and a gateway config and database for it.
 
-        The database is a SQLite file of its own unless ``database_url`` names one.
+        The database is a SQLite file of its own unless ``database_url`` names one;
+        the gateway talks to the server on ``port`` (default: the world's own).
         """
         account = f"{name}@example.com"
         cred = self.root / f"{name}.cred"
@@ -145,11 +195,11 @@ class World:
             "[gateway]\n"
             f'account = "{account}"\n'
             f'database_url = "{database_url or f"sqlite:///{db}"}"\n'
-            f'server_url = "https://127.0.0.1:{self.port}"\n'
+            f'server_url = "https://127.0.0.1:{port or self.port}"\n'
             f'ca_bundle = "{self.ca_file}"\n'
             f'secret_file = "{cred}"\n'
             "poll_interval = 0.2\n"
-            "long_poll_wait = 1\n"
+            f"long_poll_wait = {long_poll_wait}\n"
             "retry_max_delay = 1\n"
             'clock = "utc"\n'
             "[log]\n"

@@ -10,8 +10,11 @@ code of ``docs/protocol.md``; error bodies are JSON.
 
 ``fetch`` is a long poll: when the queue is empty it waits on an :class:`asyncio.Event`
 per account, set when this process queues an entry for that account (submit, recall,
-receipt), and re-checks the queue at least every :data:`POLL_SAFETY_SECONDS` (for
-leases that run out and for entries written by another process).
+receipt) and, on PostgreSQL, when any process sharing the database does (each commit
+that queues entries sends a ``NOTIFY`` naming the accounts, which every process
+hears with ``LISTEN``). It re-checks the queue at least every :data:`POLL_SAFETY_SECONDS`: for
+leases that run out, and as the safety net when notifications are lost or the
+database cannot send them (SQLite, MariaDB).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from starlette import applications, concurrency, requests, responses, routing
 
 from mpg import config, errors, metrics, server
 from mpg.ops import health, systemd
-from mpg.server import accounts, auth, blobs, queues
-from mpg.wire import envelope, payloads
+from mpg.server import accounts, auth, blobs, queues, replay, tables
+from mpg.storage import notify
+from mpg.wire import payloads
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +89,10 @@ class Waiters:
         """The event that the next entry for ``account`` sets."""
         return self._events.setdefault(account, asyncio.Event())
 
+    def wake_all(self) -> None:
+        """Wake every waiting fetch to look at its queue (a notification may be lost)."""
+        self.wake(list(self._events))
+
     def wake(self, accounts_: Iterable[str]) -> None:
         """Wake the fetches waiting for these accounts."""
         for account in accounts_:
@@ -118,7 +126,7 @@ class PushServer:
         self.queues = queues.QueueStore(engine)
         self.blobs = blobs.BlobStore(engine, pathlib.Path(settings.data_dir) / BLOB_DIR)
         self.opener = auth.RequestOpener(
-            self.accounts, envelope.ReplayGuard(settings.replay_window)
+            self.accounts, replay.SharedReplayGuard(engine, settings.replay_window)
         )
         self.waiters = Waiters()
         self.registry = metrics.registry(
@@ -133,6 +141,7 @@ class PushServer:
         )
         self._metrics_from = [ipaddress.ip_network(n, strict=False) for n in settings.metrics_from]
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: notify.ChannelListener | None = None
         self._ops: dict[str, Handler] = {
             "upload": self._upload,
             "submit": self._submit,
@@ -146,6 +155,20 @@ class PushServer:
         """Start waking long polls on ``loop`` when entries are queued."""
         self._loop = loop
         self.queues.set_listener(self._queued)
+        if notify.supported(self.engine):
+            self._listener = notify.ChannelListener(
+                self.engine,
+                tables.QUEUED_CHANNEL,
+                self._notified,
+                self._missed,
+            )
+            self._listener.start()
+
+    def detach(self) -> None:
+        """Stop hearing other processes' notifications (the server is stopping)."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
 
     def request_stop(self) -> None:
         """Answer waiting fetches now (safe from a signal handler or any thread)."""
@@ -156,6 +179,17 @@ class PushServer:
         # Called from a worker thread after a commit; events belong to the loop.
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.waiters.wake, accounts_)
+
+    def _notified(self, account: str) -> None:
+        # On the LISTEN thread: some process (this one too) committed entries for it.
+        log.debug("queue_notified", account=account)
+        self._queued(frozenset((account,)))
+
+    def _missed(self) -> None:
+        # The LISTEN connection dropped: entries queued meanwhile by other processes
+        # sent notifications nobody heard, so every waiting fetch looks now.
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.waiters.wake_all)
 
     async def handle(self, request: requests.Request) -> responses.Response:
         """``POST /v1/{op}``: authenticate, dispatch, seal; refusals as JSON."""
@@ -325,6 +359,7 @@ def create_app(push: PushServer) -> applications.Starlette:
         finally:
             pinger.cancel()
             push.waiters.stop()
+            await concurrency.run_in_threadpool(push.detach)
             log.info("server_stopped")
 
     app = applications.Starlette(

@@ -3,8 +3,9 @@
 A request is trusted only after four steps, in this order: the clear header names
 the account and key id (:func:`mpg.wire.envelope.peek`); the key comes from the
 :class:`~mpg.server.accounts.AccountStore` (unknown: 401, disabled: 403); the
-envelope opens under it (tag: 401); and the :class:`~mpg.wire.envelope.ReplayGuard`
-has not seen its nonce and finds its timestamp fresh (409). The guard is asked last
+envelope opens under it (tag: 401); and the replay guard
+(:class:`~mpg.server.replay.SharedReplayGuard`) finds its timestamp fresh and its
+nonce unseen by every server process sharing the database (409). The guard is asked last
 so that forged envelopes cannot fill its memory.
 """
 
@@ -14,7 +15,7 @@ import dataclasses
 from typing import Any
 
 from mpg import errors
-from mpg.server import accounts
+from mpg.server import accounts, replay
 from mpg.wire import envelope
 
 
@@ -31,7 +32,7 @@ class OpenedRequest:
 class RequestOpener:
     """Authenticates request envelopes against the account store."""
 
-    def __init__(self, store: accounts.AccountStore, guard: envelope.ReplayGuard) -> None:
+    def __init__(self, store: accounts.AccountStore, guard: replay.SharedReplayGuard) -> None:
         self._store = store
         self._guard = guard
 

@@ -12,12 +12,17 @@ acked (served) or withdrawn (recalled); it then becomes ``served`` and a ``recei
 entry goes to the sender's queue. A refused message is kept as ``refused`` so that
 a resubmission gets the same answer. A RECALL is ``served`` at once.
 
-Every operation is one transaction and writes its rows with executemany; on SQLite
-every transaction starts with ``BEGIN IMMEDIATE`` (see :mod:`mpg.server.tables`), so
-the read-then-update steps here cannot interleave with another writer.
+Every operation is one transaction and writes its rows with executemany. Several
+server processes may share the database, so the read-then-update steps lock what
+they read: on SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see
+:mod:`mpg.server.tables`); elsewhere fetch reads ``FOR UPDATE SKIP LOCKED`` and ack,
+recall and receipts ``FOR UPDATE``. An operation that loses a race to another
+process (a unique violation, a deadlock) runs again (:func:`mpg.server.tables.retrying`).
 
 After a commit that queued entries, the ``listener`` is called with the accounts
-that got them, so that a long-polling fetch can answer at once.
+that got them, so that a long-polling fetch in this process can answer at once; on
+PostgreSQL the same transaction also sends them to every process
+(:func:`mpg.server.tables.announce`).
 """
 
 from __future__ import annotations
@@ -170,6 +175,19 @@ class QueueStore:
         Idempotent per ``(sender_account, tx_message_id)``: a message submitted
         before, or twice in the batch, gets the first answer again.
         """
+        results, woken = tables.retrying(lambda: self._submit_once(sender_account, messages))
+        self._wake(woken)
+        return [results[msg.tx_message_id] for msg in messages]
+
+    def _submit_once(
+        self, sender_account: str, messages: Sequence[model.OutgoingMessage]
+    ) -> tuple[dict[str, model.SubmitResult], set[str]]:
+        """One attempt at :meth:`submit`: the results by TxMessageId and who to wake.
+
+        Another process submitting the same TxMessageId at the same moment makes the
+        insert fail on the unique (SenderAccount, TxMessageId); the next attempt then
+        finds that process's row and answers with its result.
+        """
         now = self._clock()
         results: dict[str, model.SubmitResult] = {}
         writes = _Writes()
@@ -198,8 +216,8 @@ class QueueStore:
                         conn, msg, sender_account, writes, now
                     )
                     writes.flush(conn)
-        self._wake(writes.woken)
-        return [results[msg.tx_message_id] for msg in messages]
+            tables.announce(conn, writes.woken)
+        return results, writes.woken
 
     def _previous_results(
         self, conn: sa.Connection, sender: str, tx_ids: list[str]
@@ -365,10 +383,13 @@ class QueueStore:
             return result
 
         r = tables.receive_queue.c
+        # Locked, so that an ack of a leased entry racing this recall in another
+        # process waits and then finds it withdrawn (never counted both ways).
         entries = conn.execute(
-            sa.select(r.EntryId, r.Recipient, r.State).where(
-                r.MessageId == recalled_id, r.Kind == model.DeliveryKind.MESSAGE
-            )
+            sa.select(r.EntryId, r.Recipient, r.State)
+            .where(r.MessageId == recalled_id, r.Kind == model.DeliveryKind.MESSAGE)
+            .order_by(r.EntryId)
+            .with_for_update()
         ).all()
         withdrawn = [e.EntryId for e in entries if e.State == EntryState.QUEUED]
         leased = [e.EntryId for e in entries if e.State == EntryState.LEASED]
@@ -458,11 +479,15 @@ class QueueStore:
                         t.Priority,
                         t.ServedCount,
                         t.RecalledCount,
-                    ).where(
+                    )
+                    .where(
                         t.MessageId.in_(part),
                         t.State == MessageState.QUEUED,
                         t.ServedCount + t.RecalledCount >= t.RecipientCount,
                     )
+                    # The caller's count update already locks these rows; asking again
+                    # keeps the receipt single even if a caller ever did not.
+                    .with_for_update()
                 )
             )
         if not done:
@@ -515,6 +540,14 @@ class QueueStore:
         """
         if max_items <= 0:
             return model.FetchBatch()
+        return tables.retrying(lambda: self._fetch_once(account, max_items, lease_seconds))
+
+    def _fetch_once(self, account: str, max_items: int, lease_seconds: float) -> model.FetchBatch:
+        """One attempt at :meth:`fetch`.
+
+        Rows are read ``FOR UPDATE SKIP LOCKED``: another process leasing for the
+        same account at the same moment takes other entries, never these.
+        """
         now = self._clock()
         r = tables.receive_queue.c
         columns = (
@@ -535,6 +568,7 @@ class QueueStore:
                 .where(r.Recipient == account, r.State == EntryState.QUEUED)
                 .order_by(*order)
                 .limit(max_items)
+                .with_for_update(skip_locked=True)
             ).all()
             expired = conn.execute(
                 sa.select(*columns)
@@ -545,6 +579,7 @@ class QueueStore:
                 )
                 .order_by(*order)
                 .limit(max_items)
+                .with_for_update(skip_locked=True)
             ).all()
             entries = sorted([*queued, *expired], key=lambda e: (e.PriorityRank, e.CreatedSeq))
             entries = entries[:max_items]
@@ -681,6 +716,22 @@ class QueueStore:
         Entries of other accounts are ignored; acknowledging twice is harmless.
         When the last entry of a message is acked, its sender gets a receipt.
         """
+        rows, moving, woken = tables.retrying(lambda: self._ack_once(account, entry_ids))
+        self._wake(woken)
+        done = sum(1 for row in rows if row.State != EntryState.QUEUED)
+        log.info("entries_acked", account=account, acked=len(moving), done=done)
+        return done
+
+    def _ack_once(
+        self, account: str, entry_ids: Sequence[str]
+    ) -> tuple[list[tables.Row], list[tables.Row], set[str]]:
+        """One attempt at :meth:`ack`: the entries found, those moved to acked, who to wake.
+
+        The entries are locked (in EntryId order, so two acks cannot deadlock) before
+        their state is read: an ack or recall of the same entry in another process
+        waits, then sees it acked and counts nothing. The sender's counters grow in
+        SQL (``ServedCount + n``), never from a value read earlier.
+        """
         r = tables.receive_queue.c
         t = tables.transmit_queue.c
         woken: set[str] = set()
@@ -689,9 +740,10 @@ class QueueStore:
             for part in tables.chunks(sorted(set(entry_ids))):
                 rows.extend(
                     conn.execute(
-                        sa.select(r.EntryId, r.MessageId, r.Kind, r.State).where(
-                            r.EntryId.in_(part), r.Recipient == account
-                        )
+                        sa.select(r.EntryId, r.MessageId, r.Kind, r.State)
+                        .where(r.EntryId.in_(part), r.Recipient == account)
+                        .order_by(r.EntryId)
+                        .with_for_update()
                     )
                 )
             moving = [row for row in rows if row.State == EntryState.LEASED]
@@ -728,10 +780,8 @@ class QueueStore:
                     [{"b_message": mid, "b_count": n} for mid, n in served.items()],
                 )
                 woken = self._complete(conn, served)
-        self._wake(woken)
-        done = sum(1 for row in rows if row.State != EntryState.QUEUED)
-        log.info("entries_acked", account=account, acked=len(moving), done=done)
-        return done
+            tables.announce(conn, woken)
+        return rows, moving, woken
 
     def _wake(self, accounts_: set[str]) -> None:
         if accounts_ and self._listener is not None:

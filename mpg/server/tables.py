@@ -16,6 +16,7 @@ the document never defines them and outside systems never read them (reference Â
   recipient's ``RxMessageId``), plus receipt entries for senders. ``CreatedSeq`` is
   a monotonic number that orders entries of equal priority by arrival.
 * ``UploadStage``: attachment uploads in progress, keyed by (account, tx, seq).
+* ``SeenNonce``: request nonces accepted within the replay window, by any process.
 
 Times the server decides are Unix seconds (``float``) where it computes with them
 (leases, arrival) and ``yyyy-MM-dd HH:mm:ss`` UTC text where people read them.
@@ -26,14 +27,17 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import sqlite3
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.event
 import sqlalchemy.exc
+import structlog
 from sqlalchemy.dialects import mysql
 
 from mpg import errors
+
+log = structlog.get_logger(__name__)
 
 #: Milliseconds SQLite waits for another writer before failing.
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
@@ -43,6 +47,8 @@ POOL_OVERFLOW: Final = 32
 
 #: A result row of any shape (rows are read by column name).
 Row: TypeAlias = sa.Row[*tuple[Any, ...]]
+
+_T = TypeVar("_T")
 
 metadata = sa.MetaData()
 
@@ -158,6 +164,17 @@ message_event = sa.Table(
     sa.Index("IX_MessageEvent_Message", "MessageId", "Id"),
 )
 
+seen_nonce = sa.Table(
+    "SeenNonce",
+    metadata,
+    # Request nonces every server process has accepted, so that an envelope replayed
+    # to another process sharing this database is refused too (mpg.server.replay).
+    # SHA-256 hex of account and nonce: fixed width whatever a client sends.
+    sa.Column("NonceKey", sa.Unicode(64), primary_key=True),
+    sa.Column("ExpiresAt", sa.Float(), nullable=False),  # Unix time; pruned after
+    sa.Index("IX_SeenNonce_Expires", "ExpiresAt"),
+)
+
 ALL_TABLES: Final = (
     account,
     account_key,
@@ -166,11 +183,15 @@ ALL_TABLES: Final = (
     receive_queue,
     upload_stage,
     message_event,
+    seen_nonce,
 )
 
 
 def create_engine(url: str) -> sa.Engine:
     """An engine for ``server.database_url``.
+
+    Every database runs at READ COMMITTED (SQLite is serializable anyway): the
+    queue operations lock the rows they change and never depend on a snapshot.
 
     On SQLite: WAL (readers never wait for the writer), a busy timeout, and
     ``BEGIN IMMEDIATE`` for every transaction so that a read-then-update (leasing
@@ -179,10 +200,15 @@ def create_engine(url: str) -> sa.Engine:
     """
     try:
         parsed = sa.make_url(url)
-        pool: dict[str, int] = {}
+        options: dict[str, Any] = {}
         if parsed.get_backend_name() != "sqlite" or parsed.database not in (None, "", ":memory:"):
-            pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
-        engine = sa.create_engine(parsed, **pool)
+            options = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+        if parsed.get_backend_name() in ("mysql", "mariadb"):
+            # InnoDB's default REPEATABLE READ takes gap locks on the fetch index, so
+            # processes leasing one queue deadlock; READ COMMITTED (PostgreSQL's
+            # default) locks only the rows it reads, which is what SKIP LOCKED needs.
+            options["isolation_level"] = "READ COMMITTED"
+        engine = sa.create_engine(parsed, **options)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise errors.ConfigError(f"server.database_url: {exc}") from exc
     if engine.dialect.name == "sqlite":
@@ -226,6 +252,71 @@ def transaction(engine: sa.Engine) -> collections.abc.Iterator[sa.Connection]:
             yield conn
     except sa.exc.SQLAlchemyError as exc:
         raise errors.StorageError(f"server database: {type(exc).__name__}: {exc}") from exc
+
+
+#: SQLSTATEs (PostgreSQL) and error numbers (MariaDB) of a transaction that lost a race
+#: to another one and may simply run again: serialization failure, deadlock, lock wait.
+_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})
+_RETRYABLE_MYSQL_ERRORS: Final = frozenset({1213, 1205})
+#: Attempts :func:`retrying` makes before giving up.
+ATTEMPTS: Final = 5
+
+
+def lost_race(exc: BaseException) -> bool:
+    """True when ``exc`` (as raised by :func:`transaction`) says another process won a race.
+
+    A unique violation counts: two processes inserting the same key (an idempotent
+    submit of one TxMessageId) must not both succeed, and the loser, run again, finds
+    the winner's row. Deadlocks and serialization failures are the database asking
+    for a retry.
+    """
+    cause = exc.__cause__ if isinstance(exc, errors.StorageError) else exc
+    if isinstance(cause, sa.exc.IntegrityError):
+        return True
+    if not isinstance(cause, sa.exc.DBAPIError):
+        return False
+    orig: Any = cause.orig
+    if getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _RETRYABLE_MYSQL_ERRORS
+
+
+def retrying(operation: collections.abc.Callable[[], _T]) -> _T:
+    """Run ``operation`` (one whole transaction) again while it loses a race.
+
+    Several server processes share one database; each operation is written so that
+    running it again after a lost race gives the answer it would have given alone.
+    """
+    attempt = 1
+    while True:
+        try:
+            return operation()
+        except errors.StorageError as exc:
+            if attempt >= ATTEMPTS or not lost_race(exc):
+                raise
+            log.info("transaction_retried", attempt=attempt, error=str(exc.__cause__)[:200])
+            attempt += 1
+
+
+#: The PostgreSQL channel on which a commit that queued entries names their accounts.
+QUEUED_CHANNEL: Final = "mpg_server_queued"
+
+
+def announce(conn: sa.Connection, accounts: collections.abc.Iterable[str]) -> None:
+    """Tell every server process (PostgreSQL ``NOTIFY``) that entries await ``accounts``.
+
+    Called inside the transaction that queued them: PostgreSQL delivers a
+    notification only when that transaction commits, and never if it rolls back, so
+    a listener is never woken before the entries are visible. Elsewhere a no-op: the
+    other processes find the entries by polling.
+    """
+    names = sorted(set(accounts))
+    if names and conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_notify(:channel, :account)"),
+            [{"channel": QUEUED_CHANNEL, "account": name} for name in names],
+        )
 
 
 def chunks(

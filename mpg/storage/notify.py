@@ -7,14 +7,17 @@ insert wakes the gateway once). The trigger is the only object MPG ever adds to 
 table the ERP may own, and only on request; it changes no column and no row.
 
 :class:`OutboxListener` holds one dedicated connection in ``LISTEN`` and sets the
-wake event on each notification. Polling stays the safety net: a lost connection is
-logged and re-established with backoff, and rows are still picked up by the poll
-meanwhile.
+wake event on each notification. The push server uses the same
+:class:`ChannelListener` to hear, from every process sharing its database, which
+accounts got new queue entries (see :mod:`mpg.server.tables`). Polling stays the
+safety net: a lost connection is logged and re-established with backoff, and rows
+are still picked up by the poll meanwhile.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -73,12 +76,25 @@ def trigger_installed(engine: sa.Engine) -> bool:
         return bool(conn.execute(query).scalar_one())
 
 
-class OutboxListener:
-    """A thread that LISTENs on :data:`CHANNEL` and sets ``wake`` on each notification."""
+class ChannelListener:
+    """A thread that LISTENs on one channel and passes each notification's payload on.
 
-    def __init__(self, engine: sa.Engine, wake: threading.Event) -> None:
+    ``deliver(payload)`` runs on the listening thread for every notification;
+    ``lost()`` runs when the connection failed, before it is re-established, so the
+    caller can look for what it may have missed.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        channel: str,
+        deliver: Callable[[str], None],
+        lost: Callable[[], None],
+    ) -> None:
         self._engine = engine
-        self._wake = wake
+        self._channel = channel
+        self._deliver = deliver
+        self._lost = lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mpg-listen", daemon=True)
         self.listening = threading.Event()  # set while a LISTEN connection is open
@@ -103,9 +119,9 @@ class OutboxListener:
                 self.listening.clear()
                 attempt += 1
                 pause = min(_MAX_BACKOFF, 0.5 * 2**attempt)
-                log.warning("listen_lost", error=str(exc), retry_in=pause)
-                # Rows that arrived meanwhile are found by the next poll; wake it now.
-                self._wake.set()
+                log.warning("listen_lost", channel=self._channel, error=str(exc), retry_in=pause)
+                # Notifications sent meanwhile are lost; the caller's poll finds the work.
+                self._lost()
                 self._stop.wait(pause)
 
     def _listen(self) -> None:
@@ -113,13 +129,20 @@ class OutboxListener:
         try:
             driver: Any = raw.driver_connection
             driver.autocommit = True
-            driver.execute(f"LISTEN {CHANNEL}")
+            driver.execute(f"LISTEN {self._channel}")
             self.listening.set()
-            log.info("listening", channel=CHANNEL)
+            log.info("listening", channel=self._channel)
             while not self._stop.is_set():
-                for _ in driver.notifies(timeout=_STOP_CHECK, stop_after=1):
-                    self._wake.set()
+                for note in driver.notifies(timeout=_STOP_CHECK, stop_after=1):
+                    self._deliver(str(note.payload))
         finally:
             self.listening.clear()
             # A connection left in LISTEN must not go back to the pool.
             raw.invalidate()
+
+
+class OutboxListener(ChannelListener):
+    """LISTENs on :data:`CHANNEL` and sets ``wake`` on each notification (and on loss)."""
+
+    def __init__(self, engine: sa.Engine, wake: threading.Event) -> None:
+        super().__init__(engine, CHANNEL, lambda _payload: wake.set(), wake.set)

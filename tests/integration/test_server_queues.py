@@ -1,4 +1,4 @@
-"""The server's queues against a real SQLite file: fan-out, leases, receipts, recall."""
+"""The server's queues on each database: fan-out, leases, receipts, recall."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ class Clock:
 
 
 @pytest.fixture
-def engine(tmp_path: pathlib.Path) -> Iterator[sa.Engine]:
-    """A fresh server database file with its tables."""
-    eng = tables.create_engine(f"sqlite:///{tmp_path / 'server.db'}")
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """A fresh server database of each kind, with its tables."""
+    eng = tables.create_engine(db_url)
     tables.create_tables(eng)
     yield eng
     eng.dispose()

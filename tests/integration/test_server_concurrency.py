@@ -1,0 +1,200 @@
+"""Several server processes on one database: each races the others only through it.
+
+Each "process" here is a store with an engine (and so a connection pool) of its own,
+driven from threads that start together, which is what two ``mpg server`` processes
+do to the database. The proofs are counts in the database, never timings.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import pytest
+import sqlalchemy as sa
+from test_server_queues import SENDER, message, recall_of
+
+from mpg import errors
+from mpg.server import accounts, queues, replay, tables
+from mpg.storage import notify
+from mpg.wire import envelope, keys
+
+RECIPIENTS = ("bob@example.com", "carol@example.com", "dave@example.com")
+PROCESSES = 2
+THREADS_PER_PROCESS = 3
+
+_T = TypeVar("_T")
+
+
+@pytest.fixture
+def engines(db_url: str) -> Iterator[list[sa.Engine]]:
+    """One engine per simulated server process on the same fresh database."""
+    made = [tables.create_engine(db_url) for _ in range(PROCESSES)]
+    tables.create_tables(made[0])
+    store = accounts.AccountStore(made[0], keys.new_master_key())
+    store.add(SENDER, "gateway")
+    for name in RECIPIENTS:
+        store.add(name, "user")
+    yield made
+    for engine in made:
+        engine.dispose()
+
+
+@pytest.fixture
+def stores(engines: list[sa.Engine]) -> list[queues.QueueStore]:
+    """A queue store per simulated process."""
+    return [queues.QueueStore(engine) for engine in engines]
+
+
+def together(work: Sequence[Callable[[], _T]]) -> list[_T]:
+    """Run each callable on its own thread, all released at once; their results in order."""
+    gate = threading.Barrier(len(work))
+    results: list[_T | None] = [None] * len(work)
+    failures: list[BaseException] = []
+
+    def run(n: int) -> None:
+        gate.wait()
+        try:
+            results[n] = work[n]()
+        except BaseException as exc:  # re-raised below on the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [r for r in results if r is not None]
+
+
+def spread(stores: list[queues.QueueStore], count: int) -> list[queues.QueueStore]:
+    """``count`` stores taken round-robin: the work spread over the processes."""
+    return [stores[n % len(stores)] for n in range(count)]
+
+
+def message_row(engine: sa.Engine, message_id: str) -> tables.Row:
+    t = tables.transmit_queue.c
+    with engine.connect() as conn:
+        return conn.execute(sa.select(tables.transmit_queue).where(t.MessageId == message_id)).one()
+
+
+def receipts_of(engine: sa.Engine, message_id: str) -> int:
+    r = tables.receive_queue.c
+    query = sa.select(sa.func.count()).where(r.MessageId == message_id, r.Kind == "receipt")
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def test_one_tx_submitted_to_every_process_at_once_is_accepted_once(
+    stores: list[queues.QueueStore], engines: list[sa.Engine]
+) -> None:
+    """Racing submits of one TxMessageId all get the one stored answer."""
+    msg = message(RECIPIENTS, tx="tx-race")
+    workers = spread(stores, PROCESSES * THREADS_PER_PROCESS)
+    answers = together([lambda s=s: s.submit(SENDER, [msg])[0] for s in workers])
+    assert len({a.message_id for a in answers}) == 1
+    assert all(a.accepted for a in answers)
+    t = tables.transmit_queue.c
+    with engines[0].connect() as conn:
+        rows = conn.execute(sa.select(sa.func.count()).where(t.TxMessageId == "tx-race"))
+        assert rows.scalar_one() == 1
+
+
+def test_processes_fetching_one_queue_never_lease_the_same_entry(
+    stores: list[queues.QueueStore],
+) -> None:
+    """Concurrent fetches for one account from every process split its entries."""
+    total = 200
+    stores[0].submit(SENDER, [message(("bob",)) for _ in range(total)])
+
+    def drain(store: queues.QueueStore) -> list[str]:
+        got: list[str] = []
+        while batch := store.fetch("bob@example.com", 7, 600).deliveries:
+            got.extend(d.rx_message_id for d in batch)
+        return got
+
+    workers = spread(stores, PROCESSES * THREADS_PER_PROCESS)
+    leased = [entry for got in together([lambda s=s: drain(s) for s in workers]) for entry in got]
+    assert len(leased) == total
+    assert len(set(leased)) == total
+
+
+def test_racing_acks_and_a_recall_count_each_entry_once_and_queue_one_receipt(
+    stores: list[queues.QueueStore], engines: list[sa.Engine]
+) -> None:
+    """Acks from every process racing a recall: served + recalled = recipients, one receipt."""
+    sent = stores[0].submit(SENDER, [message(RECIPIENTS) for _ in range(20)])
+    leased = {name: stores[1].fetch(name, 100, 600).deliveries for name in RECIPIENTS}
+    recalled = sent[0].message_id
+    work: list[Callable[[], object]] = [
+        lambda: stores[1].submit(SENDER, [recall_of(recalled)]),
+    ]
+    for n, (name, batch) in enumerate(leased.items()):
+        ids = [d.rx_message_id for d in batch]
+        # Every entry is acked twice, from both processes: a repeat counts nothing.
+        work.append(lambda s=stores[n % PROCESSES], nm=name, i=ids: s.ack(nm, i))
+        work.append(lambda s=stores[(n + 1) % PROCESSES], nm=name, i=ids: s.ack(nm, i))
+    together(work)
+    for result in sent:
+        row = message_row(engines[0], result.message_id)
+        assert row.State == queues.MessageState.SERVED
+        assert row.ServedCount + row.RecalledCount == len(RECIPIENTS)
+        assert receipts_of(engines[0], result.message_id) == 1
+    others = [message_row(engines[0], r.message_id) for r in sent[1:]]
+    assert collections.Counter(row.ServedCount for row in others) == {len(RECIPIENTS): 19}
+
+
+def test_an_envelope_accepted_by_one_process_is_refused_by_another(
+    engines: list[sa.Engine],
+) -> None:
+    """The nonce table makes a replay to another process a replay."""
+    first, second = (replay.SharedReplayGuard(engine, 300) for engine in engines)
+    header = envelope.request_header(SENDER, "k1", "fetch")
+    first.check(header)
+    with pytest.raises(errors.ReplayedEnvelope):
+        second.check(header)
+    second.check(envelope.request_header(SENDER, "k1", "fetch"))
+
+
+def test_expired_nonces_are_pruned_from_the_shared_table(engines: list[sa.Engine]) -> None:
+    """Nonces whose timestamp left the window are deleted by the next check."""
+    now = [time.time()]
+    guard = replay.SharedReplayGuard(engines[0], 300, clock=lambda: now[0])
+    guard.check(envelope.request_header(SENDER, "k1", "fetch", now=now[0]))
+    now[0] += 300 + replay.PRUNE_EVERY_SECONDS + 1
+    guard.check(envelope.request_header(SENDER, "k1", "fetch", now=now[0]))
+    with engines[0].connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.seen_nonce)).scalar() == 1
+
+
+def test_a_commit_in_one_process_notifies_listeners_of_every_process(
+    postgresql_url: str,
+) -> None:
+    """On PostgreSQL, a submit through one store is heard on the queued channel."""
+    engine = tables.create_engine(postgresql_url)
+    tables.create_tables(engine)
+    accounts.AccountStore(engine, keys.new_master_key()).add("bob@example.com", "user")
+    heard: list[str] = []
+    arrived = threading.Event()
+
+    def deliver(account: str) -> None:
+        heard.append(account)
+        arrived.set()
+
+    listener = notify.ChannelListener(engine, tables.QUEUED_CHANNEL, deliver, lambda: None)
+    listener.start()
+    try:
+        assert listener.listening.wait(30)
+        other = tables.create_engine(postgresql_url)
+        queues.QueueStore(other).submit(SENDER, [message(("bob",))])
+        other.dispose()
+        assert arrived.wait(30)
+    finally:
+        listener.stop()
+        engine.dispose()
+    assert heard == ["bob@example.com"]
