@@ -112,10 +112,14 @@ class Server:
 
     def restart(self) -> None:
         """Stop the server, dropping every connection, and start it again on its data."""
-        if self._launch is None:
-            raise Unavailable("a server given by URL cannot be restarted by the tests")
-        self._halt()
+        self.halt()
         self.start()
+
+    def halt(self) -> None:
+        """Stop the server process, keeping its data (``start`` brings it back)."""
+        if self._launch is None:
+            raise Unavailable("a server given by URL cannot be stopped by the tests")
+        self._halt()
 
     def stop(self) -> None:
         """Stop the server and remove its files."""
