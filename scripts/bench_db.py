@@ -140,7 +140,11 @@ def bench(name: str, processes: int, args: argparse.Namespace) -> dict[str, Any]
             sender = world.gateway("erp-a", database_url=url)
             if name == "postgresql" and args.notify:
                 sender.mpg("init-db", "--notify")
-            env = {"MPG_LOG__LEVEL": "warning", "MPG_GATEWAY__POLL_INTERVAL": str(args.poll)}
+            env = {
+                "MPG_LOG__LEVEL": "warning",
+                "MPG_GATEWAY__POLL_INTERVAL": str(args.poll),
+                "MPG_GATEWAY__WATCH_DATABASE": str(args.watch).lower(),
+            }
             gateways = [
                 world.start(
                     sender.config,
@@ -186,10 +190,14 @@ def main() -> int:
     parser.add_argument(
         "--no-notify", dest="notify", action="store_false", help="PostgreSQL without trigger"
     )
+    parser.add_argument(
+        "--no-watch", dest="watch", action="store_false", help="SQLite without the file watcher"
+    )
     args = parser.parse_args()
     print(
         f"poll_interval {args.poll} s; paced {args.paced} at {args.rate}/s; "
-        f"burst {args.burst}; PostgreSQL trigger {'on' if args.notify else 'off'}"
+        f"burst {args.burst}; PostgreSQL trigger {'on' if args.notify else 'off'}; "
+        f"SQLite file watcher {'on' if args.watch else 'off'}"
     )
     print()
     print(

@@ -33,9 +33,9 @@ import sqlalchemy as sa
 import sqlalchemy.event
 import sqlalchemy.exc
 import structlog
-from sqlalchemy.dialects import mysql
 
 from mpg import errors
+from mpg.storage import tables as storage_tables
 
 log = structlog.get_logger(__name__)
 
@@ -51,10 +51,6 @@ Row: TypeAlias = sa.Row[*tuple[Any, ...]]
 _T = TypeVar("_T")
 
 metadata = sa.MetaData()
-
-
-def _max_text() -> sa.types.TypeEngine[str]:
-    return sa.UnicodeText().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 
 account = sa.Table(
@@ -88,10 +84,10 @@ transmit_queue = sa.Table(
     sa.Column("AgentSender", sa.Unicode(100)),
     sa.Column("Sender", sa.Unicode(100)),
     sa.Column("ReceiverType", sa.CHAR(1)),
-    sa.Column("ReceiverList", _max_text()),
-    sa.Column("BccList", _max_text()),
+    sa.Column("ReceiverList", storage_tables.max_text()),
+    sa.Column("BccList", storage_tables.max_text()),
     sa.Column("Subject", sa.Unicode(200)),
-    sa.Column("Content", _max_text()),
+    sa.Column("Content", storage_tables.max_text()),
     sa.Column("ContentType", sa.Unicode(20)),
     sa.Column("AlertFlag", sa.Boolean()),
     sa.Column("Priority", sa.Unicode(1)),
@@ -102,7 +98,8 @@ transmit_queue = sa.Table(
     sa.Column("ServedCount", sa.Integer(), nullable=False, default=0),
     sa.Column("RecalledCount", sa.Integer(), nullable=False, default=0),
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued | served
-    sa.Column("SubmitResult", _max_text(), nullable=False),  # JSON of the first answer
+    # JSON of the first answer, returned again to a resubmission.
+    sa.Column("SubmitResult", storage_tables.max_text(), nullable=False),
     sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
 )
 
@@ -126,7 +123,8 @@ receive_queue = sa.Table(
     sa.Column("MessageId", sa.Unicode(50), nullable=False),
     sa.Column("Recipient", sa.Unicode(100), nullable=False),
     sa.Column("Kind", sa.Unicode(10), nullable=False),  # message | receipt
-    sa.Column("VisibleBcc", _max_text()),  # what of the Bcc list this recipient may see
+    # What of the Bcc list this recipient may see.
+    sa.Column("VisibleBcc", storage_tables.max_text()),
     sa.Column("PriorityRank", sa.Integer(), nullable=False),  # 0 = E ... 3 = L
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued|leased|acked|withdrawn
     sa.Column("LeaseUntil", sa.Float()),

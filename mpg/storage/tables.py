@@ -29,7 +29,7 @@ SOURCE_URI_WIDTH: Final = 2048
 metadata = sa.MetaData()
 
 
-def _max_text() -> sa.types.TypeEngine[str]:
+def max_text() -> sa.types.TypeEngine[str]:
     """nvarchar(max): NVARCHAR(max) on SQL Server, LONGTEXT on MariaDB, TEXT elsewhere."""
     return sa.UnicodeText().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
@@ -79,12 +79,12 @@ outbox = sa.Table(
     sa.Column("AgentSender", sa.Unicode(100)),
     sa.Column("Sender", sa.Unicode(100)),
     sa.Column("ReceiverType", sa.CHAR(1)),
-    sa.Column("ReceiverList", _max_text()),
-    sa.Column("BccList", _max_text()),
+    sa.Column("ReceiverList", max_text()),
+    sa.Column("BccList", max_text()),
     sa.Column("Subject", sa.Unicode(200)),
-    sa.Column("Content", _max_text()),
+    sa.Column("Content", max_text()),
     sa.Column("ContentType", sa.Unicode(20)),
-    sa.Column("AttachmentList", _max_text()),
+    sa.Column("AttachmentList", max_text()),
     sa.Column("AlertFlag", sa.Boolean()),
     sa.Column("MessageId", sa.Unicode(50)),
     sa.Column("State", sa.Integer()),
@@ -104,12 +104,12 @@ inbox = sa.Table(
     sa.Column("SourceDomain", sa.Unicode(50)),
     sa.Column("AgentSender", sa.Unicode(100)),
     sa.Column("Sender", sa.Unicode(100)),
-    sa.Column("Owner", _max_text()),
+    sa.Column("Owner", max_text()),
     sa.Column("ReceiverType", sa.CHAR(1)),
-    sa.Column("ReceiverList", _max_text()),
-    sa.Column("BccList", _max_text()),
+    sa.Column("ReceiverList", max_text()),
+    sa.Column("BccList", max_text()),
     sa.Column("Subject", sa.Unicode(200)),
-    sa.Column("Content", _max_text()),
+    sa.Column("Content", max_text()),
     sa.Column("ContentType", sa.Unicode(20)),
     sa.Column("AttachmentFlag", sa.Boolean()),
     sa.Column("AlertFlag", sa.Boolean()),
