@@ -7,6 +7,7 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     ├── StorageError           the database failed (driver errors are wrapped)
     │   └── SchemaMismatch     an existing table lacks a column MPG needs
     ├── ValidationError        a row or document is invalid (names row, field, reason)
+    │   └── DropFileError      an XML document (drop file) is invalid; adds its line
     ├── WireError              a payload could not be built or parsed
     │   ├── UnsafeXml          the XML used a DTD, entities or exceeded the size limit
     │   └── EnvelopeError      a sealed envelope failed to open
@@ -14,11 +15,22 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     │       ├── ReplayedEnvelope   the nonce was seen or the timestamp is stale
     │       └── UnknownKey         no such account or key id
     ├── TransitionError        a state change not in the transition table
-    └── ServerError            talking to the push server failed
-        ├── TransientServerError   worth retrying: down, timeout, 5xx
-        └── RefusedByServer        the server said no (4xx); retrying will not help
+    ├── ServerError            talking to the push server failed (the gateway's side)
+    │   ├── TransientServerError   worth retrying: down, timeout, 5xx
+    │   └── RefusedByServer        the server said no (4xx); retrying will not help
+    ├── ServerRefusal          the push server understood a request and refuses it
+    │   ├── NotFound           no such message or attachment           (HTTP 404)
+    │   ├── Forbidden          not allowed to see that message          (HTTP 403)
+    │   │   └── AccountDisabled    the account or key is disabled       (HTTP 403)
+    │   ├── TooLarge           the request body is over the limit       (HTTP 413)
+    │   └── Unavailable        the server is starting or stopping       (HTTP 503)
+    └── CommandError           a command gives up with a message and an exit code
 
-The CLI maps these to exit codes (see ``mpg.cli.exitcodes``).
+Every class is defined here, so ``except`` clauses and the exit-code and HTTP
+mappings have one tree to follow. :func:`mpg.exitcodes.for_exception` maps these to
+exit codes; ``mpg.server.app`` maps ServerRefusal and the envelope errors to HTTP.
+Whether a failure is worth retrying is not a class: it is asked of the layer that
+raised it (``mpg.gateway.retry.is_transient``).
 """
 
 from __future__ import annotations
@@ -49,6 +61,16 @@ class ValidationError(MpgError):
         self.row = row
         where = f"row {row}: " if row else ""
         super().__init__(f"{where}{field}: {reason}")
+
+
+class DropFileError(ValidationError):
+    """A document is invalid: ``line`` (0 when unknown), ``field`` and ``reason``."""
+
+    def __init__(self, field: str, reason: str, *, line: int = 0) -> None:
+        super().__init__(field, reason)
+        self.line = line
+        where = f"line {line}: " if line else ""
+        self.args = (f"{where}{field}: {reason}",)
 
 
 class WireError(MpgError):
@@ -95,3 +117,40 @@ class RefusedByServer(ServerError):
         self.code = code
         self.detail = detail
         super().__init__(f"server refused ({status} {code}): {detail}")
+
+
+class ServerRefusal(MpgError):
+    """The server understood the request and refuses it."""
+
+
+class NotFound(ServerRefusal):
+    """No such message or attachment."""
+
+
+class Forbidden(ServerRefusal):
+    """The caller may not see that message or use that account."""
+
+
+class AccountDisabled(Forbidden):
+    """The account, or the key it signed with, is disabled."""
+
+
+class TooLarge(ServerRefusal):
+    """The request body is larger than ``server.max_request_bytes``."""
+
+
+class Unavailable(ServerRefusal):
+    """The server is starting or stopping; the client retries."""
+
+
+class CommandError(MpgError):
+    """A command gives up with a readable ``message`` and an exit ``code``.
+
+    The default code is :data:`mpg.exitcodes.FAILURE` (1); this module sits below
+    ``exitcodes`` and cannot import it.
+    """
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code

@@ -17,7 +17,8 @@ from typing import Any
 
 import click
 
-from mpg.cli import context, exitcodes
+from mpg import errors
+from mpg.cli import context
 from mpg.gateway import attachfiles, client, inbound
 from mpg.storage import inbox
 from mpg.wire import keys
@@ -42,7 +43,7 @@ def fetch(obj: context.CliContext, attachment_id: str, out: pathlib.Path | None)
     repo = obj.inbox()
     meta = repo.attachment(attachment_id)
     if meta is None:
-        raise exitcodes.CommandError(f"no Inbox attachment {attachment_id}")
+        raise errors.CommandError(f"no Inbox attachment {attachment_id}")
     data = meta.get("FileData")
     stored = _stored_file(meta)
     if data is not None:
@@ -78,13 +79,13 @@ def _download(
     rx_id = str(meta["MessageId"])
     message = repo.get(rx_id)
     if message is None:
-        raise exitcodes.CommandError(f"attachment {attachment_id}: its Inbox row is gone")
+        raise errors.CommandError(f"attachment {attachment_id}: its Inbox row is gone")
     gateway = obj.settings.gateway
     size = int(meta["FileSize"] or 0)
     to_file = inbound.to_file(gateway, size)
     inline = not to_file and size <= gateway.max_inline_attachment
     if not (to_file or inline or out):
-        raise exitcodes.CommandError(
+        raise errors.CommandError(
             f"attachment {attachment_id}: {size} bytes exceed max_inline_attachment;"
             " use --out or set [gateway] attachment_dir"
         )

@@ -14,8 +14,7 @@ from typing import Any
 
 import click
 
-from mpg import errors
-from mpg.cli import exitcodes
+from mpg import errors, exitcodes
 from mpg.wire import content
 
 
@@ -44,7 +43,7 @@ def read_text(path: str) -> str:
     try:
         return pathlib.Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise exitcodes.CommandError(f"{path}: cannot read: {exc}", exitcodes.USAGE) from exc
+        raise errors.CommandError(f"{path}: cannot read: {exc}", exitcodes.USAGE) from exc
 
 
 def _emit(document: str, out: str | None) -> None:
@@ -58,7 +57,7 @@ def _built(build: Any, *args: Any) -> str:
     try:
         text: str = build(*args)
     except errors.WireError as exc:
-        raise exitcodes.CommandError(str(exc), exitcodes.USAGE) from exc
+        raise errors.CommandError(str(exc), exitcodes.USAGE) from exc
     return text
 
 
@@ -107,7 +106,7 @@ def approval(
         try:
             data = json.loads(read_text(from_json))
         except json.JSONDecodeError as exc:
-            raise exitcodes.CommandError(f"{from_json}: not JSON: {exc}", exitcodes.USAGE) from exc
+            raise errors.CommandError(f"{from_json}: not JSON: {exc}", exitcodes.USAGE) from exc
         _emit(_built(content.from_data, data), out)
         return
     built_pages = [content.Page(*_split(p, 3, "--page", "ID|NAME|TEXT")) for p in pages]
@@ -148,7 +147,7 @@ def reply(
         try:
             merged.update(content.parse_content(read_text(in_reply_to)).params)
         except errors.WireError as exc:
-            raise exitcodes.CommandError(f"{in_reply_to}: {exc}", exitcodes.USAGE) from exc
+            raise errors.CommandError(f"{in_reply_to}: {exc}", exitcodes.USAGE) from exc
     merged.update(_params(params))
     answers = [content.Result(*_split(r, 3, "--result", "ID|NAME|VALUE")) for r in results]
     _emit(_built(content.build_reply, merged, answers), out)
@@ -170,7 +169,7 @@ def parse(file: str, as_json: bool) -> None:
     try:
         data = content.as_data(content.parse_content(read_text(file)))
     except errors.WireError as exc:
-        raise exitcodes.CommandError(f"{file}: {exc}") from exc
+        raise errors.CommandError(f"{file}: {exc}") from exc
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
         return

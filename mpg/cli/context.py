@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from mpg import config, errors, logs
-from mpg.cli import exitcodes
+from mpg import config, errors, exitcodes, logs
 from mpg.storage import database, inbox, outbox
 
 
@@ -31,7 +30,7 @@ class CliContext:
             try:
                 self._settings = config.load(self.config_path)
             except errors.ConfigError as exc:
-                raise exitcodes.CommandError(str(exc), exitcodes.CONFIG) from exc
+                raise errors.CommandError(str(exc), exitcodes.CONFIG) from exc
             logs.configure(self._settings.log, component)
         return self._settings
 

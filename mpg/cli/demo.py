@@ -31,7 +31,8 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from mpg.cli import context, exitcodes
+from mpg import errors
+from mpg.cli import context
 from mpg.storage import outbox, states
 from mpg.wire import content
 
@@ -154,7 +155,7 @@ def prepare_folder(root: pathlib.Path) -> DemoFiles:
     """Create ``root`` afresh; refuse to delete a folder the demo did not make."""
     if root.exists():
         if not (root / MARKER).exists():
-            raise exitcodes.CommandError(
+            raise errors.CommandError(
                 f"{root} exists and was not made by `mpg demo`; choose another --dir"
             )
         shutil.rmtree(root)
@@ -188,7 +189,7 @@ def run_step(argv: list[str], cwd: pathlib.Path) -> str:
     _detail("$ " + _shown(argv))
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise exitcodes.CommandError(
+        raise errors.CommandError(
             f"`{_shown(argv)}` exited {done.returncode}: {done.stderr.strip()[-800:]}"
         )
     return done.stdout
@@ -221,7 +222,7 @@ class Processes:
             code = proc.poll()
             if code is not None:
                 tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
-                raise exitcodes.CommandError(f"{name} exited with {code}; end of {log}:\n{tail}")
+                raise errors.CommandError(f"{name} exited with {code}; end of {log}:\n{tail}")
 
     def stop(self) -> None:
         """SIGTERM each (gateways first, server last), SIGKILL after the grace period."""
@@ -246,7 +247,7 @@ def wait_for(what: str, probe: Callable[[], T | None], procs: Processes) -> T:
         if value is not None:
             return value
         time.sleep(0.25)
-    raise exitcodes.CommandError(f"timed out after {STEP_TIMEOUT:.0f}s waiting for {what}")
+    raise errors.CommandError(f"timed out after {STEP_TIMEOUT:.0f}s waiting for {what}")
 
 
 def _port_open(port: int) -> bool | None:

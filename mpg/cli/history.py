@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from mpg import errors
-from mpg.cli import context, exitcodes, operate, tail
+from mpg.cli import context, operate, tail
 from mpg.storage import history as history_mod
 
 
@@ -41,7 +41,7 @@ def collect(obj: context.CliContext, key: str, *, ask_server: bool) -> dict[str,
             finally:
                 push.close()
     if not steps and row is None:
-        raise exitcodes.CommandError(f"no message {key} in the Outbox, Inbox or history")
+        raise errors.CommandError(f"no message {key} in the Outbox, Inbox or history")
     timeline = [{"at": s.at, "source": "gateway", **tail.as_dict(s)} for s in steps] + [
         {"source": "server", **e} for e in events
     ]

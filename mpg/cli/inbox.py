@@ -9,7 +9,7 @@ from typing import Any, Final
 import click
 
 from mpg import errors
-from mpg.cli import context, exitcodes
+from mpg.cli import context
 from mpg.storage import states
 from mpg.wire import content
 
@@ -102,7 +102,7 @@ def show(obj: context.CliContext, rx_message_id: str, as_json: bool) -> None:
     """Show every column of one Inbox message and its attachments."""
     row = obj.inbox().get(rx_message_id)
     if row is None:
-        raise exitcodes.CommandError(f"no Inbox message {rx_message_id}")
+        raise errors.CommandError(f"no Inbox message {rx_message_id}")
     data = public(row, with_content=True)
     if as_json:
         data["parsed"], data["parse_error"] = parsed_content(data.get("Content"))
@@ -128,4 +128,4 @@ def read(obj: context.CliContext, rx_message_ids: tuple[str, ...]) -> None:
     changed = obj.inbox().mark_read(list(rx_message_ids))
     click.echo(f"marked {changed} of {len(rx_message_ids)} read")
     if changed < len(rx_message_ids):
-        raise exitcodes.CommandError("some messages were not new (unknown, read or recalled)")
+        raise errors.CommandError("some messages were not new (unknown, read or recalled)")

@@ -16,8 +16,8 @@ from typing import Final
 import click
 
 import mpg
-from mpg import errors
-from mpg.cli import context, exitcodes
+from mpg import errors, exitcodes
+from mpg.cli import context
 
 #: command name -> "module:attribute" of its click command.
 COMMANDS: Final = {
@@ -90,7 +90,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except (click.Abort, KeyboardInterrupt):
         # Ctrl-C is how `tail` and friends are meant to stop: no error line, just the code.
         return exitcodes.INTERRUPTED
-    except exitcodes.CommandError as exc:
+    except errors.CommandError as exc:
         _fail(exc.message)
         return exc.code
     except errors.MpgError as exc:

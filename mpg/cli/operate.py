@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from mpg import errors
-from mpg.cli import context, exitcodes
+from mpg.cli import context
 from mpg.gateway import client as client_mod
 from mpg.gateway import voiding
 from mpg.storage.states import OutboxState as S
@@ -51,7 +51,7 @@ def void(obj: context.CliContext, tx_ids: tuple[str, ...], reason: str) -> None:
         if push is not None:
             push.close()
     if failures:
-        raise exitcodes.CommandError(f"{failures} of {len(tx_ids)} not voided")
+        raise errors.CommandError(f"{failures} of {len(tx_ids)} not voided")
 
 
 @click.command("retry")
@@ -85,4 +85,4 @@ def retry(
         moved += len(repo.transition([(tx, note) for tx in ids], state, S.READY))
     click.echo(f"requeued {moved} row(s)")
     if refused:
-        raise exitcodes.CommandError("not requeued (only 97 and 99 can be): " + ", ".join(refused))
+        raise errors.CommandError("not requeued (only 97 and 99 can be): " + ", ".join(refused))

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import click
 
-from mpg import errors, timefmt
+from mpg import errors, exitcodes, timefmt
 from mpg.cli import content as content_cli
-from mpg.cli import context, exitcodes
+from mpg.cli import context
 from mpg.storage import states
 from mpg.wire import content, model, recipients
 
@@ -187,7 +187,7 @@ def send(
     gateway = obj.settings.gateway
     domain = source_domain or gateway.account.partition("@")[2]
     if not domain:
-        raise exitcodes.CommandError(
+        raise errors.CommandError(
             "SourceDomain: give --source-domain or set gateway.account to user@domain",
             exitcodes.USAGE,
         )

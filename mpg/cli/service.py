@@ -3,7 +3,7 @@
 On Linux ``install`` writes a systemd unit (:mod:`mpg.ops.systemd`) and enables it;
 ``start``, ``stop``, ``status``, ``reload`` and ``uninstall`` wrap ``systemctl``. On
 Windows the same commands register and control a Windows service
-(:mod:`mpg.ops.windows`, pywin32); ``reload`` does not exist there (restart instead).
+(:mod:`mpg.service.windows`, pywin32); ``reload`` does not exist there (restart instead).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from types import ModuleType
 
 import click
 
-from mpg import config, errors
-from mpg.cli import exitcodes
+from mpg import config, errors, exitcodes
 from mpg.ops import systemd
 
 ROLE = click.Choice(["gateway", "server"])
@@ -45,15 +44,15 @@ def writable_paths(role: systemd.Role, settings: config.Settings) -> list[pathli
 
 
 def _windows() -> ModuleType | None:
-    """:mod:`mpg.ops.windows` on Windows, else None (pywin32 exists only there)."""
-    return importlib.import_module("mpg.ops.windows") if sys.platform == "win32" else None
+    """:mod:`mpg.service.windows` on Windows, else None (pywin32 exists only there)."""
+    return importlib.import_module("mpg.service.windows") if sys.platform == "win32" else None
 
 
 def _systemctl(*args: str) -> int:
     try:
         return subprocess.run(["systemctl", *args], check=False).returncode
     except FileNotFoundError:
-        raise exitcodes.CommandError("systemctl not found: is this a systemd system?") from None
+        raise errors.CommandError("systemctl not found: is this a systemd system?") from None
 
 
 @click.group("service")
@@ -97,7 +96,7 @@ def install(
     try:
         settings = config.load(config_file)
     except errors.ConfigError as exc:
-        raise exitcodes.CommandError(str(exc), exitcodes.CONFIG) from exc
+        raise errors.CommandError(str(exc), exitcodes.CONFIG) from exc
     windows = _windows()
     if windows is not None:
         password = os.environ.get(password_env) if password_env else None
@@ -119,7 +118,7 @@ def install(
     if not no_enable:
         _systemctl("daemon-reload")
         if _systemctl("enable", systemd.unit_name(role)) != 0:
-            raise exitcodes.CommandError(f"systemctl enable {systemd.unit_name(role)} failed")
+            raise errors.CommandError(f"systemctl enable {systemd.unit_name(role)} failed")
         click.echo(f"enabled {systemd.unit_name(role)}; start it with `mpg service start`")
 
 
@@ -153,7 +152,7 @@ def _wrap(verb: str, help_text: str) -> click.Command:
         if windows is None:
             return _systemctl(verb, systemd.unit_name(role))
         if verb == "reload":
-            raise exitcodes.CommandError("Windows services have no reload: stop and start")
+            raise errors.CommandError("Windows services have no reload: stop and start")
         result = getattr(windows, verb)(role)
         if result is not None:
             click.echo(result)

@@ -205,7 +205,7 @@ class DropFolder:
         digest = hashlib.sha256(data).hexdigest()
         try:
             outcome, tx = self._accept(path.name, data, digest)
-        except dropfile.DropFileError as exc:
+        except errors.DropFileError as exc:
             self._reject(path, exc)
             return None
         faults.reach(AFTER_INSERT)
@@ -239,10 +239,10 @@ class DropFolder:
         except errors.ValidationError as exc:
             if made_here:
                 files.remove_tree(written)
-            if isinstance(exc, dropfile.DropFileError):
+            if isinstance(exc, errors.DropFileError):
                 raise
             field = "attachments" if exc.field == "AttachmentList" else exc.field
-            raise dropfile.DropFileError(exc.field, exc.reason, line=doc.line_of(field)) from None
+            raise errors.DropFileError(exc.field, exc.reason, line=doc.line_of(field)) from None
         return outcome, tx
 
     def _defaults(self, values: dict[str, object]) -> dict[str, object]:
@@ -271,7 +271,7 @@ class DropFolder:
         entries: list[str] = []
         for seq, att in enumerate(doc.attachments, 1):
             if att.file:
-                raise dropfile.DropFileError(
+                raise errors.DropFileError(
                     "attachment",
                     'file= is for inbound files; give path= or encoding="base64"',
                     line=att.line,
@@ -284,17 +284,17 @@ class DropFolder:
             elif att.path:
                 path = att.path
             else:
-                raise dropfile.DropFileError(
+                raise errors.DropFileError(
                     "attachment", 'give path= or encoding="base64"', line=att.line
                 )
             if ";" in path or "|" in path:
-                raise dropfile.DropFileError(
+                raise errors.DropFileError(
                     "attachment", "a path must not contain ';' or '|'", line=att.line
                 )
             entries.append(path if att.download_flag is None else f"{path}|{att.download_flag}")
         values["AttachmentList"] = ";".join(entries)
 
-    def _reject(self, path: pathlib.Path, exc: dropfile.DropFileError) -> None:
+    def _reject(self, path: pathlib.Path, exc: errors.DropFileError) -> None:
         reason = f"{path.name}: {exc}\n"
         files.write_atomic(self.failed / (path.name + ERROR_SUFFIX), reason.encode("utf-8"))
         os.replace(path, self.failed / path.name)

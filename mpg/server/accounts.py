@@ -23,7 +23,7 @@ from typing import Final, Literal, get_args
 
 import sqlalchemy as sa
 
-from mpg import config, errors, server, timefmt
+from mpg import config, errors, timefmt
 from mpg.server import tables
 from mpg.wire import keys
 
@@ -206,7 +206,7 @@ class AccountStore:
         """The stored account name and the unwrapped key a request was sealed with.
 
         Raises :class:`mpg.errors.UnknownKey` for an unknown account or key id and
-        :class:`mpg.server.AccountDisabled` when either is disabled.
+        :class:`mpg.errors.AccountDisabled` when either is disabled.
         """
         account_id = normalize(account)
         now = time.monotonic()
@@ -218,9 +218,9 @@ class AccountStore:
         if row is None:
             raise errors.UnknownKey(f"unknown account or key: {account} / {key_id}")
         if row.AccountDisabled:
-            raise server.AccountDisabled(f"account {account_id} is disabled")
+            raise errors.AccountDisabled(f"account {account_id} is disabled")
         if row.KeyDisabled:
-            raise server.AccountDisabled(f"key {key_id} of {account_id} is disabled")
+            raise errors.AccountDisabled(f"key {key_id} of {account_id} is disabled")
         try:
             secret = keys.unwrap_key(self._master, account_id, key_id, row.WrappedKey)
         except errors.WireError as exc:

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 import structlog
 from starlette import applications, concurrency, requests, responses, routing
 
-from mpg import config, errors, metrics, server
+from mpg import config, errors, metrics
 from mpg.ops import health, systemd
 from mpg.server import accounts, auth, blobs, queues, replay, tables
 from mpg.storage import notify
@@ -48,14 +48,14 @@ BLOB_DIR: Final = "blobs"
 #: Exception class -> (HTTP status, error code); the first match wins, so subclasses
 #: come before their bases.
 ERRORS: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
-    (server.TooLarge, 413, "too_large"),
-    (server.NotFound, 404, "not_found"),
-    (server.Forbidden, 403, "forbidden"),  # includes AccountDisabled
+    (errors.TooLarge, 413, "too_large"),
+    (errors.NotFound, 404, "not_found"),
+    (errors.Forbidden, 403, "forbidden"),  # includes AccountDisabled
     (errors.ReplayedEnvelope, 409, "replayed"),
     (errors.EnvelopeError, 401, "unauthenticated"),  # TamperedEnvelope, UnknownKey
     (errors.WireError, 400, "bad_request"),  # includes UnsafeXml
     (errors.ValidationError, 400, "bad_request"),
-    (server.Unavailable, 503, "unavailable"),
+    (errors.Unavailable, 503, "unavailable"),
 )
 INTERNAL: Final = (500, "internal")
 
@@ -199,7 +199,7 @@ class PushServer:
             if handler is None:
                 raise errors.WireError(f"unknown operation {op!r}")
             if self.waiters.stopping:
-                raise server.Unavailable("the server is stopping")
+                raise errors.Unavailable("the server is stopping")
             body = await _read_body(request, self.settings.max_request_bytes)
             opened = await concurrency.run_in_threadpool(self.opener.open, op, body)
             payload, args = await handler(opened)
@@ -318,15 +318,15 @@ def _arg(args: dict[str, Any], name: str, kind: type[_T]) -> _T:
 
 
 async def _read_body(request: requests.Request, limit: int) -> bytes:
-    """The request body, refused with :class:`mpg.server.TooLarge` beyond ``limit``."""
+    """The request body, refused with :class:`mpg.errors.TooLarge` beyond ``limit``."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise server.TooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+        raise errors.TooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise server.TooLarge(f"body is over the {limit}-byte limit")
+            raise errors.TooLarge(f"body is over the {limit}-byte limit")
     return bytes(body)
 
 

@@ -40,7 +40,7 @@ class RequestOpener:
         """Authenticate ``body`` posted to ``/v1/<op>``.
 
         Raises :class:`mpg.errors.TamperedEnvelope` (no envelope, bad framing or tag),
-        :class:`mpg.errors.UnknownKey`, :class:`mpg.server.AccountDisabled`,
+        :class:`mpg.errors.UnknownKey`, :class:`mpg.errors.AccountDisabled`,
         :class:`mpg.errors.ReplayedEnvelope`, or :class:`mpg.errors.WireError` when
         the envelope was sealed for another operation.
         """

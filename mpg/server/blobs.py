@@ -23,7 +23,7 @@ from typing import Final
 import sqlalchemy as sa
 import structlog
 
-from mpg import errors, server
+from mpg import errors
 from mpg.server import queues, tables
 from mpg.wire import model
 
@@ -117,7 +117,7 @@ class BlobStore:
         """Read ``length`` bytes (at most :data:`MAX_RANGE`) from ``offset``.
 
         The caller must be the message's sender or one of its recipients
-        (:class:`mpg.server.Forbidden`); :class:`mpg.server.NotFound` when there is
+        (:class:`mpg.errors.Forbidden`); :class:`mpg.errors.NotFound` when there is
         no such message or attachment.
         """
         if offset < 0 or length < 0:
@@ -128,7 +128,7 @@ class BlobStore:
                 sa.select(t.SenderAccount, t.State).where(t.MessageId == message_id)
             ).first()
             if msg is None or msg.State == queues.MessageState.REFUSED:
-                raise server.NotFound(f"no message {message_id}")
+                raise errors.NotFound(f"no message {message_id}")
             if msg.SenderAccount != account:
                 entry = conn.execute(
                     sa.select(r.EntryId)
@@ -141,14 +141,14 @@ class BlobStore:
                     .limit(1)
                 ).first()
                 if entry is None:
-                    raise server.Forbidden(f"{account} may not read message {message_id}")
+                    raise errors.Forbidden(f"{account} may not read message {message_id}")
             file = conn.execute(
                 sa.select(a.FileSize, a.Sha256, a.BlobPath).where(
                     a.MessageId == message_id, a.SeqNo == seq
                 )
             ).first()
         if file is None:
-            raise server.NotFound(f"message {message_id} has no attachment {seq}")
+            raise errors.NotFound(f"message {message_id} has no attachment {seq}")
         length = min(length, MAX_RANGE, max(file.FileSize - offset, 0))
         data = b""
         if length:

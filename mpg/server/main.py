@@ -31,8 +31,7 @@ import structlog
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from mpg import config, errors, logs
-from mpg.cli import exitcodes
+from mpg import config, errors, exitcodes, logs
 from mpg.ops import systemd
 from mpg.server import accounts, app, housekeeping, tables
 

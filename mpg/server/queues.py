@@ -41,7 +41,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 import structlog
 
-from mpg import errors, server
+from mpg import errors
 from mpg.server import accounts, tables
 from mpg.wire import content, model, recipients
 
@@ -670,7 +670,7 @@ class QueueStore:
     def history(self, sender: str, tx_message_id: str) -> tuple[str, list[model.ServerEvent]]:
         """``(MessageId, events)`` of a message ``sender`` submitted, oldest first.
 
-        Raises :class:`mpg.server.NotFound` when ``sender`` has no accepted message
+        Raises :class:`mpg.errors.NotFound` when ``sender`` has no accepted message
         with that TxMessageId (someone else's message is not found either).
         """
         t = tables.transmit_queue.c
@@ -684,7 +684,7 @@ class QueueStore:
                 )
             ).scalar()
             if message_id is None:
-                raise server.NotFound(f"no accepted message {tx_message_id} from {sender}")
+                raise errors.NotFound(f"no accepted message {tx_message_id} from {sender}")
             rows = conn.execute(
                 sa.select(e.At, e.Kind, e.Account, e.Detail)
                 .where(e.MessageId == message_id)

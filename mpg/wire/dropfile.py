@@ -7,7 +7,7 @@ document tells what became of an Outbox row. ``mpg-drop.xsd`` describes both;
 ``docs/dropfolders.md`` is the user's guide.
 
 Every document is parsed by :mod:`mpg.wire.xmlsafe` and then validated against the
-XSD; every problem raises :class:`DropFileError`, which names the line (when known),
+XSD; every problem raises :class:`mpg.errors.DropFileError`, which names the line (when known),
 the element and the reason.
 """
 
@@ -79,16 +79,6 @@ _TRUE: Final = frozenset({"1", "true"})
 # AttachmentList uses); everything else, Chinese included, stays as it is.
 _UNSAFE_NAME: Final = re.compile(r'[\\/:*?"<>|;\x00-\x1f\x7f]+')
 _MAX_NAME: Final = 120
-
-
-class DropFileError(errors.ValidationError):
-    """A document is invalid: ``line`` (0 when unknown), ``field`` and ``reason``."""
-
-    def __init__(self, field: str, reason: str, *, line: int = 0) -> None:
-        super().__init__(field, reason)
-        self.line = line
-        where = f"line {line}: " if line else ""
-        self.args = (f"{where}{field}: {reason}",)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -219,9 +209,9 @@ def _load(data: bytes, root_name: str, max_bytes: int) -> etree._Element:
     try:
         root = xmlsafe.parse(data, max_bytes=max_bytes)
     except errors.WireError as exc:
-        raise DropFileError("document", str(exc), line=_line_in(str(exc))) from None
+        raise errors.DropFileError("document", str(exc), line=_line_in(str(exc))) from None
     if root.tag != root_name:
-        raise DropFileError(
+        raise errors.DropFileError(
             "document",
             f"expected a <{root_name}> document, got <{root.tag}>",
             line=_source_line(root),
@@ -231,7 +221,7 @@ def _load(data: bytes, root_name: str, max_bytes: int) -> etree._Element:
     except errors.WireError as exc:
         line = _line_in(str(exc))
         reason = re.sub(r"^line \d+: ", "", str(exc))
-        raise DropFileError(_element_in(reason), reason, line=line) from None
+        raise errors.DropFileError(_element_in(reason), reason, line=line) from None
     return root
 
 
@@ -260,7 +250,7 @@ def _content_text(el: etree._Element) -> str:
 
 
 def parse_message(data: bytes, *, max_bytes: int = xmlsafe.MAX_BYTES) -> Message:
-    """Parse and validate a ``<message>`` document; raises :class:`DropFileError`."""
+    """Parse and validate a ``<message>`` document; raises :class:`mpg.errors.DropFileError`."""
     root = _load(data, MESSAGE, max_bytes)
     fields: dict[str, str] = {}
     lines: dict[str, int] = {}
@@ -282,21 +272,21 @@ def _parse_attachment(el: etree._Element) -> Attachment:
     encoded = el.get("encoding") == "base64"
     sources = [bool(el.get("path")), encoded, bool(el.get("file"))]
     if sum(sources) > 1:
-        raise DropFileError(
+        raise errors.DropFileError(
             "attachment", 'give only one of path, file and encoding="base64"', line=line
         )
     data = None
     if encoded:
         if not el.get("name"):
-            raise DropFileError("attachment", "an embedded file needs a name", line=line)
+            raise errors.DropFileError("attachment", "an embedded file needs a name", line=line)
         try:
             data = base64.b64decode("".join((el.text or "").split()), validate=True)
         except (binascii.Error, ValueError):
-            raise DropFileError(
+            raise errors.DropFileError(
                 "attachment", "embedded bytes are not valid base64", line=line
             ) from None
     elif (el.text or "").strip():
-        raise DropFileError(
+        raise errors.DropFileError(
             "attachment", 'text inside <attachment> needs encoding="base64"', line=line
         )
     flag = el.get("downloadflag")
@@ -318,7 +308,7 @@ def _parse_attachment(el: etree._Element) -> Attachment:
 
 
 def parse_receipt(data: bytes, *, max_bytes: int = xmlsafe.MAX_BYTES) -> Receipt:
-    """Parse and validate a ``<receipt>`` document; raises :class:`DropFileError`."""
+    """Parse and validate a ``<receipt>`` document; raises :class:`mpg.errors.DropFileError`."""
     root = _load(data, RECEIPT, max_bytes)
     values = {str(el.tag): el.text or "" for el in root}
     from_state = values.get("FromState")
@@ -340,20 +330,20 @@ def flag(value: str, field: str, line: int) -> bool:
     """A bit column's text (1/0/true/false, as the XSD allows) as a bool."""
     text = value.strip().lower()
     if text not in (*_TRUE, "0", "false"):
-        raise DropFileError(field, f"must be 1, 0, true or false, not {value!r}", line=line)
+        raise errors.DropFileError(field, f"must be 1, 0, true or false, not {value!r}", line=line)
     return text in _TRUE
 
 
 def outbox_values(message: Message) -> dict[str, object]:
     """The Outbox column values a drop file sets (AttachmentList aside).
 
-    Raises :class:`DropFileError` for a column an ERP does not write (RxMessageId,
+    Raises :class:`mpg.errors.DropFileError` for a column an ERP does not write (RxMessageId,
     State, …): the gateway sets those itself.
     """
     values: dict[str, object] = {}
     for name, text in message.fields.items():
         if name not in DROP_FIELDS:
-            raise DropFileError(
+            raise errors.DropFileError(
                 name,
                 "is not accepted in a drop file (the gateway sets it)",
                 line=message.line_of(name),

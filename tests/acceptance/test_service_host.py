@@ -12,7 +12,7 @@ import structlog
 from harness import DEADLINE, World, wait_for
 
 from mpg import config
-from mpg.ops import host
+from mpg.service import host
 
 
 @pytest.fixture(autouse=True)

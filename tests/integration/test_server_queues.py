@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from mpg import errors, server
+from mpg import errors
 from mpg.server import accounts, blobs, housekeeping, queues, tables
 from mpg.wire import content, keys, model
 
@@ -369,11 +369,11 @@ def test_download_by_a_stranger_is_forbidden_and_unknown_is_not_found(
     upload(files, "tx-5", data, 100)
     [result] = q.submit(SENDER, [attachment_message(data, "tx-5")])
     assert files.download(SENDER, result.message_id, 1, 0, 100).data == data
-    with pytest.raises(server.Forbidden):
+    with pytest.raises(errors.Forbidden):
         files.download("carol@example.com", result.message_id, 1, 0, 100)
-    with pytest.raises(server.NotFound):
+    with pytest.raises(errors.NotFound):
         files.download(SENDER, result.message_id, 2, 0, 100)
-    with pytest.raises(server.NotFound):
+    with pytest.raises(errors.NotFound):
         files.download(SENDER, str(uuid.uuid4()), 1, 0, 100)
 
 
@@ -402,7 +402,7 @@ def test_housekeeping_forgets_served_messages_past_retention_only(
     q.ack(SENDER, [receipt.entry_id])
 
     assert housekeeping.purge(engine, 5, clock=lambda: later).messages == 1
-    with pytest.raises(server.NotFound):
+    with pytest.raises(errors.NotFound):
         q.history(SENDER, old.tx_message_id)
     assert q.history(SENDER, young.tx_message_id)[1][0].kind == "received"
     assert table_count(engine, tables.transmit_queue) == 1
@@ -446,5 +446,5 @@ def test_history_lists_the_server_side_events_of_a_message(q: queues.QueueStore)
         ("acknowledged", "bob@example.com"),
         ("served", SENDER),
     ]
-    with pytest.raises(server.NotFound):
+    with pytest.raises(errors.NotFound):
         q.history(OTHER_SENDER, result.tx_message_id)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mpg import errors
 from mpg.wire import content, dropfile, xsd
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -31,8 +32,8 @@ FIELDS: dict[str, object] = {
 }
 
 
-def error(document: bytes) -> dropfile.DropFileError:
-    with pytest.raises(dropfile.DropFileError) as caught:
+def error(document: bytes) -> errors.DropFileError:
+    with pytest.raises(errors.DropFileError) as caught:
         dropfile.parse_message(document)
     return caught.value
 
@@ -122,7 +123,7 @@ def test_flag_and_receiver_type_are_checked_by_the_schema() -> None:
 def test_outbox_values_refuse_columns_the_gateway_sets() -> None:
     """State or RxMessageId in a drop file is refused naming its line."""
     doc = dropfile.parse_message(b"<message>\n<Subject>x</Subject>\n<State>29</State>\n</message>")
-    with pytest.raises(dropfile.DropFileError) as caught:
+    with pytest.raises(errors.DropFileError) as caught:
         dropfile.outbox_values(doc)
     assert (caught.value.line, caught.value.field) == (3, "State")
 

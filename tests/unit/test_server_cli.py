@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner, Result
 
-from mpg import errors
-from mpg.cli import context, exitcodes
+from mpg import errors, exitcodes
+from mpg.cli import context
 from mpg.cli import server as server_cli
 from mpg.wire import keys
 

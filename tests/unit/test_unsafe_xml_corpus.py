@@ -141,5 +141,5 @@ def test_drop_folder_moves_an_attack_to_failed_with_the_reason(
 
 def test_drop_folder_refuses_a_file_over_its_size_limit(tmp_path: pathlib.Path) -> None:
     """drop_max_bytes bounds a drop file before it is parsed."""
-    with pytest.raises(dropfile.DropFileError, match="exceeds the 2048 limit"):
+    with pytest.raises(errors.DropFileError, match="exceeds the 2048 limit"):
         dropfile.parse_message(b"<message>" + b" " * 4096 + b"</message>", max_bytes=2048)

@@ -2,7 +2,7 @@
 
 A Windows service has no signals and no console: its control thread sets an event
 when the Service Control Manager says stop, and its log must go to a file. This
-module is that platform-neutral body (tested here); :mod:`mpg.ops.windows` is only
+module is that platform-neutral body (tested here); :mod:`mpg.service.windows` is only
 the thin pywin32 shell around it.
 """
 

@@ -1,4 +1,4 @@
-"""The Windows service: a thin pywin32 shell around :func:`mpg.ops.host.run_role`.
+"""The Windows service: a thin pywin32 shell around :func:`mpg.service.host.run_role`.
 
 Imported only on Windows (``mpg service`` imports it when ``sys.platform`` is
 ``win32``). pywin32's service framework is used rather than a wrapper such as NSSM or
@@ -19,7 +19,7 @@ import servicemanager
 import win32service
 import win32serviceutil
 
-from mpg.ops import host
+from mpg.service import host
 
 #: Milliseconds the Service Control Manager is told a stop may take (grace + margin).
 STOP_WAIT_HINT_MS: Final = 45_000

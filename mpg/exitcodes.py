@@ -32,18 +32,9 @@ SERVER: Final = 5
 INTERRUPTED: Final = 130
 
 
-class CommandError(Exception):
-    """A command gives up with a readable ``message`` and an exit ``code``."""
-
-    def __init__(self, message: str, code: int = FAILURE) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
 def for_exception(exc: BaseException) -> int:
     """The exit code for an exception that ended a command."""
-    if isinstance(exc, CommandError):
+    if isinstance(exc, errors.CommandError):
         return exc.code
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED
