@@ -1,6 +1,13 @@
 """When to try again after a failure (pure: no sleeping, no I/O).
 
-Transient failures (server down, timeouts, 5xx, a locked database) are retried with
+Whether a failure is transient is the one decision of :func:`is_transient`, and it
+asks the layer that raised the error: the database core for a
+:class:`~mpg.errors.StorageError` (locked, busy, connection lost: yes; a missing
+table or a constraint: no), the push client for a server error (it raises
+:class:`~mpg.errors.TransientServerError` for outages, timeouts, 5xx and 429).
+Anything else is a bug or bad input, not worth retrying as such.
+
+Transient failures are retried with
 exponential backoff and "equal jitter" (half fixed, half random), capped at
 ``max_delay``, for as long as it takes: they never fail a row. Whether a row has
 waited too long is the send timeout's business (State 97), not the retry policy's.
@@ -12,18 +19,16 @@ import random
 from typing import Final
 
 from mpg import errors
+from mpg.storage import database
 
 BASE_DELAY: Final = 0.2
 
-#: Errors that retrying the same request cannot fix.
-PERMANENT: Final = (errors.RefusedByServer, errors.ValidationError, errors.WireError)
-#: Errors that go away by themselves.
-TRANSIENT: Final = (errors.TransientServerError, errors.StorageError)
-
 
 def is_transient(error: BaseException) -> bool:
-    """True when the failure is worth retrying later."""
-    return isinstance(error, TRANSIENT) and not isinstance(error, PERMANENT)
+    """True when the failure is worth retrying later (see the module docstring)."""
+    if isinstance(error, errors.StorageError):
+        return database.is_transient(error)
+    return isinstance(error, errors.TransientServerError)
 
 
 def delay(attempt: int, *, max_delay: float, rng: random.Random | None = None) -> float:

@@ -35,6 +35,7 @@ import sqlalchemy.exc
 import structlog
 
 from mpg import errors
+from mpg.storage import database
 from mpg.storage import tables as storage_tables
 
 log = structlog.get_logger(__name__)
@@ -252,32 +253,8 @@ def transaction(engine: sa.Engine) -> collections.abc.Iterator[sa.Connection]:
         raise errors.StorageError(f"server database: {type(exc).__name__}: {exc}") from exc
 
 
-#: SQLSTATEs (PostgreSQL) and error numbers (MariaDB) of a transaction that lost a race
-#: to another one and may simply run again: serialization failure, deadlock, lock wait.
-_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})
-_RETRYABLE_MYSQL_ERRORS: Final = frozenset({1213, 1205})
 #: Attempts :func:`retrying` makes before giving up.
 ATTEMPTS: Final = 5
-
-
-def lost_race(exc: BaseException) -> bool:
-    """True when ``exc`` (as raised by :func:`transaction`) says another process won a race.
-
-    A unique violation counts: two processes inserting the same key (an idempotent
-    submit of one TxMessageId) must not both succeed, and the loser, run again, finds
-    the winner's row. Deadlocks and serialization failures are the database asking
-    for a retry.
-    """
-    cause = exc.__cause__ if isinstance(exc, errors.StorageError) else exc
-    if isinstance(cause, sa.exc.IntegrityError):
-        return True
-    if not isinstance(cause, sa.exc.DBAPIError):
-        return False
-    orig: Any = cause.orig
-    if getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
-        return True
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
-    return bool(args) and args[0] in _RETRYABLE_MYSQL_ERRORS
 
 
 def retrying(operation: collections.abc.Callable[[], _T]) -> _T:
@@ -291,7 +268,7 @@ def retrying(operation: collections.abc.Callable[[], _T]) -> _T:
         try:
             return operation()
         except errors.StorageError as exc:
-            if attempt >= ATTEMPTS or not lost_race(exc):
+            if attempt >= ATTEMPTS or not database.lost_race(exc):
                 raise
             log.info("transaction_retried", attempt=attempt, error=str(exc.__cause__)[:200])
             attempt += 1

@@ -135,6 +135,32 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+#: SQLSTATEs (PostgreSQL) and error numbers (MariaDB) of a transaction that lost a race
+#: to another one and may simply run again: serialization failure, deadlock, lock wait.
+_RACE_SQLSTATES: Final = frozenset({"40001", "40P01"})
+_RACE_MYSQL_ERRORS: Final = frozenset({1213, 1205})
+
+
+def lost_race(exc: BaseException) -> bool:
+    """Whether a transaction failed because a concurrent one won (run it again).
+
+    A unique violation counts: two processes inserting the same key (an idempotent
+    submit of one TxMessageId) must not both succeed, and the loser, run again, finds
+    the winner's row. Deadlocks and serialization failures are the database asking
+    for a retry. Accepts what :func:`is_transient` accepts.
+    """
+    cause = exc.__cause__ if isinstance(exc, errors.StorageError) else exc
+    if isinstance(cause, sa.exc.IntegrityError):
+        return True
+    if not isinstance(cause, sa.exc.DBAPIError):
+        return False
+    orig: Any = cause.orig
+    if getattr(orig, "sqlstate", None) in _RACE_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _RACE_MYSQL_ERRORS
+
+
 def _describe(exc: sa.exc.SQLAlchemyError) -> str:
     """The driver's own words (e.g. "database is locked"), without SQL or parameters."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
