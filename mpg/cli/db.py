@@ -7,7 +7,8 @@ import json
 import click
 
 from mpg.cli import context
-from mpg.storage import database, notify, tables
+from mpg.db import notify
+from mpg.storage import database, outbox_trigger, tables
 
 
 @click.command("init-db")
@@ -29,13 +30,13 @@ def init_db(obj: context.CliContext, as_json: bool, notify_trigger: bool) -> Non
         raise click.UsageError("--notify needs a PostgreSQL database_url")
     created = set(database.init_db(obj.engine))
     if notify_trigger:
-        notify.install_trigger(obj.engine)
+        outbox_trigger.install_trigger(obj.engine)
     names = [table.name for table in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES)]
     present = [name for name in names if name not in created]
     if as_json:
         result = {"created": sorted(created), "present": present}
         if notify_trigger:
-            result["trigger"] = [notify.CHANNEL]
+            result["trigger"] = [outbox_trigger.CHANNEL]
         click.echo(json.dumps(result))
         return
     for name in names:
@@ -44,5 +45,7 @@ def init_db(obj: context.CliContext, as_json: bool, notify_trigger: bool) -> Non
         else:
             click.echo(f"already present  {name} (left as it is)")
     if notify_trigger:
-        click.echo(f"installed        trigger mpg_outbox_ready on Outbox (NOTIFY {notify.CHANNEL})")
+        click.echo(
+            f"installed        trigger mpg_outbox_ready on Outbox (NOTIFY {outbox_trigger.CHANNEL})"
+        )
     click.echo(f"database: {obj.engine.url.render_as_string(hide_password=True)}")

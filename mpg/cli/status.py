@@ -9,7 +9,7 @@ import click
 
 from mpg import errors, timefmt
 from mpg.cli import context, operate
-from mpg.ops import health
+from mpg.db import transactions
 from mpg.storage import states
 
 
@@ -29,7 +29,7 @@ def readiness(obj: context.CliContext) -> dict[str, str]:
     """
     results = {"database": "ok", "server": "not checked (no gateway credential configured)"}
     try:
-        health.probe_database(obj.engine)
+        transactions.probe_writable(obj.engine)
     except errors.StorageError as exc:
         results["database"] = str(exc)
     push = operate.push_client(obj)

@@ -19,7 +19,7 @@ import random
 from typing import Final
 
 from mpg import errors
-from mpg.storage import database
+from mpg.db import transactions
 
 BASE_DELAY: Final = 0.2
 
@@ -27,7 +27,7 @@ BASE_DELAY: Final = 0.2
 def is_transient(error: BaseException) -> bool:
     """True when the failure is worth retrying later (see the module docstring)."""
     if isinstance(error, errors.StorageError):
-        return database.is_transient(error)
+        return transactions.is_transient(error)
     return isinstance(error, errors.TransientServerError)
 
 

@@ -24,10 +24,11 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs, metrics
+from mpg.db import notify, transactions
 from mpg.gateway import attachfiles, dropfolder, folders, inbound, outbound, wakeup
 from mpg.gateway import client as client_mod
 from mpg.ops import health, systemd
-from mpg.storage import database, history, inbox, notify, outbox, schema, tables
+from mpg.storage import database, history, inbox, outbox, outbox_trigger, schema, tables
 from mpg.wire import keys
 
 log = structlog.get_logger("mpg.gateway")
@@ -116,7 +117,7 @@ class Gateway:
             else None
         )
         self.listener = (
-            notify.OutboxListener(self.engine, self.wake)
+            outbox_trigger.OutboxListener(self.engine, self.wake)
             if gw.watch_database and notify.supported(self.engine)
             else None
         )
@@ -127,7 +128,10 @@ class Gateway:
             else health.HealthServer(
                 gw.health_host,
                 gw.health_port,
-                {"database": lambda: health.probe_database(self.engine), "server": self.push.ping},
+                {
+                    "database": lambda: transactions.probe_writable(self.engine),
+                    "server": self.push.ping,
+                },
                 metrics.registry(self._collectors()),
             )
         )
@@ -277,7 +281,7 @@ def stalled(cycle_started: float | None, now: float, limit: float) -> bool:
 
 def _require_tables(engine: sa.Engine) -> schema.Report:
     """Check the tables at start: all present and fit (names every problem), or raise."""
-    with database.connect(engine, "checking the gateway's tables") as conn:
+    with transactions.connect(engine, "checking the gateway's tables") as conn:
         found = schema.check(conn)
     if found.missing_tables:
         raise errors.StorageError(

@@ -19,8 +19,9 @@ from typing import Final
 import structlog
 
 from mpg import errors, timefmt
+from mpg.db import transactions
 from mpg.gateway import client as client_mod
-from mpg.storage import database, outbox, states
+from mpg.storage import outbox, states
 from mpg.storage.states import OutboxState as S
 from mpg.wire import content, model
 
@@ -134,7 +135,7 @@ class Voider:
             # first, the RECALL inside the same transaction (the row stays locked
             # for one request), and a refused or failed RECALL rolls the void back.
             note += "; recalled from the server"
-            with database.begin(self._repo.engine, "voiding an Outbox row") as conn:
+            with transactions.begin(self._repo.engine, "voiding an Outbox row") as conn:
                 if self._repo.transition([(tx_id, note)], state, S.VOIDED, conn=conn):
                     outcome = self.recall(row)
                     return Voided(tx_id, int(state), f"{note} ({outcome})")

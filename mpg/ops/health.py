@@ -1,4 +1,4 @@
-"""Health, readiness and metrics over HTTP, and the database readiness probe.
+"""Health, readiness and metrics over HTTP.
 
 ``/healthz`` answers 200 while the process runs; ``/readyz`` 200 only when every
 readiness check passes (503 with the failures as JSON otherwise); ``/metrics`` the
@@ -13,51 +13,16 @@ import http.server
 import json
 import threading
 from collections.abc import Callable, Mapping
-from typing import Final
 
 import prometheus_client
-import sqlalchemy as sa
 import structlog
 
 from mpg import errors, metrics
 
 log = structlog.get_logger(__name__)
 
-#: Longest the probe waits for a SQLite write lock before calling the database busy.
-PROBE_LOCK_TIMEOUT_MS: Final = 500
-
 #: A readiness check returns nothing when ready and raises (any exception) when not.
 Check = Callable[[], None]
-
-
-def probe_database(engine: sa.Engine) -> None:
-    """Raise :class:`~mpg.errors.StorageError` unless the database can take a write now.
-
-    On SQLite a ``BEGIN IMMEDIATE`` (rolled back at once) is what proves it: in WAL
-    mode reads succeed even while another process holds the file locked, but the
-    gateway and the server must write to make progress. Elsewhere ``SELECT 1``.
-    """
-    try:
-        with engine.connect() as conn:
-            if engine.dialect.name != "sqlite":
-                conn.exec_driver_sql("SELECT 1")
-                return
-            raw = conn.connection.dbapi_connection
-            assert raw is not None  # a checked-out connection always has one
-            cursor = raw.cursor()
-            try:
-                previous = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
-                cursor.execute(f"PRAGMA busy_timeout={PROBE_LOCK_TIMEOUT_MS}")
-                try:
-                    cursor.execute("BEGIN IMMEDIATE")
-                    cursor.execute("ROLLBACK")
-                finally:
-                    cursor.execute(f"PRAGMA busy_timeout={int(previous)}")
-            finally:
-                cursor.close()
-    except Exception as exc:  # SQLAlchemy's errors and the raw driver's (sqlite3.Error)
-        metrics.DATABASE_ERRORS.inc()
-        raise errors.StorageError(f"database not writable: {exc}") from exc
 
 
 def readiness(checks: Mapping[str, Check]) -> dict[str, str]:

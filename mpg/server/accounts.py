@@ -24,6 +24,7 @@ from typing import Final, Literal, get_args
 import sqlalchemy as sa
 
 from mpg import config, errors, timefmt
+from mpg.db import transactions
 from mpg.server import tables
 from mpg.wire import keys
 
@@ -137,7 +138,7 @@ class AccountStore:
             )
         credential = keys.new_credential()
         now = timefmt.now_text("utc")
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "adding an account") as conn:
             exists = conn.execute(
                 sa.select(tables.account.c.AccountId).where(
                     tables.account.c.AccountId == account_id
@@ -160,14 +161,14 @@ class AccountStore:
         """
         info = self._existing(name)
         credential = keys.new_credential()
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "adding a key") as conn:
             self._insert_key(conn, info.account_id, credential, timefmt.now_text("utc"))
         return info, credential
 
     def disable(self, name: str) -> str:
         """Disable an account: every request made as it is refused from now on."""
         account_id = self._existing(name).account_id
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "disabling an account") as conn:
             conn.execute(
                 tables.account.update()
                 .where(tables.account.c.AccountId == account_id)
@@ -179,7 +180,7 @@ class AccountStore:
     def disable_key(self, name: str, key_id: str) -> str:
         """Disable one key of an account (after a rotation)."""
         account_id = self._existing(name).account_id
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "disabling a key") as conn:
             changed = conn.execute(
                 tables.account_key.update()
                 .where(
@@ -238,8 +239,8 @@ class AccountStore:
         """``{account: kind}`` of the enabled accounts among ``names`` (stored forms)."""
         found: dict[str, str] = {}
         a = tables.account.c
-        with tables.transaction(self._engine) as conn:
-            for part in tables.chunks(names):
+        with transactions.begin(self._engine, "reading account kinds") as conn:
+            for part in transactions.chunks(names):
                 rows = conn.execute(
                     sa.select(a.AccountId, a.Kind).where(
                         a.AccountId.in_(part), a.Disabled == sa.false()
@@ -279,7 +280,7 @@ class AccountStore:
             .join_from(tables.account, tables.account_key, a.AccountId == k.AccountId)
             .where(a.AccountId == account_id, k.KeyId == key_id)
         )
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "reading an account key") as conn:
             return conn.execute(query).first()
 
     def _load(self, names: list[str] | None) -> list[AccountInfo]:
@@ -289,7 +290,7 @@ class AccountStore:
         if names is not None:
             accounts = accounts.where(a.AccountId.in_(names))
             key_rows = key_rows.where(k.AccountId.in_(names))
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "listing accounts") as conn:
             account_rows = conn.execute(accounts).all()
             by_account: dict[str, list[KeyInfo]] = {}
             for row in conn.execute(key_rows):

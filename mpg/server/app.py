@@ -31,9 +31,9 @@ import structlog
 from starlette import applications, concurrency, requests, responses, routing
 
 from mpg import config, errors, metrics
+from mpg.db import notify, transactions
 from mpg.ops import health, systemd
 from mpg.server import accounts, auth, blobs, queues, replay, tables
-from mpg.storage import notify
 from mpg.wire import payloads
 
 log = structlog.get_logger(__name__)
@@ -218,7 +218,7 @@ class PushServer:
     async def readyz(self, request: requests.Request) -> responses.Response:
         """``GET /readyz``: 200 when the database takes a write now, else 503."""
         failed = await concurrency.run_in_threadpool(
-            health.readiness, {"database": lambda: health.probe_database(self.engine)}
+            health.readiness, {"database": lambda: transactions.probe_writable(self.engine)}
         )
         return responses.JSONResponse(
             {"ready": not failed, "failed": failed}, status_code=503 if failed else 200

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 import structlog
 
 from mpg import errors
+from mpg.db import transactions
 from mpg.server import queues, tables
 from mpg.wire import model
 
@@ -104,7 +105,7 @@ class BlobStore:
                 log.info("upload_rejected", account=account, tx=tx, seq=seq, reason=problem)
                 raise errors.ValidationError("sha256", f"attachment {seq}: {problem}")
         s = tables.upload_stage.c
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "recording an upload") as conn:
             conn.execute(
                 tables.upload_stage.update()
                 .where(s.SenderAccount == account, s.TxMessageId == tx, s.SeqNo == seq)
@@ -123,7 +124,7 @@ class BlobStore:
         if offset < 0 or length < 0:
             raise errors.ValidationError("offset", "offset and length must not be negative")
         t, a, r = tables.transmit_queue.c, tables.transmit_attachment.c, tables.receive_queue.c
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "finding an attachment") as conn:
             msg = conn.execute(
                 sa.select(t.SenderAccount, t.State).where(t.MessageId == message_id)
             ).first()
@@ -160,7 +161,7 @@ class BlobStore:
     def _submitted(self, account: str, tx: str, seq: int) -> int | None:
         """The size of the attachment if (account, tx) was accepted already, else None."""
         t, a = tables.transmit_queue.c, tables.transmit_attachment.c
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "reading a submitted attachment") as conn:
             row = conn.execute(
                 sa.select(a.FileSize)
                 .join_from(
@@ -178,7 +179,7 @@ class BlobStore:
     def _stage(self, account: str, tx: str, seq: int) -> tuple[pathlib.Path, bool, int]:
         """The stage's file, whether it is complete and its size; created when new."""
         s = tables.upload_stage.c
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "staging an upload") as conn:
             row = conn.execute(
                 sa.select(s.Path, s.Complete, s.Size).where(
                     s.SenderAccount == account, s.TxMessageId == tx, s.SeqNo == seq

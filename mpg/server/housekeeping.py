@@ -19,6 +19,7 @@ from typing import Final
 import sqlalchemy as sa
 import structlog
 
+from mpg.db import transactions
 from mpg.server import queues, tables
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
     )
     done = Purged()
     while True:
-        with tables.transaction(engine) as conn:
+        with transactions.begin(engine, "purging finished messages") as conn:
             ids = list(
                 conn.execute(
                     sa.select(t.MessageId)

@@ -42,6 +42,7 @@ import sqlalchemy as sa
 import structlog
 
 from mpg import errors
+from mpg.db import transactions
 from mpg.server import accounts, tables
 from mpg.wire import content, model, recipients
 
@@ -175,7 +176,7 @@ class QueueStore:
         Idempotent per ``(sender_account, tx_message_id)``: a message submitted
         before, or twice in the batch, gets the first answer again.
         """
-        results, woken = tables.retrying(lambda: self._submit_once(sender_account, messages))
+        results, woken = transactions.retrying(lambda: self._submit_once(sender_account, messages))
         self._wake(woken)
         return [results[msg.tx_message_id] for msg in messages]
 
@@ -191,7 +192,7 @@ class QueueStore:
         now = self._clock()
         results: dict[str, model.SubmitResult] = {}
         writes = _Writes()
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "submitting messages") as conn:
             results.update(
                 self._previous_results(conn, sender_account, [m.tx_message_id for m in messages])
             )
@@ -224,7 +225,7 @@ class QueueStore:
     ) -> dict[str, model.SubmitResult]:
         t = tables.transmit_queue.c
         found: dict[str, model.SubmitResult] = {}
-        for part in tables.chunks(sorted(set(tx_ids))):
+        for part in transactions.chunks(sorted(set(tx_ids))):
             rows = conn.execute(
                 sa.select(t.TxMessageId, t.SubmitResult).where(
                     t.SenderAccount == sender, t.TxMessageId.in_(part)
@@ -237,7 +238,7 @@ class QueueStore:
     def _kinds(conn: sa.Connection, names: list[str]) -> dict[str, str]:
         a = tables.account.c
         found: dict[str, str] = {}
-        for part in tables.chunks(sorted(set(names))):
+        for part in transactions.chunks(sorted(set(names))):
             rows = conn.execute(
                 sa.select(a.AccountId, a.Kind).where(
                     a.AccountId.in_(part), a.Disabled == sa.false()
@@ -252,7 +253,7 @@ class QueueStore:
     ) -> dict[tuple[str, int], tables.Row]:
         s = tables.upload_stage.c
         found: dict[tuple[str, int], tables.Row] = {}
-        for part in tables.chunks(sorted(set(tx_ids))):
+        for part in transactions.chunks(sorted(set(tx_ids))):
             rows = conn.execute(
                 sa.select(tables.upload_stage).where(
                     s.SenderAccount == sender, s.TxMessageId.in_(part)
@@ -399,7 +400,7 @@ class QueueStore:
                 e.Recipient for e in entries if e.State in (EntryState.LEASED, EntryState.ACKED)
             )
         )
-        for part in tables.chunks(withdrawn + leased):
+        for part in transactions.chunks(withdrawn + leased):
             conn.execute(
                 tables.receive_queue.update()
                 .where(
@@ -469,7 +470,7 @@ class QueueStore:
         """
         t = tables.transmit_queue.c
         done: list[tables.Row] = []
-        for part in tables.chunks(sorted(set(message_ids))):
+        for part in transactions.chunks(sorted(set(message_ids))):
             done.extend(
                 conn.execute(
                     sa.select(
@@ -492,7 +493,7 @@ class QueueStore:
             )
         if not done:
             return set()
-        for part in tables.chunks([row.MessageId for row in done]):
+        for part in transactions.chunks([row.MessageId for row in done]):
             conn.execute(
                 tables.transmit_queue.update()
                 .where(t.MessageId.in_(part), t.State == MessageState.QUEUED)
@@ -540,7 +541,7 @@ class QueueStore:
         """
         if max_items <= 0:
             return model.FetchBatch()
-        return tables.retrying(lambda: self._fetch_once(account, max_items, lease_seconds))
+        return transactions.retrying(lambda: self._fetch_once(account, max_items, lease_seconds))
 
     def _fetch_once(self, account: str, max_items: int, lease_seconds: float) -> model.FetchBatch:
         """One attempt at :meth:`fetch`.
@@ -562,7 +563,7 @@ class QueueStore:
             r.Recalled,
         )
         order = (r.PriorityRank, r.CreatedSeq)
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "fetching entries") as conn:
             queued = conn.execute(
                 sa.select(*columns)
                 .where(r.Recipient == account, r.State == EntryState.QUEUED)
@@ -586,7 +587,7 @@ class QueueStore:
             redelivered = len({e.EntryId for e in expired} & {e.EntryId for e in entries})
             if not entries:
                 return model.FetchBatch()
-            for part in tables.chunks([e.EntryId for e in entries]):
+            for part in transactions.chunks([e.EntryId for e in entries]):
                 conn.execute(
                     tables.receive_queue.update()
                     .where(r.EntryId.in_(part))
@@ -635,7 +636,7 @@ class QueueStore:
     def _messages(conn: sa.Connection, message_ids: list[str]) -> dict[str, tables.Row]:
         t = tables.transmit_queue.c
         found: dict[str, tables.Row] = {}
-        for part in tables.chunks(sorted(set(message_ids))):
+        for part in transactions.chunks(sorted(set(message_ids))):
             rows = conn.execute(sa.select(tables.transmit_queue).where(t.MessageId.in_(part)))
             found.update({row.MessageId: row for row in rows})
         return found
@@ -646,7 +647,7 @@ class QueueStore:
     ) -> dict[str, tuple[model.AttachmentInfo, ...]]:
         a = tables.transmit_attachment.c
         found: dict[str, list[model.AttachmentInfo]] = collections.defaultdict(list)
-        for part in tables.chunks(sorted(set(message_ids))):
+        for part in transactions.chunks(sorted(set(message_ids))):
             rows = conn.execute(
                 sa.select(tables.transmit_attachment)
                 .where(a.MessageId.in_(part))
@@ -675,7 +676,7 @@ class QueueStore:
         """
         t = tables.transmit_queue.c
         e = tables.message_event.c
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "reading a message's history") as conn:
             message_id = conn.execute(
                 sa.select(t.MessageId).where(
                     t.SenderAccount == sender,
@@ -705,7 +706,7 @@ class QueueStore:
             .where(r.State.in_([EntryState.QUEUED, EntryState.LEASED]))
             .group_by(r.Recipient)
         )
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "counting queued entries") as conn:
             return {str(recipient): int(n) for recipient, n in conn.execute(query)}
 
     # ------------------------------------------------------------------ ack
@@ -716,7 +717,7 @@ class QueueStore:
         Entries of other accounts are ignored; acknowledging twice is harmless.
         When the last entry of a message is acked, its sender gets a receipt.
         """
-        rows, moving, woken = tables.retrying(lambda: self._ack_once(account, entry_ids))
+        rows, moving, woken = transactions.retrying(lambda: self._ack_once(account, entry_ids))
         self._wake(woken)
         done = sum(1 for row in rows if row.State != EntryState.QUEUED)
         log.info("entries_acked", account=account, acked=len(moving), done=done)
@@ -735,9 +736,9 @@ class QueueStore:
         r = tables.receive_queue.c
         t = tables.transmit_queue.c
         woken: set[str] = set()
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "acknowledging entries") as conn:
             rows: list[tables.Row] = []
-            for part in tables.chunks(sorted(set(entry_ids))):
+            for part in transactions.chunks(sorted(set(entry_ids))):
                 rows.extend(
                     conn.execute(
                         sa.select(r.EntryId, r.MessageId, r.Kind, r.State)
@@ -747,7 +748,7 @@ class QueueStore:
                     )
                 )
             moving = [row for row in rows if row.State == EntryState.LEASED]
-            for part in tables.chunks([row.EntryId for row in moving]):
+            for part in transactions.chunks([row.EntryId for row in moving]):
                 conn.execute(
                     tables.receive_queue.update()
                     .where(r.EntryId.in_(part), r.State == EntryState.LEASED)

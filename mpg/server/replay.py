@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import structlog
 
 from mpg import errors
+from mpg.db import transactions
 from mpg.server import tables
 from mpg.wire import envelope
 
@@ -54,7 +55,7 @@ class SharedReplayGuard:
         self._prune(now)
         key = hashlib.sha256(f"{header.account}\0{header.nonce}".encode()).hexdigest()
         try:
-            with tables.transaction(self._engine) as conn:
+            with transactions.begin(self._engine, "recording a request nonce") as conn:
                 conn.execute(
                     tables.seen_nonce.insert().values(
                         NonceKey=key, ExpiresAt=header.timestamp + self._window
@@ -71,7 +72,7 @@ class SharedReplayGuard:
                 return
             self._next_prune = now + PRUNE_EVERY_SECONDS
         n = tables.seen_nonce.c
-        with tables.transaction(self._engine) as conn:
+        with transactions.begin(self._engine, "pruning request nonces") as conn:
             deleted = conn.execute(tables.seen_nonce.delete().where(n.ExpiresAt < now)).rowcount
         if deleted:
             log.debug("nonces_pruned", count=deleted)

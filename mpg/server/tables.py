@@ -25,31 +25,15 @@ Times the server decides are Unix seconds (``float``) where it computes with the
 from __future__ import annotations
 
 import collections.abc
-import contextlib
-import sqlite3
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, TypeAlias
 
 import sqlalchemy as sa
-import sqlalchemy.event
-import sqlalchemy.exc
-import structlog
 
-from mpg import errors
-from mpg.storage import database
-from mpg.storage import tables as storage_tables
-
-log = structlog.get_logger(__name__)
-
-#: Milliseconds SQLite waits for another writer before failing.
-SQLITE_BUSY_TIMEOUT_MS: Final = 5000
-#: Connections kept per engine: one per threadpool worker that touches the database.
-POOL_SIZE: Final = 8
-POOL_OVERFLOW: Final = 32
+from mpg.db import engine as engines
+from mpg.db import notify, transactions
 
 #: A result row of any shape (rows are read by column name).
 Row: TypeAlias = sa.Row[*tuple[Any, ...]]
-
-_T = TypeVar("_T")
 
 metadata = sa.MetaData()
 
@@ -85,10 +69,10 @@ transmit_queue = sa.Table(
     sa.Column("AgentSender", sa.Unicode(100)),
     sa.Column("Sender", sa.Unicode(100)),
     sa.Column("ReceiverType", sa.CHAR(1)),
-    sa.Column("ReceiverList", storage_tables.max_text()),
-    sa.Column("BccList", storage_tables.max_text()),
+    sa.Column("ReceiverList", engines.max_text()),
+    sa.Column("BccList", engines.max_text()),
     sa.Column("Subject", sa.Unicode(200)),
-    sa.Column("Content", storage_tables.max_text()),
+    sa.Column("Content", engines.max_text()),
     sa.Column("ContentType", sa.Unicode(20)),
     sa.Column("AlertFlag", sa.Boolean()),
     sa.Column("Priority", sa.Unicode(1)),
@@ -100,7 +84,7 @@ transmit_queue = sa.Table(
     sa.Column("RecalledCount", sa.Integer(), nullable=False, default=0),
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued | served
     # JSON of the first answer, returned again to a resubmission.
-    sa.Column("SubmitResult", storage_tables.max_text(), nullable=False),
+    sa.Column("SubmitResult", engines.max_text(), nullable=False),
     sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
 )
 
@@ -125,7 +109,7 @@ receive_queue = sa.Table(
     sa.Column("Recipient", sa.Unicode(100), nullable=False),
     sa.Column("Kind", sa.Unicode(10), nullable=False),  # message | receipt
     # What of the Bcc list this recipient may see.
-    sa.Column("VisibleBcc", storage_tables.max_text()),
+    sa.Column("VisibleBcc", engines.max_text()),
     sa.Column("PriorityRank", sa.Integer(), nullable=False),  # 0 = E ... 3 = L
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued|leased|acked|withdrawn
     sa.Column("LeaseUntil", sa.Float()),
@@ -186,92 +170,29 @@ ALL_TABLES: Final = (
 )
 
 
+#: The server's engine: a pool for its threadpool workers, and READ COMMITTED on
+#: MariaDB, whose default REPEATABLE READ takes gap locks on the fetch index so that
+#: processes leasing one queue deadlock (READ COMMITTED, PostgreSQL's default, locks
+#: only the rows it reads, which is what SKIP LOCKED needs). Every other database
+#: setting is the core's (:mod:`mpg.db.engine`); every server transaction is a
+#: :func:`mpg.db.transactions.begin`, so on SQLite it holds the write lock from its
+#: first statement and two fetches can never lease the same entry.
+ENGINE_OPTIONS: Final = engines.EngineOptions(
+    url_key="server.database_url", pool_size=8, max_overflow=32, read_committed=True
+)
+
+
 def create_engine(url: str) -> sa.Engine:
-    """An engine for ``server.database_url``.
-
-    Every database runs at READ COMMITTED (SQLite is serializable anyway): the
-    queue operations lock the rows they change and never depend on a snapshot.
-
-    On SQLite: WAL (readers never wait for the writer), a busy timeout, and
-    ``BEGIN IMMEDIATE`` for every transaction so that a read-then-update (leasing
-    entries, counting acks) holds the write lock from its first statement and two
-    fetches can never lease the same entry.
-    """
-    try:
-        parsed = sa.make_url(url)
-        options: dict[str, Any] = {}
-        if parsed.get_backend_name() != "sqlite" or parsed.database not in (None, "", ":memory:"):
-            options = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
-        if parsed.get_backend_name() in ("mysql", "mariadb"):
-            # InnoDB's default REPEATABLE READ takes gap locks on the fetch index, so
-            # processes leasing one queue deadlock; READ COMMITTED (PostgreSQL's
-            # default) locks only the rows it reads, which is what SKIP LOCKED needs.
-            options["isolation_level"] = "READ COMMITTED"
-        engine = sa.create_engine(parsed, **options)
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        raise errors.ConfigError(f"server.database_url: {exc}") from exc
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_connect)
-        sa.event.listen(engine, "begin", _sqlite_begin)
-    return engine
-
-
-def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any) -> None:
-    # Autocommit at the driver level: the "begin" hook below issues BEGIN itself.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    # WAL + NORMAL is durable against process crashes; only a power cut may lose the
-    # last transactions, which clients then resend (submit is idempotent).
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _sqlite_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """An engine for ``server.database_url``."""
+    return engines.create_engine(url, ENGINE_OPTIONS)
 
 
 def create_tables(engine: sa.Engine) -> list[str]:
     """Create the server's missing tables; return the names created (never alters)."""
-    try:
-        with engine.begin() as conn:
-            existing = set(sa.inspect(conn).get_table_names())
-            metadata.create_all(conn, checkfirst=True)
-    except sa.exc.SQLAlchemyError as exc:
-        raise errors.StorageError(f"cannot create the server tables: {exc}") from exc
+    with transactions.begin(engine, "creating the server tables") as conn:
+        existing = set(sa.inspect(conn).get_table_names())
+        metadata.create_all(conn, checkfirst=True)
     return [table.name for table in ALL_TABLES if table.name not in existing]
-
-
-@contextlib.contextmanager
-def transaction(engine: sa.Engine) -> collections.abc.Iterator[sa.Connection]:
-    """One transaction; driver errors leave as :class:`mpg.errors.StorageError`."""
-    try:
-        with engine.begin() as conn:
-            yield conn
-    except sa.exc.SQLAlchemyError as exc:
-        raise errors.StorageError(f"server database: {type(exc).__name__}: {exc}") from exc
-
-
-#: Attempts :func:`retrying` makes before giving up.
-ATTEMPTS: Final = 5
-
-
-def retrying(operation: collections.abc.Callable[[], _T]) -> _T:
-    """Run ``operation`` (one whole transaction) again while it loses a race.
-
-    Several server processes share one database; each operation is written so that
-    running it again after a lost race gives the answer it would have given alone.
-    """
-    attempt = 1
-    while True:
-        try:
-            return operation()
-        except errors.StorageError as exc:
-            if attempt >= ATTEMPTS or not database.lost_race(exc):
-                raise
-            log.info("transaction_retried", attempt=attempt, error=str(exc.__cause__)[:200])
-            attempt += 1
 
 
 #: The PostgreSQL channel on which a commit that queued entries names their accounts.
@@ -281,22 +202,8 @@ QUEUED_CHANNEL: Final = "mpg_server_queued"
 def announce(conn: sa.Connection, accounts: collections.abc.Iterable[str]) -> None:
     """Tell every server process (PostgreSQL ``NOTIFY``) that entries await ``accounts``.
 
-    Called inside the transaction that queued them: PostgreSQL delivers a
-    notification only when that transaction commits, and never if it rolls back, so
-    a listener is never woken before the entries are visible. Elsewhere a no-op: the
-    other processes find the entries by polling.
+    Called inside the transaction that queued them, so a listener is never woken
+    before the entries are visible (:func:`mpg.db.notify.send`); elsewhere a no-op:
+    the other processes find the entries by polling.
     """
-    names = sorted(set(accounts))
-    if names and conn.dialect.name == "postgresql":
-        conn.execute(
-            sa.text("SELECT pg_notify(:channel, :account)"),
-            [{"channel": QUEUED_CHANNEL, "account": name} for name in names],
-        )
-
-
-def chunks(
-    values: collections.abc.Sequence[Any], size: int = 500
-) -> collections.abc.Iterator[collections.abc.Sequence[Any]]:
-    """Slices of ``values`` small enough for one ``IN (...)`` on every database."""
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
+    notify.send(conn, QUEUED_CHANNEL, accounts)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.storage import database, outbox, tables
+from mpg.db import transactions
+from mpg.storage import outbox, tables
 
 _d = tables.drop_file.c
 _o = tables.outbox.c
@@ -42,7 +43,7 @@ class DropFileRepository:
         the ERP wrote itself.
         """
         tx = str(values["TxMessageId"])
-        with database.begin(self.engine, "inserting a drop file's Outbox row") as conn:
+        with transactions.begin(self.engine, "inserting a drop file's Outbox row") as conn:
             done = conn.execute(
                 sa.select(_d.FileName, _d.Sha256).where(_d.TxMessageId == tx)
             ).first()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from mpg import timefmt
-from mpg.storage import database, history, tables
+from mpg.db import transactions
+from mpg.storage import history, tables
 
 _e = tables.export.c
 
@@ -24,11 +25,11 @@ def position(engine: sa.Engine, name: str) -> int:
     """
     query = sa.select(_e.LastId).where(_e.Name == name)
     # The common case reads only: no write lock for a writer that has nothing to do.
-    with database.connect(engine, "reading a folder writer's position") as conn:
+    with transactions.connect(engine, "reading a folder writer's position") as conn:
         found = conn.execute(query).scalar()
     if found is not None:
         return int(found)
-    with database.begin(engine, "starting a folder writer") as conn:
+    with transactions.begin(engine, "starting a folder writer") as conn:
         found = conn.execute(query).scalar()
         if found is not None:
             return int(found)
@@ -47,7 +48,7 @@ def advance(engine: sa.Engine, name: str, last_id: int) -> None:
         .where(_e.Name == name, _e.LastId < last_id)
         .values(LastId=last_id, At=timefmt.utc_stamp())
     )
-    with database.begin(engine, "moving a folder writer's position") as conn:
+    with transactions.begin(engine, "moving a folder writer's position") as conn:
         conn.execute(statement)
 
 

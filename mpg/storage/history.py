@@ -16,7 +16,8 @@ import sqlalchemy as sa
 import structlog
 
 from mpg import metrics, timefmt
-from mpg.storage import database, tables
+from mpg.db import transactions
+from mpg.storage import tables
 
 Box = Literal["out", "in"]
 
@@ -144,14 +145,14 @@ def follow(
             )
         )
     query = query.order_by(t.Id).limit(limit)
-    with database.connect(engine, "reading the transition history") as conn:
+    with transactions.connect(engine, "reading the transition history") as conn:
         return [_from_row(row) for row in conn.execute(query)]
 
 
 def latest_id(engine: sa.Engine) -> int:
     """The newest history row's id (0 when empty): where ``mpg tail`` starts."""
     query = sa.select(sa.func.max(tables.transition.c.Id))
-    with database.connect(engine, "reading the transition history") as conn:
+    with transactions.connect(engine, "reading the transition history") as conn:
         value = conn.execute(query).scalar()
     return int(value) if value is not None else 0
 
@@ -160,7 +161,7 @@ def timeline(engine: sa.Engine, key: str) -> list[Transition]:
     """Every recorded step of one message (TxMessageId or RxMessageId), in order."""
     t = tables.transition.c
     query = sa.select(tables.transition).where(t.MessageKey == key).order_by(t.Id)
-    with database.connect(engine, "reading the transition history") as conn:
+    with transactions.connect(engine, "reading the transition history") as conn:
         return [_from_row(row) for row in conn.execute(query)]
 
 
@@ -185,7 +186,7 @@ def purge(engine: sa.Engine, keep_days: float) -> int:
     cutoff = stamp(dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days))
     deleted = 0
     while True:
-        with database.begin(engine, "purging the transition history") as conn:
+        with transactions.begin(engine, "purging the transition history") as conn:
             ids = [
                 int(i)
                 for i in conn.execute(

@@ -15,7 +15,8 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.storage import database, history, schema, states, tables
+from mpg.db import transactions
+from mpg.storage import history, schema, states, tables
 from mpg.wire import model
 
 #: Ids per ``IN (…)`` list; SQL Server takes at most 2100 parameters per statement.
@@ -71,7 +72,7 @@ class InboxRepository:
         if not unique:
             return []
         now = timefmt.now_text(self.clock)
-        with database.begin(self.engine, "storing deliveries in Inbox") as conn:
+        with transactions.begin(self.engine, "storing deliveries in Inbox") as conn:
             present = _existing(conn, [d.rx_message_id for d in unique])
             fresh = [d for d in unique if d.rx_message_id not in present]
             if fresh:
@@ -93,7 +94,7 @@ class InboxRepository:
 
     def existing(self, rx_ids: Sequence[str]) -> set[str]:
         """The ones of ``rx_ids`` already stored (their repeated delivery is only acknowledged)."""
-        with database.connect(self.engine, "reading Inbox") as conn:
+        with transactions.connect(self.engine, "reading Inbox") as conn:
             return _existing(conn, rx_ids)
 
     def list(
@@ -106,7 +107,7 @@ class InboxRepository:
         if app_code is not None:
             query = query.where(_i.AppCode == app_code)
         query = query.order_by(_i.ReceiveTime, _i.RxMessageId).limit(limit)
-        with database.connect(self.engine, "listing Inbox") as conn:
+        with transactions.connect(self.engine, "listing Inbox") as conn:
             return [_inbox_dict(m) for m in conn.execute(query).mappings()]
 
     def get(self, rx_id: str) -> dict[str, Any] | None:
@@ -118,7 +119,7 @@ class InboxRepository:
             .where(_a.MessageId == rx_id)
             .order_by(_a.SeqNo)
         )
-        with database.connect(self.engine, "reading Inbox") as conn:
+        with transactions.connect(self.engine, "reading Inbox") as conn:
             found = conn.execute(query).mappings().first()
             if found is None:
                 return None
@@ -132,7 +133,7 @@ class InboxRepository:
     def counts(self) -> dict[int, int]:
         """Number of rows per State (rows with a NULL State are not counted)."""
         query = sa.select(_i.State, sa.func.count()).where(_i.State.is_not(None)).group_by(_i.State)
-        with database.connect(self.engine, "counting Inbox rows") as conn:
+        with transactions.connect(self.engine, "counting Inbox rows") as conn:
             return {int(state): int(n) for state, n in conn.execute(query)}
 
     def mark_read(self, rx_ids: Iterable[str]) -> int:
@@ -146,7 +147,7 @@ class InboxRepository:
     def attachment(self, attachment_id: str) -> dict[str, Any] | None:
         """One InboxAttachment row by column name, FileData included (None until fetched)."""
         query = sa.select(tables.inbox_attachment).where(_a.AttachmentId == _uuid(attachment_id))
-        with database.connect(self.engine, "reading InboxAttachment") as conn:
+        with transactions.connect(self.engine, "reading InboxAttachment") as conn:
             found = conn.execute(query).mappings().first()
         if found is None:
             return None
@@ -159,7 +160,7 @@ class InboxRepository:
             .where(_a.AttachmentId == _uuid(attachment_id))
             .values(FileData=data)
         )
-        with database.begin(self.engine, "saving InboxAttachment data") as conn:
+        with transactions.begin(self.engine, "saving InboxAttachment data") as conn:
             if conn.execute(statement).rowcount != 1:
                 raise errors.StorageError(f"no InboxAttachment {attachment_id}")
 
@@ -170,7 +171,7 @@ class InboxRepository:
             .where(_a.AttachmentId == _uuid(attachment_id))
             .values(SourceUri=path)
         )
-        with database.begin(self.engine, "saving InboxAttachment file") as conn:
+        with transactions.begin(self.engine, "saving InboxAttachment file") as conn:
             if conn.execute(statement).rowcount != 1:
                 raise errors.StorageError(f"no InboxAttachment {attachment_id}")
 
@@ -181,7 +182,7 @@ class InboxRepository:
         from_state = states.InboxState.NEW
         reason = states.check_inbox(from_state, to_state)
         now = timefmt.now_text(self.clock)
-        with database.begin(self.engine, "changing Inbox state") as conn:
+        with transactions.begin(self.engine, "changing Inbox state") as conn:
             if rx_ids is None:
                 pick = sa.select(_i.RxMessageId).where(
                     _i.MessageId == message_id, _i.State == from_state
@@ -197,7 +198,7 @@ class InboxRepository:
                 }
                 for rx in rx_ids
             ]
-            moved = [rx_ids[i] for i in database.compare_and_set(conn, _CAS, params)]
+            moved = [rx_ids[i] for i in transactions.compare_and_set(conn, _CAS, params)]
             steps = [history.Step(rx, int(from_state), int(to_state), reason) for rx in moved]
             history.record(conn, "in", self.gateway_account, steps)
         history.log_steps("in", steps)

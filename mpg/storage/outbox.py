@@ -26,6 +26,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
+from mpg.db import transactions
 from mpg.storage import database, history, schema, states, tables
 from mpg.wire import model
 
@@ -245,7 +246,7 @@ class OutboxRepository:
     ) -> list[OutboxRow]:
         """Select and lock rows, then replace their claims by this process's."""
         until = timefmt.utc_stamp(self.lease_seconds)
-        with database.begin(self.engine, what) as conn:
+        with transactions.begin(self.engine, what) as conn:
             rows = [OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()]
             if rows:
                 ids = [{"p_tx": r.tx_message_id} for r in rows]
@@ -272,13 +273,13 @@ class OutboxRepository:
         finished by another). An expired claim binds nobody, so removing it is safe.
         """
         cutoff = timefmt.utc_stamp(-self.lease_seconds)
-        with database.begin(self.engine, "sweeping expired MpgClaim rows") as conn:
+        with transactions.begin(self.engine, "sweeping expired MpgClaim rows") as conn:
             result = conn.execute(sa.delete(tables.claim).where(_c.LeaseUntil < cutoff))
             return int(result.rowcount or 0)
 
     def claims(self) -> dict[str, tuple[str, str]]:
         """Every claim: TxMessageId -> (instance, lease end), for diagnostics and tests."""
-        with database.connect(self.engine, "reading MpgClaim") as conn:
+        with transactions.connect(self.engine, "reading MpgClaim") as conn:
             return {
                 str(tx): (str(gw), str(until))
                 for tx, gw, until in conn.execute(
@@ -300,13 +301,13 @@ class OutboxRepository:
             .where(_o.State == state)
             .order_by(sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
         )
-        with database.connect(self.engine, "reading Outbox ids") as conn:
+        with transactions.connect(self.engine, "reading Outbox ids") as conn:
             return [str(tx) for tx in conn.execute(query).scalars()]
 
     def counts(self) -> dict[int, int]:
         """Number of rows per State (rows with a NULL State are not counted)."""
         query = sa.select(_o.State, sa.func.count()).where(_o.State.is_not(None)).group_by(_o.State)
-        with database.connect(self.engine, "counting Outbox rows") as conn:
+        with transactions.connect(self.engine, "counting Outbox rows") as conn:
             return {int(state): int(n) for state, n in conn.execute(query)}
 
     def oldest_pending(self) -> tuple[str, str] | None:
@@ -317,7 +318,7 @@ class OutboxRepository:
             .order_by(_o.StatusTime, _o.TxMessageId)
             .limit(1)
         )
-        with database.connect(self.engine, "reading the oldest pending Outbox row") as conn:
+        with transactions.connect(self.engine, "reading the oldest pending Outbox row") as conn:
             row = conn.execute(query).first()
         return None if row is None else (str(row[0]), str(row[1]).strip())
 
@@ -362,7 +363,7 @@ class OutboxRepository:
             .order_by(t.Id)
             .limit(limit)
         )
-        with database.connect(self.engine, "reading voided Outbox rows") as conn:
+        with transactions.connect(self.engine, "reading voided Outbox rows") as conn:
             return [
                 (OutboxRow.from_mapping(m), int(m["mpg_last_state"]))
                 for m in conn.execute(query).mappings()
@@ -390,8 +391,8 @@ class OutboxRepository:
                 "p_transmit_time": None,
             }
         ]
-        with database.begin(self.engine, "recording a void") as conn:
-            moved = bool(database.compare_and_set(conn, _CAS, params))
+        with transactions.begin(self.engine, "recording a void") as conn:
+            moved = bool(transactions.compare_and_set(conn, _CAS, params))
             if moved:
                 history.record(conn, "out", self.gateway_account, [step])
         if moved:
@@ -428,7 +429,7 @@ class OutboxRepository:
             .where(_a.MessageId == tx_id)
             .order_by(_a.SeqNo)
         )
-        with database.connect(self.engine, "reading OutboxAttachment") as conn:
+        with transactions.connect(self.engine, "reading OutboxAttachment") as conn:
             return [
                 (
                     model.AttachmentInfo(
@@ -489,7 +490,7 @@ class OutboxRepository:
         recorded: list[history.Step] = []
 
         def apply(c: sa.Connection) -> list[str]:
-            moved = [batch[i] for i in database.compare_and_set(c, _CAS, params)]
+            moved = [batch[i] for i in transactions.compare_and_set(c, _CAS, params)]
             for tx, log in moved:
                 for (a, b), meaning in zip(steps[:-1], meanings[:-1], strict=True):
                     recorded.append(history.Step(tx, int(a), int(b), meaning))
@@ -500,10 +501,10 @@ class OutboxRepository:
             return [tx for tx, _ in moved]
 
         if conn is not None:
-            with database.mapped_errors("changing Outbox state"):
+            with transactions.mapped_errors("changing Outbox state"):
                 moved_ids = apply(conn)
         else:
-            with database.begin(self.engine, "changing Outbox state") as own:
+            with transactions.begin(self.engine, "changing Outbox state") as own:
                 moved_ids = apply(own)
         history.log_steps("out", recorded)
         return moved_ids
@@ -566,10 +567,10 @@ class OutboxRepository:
                 c.execute(tables.outbox_attachment.insert(), rows)
 
         if conn is not None:
-            with database.mapped_errors("writing OutboxAttachment"):
+            with transactions.mapped_errors("writing OutboxAttachment"):
                 apply(conn)
         else:
-            with database.begin(self.engine, "writing OutboxAttachment") as own:
+            with transactions.begin(self.engine, "writing OutboxAttachment") as own:
                 apply(own)
 
     def insert(
@@ -610,10 +611,10 @@ class OutboxRepository:
             history.record(c, "out", self.gateway_account, [step])
 
         if conn is not None:
-            with database.mapped_errors("inserting an Outbox row"):
+            with transactions.mapped_errors("inserting an Outbox row"):
                 apply(conn)
         else:
-            with database.begin(self.engine, "inserting an Outbox row") as own:
+            with transactions.begin(self.engine, "inserting an Outbox row") as own:
                 apply(own)
         history.log_steps("out", [step])
         return tx_id
@@ -621,7 +622,7 @@ class OutboxRepository:
     # -- helpers ---------------------------------------------------------------------
 
     def _rows(self, query: sa.Select[Any], what: str) -> list[OutboxRow]:
-        with database.connect(self.engine, what) as conn:
+        with transactions.connect(self.engine, what) as conn:
             return [OutboxRow.from_mapping(r) for r in conn.execute(query).mappings()]
 
 

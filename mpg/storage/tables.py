@@ -21,22 +21,14 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from mpg.db import engine
+
 #: ``OutboxAttachment.SourceUri``/``InboxAttachment.SourceUri`` width. The document's
 #: nvarchar(10) cannot hold any path or URI; 2048 holds Windows long-ish paths and any
 #: URL that browsers and proxies pass in practice. See docs/schema.md.
 SOURCE_URI_WIDTH: Final = 2048
 
 metadata = sa.MetaData()
-
-
-def max_text() -> sa.types.TypeEngine[str]:
-    """nvarchar(max): NVARCHAR(max) on SQL Server, LONGTEXT on MariaDB, TEXT elsewhere."""
-    return sa.UnicodeText().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-
-
-def _max_binary() -> sa.types.TypeEngine[bytes]:
-    """varbinary(max): VARBINARY(max) on SQL Server, LONGBLOB on MariaDB, BYTEA/BLOB."""
-    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
 class TimeText(sa.types.TypeDecorator[str]):
@@ -79,12 +71,12 @@ outbox = sa.Table(
     sa.Column("AgentSender", sa.Unicode(100)),
     sa.Column("Sender", sa.Unicode(100)),
     sa.Column("ReceiverType", sa.CHAR(1)),
-    sa.Column("ReceiverList", max_text()),
-    sa.Column("BccList", max_text()),
+    sa.Column("ReceiverList", engine.max_text()),
+    sa.Column("BccList", engine.max_text()),
     sa.Column("Subject", sa.Unicode(200)),
-    sa.Column("Content", max_text()),
+    sa.Column("Content", engine.max_text()),
     sa.Column("ContentType", sa.Unicode(20)),
-    sa.Column("AttachmentList", max_text()),
+    sa.Column("AttachmentList", engine.max_text()),
     sa.Column("AlertFlag", sa.Boolean()),
     sa.Column("MessageId", sa.Unicode(50)),
     sa.Column("State", sa.Integer()),
@@ -104,12 +96,12 @@ inbox = sa.Table(
     sa.Column("SourceDomain", sa.Unicode(50)),
     sa.Column("AgentSender", sa.Unicode(100)),
     sa.Column("Sender", sa.Unicode(100)),
-    sa.Column("Owner", max_text()),
+    sa.Column("Owner", engine.max_text()),
     sa.Column("ReceiverType", sa.CHAR(1)),
-    sa.Column("ReceiverList", max_text()),
-    sa.Column("BccList", max_text()),
+    sa.Column("ReceiverList", engine.max_text()),
+    sa.Column("BccList", engine.max_text()),
     sa.Column("Subject", sa.Unicode(200)),
-    sa.Column("Content", max_text()),
+    sa.Column("Content", engine.max_text()),
     sa.Column("ContentType", sa.Unicode(20)),
     sa.Column("AttachmentFlag", sa.Boolean()),
     sa.Column("AlertFlag", sa.Boolean()),
@@ -135,7 +127,7 @@ def _attachment_table(name: str) -> sa.Table:
         sa.Column("FileName", sa.Unicode(250)),
         sa.Column("FileType", sa.Unicode(10)),
         sa.Column("FileSize", sa.Integer()),
-        sa.Column("FileData", _max_binary()),
+        sa.Column("FileData", engine.max_binary()),
         sa.Column("SourceUri", sa.Unicode(SOURCE_URI_WIDTH)),
         sa.Column("DownloadFlag", sa.Integer()),
         **_MARIADB_OPTIONS,

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from mpg import timefmt
+from mpg.db import transactions
 from mpg.storage import database, outbox, states, tables
 
 S = states.OutboxState
@@ -29,7 +30,7 @@ def gateway(engine: sa.Engine, name: str) -> outbox.OutboxRepository:
 
 def seed(engine: sa.Engine, n: int, state: int = S.READY) -> list[str]:
     ids = [f"tx-{i:04d}" for i in range(n)]
-    with database.begin(engine, "seed") as conn:
+    with transactions.begin(engine, "seed") as conn:
         conn.execute(
             tables.outbox.insert(),
             [{"TxMessageId": tx, "State": state, "Priority": "N"} for tx in ids],
@@ -77,7 +78,7 @@ def test_rows_of_a_dead_gateway_are_taken_over_after_its_lease(engine: sa.Engine
     """A claim whose lease ran out (its gateway died) is replaced by the taker's."""
     ids = seed(engine, 2, state=S.ATTACHMENTS_UPLOADED)
     expired = timefmt.utc_stamp(-1)
-    with database.begin(engine, "a dead gateway's claims") as conn:
+    with transactions.begin(engine, "a dead gateway's claims") as conn:
         conn.execute(
             tables.claim.insert(),
             [{"TxMessageId": tx, "Gateway": "dead", "LeaseUntil": expired} for tx in ids],
@@ -91,7 +92,7 @@ def test_rows_of_a_dead_gateway_are_taken_over_after_its_lease(engine: sa.Engine
 def test_ready_rows_with_an_expired_claim_are_claimed_again(engine: sa.Engine) -> None:
     """A State-10 row claimed by a gateway that died before moving it is offered again."""
     (tx,) = seed(engine, 1)
-    with database.begin(engine, "a dead gateway's claim") as conn:
+    with transactions.begin(engine, "a dead gateway's claim") as conn:
         conn.execute(
             tables.claim.insert(),
             {"TxMessageId": tx, "Gateway": "dead", "LeaseUntil": timefmt.utc_stamp(-1)},
@@ -104,7 +105,7 @@ def test_ready_rows_with_an_expired_claim_are_claimed_again(engine: sa.Engine) -
 def test_sweep_removes_only_claims_expired_for_a_whole_lease(engine: sa.Engine) -> None:
     """Long-expired claims (e.g. of a row voided while claimed) go; live ones stay."""
     ids = seed(engine, 3)
-    with database.begin(engine, "claims of every age") as conn:
+    with transactions.begin(engine, "claims of every age") as conn:
         conn.execute(
             tables.claim.insert(),
             [

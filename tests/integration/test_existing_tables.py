@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from mpg import errors
+from mpg.db import transactions
 from mpg.storage import database, inbox, outbox, schema, states, tables
 from mpg.wire import model
 
@@ -38,7 +39,7 @@ def test_original_tables_are_used_as_they_are(original: sa.Engine) -> None:
     assert database.init_db(original) == [t.name for t in tables.OWN_TABLES]
     after = {t: columns(original, t) for t in original_ddl.metadata.tables}
     assert after == before
-    with database.connect(original, "check") as conn:
+    with transactions.connect(original, "check") as conn:
         report = schema.check(conn)
     assert report.missing_tables == ()
     assert report.uri_width(tables.outbox_attachment) == 10
@@ -47,7 +48,7 @@ def test_original_tables_are_used_as_they_are(original: sa.Engine) -> None:
 def test_gateway_works_on_original_tables_with_a_narrow_source_uri(original: sa.Engine) -> None:
     """Rows flow; a path or URI longer than SourceUri is stored as NULL, a short one kept."""
     database.init_db(original)
-    with database.connect(original, "check") as conn:
+    with transactions.connect(original, "check") as conn:
         report = schema.check(conn)
     repo = outbox.OutboxRepository(
         original,
@@ -97,7 +98,7 @@ def test_gateway_works_on_original_tables_with_a_narrow_source_uri(original: sa.
     )
     uri = "https://push.example.com/v1/attachments/m-1/1"
     assert inbound.store([delivery], {}, {("rx-1", 1): uri}) == ["rx-1"]
-    with database.connect(original, "read") as conn:
+    with transactions.connect(original, "read") as conn:
         stored = conn.execute(
             sa.select(tables.inbox_attachment.c.FileName, tables.inbox_attachment.c.SourceUri)
         ).all()

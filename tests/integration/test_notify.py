@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from mpg.storage import database, notify, outbox, tables
+from mpg.db import notify
+from mpg.storage import database, outbox, outbox_trigger, tables
 
 #: Generous bound on waiting for an event that should come in milliseconds.
 PATIENCE = 30.0
@@ -23,10 +24,10 @@ def engine(postgresql_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def listener(engine: sa.Engine) -> Iterator[tuple[notify.OutboxListener, threading.Event]]:
-    notify.install_trigger(engine)
+def listener(engine: sa.Engine) -> Iterator[tuple[outbox_trigger.OutboxListener, threading.Event]]:
+    outbox_trigger.install_trigger(engine)
     wake = threading.Event()
-    listening = notify.OutboxListener(engine, wake)
+    listening = outbox_trigger.OutboxListener(engine, wake)
     listening.start()
     try:
         assert listening.listening.wait(PATIENCE)
@@ -37,14 +38,14 @@ def listener(engine: sa.Engine) -> Iterator[tuple[notify.OutboxListener, threadi
 
 def test_install_trigger_is_idempotent(engine: sa.Engine) -> None:
     """Installing twice leaves one trigger on Outbox."""
-    assert not notify.trigger_installed(engine)
-    notify.install_trigger(engine)
-    notify.install_trigger(engine)
-    assert notify.trigger_installed(engine)
+    assert not outbox_trigger.trigger_installed(engine)
+    outbox_trigger.install_trigger(engine)
+    outbox_trigger.install_trigger(engine)
+    assert outbox_trigger.trigger_installed(engine)
 
 
 def test_insert_of_a_ready_row_wakes_the_listener(
-    engine: sa.Engine, listener: tuple[notify.OutboxListener, threading.Event]
+    engine: sa.Engine, listener: tuple[outbox_trigger.OutboxListener, threading.Event]
 ) -> None:
     """An ERP's INSERT of a State-10 row sets the wake event."""
     _, wake = listener
@@ -54,7 +55,7 @@ def test_insert_of_a_ready_row_wakes_the_listener(
 
 
 def test_release_of_a_draft_row_wakes_the_listener(
-    engine: sa.Engine, listener: tuple[notify.OutboxListener, threading.Event]
+    engine: sa.Engine, listener: tuple[outbox_trigger.OutboxListener, threading.Event]
 ) -> None:
     """Moving a row from 0 to 10 (the ERP releases it) sets the wake event."""
     _, wake = listener
@@ -74,6 +75,6 @@ def test_trigger_needs_postgresql() -> None:
     try:
         assert not notify.supported(eng)
         with pytest.raises(ValueError, match="PostgreSQL"):
-            notify.install_trigger(eng)
+            outbox_trigger.install_trigger(eng)
     finally:
         eng.dispose()

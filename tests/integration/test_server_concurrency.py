@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from test_server_queues import SENDER, message, recall_of
 
 from mpg import errors
+from mpg.db import notify
 from mpg.server import accounts, queues, replay, tables
-from mpg.storage import notify
 from mpg.wire import envelope, keys
 
 RECIPIENTS = ("bob@example.com", "carol@example.com", "dave@example.com")

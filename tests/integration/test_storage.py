@@ -19,6 +19,8 @@ import sqlalchemy as sa
 import structlog
 
 from mpg import errors, timefmt
+from mpg.db import engine as engines
+from mpg.db import transactions
 from mpg.storage import database, history, inbox, outbox, states, tables
 from mpg.wire import model
 
@@ -191,7 +193,7 @@ def test_locked_database_becomes_a_transient_storage_error(
     db_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write lock held by the ERP surfaces as StorageError 'database is locked', transient."""
-    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(engines, "SQLITE_BUSY_TIMEOUT_MS", 50)
     eng = database.create_engine(f"sqlite:///{db_path}")
     try:
         database.init_db(eng)
@@ -201,7 +203,7 @@ def test_locked_database_becomes_a_transient_storage_error(
             with pytest.raises(errors.StorageError, match="database is locked") as caught:
                 repo.insert({"Subject": "blocked"})
             conn.execute("ROLLBACK")
-        assert database.is_transient(caught.value)
+        assert transactions.is_transient(caught.value)
         assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
     finally:
         eng.dispose()
@@ -213,7 +215,7 @@ def test_missing_table_is_a_permanent_storage_error(db_url: str) -> None:
     try:
         with pytest.raises(errors.StorageError, match=r"(?i)outbox") as caught:
             outbox.OutboxRepository(eng, GATEWAY, "utc").claim(1)
-        assert not database.is_transient(caught.value)
+        assert not transactions.is_transient(caught.value)
     finally:
         eng.dispose()
 
@@ -239,7 +241,7 @@ def test_claim_orders_by_priority_then_status_time_then_id(
     for tx, prio, when, state in rows:
         repo.insert({"TxMessageId": tx, "Priority": prio, "StatusTime": when, "State": state})
     # insert() fills a missing Priority with N, so write the NULL/'' ones as the ERP would.
-    with database.begin(repo.engine, "test") as conn:
+    with transactions.begin(repo.engine, "test") as conn:
         conn.execute(
             sa.update(tables.outbox)
             .where(tables.outbox.c.TxMessageId.in_(["null-prio", "blank-prio"]))
@@ -345,7 +347,7 @@ def test_transition_in_the_callers_transaction_rolls_back_with_it(
     tx = repo.insert({})
 
     def claim_then_crash() -> None:
-        with database.begin(repo.engine, "claim") as conn:
+        with transactions.begin(repo.engine, "claim") as conn:
             repo.transition([(tx, "uploading")], S.READY, S.ATTACHMENTS_UPLOADING, conn=conn)
             repo.add_attachments(conn, tx, [info(1, 0)], ["/data/a.png"])
             raise RuntimeError("crash mid-claim")
@@ -420,7 +422,7 @@ def test_chinese_text_round_trips_through_outbox(repo: outbox.OutboxRepository) 
 def test_a_batch_of_thousands_moves_quickly(repo: outbox.OutboxRepository) -> None:
     """2000 rows are picked up and moved 10 -> 12 -> 20 in well under the time budget."""
     n = 2000
-    with database.begin(repo.engine, "seed") as conn:
+    with transactions.begin(repo.engine, "seed") as conn:
         conn.execute(
             tables.outbox.insert(),
             [{"TxMessageId": f"tx-{i:05d}", "State": 10, "Priority": "N"} for i in range(n)],

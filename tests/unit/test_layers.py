@@ -17,10 +17,11 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "mpg"
 #: ``wire`` and ``db`` also the I/O layers beside them).
 FORBIDDEN: dict[str, frozenset[str]] = {
     "wire": frozenset({"cli", "service", "server", "gateway", "ops", "storage", "db"}),
+    "db": frozenset({"cli", "service", "server", "gateway", "ops", "storage"}),
     "storage": frozenset({"cli", "service", "server", "gateway", "ops"}),
     "ops": frozenset({"cli", "service", "server", "gateway"}),
     "gateway": frozenset({"cli", "service", "server"}),
-    "server": frozenset({"cli", "service", "gateway"}),
+    "server": frozenset({"cli", "service", "gateway", "storage"}),
     "service": frozenset({"cli"}),
 }
 

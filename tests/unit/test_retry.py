@@ -11,13 +11,13 @@ import pytest
 import sqlalchemy as sa
 
 from mpg import errors
+from mpg.db import transactions
 from mpg.gateway import retry
-from mpg.storage import database
 
 
 def storage_error(driver_error: Exception, kind: type[sa.exc.DBAPIError]) -> errors.StorageError:
     """A StorageError as the database core raises it: the driver error as its cause."""
-    with pytest.raises(errors.StorageError) as caught, database.mapped_errors("a write"):
+    with pytest.raises(errors.StorageError) as caught, transactions.mapped_errors("a write"):
         raise kind("UPDATE ...", {}, driver_error)
     return caught.value
 
@@ -38,9 +38,9 @@ def test_a_locked_database_is_transient_and_a_missing_table_is_not() -> None:
     )
     assert "database is locked" in str(locked)
     assert retry.is_transient(locked)
-    assert database.is_transient(locked)
+    assert transactions.is_transient(locked)
     assert not retry.is_transient(missing)
-    assert not database.is_transient(missing)
+    assert not transactions.is_transient(missing)
 
 
 def test_a_storage_error_without_a_driver_cause_is_not_transient() -> None:
@@ -61,16 +61,16 @@ def test_a_storage_error_without_a_driver_cause_is_not_transient() -> None:
 def test_a_lost_race_is_both_transient_and_run_again(driver_error: Exception) -> None:
     """Deadlocks and serialization failures: the server reruns, the gateway retries."""
     exc = storage_error(driver_error, sa.exc.OperationalError)
-    assert database.lost_race(exc)
-    assert database.is_transient(exc)
+    assert transactions.lost_race(exc)
+    assert transactions.is_transient(exc)
 
 
 def test_a_unique_violation_is_a_lost_race_but_not_transient() -> None:
     """Two processes inserting one key: the loser runs again; a worker would not heal it."""
     exc = storage_error(sqlite3.IntegrityError("UNIQUE constraint failed"), sa.exc.IntegrityError)
-    assert database.lost_race(exc)
-    assert not database.is_transient(exc)
-    assert not database.lost_race(
+    assert transactions.lost_race(exc)
+    assert not transactions.is_transient(exc)
+    assert not transactions.lost_race(
         storage_error(sqlite3.OperationalError("no such table: X"), sa.exc.OperationalError)
     )
 
@@ -81,8 +81,8 @@ def test_a_lost_connection_is_transient_but_not_a_lost_race() -> None:
         psycopg.OperationalError("server closed the connection unexpectedly"),
         sa.exc.OperationalError,
     )
-    assert database.is_transient(exc)
-    assert not database.lost_race(exc)
+    assert transactions.is_transient(exc)
+    assert not transactions.lost_race(exc)
 
 
 def test_delay_grows_exponentially_and_is_capped() -> None:

@@ -1,58 +1,33 @@
-"""PostgreSQL LISTEN/NOTIFY: wake the outbound worker the moment a row becomes ready.
+"""PostgreSQL LISTEN/NOTIFY: hear at once what another process committed.
 
-``mpg init-db --notify`` installs an optional trigger on ``Outbox`` that sends a
-notification on :data:`CHANNEL` whenever a row is inserted in, or moved to, State 10
-(PostgreSQL folds identical notifications of one transaction into one, so a bulk
-insert wakes the gateway once). The trigger is the only object MPG ever adds to a
-table the ERP may own, and only on request; it changes no column and no row.
+:func:`send` queues a notification inside the caller's transaction: PostgreSQL
+delivers it only when that transaction commits, and never if it rolls back, so a
+listener is never woken before the rows are visible. :class:`ChannelListener` holds
+one dedicated connection in ``LISTEN`` and passes each payload on. Polling stays the
+safety net everywhere: a lost connection is logged and re-established with backoff,
+and the callers' polls find the work meanwhile. On other databases :func:`send` does
+nothing and nobody listens.
 
-:class:`OutboxListener` holds one dedicated connection in ``LISTEN`` and sets the
-wake event on each notification. The push server uses the same
-:class:`ChannelListener` to hear, from every process sharing its database, which
-accounts got new queue entries (see :mod:`mpg.server.tables`). Polling stays the
-safety net: a lost connection is logged and re-established with backoff, and rows
-are still picked up by the poll meanwhile.
+The gateway listens for its Outbox trigger (:mod:`mpg.storage.outbox_trigger`); the server's
+processes tell each other which accounts got new queue entries
+(:mod:`mpg.server.store`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import sqlalchemy as sa
 import structlog
 
-from mpg.storage import database
-
 log = structlog.get_logger("mpg.notify")
-
-#: The notification channel the trigger sends on and the gateway listens to.
-CHANNEL: Final = "mpg_outbox_ready"
 
 #: How often the listener looks at its stop event while no notification arrives (s).
 _STOP_CHECK: Final = 0.5
 #: Longest pause between attempts to re-establish a lost LISTEN connection (s).
 _MAX_BACKOFF: Final = 30.0
-
-#: The trigger function and trigger ``mpg init-db --notify`` installs (idempotent).
-TRIGGER_SQL: Final = (
-    f"""
-CREATE OR REPLACE FUNCTION mpg_outbox_notify() RETURNS trigger AS $$
-BEGIN
-    PERFORM pg_notify('{CHANNEL}', '');
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql
-""",
-    'DROP TRIGGER IF EXISTS mpg_outbox_ready ON "Outbox"',
-    """
-CREATE TRIGGER mpg_outbox_ready
-    AFTER INSERT OR UPDATE OF "State" ON "Outbox"
-    FOR EACH ROW WHEN (NEW."State" = 10)
-    EXECUTE FUNCTION mpg_outbox_notify()
-""",
-)
 
 
 def supported(engine: sa.Engine) -> bool:
@@ -60,20 +35,17 @@ def supported(engine: sa.Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def install_trigger(engine: sa.Engine) -> None:
-    """Install (or replace) the notification trigger on Outbox; PostgreSQL only."""
-    if not supported(engine):
-        raise ValueError("LISTEN/NOTIFY needs PostgreSQL")
-    with database.begin(engine, "installing the Outbox notification trigger") as conn:
-        for statement in TRIGGER_SQL:
-            conn.exec_driver_sql(statement)
+def send(conn: sa.Connection, channel: str, payloads: Iterable[str]) -> None:
+    """Notify ``channel`` once per distinct payload when ``conn``'s transaction commits.
 
-
-def trigger_installed(engine: sa.Engine) -> bool:
-    """Whether the notification trigger is on Outbox."""
-    query = sa.text("SELECT count(*) FROM pg_trigger WHERE tgname = 'mpg_outbox_ready'")
-    with database.connect(engine, "looking for the Outbox notification trigger") as conn:
-        return bool(conn.execute(query).scalar_one())
+    A no-op except on PostgreSQL.
+    """
+    values = sorted(set(payloads))
+    if values and conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_notify(:channel, :payload)"),
+            [{"channel": channel, "payload": value} for value in values],
+        )
 
 
 class ChannelListener:
@@ -139,10 +111,3 @@ class ChannelListener:
             self.listening.clear()
             # A connection left in LISTEN must not go back to the pool.
             raw.invalidate()
-
-
-class OutboxListener(ChannelListener):
-    """LISTENs on :data:`CHANNEL` and sets ``wake`` on each notification (and on loss)."""
-
-    def __init__(self, engine: sa.Engine, wake: threading.Event) -> None:
-        super().__init__(engine, CHANNEL, lambda _payload: wake.set(), wake.set)

@@ -1,0 +1,219 @@
+"""Transactions, driver-error mapping and the one "worth retrying?" check.
+
+Every database call of the gateway and the server goes through :func:`begin` or
+:func:`connect`, so SQLAlchemy and driver errors leave only as
+:class:`mpg.errors.StorageError` naming what was being done (the original as
+``__cause__``). Whether such a failure is worth trying again is asked here and
+nowhere else: :func:`is_transient` (locked, busy, connection lost, deadlock: the
+gateway's workers retry with backoff) and :func:`lost_race` (a concurrent
+transaction won: the server runs the whole transaction again at once,
+:func:`retrying`).
+
+On SQLite, :func:`begin` starts with ``BEGIN IMMEDIATE`` and :func:`connect` with a
+plain ``BEGIN`` (see :mod:`mpg.db.engine`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+import structlog
+
+from mpg import errors, metrics
+from mpg.db import engine as engines
+
+log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
+
+#: Attempts :func:`retrying` makes before giving up.
+ATTEMPTS: Final = 5
+
+#: Lower-cased fragments of driver messages that mean "try again later".
+_TRANSIENT_MARKERS: Final = (
+    "database is locked",
+    "database table is locked",
+    "database is busy",
+    "deadlock",
+    "lock wait timeout",
+    "lock request time out",
+    "could not serialize",
+    "server has gone away",
+    "lost connection",
+    "connection refused",
+    "connection reset",
+    "connection timed out",
+    "could not connect",
+    "communication link failure",
+    "server closed the connection",
+    "terminating connection",
+    "login timeout",
+    "timeout expired",
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a storage failure is worth retrying (locked, busy, connection lost).
+
+    Accepts a :class:`~mpg.errors.StorageError` raised here (its cause is examined)
+    or a SQLAlchemy/driver exception.
+    """
+    cause: BaseException | None = exc
+    if isinstance(exc, errors.StorageError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+    if isinstance(cause, sa.exc.DisconnectionError | sa.exc.TimeoutError):
+        return True
+    if isinstance(cause, sa.exc.DBAPIError):
+        if cause.connection_invalidated:
+            return True
+        text = str(cause.orig).lower()
+        return any(marker in text for marker in _TRANSIENT_MARKERS)
+    return False
+
+
+#: SQLSTATEs (PostgreSQL) and error numbers (MariaDB) of a transaction that lost a race
+#: to another one and may simply run again: serialization failure, deadlock, lock wait.
+_RACE_SQLSTATES: Final = frozenset({"40001", "40P01"})
+_RACE_MYSQL_ERRORS: Final = frozenset({1213, 1205})
+
+
+def lost_race(exc: BaseException) -> bool:
+    """Whether a transaction failed because a concurrent one won (run it again).
+
+    A unique violation counts: two processes inserting the same key (an idempotent
+    submit of one TxMessageId) must not both succeed, and the loser, run again, finds
+    the winner's row. Deadlocks and serialization failures are the database asking
+    for a retry. Accepts what :func:`is_transient` accepts.
+    """
+    cause = exc.__cause__ if isinstance(exc, errors.StorageError) else exc
+    if isinstance(cause, sa.exc.IntegrityError):
+        return True
+    if not isinstance(cause, sa.exc.DBAPIError):
+        return False
+    orig: Any = cause.orig
+    if getattr(orig, "sqlstate", None) in _RACE_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _RACE_MYSQL_ERRORS
+
+
+def _describe(exc: sa.exc.SQLAlchemyError) -> str:
+    """The driver's own words (e.g. "database is locked"), without SQL or parameters."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    else:
+        text = str(exc)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def mapped_errors(what: str) -> Iterator[None]:
+    """Turn SQLAlchemy and driver errors raised inside into StorageError naming ``what``."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        metrics.DATABASE_ERRORS.inc()
+        raise errors.StorageError(f"{what} failed: {_describe(exc)}") from exc
+
+
+@contextlib.contextmanager
+def begin(engine: sa.Engine, what: str) -> Iterator[sa.Connection]:
+    """One write transaction: committed on success, rolled back on any error.
+
+    On SQLite it starts with ``BEGIN IMMEDIATE`` (see the module docstring).
+    """
+    with mapped_errors(what), engine.connect() as conn:
+        conn = conn.execution_options(**{engines.WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
+@contextlib.contextmanager
+def connect(engine: sa.Engine, what: str) -> Iterator[sa.Connection]:
+    """A connection for reads (one consistent snapshot; rolled back at the end)."""
+    with mapped_errors(what), engine.connect() as conn:
+        yield conn
+
+
+def compare_and_set(
+    conn: sa.Connection, statement: sa.Update, params: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Run a guarded UPDATE for many rows; return the indexes of ``params`` that matched.
+
+    ``statement`` must change at most one row per parameter set (a key plus
+    ``State = :expected``). The fast path is one executemany whose total row count
+    proves every row moved; when some row changed under us (e.g. the ERP voided it)
+    the batch is undone to a savepoint and replayed row by row to learn which ones.
+    """
+    if not params:
+        return []
+    if conn.dialect.supports_sane_multi_rowcount:
+        savepoint = conn.begin_nested()
+        if conn.execute(statement, list(params)).rowcount == len(params):
+            savepoint.commit()
+            return list(range(len(params)))
+        savepoint.rollback()
+    return [i for i, p in enumerate(params) if conn.execute(statement, p).rowcount == 1]
+
+
+def retrying(operation: Callable[[], _T]) -> _T:
+    """Run ``operation`` (one whole transaction) again while it loses a race.
+
+    Several server processes share one database; each operation is written so that
+    running it again after a lost race gives the answer it would have given alone.
+    """
+    attempt = 1
+    while True:
+        try:
+            return operation()
+        except errors.StorageError as exc:
+            if attempt >= ATTEMPTS or not lost_race(exc):
+                raise
+            log.info("transaction_retried", attempt=attempt, error=str(exc.__cause__)[:200])
+            attempt += 1
+
+
+def chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    """Slices of ``values`` small enough for one ``IN (...)`` on every database."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+#: Longest the probe waits for a SQLite write lock before calling the database busy.
+PROBE_LOCK_TIMEOUT_MS: Final = 500
+
+
+def probe_writable(engine: sa.Engine) -> None:
+    """Raise :class:`~mpg.errors.StorageError` unless the database can take a write now.
+
+    On SQLite a ``BEGIN IMMEDIATE`` (rolled back at once) is what proves it: in WAL
+    mode reads succeed even while another process holds the file locked, but the
+    gateway and the server must write to make progress. It is issued on the driver's
+    cursor with a short busy timeout, so that a readiness probe answers within half a
+    second instead of the five a transaction would wait. Elsewhere ``SELECT 1``.
+    """
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name != "sqlite":
+                conn.exec_driver_sql("SELECT 1")
+                return
+            raw = conn.connection.dbapi_connection
+            assert raw is not None  # a checked-out connection always has one
+            cursor = raw.cursor()
+            try:
+                previous = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+                cursor.execute(f"PRAGMA busy_timeout={PROBE_LOCK_TIMEOUT_MS}")
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    cursor.execute("ROLLBACK")
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout={int(previous)}")
+            finally:
+                cursor.close()
+    except Exception as exc:  # SQLAlchemy's errors and the raw driver's (sqlite3.Error)
+        metrics.DATABASE_ERRORS.inc()
+        raise errors.StorageError(f"database not writable: {exc}") from exc
