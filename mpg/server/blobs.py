@@ -25,7 +25,7 @@ import structlog
 
 from mpg import errors
 from mpg.db import transactions
-from mpg.server import queues, tables
+from mpg.server import states, tables
 from mpg.wire import model
 
 log = structlog.get_logger(__name__)
@@ -105,6 +105,7 @@ class BlobStore:
                 log.info("upload_rejected", account=account, tx=tx, seq=seq, reason=problem)
                 raise errors.ValidationError("sha256", f"attachment {seq}: {problem}")
         s = tables.upload_stage.c
+        states.check(states.UploadState.RECEIVING, states.UploadState.COMPLETE)
         with transactions.begin(self._engine, "recording an upload") as conn:
             conn.execute(
                 tables.upload_stage.update()
@@ -128,7 +129,7 @@ class BlobStore:
             msg = conn.execute(
                 sa.select(t.SenderAccount, t.State).where(t.MessageId == message_id)
             ).first()
-            if msg is None or msg.State == queues.MessageState.REFUSED:
+            if msg is None or msg.State == states.MessageState.REFUSED:
                 raise errors.NotFound(f"no message {message_id}")
             if msg.SenderAccount != account:
                 entry = conn.execute(
@@ -137,7 +138,7 @@ class BlobStore:
                         r.MessageId == message_id,
                         r.Recipient == account,
                         r.Kind == model.DeliveryKind.MESSAGE,
-                        r.State != queues.EntryState.WITHDRAWN,
+                        r.State != states.EntryState.WITHDRAWN,
                     )
                     .limit(1)
                 ).first()
@@ -170,7 +171,7 @@ class BlobStore:
                 .where(
                     t.SenderAccount == account,
                     t.TxMessageId == tx,
-                    t.State != queues.MessageState.REFUSED,
+                    t.State != states.MessageState.REFUSED,
                     a.SeqNo == seq,
                 )
             ).first()
@@ -193,6 +194,7 @@ class BlobStore:
             # row can open it. A file left by a failed commit is empty and harmless.
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(exist_ok=True)
+            states.check(None, states.UploadState.RECEIVING)
             conn.execute(
                 tables.upload_stage.insert().values(
                     SenderAccount=account,

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 import structlog
 
 from mpg.db import transactions
-from mpg.server import queues, tables
+from mpg.server import states, tables
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
     e = tables.message_event.c
     waiting = sa.exists().where(
         r.MessageId == t.MessageId,
-        r.State.in_([queues.EntryState.QUEUED, queues.EntryState.LEASED]),
+        r.State.in_(states.WAITING),
     )
     done = Purged()
     while True:
@@ -56,7 +56,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
                     sa.select(t.MessageId)
                     .where(
                         t.ReceivedAt < cutoff,
-                        t.State.in_([queues.MessageState.SERVED, queues.MessageState.REFUSED]),
+                        t.State.in_(states.FINISHED),
                         ~waiting,
                     )
                     .order_by(t.ReceivedAt)

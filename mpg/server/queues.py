@@ -1,23 +1,23 @@
-"""The server's queues: submit with fan-out, fetch with leases, ack, receipts, recall.
+"""The server's queue store: submit with fan-out, fetch with leases, ack, receipts, recall.
 
-Entry states (``ReceiveQueue.State``) and the only moves between them::
+This module is the SQL: what to read, lock and write in each transaction. What the
+rules decide (who gets a message, what a recall withdraws) is
+:mod:`mpg.server.fanout`; how rows are built and read is :mod:`mpg.server.rows`;
+which state changes are allowed is :mod:`mpg.server.states`, asked before every
+statement that creates or moves a row (``docs/server.md`` draws them).
 
-    queued ──fetch──▶ leased ──ack──▶ acked
-      │                 │ ▲
-      │                 └─┘ lease expired: fetched again
-      └──recall──▶ withdrawn ◀──recall── leased
-
-A message (``TransmitQueue.State``) is ``queued`` until every one of its entries is
-acked (served) or withdrawn (recalled); it then becomes ``served`` and a ``receipt``
-entry goes to the sender's queue. A refused message is kept as ``refused`` so that
-a resubmission gets the same answer. A RECALL is ``served`` at once.
+A message is ``queued`` until every one of its entries is acked (served) or
+withdrawn (recalled); it then becomes ``served`` and a ``receipt`` entry goes to the
+sender's queue. A refused message is kept as ``refused`` so that a resubmission gets
+the same answer. A RECALL is ``served`` at once.
 
 Every operation is one transaction and writes its rows with executemany. Several
 server processes may share the database, so the read-then-update steps lock what
-they read: on SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see
-:mod:`mpg.server.tables`); elsewhere fetch reads ``FOR UPDATE SKIP LOCKED`` and ack,
-recall and receipts ``FOR UPDATE``. An operation that loses a race to another
-process (a unique violation, a deadlock) runs again (:func:`mpg.server.tables.retrying`).
+they read: on SQLite every transaction starts with ``BEGIN IMMEDIATE``
+(:func:`mpg.db.transactions.begin`); elsewhere fetch reads ``FOR UPDATE SKIP
+LOCKED`` and ack, recall and receipts ``FOR UPDATE``. An operation that loses a race
+to another process (a unique violation, a deadlock) runs again
+(:func:`mpg.db.transactions.retrying`).
 
 After a commit that queued entries, the ``listener`` is called with the accounts
 that got them, so that a long-polling fetch in this process can answer at once; on
@@ -29,72 +29,25 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
-import enum
-import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
 
 from mpg import errors
 from mpg.db import transactions
-from mpg.server import accounts, tables
-from mpg.wire import content, model, recipients
+from mpg.server import fanout, rows, states, tables
+from mpg.server.rows import EventKind
+from mpg.server.states import EntryState, MessageState
+from mpg.wire import model
 
 log = structlog.get_logger(__name__)
 
-#: Queue order of the priority codes: E, H, N, L.
-PRIORITY_RANK: Final = {code: rank for rank, code in enumerate(model.PRIORITIES)}
-DEFAULT_RANK: Final = PRIORITY_RANK[model.DEFAULT_PRIORITY]
-
 Listener = Callable[[frozenset[str]], None]
-
-
-class EntryState(enum.StrEnum):
-    """``ReceiveQueue.State``."""
-
-    QUEUED = "queued"  # waiting for its recipient to fetch it
-    LEASED = "leased"  # fetched; delivered again when LeaseUntil passes without an ack
-    ACKED = "acked"  # the recipient stored it: served
-    WITHDRAWN = "withdrawn"  # recalled (before it was fetched, or while leased)
-
-
-class MessageState(enum.StrEnum):
-    """``TransmitQueue.State``."""
-
-    QUEUED = "queued"  # some entries are not yet acked or withdrawn
-    SERVED = "served"  # every entry is acked or withdrawn; the receipt is queued
-    REFUSED = "refused"  # not accepted; kept only to answer a resubmission the same
-
-
-class EventKind(enum.StrEnum):
-    """``MessageEvent.Kind``: what happened to a message, for its sender's history."""
-
-    RECEIVED = "received"  # accepted from the sender and queued for its recipients
-    FETCHED = "fetched"  # leased to a recipient (again after a lease ran out)
-    ACKNOWLEDGED = "acknowledged"  # the recipient stored it
-    WITHDRAWN = "withdrawn"  # a recall took it from this recipient's queue
-    RECALLED = "recalled"  # the sender recalled it
-    SERVED = "served"  # every recipient served; the receipt is queued for the sender
-    RECEIPT_FETCHED = "receipt_fetched"  # the sender's gateway fetched the receipt
-    RECEIPT_ACKNOWLEDGED = "receipt_acknowledged"  # ... and stored it
-
-
-def _event(
-    message_id: str, at: float, kind: EventKind, account: str, detail: str = ""
-) -> dict[str, Any]:
-    return {
-        "MessageId": message_id,
-        "At": at,
-        "Kind": str(kind),
-        "Account": account,
-        "Detail": detail[:200],
-    }
 
 
 class _Sequence:
@@ -112,6 +65,13 @@ class _Sequence:
             return first
 
 
+def _insert_new(conn: sa.Connection, table: sa.Table, new: list[dict[str, Any]]) -> None:
+    """Insert rows created in a state, each state checked against the table once."""
+    for state in {row["State"] for row in new}:
+        states.check(None, state)
+    conn.execute(table.insert(), new)
+
+
 @dataclasses.dataclass
 class _Writes:
     """Rows one transaction inserts, collected first and written with executemany."""
@@ -126,11 +86,11 @@ class _Writes:
     def flush(self, conn: sa.Connection) -> None:
         """Insert what was collected and empty the lists."""
         if self.messages:
-            conn.execute(tables.transmit_queue.insert(), self.messages)
+            _insert_new(conn, tables.transmit_queue, self.messages)
         if self.attachments:
             conn.execute(tables.transmit_attachment.insert(), self.attachments)
         if self.entries:
-            conn.execute(tables.receive_queue.insert(), self.entries)
+            _insert_new(conn, tables.receive_queue, self.entries)
         if self.events:
             conn.execute(tables.message_event.insert(), self.events)
         if self.used_stages:
@@ -202,8 +162,8 @@ class QueueStore:
                 if msg.tx_message_id not in seen:
                     seen.add(msg.tx_message_id)
                     fresh.append(msg)
-            plain = [m for m in fresh if not _is_server_agent(m)]
-            kinds = self._kinds(conn, [name for m in plain for name in _lookup_names(m)])
+            plain = [m for m in fresh if not fanout.is_server_agent(m)]
+            kinds = self._kinds(conn, [name for m in plain for name in fanout.lookup_names(m)])
             stages = self._stages(conn, sender_account, [m.tx_message_id for m in plain])
             for msg in plain:
                 results[msg.tx_message_id] = self._plan_message(
@@ -212,7 +172,7 @@ class QueueStore:
             writes.flush(conn)
             # Recalls go after the plain messages: they read and change committed rows.
             for msg in fresh:
-                if _is_server_agent(msg):
+                if fanout.is_server_agent(msg):
                     results[msg.tx_message_id] = self._recall(
                         conn, msg, sender_account, writes, now
                     )
@@ -226,12 +186,12 @@ class QueueStore:
         t = tables.transmit_queue.c
         found: dict[str, model.SubmitResult] = {}
         for part in transactions.chunks(sorted(set(tx_ids))):
-            rows = conn.execute(
+            result = conn.execute(
                 sa.select(t.TxMessageId, t.SubmitResult).where(
                     t.SenderAccount == sender, t.TxMessageId.in_(part)
                 )
             )
-            found.update({row.TxMessageId: _result_from_json(row.SubmitResult) for row in rows})
+            found.update({r.TxMessageId: rows.result_from_json(r.SubmitResult) for r in result})
         return found
 
     @staticmethod
@@ -239,27 +199,27 @@ class QueueStore:
         a = tables.account.c
         found: dict[str, str] = {}
         for part in transactions.chunks(sorted(set(names))):
-            rows = conn.execute(
+            result = conn.execute(
                 sa.select(a.AccountId, a.Kind).where(
                     a.AccountId.in_(part), a.Disabled == sa.false()
                 )
             )
-            found.update({row.AccountId: row.Kind for row in rows})
+            found.update({r.AccountId: r.Kind for r in result})
         return found
 
     @staticmethod
     def _stages(
         conn: sa.Connection, sender: str, tx_ids: list[str]
-    ) -> dict[tuple[str, int], tables.Row]:
+    ) -> dict[tuple[str, int], fanout.Staged]:
         s = tables.upload_stage.c
-        found: dict[tuple[str, int], tables.Row] = {}
+        found: dict[tuple[str, int], fanout.Staged] = {}
         for part in transactions.chunks(sorted(set(tx_ids))):
-            rows = conn.execute(
+            result = conn.execute(
                 sa.select(tables.upload_stage).where(
                     s.SenderAccount == sender, s.TxMessageId.in_(part)
                 )
             )
-            found.update({(row.TxMessageId, row.SeqNo): row for row in rows})
+            found.update({(r.TxMessageId, r.SeqNo): rows.staged(r) for r in result})
         return found
 
     def _plan_message(
@@ -267,69 +227,32 @@ class QueueStore:
         msg: model.OutgoingMessage,
         sender: str,
         kinds: Mapping[str, str],
-        stages: Mapping[tuple[str, int], tables.Row],
+        stages: Mapping[tuple[str, int], fanout.Staged],
         writes: _Writes,
         now: float,
     ) -> model.SubmitResult:
-        """Decide one plain message and add its rows to ``writes``."""
+        """Decide one plain message (:func:`mpg.server.fanout.plan`); add its rows."""
         tx = msg.tx_message_id
-        allowed = accounts.DEVICE_KINDS if msg.receiver_type == "D" else accounts.USER_KINDS
-        to, bcc = _qualified(msg)
-        known: list[recipients.Recipient] = []
-        unknown: list[str] = []
-        for rcpt in recipients.expand(to, bcc):
-            name = _stored_name(rcpt.account, msg.receiver_type)
-            if kinds.get(name) in allowed:
-                known.append(dataclasses.replace(rcpt, account=name))
-            else:
-                unknown.append(rcpt.account)
-        reason = ""
-        if not known:
-            reason = "no known recipient: " + ";".join(unknown) if unknown else "no recipient"
-        for info in msg.attachments:
-            stage = stages.get((tx, info.seq_no))
-            if stage is None or not stage.Complete:
-                reason = reason or f"attachment {info.seq_no} is not uploaded completely"
-            elif stage.Size != info.file_size or stage.Sha256 != info.sha256:
-                reason = reason or f"attachment {info.seq_no} does not match the upload"
+        plan = fanout.plan(msg, kinds, stages)
         message_id = str(uuid.uuid4())
-        if reason:
-            result = model.SubmitResult(tx, False, unknown=tuple(unknown), reason=reason)
-            writes.messages.append(
-                _message_row(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
-            )
-            log.info("message_refused", account=sender, tx=tx, reason=reason)
-            return result
+        if not plan.accepted:
+            return self._refuse(msg, sender, message_id, now, writes, plan.reason, plan.unknown)
         result = model.SubmitResult(
-            tx, True, message_id=message_id, recipients=len(known), unknown=tuple(unknown)
+            tx, True, message_id=message_id, recipients=len(plan.known), unknown=plan.unknown
         )
         writes.messages.append(
-            _message_row(msg, sender, message_id, now, len(known), MessageState.QUEUED, result)
+            rows.message(msg, sender, message_id, now, len(plan.known), MessageState.QUEUED, result)
         )
-        detail = f"queued for {len(known)} recipient(s)"
-        if unknown:
-            detail += f"; {len(unknown)} unknown"
-        writes.events.append(_event(message_id, now, EventKind.RECEIVED, sender, detail))
-        rank = PRIORITY_RANK.get(msg.priority, DEFAULT_RANK)
-        first = self._sequence.take(len(known))
-        for n, rcpt in enumerate(known):
-            writes.entries.append(
-                _entry_row(message_id, rcpt.account, rank, first + n, visible_bcc=rcpt.visible_bcc)
-            )
-            writes.woken.add(rcpt.account)
+        detail = f"queued for {len(plan.known)} recipient(s)"
+        if plan.unknown:
+            detail += f"; {len(plan.unknown)} unknown"
+        writes.events.append(rows.event(message_id, now, EventKind.RECEIVED, sender, detail))
+        first = self._sequence.take(len(plan.known))
+        writes.entries += rows.fanned_out(message_id, plan.known, fanout.rank(msg.priority), first)
+        writes.woken.update(rcpt.account for rcpt in plan.known)
         for info in msg.attachments:
-            stage = stages[(tx, info.seq_no)]
             writes.attachments.append(
-                {
-                    "MessageId": message_id,
-                    "SeqNo": info.seq_no,
-                    "FileName": info.file_name,
-                    "FileType": info.file_type,
-                    "FileSize": info.file_size,
-                    "DownloadFlag": info.download_flag,
-                    "Sha256": info.sha256,
-                    "BlobPath": stage.Path,
-                }
+                rows.attachment(message_id, info, stages[(tx, info.seq_no)].path)
             )
             writes.used_stages.append({"b_account": sender, "b_tx": tx, "b_seq": info.seq_no})
         log.info(
@@ -337,10 +260,28 @@ class QueueStore:
             account=sender,
             tx=tx,
             message_id=message_id,
-            recipients=len(known),
-            unknown=len(unknown),
+            recipients=len(plan.known),
+            unknown=len(plan.unknown),
             attachments=len(msg.attachments),
         )
+        return result
+
+    @staticmethod
+    def _refuse(
+        msg: model.OutgoingMessage,
+        sender: str,
+        message_id: str,
+        now: float,
+        writes: _Writes,
+        reason: str,
+        unknown: tuple[str, ...] = (),
+    ) -> model.SubmitResult:
+        """Keep a refused message (to answer a resubmission the same) and log it."""
+        result = model.SubmitResult(msg.tx_message_id, False, unknown=unknown, reason=reason)
+        writes.messages.append(
+            rows.message(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
+        )
+        log.info("message_refused", account=sender, tx=msg.tx_message_id, reason=reason)
         return result
 
     # ------------------------------------------------------------------ recall
@@ -355,33 +296,21 @@ class QueueStore:
     ) -> model.SubmitResult:
         """Handle a message to ``psereceiver``: only a RECALL of the sender's own message."""
         tx = msg.tx_message_id
-        reason = ""
-        recalled_id = ""
-        if msg.content_type != "RECALL" or len(msg.receivers) + len(msg.bcc) != 1:
-            reason = f"{model.SERVER_AGENT} accepts only a RECALL addressed to it alone"
-        else:
-            try:
-                recalled_id = content.parse_recall(msg.content)
-            except (errors.WireError, errors.ValidationError) as exc:
-                reason = f"RECALL content: {exc}"
-        target = None
+        recalled_id, reason = fanout.recall_request(msg)
         if not reason:
             t = tables.transmit_queue.c
             target = conn.execute(
-                sa.select(t.MessageId, t.SenderAccount, t.State).where(t.MessageId == recalled_id)
+                sa.select(t.SenderAccount, t.State).where(t.MessageId == recalled_id)
             ).first()
-            if target is None or target.State == MessageState.REFUSED:
-                reason = f"no message {recalled_id} to recall"
-            elif target.SenderAccount != sender:
-                reason = f"message {recalled_id} was not sent by {sender}"
-        message_id = str(uuid.uuid4())
-        if reason or target is None:
-            result = model.SubmitResult(tx, False, reason=reason)
-            writes.messages.append(
-                _message_row(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
+            reason = fanout.recall_refusal(
+                recalled_id,
+                sender,
+                None if target is None else target.SenderAccount,
+                None if target is None else target.State,
             )
-            log.info("message_refused", account=sender, tx=tx, reason=reason)
-            return result
+        message_id = str(uuid.uuid4())
+        if reason:
+            return self._refuse(msg, sender, message_id, now, writes, reason)
 
         r = tables.receive_queue.c
         # Locked, so that an ack of a leased entry racing this recall in another
@@ -392,61 +321,42 @@ class QueueStore:
             .order_by(r.EntryId)
             .with_for_update()
         ).all()
-        withdrawn = [e.EntryId for e in entries if e.State == EntryState.QUEUED]
-        leased = [e.EntryId for e in entries if e.State == EntryState.LEASED]
-        # Whoever fetched it (leased or acked) may hold it: they get the RECALL.
-        notified = list(
-            dict.fromkeys(
-                e.Recipient for e in entries if e.State in (EntryState.LEASED, EntryState.ACKED)
-            )
-        )
-        for part in transactions.chunks(withdrawn + leased):
-            conn.execute(
-                tables.receive_queue.update()
-                .where(
-                    r.EntryId.in_(part),
-                    r.State.in_([EntryState.QUEUED, EntryState.LEASED]),
-                )
-                .values(State=EntryState.WITHDRAWN, LeaseUntil=None)
-            )
-        if withdrawn or leased:
-            t = tables.transmit_queue.c
-            conn.execute(
-                tables.transmit_queue.update()
-                .where(t.MessageId == recalled_id)
-                .values(RecalledCount=t.RecalledCount + len(withdrawn) + len(leased))
-            )
-        taken = set(withdrawn) | set(leased)
+        split = fanout.recall((e.EntryId, e.Recipient, e.State) for e in entries)
+        self._withdraw(conn, recalled_id, split)
         writes.events += [
-            _event(recalled_id, now, EventKind.WITHDRAWN, e.Recipient)
+            rows.event(recalled_id, now, EventKind.WITHDRAWN, e.Recipient)
             for e in entries
-            if e.EntryId in taken
+            if e.EntryId in split.taken
         ]
         writes.events.append(
-            _event(
+            rows.event(
                 recalled_id,
                 now,
                 EventKind.RECALLED,
                 sender,
-                f"withdrawn from {len(taken)}, RECALL sent to {len(notified)}",
+                f"withdrawn from {len(split.taken)}, RECALL sent to {len(split.notified)}",
             )
         )
-        outcome = model.RecallOutcome(recalled_id, withdrawn=len(withdrawn), notified=len(notified))
+        outcome = model.RecallOutcome(
+            recalled_id, withdrawn=len(split.withdrawn), notified=len(split.notified)
+        )
         result = model.SubmitResult(
             tx,
             True,
             message_id=message_id,
-            recipients=len(notified),
+            recipients=len(split.notified),
             served_at_once=True,
             recall=outcome,
         )
         writes.messages.append(
-            _message_row(msg, sender, message_id, now, len(notified), MessageState.SERVED, result)
+            rows.message(
+                msg, sender, message_id, now, len(split.notified), MessageState.SERVED, result
+            )
         )
-        rank = PRIORITY_RANK.get(msg.priority, DEFAULT_RANK)
-        first = self._sequence.take(len(notified))
-        for n, recipient in enumerate(notified):
-            writes.entries.append(_entry_row(message_id, recipient, rank, first + n))
+        rank = fanout.rank(msg.priority)
+        first = self._sequence.take(len(split.notified))
+        for n, recipient in enumerate(split.notified):
+            writes.entries.append(rows.entry(message_id, recipient, rank, first + n))
             writes.woken.add(recipient)
         writes.flush(conn)
         writes.woken.update(self._complete(conn, [recalled_id]))
@@ -456,10 +366,35 @@ class QueueStore:
             tx=tx,
             message_id=message_id,
             recalled=recalled_id,
-            withdrawn=len(withdrawn),
-            notified=len(notified),
+            withdrawn=len(split.withdrawn),
+            notified=len(split.notified),
         )
         return result
+
+    @staticmethod
+    def _withdraw(conn: sa.Connection, recalled_id: str, split: fanout.Recall) -> None:
+        """Withdraw the recalled message's queued and leased entries; count them."""
+        r = tables.receive_queue.c
+        if split.withdrawn:
+            states.check(EntryState.QUEUED, EntryState.WITHDRAWN)
+        if split.leased:
+            states.check(EntryState.LEASED, EntryState.WITHDRAWN)
+        for part in transactions.chunks([*split.withdrawn, *split.leased]):
+            conn.execute(
+                tables.receive_queue.update()
+                .where(
+                    r.EntryId.in_(part),
+                    r.State.in_([EntryState.QUEUED, EntryState.LEASED]),
+                )
+                .values(State=EntryState.WITHDRAWN, LeaseUntil=None)
+            )
+        if split.taken:
+            t = tables.transmit_queue.c
+            conn.execute(
+                tables.transmit_queue.update()
+                .where(t.MessageId == recalled_id)
+                .values(RecalledCount=t.RecalledCount + len(split.taken))
+            )
 
     # ------------------------------------------------------------------ receipts
 
@@ -493,6 +428,7 @@ class QueueStore:
             )
         if not done:
             return set()
+        states.check(MessageState.QUEUED, MessageState.SERVED)
         for part in transactions.chunks([row.MessageId for row in done]):
             conn.execute(
                 tables.transmit_queue.update()
@@ -503,7 +439,7 @@ class QueueStore:
         conn.execute(
             tables.message_event.insert(),
             [
-                _event(
+                rows.event(
                     row.MessageId,
                     now,
                     EventKind.SERVED,
@@ -514,13 +450,14 @@ class QueueStore:
             ],
         )
         first = self._sequence.take(len(done))
-        conn.execute(
-            tables.receive_queue.insert(),
+        _insert_new(
+            conn,
+            tables.receive_queue,
             [
-                _entry_row(
+                rows.entry(
                     row.MessageId,
                     row.SenderAccount,
-                    PRIORITY_RANK.get(row.Priority or "", DEFAULT_RANK),
+                    fanout.rank(row.Priority),
                     first + n,
                     kind=model.DeliveryKind.RECEIPT,
                     tx_message_id=row.TxMessageId,
@@ -550,54 +487,14 @@ class QueueStore:
         same account at the same moment takes other entries, never these.
         """
         now = self._clock()
-        r = tables.receive_queue.c
-        columns = (
-            r.EntryId,
-            r.MessageId,
-            r.Kind,
-            r.VisibleBcc,
-            r.PriorityRank,
-            r.CreatedSeq,
-            r.TxMessageId,
-            r.Served,
-            r.Recalled,
-        )
-        order = (r.PriorityRank, r.CreatedSeq)
         with transactions.begin(self._engine, "fetching entries") as conn:
-            queued = conn.execute(
-                sa.select(*columns)
-                .where(r.Recipient == account, r.State == EntryState.QUEUED)
-                .order_by(*order)
-                .limit(max_items)
-                .with_for_update(skip_locked=True)
-            ).all()
-            expired = conn.execute(
-                sa.select(*columns)
-                .where(
-                    r.Recipient == account,
-                    r.State == EntryState.LEASED,
-                    r.LeaseUntil < now,
-                )
-                .order_by(*order)
-                .limit(max_items)
-                .with_for_update(skip_locked=True)
-            ).all()
-            entries = sorted([*queued, *expired], key=lambda e: (e.PriorityRank, e.CreatedSeq))
-            entries = entries[:max_items]
-            redelivered = len({e.EntryId for e in expired} & {e.EntryId for e in entries})
+            entries, expired_ids = self._lease(conn, account, max_items, now, lease_seconds)
             if not entries:
                 return model.FetchBatch()
-            for part in transactions.chunks([e.EntryId for e in entries]):
-                conn.execute(
-                    tables.receive_queue.update()
-                    .where(r.EntryId.in_(part))
-                    .values(State=EntryState.LEASED, LeaseUntil=now + lease_seconds)
-                )
-            expired_ids = {e.EntryId for e in expired}
             conn.execute(
                 tables.message_event.insert(),
                 [
-                    _event(
+                    rows.event(
                         e.MessageId,
                         now,
                         EventKind.FETCHED
@@ -616,29 +513,74 @@ class QueueStore:
         receipts: list[model.Receipt] = []
         for e in entries:
             if e.Kind == model.DeliveryKind.RECEIPT:
-                receipts.append(
-                    model.Receipt(e.EntryId, e.TxMessageId, e.MessageId, e.Served, e.Recalled)
-                )
+                receipts.append(rows.receipt(e))
             else:
                 deliveries.append(
-                    _delivery(e, account, messages[e.MessageId], files.get(e.MessageId, ()))
+                    rows.delivery(e, account, messages[e.MessageId], files.get(e.MessageId, ()))
                 )
         log.info(
             "entries_fetched",
             account=account,
             deliveries=len(deliveries),
             receipts=len(receipts),
-            redelivered=redelivered,
+            redelivered=len(expired_ids),
         )
         return model.FetchBatch(tuple(deliveries), tuple(receipts))
+
+    @staticmethod
+    def _lease(
+        conn: sa.Connection, account: str, max_items: int, now: float, lease_seconds: float
+    ) -> tuple[list[tables.Row], set[str]]:
+        """Lock and lease the entries to deliver; return them and those leased again."""
+        r = tables.receive_queue.c
+        columns = (
+            r.EntryId,
+            r.MessageId,
+            r.Kind,
+            r.VisibleBcc,
+            r.PriorityRank,
+            r.CreatedSeq,
+            r.TxMessageId,
+            r.Served,
+            r.Recalled,
+        )
+        order = (r.PriorityRank, r.CreatedSeq)
+        queued = conn.execute(
+            sa.select(*columns)
+            .where(r.Recipient == account, r.State == EntryState.QUEUED)
+            .order_by(*order)
+            .limit(max_items)
+            .with_for_update(skip_locked=True)
+        ).all()
+        expired = conn.execute(
+            sa.select(*columns)
+            .where(r.Recipient == account, r.State == EntryState.LEASED, r.LeaseUntil < now)
+            .order_by(*order)
+            .limit(max_items)
+            .with_for_update(skip_locked=True)
+        ).all()
+        entries = sorted([*queued, *expired], key=lambda e: (e.PriorityRank, e.CreatedSeq))
+        entries = entries[:max_items]
+        leased_again = {e.EntryId for e in expired} & {e.EntryId for e in entries}
+        if len(leased_again) < len(entries):
+            states.check(EntryState.QUEUED, EntryState.LEASED)
+        if leased_again:
+            states.check(EntryState.LEASED, EntryState.LEASED)
+        for part in transactions.chunks([e.EntryId for e in entries]):
+            conn.execute(
+                tables.receive_queue.update()
+                .where(r.EntryId.in_(part))
+                .values(State=EntryState.LEASED, LeaseUntil=now + lease_seconds)
+            )
+        return entries, leased_again
 
     @staticmethod
     def _messages(conn: sa.Connection, message_ids: list[str]) -> dict[str, tables.Row]:
         t = tables.transmit_queue.c
         found: dict[str, tables.Row] = {}
         for part in transactions.chunks(sorted(set(message_ids))):
-            rows = conn.execute(sa.select(tables.transmit_queue).where(t.MessageId.in_(part)))
-            found.update({row.MessageId: row for row in rows})
+            result = conn.execute(sa.select(tables.transmit_queue).where(t.MessageId.in_(part)))
+            found.update({row.MessageId: row for row in result})
         return found
 
     @staticmethod
@@ -648,22 +590,13 @@ class QueueStore:
         a = tables.transmit_attachment.c
         found: dict[str, list[model.AttachmentInfo]] = collections.defaultdict(list)
         for part in transactions.chunks(sorted(set(message_ids))):
-            rows = conn.execute(
+            result = conn.execute(
                 sa.select(tables.transmit_attachment)
                 .where(a.MessageId.in_(part))
                 .order_by(a.MessageId, a.SeqNo)
             )
-            for row in rows:
-                found[row.MessageId].append(
-                    model.AttachmentInfo(
-                        row.SeqNo,
-                        row.FileName or "",
-                        row.FileType or "",
-                        row.FileSize,
-                        row.DownloadFlag,
-                        row.Sha256,
-                    )
-                )
+            for row in result:
+                found[row.MessageId].append(rows.attachment_info(row))
         return {message_id: tuple(infos) for message_id, infos in found.items()}
 
     # ------------------------------------------------------------------ history
@@ -686,15 +619,12 @@ class QueueStore:
             ).scalar()
             if message_id is None:
                 raise errors.NotFound(f"no accepted message {tx_message_id} from {sender}")
-            rows = conn.execute(
+            found = conn.execute(
                 sa.select(e.At, e.Kind, e.Account, e.Detail)
                 .where(e.MessageId == message_id)
                 .order_by(e.Id)
             ).all()
-        return str(message_id), [
-            model.ServerEvent(_iso(row.At), str(row.Kind), str(row.Account), str(row.Detail))
-            for row in rows
-        ]
+        return str(message_id), [rows.server_event(row) for row in found]
 
     # ------------------------------------------------------------------ depths
 
@@ -703,7 +633,7 @@ class QueueStore:
         r = tables.receive_queue.c
         query = (
             sa.select(r.Recipient, sa.func.count())
-            .where(r.State.in_([EntryState.QUEUED, EntryState.LEASED]))
+            .where(r.State.in_(states.WAITING))
             .group_by(r.Recipient)
         )
         with transactions.begin(self._engine, "counting queued entries") as conn:
@@ -717,9 +647,9 @@ class QueueStore:
         Entries of other accounts are ignored; acknowledging twice is harmless.
         When the last entry of a message is acked, its sender gets a receipt.
         """
-        rows, moving, woken = transactions.retrying(lambda: self._ack_once(account, entry_ids))
+        found, moving, woken = transactions.retrying(lambda: self._ack_once(account, entry_ids))
         self._wake(woken)
-        done = sum(1 for row in rows if row.State != EntryState.QUEUED)
+        done = sum(1 for row in found if row.State != EntryState.QUEUED)
         log.info("entries_acked", account=account, acked=len(moving), done=done)
         return done
 
@@ -737,9 +667,9 @@ class QueueStore:
         t = tables.transmit_queue.c
         woken: set[str] = set()
         with transactions.begin(self._engine, "acknowledging entries") as conn:
-            rows: list[tables.Row] = []
+            found: list[tables.Row] = []
             for part in transactions.chunks(sorted(set(entry_ids))):
-                rows.extend(
+                found.extend(
                     conn.execute(
                         sa.select(r.EntryId, r.MessageId, r.Kind, r.State)
                         .where(r.EntryId.in_(part), r.Recipient == account)
@@ -747,7 +677,9 @@ class QueueStore:
                         .with_for_update()
                     )
                 )
-            moving = [row for row in rows if row.State == EntryState.LEASED]
+            moving = [row for row in found if row.State == EntryState.LEASED]
+            if moving:
+                states.check(EntryState.LEASED, EntryState.ACKED)
             for part in transactions.chunks([row.EntryId for row in moving]):
                 conn.execute(
                     tables.receive_queue.update()
@@ -759,7 +691,7 @@ class QueueStore:
                 conn.execute(
                     tables.message_event.insert(),
                     [
-                        _event(
+                        rows.event(
                             row.MessageId,
                             now,
                             EventKind.ACKNOWLEDGED
@@ -782,146 +714,8 @@ class QueueStore:
                 )
                 woken = self._complete(conn, served)
             tables.announce(conn, woken)
-        return rows, moving, woken
+        return found, moving, woken
 
     def _wake(self, accounts_: set[str]) -> None:
         if accounts_ and self._listener is not None:
             self._listener(frozenset(accounts_))
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _iso(at: float) -> str:
-    """Unix time as ISO-8601 UTC with microseconds (the gateway history's form)."""
-    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _is_server_agent(msg: model.OutgoingMessage) -> bool:
-    """True for a message addressed to the server's own receiving agent."""
-    return any(name.strip().lower() == model.SERVER_AGENT for name in (*msg.receivers, *msg.bcc))
-
-
-def _qualified(msg: model.OutgoingMessage) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """To and Bcc lists with user accounts qualified by the message's SourceDomain."""
-    if msg.receiver_type == "D":
-        return msg.receivers, msg.bcc
-    return (
-        tuple(recipients.qualify(name, msg.source_domain) for name in msg.receivers),
-        tuple(recipients.qualify(name, msg.source_domain) for name in msg.bcc),
-    )
-
-
-def _stored_name(name: str, receiver_type: str) -> str:
-    return accounts.normalize(name, "device" if receiver_type == "D" else "user")
-
-
-def _lookup_names(msg: model.OutgoingMessage) -> list[str]:
-    to, bcc = _qualified(msg)
-    return [_stored_name(name, msg.receiver_type) for name in (*to, *bcc)]
-
-
-def _message_row(
-    msg: model.OutgoingMessage,
-    sender: str,
-    message_id: str,
-    now: float,
-    recipient_count: int,
-    state: MessageState,
-    result: model.SubmitResult,
-) -> dict[str, Any]:
-    to, bcc = _qualified(msg)
-    return {
-        "MessageId": message_id,
-        "SenderAccount": sender,
-        "TxMessageId": msg.tx_message_id,
-        "AppCode": msg.app_code,
-        "SourceDomain": msg.source_domain,
-        "AgentSender": msg.agent_sender,
-        "Sender": msg.sender,
-        "ReceiverType": msg.receiver_type,
-        "ReceiverList": ";".join(to),
-        "BccList": ";".join(bcc),
-        "Subject": msg.subject,
-        "Content": msg.content,
-        "ContentType": msg.content_type,
-        "AlertFlag": msg.alert_flag,
-        "Priority": msg.priority,
-        "Keywords": msg.keywords,
-        "TransmitTime": msg.transmit_time,
-        "ReceivedAt": now,
-        "RecipientCount": recipient_count,
-        "ServedCount": 0,
-        "RecalledCount": 0,
-        "State": state,
-        "SubmitResult": _result_to_json(result),
-    }
-
-
-def _entry_row(
-    message_id: str,
-    recipient: str,
-    rank: int,
-    seq: int,
-    *,
-    kind: model.DeliveryKind = model.DeliveryKind.MESSAGE,
-    visible_bcc: str = "",
-    tx_message_id: str | None = None,
-    served: int | None = None,
-    recalled: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "EntryId": str(uuid.uuid4()),
-        "MessageId": message_id,
-        "Recipient": recipient,
-        "Kind": kind,
-        "VisibleBcc": visible_bcc,
-        "PriorityRank": rank,
-        "State": EntryState.QUEUED,
-        "LeaseUntil": None,
-        "CreatedSeq": seq,
-        "TxMessageId": tx_message_id,
-        "Served": served,
-        "Recalled": recalled,
-    }
-
-
-def _delivery(
-    entry: tables.Row,
-    owner: str,
-    msg: tables.Row,
-    files: tuple[model.AttachmentInfo, ...],
-) -> model.Delivery:
-    return model.Delivery(
-        rx_message_id=entry.EntryId,
-        message_id=msg.MessageId,
-        app_code=msg.AppCode or "",
-        source_domain=msg.SourceDomain or "",
-        agent_sender=msg.AgentSender or "",
-        sender=msg.Sender or "",
-        owner=owner,
-        receiver_type=msg.ReceiverType,
-        receiver_list=msg.ReceiverList or "",
-        bcc_list=entry.VisibleBcc or "",
-        subject=msg.Subject or "",
-        content=msg.Content or "",
-        content_type=msg.ContentType,
-        alert_flag=bool(msg.AlertFlag),
-        priority=msg.Priority or model.DEFAULT_PRIORITY,
-        keywords=msg.Keywords or "",
-        transmit_time=msg.TransmitTime,
-        attachments=files,
-    )
-
-
-def _result_to_json(result: model.SubmitResult) -> str:
-    return json.dumps(dataclasses.asdict(result), separators=(",", ":"), ensure_ascii=False)
-
-
-def _result_from_json(text: str) -> model.SubmitResult:
-    data = json.loads(text)
-    recall = data.pop("recall")
-    return model.SubmitResult(
-        **{**data, "unknown": tuple(data["unknown"])},
-        recall=model.RecallOutcome(**recall) if recall else None,
-    )

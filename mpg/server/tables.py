@@ -141,7 +141,7 @@ message_event = sa.Table(
     sa.Column("Id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
     sa.Column("MessageId", sa.Unicode(50), nullable=False),
     sa.Column("At", sa.Float(), nullable=False),  # Unix time
-    sa.Column("Kind", sa.Unicode(30), nullable=False),  # see queues.EventKind
+    sa.Column("Kind", sa.Unicode(30), nullable=False),  # see rows.EventKind
     sa.Column("Account", sa.Unicode(100), nullable=False),  # who did it (or got it)
     sa.Column("Detail", sa.Unicode(200), nullable=False, default=""),
     sa.Index("IX_MessageEvent_Message", "MessageId", "Id"),

@@ -19,7 +19,7 @@ from test_server_queues import SENDER, message, recall_of
 
 from mpg import errors
 from mpg.db import notify
-from mpg.server import accounts, queues, replay, tables
+from mpg.server import accounts, queues, replay, states, tables
 from mpg.wire import envelope, keys
 
 RECIPIENTS = ("bob@example.com", "carol@example.com", "dave@example.com")
@@ -142,7 +142,7 @@ def test_racing_acks_and_a_recall_count_each_entry_once_and_queue_one_receipt(
     together(work)
     for result in sent:
         row = message_row(engines[0], result.message_id)
-        assert row.State == queues.MessageState.SERVED
+        assert row.State == states.MessageState.SERVED
         assert row.ServedCount + row.RecalledCount == len(RECIPIENTS)
         assert receipts_of(engines[0], result.message_id) == 1
     others = [message_row(engines[0], r.message_id) for r in sent[1:]]

@@ -1,0 +1,218 @@
+"""Row mapping of the server's tables: wire objects to row dicts and rows back.
+
+Every row the store inserts is built here and every row it hands out is read
+here, so a column added to :mod:`mpg.server.tables` that the store writes or
+returns is mapped in this one module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+import uuid
+from typing import Any
+
+from mpg.server import fanout, tables
+from mpg.server.states import EntryState, MessageState
+from mpg.wire import model, recipients
+
+
+class EventKind(enum.StrEnum):
+    """``MessageEvent.Kind``: what happened to a message, for its sender's history."""
+
+    RECEIVED = "received"  # accepted from the sender and queued for its recipients
+    FETCHED = "fetched"  # leased to a recipient (again after a lease ran out)
+    ACKNOWLEDGED = "acknowledged"  # the recipient stored it
+    WITHDRAWN = "withdrawn"  # a recall took it from this recipient's queue
+    RECALLED = "recalled"  # the sender recalled it
+    SERVED = "served"  # every recipient served; the receipt is queued for the sender
+    RECEIPT_FETCHED = "receipt_fetched"  # the sender's gateway fetched the receipt
+    RECEIPT_ACKNOWLEDGED = "receipt_acknowledged"  # ... and stored it
+
+
+def event(
+    message_id: str, at: float, kind: EventKind, account: str, detail: str = ""
+) -> dict[str, Any]:
+    """A ``MessageEvent`` row (Detail cut to its 200 characters)."""
+    return {
+        "MessageId": message_id,
+        "At": at,
+        "Kind": str(kind),
+        "Account": account,
+        "Detail": detail[:200],
+    }
+
+
+def message(
+    msg: model.OutgoingMessage,
+    sender: str,
+    message_id: str,
+    now: float,
+    recipient_count: int,
+    state: MessageState,
+    result: model.SubmitResult,
+) -> dict[str, Any]:
+    """A ``TransmitQueue`` row; ``result`` is kept to answer a resubmission."""
+    to, bcc = fanout.qualified(msg)
+    return {
+        "MessageId": message_id,
+        "SenderAccount": sender,
+        "TxMessageId": msg.tx_message_id,
+        "AppCode": msg.app_code,
+        "SourceDomain": msg.source_domain,
+        "AgentSender": msg.agent_sender,
+        "Sender": msg.sender,
+        "ReceiverType": msg.receiver_type,
+        "ReceiverList": ";".join(to),
+        "BccList": ";".join(bcc),
+        "Subject": msg.subject,
+        "Content": msg.content,
+        "ContentType": msg.content_type,
+        "AlertFlag": msg.alert_flag,
+        "Priority": msg.priority,
+        "Keywords": msg.keywords,
+        "TransmitTime": msg.transmit_time,
+        "ReceivedAt": now,
+        "RecipientCount": recipient_count,
+        "ServedCount": 0,
+        "RecalledCount": 0,
+        "State": state,
+        "SubmitResult": result_to_json(result),
+    }
+
+
+def entry(
+    message_id: str,
+    recipient: str,
+    rank: int,
+    seq: int,
+    *,
+    kind: model.DeliveryKind = model.DeliveryKind.MESSAGE,
+    visible_bcc: str = "",
+    tx_message_id: str | None = None,
+    served: int | None = None,
+    recalled: int | None = None,
+) -> dict[str, Any]:
+    """A new ``ReceiveQueue`` row (queued); receipts carry the sender's tx and counts."""
+    return {
+        "EntryId": str(uuid.uuid4()),
+        "MessageId": message_id,
+        "Recipient": recipient,
+        "Kind": kind,
+        "VisibleBcc": visible_bcc,
+        "PriorityRank": rank,
+        "State": EntryState.QUEUED,
+        "LeaseUntil": None,
+        "CreatedSeq": seq,
+        "TxMessageId": tx_message_id,
+        "Served": served,
+        "Recalled": recalled,
+    }
+
+
+def fanned_out(
+    message_id: str, known: tuple[recipients.Recipient, ...], rank: int, first_seq: int
+) -> list[dict[str, Any]]:
+    """The entries of a message for its known recipients, in arrival order."""
+    return [
+        entry(message_id, rcpt.account, rank, first_seq + n, visible_bcc=rcpt.visible_bcc)
+        for n, rcpt in enumerate(known)
+    ]
+
+
+def attachment(message_id: str, info: model.AttachmentInfo, blob_path: str) -> dict[str, Any]:
+    """A ``TransmitAttachment`` row: the announced info and the staged file."""
+    return {
+        "MessageId": message_id,
+        "SeqNo": info.seq_no,
+        "FileName": info.file_name,
+        "FileType": info.file_type,
+        "FileSize": info.file_size,
+        "DownloadFlag": info.download_flag,
+        "Sha256": info.sha256,
+        "BlobPath": blob_path,
+    }
+
+
+def attachment_info(row: tables.Row) -> model.AttachmentInfo:
+    """A ``TransmitAttachment`` row as the wire's AttachmentInfo."""
+    return model.AttachmentInfo(
+        row.SeqNo,
+        row.FileName or "",
+        row.FileType or "",
+        row.FileSize,
+        row.DownloadFlag,
+        row.Sha256,
+    )
+
+
+def staged(row: tables.Row) -> fanout.Staged:
+    """An ``UploadStage`` row as the fan-out rules see it."""
+    return fanout.Staged(bool(row.Complete), int(row.Size), row.Sha256, str(row.Path))
+
+
+def delivery(
+    entry_row: tables.Row,
+    owner: str,
+    msg: tables.Row,
+    files: tuple[model.AttachmentInfo, ...],
+) -> model.Delivery:
+    """A recipient's message entry and its ``TransmitQueue`` row as a Delivery."""
+    return model.Delivery(
+        rx_message_id=entry_row.EntryId,
+        message_id=msg.MessageId,
+        app_code=msg.AppCode or "",
+        source_domain=msg.SourceDomain or "",
+        agent_sender=msg.AgentSender or "",
+        sender=msg.Sender or "",
+        owner=owner,
+        receiver_type=msg.ReceiverType,
+        receiver_list=msg.ReceiverList or "",
+        bcc_list=entry_row.VisibleBcc or "",
+        subject=msg.Subject or "",
+        content=msg.Content or "",
+        content_type=msg.ContentType,
+        alert_flag=bool(msg.AlertFlag),
+        priority=msg.Priority or model.DEFAULT_PRIORITY,
+        keywords=msg.Keywords or "",
+        transmit_time=msg.TransmitTime,
+        attachments=files,
+    )
+
+
+def receipt(entry_row: tables.Row) -> model.Receipt:
+    """A receipt entry as the wire's Receipt."""
+    return model.Receipt(
+        entry_row.EntryId,
+        entry_row.TxMessageId,
+        entry_row.MessageId,
+        entry_row.Served,
+        entry_row.Recalled,
+    )
+
+
+def server_event(row: tables.Row) -> model.ServerEvent:
+    """A ``MessageEvent`` row as the wire's ServerEvent."""
+    return model.ServerEvent(_iso(row.At), str(row.Kind), str(row.Account), str(row.Detail))
+
+
+def _iso(at: float) -> str:
+    """Unix time as ISO-8601 UTC with microseconds (the gateway history's form)."""
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def result_to_json(result: model.SubmitResult) -> str:
+    """``TransmitQueue.SubmitResult``: the answer, as JSON."""
+    return json.dumps(dataclasses.asdict(result), separators=(",", ":"), ensure_ascii=False)
+
+
+def result_from_json(text: str) -> model.SubmitResult:
+    """The answer stored by :func:`result_to_json`."""
+    data = json.loads(text)
+    recall = data.pop("recall")
+    return model.SubmitResult(
+        **{**data, "unknown": tuple(data["unknown"])},
+        recall=model.RecallOutcome(**recall) if recall else None,
+    )
