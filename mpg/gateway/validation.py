@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Final, Protocol
 
 from mpg import errors
@@ -155,15 +155,7 @@ def validate(
         if len(values[column]) > width:
             raise fail(column, f"is {len(values[column])} characters, more than {width}")
 
-    receiver_type = _text(row.receiver_type).upper()
-    if receiver_type not in model.RECEIVER_TYPES:
-        raise fail("ReceiverType", f"must be U or D, not {receiver_type or 'empty'!r}")
-    if values["ContentType"] not in model.CONTENT_TYPES:
-        known = ", ".join(sorted(model.CONTENT_TYPES))
-        raise fail("ContentType", f"{values['ContentType'] or 'empty'!r} is not one of {known}")
-    priority = _text(row.priority).upper() or model.DEFAULT_PRIORITY
-    if priority not in model.PRIORITIES:
-        raise fail("Priority", f"must be E, H, N or L, not {priority!r}")
+    receiver_type, priority = _codes(row, values["ContentType"], fail)
 
     domain = values["SourceDomain"]
     receivers = _accounts(row.receiver_list, receiver_type, domain, "ReceiverList", fail)
@@ -176,20 +168,7 @@ def validate(
         raise fail("Sender", f"qualified account is longer than {ACCOUNT_WIDTH} characters")
 
     content = row.content or ""
-    for column, text in (
-        ("Subject", values["Subject"]),
-        ("Content", content),
-        ("Keywords", values["Keywords"]),
-    ):
-        bad = _XML_ILLEGAL.search(text)
-        if bad:
-            raise fail(column, f"holds control character U+{ord(bad.group()):04X} at {bad.start()}")
-
-    if values["AppCode"].upper() in {code.strip().upper() for code in validate_content_for}:
-        try:
-            xsd.check_content(content)
-        except errors.WireError as exc:
-            raise fail("Content", f"does not match mpg-content.xsd: {exc}") from None
+    _check_text(values, content, validate_content_for, fail)
 
     attachments = _attachments(row.attachment_list, download_flag, file_size, fail)
     message = model.OutgoingMessage(
@@ -210,6 +189,44 @@ def validate(
         transmit_time=transmit_time,
     )
     return ValidRow(message=message, attachments=attachments)
+
+
+def _codes(
+    row: OutboxRowLike, content_type: str, fail: Callable[[str, str], errors.ValidationError]
+) -> tuple[str, str]:
+    """The row's ReceiverType and Priority (upper-cased); ContentType checked too."""
+    receiver_type = _text(row.receiver_type).upper()
+    if receiver_type not in model.RECEIVER_TYPES:
+        raise fail("ReceiverType", f"must be U or D, not {receiver_type or 'empty'!r}")
+    if content_type not in model.CONTENT_TYPES:
+        known = ", ".join(sorted(model.CONTENT_TYPES))
+        raise fail("ContentType", f"{content_type or 'empty'!r} is not one of {known}")
+    priority = _text(row.priority).upper() or model.DEFAULT_PRIORITY
+    if priority not in model.PRIORITIES:
+        raise fail("Priority", f"must be E, H, N or L, not {priority!r}")
+    return receiver_type, priority
+
+
+def _check_text(
+    values: Mapping[str, str],
+    content: str,
+    validate_content_for: Collection[str],
+    fail: Callable[[str, str], errors.ValidationError],
+) -> None:
+    """No XML-illegal characters in the free text; Content by the XSD where asked."""
+    for column, text in (
+        ("Subject", values["Subject"]),
+        ("Content", content),
+        ("Keywords", values["Keywords"]),
+    ):
+        bad = _XML_ILLEGAL.search(text)
+        if bad:
+            raise fail(column, f"holds control character U+{ord(bad.group()):04X} at {bad.start()}")
+    if values["AppCode"].upper() in {code.strip().upper() for code in validate_content_for}:
+        try:
+            xsd.check_content(content)
+        except errors.WireError as exc:
+            raise fail("Content", f"does not match mpg-content.xsd: {exc}") from None
 
 
 def _accounts(
