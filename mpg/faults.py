@@ -4,6 +4,10 @@ A failpoint is armed by listing its name in the ``MPG_FAILPOINTS`` environment v
 (comma-separated). When an armed failpoint is reached the process kills itself with
 SIGKILL: no cleanup, no flush, exactly like a power cut. Unarmed failpoints cost one
 dictionary lookup. Production configurations never set the variable.
+
+``NAME:stop`` arms a failpoint that instead stops the process (SIGSTOP) the first time
+it is reached, so a test can change the world at exactly that step and then let the
+process go on (SIGCONT).
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import signal
 from typing import Final
 
 ENV_VAR: Final = "MPG_FAILPOINTS"
-_ARMED: Final = frozenset(
-    name.strip() for name in os.environ.get(ENV_VAR, "").split(",") if name.strip()
-)
+_NAMES: Final = [name.strip() for name in os.environ.get(ENV_VAR, "").split(",") if name.strip()]
+_ARMED: Final = frozenset(name for name in _NAMES if not name.endswith(":stop"))
+_STOP_ONCE: Final = {name.removesuffix(":stop") for name in _NAMES if name.endswith(":stop")}
 
 
 def reach(name: str) -> None:
-    """Die here, at once, if the failpoint ``name`` is armed."""
+    """Die here, at once, if the failpoint ``name`` is armed (stop, if armed ``:stop``)."""
     if name in _ARMED:
         os.kill(os.getpid(), signal.SIGKILL)
+    if name in _STOP_ONCE:
+        _STOP_ONCE.discard(name)
+        os.kill(os.getpid(), signal.SIGSTOP)

@@ -297,7 +297,7 @@ def test_attachment_fetch_downloads_an_on_demand_file(cli: Cli) -> None:
         )
         demo.run_step(demo.mpg_argv(files.gateway_config(name), "init-db"), cwd)
     payload = bytes(range(256)) * 300
-    (cwd / "report.bin").write_bytes(payload)
+    (cwd / "files" / "report.bin").write_bytes(payload)
     procs = demo.Processes(cwd)
     try:
         procs.start("server", demo.mpg_argv(files.server_config, "server"), files.log("server"))
@@ -313,7 +313,7 @@ def test_attachment_fetch_downloads_an_on_demand_file(cli: Cli) -> None:
                 "--content",
                 "<content/>",
                 "--attach",
-                f"{cwd / 'report.bin'}|0",
+                f"{cwd / 'files' / 'report.bin'}|0",
             ),
             cwd,
         )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import pytest
 
 from mpg import errors
-from mpg.gateway import validation
+from mpg.gateway import attachroots, validation
 
 
 @dataclasses.dataclass
@@ -151,14 +152,13 @@ def test_bad_download_flag_suffix_is_refused() -> None:
     assert err.field == "AttachmentList"
 
 
-def test_real_file_check_refuses_relative_and_missing_paths(
-    tmp_path: pytest.TempPathFactory,
-) -> None:
-    """check_file wants a full path to a readable regular file."""
+def test_real_file_check_refuses_relative_and_missing_paths(tmp_path: pathlib.Path) -> None:
+    """The gateway's file check wants a full path to an existing file."""
+    roots = attachroots.AttachmentRoots.create([tmp_path])
     with pytest.raises(ValueError, match="full path"):
-        validation.check_file("relative.txt")
+        roots.check("relative.txt")
     with pytest.raises(ValueError, match="does not exist"):
-        validation.check_file("/definitely/not/here")
+        roots.check(str(tmp_path / "not-here"))
 
 
 def test_content_is_free_text_unless_the_channel_opts_in() -> None:
