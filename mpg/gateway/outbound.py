@@ -49,6 +49,8 @@ _T = TypeVar("_T")
 _HASH_CHUNK: Final = 1024 * 1024
 #: Seconds between looks for rows the ERP voided itself (see :mod:`voiding`).
 VOID_SWEEP_SECONDS: Final = 5.0
+#: Seconds between looks for States that are not codes (a scan of the whole Outbox).
+ODD_STATE_SWEEP_SECONDS: Final = 300.0
 
 #: Shortest poll pause, right after a cycle that found rows (seconds).
 ADAPTIVE_MIN_POLL: Final = 0.05
@@ -118,6 +120,7 @@ class OutboundWorker:
         # tells a stalled cycle from an idle wait by it).
         self.cycle_started: float | None = None
         self._next_void_sweep = 0.0
+        self._next_odd_sweep = 0.0
         self._odd_reported: set[tuple[str, str]] = set()
 
     def reconfigure(self, settings: config.GatewaySettings) -> None:
@@ -166,8 +169,10 @@ class OutboundWorker:
             # In this thread, not the scheduler's: a void seen here can never race
             # the submit of the same row.
             self._voider.sweep()
-            self._report_odd_states()
             self._next_void_sweep = time.monotonic() + VOID_SWEEP_SECONDS
+        if time.monotonic() >= self._next_odd_sweep:
+            self._report_odd_states()
+            self._next_odd_sweep = time.monotonic() + ODD_STATE_SWEEP_SECONDS
         try:
             if self._resume or time.monotonic() >= self._next_take_over:
                 handled += self._advance(

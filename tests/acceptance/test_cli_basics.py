@@ -27,7 +27,7 @@ class Cli:
         self.config = root / "gw.toml"
         self.config.write_text(
             '[gateway]\naccount = "erp-a@example.com"\ndatabase_url = "sqlite:///gw.db"\n'
-            '[log]\nformat = "json"\n',
+            'attachment_roots = ["."]\n[log]\nformat = "json"\n',
             encoding="utf-8",
         )
 
@@ -173,6 +173,20 @@ def test_send_refuses_a_missing_attachment(cli: Cli) -> None:
     cli.ok("init-db")
     done = cli.run("send", "--to", "bob", "--content", "x", "--attach", "nope.pdf")
     assert done.returncode == 2
+    assert cli.sql('SELECT * FROM "Outbox"') == []
+
+
+def test_send_refuses_an_attachment_the_gateway_would_refuse(cli: Cli) -> None:
+    """A file outside attachment_roots, or the gateway's own config inside them, is a
+    usage error naming the reason, and no row is written."""
+    cli.ok("init-db")
+    for path, reason in (
+        ("/etc/passwd", "outside the attachment roots"),
+        ("gw.toml", "configuration file"),
+    ):
+        done = cli.run("send", "--to", "bob", "--content", "x", "--attach", path)
+        assert done.returncode == 2
+        assert reason in done.stderr
     assert cli.sql('SELECT * FROM "Outbox"') == []
 
 
