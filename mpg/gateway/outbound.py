@@ -249,6 +249,12 @@ class OutboundWorker:
             except errors.WireError as exc:
                 bad.append((row.tx_message_id, f"cannot be sent: {exc}"))
                 continue
+            except Exception as exc:
+                # Whatever else one row's values cause stays that row's failure: the
+                # rows behind it must not wait for ever.
+                log.exception("row_not_buildable", tx_message_id=str(row.tx_message_id))
+                bad.append((row.tx_message_id, f"cannot be sent: {type(exc).__name__}: {exc}"))
+                continue
             if size > self.request_budget:
                 bad.append(
                     (
