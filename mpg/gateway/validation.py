@@ -193,7 +193,9 @@ def validate(
     content = row.content or ""
     size = len(content.encode("utf-8", "surrogatepass"))
     if size > max_content_bytes:
-        raise fail("Content", f"is {size} bytes, more than the {max_content_bytes} allowed")
+        raise fail(
+            "Content", f"is {size} bytes, over gateway.max_content_bytes ({max_content_bytes})"
+        )
     for column, text in (
         ("Subject", values["Subject"]),
         ("Content", content),

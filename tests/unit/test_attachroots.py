@@ -6,6 +6,7 @@ import os
 import pathlib
 
 import pytest
+import structlog
 
 from mpg import config, errors
 from mpg.gateway import attachroots, outbound
@@ -128,7 +129,7 @@ def test_batches_are_cut_by_size_in_order() -> None:
 
 
 def test_a_secret_file_others_can_write_is_refused_and_readable_warned(
-    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: pathlib.Path,
 ) -> None:
     """gateway.secret_file: writable by group/others -> refused; readable -> a warning."""
     cred = tmp_path / "gw.cred"
@@ -138,11 +139,13 @@ def test_a_secret_file_others_can_write_is_refused_and_readable_warned(
     with pytest.raises(errors.ConfigError, match="writable by others"):
         settings.credential_text()
     cred.chmod(0o644)
-    assert settings.credential_text() == "k1.secret"
-    assert "secret_file_readable_by_others" in capsys.readouterr().out
+    with structlog.testing.capture_logs() as logged:
+        assert settings.credential_text() == "k1.secret"
+    assert [e["event"] for e in logged] == ["secret_file_readable_by_others"]
     cred.chmod(0o600)
-    assert settings.credential_text() == "k1.secret"
-    assert "secret_file_readable_by_others" not in capsys.readouterr().out
+    with structlog.testing.capture_logs() as logged:
+        assert settings.credential_text() == "k1.secret"
+    assert logged == []
 
 
 def test_localhost_is_not_taken_for_loopback_without_resolving(tmp_path: pathlib.Path) -> None:

@@ -184,3 +184,30 @@ def test_content_is_free_text_unless_the_channel_opts_in() -> None:
         file_size=sizes({}),
         validate_content_for=("BPM",),
     )
+
+
+@pytest.mark.parametrize(
+    ("column", "attribute"),
+    [("TxMessageId", "tx_message_id"), ("ReceiverList", "receiver_list"), ("Content", "content")],
+)
+def test_binary_data_in_a_text_column_is_refused_naming_the_column(
+    column: str, attribute: str
+) -> None:
+    """SQLite stores a BLOB in any column; such a row fails alone, naming the column."""
+    err = refusal(dataclasses.replace(Row(), **{attribute: b"\x00\xff"}))
+    assert (err.field, err.reason) == (column, "holds binary data (2 bytes), not text")
+
+
+def test_content_over_the_limit_is_refused_with_its_size() -> None:
+    """Content is measured in UTF-8 bytes against max_content_bytes."""
+    row = Row(content="中" * 400)
+    with pytest.raises(errors.ValidationError) as caught:
+        validation.validate(
+            row,
+            gateway_account="erp-a@example.com",
+            transmit_time="2026-11-23 05:00:00",
+            file_size=sizes({}),
+            max_content_bytes=1199,
+        )
+    assert caught.value.field == "Content"
+    assert "is 1200 bytes" in caught.value.reason
