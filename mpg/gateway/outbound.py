@@ -39,6 +39,7 @@ from mpg import config, errors, metrics, timefmt
 from mpg.gateway import attachroots, retry, validation, voiding
 from mpg.gateway import client as client_mod
 from mpg.storage import outbox
+from mpg.storage.states import OUTBOX_TRANSITIONS
 from mpg.storage.states import OutboxState as S
 from mpg.wire import model, payloads, xmlsafe
 
@@ -312,7 +313,7 @@ class OutboundWorker:
         good, bad = self._validate(rows)
         states = {row.tx_message_id: S(row.state or 0) for row in rows}
         for tx, note in bad:
-            self._repo.transition([(tx, note)], states[tx], S.FAILED)
+            self._fail([(tx, note)], states[tx])
         return good
 
     def _advance(self, work: list[_Work]) -> int:
@@ -360,9 +361,7 @@ class OutboundWorker:
                         item.tx, att.seq_no, fh, size, self._settings.chunk_size
                     )
         except errors.RefusedByServer as exc:
-            self._repo.transition(
-                [(item.tx, f"attachment refused: {exc.detail}")], item.state, S.FAILED
-            )
+            self._fail([(item.tx, f"attachment refused: {exc.detail}")], item.state)
             return False
         except (attachroots.Refused, OSError) as exc:
             self._fail_file(item, att, exc)
@@ -388,9 +387,26 @@ class OutboundWorker:
     ) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         where = f"file {att.seq_no} {att.path!r}" if att is not None else "a file"
-        self._repo.transition(
-            [(item.tx, f"AttachmentList: {where} {reason}")], item.state, S.FAILED
-        )
+        self._fail([(item.tx, f"AttachmentList: {where} {reason}")], item.state)
+
+    def _fail(self, failures: Sequence[Failure], state: S) -> None:
+        """Move rows to 99 where the transition table allows it from ``state``.
+
+        A row at 19 was already accepted by the server, so it cannot fail any more; one
+        that can no longer be rebuilt (its file refused or gone) stays there, logged,
+        until the send timeout moves it to 97, and never holds up the rows behind it.
+        """
+        if (state, S.FAILED) in OUTBOX_TRANSITIONS:
+            self._repo.transition(failures, state, S.FAILED)
+            return
+        for tx, note in failures:
+            log.error(
+                "row_cannot_be_resumed",
+                tx_message_id=str(tx),
+                state=int(state),
+                reason=note,
+                effect="left in place; the send timeout moves it to 97",
+            )
 
     def _submit(self, ready: list[_Work]) -> None:
         """Submit in requests that fit the server's limit, in pickup order."""
@@ -412,9 +428,7 @@ class OutboundWorker:
                 self._submit_narrowing(batch[half:])
                 return
             [item] = batch
-            self._repo.transition(
-                [(item.tx, f"refused by server: {exc.code}: {exc.detail}")], item.state, S.FAILED
-            )
+            self._fail([(item.tx, f"refused by server: {exc.code}: {exc.detail}")], item.state)
 
     def _submit_batch(self, ready: list[_Work]) -> None:
         started = time.monotonic()
@@ -451,7 +465,7 @@ class OutboundWorker:
             (r.tx_message_id, f"refused by server: {r.reason}") for r in results if not r.accepted
         ]
         if refused:
-            self._repo.transition(refused, state, S.FAILED)
+            self._fail(refused, state)
         if queued:
             moved |= set(
                 self._repo.transition(

@@ -186,3 +186,21 @@ def test_a_state_that_is_not_a_code_is_logged_and_shown_by_status(world: World) 
         assert conn.execute(
             'SELECT "State" FROM "Outbox" WHERE "TxMessageId" = ?', ("text-state",)
         ).fetchone() == ("ten",)
+
+
+def test_a_row_at_19_that_cannot_be_rebuilt_stays_and_does_not_block(world: World) -> None:
+    """A row left at 19 (accepted, not yet recorded) whose file is gone or now refused
+    cannot go to 99 (the server has it): it stays at 19, logged, and the rows behind it
+    flow (before, the refused 19 -> 99 step failed every cycle)."""
+    world.start_server()
+    a, b = world.gateway("erp-a"), world.gateway("erp-b")
+    add(a, "at-19", attachments=str(world.root / "gone.pdf"), state=19)
+    add(a, "good")
+    b.run()
+    a.run()
+    a.wait_state("good", 29)
+    log = world.root / "erp-a.log"
+    wait_for("the row at 19 in the log", lambda: "row_cannot_be_resumed" in log.read_text())
+    row = a.outbox_row("at-19")
+    assert row is not None
+    assert row["State"] == 19
