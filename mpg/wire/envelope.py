@@ -38,6 +38,8 @@ MAX_REMEMBERED_NONCES: Final = 200_000
 
 _LENGTH: Final = struct.Struct(">H")
 _PREFIX: Final = len(MAGIC) + _LENGTH.size
+#: Bytes of magic and header length that start every envelope.
+PREFIX_BYTES: Final = _PREFIX
 _MAX_HEADER: Final = 0xFFFF
 _TAMPERED: Final = "envelope is malformed or was tampered with"
 _REQUEST_KEYS: Final = frozenset({"v", "acct", "kid", "op", "ts", "nonce", "dir", "args"})
@@ -190,6 +192,34 @@ def peek(data: bytes) -> EnvelopeHeader:
     return header
 
 
+def header_end(start: bytes | bytearray) -> int | None:
+    """Where the header ends (the IV's offset), from an envelope's first bytes.
+
+    None while fewer than :data:`PREFIX_BYTES` are at hand; raises
+    :class:`errors.TamperedEnvelope` when they are not an envelope's. A server reads
+    this much of a body, then the header, before it reads the rest.
+    """
+    if len(start) < PREFIX_BYTES:
+        if not MAGIC.startswith(bytes(start[: len(MAGIC)])):
+            raise errors.TamperedEnvelope(_TAMPERED)
+        return None
+    if bytes(start[: len(MAGIC)]) != MAGIC:
+        raise errors.TamperedEnvelope(_TAMPERED)
+    (length,) = _LENGTH.unpack_from(start, len(MAGIC))
+    return PREFIX_BYTES + int(length)
+
+
+def read_header(start: bytes | bytearray) -> EnvelopeHeader:
+    """The header from an envelope's first :func:`header_end` bytes (or more).
+
+    Like :func:`peek`, nothing in it is trustworthy until the envelope opens.
+    """
+    end = header_end(start)
+    if end is None or len(start) < end:
+        raise errors.TamperedEnvelope(_TAMPERED)
+    return _parse_header(bytes(start[PREFIX_BYTES:end]))
+
+
 def _split(data: bytes) -> tuple[EnvelopeHeader, int]:
     """The header and the offset of the IV; TamperedEnvelope on any framing problem."""
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -201,7 +231,11 @@ def _split(data: bytes) -> tuple[EnvelopeHeader, int]:
     end = _PREFIX + length
     if len(data) < end + IV_BYTES + TAG_BYTES:
         raise errors.TamperedEnvelope(_TAMPERED)
-    header_bytes = data[_PREFIX:end]
+    return _parse_header(data[_PREFIX:end]), end
+
+
+def _parse_header(header_bytes: bytes) -> EnvelopeHeader:
+    """The header from its canonical JSON bytes; TamperedEnvelope for any other form."""
     try:
         obj = json.loads(header_bytes.decode("ascii"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -216,7 +250,7 @@ def _split(data: bytes) -> tuple[EnvelopeHeader, int]:
         raise errors.TamperedEnvelope(_TAMPERED) from None
     if canonical != header_bytes:
         raise errors.TamperedEnvelope(_TAMPERED)
-    header = EnvelopeHeader(
+    return EnvelopeHeader(
         account=obj["acct"],
         key_id=obj["kid"],
         op=obj["op"],
@@ -227,7 +261,6 @@ def _split(data: bytes) -> tuple[EnvelopeHeader, int]:
         reply_to=obj.get("re", ""),
         version=obj["v"],
     )
-    return header, end
 
 
 def open_sealed(key: bytes, data: bytes) -> tuple[EnvelopeHeader, bytes]:
@@ -238,7 +271,8 @@ def open_sealed(key: bytes, data: bytes) -> tuple[EnvelopeHeader, bytes]:
     """
     aead = _aead(key)
     header, end = _split(data)
-    raw = bytes(data)
+    # Views, not slices: a 64 MiB body is not copied once more to be decrypted.
+    raw = memoryview(bytes(data))
     try:
         plaintext = aead.decrypt(raw[end : end + IV_BYTES], raw[end + IV_BYTES :], raw[:end])
     except InvalidTag:
