@@ -175,9 +175,9 @@ class ServerSettings(_Section):
     #: Request nonces one account may have in the replay cache (per replay_window).
     replay_per_account: int = pydantic.Field(default=20_000, ge=1)
     #: Bytes of staged (uploaded, not yet submitted) attachments one account may hold.
-    upload_quota_bytes: int = pydantic.Field(default=4 * 1024**3, ge=0)
+    upload_quota_bytes: int = pydantic.Field(default=4 * 1024**3, ge=1)
     #: Staged uploads one account may hold.
-    upload_quota_files: int = pydantic.Field(default=10_000, ge=0)
+    upload_quota_files: int = pydantic.Field(default=10_000, ge=1)
     #: Seconds after its last chunk an unsubmitted staged upload is purged.
     upload_stage_ttl: float = pydantic.Field(default=86400.0, gt=0)
 

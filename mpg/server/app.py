@@ -183,7 +183,12 @@ class PushServer:
         self.engine = engine
         self.accounts = accounts.AccountStore(engine, master_key)
         self.queues = queues.QueueStore(engine)
-        self.blobs = blobs.BlobStore(engine, pathlib.Path(settings.data_dir) / BLOB_DIR)
+        self.blobs = blobs.BlobStore(
+            engine,
+            pathlib.Path(settings.data_dir) / BLOB_DIR,
+            quota_bytes=settings.upload_quota_bytes,
+            quota_files=settings.upload_quota_files,
+        )
         self.opener = auth.RequestOpener(
             self.accounts,
             replay.SharedReplayGuard(

@@ -192,8 +192,18 @@ def _reload_logging(source: str) -> None:
 
 
 def _housekeeping(settings: config.ServerSettings, push: app.PushServer) -> BackgroundScheduler:
-    """Start the retention job (none when ``retention_days`` is 0: keep everything)."""
+    """Start the purge of abandoned uploads and the retention job (none when
+    ``retention_days`` is 0: keep everything)."""
     scheduler = BackgroundScheduler(daemon=True)
+    scheduler.add_job(
+        housekeeping.purge_stages,
+        "interval",
+        args=[push.engine, settings.upload_stage_ttl],
+        seconds=min(settings.housekeeping_interval, settings.upload_stage_ttl),
+        id="stages",
+        max_instances=1,
+        coalesce=True,
+    )
     if settings.retention_days:
         scheduler.add_job(
             housekeeping.purge,
