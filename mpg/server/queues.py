@@ -295,7 +295,9 @@ class QueueStore:
                 reason = reason or f"attachment {info.seq_no} does not match the upload"
         message_id = str(uuid.uuid4())
         if reason:
-            result = model.SubmitResult(tx, False, unknown=tuple(unknown[:MAX_LISTED]), reason=reason)
+            result = model.SubmitResult(
+                tx, False, unknown=tuple(unknown[:MAX_LISTED]), reason=reason
+            )
             writes.messages.append(
                 _message_row(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
             )
