@@ -171,7 +171,7 @@ class ServerSettings(_Section):
     #: Largest request line plus headers.
     max_header_bytes: int = pydantic.Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     #: Request body bytes held by all requests together; beyond it requests get 503.
-    max_inflight_bytes: int = pydantic.Field(default=256 * 1024 * 1024, ge=1024)
+    max_inflight_bytes: int = pydantic.Field(default=128 * 1024 * 1024, ge=1024)
     #: Request nonces one account may have in the replay cache (per replay_window).
     replay_per_account: int = pydantic.Field(default=20_000, ge=1)
     #: Bytes of staged (uploaded, not yet submitted) attachments one account may hold.

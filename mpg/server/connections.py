@@ -16,7 +16,7 @@ TLS handshake holds one for asyncio's default 60 s. Two small pieces close that:
 
 Why not another server: hypercorn has these timeouts, but uvicorn is what the
 server, its shutdown handling and its tests are built on; the two pieces above are
-about sixty lines against uvicorn's public protocol class (docs/security.md).
+about a hundred lines against uvicorn's public protocol class (docs/security.md).
 """
 
 from __future__ import annotations
