@@ -6,6 +6,8 @@ Used by the tests that attack the server's network face: they need their own lim
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -23,7 +25,7 @@ import trustme
 
 from mpg import config
 from mpg.server import accounts, tables
-from mpg.wire import envelope, keys
+from mpg.wire import envelope, keys, payloads
 
 START_TIMEOUT = 30.0
 
@@ -153,6 +155,7 @@ def start(
             stderr=log,
             text=True,
             env=env,
+            cwd=root,  # not the checkout: `-m` puts the working folder first on the path
             preexec_fn=limit_files,
         )
     address = _announced(proc, log_file)
@@ -180,3 +183,64 @@ def _announced(proc: subprocess.Popen[str], log_file: pathlib.Path) -> str:
         proc.kill()
         raise AssertionError(f"server did not start:\n{log_file.read_text()}")
     return found[0]
+
+
+def read_response(sock: ssl.SSLSocket) -> bytes:
+    """What the server answered before it closed (or stopped sending)."""
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data and len(data) > data.index(b"\r\n\r\n") + 4:
+                break
+    return data
+
+
+def stream_post(srv: ServerProcess, op: str, first: bytes, total: int, chunk: bytes) -> bytes:
+    """POST ``total`` bytes (``first``, then ``chunk`` repeated) and read the answer.
+
+    Stops sending as soon as the server answers or closes, as a client would.
+    """
+    sock = srv.connect()
+    try:
+        sock.sendall(
+            f"POST /v1/{op} HTTP/1.1\r\nHost: {srv.host}\r\n"
+            f"Content-Length: {total}\r\n\r\n".encode()
+            + first
+        )
+        sent = len(first)
+        with contextlib.suppress(OSError):
+            while sent < total:
+                part = chunk[: total - sent]
+                sock.sendall(part)
+                sent += len(part)
+        return read_response(sock)
+    finally:
+        sock.close()
+
+
+def status_of(answer: bytes) -> int | None:
+    """The status code of a raw HTTP answer; None when the server sent nothing."""
+    if not answer.startswith(b"HTTP/1.1 "):
+        return None
+    return int(answer[9:12])
+
+
+def forged(account: str, op: str = "fetch", *, key_id: str = "") -> bytes:
+    """An envelope naming ``account`` (and ``key_id``, else a new one) sealed with a key
+    nobody was given; its payload is a fetch."""
+    cred = keys.new_credential()
+    header = envelope.request_header(account, key_id or cred.key_id, op, {})
+    return envelope.seal(cred.secret, header, payloads.build_fetch(10, 0))
+
+
+def flood_of_bodies(
+    srv: ServerProcess, first: bytes, count: int = 12, size: int = 63 * 1024 * 1024
+) -> list[int | None]:
+    """``count`` concurrent bodies of ``size`` bytes starting with ``first``; the statuses."""
+    chunk = bytes(1024 * 1024)
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        answers = list(
+            pool.map(lambda _: stream_post(srv, "upload", first, size, chunk), range(count))
+        )
+    return [status_of(answer) for answer in answers]

@@ -65,7 +65,7 @@ class RequestOpener:
         account, key, disabled = self._store.key_state(header.account, header.key_id)
         return Claim(account, key, disabled)
 
-    def open(self, op: str, body: bytes, claim: Claim | None = None) -> OpenedRequest:
+    def open(self, op: str, body: bytes | bytearray, claim: Claim | None = None) -> OpenedRequest:
         """Authenticate ``body`` posted to ``/v1/<op>``; ``claim`` if already identified.
 
         Raises :class:`mpg.errors.TamperedEnvelope` (no envelope, bad framing or tag),

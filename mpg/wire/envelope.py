@@ -182,7 +182,7 @@ def _header_problem(obj: dict[str, Any]) -> str:
     return ""
 
 
-def peek(data: bytes) -> EnvelopeHeader:
+def peek(data: bytes | bytearray) -> EnvelopeHeader:
     """The header of a sealed envelope, read without the key (to choose the key).
 
     Nothing in it is trustworthy until :func:`open_sealed` succeeds. Raises
@@ -220,18 +220,18 @@ def read_header(start: bytes | bytearray) -> EnvelopeHeader:
     return _parse_header(bytes(start[PREFIX_BYTES:end]))
 
 
-def _split(data: bytes) -> tuple[EnvelopeHeader, int]:
+def _split(data: bytes | bytearray) -> tuple[EnvelopeHeader, int]:
     """The header and the offset of the IV; TamperedEnvelope on any framing problem."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise errors.TamperedEnvelope(_TAMPERED)
-    data = bytes(data)
-    if len(data) < _PREFIX or data[: len(MAGIC)] != MAGIC:
+    view = memoryview(data)  # a 64 MiB body is not copied to read its header
+    if len(view) < _PREFIX or bytes(view[: len(MAGIC)]) != MAGIC:
         raise errors.TamperedEnvelope(_TAMPERED)
-    (length,) = _LENGTH.unpack_from(data, len(MAGIC))
+    (length,) = _LENGTH.unpack_from(view, len(MAGIC))
     end = _PREFIX + length
-    if len(data) < end + IV_BYTES + TAG_BYTES:
+    if len(view) < end + IV_BYTES + TAG_BYTES:
         raise errors.TamperedEnvelope(_TAMPERED)
-    return _parse_header(data[_PREFIX:end]), end
+    return _parse_header(bytes(view[_PREFIX:end])), end
 
 
 def _parse_header(header_bytes: bytes) -> EnvelopeHeader:
@@ -263,7 +263,7 @@ def _parse_header(header_bytes: bytes) -> EnvelopeHeader:
     )
 
 
-def open_sealed(key: bytes, data: bytes) -> tuple[EnvelopeHeader, bytes]:
+def open_sealed(key: bytes, data: bytes | bytearray) -> tuple[EnvelopeHeader, bytes]:
     """Check and decrypt an envelope: ``(header, plaintext)``.
 
     Raises :class:`errors.TamperedEnvelope` if the framing is wrong or the tag does not
@@ -272,7 +272,7 @@ def open_sealed(key: bytes, data: bytes) -> tuple[EnvelopeHeader, bytes]:
     aead = _aead(key)
     header, end = _split(data)
     # Views, not slices: a 64 MiB body is not copied once more to be decrypted.
-    raw = memoryview(bytes(data))
+    raw = memoryview(data)
     try:
         plaintext = aead.decrypt(raw[end : end + IV_BYTES], raw[end + IV_BYTES :], raw[:end])
     except InvalidTag:

@@ -8,7 +8,6 @@ filling the replay cache or the upload stage, and refusals that list too much.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import json
 import pathlib
@@ -23,7 +22,7 @@ import serverproc
 import sqlalchemy as sa
 
 from mpg.server import housekeeping, tables
-from mpg.wire import envelope, keys, model, payloads
+from mpg.wire import envelope, model, payloads
 
 GATEWAY = "erp-a@example.com"
 BOB = "bob@example.com"
@@ -73,65 +72,9 @@ def http(srv: serverproc.ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def read_response(sock: ssl.SSLSocket) -> bytes:
-    """What the server answered before it closed (or stopped sending)."""
-    data = b""
-    with contextlib.suppress(OSError):
-        while chunk := sock.recv(65536):
-            data += chunk
-            if b"\r\n\r\n" in data and len(data) > data.index(b"\r\n\r\n") + 4:
-                break
-    return data
-
-
-def stream_post(
-    srv: serverproc.ServerProcess, op: str, first: bytes, total: int, chunk: bytes
-) -> bytes:
-    """POST ``total`` bytes (``first``, then ``chunk`` repeated) and read the answer.
-
-    Stops sending as soon as the server answers or closes, as a client would.
-    """
-    sock = srv.connect()
-    try:
-        sock.sendall(
-            f"POST /v1/{op} HTTP/1.1\r\nHost: {srv.host}\r\n"
-            f"Content-Length: {total}\r\n\r\n".encode()
-            + first
-        )
-        sent = len(first)
-        with contextlib.suppress(OSError):
-            while sent < total:
-                part = chunk[: total - sent]
-                sock.sendall(part)
-                sent += len(part)
-        return read_response(sock)
-    finally:
-        sock.close()
-
-
-def status_of(answer: bytes) -> int | None:
-    """The status code of a raw HTTP answer; None when the server sent nothing."""
-    if not answer.startswith(b"HTTP/1.1 "):
-        return None
-    return int(answer[9:12])
-
-
 def post(http: httpx.Client, op: str, body: bytes) -> httpx.Response:
     """POST ``body`` to ``/v1/<op>``."""
     return http.post(f"/v1/{op}", content=body)
-
-
-def forged(account: str, op: str = "fetch", payload: bytes = b"", **args: object) -> bytes:
-    """An envelope naming ``account`` but sealed with a key nobody was given."""
-    cred = keys.new_credential()
-    header = envelope.request_header(account, cred.key_id, op, dict(args))
-    return envelope.seal(cred.secret, header, payload)
-
-
-def with_key_id(srv: serverproc.ServerProcess, account: str, op: str = "fetch") -> bytes:
-    """An envelope naming ``account`` and its real key id, sealed with another key."""
-    header = envelope.request_header(account, srv.credentials[account].key_id, op, {})
-    return envelope.seal(keys.new_credential().secret, header, payload_fetch())
 
 
 def payload_fetch() -> bytes:
@@ -154,22 +97,12 @@ def roomy(tmp_path: pathlib.Path) -> Iterator[serverproc.ServerProcess]:
     server.stop()
 
 
-def flood_of_bodies(srv: serverproc.ServerProcess, first: bytes) -> list[int | None]:
-    """Twelve concurrent 63 MB bodies starting with ``first``; their statuses."""
-    chunk = bytes(MIB)
-    with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        answers = list(
-            pool.map(lambda _: stream_post(srv, "upload", first, 63 * MIB, chunk), range(12))
-        )
-    return [status_of(answer) for answer in answers]
-
-
 def test_unauthenticated_large_bodies_are_refused_at_the_header_with_memory_bounded(
     roomy: serverproc.ServerProcess,
 ) -> None:
     """12 x 63 MB bodies naming no known account: 401 after the header; RSS barely moves."""
     before = roomy.memory_kib("VmHWM")
-    statuses = flood_of_bodies(roomy, forged("nobody@example.com", "upload"))
+    statuses = serverproc.flood_of_bodies(roomy, serverproc.forged("nobody@example.com", "upload"))
     grown_mib = (roomy.memory_kib("VmHWM") - before) / 1024
     assert set(statuses) <= {401, None}
     assert 401 in statuses
@@ -182,7 +115,9 @@ def test_forged_large_bodies_of_a_known_account_are_capped_in_flight(
 ) -> None:
     """A known account with a forged key: bodies are read only up to the in-flight cap."""
     before = roomy.memory_kib("VmHWM")
-    statuses = flood_of_bodies(roomy, with_key_id(roomy, GATEWAY, "upload"))
+    statuses = serverproc.flood_of_bodies(
+        roomy, serverproc.forged(GATEWAY, "upload", key_id=roomy.credentials[GATEWAY].key_id)
+    )
     grown_mib = (roomy.memory_kib("VmHWM") - before) / 1024
     assert set(statuses) <= {401, 503, None}
     assert 503 in statuses
@@ -207,7 +142,7 @@ def test_a_stalled_body_is_dropped_with_408(srv: serverproc.ServerProcess) -> No
         sock.sendall(
             f"POST /v1/fetch HTTP/1.1\r\nHost: {srv.host}\r\nContent-Length: 1000\r\n\r\nMPG".encode()
         )
-        assert status_of(read_response(sock)) == 408
+        assert serverproc.status_of(serverproc.read_response(sock)) == 408
 
 
 # ------------------------------------------------------------------ connections
@@ -287,7 +222,7 @@ def test_an_oversized_header_is_refused(srv: serverproc.ServerProcess) -> None:
         with contextlib.suppress(OSError):
             for _ in range(16):
                 sock.sendall(b"a" * 65536)
-        assert status_of(read_response(sock)) == 400
+        assert serverproc.status_of(serverproc.read_response(sock)) == 400
 
 
 def test_connections_beyond_the_limit_are_answered_503(
@@ -345,10 +280,10 @@ def test_every_failure_to_authenticate_gets_the_same_401(
     """Unknown account, unknown key id, wrong key, a disabled account's wrong key, garbage:
     one answer, so a prober learns nothing about which accounts exist."""
     attempts = {
-        "unknown account": forged("nobody@example.com"),
-        "unknown key id": forged(BOB),
-        "wrong key": with_key_id(srv, BOB),
-        "disabled, wrong key": with_key_id(srv, GONE),
+        "unknown account": serverproc.forged("nobody@example.com"),
+        "unknown key id": serverproc.forged(BOB),
+        "wrong key": serverproc.forged(BOB, key_id=srv.credentials[BOB].key_id),
+        "disabled, wrong key": serverproc.forged(GONE, key_id=srv.credentials[GONE].key_id),
         "no envelope": b"hello",
     }
     answers = {what: post(http, "fetch", body) for what, body in attempts.items()}
