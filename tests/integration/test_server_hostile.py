@@ -9,6 +9,7 @@ filling the replay cache or the upload stage, and refusals that list too much.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import pathlib
 import ssl
@@ -349,22 +350,56 @@ def test_staged_uploads_have_a_quota_and_abandoned_stages_are_purged(
     assert upload(srv, http, "q2", part).status_code == 200
 
 
+def test_purging_stages_leaves_the_files_of_submitted_messages(
+    srv: serverproc.ServerProcess, http: httpx.Client
+) -> None:
+    """A submitted message's attachment survives the purge; an abandoned stage does not."""
+    data = b"attachment bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    tx = str(uuid.uuid4())
+    done = srv.seal(
+        GATEWAY, "upload", data, tx=tx, seq=1, offset=0, final=True, size=len(data), sha256=digest
+    )
+    assert post(http, "upload", done).status_code == 200
+    info = model.AttachmentInfo(1, "a.txt", "txt", len(data), 0, digest)
+    answer = post(
+        http,
+        "submit",
+        srv.seal(GATEWAY, "submit", payloads.build_submit([message((BOB,), (info,), tx)])),
+    )
+    assert answer.status_code == 200, answer.text
+    _, plain = envelope.open_sealed(srv.credentials[GATEWAY].secret, answer.content)
+    [result] = payloads.parse_submitted(plain)
+    assert result.accepted, result.reason
+    abandoned = srv.seal(GATEWAY, "upload", b"half", tx="abandoned", seq=1, offset=0, final=False)
+    assert post(http, "upload", abandoned).status_code == 200
+
+    engine = tables.create_engine(srv.database_url)
+    try:
+        assert housekeeping.purge_stages(engine, 3600, clock=lambda: time.time() + 7200) >= 1
+    finally:
+        engine.dispose()
+    read = srv.seal(BOB, "download", messageId=result.message_id, seq=1, offset=0, length=100)
+    response = post(http, "download", read)
+    assert response.status_code == 200, response.text
+    assert envelope.open_sealed(srv.credentials[BOB].secret, response.content)[1] == data
+
+
 # ------------------------------------------------------------------ listings and logs
 
 
-def test_a_refusal_naming_300000_unknown_recipients_is_capped_in_answer_and_log(
-    srv: serverproc.ServerProcess, http: httpx.Client
-) -> None:
-    """The answer lists at most 100 unknown recipients and no log line is huge."""
-    nobody = tuple(f"n{i}@example.com" for i in range(300_000))
-    msg = model.OutgoingMessage(
-        tx_message_id=str(uuid.uuid4()),
+def message(
+    to: tuple[str, ...], attachments: tuple[model.AttachmentInfo, ...] = (), tx: str = ""
+) -> model.OutgoingMessage:
+    """A message from the gateway's ERP."""
+    return model.OutgoingMessage(
+        tx_message_id=tx or str(uuid.uuid4()),
         app_code="BPM",
         source_domain="example.com",
         agent_sender=GATEWAY,
         sender="alice@example.com",
         receiver_type="U",
-        receivers=nobody,
+        receivers=to,
         bcc=(),
         subject="s",
         content="c",
@@ -373,10 +408,16 @@ def test_a_refusal_naming_300000_unknown_recipients_is_capped_in_answer_and_log(
         priority="N",
         keywords="",
         transmit_time="2026-11-23 05:41:07",
-        attachments=(),
+        attachments=attachments,
     )
-    header = envelope.request_header(GATEWAY, srv.credentials[GATEWAY].key_id, "submit", {})
-    body = envelope.seal(srv.credentials[GATEWAY].secret, header, payloads.build_submit([msg]))
+
+
+def test_a_refusal_naming_300000_unknown_recipients_is_capped_in_answer_and_log(
+    srv: serverproc.ServerProcess, http: httpx.Client
+) -> None:
+    """The answer lists at most 100 unknown recipients and no log line is huge."""
+    nobody = tuple(f"n{i}@example.com" for i in range(300_000))
+    body = srv.seal(GATEWAY, "submit", payloads.build_submit([message(nobody)]))
     response = post(http, "submit", body)
     assert response.status_code == 200, response.text
     assert len(response.content) < 64 * 1024
