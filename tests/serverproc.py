@@ -41,6 +41,7 @@ class ServerProcess:
     database_url: str
     credentials: dict[str, keys.Credential]
     log_file: pathlib.Path
+    data_dir: pathlib.Path
 
     @property
     def url(self) -> str:
@@ -161,7 +162,14 @@ def start(
     address = _announced(proc, log_file)
     host, port = address.removeprefix("https://").rsplit(":", 1)
     return ServerProcess(
-        proc, host, int(port), ca_file, server_settings.database_url, credentials, log_file
+        proc,
+        host,
+        int(port),
+        ca_file,
+        server_settings.database_url,
+        credentials,
+        log_file,
+        server_settings.data_dir,
     )
 
 

@@ -12,9 +12,11 @@ Reading a body is guarded (docs/security.md, "The server's network face"): the
 envelope's clear header is read first and its account and key looked up before
 the rest of the body is read, so a caller without a key sends a few hundred bytes,
 not 64 MiB; each operation has its own body limit (:func:`body_limit`: only
-``upload`` and ``submit`` carry bulk data); the bytes held by all requests together
-are capped (``server.max_inflight_bytes``, beyond it 503); and a body that stalls
-for ``server.body_timeout`` is dropped (408).
+``upload`` and ``submit`` carry bulk data); an upload's body goes to a file as it
+arrives and is opened from there (:meth:`PushServer._open`), so attachment chunks
+are never held in memory; the body bytes held by all requests together, in memory
+or spooled, are capped (``server.max_inflight_bytes``, beyond it 503); and a body
+that stalls for ``server.body_timeout`` is dropped (408).
 
 ``fetch`` is a long poll: when the queue is empty it waits on an :class:`asyncio.Event`
 per account, set when this process queues an entry for that account (submit, recall,
@@ -32,6 +34,7 @@ import contextlib
 import contextvars
 import ipaddress
 import pathlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
@@ -55,6 +58,8 @@ MAX_LOOKS: Final = 8
 MAX_FETCH_ITEMS: Final = 5000
 #: Folder under ``server.data_dir`` that holds attachment files.
 BLOB_DIR: Final = "blobs"
+#: Folder under ``server.data_dir`` where upload bodies are spooled while they arrive.
+SPOOL_DIR: Final = "incoming"
 #: Body limit of the operations that carry no bulk data (fetch, ack, download, history).
 SMALL_BODY_BYTES: Final = 1024 * 1024
 #: What an envelope adds to its payload at most: prefix, longest header, IV and tag.
@@ -196,6 +201,7 @@ class PushServer:
             ),
         )
         self.budget = ByteBudget(settings.max_inflight_bytes)
+        self._spool = pathlib.Path(settings.data_dir) / SPOOL_DIR
         self._looks = asyncio.Semaphore(MAX_LOOKS)
         self.waiters = Waiters()
         self.registry = metrics.registry(
@@ -264,6 +270,7 @@ class PushServer:
         """``POST /v1/{op}``: authenticate, dispatch, seal; refusals as JSON."""
         op = request.path_params["op"]
         held = [0]
+        temp: list[pathlib.Path] = []
         try:
             handler = self._ops.get(op)
             if handler is None:
@@ -272,9 +279,7 @@ class PushServer:
                 raise server.Unavailable("the server is stopping")
             # Long polls promise their wait from the moment the request came in.
             _ARRIVED.set(asyncio.get_running_loop().time())
-            body, claim = await self._read_body(request, op, held)
-            opened = await concurrency.run_in_threadpool(self.opener.open, op, body, claim)
-            del body
+            opened = await self._open(request, op, held, temp)
             payload, args = await handler(opened)
             if len(payload) <= SMALL_BODY_BYTES:
                 # Cheap; queued behind the threadpool it could miss a long poll's deadline.
@@ -293,13 +298,45 @@ class PushServer:
             return error_response(exc)
         finally:
             self.budget.give(held[0])
+            for path in temp:
+                path.unlink(missing_ok=True)
         metrics.SERVER_REQUESTS.labels(op, 200).inc()
         return responses.Response(sealed, media_type="application/octet-stream")
 
-    async def _read_body(
-        self, request: requests.Request, op: str, held: list[int]
-    ) -> tuple[bytearray, auth.Claim | None]:
-        """The body, and who its header claims to be, read under the limits of the module.
+    async def _open(
+        self, request: requests.Request, op: str, held: list[int], temp: list[pathlib.Path]
+    ) -> auth.OpenedRequest:
+        """Read and open the request's envelope under the limits of the module.
+
+        An upload's body goes to a file as it arrives and is opened from there to
+        another (``temp`` lists them, for the caller to delete): an attachment chunk
+        is never held in memory. Other bodies are read into memory (at most 16 MiB).
+        """
+        if op != "upload":
+            body = bytearray()
+            claim = await self._receive(request, op, held, body.extend)
+            return await concurrency.run_in_threadpool(self.opener.open, op, body, claim)
+        self._spool.mkdir(parents=True, exist_ok=True)
+        sealed = self._spool / uuid.uuid4().hex
+        plaintext = sealed.with_suffix(".plain")
+        temp += [sealed, plaintext]
+        with sealed.open("wb") as sink:
+            # Writes of at most 64 KiB to the page cache: not worth a thread each.
+            claim = await self._receive(request, op, held, sink.write)
+        if claim is None:
+            raise errors.TamperedEnvelope("envelope is malformed or was tampered with")
+        return await concurrency.run_in_threadpool(
+            self.opener.open_file, op, sealed, claim, plaintext
+        )
+
+    async def _receive(
+        self,
+        request: requests.Request,
+        op: str,
+        held: list[int],
+        sink: Callable[[bytes], object],
+    ) -> auth.Claim | None:
+        """Pass the body to ``sink``; return who its header claims to be (None: no header).
 
         ``held[0]`` counts the bytes taken from the in-flight budget (the caller gives
         them back). The claim is looked up as soon as the header is in: an unknown
@@ -309,9 +346,10 @@ class PushServer:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise server.TooLarge(f"body of {declared[:20]} bytes is over the {limit}-byte limit")
-        body = bytearray()
+        start = bytearray()  # the body's first bytes, until the header is read
         claim: auth.Claim | None = None
         header_end: int | None = None
+        received = 0
         chunks = request.stream().__aiter__()
         while True:
             try:
@@ -322,17 +360,20 @@ class PushServer:
                 raise server.RequestTimeout(
                     f"the body stalled for {self.settings.body_timeout:g} s"
                 ) from None
-            if len(body) + len(chunk) > limit:
+            received += len(chunk)
+            if received > limit:
                 raise server.TooLarge(f"body is over the {limit}-byte limit")
             self.budget.take(len(chunk))
             held[0] += len(chunk)
-            body += chunk
+            sink(chunk)
             if claim is None:
-                header_end = header_end or envelope.header_end(body)
-                if header_end is not None and len(body) >= header_end:
-                    header = envelope.read_header(body)
+                start += chunk
+                header_end = header_end or envelope.header_end(start)
+                if header_end is not None and len(start) >= header_end:
+                    header = envelope.read_header(start)
                     claim = await concurrency.run_in_threadpool(self.opener.identify, header)
-        return body, claim  # not copied: 64 MiB more for as long as it is opened
+                    start = bytearray()
+        return claim
 
     async def readyz(self, request: requests.Request) -> responses.Response:
         """``GET /readyz``: 200 when the database takes a write now, else 503."""
@@ -367,12 +408,13 @@ class PushServer:
             _arg(args, "tx", str),
             _arg(args, "seq", int),
             _arg(args, "offset", int),
-            req.payload,
+            req.payload if req.payload_file is None else req.payload_file,
             final=final,
             size=_arg(args, "size", int) if final else None,
             sha256=_arg(args, "sha256", str) if final else None,
         )
-        metrics.ATTACHMENT_BYTES.labels("upload").inc(len(req.payload))
+        size = len(req.payload) if req.payload_file is None else req.payload_file.stat().st_size
+        metrics.ATTACHMENT_BYTES.labels("upload").inc(size)
         return b"", {"received": status.received, "complete": status.complete}
 
     async def _submit(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:

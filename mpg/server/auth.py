@@ -18,6 +18,7 @@ client; the log names the reason.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Any, Final
 
 from mpg import errors, server
@@ -46,6 +47,8 @@ class OpenedRequest:
     account: str  # the stored account name (lower-cased unless a device serial)
     key: bytes = dataclasses.field(repr=False)
     payload: bytes = dataclasses.field(repr=False)
+    #: Where the payload is instead, when it was opened to a file (upload chunks).
+    payload_file: pathlib.Path | None = None
 
 
 class RequestOpener:
@@ -76,12 +79,26 @@ class RequestOpener:
         if claim is None:
             claim = self.identify(envelope.peek(body))
         header, payload = envelope.open_sealed(claim.key, body)
+        self._admit(op, header, claim)
+        return OpenedRequest(header, claim.account, claim.key, payload)
+
+    def open_file(
+        self, op: str, sealed: pathlib.Path, claim: Claim, plaintext: pathlib.Path
+    ) -> OpenedRequest:
+        """:meth:`open` for a body spooled to the file ``sealed``; the payload goes to
+        the file ``plaintext`` (trustworthy only if this returns)."""
+        with sealed.open("rb") as source, plaintext.open("wb") as sink:
+            header = envelope.open_sealed_stream(claim.key, source, sealed.stat().st_size, sink)
+        self._admit(op, header, claim)
+        return OpenedRequest(header, claim.account, claim.key, b"", plaintext)
+
+    def _admit(self, op: str, header: envelope.EnvelopeHeader, claim: Claim) -> None:
+        """The checks after the envelope opened: disabled, operation, replay."""
         if claim.disabled:
             raise server.AccountDisabled(claim.disabled)
         if header.op != op:
             raise errors.WireError(f"envelope is for '{header.op}', posted to /v1/{op}")
         self._guard.check(header)
-        return OpenedRequest(header, claim.account, claim.key, payload)
 
 
 def seal_response(

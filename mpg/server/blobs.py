@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import shutil
 import threading
 import uuid
 from typing import Final
@@ -83,7 +84,7 @@ class BlobStore:
         tx: str,
         seq: int,
         offset: int,
-        chunk: bytes,
+        chunk: bytes | pathlib.Path,
         *,
         final: bool,
         size: int | None = None,
@@ -109,10 +110,11 @@ class BlobStore:
         path, complete, stored = self._stage(account, tx, seq)
         if complete:
             return UploadStatus(stored, True)
+        length = chunk.stat().st_size if isinstance(chunk, pathlib.Path) else len(chunk)
         with self._lock(path):
             held = path.stat().st_size
-            if offset + len(chunk) > held and offset <= held:
-                self._check_quota(account, offset + len(chunk) - held)
+            if offset + length > held and offset <= held:
+                self._check_quota(account, offset + length - held)
             received = _append(path, offset, chunk)
             if received != held:
                 self._record_size(account, tx, seq, received)
@@ -262,18 +264,23 @@ class BlobStore:
         return self._locks[hash(path.name) % _LOCK_STRIPES]
 
 
-def _append(path: pathlib.Path, offset: int, chunk: bytes) -> int:
-    """Write the part of ``chunk`` beyond what the file holds; return the new size."""
+def _append(path: pathlib.Path, offset: int, chunk: bytes | pathlib.Path) -> int:
+    """Write the part of ``chunk`` (bytes, or a file's) beyond what the file holds;
+    return the new size."""
     with path.open("r+b") as fh:
         held = fh.seek(0, os.SEEK_END)
         if offset > held:
             raise errors.ValidationError(
                 "offset", f"gap: the server holds {held} bytes, the chunk starts at {offset}"
             )
-        new = chunk[held - offset :] if offset + len(chunk) > held else b""
-        if new:
+        if isinstance(chunk, bytes):
+            new = chunk[held - offset :] if offset + len(chunk) > held else b""
             fh.write(new)
-        return held + len(new)
+            return held + len(new)
+        with chunk.open("rb") as source:
+            source.seek(held - offset)
+            shutil.copyfileobj(source, fh, HASH_BLOCK)
+        return fh.tell()
 
 
 def _verify(path: pathlib.Path, size: int, sha256: str) -> str:

@@ -93,16 +93,25 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
 
 
 def purge_stages(
-    engine: sa.Engine, ttl_seconds: float, *, clock: Callable[[], float] = time.time
+    engine: sa.Engine,
+    ttl_seconds: float,
+    *,
+    spool: pathlib.Path | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> int:
     """Delete staged uploads whose file was last written over ``ttl_seconds`` ago.
 
     The file's modification time is the stage's last activity (each chunk writes it);
     a stage whose file is gone is deleted too. A row is deleted only as it was read
     (same path), and its file is removed only if no message took it over meanwhile.
-    Returns the number of stages deleted.
+    Files in ``spool`` (upload bodies while they arrive) that old were left by a
+    process that died. Returns the number of stages deleted.
     """
     cutoff = clock() - ttl_seconds
+    if spool is not None and spool.is_dir():
+        for orphan in spool.iterdir():
+            if _last_written(str(orphan)) < cutoff:
+                orphan.unlink(missing_ok=True)
     s = tables.upload_stage.c
     a = tables.transmit_attachment.c
     with tables.transaction(engine) as conn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import pathlib
 import signal
 import socket
 import ssl
@@ -199,6 +200,7 @@ def _housekeeping(settings: config.ServerSettings, push: app.PushServer) -> Back
         housekeeping.purge_stages,
         "interval",
         args=[push.engine, settings.upload_stage_ttl],
+        kwargs={"spool": pathlib.Path(settings.data_dir) / app.SPOOL_DIR},
         seconds=min(settings.housekeeping_interval, settings.upload_stage_ttl),
         id="stages",
         max_instances=1,

@@ -20,9 +20,10 @@ import secrets
 import struct
 import threading
 import time
-from typing import Any, Final, Literal
+from typing import Any, BinaryIO, Final, Literal
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mpg import errors
@@ -278,6 +279,45 @@ def open_sealed(key: bytes, data: bytes | bytearray) -> tuple[EnvelopeHeader, by
     except InvalidTag:
         raise errors.TamperedEnvelope(_TAMPERED) from None
     return header, plaintext
+
+
+def open_sealed_stream(
+    key: bytes, source: BinaryIO, size: int, sink: BinaryIO, *, block: int = 1024 * 1024
+) -> EnvelopeHeader:
+    """:func:`open_sealed` for an envelope of ``size`` bytes in a seekable file.
+
+    The plaintext is written to ``sink`` a block at a time, so neither the envelope
+    nor its plaintext is ever held whole; what ``sink`` holds must not be used unless
+    this returns (the tag is checked at the end). Raises the errors of
+    :func:`open_sealed`.
+    """
+    _aead(key)  # the key's length is checked as for a whole envelope
+    start = source.read(min(size, PREFIX_BYTES + _MAX_HEADER))
+    end = header_end(start)
+    if end is None or size < end + IV_BYTES + TAG_BYTES:
+        raise errors.TamperedEnvelope(_TAMPERED)
+    header = read_header(start)
+    source.seek(end)
+    iv = source.read(IV_BYTES)
+    source.seek(size - TAG_BYTES)
+    tag = source.read(TAG_BYTES)
+    if len(iv) != IV_BYTES or len(tag) != TAG_BYTES:
+        raise errors.TamperedEnvelope(_TAMPERED)
+    decryptor = Cipher(algorithms.AES(key), modes.GCM(iv, tag)).decryptor()
+    decryptor.authenticate_additional_data(bytes(start[:end]))
+    source.seek(end + IV_BYTES)
+    remaining = size - end - IV_BYTES - TAG_BYTES
+    while remaining:
+        data = source.read(min(block, remaining))
+        if not data:
+            raise errors.TamperedEnvelope(_TAMPERED)
+        sink.write(decryptor.update(data))
+        remaining -= len(data)
+    try:
+        sink.write(decryptor.finalize())
+    except InvalidTag:
+        raise errors.TamperedEnvelope(_TAMPERED) from None
+    return header
 
 
 def check_response(request: EnvelopeHeader, response: EnvelopeHeader) -> None:
