@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import pathlib
+import socket
 import ssl
 import time
 import uuid
@@ -213,6 +214,20 @@ def test_a_flood_of_slow_headers_does_not_lock_clients_out(
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_a_connection_that_never_finishes_its_tls_handshake_is_dropped(
+    srv: serverproc.ServerProcess,
+) -> None:
+    """TCP connected, half a ClientHello, then nothing: closed after header_timeout (3 s
+    here; asyncio's default would be 60 s)."""
+    with socket.create_connection((srv.host, srv.port), timeout=30) as raw:
+        raw.sendall(b"\x16\x03\x01\x00")
+        try:  # the socket's own 30 s timeout would raise TimeoutError here
+            closed = raw.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed
 
 
 def test_an_oversized_header_is_refused(srv: serverproc.ServerProcess) -> None:
