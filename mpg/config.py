@@ -194,6 +194,27 @@ class ServerSettings(_Section):
     metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     retention_days: float = pydantic.Field(default=30.0, ge=0)
     housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
+    # The network face (docs/security.md, "The server's network face").
+    #: Open connections (and requests in progress) beyond which requests get 503.
+    max_connections: int = pydantic.Field(default=2048, ge=1, le=1_000_000)
+    #: Seconds a connection has to finish its TLS handshake, and then each request's headers.
+    header_timeout: float = pydantic.Field(default=10.0, gt=0, le=300)
+    #: Seconds a request body may stall between two reads before the request is dropped.
+    body_timeout: float = pydantic.Field(default=30.0, gt=0, le=3600)
+    #: Seconds an idle keep-alive connection stays open.
+    idle_timeout: float = pydantic.Field(default=75.0, gt=0, le=3600)
+    #: Largest request line plus headers.
+    max_header_bytes: int = pydantic.Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: Request body bytes held by all requests together; beyond it requests get 503.
+    max_inflight_bytes: int = pydantic.Field(default=128 * 1024 * 1024, ge=1024)
+    #: Request nonces one account may have in the replay cache (per replay_window).
+    replay_per_account: int = pydantic.Field(default=20_000, ge=1)
+    #: Bytes of staged (uploaded, not yet submitted) attachments one account may hold.
+    upload_quota_bytes: int = pydantic.Field(default=4 * 1024**3, ge=1)
+    #: Staged uploads one account may hold.
+    upload_quota_files: int = pydantic.Field(default=10_000, ge=1)
+    #: Seconds after its last chunk an unsubmitted staged upload is purged.
+    upload_stage_ttl: float = pydantic.Field(default=86400.0, gt=0)
 
     @pydantic.field_validator("metrics_from")
     @classmethod

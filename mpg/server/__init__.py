@@ -14,7 +14,9 @@ The server's own refusals, besides the envelope errors of :mod:`mpg.errors`::
         ├── Forbidden          not allowed to see that message          (HTTP 403)
         │   └── AccountDisabled    the account or key is disabled       (HTTP 403)
         ├── TooLarge           the request body is over the limit       (HTTP 413)
-        └── Unavailable        the server is starting or stopping       (HTTP 503)
+        ├── RequestTimeout     the request body stalled                 (HTTP 408)
+        ├── TooManyRequests    an account is over a per-account limit   (HTTP 429)
+        └── Unavailable        starting, stopping or overloaded         (HTTP 503)
 """
 
 from __future__ import annotations
@@ -44,3 +46,11 @@ class TooLarge(ServerRefusal):
 
 class Unavailable(ServerRefusal):
     """The server is starting or stopping; the client retries."""
+
+
+class TooManyRequests(ServerRefusal):
+    """The account is over a per-account limit for now; the client retries later."""
+
+
+class RequestTimeout(ServerRefusal):
+    """The request body stalled for longer than ``server.body_timeout``."""

@@ -48,6 +48,8 @@ from mpg.wire import content, model, recipients
 log = structlog.get_logger(__name__)
 
 #: Queue order of the priority codes: E, H, N, L.
+#: Unknown recipients a submit result names at most (a reason names ten and the count).
+MAX_LISTED: Final = 100
 PRIORITY_RANK: Final = {code: rank for rank, code in enumerate(model.PRIORITIES)}
 DEFAULT_RANK: Final = PRIORITY_RANK[model.DEFAULT_PRIORITY]
 
@@ -284,7 +286,7 @@ class QueueStore:
                 unknown.append(rcpt.account)
         reason = ""
         if not known:
-            reason = "no known recipient: " + ";".join(unknown) if unknown else "no recipient"
+            reason = "no known recipient: " + _listed(unknown) if unknown else "no recipient"
         for info in msg.attachments:
             stage = stages.get((tx, info.seq_no))
             if stage is None or not stage.Complete:
@@ -293,14 +295,20 @@ class QueueStore:
                 reason = reason or f"attachment {info.seq_no} does not match the upload"
         message_id = str(uuid.uuid4())
         if reason:
-            result = model.SubmitResult(tx, False, unknown=tuple(unknown), reason=reason)
+            result = model.SubmitResult(
+                tx, False, unknown=tuple(unknown[:MAX_LISTED]), reason=reason
+            )
             writes.messages.append(
                 _message_row(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
             )
             log.info("message_refused", account=sender, tx=tx, reason=reason)
             return result
         result = model.SubmitResult(
-            tx, True, message_id=message_id, recipients=len(known), unknown=tuple(unknown)
+            tx,
+            True,
+            message_id=message_id,
+            recipients=len(known),
+            unknown=tuple(unknown[:MAX_LISTED]),
         )
         writes.messages.append(
             _message_row(msg, sender, message_id, now, len(known), MessageState.QUEUED, result)
@@ -924,3 +932,9 @@ def _result_from_json(text: str) -> model.SubmitResult:
         **{**data, "unknown": tuple(data["unknown"])},
         recall=model.RecallOutcome(**recall) if recall else None,
     )
+
+
+def _listed(names: Sequence[str], shown: int = 10) -> str:
+    """The first ``shown`` names joined with ';', and how many more there are."""
+    text = ";".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
