@@ -28,7 +28,7 @@ from typing import Final
 
 import structlog
 
-from mpg import config, errors, metrics, timefmt
+from mpg import config, errors, faults, metrics, timefmt
 from mpg.gateway import client as client_mod
 from mpg.gateway import retry, validation, voiding
 from mpg.storage import outbox
@@ -219,6 +219,8 @@ class OutboundWorker:
         work += [
             _Work(S.ATTACHMENTS_UPLOADED, v) for v in plain if v.message.tx_message_id in moved
         ]
+        if moved:
+            faults.reach(faults.OUTBOUND_CLAIMED_12)
         moved = set(
             self._repo.transition(
                 [
@@ -241,6 +243,8 @@ class OutboundWorker:
                     None, v.message.tx_message_id, infos, [a.path for a in v.attachments]
                 )
                 work.append(_Work(S.ATTACHMENTS_UPLOADING, v))
+        if moved:
+            faults.reach(faults.OUTBOUND_CLAIMED_11)
         return work
 
     def _load(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
@@ -275,6 +279,8 @@ class OutboundWorker:
             for item in uploaded:
                 if item.tx in moved:
                     item.state = S.ATTACHMENTS_UPLOADED
+            if moved:
+                faults.reach(faults.OUTBOUND_UPLOADED_12)
         ready = [
             i
             for i in work
@@ -325,6 +331,7 @@ class OutboundWorker:
     def _submit(self, ready: list[_Work]) -> None:
         started = time.monotonic()
         results = self._push.submit([i.message() for i in ready])
+        faults.reach(faults.OUTBOUND_SUBMITTED)
         log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
         by_tx = {i.tx: i for i in ready}
         done = time.monotonic()
@@ -368,6 +375,7 @@ class OutboundWorker:
                     set_transmit_time=True,
                 )
             )
+            faults.reach(faults.OUTBOUND_AT_20)
         if at_once:
             ids = {r.tx_message_id: r.message_id for r in at_once}
             if state != S.UPLOADED:
@@ -378,6 +386,7 @@ class OutboundWorker:
                     message_ids=ids,
                     set_transmit_time=True,
                 )
+                faults.reach(faults.OUTBOUND_AT_19)
             moved |= set(
                 self._repo.transition(
                     [(r.tx_message_id, _served_note(r)) for r in at_once],
