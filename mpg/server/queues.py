@@ -220,10 +220,10 @@ class QueueStore:
             self._forget_refused(conn, sender_account, replaced)
             kinds = self._kinds(
                 conn,
-                [accounts.normalize(sender_account)]
+                [sender_account]
                 + [name for m in fresh if not _is_server_agent(m) for name in _lookup_names(m)],
             )
-            own_kind = kinds.get(accounts.normalize(sender_account), "")
+            own_kind = kinds.get(sender_account, "")
             checked: list[model.OutgoingMessage] = []
             for msg in fresh:
                 reason = identity.refusal(sender_account, own_kind, msg)
