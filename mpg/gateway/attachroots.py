@@ -31,9 +31,6 @@ from typing import BinaryIO, Final
 
 from mpg import config, faults
 
-#: Failpoint between resolving a path (step 1) and opening it (step 2); tests stop
-#: the process here (``MPG_FAILPOINTS=attachment.before_open:stop``) to swap the file.
-BEFORE_OPEN: Final = "attachment.before_open"
 #: What the server calls its master key file under ``server.data_dir`` by default.
 MASTER_KEY_NAME: Final = "master.key"
 
@@ -94,7 +91,9 @@ class AttachmentRoots:
         if root is None:
             target = "" if resolved == path else f" (it leads to {resolved})"
             raise Refused(f"is outside the attachment roots{target}")
-        faults.reach(BEFORE_OPEN)
+        # Tests stop the process here (``MPG_FAILPOINTS=attachment.before_open:stop``)
+        # to swap the file between the check and the open.
+        faults.reach(faults.ATTACHMENT_BEFORE_OPEN)
         try:
             fd = _open_below(root, resolved)
         except OSError as exc:

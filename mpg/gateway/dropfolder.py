@@ -44,8 +44,6 @@ FAILED: Final = "failed"
 ATTACHMENTS: Final = "attachments"
 SUFFIX: Final = ".xml"
 ERROR_SUFFIX: Final = ".error.txt"
-#: The failpoint crash tests arm to die after the commit and before the move.
-AFTER_INSERT: Final = "dropfolder.after_insert"
 #: Namespace of the TxMessageIds derived from a drop file's name and digest.
 TX_NAMESPACE: Final = uuid.UUID("5b0f7c1e-3d56-4f0e-9a57-6d2b0f4b9d31")
 
@@ -221,7 +219,7 @@ class DropFolder:
         except dropfile.DropFileError as exc:
             self._reject(path, exc)
             return None
-        faults.reach(AFTER_INSERT)
+        faults.reach(faults.DROPFOLDER_AFTER_INSERT)
         os.replace(path, self.processed / path.name)
         log.info("drop_file_processed", file=path.name, tx_message_id=tx, outcome=outcome.value)
         return outcome

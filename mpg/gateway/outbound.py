@@ -35,7 +35,7 @@ from typing import Final, TypeVar
 
 import structlog
 
-from mpg import config, errors, metrics, timefmt
+from mpg import config, errors, faults, metrics, timefmt
 from mpg.gateway import attachroots, retry, validation, voiding
 from mpg.gateway import client as client_mod
 from mpg.storage import outbox
@@ -287,6 +287,8 @@ class OutboundWorker:
             if w.tx in moved:
                 w.state = S.ATTACHMENTS_UPLOADED
                 work.append(w)
+        if moved:
+            faults.reach(faults.OUTBOUND_CLAIMED_12)
         moved = set(
             self._repo.transition(
                 [(w.tx, f"uploading {len(w.valid.attachments)} attachment(s)") for w in files],
@@ -306,6 +308,8 @@ class OutboundWorker:
                 self._repo.add_attachments(None, w.tx, infos, [a.path for a in v.attachments])
                 w.state = S.ATTACHMENTS_UPLOADING
                 work.append(w)
+        if moved:
+            faults.reach(faults.OUTBOUND_CLAIMED_11)
         return work
 
     def _load(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
@@ -340,6 +344,8 @@ class OutboundWorker:
             for item in uploaded:
                 if item.tx in moved:
                     item.state = S.ATTACHMENTS_UPLOADED
+            if moved:
+                faults.reach(faults.OUTBOUND_UPLOADED_12)
         ready = [
             i
             for i in work
@@ -433,6 +439,7 @@ class OutboundWorker:
     def _submit_batch(self, ready: list[_Work]) -> None:
         started = time.monotonic()
         results = self._push.submit([i.message() for i in ready])
+        faults.reach(faults.OUTBOUND_SUBMITTED)
         log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
         by_tx = {i.tx: i for i in ready}
         done = time.monotonic()
@@ -476,6 +483,7 @@ class OutboundWorker:
                     set_transmit_time=True,
                 )
             )
+            faults.reach(faults.OUTBOUND_AT_20)
         if at_once:
             ids = {r.tx_message_id: r.message_id for r in at_once}
             if state != S.UPLOADED:
@@ -486,6 +494,7 @@ class OutboundWorker:
                     message_ids=ids,
                     set_transmit_time=True,
                 )
+                faults.reach(faults.OUTBOUND_AT_19)
             moved |= set(
                 self._repo.transition(
                     [(r.tx_message_id, _served_note(r)) for r in at_once],

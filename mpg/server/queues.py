@@ -41,8 +41,8 @@ from typing import Any, Final
 import sqlalchemy as sa
 import structlog
 
-from mpg import errors, server
-from mpg.server import accounts, tables
+from mpg import errors, faults, server
+from mpg.server import accounts, identity, tables
 from mpg.wire import content, model, recipients
 
 log = structlog.get_logger(__name__)
@@ -172,19 +172,24 @@ class QueueStore:
     def submit(
         self, sender_account: str, messages: Sequence[model.OutgoingMessage]
     ) -> list[model.SubmitResult]:
-        """Accept (or refuse) a batch of messages in one transaction.
+        """Accept (or refuse) a batch of messages in one transaction; one answer each.
 
-        Idempotent per ``(sender_account, tx_message_id)``: a message submitted
-        before, or twice in the batch, gets the first answer again.
+        Idempotent per ``(sender_account, tx_message_id)``: the same message
+        submitted again (same digest, :func:`mpg.server.identity.digest`) gets the
+        first answer again. A different message with the TxMessageId of an accepted
+        one is refused; one that replaces a refused message is decided afresh.
+        Names the sender may not use are refused (:func:`mpg.server.identity.refusal`).
+        Every refusal is that message's alone: the others of the batch go on.
         """
         results, woken = tables.retrying(lambda: self._submit_once(sender_account, messages))
+        faults.reach(faults.SERVER_SUBMIT_COMMITTED)
         self._wake(woken)
-        return [results[msg.tx_message_id] for msg in messages]
+        return results
 
     def _submit_once(
         self, sender_account: str, messages: Sequence[model.OutgoingMessage]
-    ) -> tuple[dict[str, model.SubmitResult], set[str]]:
-        """One attempt at :meth:`submit`: the results by TxMessageId and who to wake.
+    ) -> tuple[list[model.SubmitResult], set[str]]:
+        """One attempt at :meth:`submit`: the results in order and who to wake.
 
         Another process submitting the same TxMessageId at the same moment makes the
         insert fail on the unique (SenderAccount, TxMessageId); the next attempt then
@@ -194,17 +199,41 @@ class QueueStore:
         results: dict[str, model.SubmitResult] = {}
         writes = _Writes()
         with tables.transaction(self._engine) as conn:
-            results.update(
-                self._previous_results(conn, sender_account, [m.tx_message_id for m in messages])
-            )
+            previous = self._previous(conn, sender_account, [m.tx_message_id for m in messages])
+            digests = [identity.digest(m) for m in messages]
             fresh: list[model.OutgoingMessage] = []
-            seen = set(results)
-            for msg in messages:
-                if msg.tx_message_id not in seen:
-                    seen.add(msg.tx_message_id)
+            first: dict[str, str] = {}  # TxMessageId -> digest of its first occurrence
+            replaced: list[str] = []
+            for msg, digest in zip(messages, digests, strict=True):
+                tx = msg.tx_message_id
+                if tx in first:
+                    continue
+                first[tx] = digest
+                earlier = previous.get(tx)
+                if earlier is None:
                     fresh.append(msg)
-            plain = [m for m in fresh if not _is_server_agent(m)]
-            kinds = self._kinds(conn, [name for m in plain for name in _lookup_names(m)])
+                elif earlier.ContentDigest in (None, digest):
+                    results[tx] = _result_from_json(earlier.SubmitResult)
+                elif earlier.State == MessageState.REFUSED:
+                    replaced.append(tx)  # a corrected message after a refusal
+                    fresh.append(msg)
+                else:
+                    results[tx] = _reused(tx, earlier.MessageId)
+            self._forget_refused(conn, sender_account, replaced)
+            kinds = self._kinds(
+                conn,
+                [sender_account]
+                + [name for m in fresh if not _is_server_agent(m) for name in _lookup_names(m)],
+            )
+            own_kind = kinds.get(sender_account, "")
+            checked: list[model.OutgoingMessage] = []
+            for msg in fresh:
+                reason = identity.refusal(sender_account, own_kind, msg)
+                if not reason:
+                    checked.append(msg)
+                    continue
+                results[msg.tx_message_id] = self._refuse(msg, sender_account, reason, writes, now)
+            plain = [m for m in checked if not _is_server_agent(m)]
             stages = self._stages(conn, sender_account, [m.tx_message_id for m in plain])
             for msg in plain:
                 results[msg.tx_message_id] = self._plan_message(
@@ -212,28 +241,65 @@ class QueueStore:
                 )
             writes.flush(conn)
             # Recalls go after the plain messages: they read and change committed rows.
-            for msg in fresh:
+            for msg in checked:
                 if _is_server_agent(msg):
                     results[msg.tx_message_id] = self._recall(
                         conn, msg, sender_account, writes, now
                     )
                     writes.flush(conn)
             tables.announce(conn, writes.woken)
-        return results, writes.woken
+        answers = [
+            results[m.tx_message_id]
+            if first[m.tx_message_id] == digest
+            else _reused(m.tx_message_id, results[m.tx_message_id].message_id)
+            for m, digest in zip(messages, digests, strict=True)
+        ]
+        return answers, writes.woken
 
-    def _previous_results(
-        self, conn: sa.Connection, sender: str, tx_ids: list[str]
-    ) -> dict[str, model.SubmitResult]:
+    @staticmethod
+    def _previous(conn: sa.Connection, sender: str, tx_ids: list[str]) -> dict[str, tables.Row]:
+        """The earlier messages of ``sender`` with these TxMessageIds, by TxMessageId."""
         t = tables.transmit_queue.c
-        found: dict[str, model.SubmitResult] = {}
+        found: dict[str, tables.Row] = {}
         for part in tables.chunks(sorted(set(tx_ids))):
             rows = conn.execute(
-                sa.select(t.TxMessageId, t.SubmitResult).where(
-                    t.SenderAccount == sender, t.TxMessageId.in_(part)
+                sa.select(
+                    t.TxMessageId, t.MessageId, t.State, t.ContentDigest, t.SubmitResult
+                ).where(t.SenderAccount == sender, t.TxMessageId.in_(part))
+            )
+            found.update({row.TxMessageId: row for row in rows})
+        return found
+
+    @staticmethod
+    def _forget_refused(conn: sa.Connection, sender: str, tx_ids: list[str]) -> None:
+        """Delete refused messages a corrected message replaces (they hold nothing else)."""
+        t = tables.transmit_queue.c
+        for part in tables.chunks(tx_ids):
+            conn.execute(
+                tables.transmit_queue.delete().where(
+                    t.SenderAccount == sender,
+                    t.TxMessageId.in_(part),
+                    t.State == MessageState.REFUSED,
                 )
             )
-            found.update({row.TxMessageId: _result_from_json(row.SubmitResult) for row in rows})
-        return found
+
+    @staticmethod
+    def _refuse(
+        msg: model.OutgoingMessage,
+        sender: str,
+        reason: str,
+        writes: _Writes,
+        now: float,
+        *,
+        unknown: tuple[str, ...] = (),
+    ) -> model.SubmitResult:
+        """Refuse ``msg`` for ``reason``, kept so that a resubmission gets the same answer."""
+        result = model.SubmitResult(msg.tx_message_id, False, unknown=unknown, reason=reason)
+        writes.messages.append(
+            _message_row(msg, sender, str(uuid.uuid4()), now, 0, MessageState.REFUSED, result)
+        )
+        log.info("message_refused", account=sender, tx=msg.tx_message_id, reason=reason)
+        return result
 
     @staticmethod
     def _kinds(conn: sa.Connection, names: list[str]) -> dict[str, str]:
@@ -293,16 +359,11 @@ class QueueStore:
                 reason = reason or f"attachment {info.seq_no} is not uploaded completely"
             elif stage.Size != info.file_size or stage.Sha256 != info.sha256:
                 reason = reason or f"attachment {info.seq_no} does not match the upload"
-        message_id = str(uuid.uuid4())
         if reason:
-            result = model.SubmitResult(
-                tx, False, unknown=tuple(unknown[:MAX_LISTED]), reason=reason
+            return self._refuse(
+                msg, sender, reason, writes, now, unknown=tuple(unknown[:MAX_LISTED])
             )
-            writes.messages.append(
-                _message_row(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
-            )
-            log.info("message_refused", account=sender, tx=tx, reason=reason)
-            return result
+        message_id = str(uuid.uuid4())
         result = model.SubmitResult(
             tx,
             True,
@@ -381,14 +442,9 @@ class QueueStore:
                 reason = f"no message {recalled_id} to recall"
             elif target.SenderAccount != sender:
                 reason = f"message {recalled_id} was not sent by {sender}"
-        message_id = str(uuid.uuid4())
         if reason or target is None:
-            result = model.SubmitResult(tx, False, reason=reason)
-            writes.messages.append(
-                _message_row(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
-            )
-            log.info("message_refused", account=sender, tx=tx, reason=reason)
-            return result
+            return self._refuse(msg, sender, reason, writes, now)
+        message_id = str(uuid.uuid4())
 
         r = tables.receive_queue.c
         # Locked, so that an ack of a leased entry racing this recall in another
@@ -416,6 +472,7 @@ class QueueStore:
                 )
                 .values(State=EntryState.WITHDRAWN, LeaseUntil=None)
             )
+        faults.reach(faults.SERVER_RECALL_WITHDRAWN)
         if withdrawn or leased:
             t = tables.transmit_queue.c
             conn.execute(
@@ -500,6 +557,7 @@ class QueueStore:
             )
         if not done:
             return set()
+        faults.reach(faults.SERVER_BEFORE_RECEIPTS)
         for part in tables.chunks([row.MessageId for row in done]):
             conn.execute(
                 tables.transmit_queue.update()
@@ -725,6 +783,7 @@ class QueueStore:
         When the last entry of a message is acked, its sender gets a receipt.
         """
         rows, moving, woken = tables.retrying(lambda: self._ack_once(account, entry_ids))
+        faults.reach(faults.SERVER_ACK_COMMITTED)
         self._wake(woken)
         done = sum(1 for row in rows if row.State != EntryState.QUEUED)
         log.info("entries_acked", account=account, acked=len(moving), done=done)
@@ -844,8 +903,9 @@ def _message_row(
         "TxMessageId": msg.tx_message_id,
         "AppCode": msg.app_code,
         "SourceDomain": msg.source_domain,
-        "AgentSender": msg.agent_sender,
-        "Sender": msg.sender,
+        # Recipients see who authenticated, never a name the client wrote.
+        "AgentSender": sender,
+        "Sender": identity.sender_shown(sender, msg),
         "ReceiverType": msg.receiver_type,
         "ReceiverList": ";".join(to),
         "BccList": ";".join(bcc),
@@ -862,6 +922,7 @@ def _message_row(
         "RecalledCount": 0,
         "State": state,
         "SubmitResult": _result_to_json(result),
+        "ContentDigest": identity.digest(msg),
     }
 
 
@@ -918,6 +979,13 @@ def _delivery(
         keywords=msg.Keywords or "",
         transmit_time=msg.TransmitTime,
         attachments=files,
+    )
+
+
+def _reused(tx_message_id: str, message_id: str) -> model.SubmitResult:
+    """The refusal of a different message under an earlier message's TxMessageId."""
+    return model.SubmitResult(
+        tx_message_id, False, reason=identity.reused_reason(tx_message_id, message_id)
     )
 
 
