@@ -16,17 +16,23 @@ from __future__ import annotations
 import ipaddress
 import os
 import pathlib
+import stat
 import tomllib
 import urllib.parse
 from typing import Any, Final, Literal
 
 import pydantic
 import pydantic_settings
+import structlog
 
 from mpg import errors
 
 DEFAULT_CONFIG_FILE: Final = "mpg.toml"
 ENV_PREFIX: Final = "MPG_"
+#: Bytes a request needs besides its payload (the envelope's header, IV and tag).
+REQUEST_MARGIN: Final = 8 * 1024
+
+_log = structlog.get_logger("mpg.config")
 
 
 class _Section(pydantic.BaseModel):
@@ -77,6 +83,19 @@ class GatewaySettings(_Section):
     receipt_dir: pathlib.Path | None = None
     receipt_states: tuple[int, ...] = (29, 97, 99)
     validate_content: tuple[str, ...] = ()
+    # Hostile rows (docs/security.md, "The gateway's files and rows").
+    #: The only folders AttachmentList / drop-file paths may name files in; none: no
+    #: attachment by path is accepted (the drop folder's own attachment folder always is).
+    attachment_roots: tuple[pathlib.Path, ...] = ()
+    #: Largest Content (UTF-8 bytes): below libxml2's 10 MB text node limit, which the
+    #: server's parser keeps (huge_tree off).
+    max_content_bytes: int = pydantic.Field(default=8 * 1024 * 1024, ge=1024, le=9_000_000)
+    #: The server's ``server.max_request_bytes``: submits are cut to fit it (and the
+    #: server's 16 MiB XML limit). Defaults to the server's own default.
+    max_request_bytes: int = pydantic.Field(
+        default_factory=lambda: int(ServerSettings.model_fields["max_request_bytes"].default),
+        ge=64 * 1024,
+    )
     # Operations (docs/operations.md).
     health_host: str = "127.0.0.1"
     health_port: int | None = pydantic.Field(default=None, ge=0, le=65535)
@@ -106,6 +125,15 @@ class GatewaySettings(_Section):
         return value.rstrip("/")
 
     @pydantic.model_validator(mode="after")
+    def _chunks_fit_a_request(self) -> GatewaySettings:
+        if self.chunk_size + REQUEST_MARGIN > self.max_request_bytes:
+            raise ValueError(
+                f"chunk_size: {self.chunk_size} bytes does not fit max_request_bytes "
+                f"{self.max_request_bytes} less {REQUEST_MARGIN} for the envelope"
+            )
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _files_need_a_folder(self) -> GatewaySettings:
         if self.inbound_attachments == "files" and self.attachment_dir is None:
             raise ValueError('attachment_dir: required when inbound_attachments = "files"')
@@ -120,7 +148,10 @@ class GatewaySettings(_Section):
                     "server_url uses plain http; set allow_plain_http = true (loopback only)"
                 )
             if not _is_loopback(parsed.hostname or ""):
-                raise ValueError("server_url: plain http is allowed only on loopback")
+                raise ValueError(
+                    "server_url: plain http is allowed only on loopback "
+                    "(a literal 127.x.x.x or ::1 address; names are not resolved)"
+                )
         return self
 
     def credential_text(self) -> str:
@@ -129,7 +160,11 @@ class GatewaySettings(_Section):
             return self.secret.get_secret_value().strip()
         if self.secret_file is not None:
             try:
-                return self.secret_file.read_text(encoding="utf-8").strip()
+                with self.secret_file.open(encoding="utf-8") as fh:
+                    _check_secret_mode(
+                        os.fstat(fh.fileno()).st_mode, "gateway.secret_file", fh.name
+                    )
+                    return fh.read().strip()
             except OSError as exc:
                 raise errors.ConfigError(
                     f"gateway.secret_file: cannot read {self.secret_file}: {exc.strerror}"
@@ -159,6 +194,27 @@ class ServerSettings(_Section):
     metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     retention_days: float = pydantic.Field(default=30.0, ge=0)
     housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
+    # The network face (docs/security.md, "The server's network face").
+    #: Open connections (and requests in progress) beyond which requests get 503.
+    max_connections: int = pydantic.Field(default=2048, ge=1, le=1_000_000)
+    #: Seconds a connection has to finish its TLS handshake, and then each request's headers.
+    header_timeout: float = pydantic.Field(default=10.0, gt=0, le=300)
+    #: Seconds a request body may stall between two reads before the request is dropped.
+    body_timeout: float = pydantic.Field(default=30.0, gt=0, le=3600)
+    #: Seconds an idle keep-alive connection stays open.
+    idle_timeout: float = pydantic.Field(default=75.0, gt=0, le=3600)
+    #: Largest request line plus headers.
+    max_header_bytes: int = pydantic.Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: Request body bytes held by all requests together; beyond it requests get 503.
+    max_inflight_bytes: int = pydantic.Field(default=128 * 1024 * 1024, ge=1024)
+    #: Request nonces one account may have in the replay cache (per replay_window).
+    replay_per_account: int = pydantic.Field(default=20_000, ge=1)
+    #: Bytes of staged (uploaded, not yet submitted) attachments one account may hold.
+    upload_quota_bytes: int = pydantic.Field(default=4 * 1024**3, ge=1)
+    #: Staged uploads one account may hold.
+    upload_quota_files: int = pydantic.Field(default=10_000, ge=1)
+    #: Seconds after its last chunk an unsubmitted staged upload is purged.
+    upload_stage_ttl: float = pydantic.Field(default=86400.0, gt=0)
 
     @pydantic.field_validator("metrics_from")
     @classmethod
@@ -224,9 +280,28 @@ class Settings(pydantic_settings.BaseSettings):
         return (env_settings, init_settings)
 
 
+def _check_secret_mode(mode: int, key: str, path: str) -> None:
+    """Refuse a secret file others may write (they could swap the key); warn if they
+    may read it. Only where POSIX modes mean something."""
+    if os.name != "posix":
+        return
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise errors.ConfigError(
+            f"{key}: {path} is writable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        _log.warning(
+            "secret_file_readable_by_others",
+            key=key,
+            file=path,
+            mode=f"{stat.S_IMODE(mode):04o}",
+            fix="chmod 600",
+        )
+
+
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+    """Only a literal loopback address counts: a name such as ``localhost`` is not
+    resolved (a hosts file or resolver could point it anywhere)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -275,6 +350,7 @@ _PATH_KEYS: Final = {
         "inbound_dir",
         "receipt_dir",
         "attachment_dir",
+        "attachment_roots",
     ),
     "server": ("tls_cert", "tls_key", "data_dir", "master_key_file"),
     "log": ("file",),
@@ -291,6 +367,11 @@ def _resolve_paths(data: dict[str, Any], base: pathlib.Path) -> None:
             value = values.get(key)
             if isinstance(value, str) and value and not pathlib.Path(value).is_absolute():
                 values[key] = str(base / value)
+            elif isinstance(value, list):
+                values[key] = [
+                    str(base / v) if isinstance(v, str) and not pathlib.Path(v).is_absolute() else v
+                    for v in value
+                ]
         url = values.get("database_url")
         if (
             isinstance(url, str)

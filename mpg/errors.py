@@ -8,6 +8,8 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     │   └── SchemaMismatch     an existing table lacks a column MPG needs
     ├── ValidationError        a row or document is invalid (names row, field, reason)
     │   └── DropFileError      an XML document (drop file) is invalid; adds its line
+    ├── AttachmentRefused      a file may not be sent (outside attachment_roots, a link, ...);
+    │                          also a ValueError, which the validation's file check catches
     ├── WireError              a payload could not be built or parsed
     │   ├── UnsafeXml          the XML used a DTD, entities or exceeded the size limit
     │   └── EnvelopeError      a sealed envelope failed to open
@@ -23,7 +25,9 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     │   ├── Forbidden          not allowed to see that message          (HTTP 403)
     │   │   └── AccountDisabled    the account or key is disabled       (HTTP 403)
     │   ├── TooLarge           the request body is over the limit       (HTTP 413)
-    │   └── Unavailable        the server is starting or stopping       (HTTP 503)
+    │   ├── RequestTimeout     the request body stalled                 (HTTP 408)
+    │   ├── TooManyRequests    an account is over a per-account limit   (HTTP 429)
+    │   └── Unavailable        starting, stopping or overloaded         (HTTP 503)
     └── CommandError           a command gives up with a message and an exit code
 
 Every class is defined here, so ``except`` clauses and the exit-code and HTTP
@@ -71,6 +75,10 @@ class DropFileError(ValidationError):
         self.line = line
         where = f"line {line}: " if line else ""
         self.args = (f"{where}{field}: {reason}",)
+
+
+class AttachmentRefused(MpgError, ValueError):
+    """The path may not be sent; ``str()`` is the reason (``is outside ...``)."""
 
 
 class WireError(MpgError):
@@ -141,6 +149,14 @@ class TooLarge(ServerRefusal):
 
 class Unavailable(ServerRefusal):
     """The server is starting or stopping; the client retries."""
+
+
+class TooManyRequests(ServerRefusal):
+    """The account is over a per-account limit for now; the client retries later."""
+
+
+class RequestTimeout(ServerRefusal):
+    """The request body stalled for longer than ``server.body_timeout``."""
 
 
 class CommandError(MpgError):

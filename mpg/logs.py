@@ -30,6 +30,8 @@ SENSITIVE_KEYS: Final = frozenset(
     {"secret", "key", "token", "password", "content", "file_data", "credential"}
 )
 REDACTED: Final = "[redacted]"
+#: Longest text field written to the log (longer ones are cut, with their length).
+MAX_FIELD_CHARS: Final = 2000
 # Column names are CamelCase (FileData), event keys snake_case (file_data): compare both.
 _NORMALIZED: Final = frozenset(word.replace("_", "") for word in SENSITIVE_KEYS)
 _SUFFIXES: Final = tuple("_" + word for word in SENSITIVE_KEYS)
@@ -66,6 +68,20 @@ def redact(
             event_dict[key] = REDACTED
         else:
             event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def cap_fields(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: cut text fields longer than :data:`MAX_FIELD_CHARS`.
+
+    Fields often carry what a caller sent (an account name, a refusal's reason); one
+    request must not write a line of megabytes.
+    """
+    for key, value in event_dict.items():
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            event_dict[key] = f"{value[:MAX_FIELD_CHARS]}… ({len(value)} chars)"
     return event_dict
 
 
@@ -161,6 +177,7 @@ def configure(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _component_adder(component),
         redact,
+        cap_fields,
     ]
     renderer: structlog.types.Processor
     if json_lines:

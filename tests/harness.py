@@ -198,6 +198,7 @@ class World:
             f'server_url = "https://127.0.0.1:{port or self.port}"\n'
             f'ca_bundle = "{self.ca_file}"\n'
             f'secret_file = "{cred}"\n'
+            f'attachment_roots = ["{self.root}"]\n'
             "poll_interval = 0.2\n"
             f"long_poll_wait = {long_poll_wait}\n"
             "retry_max_delay = 1\n"

@@ -110,6 +110,8 @@ database_url = "sqlite:///gateway-{name}.db"
 server_url = "http://127.0.0.1:{port}"
 allow_plain_http = true
 secret_file = "gateway-{name}.credential"
+# Attachments by path are read only from here (docs/security.md).
+attachment_roots = ["files"]
 poll_interval = 0.5
 long_poll_wait = 10
 

@@ -18,6 +18,7 @@ import click
 from mpg import errors, exitcodes, timefmt
 from mpg.cli import content as content_cli
 from mpg.cli import context
+from mpg.gateway import attachroots
 from mpg.storage import states
 from mpg.wire import content, model, recipients
 
@@ -52,8 +53,10 @@ def approval_sample() -> tuple[str, str]:
     return APPROVAL_SUBJECT, content.build_approval(params, pages, inputs)
 
 
-def attachment_entry(spec: str) -> str:
-    """``PATH`` or ``PATH|0`` / ``PATH|1`` (DownloadFlag) -> an absolute AttachmentList entry."""
+def attachment_entry(spec: str, roots: attachroots.AttachmentRoots) -> str:
+    """``PATH`` or ``PATH|0`` / ``PATH|1`` (DownloadFlag) -> an absolute AttachmentList
+    entry; a file the gateway would refuse (outside ``attachment_roots``, …) is refused
+    now rather than at 99 later."""
     path, sep, flag = spec.rpartition("|")
     if not sep:
         path, flag = spec, ""
@@ -64,6 +67,10 @@ def attachment_entry(spec: str) -> str:
     full = os.path.abspath(path)
     if not os.path.isfile(full):
         raise click.BadParameter(f"{path!r} is not a file", param_hint="--attach")
+    try:
+        roots.check(full)
+    except errors.AttachmentRefused as exc:
+        raise click.BadParameter(f"{full!r} {exc}", param_hint="--attach") from None
     return f"{full}|{flag}" if flag else full
 
 
@@ -202,6 +209,7 @@ def send(
         )
         _report(obj.outbox().insert(recall), as_json)
         return
+    roots = attachroots.AttachmentRoots.from_settings(obj.settings)
     row: dict[str, object] = {
         "TxMessageId": tx,
         "AppCode": app_code,
@@ -214,7 +222,7 @@ def send(
         "Subject": subject or "",
         "Content": body,
         "ContentType": (content_type or _declared_type(body)).upper(),
-        "AttachmentList": ";".join(attachment_entry(spec) for spec in attach),
+        "AttachmentList": ";".join(attachment_entry(spec, roots) for spec in attach),
         "AlertFlag": alert,
         "State": int(states.OutboxState.READY),
         "StatusTime": timefmt.now_text(gateway.clock),

@@ -71,6 +71,7 @@ def collect(obj: context.CliContext) -> dict[str, Any]:
         }
         for row in repo.stuck(gateway.stuck_after)
     ]
+    odd = [{"tx_message_id": str(tx), "state": repr(value)} for tx, value in repo.odd_states()]
     return {
         "gateway": gateway.account,
         "outbox": [
@@ -81,6 +82,7 @@ def collect(obj: context.CliContext) -> dict[str, Any]:
         "ready": readiness(obj),
         "stuck_after_seconds": gateway.stuck_after,
         "stuck": stuck,
+        "odd_states": odd,
         "inbox": {state.name.lower(): inbox.get(int(state), 0) for state in states.InboxState},
     }
 
@@ -130,5 +132,14 @@ def status(obj: context.CliContext, as_json: bool) -> None:
                 f"  {row['tx_message_id']} state {row['state']} since {row['status_time']}"
                 f"  {row['status_log']}"
             )
+    if report["odd_states"]:
+        click.secho(
+            f"WARNING: {len(report['odd_states'])} row(s) whose State is not a state code "
+            "(never picked up; set State to 10 to send):",
+            fg="red",
+            bold=True,
+        )
+        for row in report["odd_states"]:
+            click.echo(f"  {row['tx_message_id']} State {row['state']}")
     click.echo("Inbox")
     click.echo("  " + ", ".join(f"{name} {n}" for name, n in report["inbox"].items()))

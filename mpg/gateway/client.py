@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import ssl
 from collections.abc import Iterator, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, BinaryIO, Final, Protocol
 
 import httpx
 
@@ -137,17 +136,19 @@ class PushClient:
         _, plain = self.call("ack", payloads.build_ack(entry_ids))
         return payloads.parse_acked(plain)
 
-    def upload_attachment(self, tx_id: str, seq_no: int, path: str, chunk_size: int) -> str:
-        """Stream one file to the server in chunks; returns its SHA-256 (hex).
+    def upload_attachment(
+        self, tx_id: str, seq_no: int, source: BinaryIO, size: int, chunk_size: int
+    ) -> str:
+        """Stream ``size`` bytes of an opened file to the server; returns their SHA-256.
 
-        The file is read one chunk at a time and never held whole in memory. A chunk
-        the server already has is ignored by it, so an interrupted upload can simply
-        be repeated.
+        The file is read one chunk at a time and never held whole in memory (the
+        caller opened and checked it: :mod:`mpg.gateway.attachroots`). A chunk the
+        server already has is ignored by it, so an interrupted upload can simply be
+        repeated.
         """
         digest = hashlib.sha256()
-        size = os.path.getsize(path)
         offset = 0
-        for chunk in _chunks(path, chunk_size, size):
+        for chunk in _chunks(source, chunk_size, size):
             digest.update(chunk)
             final = offset + len(chunk) >= size
             args: dict[str, Any] = {"tx": tx_id, "seq": seq_no, "offset": offset, "final": final}
@@ -193,13 +194,16 @@ class Sink(Protocol):
         ...
 
 
-def _chunks(path: str, chunk_size: int, size: int) -> Iterator[bytes]:
+def _chunks(source: BinaryIO, chunk_size: int, size: int) -> Iterator[bytes]:
+    """At most ``size`` bytes in chunks (one empty chunk for an empty file); a file that
+    grew meanwhile is cut at the size that was checked and announced."""
     if size == 0:
         yield b""
         return
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            yield chunk
+    left = size
+    while left and (chunk := source.read(min(chunk_size, left))):
+        left -= len(chunk)
+        yield chunk
 
 
 def _refusal(op: str, response: httpx.Response) -> errors.ServerError:

@@ -33,7 +33,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from mpg import config, errors, faults, timefmt
-from mpg.gateway import files, retry, validation
+from mpg.gateway import attachroots, files, retry, validation
 from mpg.storage import database, dropfiles, outbox
 from mpg.wire import dropfile
 
@@ -44,10 +44,15 @@ FAILED: Final = "failed"
 ATTACHMENTS: Final = "attachments"
 SUFFIX: Final = ".xml"
 ERROR_SUFFIX: Final = ".error.txt"
-#: The failpoint crash tests arm to die after the commit and before the move.
-AFTER_INSERT: Final = "dropfolder.after_insert"
 #: Namespace of the TxMessageIds derived from a drop file's name and digest.
 TX_NAMESPACE: Final = uuid.UUID("5b0f7c1e-3d56-4f0e-9a57-6d2b0f4b9d31")
+
+
+def attachment_folder(settings: config.GatewaySettings) -> pathlib.Path:
+    """Where embedded attachments are written: always an attachment root too."""
+    if settings.drop_dir is None:
+        raise ValueError("gateway.drop_dir is not set")
+    return settings.drop_attachment_dir or settings.drop_dir / ATTACHMENTS
 
 
 def settled(mtime: float, now: float, settle: float) -> bool:
@@ -95,7 +100,10 @@ class DropFolder:
         outbox_repo: outbox.OutboxRepository,
         *,
         stop: threading.Event,
+        roots: attachroots.AttachmentRoots | None = None,
     ) -> None:
+        """``roots``: where ``path=`` attachments may be (the gateway passes its own);
+        by default ``attachment_roots`` and this folder's attachment folder."""
         if settings.drop_dir is None:
             raise ValueError("gateway.drop_dir is not set")
         self._settings = settings
@@ -106,7 +114,10 @@ class DropFolder:
         self.folder = settings.drop_dir
         self.processed = self.folder / PROCESSED
         self.failed = self.folder / FAILED
-        self.attachments = settings.drop_attachment_dir or self.folder / ATTACHMENTS
+        self.attachments = attachment_folder(settings)
+        self._roots = roots or attachroots.AttachmentRoots.create(
+            [*settings.attachment_roots, self.attachments]
+        )
         self._observer: BaseObserver | None = None
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
 
@@ -208,7 +219,7 @@ class DropFolder:
         except errors.DropFileError as exc:
             self._reject(path, exc)
             return None
-        faults.reach(AFTER_INSERT)
+        faults.reach(faults.DROPFOLDER_AFTER_INSERT)
         os.replace(path, self.processed / path.name)
         log.info("drop_file_processed", file=path.name, tx_message_id=tx, outcome=outcome.value)
         return outcome
@@ -232,8 +243,10 @@ class DropFolder:
                 outbox.OutboxRow(**_attributes(values)),
                 gateway_account=self._outbox.gateway_account,
                 transmit_time=timefmt.now_text(self._settings.clock),
+                file_size=self._roots.check,
                 download_flag=self._settings.default_download_flag,
                 validate_content_for=self._settings.validate_content,
+                max_content_bytes=self._settings.max_content_bytes,
             )
             outcome = self._drops.accept(values, name, digest)
         except errors.ValidationError as exc:

@@ -28,7 +28,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 import structlog
 
-from mpg import errors
+from mpg import errors, faults
 from mpg.gateway import files
 from mpg.storage import exports, history, inbox, outbox
 from mpg.storage.states import InboxState
@@ -141,6 +141,7 @@ class InboundFolder(_HistoryFolder):
             if name in dropfile.FIELDS
         }
         files.write_atomic(target, dropfile.build_message(fields, attachments))
+        faults.reach(faults.INBOUND_FOLDER_WRITTEN)
         return 1
 
     def _attachments(
@@ -204,4 +205,5 @@ class ReceiptFolder(_HistoryFolder):
             at=transition.at,
         )
         files.write_atomic(self.folder / file_name(transition), dropfile.build_receipt(receipt))
+        faults.reach(faults.RECEIPT_FOLDER_WRITTEN)
         return 1

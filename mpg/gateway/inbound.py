@@ -20,7 +20,6 @@ import io
 import random
 import threading
 from collections.abc import Callable, Sequence
-from typing import Final
 
 import structlog
 
@@ -32,11 +31,6 @@ from mpg.storage.states import OutboxState as S
 from mpg.wire import content, model
 
 log = structlog.get_logger("mpg.inbound")
-
-#: The failpoint crash tests arm to die after storing and before acknowledging.
-AFTER_STORE: Final = "inbound.after_store"
-#: ... and to die after writing attachment files and before the Inbox commit.
-AFTER_FILES: Final = "inbound.after_files"
 
 
 def to_file(settings: config.GatewaySettings, size: int) -> bool:
@@ -105,15 +99,16 @@ class InboundWorker:
         """Store deliveries, apply receipts, then acknowledge both."""
         if batch.deliveries:
             files, uris = self._attachments(batch.deliveries)
-            faults.reach(AFTER_FILES)
+            faults.reach(faults.INBOUND_AFTER_FILES)
             new = set(self._inbox.store(batch.deliveries, files, uris))
             for delivery in batch.deliveries:
                 if delivery.rx_message_id in new and delivery.content_type == "RECALL":
                     self._apply_recall(delivery)
             log.info("messages_stored", new=len(new), repeated=len(batch.deliveries) - len(new))
-        faults.reach(AFTER_STORE)
+        faults.reach(faults.INBOUND_AFTER_STORE)
         if batch.receipts:
             self._apply_receipts(batch.receipts)
+            faults.reach(faults.INBOUND_AFTER_RECEIPTS)
         # The files of what was just stored are written before the acknowledgement; a
         # crash before they are written is caught up from the history at restart.
         for export in self._exporters:

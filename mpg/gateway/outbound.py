@@ -2,8 +2,15 @@
 
 One cycle takes a batch of ready rows (State 10, most urgent first), validates them
 (invalid rows go to 99 at once, the rest keep flowing), claims them (10 -> 11 with
-attachments, 10 -> 12 without), streams their files (11 -> 12), submits the whole
-batch in one request and records the answers (12 -> 19 -> 20, or -> 99 when refused).
+attachments, 10 -> 12 without), streams their files (11 -> 12), submits them in as few
+requests as fit ``max_request_bytes`` and records the answers (12 -> 19 -> 20, or -> 99
+when refused).
+
+Whatever belongs to one row fails only that row: a value of the wrong type, a message
+too large for any request, a file outside ``attachment_roots`` (:mod:`attachroots`).
+When the server refuses a whole request as malformed or too large, the batch is split
+in halves and sent again until the rows at fault stand alone; they go to 99, the
+others go on.
 Every state change is a batched compare-and-set through the repository, so a row the
 ERP voided meanwhile is simply left alone.
 
@@ -24,25 +31,35 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 
-from mpg import config, errors, metrics, timefmt
+from mpg import config, errors, faults, metrics, timefmt
+from mpg.gateway import attachroots, retry, validation, voiding
 from mpg.gateway import client as client_mod
-from mpg.gateway import retry, validation, voiding
 from mpg.storage import outbox
+from mpg.storage.states import OUTBOX_TRANSITIONS
 from mpg.storage.states import OutboxState as S
-from mpg.wire import model
+from mpg.wire import model, payloads, xmlsafe
 
 log = structlog.get_logger("mpg.outbound")
+
+_T = TypeVar("_T")
 
 _HASH_CHUNK: Final = 1024 * 1024
 #: Seconds between looks for rows the ERP voided itself (see :mod:`voiding`).
 VOID_SWEEP_SECONDS: Final = 5.0
+#: Seconds between looks for States that are not codes (a scan of the whole Outbox).
+ODD_STATE_SWEEP_SECONDS: Final = 300.0
 
 #: Shortest poll pause, right after a cycle that found rows (seconds).
 ADAPTIVE_MIN_POLL: Final = 0.05
+#: HTTP statuses by which the server refuses a request for what it carries (malformed,
+#: too large): a row of the batch is at fault, so the batch is narrowed down.
+ROW_FAULT_STATUS: Final = frozenset({400, 413, 422})
+#: A digest as the submit carries it, to measure a message before its upload.
+_DIGEST_PLACEHOLDER: Final = "0" * 64
 
 
 @dataclasses.dataclass(slots=True)
@@ -51,6 +68,7 @@ class _Work:
 
     state: S
     valid: validation.ValidRow
+    size: int  # bytes of its own submit payload
     digests: dict[int, str] = dataclasses.field(default_factory=dict)
     # When this process took the row in hand (delivery latency runs from here).
     started: float = dataclasses.field(default_factory=time.monotonic)
@@ -83,12 +101,14 @@ class OutboundWorker:
         repo: outbox.OutboxRepository,
         push: client_mod.PushClient,
         *,
+        roots: attachroots.AttachmentRoots,
         stop: threading.Event,
         wake: threading.Event,
     ) -> None:
         self._settings = settings
         self._repo = repo
         self._push = push
+        self._roots = roots
         self._stop = stop
         self._wake = wake
         self._resume = True  # rows left in flight by an earlier run or a failure
@@ -101,6 +121,8 @@ class OutboundWorker:
         # tells a stalled cycle from an idle wait by it).
         self.cycle_started: float | None = None
         self._next_void_sweep = 0.0
+        self._next_odd_sweep = 0.0
+        self._odd_reported: set[tuple[str, str]] = set()
 
     def reconfigure(self, settings: config.GatewaySettings) -> None:
         """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
@@ -149,6 +171,9 @@ class OutboundWorker:
             # the submit of the same row.
             self._voider.sweep()
             self._next_void_sweep = time.monotonic() + VOID_SWEEP_SECONDS
+        if time.monotonic() >= self._next_odd_sweep:
+            self._report_odd_states()
+            self._next_odd_sweep = time.monotonic() + ODD_STATE_SWEEP_SECONDS
         try:
             if self._resume or time.monotonic() >= self._next_take_over:
                 handled += self._advance(
@@ -179,11 +204,32 @@ class OutboundWorker:
             )
         return moved
 
+    def _report_odd_states(self) -> None:
+        """Log, once per row and value, rows whose State is not a state code.
+
+        The pickup query never sees them, so without this they would wait silently.
+        """
+        for tx, value in self._repo.odd_states():
+            key = (str(tx), repr(value))
+            if key not in self._odd_reported:
+                self._odd_reported.add(key)
+                log.error(
+                    "outbox_state_not_a_code",
+                    tx_message_id=str(tx),
+                    state=repr(value),
+                    effect="the row is never picked up; set State to 10 to send it",
+                )
+
     # -- steps -------------------------------------------------------------------------
 
-    def _validate(
-        self, rows: Iterable[outbox.OutboxRow]
-    ) -> tuple[list[tuple[outbox.OutboxRow, validation.ValidRow]], list[tuple[str, str]]]:
+    @property
+    def request_budget(self) -> int:
+        """Most payload bytes one request may carry: the server's request limit less
+        the envelope, and never more than the XML parser on the other side takes."""
+        return min(self._settings.max_request_bytes - config.REQUEST_MARGIN, xmlsafe.MAX_BYTES)
+
+    def _validate(self, rows: Iterable[outbox.OutboxRow]) -> tuple[list[_Work], list[Failure]]:
+        """Each row as work in its current state, or (tx, reason) when it cannot be sent."""
         transmit_time = timefmt.now_text(self._settings.clock)
         good, bad = [], []
         for row in rows:
@@ -192,13 +238,34 @@ class OutboundWorker:
                     row,
                     gateway_account=self._push.account,
                     transmit_time=transmit_time,
+                    file_size=self._roots.check,
                     download_flag=self._settings.default_download_flag,
                     validate_content_for=self._settings.validate_content,
+                    max_content_bytes=self._settings.max_content_bytes,
                 )
+                size = _submit_size(valid)
             except errors.ValidationError as exc:
                 bad.append((row.tx_message_id, f"invalid {exc.field}: {exc.reason}"))
                 continue
-            good.append((row, valid))
+            except errors.WireError as exc:
+                bad.append((row.tx_message_id, f"cannot be sent: {exc}"))
+                continue
+            except Exception as exc:
+                # Whatever else one row's values cause stays that row's failure: the
+                # rows behind it must not wait for ever.
+                log.exception("row_not_buildable", tx_message_id=str(row.tx_message_id))
+                bad.append((row.tx_message_id, f"cannot be sent: {type(exc).__name__}: {exc}"))
+                continue
+            if size > self.request_budget:
+                bad.append(
+                    (
+                        row.tx_message_id,
+                        f"too large: the message is {size} bytes, one request carries at most "
+                        f"{self.request_budget} (gateway.max_request_bytes)",
+                    )
+                )
+                continue
+            good.append(_Work(S(row.state or 0), valid, size))
         return good, bad
 
     def _claim(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
@@ -206,41 +273,43 @@ class OutboundWorker:
         good, bad = self._validate(rows)
         if bad:
             self._repo.transition(bad, S.READY, S.FAILED)
-        plain = [v for _, v in good if not v.attachments]
-        files = [v for _, v in good if v.attachments]
+        plain = [w for w in good if not w.valid.attachments]
+        files = [w for w in good if w.valid.attachments]
         work = []
         moved = set(
             self._repo.transition(
-                [(v.message.tx_message_id, "claimed; no attachments") for v in plain],
+                [(w.tx, "claimed; no attachments") for w in plain],
                 S.READY,
                 S.ATTACHMENTS_UPLOADED,
             )
         )
-        work += [
-            _Work(S.ATTACHMENTS_UPLOADED, v) for v in plain if v.message.tx_message_id in moved
-        ]
+        for w in plain:
+            if w.tx in moved:
+                w.state = S.ATTACHMENTS_UPLOADED
+                work.append(w)
+        if moved:
+            faults.reach(faults.OUTBOUND_CLAIMED_12)
         moved = set(
             self._repo.transition(
-                [
-                    (v.message.tx_message_id, f"uploading {len(v.attachments)} attachment(s)")
-                    for v in files
-                ],
+                [(w.tx, f"uploading {len(w.valid.attachments)} attachment(s)") for w in files],
                 S.READY,
                 S.ATTACHMENTS_UPLOADING,
             )
         )
-        for v in files:
-            if v.message.tx_message_id in moved:
+        for w in files:
+            v = w.valid
+            if w.tx in moved:
                 infos = [
                     model.AttachmentInfo(
                         a.seq_no, a.file_name, a.file_type, a.file_size, a.download_flag, sha256=""
                     )
                     for a in v.attachments
                 ]
-                self._repo.add_attachments(
-                    None, v.message.tx_message_id, infos, [a.path for a in v.attachments]
-                )
-                work.append(_Work(S.ATTACHMENTS_UPLOADING, v))
+                self._repo.add_attachments(None, w.tx, infos, [a.path for a in v.attachments])
+                w.state = S.ATTACHMENTS_UPLOADING
+                work.append(w)
+        if moved:
+            faults.reach(faults.OUTBOUND_CLAIMED_11)
         return work
 
     def _load(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
@@ -248,8 +317,8 @@ class OutboundWorker:
         good, bad = self._validate(rows)
         states = {row.tx_message_id: S(row.state or 0) for row in rows}
         for tx, note in bad:
-            self._repo.transition([(tx, note)], states[tx], S.FAILED)
-        return [_Work(states[v.message.tx_message_id], v) for _, v in good]
+            self._fail([(tx, note)], states[tx])
+        return good
 
     def _advance(self, work: list[_Work]) -> int:
         """Upload what needs uploading, then submit everything ready in one request."""
@@ -275,6 +344,8 @@ class OutboundWorker:
             for item in uploaded:
                 if item.tx in moved:
                     item.state = S.ATTACHMENTS_UPLOADED
+            if moved:
+                faults.reach(faults.OUTBOUND_UPLOADED_12)
         ready = [
             i
             for i in work
@@ -287,44 +358,88 @@ class OutboundWorker:
 
     def _upload(self, item: _Work) -> bool:
         """Stream the row's files; a refused or vanished file fails only this row."""
+        att = None
         try:
             for att in item.valid.attachments:
-                item.digests[att.seq_no] = self._push.upload_attachment(
-                    item.tx, att.seq_no, att.path, self._settings.chunk_size
-                )
+                with self._roots.open(att.path) as (fh, size):
+                    _same_size(att, size)
+                    item.digests[att.seq_no] = self._push.upload_attachment(
+                        item.tx, att.seq_no, fh, size, self._settings.chunk_size
+                    )
         except errors.RefusedByServer as exc:
-            self._repo.transition(
-                [(item.tx, f"attachment refused: {exc.detail}")], item.state, S.FAILED
-            )
+            self._fail([(item.tx, f"attachment refused: {exc.detail}")], item.state)
             return False
-        except OSError as exc:
-            self._repo.transition(
-                [(item.tx, f"AttachmentList: cannot read {exc.filename}: {exc.strerror}")],
-                item.state,
-                S.FAILED,
-            )
+        except (errors.AttachmentRefused, OSError) as exc:
+            self._fail_file(item, att, exc)
             return False
         return True
 
     def _hash_files(self, item: _Work) -> None:
         """Digests of files uploaded by an earlier run (needed again to submit)."""
+        att = None
         try:
             for att in item.valid.attachments:
                 digest = hashlib.sha256()
-                with open(att.path, "rb") as fh:
+                with self._roots.open(att.path) as (fh, size):
+                    _same_size(att, size)
                     while chunk := fh.read(_HASH_CHUNK):
                         digest.update(chunk)
                 item.digests[att.seq_no] = digest.hexdigest()
-        except OSError as exc:
-            self._repo.transition(
-                [(item.tx, f"AttachmentList: cannot read {exc.filename}: {exc.strerror}")],
-                item.state,
-                S.FAILED,
+        except (errors.AttachmentRefused, OSError) as exc:
+            self._fail_file(item, att, exc)
+
+    def _fail_file(
+        self, item: _Work, att: validation.PlannedAttachment | None, exc: Exception
+    ) -> None:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f"file {att.seq_no} {att.path!r}" if att is not None else "a file"
+        self._fail([(item.tx, f"AttachmentList: {where} {reason}")], item.state)
+
+    def _fail(self, failures: Sequence[Failure], state: S) -> None:
+        """Move rows to 99 where the transition table allows it from ``state``.
+
+        A row at 19 was already accepted by the server, so it cannot fail any more; one
+        that can no longer be rebuilt (its file refused or gone) stays there, logged,
+        until the send timeout moves it to 97, and never holds up the rows behind it.
+        """
+        if (state, S.FAILED) in OUTBOX_TRANSITIONS:
+            self._repo.transition(failures, state, S.FAILED)
+            return
+        for tx, note in failures:
+            log.error(
+                "row_cannot_be_resumed",
+                tx_message_id=str(tx),
+                state=int(state),
+                reason=note,
+                effect="left in place; the send timeout moves it to 97",
             )
 
     def _submit(self, ready: list[_Work]) -> None:
+        """Submit in requests that fit the server's limit, in pickup order."""
+        for batch in cut(ready, [i.size for i in ready], self.request_budget):
+            self._submit_narrowing(batch)
+
+    def _submit_narrowing(self, batch: list[_Work]) -> None:
+        """Submit ``batch``; a refusal of the request for what it carries is narrowed
+        down by halves until the rows at fault stand alone, and only they go to 99."""
+        try:
+            self._submit_batch(batch)
+        except errors.RefusedByServer as exc:
+            if exc.status not in ROW_FAULT_STATUS:
+                raise
+            if len(batch) > 1:
+                log.warning("batch_refused_narrowing", count=len(batch), error=str(exc))
+                half = len(batch) // 2
+                self._submit_narrowing(batch[:half])
+                self._submit_narrowing(batch[half:])
+                return
+            [item] = batch
+            self._fail([(item.tx, f"refused by server: {exc.code}: {exc.detail}")], item.state)
+
+    def _submit_batch(self, ready: list[_Work]) -> None:
         started = time.monotonic()
         results = self._push.submit([i.message() for i in ready])
+        faults.reach(faults.OUTBOUND_SUBMITTED)
         log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
         by_tx = {i.tx: i for i in ready}
         done = time.monotonic()
@@ -357,7 +472,7 @@ class OutboundWorker:
             (r.tx_message_id, f"refused by server: {r.reason}") for r in results if not r.accepted
         ]
         if refused:
-            self._repo.transition(refused, state, S.FAILED)
+            self._fail(refused, state)
         if queued:
             moved |= set(
                 self._repo.transition(
@@ -368,6 +483,7 @@ class OutboundWorker:
                     set_transmit_time=True,
                 )
             )
+            faults.reach(faults.OUTBOUND_AT_20)
         if at_once:
             ids = {r.tx_message_id: r.message_id for r in at_once}
             if state != S.UPLOADED:
@@ -378,6 +494,7 @@ class OutboundWorker:
                     message_ids=ids,
                     set_transmit_time=True,
                 )
+                faults.reach(faults.OUTBOUND_AT_19)
             moved |= set(
                 self._repo.transition(
                     [(r.tx_message_id, _served_note(r)) for r in at_once],
@@ -387,6 +504,47 @@ class OutboundWorker:
                 )
             )
         return moved
+
+
+#: (TxMessageId, reason) of a row that goes to 99.
+Failure = tuple[str, str]
+
+
+def cut(items: Sequence[_T], sizes: Sequence[int], budget: int) -> list[list[_T]]:
+    """``items`` in order, in runs whose ``sizes`` add up to at most ``budget`` each.
+
+    An item larger than the budget on its own still gets a run of its own (the caller
+    refuses such rows before; the server's answer then fails only that row).
+    """
+    runs: list[list[_T]] = []
+    total = 0
+    for item, size in zip(items, sizes, strict=True):
+        if not runs or total + size > budget:
+            runs.append([])
+            total = 0
+        runs[-1].append(item)
+        total += size
+    return runs
+
+
+def _submit_size(valid: validation.ValidRow) -> int:
+    """Bytes of the row's own submit payload, digests included (WireError if it cannot
+    be built at all)."""
+    infos = tuple(
+        model.AttachmentInfo(
+            a.seq_no, a.file_name, a.file_type, a.file_size, a.download_flag, _DIGEST_PLACEHOLDER
+        )
+        for a in valid.attachments
+    )
+    message = dataclasses.replace(valid.message, attachments=infos)
+    return len(payloads.build_submit([message]))
+
+
+def _same_size(att: validation.PlannedAttachment, size: int) -> None:
+    if size != att.file_size:
+        raise errors.AttachmentRefused(
+            f"changed after it was checked ({size} bytes now, {att.file_size} before)"
+        )
 
 
 def _observe_pickup(rows: Iterable[outbox.OutboxRow], clock: timefmt.Clock) -> None:

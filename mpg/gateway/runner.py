@@ -25,7 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs, metrics
 from mpg.db import notify, transactions
-from mpg.gateway import attachfiles, dropfolder, folders, inbound, outbound, wakeup
+from mpg.gateway import attachfiles, attachroots, dropfolder, folders, inbound, outbound, wakeup
 from mpg.gateway import client as client_mod
 from mpg.ops import health, systemd
 from mpg.storage import database, history, inbox, outbox, outbox_trigger, schema, tables
@@ -85,8 +85,11 @@ class Gateway:
             gw.clock,
             source_uri_width=found.uri_width(tables.inbox_attachment),
         )
+        # The drop folder's own attachment folder is written by the gateway: a root too.
+        own = [dropfolder.attachment_folder(gw)] if gw.drop_dir is not None else []
+        self.roots = attachroots.AttachmentRoots.from_settings(settings, extra=own)
         self.outbound = outbound.OutboundWorker(
-            gw, self.outbox, self.push, stop=self.stop_event, wake=self.wake
+            gw, self.outbox, self.push, roots=self.roots, stop=self.stop_event, wake=self.wake
         )
         if gw.attachment_dir is not None:
             attachfiles.prepare(gw.attachment_dir)
@@ -99,7 +102,7 @@ class Gateway:
                 folders.ReceiptFolder(self.engine, gw.receipt_dir, self.outbox, gw.receipt_states)
             )
         self.drop = (
-            dropfolder.DropFolder(gw, self.outbox, stop=self.stop_event)
+            dropfolder.DropFolder(gw, self.outbox, stop=self.stop_event, roots=self.roots)
             if gw.drop_dir is not None
             else None
         )

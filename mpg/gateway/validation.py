@@ -2,8 +2,9 @@
 
 Every problem raises :class:`mpg.errors.ValidationError` naming the row, the column
 and the reason; the outbound worker writes that text into ``StatusLog`` and moves the
-row to 99 while the other rows keep flowing. Only :func:`check_file` looks at the file
-system, and it is passed in so the rules stay testable without files.
+row to 99 while the other rows keep flowing. Only the file checker looks at the file
+system (:meth:`mpg.gateway.attachroots.AttachmentRoots.check` in the gateway), and it is
+passed in so the rules stay testable without files.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Final, Protocol
 
-from mpg import errors
+from mpg import config, errors
 from mpg.wire import model, recipients, xsd
 
 #: Largest file ``OutboxAttachment.FileSize`` (int) can describe.
 MAX_FILE_SIZE: Final = 2**31 - 1
+#: Largest Content in UTF-8 bytes unless the caller says (``gateway.max_content_bytes``).
+MAX_CONTENT_BYTES: Final = int(config.GatewaySettings.model_fields["max_content_bytes"].default)
 
 #: Widths of the Outbox columns (reference §4) that SQLite would not enforce.
 WIDTHS: Final = {
@@ -94,24 +97,27 @@ class ValidRow:
     attachments: tuple[PlannedAttachment, ...]
 
 
+#: Returns the size of a file that may be sent, or raises ValueError saying why not.
 FileChecker = Callable[[str], int]
 
-
-def check_file(path: str) -> int:
-    """Return the size of a readable regular file, or raise ValueError saying why not."""
-    if not os.path.isabs(path):
-        raise ValueError("is not a full path")
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ValueError("does not exist") from None
-    except OSError as exc:
-        raise ValueError(f"cannot be read ({exc.strerror})") from None
-    if not os.path.isfile(path):
-        raise ValueError("is not a regular file")
-    if not os.access(path, os.R_OK):
-        raise ValueError("is not readable by the gateway")
-    return st.st_size
+#: The text columns validation reads; a database without strict types (SQLite) may
+#: hold anything in them.
+_TEXT_COLUMNS: Final = {
+    "TxMessageId": "tx_message_id",
+    "AppCode": "app_code",
+    "SourceDomain": "source_domain",
+    "AgentSender": "agent_sender",
+    "Sender": "sender",
+    "ReceiverType": "receiver_type",
+    "ReceiverList": "receiver_list",
+    "BccList": "bcc_list",
+    "Subject": "subject",
+    "Content": "content",
+    "ContentType": "content_type",
+    "AttachmentList": "attachment_list",
+    "Priority": "priority",
+    "Keywords": "keywords",
+}
 
 
 def _text(value: str | None) -> str:
@@ -123,19 +129,28 @@ def validate(
     *,
     gateway_account: str,
     transmit_time: str,
+    file_size: FileChecker,
     download_flag: int = 0,
-    file_size: FileChecker = check_file,
     validate_content_for: Collection[str] = (),
+    max_content_bytes: int = MAX_CONTENT_BYTES,
 ) -> ValidRow:
     """Check one row and build its message; raises ValidationError(field, reason, row).
 
-    Content is free text, except on the channels (AppCodes, any case) named in
-    ``validate_content_for``: there it must match ``mpg-content.xsd``.
+    Content is free text of at most ``max_content_bytes`` (UTF-8), except on the
+    channels (AppCodes, any case) named in ``validate_content_for``: there it must
+    match ``mpg-content.xsd``. ``file_size`` decides which attachment paths may be sent.
     """
     tx = row.tx_message_id
 
     def fail(field: str, reason: str) -> errors.ValidationError:
         return errors.ValidationError(field, reason, row=tx)
+
+    for column, attribute in _TEXT_COLUMNS.items():
+        value = getattr(row, attribute)
+        if isinstance(value, bytes | bytearray | memoryview):
+            raise fail(column, f"holds binary data ({len(value)} bytes), not text")
+        if value is not None and not isinstance(value, str):
+            raise fail(column, f"holds a {type(value).__name__}, not text")
 
     values = {
         "TxMessageId": _text(tx),
@@ -168,6 +183,11 @@ def validate(
         raise fail("Sender", f"qualified account is longer than {ACCOUNT_WIDTH} characters")
 
     content = row.content or ""
+    size = len(content.encode("utf-8", "surrogatepass"))
+    if size > max_content_bytes:
+        raise fail(
+            "Content", f"is {size} bytes, over gateway.max_content_bytes ({max_content_bytes})"
+        )
     _check_text(values, content, validate_content_for, fail)
 
     attachments = _attachments(row.attachment_list, download_flag, file_size, fail)

@@ -30,6 +30,8 @@ Role = Literal["gateway", "server"]
 WATCHDOG_SEC: Final = 60
 #: Seconds systemd waits after SIGTERM before SIGKILL (the gateway's grace is 30).
 STOP_TIMEOUT_SEC: Final = 45
+#: Open files a service may hold (each connection is one): LimitNOFILE.
+OPEN_FILES: Final = 65536
 UNIT_DIR: Final = pathlib.Path("/etc/systemd/system")
 
 
@@ -147,6 +149,9 @@ def unit_text(
         f"WatchdogSec={WATCHDOG_SEC}",
         f"TimeoutStopSec={STOP_TIMEOUT_SEC}",
         "KillMode=mixed",
+        # A service gets 1,024 open files by default and every connection is one:
+        # too few for a server facing the network (server.max_connections).
+        f"LimitNOFILE={OPEN_FILES}",
         "UMask=0027",
         "ProtectSystem=strict",
         "ProtectHome=read-only",

@@ -209,19 +209,31 @@ class AccountStore:
         Raises :class:`mpg.errors.UnknownKey` for an unknown account or key id and
         :class:`mpg.errors.AccountDisabled` when either is disabled.
         """
+        account_id, secret, disabled = self.key_state(account, key_id)
+        if disabled:
+            raise errors.AccountDisabled(disabled)
+        return account_id, secret
+
+    def key_state(self, account: str, key_id: str) -> tuple[str, bytes, str]:
+        """Like :meth:`key_for`, but a disabled account or key comes back with the reason.
+
+        The server needs a disabled account's key to tell its holder "disabled" (403)
+        and everyone else the 401 of any failed authentication.
+        """
         account_id = normalize(account)
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get((account_id, key_id))
         if cached is not None and cached[1] > now:
-            return account_id, cached[0]
+            return account_id, cached[0], ""
         row = self._key_row(account_id, key_id)
         if row is None:
             raise errors.UnknownKey(f"unknown account or key: {account} / {key_id}")
+        disabled = ""
         if row.AccountDisabled:
-            raise errors.AccountDisabled(f"account {account_id} is disabled")
-        if row.KeyDisabled:
-            raise errors.AccountDisabled(f"key {key_id} of {account_id} is disabled")
+            disabled = f"account {account_id} is disabled"
+        elif row.KeyDisabled:
+            disabled = f"key {key_id} of {account_id} is disabled"
         try:
             secret = keys.unwrap_key(self._master, account_id, key_id, row.WrappedKey)
         except errors.WireError as exc:
@@ -231,9 +243,10 @@ class AccountStore:
                 f"server.master_key: the stored key {key_id} of {account_id} does not "
                 "open; is this the master key the accounts were created with?"
             ) from exc
-        with self._lock:
-            self._cache[(account_id, key_id)] = (secret, now + self._cache_seconds)
-        return account_id, secret
+        if not disabled:
+            with self._lock:
+                self._cache[(account_id, key_id)] = (secret, now + self._cache_seconds)
+        return account_id, secret, disabled
 
     def kinds(self, names: list[str]) -> dict[str, str]:
         """``{account: kind}`` of the enabled accounts among ``names`` (stored forms)."""

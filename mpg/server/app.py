@@ -2,11 +2,21 @@
 (the database takes writes) and ``/metrics`` (Prometheus; only for the client networks
 in ``server.metrics_from``, since queue depths name accounts).
 
-Handlers are thin: read the body (at most ``server.max_request_bytes``), open the
-envelope (:mod:`mpg.server.auth`), call the store, seal the answer. Database and
-crypto work runs in the threadpool so the event loop never blocks. Every refusal
-goes through :data:`ERRORS`, the one table from exception to HTTP status and error
-code of ``docs/protocol.md``; error bodies are JSON.
+Handlers are thin: read the body, open the envelope (:mod:`mpg.server.auth`), call
+the store, seal the answer. Database and crypto work runs in the threadpool so the
+event loop never blocks. Every refusal goes through :data:`ERRORS`, the one table
+from exception to HTTP status and error code of ``docs/protocol.md``; error bodies
+are JSON, and every failure to authenticate has the same one (:data:`UNAUTHENTICATED`).
+
+Reading a body is guarded (docs/security.md, "The server's network face"): the
+envelope's clear header is read first and its account and key looked up before
+the rest of the body is read, so a caller without a key sends a few hundred bytes,
+not 64 MiB; each operation has its own body limit (:func:`body_limit`: only
+``upload`` and ``submit`` carry bulk data); an upload's body goes to a file as it
+arrives and is opened from there (:meth:`PushServer._open`), so attachment chunks
+are never held in memory; the body bytes held by all requests together, in memory
+or spooled, are capped (``server.max_inflight_bytes``, beyond it 503); and a body
+that stalls for ``server.body_timeout`` is dropped (408).
 
 ``fetch`` is a long poll: when the queue is empty it waits on an :class:`asyncio.Event`
 per account, set when this process queues an entry for that account (submit, recall,
@@ -21,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
 import pathlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
@@ -34,32 +46,51 @@ from mpg import config, errors, metrics
 from mpg.db import notify, transactions
 from mpg.ops import health, systemd
 from mpg.server import accounts, auth, blobs, queues, replay, tables
-from mpg.wire import payloads
+from mpg.wire import envelope, model, payloads, xmlsafe
 
 log = structlog.get_logger(__name__)
 
 #: Longest a waiting fetch goes without looking at the queue itself.
 POLL_SAFETY_SECONDS: Final = 5.0
+#: Fetches looking at the queue at once (the others wait their turn, not a thread).
+MAX_LOOKS: Final = 8
 #: Most entries one fetch returns, whatever the client asks for.
 MAX_FETCH_ITEMS: Final = 5000
 #: Folder under ``server.data_dir`` that holds attachment files.
 BLOB_DIR: Final = "blobs"
+#: Folder under ``server.data_dir`` where upload bodies are spooled while they arrive.
+SPOOL_DIR: Final = "incoming"
+#: Body limit of the operations that carry no bulk data (fetch, ack, download, history).
+SMALL_BODY_BYTES: Final = 1024 * 1024
+#: What an envelope adds to its payload at most: prefix, longest header, IV and tag.
+ENVELOPE_OVERHEAD: Final = envelope.PREFIX_BYTES + 0xFFFF + envelope.IV_BYTES + envelope.TAG_BYTES
+#: Largest ``seq`` (the SeqNo column is a 32-bit integer).
+MAX_SEQ: Final = 2**31 - 1
+#: Largest ``offset``, ``size`` and ``length`` (2^53: exact in every JSON reader).
+MAX_OFFSET: Final = 2**53
+#: The detail of every 401: which check failed is for the log, not the caller.
+UNAUTHENTICATED: Final = "authentication failed"
 
 #: Exception class -> (HTTP status, error code); the first match wins, so subclasses
 #: come before their bases.
 ERRORS: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
     (errors.TooLarge, 413, "too_large"),
+    (errors.RequestTimeout, 408, "request_timeout"),
+    (errors.TooManyRequests, 429, "too_many_requests"),
     (errors.NotFound, 404, "not_found"),
     (errors.Forbidden, 403, "forbidden"),  # includes AccountDisabled
     (errors.ReplayedEnvelope, 409, "replayed"),
     (errors.EnvelopeError, 401, "unauthenticated"),  # TamperedEnvelope, UnknownKey
     (errors.WireError, 400, "bad_request"),  # includes UnsafeXml
     (errors.ValidationError, 400, "bad_request"),
+    (requests.ClientDisconnect, 400, "bad_request"),  # nobody is left to read it
     (errors.Unavailable, 503, "unavailable"),
 )
 INTERNAL: Final = (500, "internal")
 
 _T = TypeVar("_T")
+#: When the request being handled came in (loop time), for a long poll's deadline.
+_ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")
 
 
 def error_for(exc: BaseException) -> tuple[int, str]:
@@ -74,8 +105,41 @@ def error_response(exc: BaseException) -> responses.JSONResponse:
     """The JSON error body of ``docs/protocol.md`` for ``exc``."""
     status, code = error_for(exc)
     # A fault's text may name internals (paths, SQL); the log has it, the client not.
-    detail = "internal server error" if status == INTERNAL[0] else str(exc)
+    # A failed authentication says nothing about which check failed.
+    if status == INTERNAL[0]:
+        detail = "internal server error"
+    elif status == 401:
+        detail = UNAUTHENTICATED
+    else:
+        detail = str(exc)
     return responses.JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+def body_limit(op: str, max_request_bytes: int) -> int:
+    """The largest body ``/v1/<op>`` takes: only uploads and submits carry bulk data."""
+    if op == "upload":
+        return max_request_bytes
+    if op == "submit":
+        return min(max_request_bytes, xmlsafe.MAX_BYTES + ENVELOPE_OVERHEAD)
+    return min(max_request_bytes, SMALL_BODY_BYTES)
+
+
+class ByteBudget:
+    """Request body bytes held by all requests together; used on the event loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, count: int) -> None:
+        """Hold ``count`` more bytes, or raise :class:`mpg.errors.Unavailable` (503)."""
+        if self.held + count > self.limit:
+            raise errors.Unavailable("too many request bytes in flight; retry later")
+        self.held += count
+
+    def give(self, count: int) -> None:
+        """Release bytes taken for a request that is done."""
+        self.held -= count
 
 
 class Waiters:
@@ -124,10 +188,21 @@ class PushServer:
         self.engine = engine
         self.accounts = accounts.AccountStore(engine, master_key)
         self.queues = queues.QueueStore(engine)
-        self.blobs = blobs.BlobStore(engine, pathlib.Path(settings.data_dir) / BLOB_DIR)
-        self.opener = auth.RequestOpener(
-            self.accounts, replay.SharedReplayGuard(engine, settings.replay_window)
+        self.blobs = blobs.BlobStore(
+            engine,
+            pathlib.Path(settings.data_dir) / BLOB_DIR,
+            quota_bytes=settings.upload_quota_bytes,
+            quota_files=settings.upload_quota_files,
         )
+        self.opener = auth.RequestOpener(
+            self.accounts,
+            replay.SharedReplayGuard(
+                engine, settings.replay_window, per_account=settings.replay_per_account
+            ),
+        )
+        self.budget = ByteBudget(settings.max_inflight_bytes)
+        self._spool = pathlib.Path(settings.data_dir) / SPOOL_DIR
+        self._looks = asyncio.Semaphore(MAX_LOOKS)
         self.waiters = Waiters()
         self.registry = metrics.registry(
             [
@@ -194,26 +269,111 @@ class PushServer:
     async def handle(self, request: requests.Request) -> responses.Response:
         """``POST /v1/{op}``: authenticate, dispatch, seal; refusals as JSON."""
         op = request.path_params["op"]
+        held = [0]
+        temp: list[pathlib.Path] = []
         try:
             handler = self._ops.get(op)
             if handler is None:
-                raise errors.WireError(f"unknown operation {op!r}")
+                raise errors.WireError(f"unknown operation {op[:64]!r}")
             if self.waiters.stopping:
                 raise errors.Unavailable("the server is stopping")
-            body = await _read_body(request, self.settings.max_request_bytes)
-            opened = await concurrency.run_in_threadpool(self.opener.open, op, body)
+            # Long polls promise their wait from the moment the request came in.
+            _ARRIVED.set(asyncio.get_running_loop().time())
+            opened = await self._open(request, op, held, temp)
             payload, args = await handler(opened)
-            sealed = await concurrency.run_in_threadpool(auth.seal_response, opened, payload, args)
+            if len(payload) <= SMALL_BODY_BYTES:
+                # Cheap; queued behind the threadpool it could miss a long poll's deadline.
+                sealed = auth.seal_response(opened, payload, args)
+            else:
+                sealed = await concurrency.run_in_threadpool(
+                    auth.seal_response, opened, payload, args
+                )
         except Exception as exc:
             status, code = error_for(exc)
             if status == INTERNAL[0]:
-                log.exception("request_failed", op=op)
+                log.exception("request_failed", op=op[:64])
             else:
-                log.info("request_refused", op=op, status=status, error=code, detail=str(exc))
+                log.info("request_refused", op=op[:64], status=status, error=code, detail=str(exc))
             metrics.SERVER_REQUESTS.labels(op if op in self._ops else "unknown", status).inc()
             return error_response(exc)
+        finally:
+            self.budget.give(held[0])
+            for path in temp:
+                path.unlink(missing_ok=True)
         metrics.SERVER_REQUESTS.labels(op, 200).inc()
         return responses.Response(sealed, media_type="application/octet-stream")
+
+    async def _open(
+        self, request: requests.Request, op: str, held: list[int], temp: list[pathlib.Path]
+    ) -> auth.OpenedRequest:
+        """Read and open the request's envelope under the limits of the module.
+
+        An upload's body goes to a file as it arrives and is opened from there to
+        another (``temp`` lists them, for the caller to delete): an attachment chunk
+        is never held in memory. Other bodies are read into memory (at most 16 MiB).
+        """
+        if op != "upload":
+            body = bytearray()
+            claim = await self._receive(request, op, held, body.extend)
+            return await concurrency.run_in_threadpool(self.opener.open, op, body, claim)
+        self._spool.mkdir(parents=True, exist_ok=True)
+        sealed = self._spool / uuid.uuid4().hex
+        plaintext = sealed.with_suffix(".plain")
+        temp += [sealed, plaintext]
+        with sealed.open("wb") as sink:
+            # Writes of at most 64 KiB to the page cache: not worth a thread each.
+            claim = await self._receive(request, op, held, sink.write)
+        if claim is None:
+            raise errors.TamperedEnvelope("envelope is malformed or was tampered with")
+        return await concurrency.run_in_threadpool(
+            self.opener.open_file, op, sealed, claim, plaintext
+        )
+
+    async def _receive(
+        self,
+        request: requests.Request,
+        op: str,
+        held: list[int],
+        sink: Callable[[bytes], object],
+    ) -> auth.Claim | None:
+        """Pass the body to ``sink``; return who its header claims to be (None: no header).
+
+        ``held[0]`` counts the bytes taken from the in-flight budget (the caller gives
+        them back). The claim is looked up as soon as the header is in: an unknown
+        account or key is refused (401) before the rest of the body is read.
+        """
+        limit = body_limit(op, self.settings.max_request_bytes)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise errors.TooLarge(f"body of {declared[:20]} bytes is over the {limit}-byte limit")
+        start = bytearray()  # the body's first bytes, until the header is read
+        claim: auth.Claim | None = None
+        header_end: int | None = None
+        received = 0
+        chunks = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), self.settings.body_timeout)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise errors.RequestTimeout(
+                    f"the body stalled for {self.settings.body_timeout:g} s"
+                ) from None
+            received += len(chunk)
+            if received > limit:
+                raise errors.TooLarge(f"body is over the {limit}-byte limit")
+            self.budget.take(len(chunk))
+            held[0] += len(chunk)
+            sink(chunk)
+            if claim is None:
+                start += chunk
+                header_end = header_end or envelope.header_end(start)
+                if header_end is not None and len(start) >= header_end:
+                    header = envelope.read_header(start)
+                    claim = await concurrency.run_in_threadpool(self.opener.identify, header)
+                    start = bytearray()
+        return claim
 
     async def readyz(self, request: requests.Request) -> responses.Response:
         """``GET /readyz``: 200 when the database takes a write now, else 503."""
@@ -248,12 +408,13 @@ class PushServer:
             _arg(args, "tx", str),
             _arg(args, "seq", int),
             _arg(args, "offset", int),
-            req.payload,
+            req.payload if req.payload_file is None else req.payload_file,
             final=final,
             size=_arg(args, "size", int) if final else None,
             sha256=_arg(args, "sha256", str) if final else None,
         )
-        metrics.ATTACHMENT_BYTES.labels("upload").inc(len(req.payload))
+        size = len(req.payload) if req.payload_file is None else req.payload_file.stat().st_size
+        metrics.ATTACHMENT_BYTES.labels("upload").inc(size)
         return b"", {"received": status.received, "complete": status.complete}
 
     async def _submit(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
@@ -267,19 +428,46 @@ class PushServer:
         max_items, wait = payloads.parse_fetch(req.payload)
         max_items = min(max_items, MAX_FETCH_ITEMS)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(wait, self.settings.max_long_poll)
+        deadline = _ARRIVED.get(loop.time()) + min(wait, self.settings.max_long_poll)
+        first = True
         while True:
             # Taken before looking, so an entry queued while we look still wakes us.
             event = self.waiters.event(req.account)
-            batch = await concurrency.run_in_threadpool(
-                self.queues.fetch, req.account, max_items, self.settings.lease_seconds
-            )
+            batch = await self._look(req.account, max_items, deadline, first=first)
+            first = False
             remaining = deadline - loop.time()
             if batch.deliveries or batch.receipts or remaining <= 0 or self.waiters.stopping:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, POLL_SAFETY_SECONDS))
+        if not batch.deliveries and not batch.receipts:
+            return payloads.build_deliveries(batch), {}
         return await concurrency.run_in_threadpool(payloads.build_deliveries, batch), {}
+
+    async def _look(
+        self, account: str, max_items: int, deadline: float, *, first: bool
+    ) -> model.FetchBatch:
+        """One look at the queue; empty if no turn comes before ``deadline``.
+
+        Under load looks queue for a turn (:data:`MAX_LOOKS` at a time); a waiting
+        fetch must not answer later than it promised because its last look waited
+        there. A look that has begun runs to its end (it may lease entries), and a
+        fetch's first look is always made.
+        """
+        if first:
+            await self._looks.acquire()
+        else:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._looks.acquire(), max(remaining, 0.0))
+            except TimeoutError:
+                return model.FetchBatch()
+        try:
+            return await concurrency.run_in_threadpool(
+                self.queues.fetch, account, max_items, self.settings.lease_seconds
+            )
+        finally:
+            self._looks.release()
 
     async def _ack(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         def work() -> bytes:
@@ -310,24 +498,21 @@ class PushServer:
 
 
 def _arg(args: dict[str, Any], name: str, kind: type[_T]) -> _T:
-    """A required envelope argument of the given JSON type (bool is not an int)."""
+    """A required envelope argument of the given JSON type (bool is not an int).
+
+    Integers are range-checked: ``seq`` 0..2^31-1, others 0..2^53.
+    """
     value = args.get(name)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise errors.WireError(f"argument {name!r}: expected {kind.__name__}, got {value!r}")
+        shown = repr(value)
+        if len(shown) > 40:
+            shown = shown[:40] + "…"
+        raise errors.WireError(f"argument {name!r}: expected {kind.__name__}, got {shown}")
+    if isinstance(value, int):
+        top = MAX_SEQ if name == "seq" else MAX_OFFSET
+        if not 0 <= value <= top:
+            raise errors.WireError(f"argument {name!r}: must be from 0 to {top}")
     return value
-
-
-async def _read_body(request: requests.Request, limit: int) -> bytes:
-    """The request body, refused with :class:`mpg.errors.TooLarge` beyond ``limit``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise errors.TooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise errors.TooLarge(f"body is over the {limit}-byte limit")
-    return bytes(body)
 
 
 async def _healthz(request: requests.Request) -> responses.Response:

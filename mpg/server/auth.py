@@ -1,22 +1,42 @@
 """Opening request envelopes and sealing their answers.
 
-A request is trusted only after four steps, in this order: the clear header names
-the account and key id (:func:`mpg.wire.envelope.peek`); the key comes from the
-:class:`~mpg.server.accounts.AccountStore` (unknown: 401, disabled: 403); the
-envelope opens under it (tag: 401); and the replay guard
+A request is trusted only after these steps, in this order: the clear header names
+the account and key id, read from the first bytes of the body before the rest is
+read (:func:`mpg.wire.envelope.read_header`); the key comes from the
+:class:`~mpg.server.accounts.AccountStore` (:meth:`RequestOpener.identify`); the
+envelope opens under it; a disabled account or key is refused (403) only now, so
+that only the key's holder learns it; and the replay guard
 (:class:`~mpg.server.replay.SharedReplayGuard`) finds its timestamp fresh and its
-nonce unseen by every server process sharing the database (409). The guard is asked last
-so that forged envelopes cannot fill its memory.
+nonce unseen by every server process sharing the database (409). The guard is asked
+last so that forged envelopes cannot fill its memory.
+
+Every failure before the envelope opens (no envelope, bad framing, an unknown
+account or key id, a tag that does not verify) is one and the same 401 to the
+client; the log names the reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import pathlib
+from typing import Any, Final
 
 from mpg import errors
 from mpg.server import accounts, replay
 from mpg.wire import envelope
+
+#: Longest account name and key id looked up; longer ones are unknown without a query.
+MAX_ACCOUNT_CHARS: Final = 100
+MAX_KEY_ID_CHARS: Final = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """Who a request's clear header says it comes from, and that account's key."""
+
+    account: str  # the stored account name
+    key: bytes = dataclasses.field(repr=False)
+    disabled: str  # why the account or key is disabled; '' when usable
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -27,6 +47,8 @@ class OpenedRequest:
     account: str  # the stored account name (lower-cased unless a device serial)
     key: bytes = dataclasses.field(repr=False)
     payload: bytes = dataclasses.field(repr=False)
+    #: Where the payload is instead, when it was opened to a file (upload chunks).
+    payload_file: pathlib.Path | None = None
 
 
 class RequestOpener:
@@ -36,21 +58,47 @@ class RequestOpener:
         self._store = store
         self._guard = guard
 
-    def open(self, op: str, body: bytes) -> OpenedRequest:
-        """Authenticate ``body`` posted to ``/v1/<op>``.
+    def identify(self, header: envelope.EnvelopeHeader) -> Claim:
+        """The key of the account and key id a (not yet opened) header names.
+
+        Raises :class:`mpg.errors.UnknownKey` when there is no such key.
+        """
+        if len(header.account) > MAX_ACCOUNT_CHARS or len(header.key_id) > MAX_KEY_ID_CHARS:
+            raise errors.UnknownKey("unknown account or key: name too long")
+        account, key, disabled = self._store.key_state(header.account, header.key_id)
+        return Claim(account, key, disabled)
+
+    def open(self, op: str, body: bytes | bytearray, claim: Claim | None = None) -> OpenedRequest:
+        """Authenticate ``body`` posted to ``/v1/<op>``; ``claim`` if already identified.
 
         Raises :class:`mpg.errors.TamperedEnvelope` (no envelope, bad framing or tag),
         :class:`mpg.errors.UnknownKey`, :class:`mpg.errors.AccountDisabled`,
-        :class:`mpg.errors.ReplayedEnvelope`, or :class:`mpg.errors.WireError` when
-        the envelope was sealed for another operation.
+        :class:`mpg.errors.ReplayedEnvelope`, :class:`mpg.errors.TooManyRequests`, or
+        :class:`mpg.errors.WireError` when the envelope was sealed for another operation.
         """
-        claimed = envelope.peek(body)
-        account, key = self._store.key_for(claimed.account, claimed.key_id)
-        header, payload = envelope.open_sealed(key, body)
+        if claim is None:
+            claim = self.identify(envelope.peek(body))
+        header, payload = envelope.open_sealed(claim.key, body)
+        self._admit(op, header, claim)
+        return OpenedRequest(header, claim.account, claim.key, payload)
+
+    def open_file(
+        self, op: str, sealed: pathlib.Path, claim: Claim, plaintext: pathlib.Path
+    ) -> OpenedRequest:
+        """:meth:`open` for a body spooled to the file ``sealed``; the payload goes to
+        the file ``plaintext`` (trustworthy only if this returns)."""
+        with sealed.open("rb") as source, plaintext.open("wb") as sink:
+            header = envelope.open_sealed_stream(claim.key, source, sealed.stat().st_size, sink)
+        self._admit(op, header, claim)
+        return OpenedRequest(header, claim.account, claim.key, b"", plaintext)
+
+    def _admit(self, op: str, header: envelope.EnvelopeHeader, claim: Claim) -> None:
+        """The checks after the envelope opened: disabled, operation, replay."""
+        if claim.disabled:
+            raise errors.AccountDisabled(claim.disabled)
         if header.op != op:
             raise errors.WireError(f"envelope is for '{header.op}', posted to /v1/{op}")
         self._guard.check(header)
-        return OpenedRequest(header, account, key, payload)
 
 
 def seal_response(

@@ -8,6 +8,12 @@ an upload from the beginning is safe. The final chunk carries the whole file's s
 and SHA-256: the server checks both, fsyncs the file and marks the stage complete.
 A submitted message then takes the file over (:mod:`mpg.server.queues`), and
 downloads read ranges of it. Files are streamed; none is held whole in memory.
+
+Each account has a quota of staged bytes and staged files (``server.upload_quota_bytes``,
+``server.upload_quota_files``): an upload beyond it is refused with 429, to retry
+once the account's submits have taken its stages over or housekeeping has purged
+the abandoned ones (:func:`mpg.server.housekeeping.purge_stages`). A stage's
+``Size`` is what it holds, updated with every chunk.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import shutil
 import threading
 import uuid
 from typing import Final
@@ -58,9 +65,18 @@ class Range:
 class BlobStore:
     """Staged uploads and downloads on disk, their bookkeeping in the server database."""
 
-    def __init__(self, engine: sa.Engine, root: pathlib.Path) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        root: pathlib.Path,
+        *,
+        quota_bytes: int = 2**62,
+        quota_files: int = 2**31,
+    ) -> None:
         self._engine = engine
         self._root = root
+        self._quota_bytes = quota_bytes
+        self._quota_files = quota_files
         self._locks = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 
     def upload(
@@ -69,7 +85,7 @@ class BlobStore:
         tx: str,
         seq: int,
         offset: int,
-        chunk: bytes,
+        chunk: bytes | pathlib.Path,
         *,
         final: bool,
         size: int | None = None,
@@ -78,7 +94,8 @@ class BlobStore:
         """Store one chunk of (account, tx, seq) at ``offset``; check the file when final.
 
         Raises :class:`mpg.errors.ValidationError` for a gap before ``offset``, or a
-        final size or digest that does not match (the stage then starts over).
+        final size or digest that does not match (the stage then starts over), and
+        :class:`mpg.errors.TooManyRequests` beyond the account's quota.
         """
         if offset < 0 or seq < 0:
             raise errors.ValidationError("offset", "offset and seq must not be negative")
@@ -94,14 +111,21 @@ class BlobStore:
         path, complete, stored = self._stage(account, tx, seq)
         if complete:
             return UploadStatus(stored, True)
+        length = chunk.stat().st_size if isinstance(chunk, pathlib.Path) else len(chunk)
         with self._lock(path):
+            held = path.stat().st_size
+            if offset + length > held and offset <= held:
+                self._check_quota(account, offset + length - held)
             received = _append(path, offset, chunk)
+            if received != held:
+                self._record_size(account, tx, seq, received)
             if expected is None:
                 return UploadStatus(received, False)
             problem = _verify(path, *expected)
             if problem:
                 with path.open("r+b") as fh:
                     fh.truncate(0)
+                self._record_size(account, tx, seq, 0)
                 log.info("upload_rejected", account=account, tx=tx, seq=seq, reason=problem)
                 raise errors.ValidationError("sha256", f"attachment {seq}: {problem}")
         s = tables.upload_stage.c
@@ -188,6 +212,14 @@ class BlobStore:
             ).first()
             if row is not None:
                 return pathlib.Path(row.Path), bool(row.Complete), int(row.Size)
+            count = conn.execute(
+                sa.select(sa.func.count()).where(s.SenderAccount == account)
+            ).scalar_one()
+            if count >= self._quota_files:
+                raise errors.TooManyRequests(
+                    f"{account} holds {count} staged uploads, the most it may; "
+                    "submit or wait for abandoned ones to be purged"
+                )
             name = uuid.uuid4().hex
             path = self._root / name[:2] / name
             # The file exists before the row commits: a concurrent chunk that sees the
@@ -207,22 +239,51 @@ class BlobStore:
             )
         return path, False, 0
 
+    def _check_quota(self, account: str, more: int) -> None:
+        """Refuse ``more`` staged bytes beyond the account's quota (429)."""
+        s = tables.upload_stage.c
+        with transactions.begin(self._engine, "summing staged uploads") as conn:
+            staged = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(s.Size), 0)).where(
+                    s.SenderAccount == account
+                )
+            ).scalar_one()
+        if int(staged) + more > self._quota_bytes:
+            raise errors.TooManyRequests(
+                f"{account} has {int(staged)} bytes of staged uploads; {more} more would "
+                f"pass its quota of {self._quota_bytes}"
+            )
+
+    def _record_size(self, account: str, tx: str, seq: int, size: int) -> None:
+        s = tables.upload_stage.c
+        with transactions.begin(self._engine, "recording an upload's size") as conn:
+            conn.execute(
+                tables.upload_stage.update()
+                .where(s.SenderAccount == account, s.TxMessageId == tx, s.SeqNo == seq)
+                .values(Size=size)
+            )
+
     def _lock(self, path: pathlib.Path) -> threading.Lock:
         return self._locks[hash(path.name) % _LOCK_STRIPES]
 
 
-def _append(path: pathlib.Path, offset: int, chunk: bytes) -> int:
-    """Write the part of ``chunk`` beyond what the file holds; return the new size."""
+def _append(path: pathlib.Path, offset: int, chunk: bytes | pathlib.Path) -> int:
+    """Write the part of ``chunk`` (bytes, or a file's) beyond what the file holds;
+    return the new size."""
     with path.open("r+b") as fh:
         held = fh.seek(0, os.SEEK_END)
         if offset > held:
             raise errors.ValidationError(
                 "offset", f"gap: the server holds {held} bytes, the chunk starts at {offset}"
             )
-        new = chunk[held - offset :] if offset + len(chunk) > held else b""
-        if new:
+        if isinstance(chunk, bytes):
+            new = chunk[held - offset :] if offset + len(chunk) > held else b""
             fh.write(new)
-        return held + len(new)
+            return held + len(new)
+        with chunk.open("rb") as source:
+            source.seek(held - offset)
+            shutil.copyfileobj(source, fh, HASH_BLOCK)
+        return fh.tell()
 
 
 def _verify(path: pathlib.Path, size: int, sha256: str) -> str:

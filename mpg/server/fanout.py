@@ -18,7 +18,7 @@ database (``tests/unit/test_fanout.py``), and a change of rule is a change here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from mpg import errors
@@ -26,6 +26,8 @@ from mpg.server import accounts
 from mpg.server.states import EntryState, MessageState
 from mpg.wire import content, model, recipients
 
+#: Unknown recipients a submit result names at most (a reason names ten and the count).
+MAX_LISTED: Final = 100
 #: Queue order of the priority codes: E, H, N, L.
 PRIORITY_RANK: Final = {code: rank for rank, code in enumerate(model.PRIORITIES)}
 DEFAULT_RANK: Final = PRIORITY_RANK[model.DEFAULT_PRIORITY]
@@ -108,7 +110,7 @@ def plan(
             unknown.append(rcpt.account)
     reason = ""
     if not known:
-        reason = "no known recipient: " + ";".join(unknown) if unknown else "no recipient"
+        reason = "no known recipient: " + listed(unknown) if unknown else "no recipient"
     for info in msg.attachments:
         stage = stages.get((msg.tx_message_id, info.seq_no))
         if stage is None or not stage.complete:
@@ -116,6 +118,12 @@ def plan(
         elif stage.size != info.file_size or stage.sha256 != info.sha256:
             reason = reason or f"attachment {info.seq_no} does not match the upload"
     return Plan(tuple(known), tuple(unknown), reason)
+
+
+def listed(names: Sequence[str], shown: int = 10) -> str:
+    """The first ``shown`` names joined with ';', and how many more there are."""
+    text = ";".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def recall_request(msg: model.OutgoingMessage) -> tuple[str, str]:

@@ -6,11 +6,16 @@ queue entry of it still waiting (so a receipt its sender has not fetched yet is
 kept). Its queue entries, events, attachment rows and attachment files go with it.
 Rows are deleted in batches, each its own transaction; files are removed after the
 commit, so a crash leaves at worst an orphan file, never a row without its file.
+
+:func:`purge_stages` forgets staged uploads that no submit took over: a stage whose
+file was last written more than ``server.upload_stage_ttl`` seconds ago is deleted
+with its file, so an abandoned upload no longer counts against its account's quota.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import time
 from collections.abc import Callable
@@ -86,3 +91,60 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
     if done.messages:
         log.info("server_purged", messages=done.messages, files=done.files, keep_days=keep_days)
     return done
+
+
+def purge_stages(
+    engine: sa.Engine,
+    ttl_seconds: float,
+    *,
+    spool: pathlib.Path | None = None,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Delete staged uploads whose file was last written over ``ttl_seconds`` ago.
+
+    The file's modification time is the stage's last activity (each chunk writes it);
+    a stage whose file is gone is deleted too. A row is deleted only as it was read
+    (same path), and its file is removed only if no message took it over meanwhile.
+    Files in ``spool`` (upload bodies while they arrive) that old were left by a
+    process that died. Returns the number of stages deleted.
+    """
+    cutoff = clock() - ttl_seconds
+    if spool is not None and spool.is_dir():
+        for orphan in spool.iterdir():
+            if _last_written(str(orphan)) < cutoff:
+                orphan.unlink(missing_ok=True)
+    s = tables.upload_stage.c
+    a = tables.transmit_attachment.c
+    with transactions.begin(engine, "listing upload stages") as conn:
+        stages = conn.execute(sa.select(s.SenderAccount, s.TxMessageId, s.SeqNo, s.Path)).all()
+    stale = [row for row in stages if _last_written(row.Path) < cutoff]
+    deleted = 0
+    for part in range(0, len(stale), BATCH):
+        gone: list[str] = []
+        with transactions.begin(engine, "deleting abandoned upload stages") as conn:
+            for row in stale[part : part + BATCH]:
+                count = conn.execute(
+                    tables.upload_stage.delete().where(
+                        s.SenderAccount == row.SenderAccount,
+                        s.TxMessageId == row.TxMessageId,
+                        s.SeqNo == row.SeqNo,
+                        s.Path == row.Path,
+                    )
+                ).rowcount
+                taken = conn.execute(sa.select(a.MessageId).where(a.BlobPath == row.Path)).first()
+                if count == 1 and taken is None:
+                    gone.append(row.Path)
+                deleted += count
+        for path in gone:
+            pathlib.Path(path).unlink(missing_ok=True)
+    if deleted:
+        log.info("stages_purged", stages=deleted, ttl_seconds=ttl_seconds)
+    return deleted
+
+
+def _last_written(path: str) -> float:
+    """The file's modification time; 0 (long ago) when it is gone."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0

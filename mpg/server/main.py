@@ -18,6 +18,8 @@ command line (``mpg server`` is the same thing).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import pathlib
 import signal
 import socket
 import ssl
@@ -33,7 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, exitcodes, logs
 from mpg.ops import systemd
-from mpg.server import accounts, app, housekeeping, tables
+from mpg.server import accounts, app, connections, housekeeping, tables
 
 log = structlog.get_logger(__name__)
 
@@ -41,16 +43,25 @@ log = structlog.get_logger(__name__)
 GRACE_SECONDS: Final = 10
 #: Connections the kernel queues before the server accepts them.
 BACKLOG: Final = 2048
-#: Seconds an idle keep-alive connection stays open (gateways reuse connections).
-KEEP_ALIVE_SECONDS: Final = 75
 
 
 class _Server(uvicorn.Server):
     """uvicorn's server, with our stop signal handling (no re-raise after shutdown)."""
 
-    def __init__(self, uv_config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        uv_config: uvicorn.Config,
+        on_stop: Callable[[], None],
+        loop_factory: Callable[[], asyncio.AbstractEventLoop],
+    ) -> None:
         super().__init__(uv_config)
         self._on_stop = on_stop
+        self._loop_factory = loop_factory
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve on our event loop (its TLS handshakes have a deadline)."""
+        with asyncio.Runner(loop_factory=self._loop_factory) as runner:
+            runner.run(self.serve(sockets=sockets))
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         """First signal: drain and stop; second: stop at once."""
@@ -127,7 +138,10 @@ def serve(
         proxy_headers=False,
         lifespan="on",
         backlog=BACKLOG,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        http=connections.protocol_factory(server_settings.header_timeout),  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=server_settings.max_header_bytes,
+        limit_concurrency=server_settings.max_connections,
+        timeout_keep_alive=server_settings.idle_timeout,  # type: ignore[arg-type]
         timeout_graceful_shutdown=GRACE_SECONDS,
     )
     try:
@@ -142,11 +156,14 @@ def serve(
     line = f"listening on {scheme}://{shown}:{port}"
     log.info("server_listening", url=f"{scheme}://{shown}:{port}")
     (announce or _print)(line)
+    connections.raise_open_file_limit(server_settings.max_connections)
     scheduler = _housekeeping(server_settings, push)
     in_main = threading.current_thread() is threading.main_thread()
     if hasattr(signal, "SIGHUP") and in_main:  # not on Windows, nor in a service thread
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_logging(settings.source))
-    uv_server = _Server(uv_config, push.request_stop)
+    uv_server = _Server(
+        uv_config, push.request_stop, connections.loop_factory(server_settings.header_timeout)
+    )
     if stop is not None:
 
         def stop_when_asked() -> None:
@@ -175,8 +192,19 @@ def _reload_logging(source: str) -> None:
 
 
 def _housekeeping(settings: config.ServerSettings, push: app.PushServer) -> BackgroundScheduler:
-    """Start the retention job (none when ``retention_days`` is 0: keep everything)."""
+    """Start the purge of abandoned uploads and the retention job (none when
+    ``retention_days`` is 0: keep everything)."""
     scheduler = BackgroundScheduler(daemon=True)
+    scheduler.add_job(
+        housekeeping.purge_stages,
+        "interval",
+        args=[push.engine, settings.upload_stage_ttl],
+        kwargs={"spool": pathlib.Path(settings.data_dir) / app.SPOOL_DIR},
+        seconds=min(settings.housekeeping_interval, settings.upload_stage_ttl),
+        id="stages",
+        max_instances=1,
+        coalesce=True,
+    )
     if settings.retention_days:
         scheduler.add_job(
             housekeeping.purge,

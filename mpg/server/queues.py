@@ -38,9 +38,9 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from mpg import errors
+from mpg import errors, faults
 from mpg.db import transactions
-from mpg.server import fanout, rows, states, tables
+from mpg.server import fanout, identity, rows, states, tables
 from mpg.server.rows import EventKind
 from mpg.server.states import EntryState, MessageState
 from mpg.wire import model
@@ -131,19 +131,24 @@ class QueueStore:
     def submit(
         self, sender_account: str, messages: Sequence[model.OutgoingMessage]
     ) -> list[model.SubmitResult]:
-        """Accept (or refuse) a batch of messages in one transaction.
+        """Accept (or refuse) a batch of messages in one transaction; one answer each.
 
-        Idempotent per ``(sender_account, tx_message_id)``: a message submitted
-        before, or twice in the batch, gets the first answer again.
+        Idempotent per ``(sender_account, tx_message_id)``: the same message
+        submitted again (same digest, :func:`mpg.server.identity.digest`) gets the
+        first answer again. A different message with the TxMessageId of an accepted
+        one is refused; one that replaces a refused message is decided afresh.
+        Names the sender may not use are refused (:func:`mpg.server.identity.refusal`).
+        Every refusal is that message's alone: the others of the batch go on.
         """
         results, woken = transactions.retrying(lambda: self._submit_once(sender_account, messages))
+        faults.reach(faults.SERVER_SUBMIT_COMMITTED)
         self._wake(woken)
-        return [results[msg.tx_message_id] for msg in messages]
+        return results
 
     def _submit_once(
         self, sender_account: str, messages: Sequence[model.OutgoingMessage]
-    ) -> tuple[dict[str, model.SubmitResult], set[str]]:
-        """One attempt at :meth:`submit`: the results by TxMessageId and who to wake.
+    ) -> tuple[list[model.SubmitResult], set[str]]:
+        """One attempt at :meth:`submit`: the results in order and who to wake.
 
         Another process submitting the same TxMessageId at the same moment makes the
         insert fail on the unique (SenderAccount, TxMessageId); the next attempt then
@@ -153,17 +158,46 @@ class QueueStore:
         results: dict[str, model.SubmitResult] = {}
         writes = _Writes()
         with transactions.begin(self._engine, "submitting messages") as conn:
-            results.update(
-                self._previous_results(conn, sender_account, [m.tx_message_id for m in messages])
-            )
+            previous = self._previous(conn, sender_account, [m.tx_message_id for m in messages])
+            digests = [identity.digest(m) for m in messages]
             fresh: list[model.OutgoingMessage] = []
-            seen = set(results)
-            for msg in messages:
-                if msg.tx_message_id not in seen:
-                    seen.add(msg.tx_message_id)
+            first: dict[str, str] = {}  # TxMessageId -> digest of its first occurrence
+            replaced: list[str] = []
+            for msg, digest in zip(messages, digests, strict=True):
+                tx = msg.tx_message_id
+                if tx in first:
+                    continue
+                first[tx] = digest
+                earlier = previous.get(tx)
+                if earlier is None:
                     fresh.append(msg)
-            plain = [m for m in fresh if not fanout.is_server_agent(m)]
-            kinds = self._kinds(conn, [name for m in plain for name in fanout.lookup_names(m)])
+                elif earlier.ContentDigest in (None, digest):
+                    results[tx] = rows.result_from_json(earlier.SubmitResult)
+                elif earlier.State == MessageState.REFUSED:
+                    replaced.append(tx)  # a corrected message after a refusal
+                    fresh.append(msg)
+                else:
+                    results[tx] = _reused(tx, earlier.MessageId)
+            self._forget_refused(conn, sender_account, replaced)
+            kinds = self._kinds(
+                conn,
+                [sender_account]
+                + [
+                    n
+                    for m in fresh
+                    if not fanout.is_server_agent(m)
+                    for n in fanout.lookup_names(m)
+                ],
+            )
+            own_kind = kinds.get(sender_account, "")
+            checked: list[model.OutgoingMessage] = []
+            for msg in fresh:
+                reason = identity.refusal(sender_account, own_kind, msg)
+                if not reason:
+                    checked.append(msg)
+                    continue
+                results[msg.tx_message_id] = self._refuse(msg, sender_account, reason, writes, now)
+            plain = [m for m in checked if not fanout.is_server_agent(m)]
             stages = self._stages(conn, sender_account, [m.tx_message_id for m in plain])
             for msg in plain:
                 results[msg.tx_message_id] = self._plan_message(
@@ -171,28 +205,47 @@ class QueueStore:
                 )
             writes.flush(conn)
             # Recalls go after the plain messages: they read and change committed rows.
-            for msg in fresh:
+            for msg in checked:
                 if fanout.is_server_agent(msg):
                     results[msg.tx_message_id] = self._recall(
                         conn, msg, sender_account, writes, now
                     )
                     writes.flush(conn)
             tables.announce(conn, writes.woken)
-        return results, writes.woken
+        answers = [
+            results[m.tx_message_id]
+            if first[m.tx_message_id] == digest
+            else _reused(m.tx_message_id, results[m.tx_message_id].message_id)
+            for m, digest in zip(messages, digests, strict=True)
+        ]
+        return answers, writes.woken
 
-    def _previous_results(
-        self, conn: sa.Connection, sender: str, tx_ids: list[str]
-    ) -> dict[str, model.SubmitResult]:
+    @staticmethod
+    def _previous(conn: sa.Connection, sender: str, tx_ids: list[str]) -> dict[str, tables.Row]:
+        """The earlier messages of ``sender`` with these TxMessageIds, by TxMessageId."""
         t = tables.transmit_queue.c
-        found: dict[str, model.SubmitResult] = {}
+        found: dict[str, tables.Row] = {}
         for part in transactions.chunks(sorted(set(tx_ids))):
             result = conn.execute(
-                sa.select(t.TxMessageId, t.SubmitResult).where(
-                    t.SenderAccount == sender, t.TxMessageId.in_(part)
+                sa.select(
+                    t.TxMessageId, t.MessageId, t.State, t.ContentDigest, t.SubmitResult
+                ).where(t.SenderAccount == sender, t.TxMessageId.in_(part))
+            )
+            found.update({row.TxMessageId: row for row in result})
+        return found
+
+    @staticmethod
+    def _forget_refused(conn: sa.Connection, sender: str, tx_ids: list[str]) -> None:
+        """Delete refused messages a corrected message replaces (they hold nothing else)."""
+        t = tables.transmit_queue.c
+        for part in transactions.chunks(tx_ids):
+            conn.execute(
+                tables.transmit_queue.delete().where(
+                    t.SenderAccount == sender,
+                    t.TxMessageId.in_(part),
+                    t.State == MessageState.REFUSED,
                 )
             )
-            found.update({r.TxMessageId: rows.result_from_json(r.SubmitResult) for r in result})
-        return found
 
     @staticmethod
     def _kinds(conn: sa.Connection, names: list[str]) -> dict[str, str]:
@@ -234,11 +287,12 @@ class QueueStore:
         """Decide one plain message (:func:`mpg.server.fanout.plan`); add its rows."""
         tx = msg.tx_message_id
         plan = fanout.plan(msg, kinds, stages)
-        message_id = str(uuid.uuid4())
+        listed = plan.unknown[: fanout.MAX_LISTED]
         if not plan.accepted:
-            return self._refuse(msg, sender, message_id, now, writes, plan.reason, plan.unknown)
+            return self._refuse(msg, sender, plan.reason, writes, now, unknown=listed)
+        message_id = str(uuid.uuid4())
         result = model.SubmitResult(
-            tx, True, message_id=message_id, recipients=len(plan.known), unknown=plan.unknown
+            tx, True, message_id=message_id, recipients=len(plan.known), unknown=listed
         )
         writes.messages.append(
             rows.message(msg, sender, message_id, now, len(plan.known), MessageState.QUEUED, result)
@@ -270,16 +324,16 @@ class QueueStore:
     def _refuse(
         msg: model.OutgoingMessage,
         sender: str,
-        message_id: str,
-        now: float,
-        writes: _Writes,
         reason: str,
+        writes: _Writes,
+        now: float,
+        *,
         unknown: tuple[str, ...] = (),
     ) -> model.SubmitResult:
-        """Keep a refused message (to answer a resubmission the same) and log it."""
+        """Refuse ``msg`` for ``reason``, kept so that a resubmission gets the same answer."""
         result = model.SubmitResult(msg.tx_message_id, False, unknown=unknown, reason=reason)
         writes.messages.append(
-            rows.message(msg, sender, message_id, now, 0, MessageState.REFUSED, result)
+            rows.message(msg, sender, str(uuid.uuid4()), now, 0, MessageState.REFUSED, result)
         )
         log.info("message_refused", account=sender, tx=msg.tx_message_id, reason=reason)
         return result
@@ -308,9 +362,9 @@ class QueueStore:
                 None if target is None else target.SenderAccount,
                 None if target is None else target.State,
             )
-        message_id = str(uuid.uuid4())
         if reason:
-            return self._refuse(msg, sender, message_id, now, writes, reason)
+            return self._refuse(msg, sender, reason, writes, now)
+        message_id = str(uuid.uuid4())
 
         r = tables.receive_queue.c
         # Locked, so that an ack of a leased entry racing this recall in another
@@ -388,6 +442,7 @@ class QueueStore:
                 )
                 .values(State=EntryState.WITHDRAWN, LeaseUntil=None)
             )
+        faults.reach(faults.SERVER_RECALL_WITHDRAWN)
         if split.taken:
             t = tables.transmit_queue.c
             conn.execute(
@@ -428,6 +483,7 @@ class QueueStore:
             )
         if not done:
             return set()
+        faults.reach(faults.SERVER_BEFORE_RECEIPTS)
         states.check(MessageState.QUEUED, MessageState.SERVED)
         for part in transactions.chunks([row.MessageId for row in done]):
             conn.execute(
@@ -648,6 +704,7 @@ class QueueStore:
         When the last entry of a message is acked, its sender gets a receipt.
         """
         found, moving, woken = transactions.retrying(lambda: self._ack_once(account, entry_ids))
+        faults.reach(faults.SERVER_ACK_COMMITTED)
         self._wake(woken)
         done = sum(1 for row in found if row.State != EntryState.QUEUED)
         log.info("entries_acked", account=account, acked=len(moving), done=done)
@@ -719,3 +776,10 @@ class QueueStore:
     def _wake(self, accounts_: set[str]) -> None:
         if accounts_ and self._listener is not None:
             self._listener(frozenset(accounts_))
+
+
+def _reused(tx_message_id: str, message_id: str) -> model.SubmitResult:
+    """The refusal of a different message under an earlier message's TxMessageId."""
+    return model.SubmitResult(
+        tx_message_id, False, reason=identity.reused_reason(tx_message_id, message_id)
+    )

@@ -7,6 +7,12 @@ nonces this process has seen, without touching the database. A replay sent to
 database the arbiter, and a unique violation means some process already accepted
 that envelope. Rows are deleted once their timestamp has left the window, after
 which the timestamp check alone refuses a replay.
+
+The in-process cache is kept per account, each holding at most
+``server.replay_per_account`` nonces: an account that sends more requests within
+one window is refused (429, retry later) without locking any other account out.
+Only authenticated accounts get a cache, so memory is bounded by the number of
+accounts times that cap.
 """
 
 from __future__ import annotations
@@ -39,19 +45,37 @@ class SharedReplayGuard:
         engine: sa.Engine,
         window_seconds: float,
         *,
+        per_account: int = envelope.MAX_REMEMBERED_NONCES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
-        self._local = envelope.ReplayGuard(window_seconds)
+        self._per_account = per_account
+        self._local: dict[str, envelope.ReplayGuard] = {}
         self._window = window_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._next_prune = 0.0
 
     def check(self, header: envelope.EnvelopeHeader) -> None:
-        """Remember the request's nonce, or raise :class:`mpg.errors.ReplayedEnvelope`."""
+        """Remember the request's nonce, or raise :class:`mpg.errors.ReplayedEnvelope`.
+
+        :class:`mpg.errors.TooManyRequests` when the account's cache is full.
+        """
         now = self._clock()
-        self._local.check(header, now)
+        with self._lock:
+            local = self._local.get(header.account)
+            if local is None:
+                local = envelope.ReplayGuard(self._window, max_entries=self._per_account)
+                self._local[header.account] = local
+        try:
+            local.check(header, now)
+        except errors.ReplayedEnvelope:
+            if len(local) >= self._per_account:
+                raise errors.TooManyRequests(
+                    f"{header.account} sent more than {self._per_account} requests "
+                    f"within {self._window:g} s; retry later"
+                ) from None
+            raise
         self._prune(now)
         key = hashlib.sha256(f"{header.account}\0{header.nonce}".encode()).hexdigest()
         try:

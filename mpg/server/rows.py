@@ -14,7 +14,7 @@ import json
 import uuid
 from typing import Any
 
-from mpg.server import fanout, tables
+from mpg.server import fanout, identity, tables
 from mpg.server.states import EntryState, MessageState
 from mpg.wire import model, recipients
 
@@ -62,8 +62,9 @@ def message(
         "TxMessageId": msg.tx_message_id,
         "AppCode": msg.app_code,
         "SourceDomain": msg.source_domain,
-        "AgentSender": msg.agent_sender,
-        "Sender": msg.sender,
+        # Recipients see who authenticated, never a name the client wrote.
+        "AgentSender": sender,
+        "Sender": identity.sender_shown(sender, msg),
         "ReceiverType": msg.receiver_type,
         "ReceiverList": ";".join(to),
         "BccList": ";".join(bcc),
@@ -80,6 +81,7 @@ def message(
         "RecalledCount": 0,
         "State": state,
         "SubmitResult": result_to_json(result),
+        "ContentDigest": identity.digest(msg),
     }
 
 

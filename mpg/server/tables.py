@@ -85,6 +85,9 @@ transmit_queue = sa.Table(
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued | served
     # JSON of the first answer, returned again to a resubmission.
     sa.Column("SubmitResult", engines.max_text(), nullable=False),
+    # SHA-256 of the message's content (mpg.server.identity.digest): the same
+    # TxMessageId with other content is refused. NULL on rows from before the column.
+    sa.Column("ContentDigest", sa.Unicode(64)),
     sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
 )
 
@@ -187,11 +190,25 @@ def create_engine(url: str) -> sa.Engine:
     return engines.create_engine(url, ENGINE_OPTIONS)
 
 
+#: Nullable columns added after their table was first released: ``create_tables``
+#: adds them to an existing table that lacks them.
+ADDED_COLUMNS: Final = ((transmit_queue, "ContentDigest"),)
+
+
 def create_tables(engine: sa.Engine) -> list[str]:
-    """Create the server's missing tables; return the names created (never alters)."""
+    """Create the server's missing tables; return the names created.
+
+    Nothing is altered except :data:`ADDED_COLUMNS` missing from an existing table.
+    """
     with transactions.begin(engine, "creating the server tables") as conn:
         existing = set(sa.inspect(conn).get_table_names())
         metadata.create_all(conn, checkfirst=True)
+        for table, name in ADDED_COLUMNS:
+            present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+            if table.name in existing and name not in present:
+                column = sa.schema.CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+                quoted = conn.dialect.identifier_preparer.format_table(table)
+                conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD {column}")
     return [table.name for table in ALL_TABLES if table.name not in existing]
 
 

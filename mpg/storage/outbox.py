@@ -51,6 +51,9 @@ TIMEOUT_STATES: Final = tuple(
     sorted(a for a, b in states.OUTBOX_TRANSITIONS if b == states.OutboxState.TIMED_OUT)
 )
 
+#: Every code ``Outbox.State`` may hold.
+STATE_CODES: Final = tuple(int(code) for code in states.OutboxState)
+
 #: How long a claim on a row lasts without being renewed (seconds).
 DEFAULT_LEASE: Final = 300.0
 
@@ -305,10 +308,26 @@ class OutboxRepository:
             return [str(tx) for tx in conn.execute(query).scalars()]
 
     def counts(self) -> dict[int, int]:
-        """Number of rows per State (rows with a NULL State are not counted)."""
-        query = sa.select(_o.State, sa.func.count()).where(_o.State.is_not(None)).group_by(_o.State)
+        """Number of rows per State code (NULL and non-code States are not counted:
+        :meth:`odd_states` lists the latter)."""
+        query = (
+            sa.select(_o.State, sa.func.count()).where(_o.State.in_(STATE_CODES)).group_by(_o.State)
+        )
         with transactions.connect(self.engine, "counting Outbox rows") as conn:
             return {int(state): int(n) for state, n in conn.execute(query)}
+
+    def odd_states(self, limit: int = 100) -> list[tuple[str, object]]:
+        """(TxMessageId, State as stored) of rows whose State is set but not a state
+        code: ``'ten'`` or ``10.5`` in SQLite, an unknown number anywhere. No query
+        picks them up, so they are reported instead (log, ``mpg status``)."""
+        query = (
+            sa.select(_o.TxMessageId, sa.type_coerce(_o.State, sa.types.NullType()))
+            .where(_o.State.is_not(None), _o.State.not_in(STATE_CODES))
+            .order_by(_o.TxMessageId)
+            .limit(limit)
+        )
+        with transactions.connect(self.engine, "reading Outbox rows with an odd State") as conn:
+            return [(tx, state) for tx, state in conn.execute(query)]
 
     def oldest_pending(self) -> tuple[str, str] | None:
         """(TxMessageId, StatusTime) of the oldest row in 10/11/12/19/20, or None."""

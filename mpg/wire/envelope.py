@@ -20,9 +20,10 @@ import secrets
 import struct
 import threading
 import time
-from typing import Any, Final, Literal
+from typing import Any, BinaryIO, Final, Literal
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mpg import errors
@@ -38,6 +39,8 @@ MAX_REMEMBERED_NONCES: Final = 200_000
 
 _LENGTH: Final = struct.Struct(">H")
 _PREFIX: Final = len(MAGIC) + _LENGTH.size
+#: Bytes of magic and header length that start every envelope.
+PREFIX_BYTES: Final = _PREFIX
 _MAX_HEADER: Final = 0xFFFF
 _TAMPERED: Final = "envelope is malformed or was tampered with"
 _REQUEST_KEYS: Final = frozenset({"v", "acct", "kid", "op", "ts", "nonce", "dir", "args"})
@@ -180,7 +183,7 @@ def _header_problem(obj: dict[str, Any]) -> str:
     return ""
 
 
-def peek(data: bytes) -> EnvelopeHeader:
+def peek(data: bytes | bytearray) -> EnvelopeHeader:
     """The header of a sealed envelope, read without the key (to choose the key).
 
     Nothing in it is trustworthy until :func:`open_sealed` succeeds. Raises
@@ -190,18 +193,50 @@ def peek(data: bytes) -> EnvelopeHeader:
     return header
 
 
-def _split(data: bytes) -> tuple[EnvelopeHeader, int]:
+def header_end(start: bytes | bytearray) -> int | None:
+    """Where the header ends (the IV's offset), from an envelope's first bytes.
+
+    None while fewer than :data:`PREFIX_BYTES` are at hand; raises
+    :class:`errors.TamperedEnvelope` when they are not an envelope's. A server reads
+    this much of a body, then the header, before it reads the rest.
+    """
+    if len(start) < PREFIX_BYTES:
+        if not MAGIC.startswith(bytes(start[: len(MAGIC)])):
+            raise errors.TamperedEnvelope(_TAMPERED)
+        return None
+    if bytes(start[: len(MAGIC)]) != MAGIC:
+        raise errors.TamperedEnvelope(_TAMPERED)
+    (length,) = _LENGTH.unpack_from(start, len(MAGIC))
+    return PREFIX_BYTES + int(length)
+
+
+def read_header(start: bytes | bytearray) -> EnvelopeHeader:
+    """The header from an envelope's first :func:`header_end` bytes (or more).
+
+    Like :func:`peek`, nothing in it is trustworthy until the envelope opens.
+    """
+    end = header_end(start)
+    if end is None or len(start) < end:
+        raise errors.TamperedEnvelope(_TAMPERED)
+    return _parse_header(bytes(start[PREFIX_BYTES:end]))
+
+
+def _split(data: bytes | bytearray) -> tuple[EnvelopeHeader, int]:
     """The header and the offset of the IV; TamperedEnvelope on any framing problem."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise errors.TamperedEnvelope(_TAMPERED)
-    data = bytes(data)
-    if len(data) < _PREFIX or data[: len(MAGIC)] != MAGIC:
+    view = memoryview(data)  # a 64 MiB body is not copied to read its header
+    if len(view) < _PREFIX or bytes(view[: len(MAGIC)]) != MAGIC:
         raise errors.TamperedEnvelope(_TAMPERED)
-    (length,) = _LENGTH.unpack_from(data, len(MAGIC))
+    (length,) = _LENGTH.unpack_from(view, len(MAGIC))
     end = _PREFIX + length
-    if len(data) < end + IV_BYTES + TAG_BYTES:
+    if len(view) < end + IV_BYTES + TAG_BYTES:
         raise errors.TamperedEnvelope(_TAMPERED)
-    header_bytes = data[_PREFIX:end]
+    return _parse_header(bytes(view[_PREFIX:end])), end
+
+
+def _parse_header(header_bytes: bytes) -> EnvelopeHeader:
+    """The header from its canonical JSON bytes; TamperedEnvelope for any other form."""
     try:
         obj = json.loads(header_bytes.decode("ascii"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -216,7 +251,7 @@ def _split(data: bytes) -> tuple[EnvelopeHeader, int]:
         raise errors.TamperedEnvelope(_TAMPERED) from None
     if canonical != header_bytes:
         raise errors.TamperedEnvelope(_TAMPERED)
-    header = EnvelopeHeader(
+    return EnvelopeHeader(
         account=obj["acct"],
         key_id=obj["kid"],
         op=obj["op"],
@@ -227,10 +262,9 @@ def _split(data: bytes) -> tuple[EnvelopeHeader, int]:
         reply_to=obj.get("re", ""),
         version=obj["v"],
     )
-    return header, end
 
 
-def open_sealed(key: bytes, data: bytes) -> tuple[EnvelopeHeader, bytes]:
+def open_sealed(key: bytes, data: bytes | bytearray) -> tuple[EnvelopeHeader, bytes]:
     """Check and decrypt an envelope: ``(header, plaintext)``.
 
     Raises :class:`errors.TamperedEnvelope` if the framing is wrong or the tag does not
@@ -238,12 +272,52 @@ def open_sealed(key: bytes, data: bytes) -> tuple[EnvelopeHeader, bytes]:
     """
     aead = _aead(key)
     header, end = _split(data)
-    raw = bytes(data)
+    # Views, not slices: a 64 MiB body is not copied once more to be decrypted.
+    raw = memoryview(data)
     try:
         plaintext = aead.decrypt(raw[end : end + IV_BYTES], raw[end + IV_BYTES :], raw[:end])
     except InvalidTag:
         raise errors.TamperedEnvelope(_TAMPERED) from None
     return header, plaintext
+
+
+def open_sealed_stream(
+    key: bytes, source: BinaryIO, size: int, sink: BinaryIO, *, block: int = 1024 * 1024
+) -> EnvelopeHeader:
+    """:func:`open_sealed` for an envelope of ``size`` bytes in a seekable file.
+
+    The plaintext is written to ``sink`` a block at a time, so neither the envelope
+    nor its plaintext is ever held whole; what ``sink`` holds must not be used unless
+    this returns (the tag is checked at the end). Raises the errors of
+    :func:`open_sealed`.
+    """
+    _aead(key)  # the key's length is checked as for a whole envelope
+    start = source.read(min(size, PREFIX_BYTES + _MAX_HEADER))
+    end = header_end(start)
+    if end is None or size < end + IV_BYTES + TAG_BYTES:
+        raise errors.TamperedEnvelope(_TAMPERED)
+    header = read_header(start)
+    source.seek(end)
+    iv = source.read(IV_BYTES)
+    source.seek(size - TAG_BYTES)
+    tag = source.read(TAG_BYTES)
+    if len(iv) != IV_BYTES or len(tag) != TAG_BYTES:
+        raise errors.TamperedEnvelope(_TAMPERED)
+    decryptor = Cipher(algorithms.AES(key), modes.GCM(iv, tag)).decryptor()
+    decryptor.authenticate_additional_data(bytes(start[:end]))
+    source.seek(end + IV_BYTES)
+    remaining = size - end - IV_BYTES - TAG_BYTES
+    while remaining:
+        data = source.read(min(block, remaining))
+        if not data:
+            raise errors.TamperedEnvelope(_TAMPERED)
+        sink.write(decryptor.update(data))
+        remaining -= len(data)
+    try:
+        sink.write(decryptor.finalize())
+    except InvalidTag:
+        raise errors.TamperedEnvelope(_TAMPERED) from None
+    return header
 
 
 def check_response(request: EnvelopeHeader, response: EnvelopeHeader) -> None:

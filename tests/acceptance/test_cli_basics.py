@@ -27,7 +27,7 @@ class Cli:
         self.config = root / "gw.toml"
         self.config.write_text(
             '[gateway]\naccount = "erp-a@example.com"\ndatabase_url = "sqlite:///gw.db"\n'
-            '[log]\nformat = "json"\n',
+            'attachment_roots = ["."]\n[log]\nformat = "json"\n',
             encoding="utf-8",
         )
 
@@ -176,6 +176,20 @@ def test_send_refuses_a_missing_attachment(cli: Cli) -> None:
     assert cli.sql('SELECT * FROM "Outbox"') == []
 
 
+def test_send_refuses_an_attachment_the_gateway_would_refuse(cli: Cli) -> None:
+    """A file outside attachment_roots, or the gateway's own config inside them, is a
+    usage error naming the reason, and no row is written."""
+    cli.ok("init-db")
+    for path, reason in (
+        ("/etc/passwd", "outside the attachment roots"),
+        ("gw.toml", "configuration file"),
+    ):
+        done = cli.run("send", "--to", "bob", "--content", "x", "--attach", path)
+        assert done.returncode == 2
+        assert reason in done.stderr
+    assert cli.sql('SELECT * FROM "Outbox"') == []
+
+
 def test_bad_config_exits_3_naming_the_key(cli: Cli) -> None:
     """A misspelt key fails with exit 3 and one line naming it."""
     bad = cli.root / "bad.toml"
@@ -297,7 +311,7 @@ def test_attachment_fetch_downloads_an_on_demand_file(cli: Cli) -> None:
         )
         demo.run_step(demo.mpg_argv(files.gateway_config(name), "init-db"), cwd)
     payload = bytes(range(256)) * 300
-    (cwd / "report.bin").write_bytes(payload)
+    (cwd / "files" / "report.bin").write_bytes(payload)
     procs = demo.Processes(cwd)
     try:
         procs.start("server", demo.mpg_argv(files.server_config, "server"), files.log("server"))
@@ -313,7 +327,7 @@ def test_attachment_fetch_downloads_an_on_demand_file(cli: Cli) -> None:
                 "--content",
                 "<content/>",
                 "--attach",
-                f"{cwd / 'report.bin'}|0",
+                f"{cwd / 'files' / 'report.bin'}|0",
             ),
             cwd,
         )

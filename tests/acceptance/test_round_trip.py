@@ -158,7 +158,7 @@ def test_recall_withdraws_from_unfetched_and_notifies_fetched(world: World) -> N
             "c7cd8812-8c0f-4c5e-a8e6-402aa6f44534",
             "SYS",
             "example.com",
-            "pcagent",
+            a.account,  # AgentSender: the gateway's own account (docs/security.md)
             "U",
             "psereceiver",
             f"[Recall]: {message_id}",

@@ -137,9 +137,36 @@ def test_row_rules_apply_to_drop_files_with_lines(
     assert folder.scan() == dropfolder.ScanResult(failed=3)
     text = {p.name: p.read_text(encoding="utf-8") for p in folder.failed.glob("*.txt")}
     assert text["a.xml.error.txt"] == "a.xml: line 2: ReceiverList: names no recipient\n"
-    assert "line 2: AttachmentList: file 1 '/nope/x.pdf' does not exist" in text["b.xml.error.txt"]
+    assert (
+        "line 2: AttachmentList: file 1 '/nope/x.pdf' is outside the attachment roots"
+        in text["b.xml.error.txt"]
+    )
     assert "line 2: Priority: must be E, H, N or L" in text["c.xml.error.txt"]
     assert outbox_ids(engine) == []
+
+
+def test_drop_file_paths_obey_attachment_roots(
+    tmp_path: pathlib.Path, repo: outbox.OutboxRepository, engine: sa.Engine
+) -> None:
+    """A path= attachment is taken only inside attachment_roots; a link in a root that
+    points out is refused like the file it leads to."""
+    outgoing = tmp_path / "outgoing"
+    outgoing.mkdir()
+    (outgoing / "form.pdf").write_bytes(b"%PDF")
+    (outgoing / "innocent.pdf").symlink_to("/etc/passwd")
+    folder = make_folder(tmp_path, repo, attachment_roots=(outgoing,))
+    for name, target in (("ok.xml", "form.pdf"), ("evil.xml", "innocent.pdf")):
+        put(
+            folder,
+            name,
+            b"<message><ReceiverList>b</ReceiverList>\n<attachments>\n"
+            + f'<attachment path="{outgoing / target}"/>'.encode()
+            + b"\n</attachments></message>",
+        )
+    assert folder.scan() == dropfolder.ScanResult(inserted=1, failed=1)
+    error = (folder.failed / "evil.xml.error.txt").read_text(encoding="utf-8")
+    assert "innocent.pdf' is outside the attachment roots (it leads to /etc/passwd)" in error
+    assert len(outbox_ids(engine)) == 1
 
 
 def test_embedded_attachment_is_written_and_sent_by_path(

@@ -178,7 +178,9 @@ def test_a_commit_in_one_process_notifies_listeners_of_every_process(
     """On PostgreSQL, a submit through one store is heard on the queued channel."""
     engine = tables.create_engine(postgresql_url)
     tables.create_tables(engine)
-    accounts.AccountStore(engine, keys.new_master_key()).add("bob@example.com", "user")
+    store = accounts.AccountStore(engine, keys.new_master_key())
+    store.add(SENDER, "gateway")
+    store.add("bob@example.com", "user")
     heard: list[str] = []
     arrived = threading.Event()
 

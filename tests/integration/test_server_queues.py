@@ -80,14 +80,16 @@ def message(
     content_type: str = "MSG",
     body: str = "<content/>",
     priority: str = "N",
+    agent: str = SENDER,
+    sender: str = "alice@example.com",
 ) -> model.OutgoingMessage:
-    """An outgoing message as the gateway would submit it."""
+    """An outgoing message as the gateway of ``agent`` would submit it."""
     return model.OutgoingMessage(
         tx_message_id=tx or str(uuid.uuid4()),
         app_code="BPM",
         source_domain="example.com",
-        agent_sender=SENDER,
-        sender="alice@example.com",
+        agent_sender=agent,
+        sender=sender,
         receiver_type=receiver_type,
         receivers=to,
         bcc=bcc,
@@ -101,9 +103,14 @@ def message(
     )
 
 
-def recall_of(message_id: str) -> model.OutgoingMessage:
-    """The RECALL row of reference §3 for ``message_id``."""
-    return message(("psereceiver",), content_type="RECALL", body=content.build_recall(message_id))
+def recall_of(message_id: str, agent: str = SENDER) -> model.OutgoingMessage:
+    """The RECALL row of reference §3 for ``message_id``, sent by ``agent``."""
+    return message(
+        ("psereceiver",),
+        content_type="RECALL",
+        body=content.build_recall(message_id),
+        agent=agent,
+    )
 
 
 def test_fan_out_gives_each_bcc_recipient_only_itself(q: queues.QueueStore) -> None:
@@ -164,7 +171,7 @@ def test_resubmitting_returns_the_first_result(q: queues.QueueStore) -> None:
 def test_same_tx_from_another_account_is_another_message(q: queues.QueueStore) -> None:
     """Idempotency is per sending account, not global."""
     [a] = q.submit(SENDER, [message(("bob",), tx="same")])
-    [b] = q.submit(OTHER_SENDER, [message(("bob",), tx="same")])
+    [b] = q.submit(OTHER_SENDER, [message(("bob",), tx="same", agent=OTHER_SENDER)])
     assert a.message_id != b.message_id
 
 
@@ -257,7 +264,7 @@ def test_recall_withdraws_unfetched_and_notifies_fetched(
 def test_recall_of_another_accounts_message_is_refused(q: queues.QueueStore) -> None:
     """Only the account that sent a message may recall it."""
     [sent] = q.submit(SENDER, [message(("bob",))])
-    [result] = q.submit(OTHER_SENDER, [recall_of(sent.message_id)])
+    [result] = q.submit(OTHER_SENDER, [recall_of(sent.message_id, agent=OTHER_SENDER)])
     assert not result.accepted
     assert "not sent by" in result.reason
     assert len(q.fetch("bob@example.com", 10, 60).deliveries) == 1
@@ -448,3 +455,97 @@ def test_history_lists_the_server_side_events_of_a_message(q: queues.QueueStore)
     ]
     with pytest.raises(errors.NotFound):
         q.history(OTHER_SENDER, result.tx_message_id)
+
+
+def test_forged_agent_sender_is_refused_alone_in_its_batch(q: queues.QueueStore) -> None:
+    """An AgentSender naming another account is refused; the rest of the batch goes on."""
+    forged, good = message(("bob",), agent=OTHER_SENDER), message(("bob",))
+    refused, accepted = q.submit(SENDER, [forged, good])
+    assert not refused.accepted
+    assert refused.reason == (
+        f"AgentSender '{OTHER_SENDER}' is not the authenticated account '{SENDER}'"
+    )
+    assert accepted.accepted
+    [delivery] = q.fetch("bob@example.com", 10, 60).deliveries
+    assert delivery.message_id == accepted.message_id
+
+
+def test_sender_outside_the_gateways_domain_is_refused(q: queues.QueueStore) -> None:
+    """A gateway may name users of its own domain as Sender, no one elsewhere."""
+    [outside] = q.submit(SENDER, [message(("bob",), sender="ceo@other.example")])
+    assert not outside.accepted
+    assert "Sender 'ceo@other.example' is not allowed" in outside.reason
+    assert "itself or a user of @example.com" in outside.reason
+    [inside] = q.submit(SENDER, [message(("bob",), sender="Carol@Example.com")])
+    assert inside.accepted
+
+
+def test_user_account_may_name_only_itself_as_sender(q: queues.QueueStore) -> None:
+    """A user account acts for no one else, even in its own domain."""
+    bob = "bob@example.com"
+    [other] = q.submit(bob, [message(("carol",), agent=bob, sender="dave@example.com")])
+    assert not other.accepted
+    assert "it may name only itself" in other.reason
+    [itself] = q.submit(bob, [message(("carol",), agent=bob, sender=bob)])
+    assert itself.accepted
+
+
+def test_recipients_see_the_authenticated_account(q: queues.QueueStore) -> None:
+    """AgentSender and an empty Sender show the account as stored, not as written."""
+    [result] = q.submit(SENDER, [message(("bob",), agent=SENDER.upper(), sender="")])
+    assert result.accepted
+    [delivery] = q.fetch("bob@example.com", 10, 60).deliveries
+    assert (delivery.agent_sender, delivery.sender) == (SENDER, SENDER)
+
+
+def test_reused_tx_with_other_content_is_refused_same_content_is_idempotent(
+    q: queues.QueueStore,
+) -> None:
+    """The same TxMessageId with other content is refused naming the earlier message;
+    the same message again (a retry, with a new TransmitTime) gets the first answer."""
+    original = message(("bob",), tx="tx-1")
+    [first] = q.submit(SENDER, [original])
+    [reused] = q.submit(SENDER, [dataclasses.replace(original, subject="another message")])
+    assert not reused.accepted
+    assert reused.reason == (
+        f"TxMessageId 'tx-1' was already used for message {first.message_id} with different "
+        "content; give the new message a new TxMessageId"
+    )
+    retry = dataclasses.replace(original, transmit_time="2026-11-23 06:00:00")
+    assert q.submit(SENDER, [retry]) == [first]
+    assert len(q.fetch("bob@example.com", 10, 60).deliveries) == 1
+
+
+def test_reused_tx_within_one_batch_refuses_only_the_second(q: queues.QueueStore) -> None:
+    """Two different messages with one TxMessageId in a batch: the first is decided."""
+    a = message(("bob",), tx="twice")
+    same, other, again = q.submit(SENDER, [a, dataclasses.replace(a, content="<other/>"), a])
+    assert same.accepted
+    assert again == same
+    assert not other.accepted
+    assert "already used for message" in other.reason
+
+
+def test_corrected_message_after_a_refusal_is_decided_afresh(q: queues.QueueStore) -> None:
+    """A refused message holds nothing: the corrected row under its id is accepted."""
+    [refused] = q.submit(SENDER, [message(("nobody",), tx="fixed")])
+    assert not refused.accepted
+    assert q.submit(SENDER, [message(("nobody",), tx="fixed")]) == [refused]
+    [accepted] = q.submit(SENDER, [message(("bob",), tx="fixed")])
+    assert accepted.accepted
+    assert len(q.fetch("bob@example.com", 10, 60).deliveries) == 1
+
+
+def test_existing_transmit_queue_gets_the_digest_column(
+    engine: sa.Engine, q: queues.QueueStore
+) -> None:
+    """A database from before ContentDigest gets the column; its rows stay idempotent."""
+    [old] = q.submit(SENDER, [message(("bob",), tx="old")])
+    with engine.begin() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        conn.exec_driver_sql(
+            f"ALTER TABLE {quote('TransmitQueue')} DROP COLUMN {quote('ContentDigest')}"
+        )
+    assert tables.create_tables(engine) == []
+    assert "ContentDigest" in {c["name"] for c in sa.inspect(engine).get_columns("TransmitQueue")}
+    assert q.submit(SENDER, [message(("bob",), tx="old", body="<changed/>")]) == [old]

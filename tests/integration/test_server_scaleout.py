@@ -104,7 +104,7 @@ def run_scaleout(world: World, database_url: str, per_sender: int) -> None:
             "tx-recall",
             "SYS",
             "example.com",
-            "pcagent",
+            a.account,  # AgentSender: the gateway's own account
             "U",
             "psereceiver",
             f"[Recall]: {recalled}",

@@ -136,3 +136,16 @@ def test_auto_format_picks_json_off_a_terminal() -> None:
     assert logs.wants_json("auto", io.StringIO())
     assert not logs.wants_json("console", io.StringIO())
     assert logs.wants_json("json", io.StringIO())
+
+
+def test_a_huge_text_field_is_cut_with_its_length() -> None:
+    """A field of 5.9 MB (a refusal naming 300,000 recipients) becomes 2,000 chars + length."""
+    stream = _configure()
+    huge = ";".join(f"n{i}@example.com" for i in range(300_000))
+    structlog.get_logger("t").info("message_refused", reason=huge, tx="tx-1")
+    (event,) = _json_lines(stream)
+    reason = str(event["reason"])
+    assert reason.startswith(huge[: logs.MAX_FIELD_CHARS])
+    assert reason.endswith(f"… ({len(huge)} chars)")
+    assert len(reason) < logs.MAX_FIELD_CHARS + 40
+    assert event["tx"] == "tx-1"

@@ -98,3 +98,10 @@ def test_watchdog_meant_for_another_process_is_ignored() -> None:
 def test_a_vanished_socket_does_not_stop_the_service(tmp_path: pathlib.Path) -> None:
     """Sending to a socket that is gone returns False instead of raising."""
     assert not systemd.Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")}).ready()
+
+
+def test_unit_raises_the_open_file_limit_above_the_default_1024() -> None:
+    """Each connection is an open file: the unit sets LimitNOFILE well above 1,024."""
+    lines = unit().splitlines()
+    assert f"LimitNOFILE={systemd.OPEN_FILES}" in lines
+    assert systemd.OPEN_FILES >= 16 * 1024

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import pytest
 
 from mpg import errors
-from mpg.gateway import validation
+from mpg.gateway import attachroots, validation
 
 
 @dataclasses.dataclass
@@ -151,14 +152,13 @@ def test_bad_download_flag_suffix_is_refused() -> None:
     assert err.field == "AttachmentList"
 
 
-def test_real_file_check_refuses_relative_and_missing_paths(
-    tmp_path: pytest.TempPathFactory,
-) -> None:
-    """check_file wants a full path to a readable regular file."""
+def test_real_file_check_refuses_relative_and_missing_paths(tmp_path: pathlib.Path) -> None:
+    """The gateway's file check wants a full path to an existing file."""
+    roots = attachroots.AttachmentRoots.create([tmp_path])
     with pytest.raises(ValueError, match="full path"):
-        validation.check_file("relative.txt")
+        roots.check("relative.txt")
     with pytest.raises(ValueError, match="does not exist"):
-        validation.check_file("/definitely/not/here")
+        roots.check(str(tmp_path / "not-here"))
 
 
 def test_content_is_free_text_unless_the_channel_opts_in() -> None:
@@ -184,3 +184,30 @@ def test_content_is_free_text_unless_the_channel_opts_in() -> None:
         file_size=sizes({}),
         validate_content_for=("BPM",),
     )
+
+
+@pytest.mark.parametrize(
+    ("column", "attribute"),
+    [("TxMessageId", "tx_message_id"), ("ReceiverList", "receiver_list"), ("Content", "content")],
+)
+def test_binary_data_in_a_text_column_is_refused_naming_the_column(
+    column: str, attribute: str
+) -> None:
+    """SQLite stores a BLOB in any column; such a row fails alone, naming the column."""
+    err = refusal(dataclasses.replace(Row(), **{attribute: b"\x00\xff"}))
+    assert (err.field, err.reason) == (column, "holds binary data (2 bytes), not text")
+
+
+def test_content_over_the_limit_is_refused_with_its_size() -> None:
+    """Content is measured in UTF-8 bytes against max_content_bytes."""
+    row = Row(content="中" * 400)
+    with pytest.raises(errors.ValidationError) as caught:
+        validation.validate(
+            row,
+            gateway_account="erp-a@example.com",
+            transmit_time="2026-11-23 05:00:00",
+            file_size=sizes({}),
+            max_content_bytes=1199,
+        )
+    assert caught.value.field == "Content"
+    assert "is 1200 bytes" in caught.value.reason
