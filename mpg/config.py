@@ -224,6 +224,12 @@ class ServerSettings(_Section):
         return value
 
     @pydantic.model_validator(mode="after")
+    def _one_body_fits_in_flight(self) -> ServerSettings:
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError("max_inflight_bytes must be at least max_request_bytes")
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")

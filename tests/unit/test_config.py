@@ -197,3 +197,10 @@ def test_attachment_dir_resolves_relative_to_the_config_file(tmp_path: pathlib.P
     """attachment_dir, like other paths, is relative to the file that names it."""
     path = _write(tmp_path, '[gateway]\ninbound_attachments = "files"\nattachment_dir = "att"\n')
     assert config.load(path).gateway.attachment_dir == tmp_path / "att"
+
+
+def test_in_flight_cap_below_one_body_is_refused_naming_both_keys(tmp_path: pathlib.Path) -> None:
+    """max_inflight_bytes < max_request_bytes would refuse every large upload (503)."""
+    path = _write(tmp_path, "[server]\nmax_request_bytes = 4096\nmax_inflight_bytes = 2048\n")
+    with pytest.raises(errors.ConfigError, match="max_inflight_bytes must be at least"):
+        config.load(path)
