@@ -2,15 +2,22 @@
 
 Nothing is read until a command asks for it, so ``mpg --help`` and ``mpg --version``
 work with a broken configuration, and a bad file fails only the commands that need it.
+The modules behind settings and database (pydantic, SQLAlchemy) are imported on first
+use too: a command that needs neither starts without their cost.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
-from mpg import config, errors, logs
+from mpg import errors
 from mpg.cli import exitcodes
-from mpg.storage import database, inbox, outbox
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from mpg import config
+    from mpg.storage import inbox, outbox
 
 
 class CliContext:
@@ -28,6 +35,8 @@ class CliContext:
         names the key and the reason.
         """
         if self._settings is None:
+            from mpg import config, logs
+
             try:
                 self._settings = config.load(self.config_path)
             except errors.ConfigError as exc:
@@ -44,16 +53,22 @@ class CliContext:
     def engine(self) -> sa.Engine:
         """The engine for ``gateway.database_url`` (created on first use)."""
         if self._engine is None:
+            from mpg.storage import database
+
             self._engine = database.create_engine(self.settings.gateway.database_url)
         return self._engine
 
     def outbox(self) -> outbox.OutboxRepository:
         """The Outbox repository of this gateway's account."""
+        from mpg.storage import outbox
+
         gw = self.settings.gateway
         return outbox.OutboxRepository(self.engine, gw.account, gw.clock)
 
     def inbox(self) -> inbox.InboxRepository:
         """The Inbox repository of this gateway's account."""
+        from mpg.storage import inbox
+
         gw = self.settings.gateway
         return inbox.InboxRepository(self.engine, gw.account, gw.clock)
 
