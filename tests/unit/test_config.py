@@ -55,14 +55,56 @@ def test_mpg_config_variable_names_the_file(
     assert config.load().log.level == "debug"
 
 
-def test_unknown_key_is_named(tmp_path: pathlib.Path) -> None:
-    """A misspelt key fails naming section.key and the environment variable."""
+def test_unknown_key_is_named_with_the_key_meant(tmp_path: pathlib.Path) -> None:
+    """A misspelt key in the file fails naming section.key, the file and the right key."""
     path = _write(tmp_path, "[gateway]\nbatch_sise = 10\n")
     with pytest.raises(errors.ConfigError) as caught:
         config.load(path)
-    assert "gateway.batch_sise" in str(caught.value)
-    assert "unknown key" in str(caught.value)
-    assert "MPG_GATEWAY__BATCH_SISE" in str(caught.value)
+    message = str(caught.value)
+    assert (
+        f"gateway.batch_sise: unknown key (in {path}); did you mean gateway.batch_size?" in message
+    )
+    assert "MPG_" not in message
+
+
+def test_unknown_section_in_the_file_names_the_section_meant(tmp_path: pathlib.Path) -> None:
+    """[gatway] is an unknown section, and no environment variable is offered as the fix."""
+    path = _write(tmp_path, "[gatway]\naccount = 'x'\n")
+    with pytest.raises(errors.ConfigError) as caught:
+        config.load(path)
+    assert f"gatway: unknown section (in {path}); did you mean [gateway]?" in str(caught.value)
+    assert "MPG_" not in str(caught.value)
+
+
+def test_misspelt_environment_key_is_reported_as_a_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MPG_GATEWAY__POLL_INTERVALL is named as the variable it is, with the one meant."""
+    monkeypatch.setenv("MPG_GATEWAY__POLL_INTERVALL", "2")
+    with pytest.raises(errors.ConfigError) as caught:
+        config.load()
+    assert str(caught.value) == (
+        "bad configuration: environment variable MPG_GATEWAY__POLL_INTERVALL: unknown key; "
+        "did you mean MPG_GATEWAY__POLL_INTERVAL?"
+    )
+
+
+def test_misspelt_environment_section_is_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MPG_GATWAY__ACCOUNT would silently change nothing: it is refused, naming the fix."""
+    monkeypatch.setenv("MPG_GATWAY__ACCOUNT", "erp-a")
+    with pytest.raises(errors.ConfigError) as caught:
+        config.load()
+    assert str(caught.value) == (
+        "bad configuration: environment variable MPG_GATWAY__ACCOUNT: no section gatway; "
+        "did you mean MPG_GATEWAY__ACCOUNT?"
+    )
+
+
+def test_a_whole_section_in_one_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MPG_GATEWAY=... is not a traceback but says how to set keys."""
+    monkeypatch.setenv("MPG_GATEWAY", "x")
+    with pytest.raises(errors.ConfigError, match="set MPG_GATEWAY__<KEY> for each key"):
+        config.load()
 
 
 def test_out_of_range_value_is_named_with_reason(tmp_path: pathlib.Path) -> None:
@@ -75,7 +117,9 @@ def test_out_of_range_value_is_named_with_reason(tmp_path: pathlib.Path) -> None
 def test_bad_environment_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad value from the environment names the same key."""
     monkeypatch.setenv("MPG_LOG__LEVEL", "loud")
-    with pytest.raises(errors.ConfigError, match=r"log\.level"):
+    with pytest.raises(
+        errors.ConfigError, match=r"environment variable MPG_LOG__LEVEL \(log\.level\)"
+    ):
         config.load()
 
 
