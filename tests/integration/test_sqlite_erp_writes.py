@@ -40,5 +40,6 @@ def test_claim_with_nothing_ready_needs_no_write_lock(
         # and fail with "database is locked"; reading needs no lock in WAL mode.
         assert repo.claim(10) == []
         assert repo.take_over(10) == []
+        assert repo.sweep_claims() == 0
         erp.execute("COMMIT")
     assert [r.tx_message_id for r in repo.claim(10)] == ["tx-uncommitted"]
