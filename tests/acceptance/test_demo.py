@@ -6,7 +6,9 @@ import contextlib
 import os
 import pathlib
 import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +16,8 @@ from typing import IO
 
 import pytest
 from harness import wait_for
+
+from mpg.cli import demo as demo_module
 
 READY = "The demo keeps running"
 
@@ -42,6 +46,29 @@ def start_demo(folder: pathlib.Path, stdout: int | IO[bytes]) -> subprocess.Pope
         env=env,
         start_new_session=True,  # signals in this test go to the demo alone
     )
+
+
+def erp_runs_the_printed_insert(output: str, folder: pathlib.Path) -> None:
+    """Paste the demo's sqlite3 INSERT as printed: it works, attachment and all."""
+    sqlite3_cli = shutil.which("sqlite3")
+    if sqlite3_cli is None:
+        pytest.skip("the sqlite3 command-line shell is not installed (.ci/run installs it)")
+    match = re.search(r"sqlite3 (\S+) <<'SQL'\n(.*?)\nSQL\n", output, re.DOTALL)
+    assert match is not None, output
+    database, script = match.groups()
+    assert script.startswith(".timeout 5000\n")
+    subprocess.run([sqlite3_cli, database], input=script, text=True, check=True, timeout=60)
+
+    def arrived() -> bool:
+        with contextlib.closing(sqlite3.connect(folder / "gateway-b.db", timeout=10)) as conn:
+            rows = conn.execute(
+                'SELECT a."FileName", length(a."FileData") FROM "Inbox" i JOIN "InboxAttachment" a'
+                ' ON a."MessageId" = i."RxMessageId" WHERE i."Subject" = ?',
+                ("你好 from sqlite3",),
+            ).fetchall()
+        return rows == [("leave-form-signature.png", len(demo_module.tiny_png()))]
+
+    wait_for("the pasted INSERT's message in B's Inbox", arrived, 60)
 
 
 @pytest.fixture
@@ -78,6 +105,7 @@ def test_closing_the_terminal_stops_the_children_and_a_second_demo_is_refused(
     assert "another `mpg demo` is running in" in second.stderr
     assert (folder / "server.db").exists()
     assert all(alive(pid) for pid in pids)
+    erp_runs_the_printed_insert(log.read_text(encoding="utf-8"), folder)
 
     demo.send_signal(signal.SIGHUP)
     demo.wait(timeout=60)
