@@ -76,35 +76,37 @@ def test_unknown_section_in_the_file_names_the_section_meant(tmp_path: pathlib.P
     assert "MPG_" not in str(caught.value)
 
 
-def test_misspelt_environment_key_is_reported_as_a_variable(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        # A misspelt key is named as the variable it is, with the one meant.
+        (
+            "MPG_GATEWAY__POLL_INTERVALL",
+            "environment variable MPG_GATEWAY__POLL_INTERVALL: unknown key; "
+            "did you mean MPG_GATEWAY__POLL_INTERVAL?",
+        ),
+        # A misspelt section would silently change nothing: it is refused.
+        (
+            "MPG_GATWAY__ACCOUNT",
+            "environment variable MPG_GATWAY__ACCOUNT: no section gatway; "
+            "did you mean MPG_GATEWAY__ACCOUNT?",
+        ),
+        # A whole section in one variable is no traceback but says how to set keys.
+        (
+            "MPG_GATEWAY",
+            "environment variable MPG_GATEWAY: a section cannot be set whole; "
+            "set MPG_GATEWAY__<KEY> for each key",
+        ),
+    ],
+)
+def test_a_misspelt_environment_variable_is_named_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, variable: str, message: str
 ) -> None:
-    """MPG_GATEWAY__POLL_INTERVALL is named as the variable it is, with the one meant."""
-    monkeypatch.setenv("MPG_GATEWAY__POLL_INTERVALL", "2")
+    """The variable is reported as a variable (not a file key), with the one fix."""
+    monkeypatch.setenv(variable, "2")
     with pytest.raises(errors.ConfigError) as caught:
         config.load()
-    assert str(caught.value) == (
-        "bad configuration: environment variable MPG_GATEWAY__POLL_INTERVALL: unknown key; "
-        "did you mean MPG_GATEWAY__POLL_INTERVAL?"
-    )
-
-
-def test_misspelt_environment_section_is_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MPG_GATWAY__ACCOUNT would silently change nothing: it is refused, naming the fix."""
-    monkeypatch.setenv("MPG_GATWAY__ACCOUNT", "erp-a")
-    with pytest.raises(errors.ConfigError) as caught:
-        config.load()
-    assert str(caught.value) == (
-        "bad configuration: environment variable MPG_GATWAY__ACCOUNT: no section gatway; "
-        "did you mean MPG_GATEWAY__ACCOUNT?"
-    )
-
-
-def test_a_whole_section_in_one_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MPG_GATEWAY=... is not a traceback but says how to set keys."""
-    monkeypatch.setenv("MPG_GATEWAY", "x")
-    with pytest.raises(errors.ConfigError, match="set MPG_GATEWAY__<KEY> for each key"):
-        config.load()
+    assert str(caught.value) == "bad configuration: " + message
 
 
 def test_out_of_range_value_is_named_with_reason(tmp_path: pathlib.Path) -> None:
