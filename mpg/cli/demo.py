@@ -295,17 +295,19 @@ class Processes:
 
         Nothing here writes before every process is gone: the terminal or pipe the
         demo writes to may be gone already (closed window, ``| tee`` ended by Ctrl-C).
+        Nor can a second Ctrl-C or SIGHUP cut it short: they are ignored meanwhile.
         """
-        for _name, proc, _log in reversed(self.running):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
-        for _name, proc, _log in reversed(self.running):
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        with _stop_signals_ignored():
+            for _name, proc, _log in reversed(self.running):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            for _name, proc, _log in reversed(self.running):
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         stopped, self.running = self.running, []
         with contextlib.suppress(OSError):
             for name, proc, _log in reversed(stopped):
@@ -425,6 +427,18 @@ def print_try_it(files: DemoFiles) -> None:
 
 #: Signals that end the demo like Ctrl-C: a kill, and the terminal window closing.
 STOP_SIGNALS: Final = (signal.SIGTERM,) + ((signal.SIGHUP,) if sys.platform != "win32" else ())
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C and :data:`STOP_SIGNALS` inside (stopping is under way already)."""
+    signums = (signal.SIGINT, *STOP_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
