@@ -7,7 +7,11 @@ sends the sample approval of reference §3 from A to B, answers it from B with a
 and shows both arriving. Then it prints how to insert rows with ``sqlite3`` and keeps
 running until Ctrl-C, when it stops the subprocesses cleanly.
 
-Every step runs the same ``mpg`` commands a user would, and prints them.
+Every step runs the same ``mpg`` commands a user would, and prints them; the short
+ones run in this process (through the CLI's own entry point), the server and gateways
+as subprocesses. Whatever ends the demo (Ctrl-C, SIGTERM, the terminal closing, an
+output pipe gone, even SIGKILL on Linux), those subprocesses end with it, and a second
+demo in the same folder is refused while the first runs.
 """
 
 from __future__ import annotations
@@ -169,7 +173,9 @@ class DemoFiles:
 def _lock(marker: pathlib.Path) -> IO[str] | None:
     """Hold an exclusive lock on ``marker`` for as long as the returned file stays open.
 
-    None when another process holds it: a demo is running in that folder.
+    Refused (:class:`~mpg.cli.exitcodes.CommandError`) while another process holds it,
+    i.e. a demo runs in that folder. Windows has no ``flock``: the file is returned
+    unlocked there.
     """
     handle = marker.open("a+", encoding="utf-8")
     if sys.platform != "win32":
