@@ -170,7 +170,7 @@ class DemoFiles:
         return self.root / "files" / "leave-form-signature.png"
 
 
-def _lock(marker: pathlib.Path) -> IO[str] | None:
+def _lock(marker: pathlib.Path) -> IO[str]:
     """Hold an exclusive lock on ``marker`` for as long as the returned file stays open.
 
     Refused (:class:`~mpg.cli.exitcodes.CommandError`) while another process holds it,
@@ -200,18 +200,14 @@ def prepare_folder(root: pathlib.Path) -> DemoFiles:
             raise exitcodes.CommandError(
                 f"{root} exists and was not made by `mpg demo`; choose another --dir"
             )
-        held = _lock(root / MARKER)  # refuses while another demo runs there
-        shutil.rmtree(root)
-        if held is not None:
-            held.close()
+        with _lock(root / MARKER):  # refuses while another demo runs there
+            shutil.rmtree(root)
     (root / "logs").mkdir(parents=True)
     (root / "files").mkdir()
-    files = DemoFiles(root)
-    files.lock = _lock(root / MARKER)
-    if files.lock is not None:
-        files.lock.write(f"made by mpg demo, pid {os.getpid()}; deleted by the next `mpg demo`\n")
-        files.lock.flush()
-    return files
+    lock = _lock(root / MARKER)
+    lock.write(f"made by mpg demo, pid {os.getpid()}; deleted by the next `mpg demo`\n")
+    lock.flush()
+    return DemoFiles(root, lock)
 
 
 def write_configs(files: DemoFiles, port: int) -> None:
