@@ -23,7 +23,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, metrics
-from mpg.storage import schema, tables
+from mpg.storage import hints, schema, tables
 
 #: How long SQLite waits for a lock before answering "database is locked" (ms).
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
@@ -59,22 +59,13 @@ def attribute_name(column_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", column_name).lower()
 
 
-#: The pip extra that installs each backend's driver (pyproject.toml).
-_DRIVER_EXTRAS: Final = {
-    "postgresql": "postgresql",
-    "mysql": "mariadb",
-    "mariadb": "mariadb",
-    "mssql": "mssql",
-}
-
-
 def create_engine(url: str) -> sa.Engine:
     """An engine for ``url`` (see docs/databases.md for the URL of each database).
 
     SQLite gets WAL, synchronous=NORMAL and a busy timeout; MariaDB/MySQL connections
     speak utf8mb4 unless the URL says otherwise (the driver's default, utf8mb3 or
     latin1, cannot carry every Chinese character). A URL naming a driver that is not
-    installed is a :class:`~mpg.errors.ConfigError` saying which extra installs it.
+    installed is a :class:`~mpg.errors.ConfigError` naming the fix (:mod:`mpg.storage.hints`).
     """
     try:
         url_obj = sa.make_url(url)
@@ -87,10 +78,8 @@ def create_engine(url: str) -> sa.Engine:
         try:
             return sa.create_engine(url_obj, pool_pre_ping=True)
         except (ImportError, sa.exc.NoSuchModuleError) as exc:
-            extra = _DRIVER_EXTRAS.get(backend, backend)
             raise errors.ConfigError(
-                f"database_url: no driver for {url_obj.drivername} ({exc}); "
-                f"install it with: pip install 'mpg[{extra}]'"
+                hints.driver_problem("database_url", url_obj.drivername, exc)
             ) from exc
     engine = sa.create_engine(url_obj)
     sa.event.listen(engine, "connect", _sqlite_on_connect)
