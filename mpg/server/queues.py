@@ -176,8 +176,9 @@ class QueueStore:
 
         Idempotent per ``(sender_account, tx_message_id)``: the same message
         submitted again (same digest, :func:`mpg.server.identity.digest`) gets the
-        first answer again. A different message with the TxMessageId of an accepted
-        one is refused; one that replaces a refused message is decided afresh.
+        first answer again (``served_at_once`` once its receipt was stored). A different
+        message with the TxMessageId of an accepted one is refused; one that replaces
+        a refused message is decided afresh.
         Names the sender may not use are refused (:func:`mpg.server.identity.refusal`).
         Every refusal is that message's alone: the others of the batch go on.
         """
@@ -204,6 +205,7 @@ class QueueStore:
             fresh: list[model.OutgoingMessage] = []
             first: dict[str, str] = {}  # TxMessageId -> digest of its first occurrence
             replaced: list[str] = []
+            served: dict[str, str] = {}  # MessageId -> TxMessageId, resubmitted when served
             for msg, digest in zip(messages, digests, strict=True):
                 tx = msg.tx_message_id
                 if tx in first:
@@ -214,12 +216,19 @@ class QueueStore:
                     fresh.append(msg)
                 elif earlier.ContentDigest in (None, digest):
                     results[tx] = _result_from_json(earlier.SubmitResult)
+                    if earlier.State == MessageState.SERVED:
+                        served[earlier.MessageId] = tx
                 elif earlier.State == MessageState.REFUSED:
                     replaced.append(tx)  # a corrected message after a refusal
                     fresh.append(msg)
                 else:
                     results[tx] = _reused(tx, earlier.MessageId)
             self._forget_refused(conn, sender_account, replaced)
+            # Its receipt was stored already: an Outbox row inserted again under the
+            # same id would wait at 20 for a receipt that never comes again.
+            for message_id in self._receipts_stored(conn, list(served)):
+                tx = served[message_id]
+                results[tx] = dataclasses.replace(results[tx], served_at_once=True)
             kinds = self._kinds(
                 conn,
                 [sender_account]
@@ -268,6 +277,23 @@ class QueueStore:
                 ).where(t.SenderAccount == sender, t.TxMessageId.in_(part))
             )
             found.update({row.TxMessageId: row for row in rows})
+        return found
+
+    @staticmethod
+    def _receipts_stored(conn: sa.Connection, message_ids: list[str]) -> set[str]:
+        """The messages among ``message_ids`` whose sender acknowledged their receipt."""
+        r = tables.receive_queue.c
+        found: set[str] = set()
+        for part in tables.chunks(message_ids):
+            found.update(
+                conn.execute(
+                    sa.select(r.MessageId).where(
+                        r.MessageId.in_(part),
+                        r.Kind == model.DeliveryKind.RECEIPT,
+                        r.State == EntryState.ACKED,
+                    )
+                ).scalars()
+            )
         return found
 
     @staticmethod
