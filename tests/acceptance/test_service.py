@@ -209,6 +209,9 @@ def test_sighup_reloads_what_is_safe_and_keeps_running(world: World) -> None:
 def test_server_survives_sighup(world: World) -> None:
     """The server applies the log settings on SIGHUP and keeps serving."""
     proc = world.start_server()
+    # The socket listens before the SIGHUP handler is installed; the lifespan's
+    # server_started event comes after it (systemd, too, reloads only after READY=1).
+    wait_for("the server to start", lambda: log_events(world, "server", "server_started"))
     proc.send_signal(signal.SIGHUP)
     wait_for("the reload", lambda: log_events(world, "server", "config_reloaded"))
     assert proc.poll() is None
