@@ -13,12 +13,14 @@ naming the key and the reason.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import pathlib
 import stat
 import tomllib
 import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import pydantic
@@ -224,6 +226,12 @@ class ServerSettings(_Section):
         return value
 
     @pydantic.model_validator(mode="after")
+    def _one_body_fits_in_flight(self) -> ServerSettings:
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError("max_inflight_bytes must be at least max_request_bytes")
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
@@ -335,6 +343,9 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
             raise errors.ConfigError(f"config file {file}: {exc.strerror}") from exc
         _resolve_paths(data, file.parent)
         data["source"] = str(file)
+    env_problems = _misspelt_environment(os.environ)
+    if env_problems:
+        raise errors.ConfigError("bad configuration: " + "; ".join(env_problems))
     try:
         return Settings(**data)
     except pydantic.ValidationError as exc:
@@ -383,14 +394,70 @@ def _resolve_paths(data: dict[str, Any], base: pathlib.Path) -> None:
                 values["database_url"] = "sqlite:///" + str((base / rel).resolve())
 
 
+def _did_you_mean(word: str, choices: Iterable[str], template: str) -> str:
+    """``; did you mean <template with the closest choice>?``, or nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return "; did you mean " + template.format(close[0]) + "?" if close else ""
+
+
+def _misspelt_environment(environ: Mapping[str, str]) -> list[str]:
+    """``MPG_*`` variables that look like settings but name no section.
+
+    pydantic ignores them silently, so a misspelt section would change nothing.
+    """
+    sections = list(Settings.model_fields.keys() - {"source"})
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        section, sep, key = upper.removeprefix(ENV_PREFIX).partition("__")
+        if section.lower() in sections:
+            if not sep:
+                problems.append(
+                    f"environment variable {name}: a section cannot be set whole; "
+                    f"set {ENV_PREFIX}{section}__<KEY> for each key"
+                )
+        elif sep:
+            template = ENV_PREFIX + "{}__" + key.replace("{", "{{").replace("}", "}}")
+            hint = _did_you_mean(section, [s.upper() for s in sections], template)
+            problems.append(f"environment variable {name}: no section {section.lower()}{hint}")
+    return problems
+
+
+def _env_name(loc: Sequence[object]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
 def _describe(exc: pydantic.ValidationError, file: pathlib.Path | None) -> str:
-    where = f" in {file}" if file else ""
+    """One line per problem, saying where it is (file or environment) and the fix."""
+    where = f" (in {file})" if file else ""
+    env = {name.upper() for name in os.environ}
     lines = []
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        loc = [str(part) for part in err["loc"]]
+        key = ".".join(loc) or "(top level)"
         reason = err["msg"].removeprefix("Value error, ")
+        from_env = bool(loc) and _env_name(loc) in env
         if err["type"] == "extra_forbidden":
-            reason = "unknown key"
-        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
-        lines.append(f"{key}: {reason} (or set {env})")
-    return f"bad configuration{where}: " + "; ".join(lines)
+            model: type[pydantic.BaseModel] = Settings
+            if len(loc) > 1:
+                field = Settings.model_fields.get(loc[0])
+                annotation = None if field is None else field.annotation
+                if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+                    model = annotation
+            known = [k for k in model.model_fields if k != "source"]
+            what = "unknown key" if len(loc) > 1 else "unknown section"
+            if from_env:
+                template = _env_name([*loc[:-1], "{}"])
+                hint = _did_you_mean(loc[-1].upper(), [k.upper() for k in known], template)
+                lines.append(f"environment variable {_env_name(loc)}: {what}{hint}")
+            else:
+                template = ".".join([*loc[:-1], "{}"]) if len(loc) > 1 else "[{}]"
+                hint = _did_you_mean(loc[-1], known, template)
+                lines.append(f"{key}: {what}{where}{hint}")
+        elif from_env:
+            lines.append(f"environment variable {_env_name(loc)} ({key}): {reason}")
+        else:
+            lines.append(f"{key}: {reason}{where}")
+    return "bad configuration: " + "; ".join(lines)

@@ -17,9 +17,8 @@ code meaning
 
 from __future__ import annotations
 
+import sys
 from typing import Final
-
-import sqlalchemy.exc
 
 from mpg import errors
 
@@ -42,7 +41,11 @@ def for_exception(exc: BaseException) -> int:
         return CONFIG
     # SQLAlchemy errors should arrive wrapped as StorageError; the raw ones are
     # mapped too so that a missed wrapper still gives the documented code.
-    if isinstance(exc, errors.StorageError | sqlalchemy.exc.SQLAlchemyError):
+    if isinstance(exc, errors.StorageError):
+        return DATABASE
+    # Looked up, not imported: a command that never loaded SQLAlchemy cannot raise its errors.
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
         return DATABASE
     if isinstance(exc, errors.ServerError):
         return SERVER

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from typing import Final
 
 ENV_VAR: Final = "MPG_FAILPOINTS"
@@ -78,4 +79,6 @@ def reach(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if name in _STOP_ONCE:
         _STOP_ONCE.discard(name)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # Sent to this very thread, so it stops before it goes on: a signal to the
+        # process may be taken by another thread while this one runs a little further.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)

@@ -36,6 +36,9 @@ MAX_FIELD_CHARS: Final = 2000
 _NORMALIZED: Final = frozenset(word.replace("_", "") for word in SENSITIVE_KEYS)
 _SUFFIXES: Final = tuple("_" + word for word in SENSITIVE_KEYS)
 
+#: Libraries whose info lines are noise for an operator (shown at debug level).
+CHATTY_LOGGERS: Final = ("httpx", "httpcore", "apscheduler")
+
 _LEVELS: Final = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -209,3 +212,7 @@ def configure(
     # The file watcher's library logs every file event at debug level; with a log file
     # in the watched database folder each line would trigger another, forever.
     logging.getLogger("watchdog").setLevel(max(level, logging.INFO))
+    # A line per HTTP request (every CLI call, every long poll) and the scheduler's
+    # start-up chatter bury MPG's own events; they are there at debug level.
+    for chatty in CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(level if level <= logging.DEBUG else logging.WARNING)

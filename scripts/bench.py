@@ -97,6 +97,7 @@ class Cluster:
                 f'database_url = "sqlite:///{root}/{name}.db"\n'
                 f'server_url = "https://127.0.0.1:{self.port}"\nca_bundle = "{root}/ca.pem"\n'
                 f'secret_file = "{root}/{name}.cred"\nbatch_size = {batch_size}\n'
+                f'attachment_roots = ["{root}"]\n'
                 'poll_interval = 1.0\nlong_poll_wait = 20\nclock = "utc"\n'
                 + (
                     f'inbound_attachments = "files"\nattachment_dir = "{root}/{name}-att"\n'

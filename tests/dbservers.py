@@ -9,6 +9,10 @@ An environment variable names an existing server instead (its database is emptie
 before every test): ``MPG_TEST_POSTGRES_URL``, ``MPG_TEST_MARIADB_URL`` and
 ``MPG_TEST_MSSQL_URL`` (SQL Server has no throwaway form; see docs/sqlserver.md).
 
+Under pytest-xdist each worker starts servers of its own (:func:`database_name` keeps
+workers apart on a server given by URL); a port another worker grabbed between our
+probe and the server's bind is retried on a fresh one.
+
 When a server cannot be had, :class:`Unavailable` says why and how to get it; the
 fixtures turn it into a skip on a developer machine and into a failure under CI
 (``CI=true``), where a database test that silently skipped would prove nothing.
@@ -34,6 +38,8 @@ import sqlalchemy as sa
 
 #: How long a server may take to accept connections after it was started.
 START_TIMEOUT: Final = 60.0
+#: Free ports tried before a server that cannot bind is given up.
+PORT_ATTEMPTS: Final = 3
 
 HOW_TO: Final = (
     "install the server binaries (Debian: apt-get install postgresql mariadb-server) "
@@ -43,6 +49,10 @@ HOW_TO: Final = (
 
 class Unavailable(Exception):
     """A database server needed by a test cannot be started or reached."""
+
+
+class Exited(Unavailable):
+    """The server process ended before it accepted connections (e.g. its port was taken)."""
 
 
 def in_ci() -> bool:
@@ -56,6 +66,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def database_name() -> str:
+    """The test database's name: one per pytest-xdist worker (``mpg_test_gw0``, ...)."""
+    return f"mpg_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+
+
+def _on_a_free_port(start: Callable[[int], Server], workdir: pathlib.Path) -> Server:
+    """``start(port)`` on a free port, again on another if the server exited at once.
+
+    The files in ``workdir`` are removed when no attempt succeeds.
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return start(_free_port())
+        except Exited:
+            if attempt == PORT_ATTEMPTS:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+        except Unavailable:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+    raise AssertionError("unreachable")
+
+
 def _wait_until(what: str, probe: Callable[[], None], proc: subprocess.Popen[bytes]) -> None:
     """Retry ``probe`` until it stops raising; fail if the server process exits first."""
     deadline = time.monotonic() + START_TIMEOUT
@@ -65,7 +98,7 @@ def _wait_until(what: str, probe: Callable[[], None], proc: subprocess.Popen[byt
             return
         except sa.exc.OperationalError as exc:
             if proc.poll() is not None:
-                raise Unavailable(f"{what} exited with code {proc.returncode}") from exc
+                raise Exited(f"{what} exited with code {proc.returncode}") from exc
             if time.monotonic() > deadline:
                 raise Unavailable(f"{what} did not accept connections: {exc}") from exc
             time.sleep(0.1)
@@ -106,7 +139,7 @@ class Server:
             try:
                 _wait_until(f"the server at {self.url}", _ping(self.url), self._proc)
             except Unavailable:
-                self.stop()
+                self._halt()
                 raise
         return self
 
@@ -196,21 +229,24 @@ def start_postgres() -> Server:
     if done.returncode != 0:
         shutil.rmtree(workdir, ignore_errors=True)
         raise Unavailable(f"initdb failed: {done.stderr.decode(errors='replace').strip()}")
-    port = _free_port()
-    # Durability off: the data is thrown away, and tests should not wait on fsync.
-    argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir)]
-    for setting in (
-        "listen_addresses=127.0.0.1",
-        "fsync=off",
-        "synchronous_commit=off",
-        "full_page_writes=off",
-        "max_connections=200",
-    ):
-        argv += ["-c", setting]
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    launch = _launcher(argv, workdir / "server.log", demote)
-    # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
-    return Server(url, launch, workdir, signal.SIGINT).start()
+
+    def start(port: int) -> Server:
+        # Durability off: the data is thrown away, and tests should not wait on fsync.
+        argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir)]
+        for setting in (
+            "listen_addresses=127.0.0.1",
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "max_connections=200",
+        ):
+            argv += ["-c", setting]
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        launch = _launcher(argv, workdir / "server.log", demote)
+        # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
+        return Server(url, launch, workdir, signal.SIGINT).start()
+
+    return _on_a_free_port(start, workdir)
 
 
 # -- MariaDB ---------------------------------------------------------------------------
@@ -253,27 +289,30 @@ def start_mariadb() -> Server:
         raise Unavailable(
             f"mariadb-install-db failed: {done.stderr.decode(errors='replace').strip()}"
         )
-    port = _free_port()
-    argv = [
-        server_bin,
-        "--no-defaults",
-        f"--datadir={data}",
-        f"--port={port}",
-        f"--socket={workdir / 'mysqld.sock'}",
-        f"--pid-file={workdir / 'mysqld.pid'}",
-        "--bind-address=127.0.0.1",
-        "--skip-grant-tables",
-        "--skip-log-bin",
-        # Durability off: the data is thrown away, and tests should not wait on fsync.
-        "--innodb-flush-log-at-trx-commit=0",
-        "--innodb-buffer-pool-size=128M",
-        "--character-set-server=utf8mb4",
-        "--collation-server=utf8mb4_unicode_ci",
-        "--max-connections=300",
-        *user,
-    ]
-    url = f"mysql+pymysql://root@127.0.0.1:{port}/mysql?charset=utf8mb4"
-    return Server(url, _launcher(argv, workdir / "server.log"), workdir).start()
+
+    def start(port: int) -> Server:
+        argv = [
+            server_bin,
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--port={port}",
+            f"--socket={workdir / 'mysqld.sock'}",
+            f"--pid-file={workdir / 'mysqld.pid'}",
+            "--bind-address=127.0.0.1",
+            "--skip-grant-tables",
+            "--skip-log-bin",
+            # Durability off: the data is thrown away, and tests should not wait on fsync.
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-buffer-pool-size=128M",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--max-connections=300",
+            *user,
+        ]
+        url = f"mysql+pymysql://root@127.0.0.1:{port}/mysql?charset=utf8mb4"
+        return Server(url, _launcher(argv, workdir / "server.log"), workdir).start()
+
+    return _on_a_free_port(start, workdir)
 
 
 # -- one empty database per test ---------------------------------------------------------

@@ -1,6 +1,13 @@
 """A throwaway MPG world for integration and end-to-end tests: a push server and
 gateways as real processes started through the CLI, talking HTTPS with a throwaway CA
-(trustme). The ``world`` fixture in ``conftest.py`` hands one to a test."""
+(trustme). The ``world`` fixture in ``conftest.py`` hands one to a test.
+
+An integration test that only talks HTTPS to the server takes ``local_world`` instead:
+the same world, but the server runs in this process (:class:`InProcessServer`, the
+``serve`` that ``mpg server`` runs, in a thread) and accounts and gateway tables are
+created by the library calls behind ``mpg server account add`` and ``mpg init-db``,
+which saves an interpreter start per step. Processes stay where they are the point.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +20,19 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trustme
+
+from mpg import config as mpg_config
+from mpg.server import accounts, tables
+from mpg.server import main as server_main
+from mpg.storage import database
+from mpg.wire import keys
 
 DEADLINE = 60.0  # seconds a test waits for something before it gives up (not a speed check)
 
@@ -44,10 +58,12 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = DEADLINE) -> 
 class World:
     """Files, configs and processes of one test."""
 
-    def __init__(self, root: pathlib.Path) -> None:
+    def __init__(self, root: pathlib.Path, *, in_process: bool = False) -> None:
         self.root = root
+        self.in_process = in_process
         self.port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.local_servers: list[InProcessServer] = []
         ca = trustme.CA()
         cert = ca.issue_cert("127.0.0.1", "localhost")
         self.ca_file = root / "ca.pem"
@@ -112,12 +128,35 @@ class World:
         self.procs.append(proc)
         return proc
 
-    def start_server(self) -> subprocess.Popen[bytes]:
-        """Initialise and start the push server; returns once it accepts connections."""
-        self.mpg(self.server_config, "server", "init")
-        proc = self.start(self.server_config, "server", name="server")
+    def init_server(self) -> None:
+        """``mpg server init``: the server's tables and master key."""
+        if not self.in_process:
+            self.mpg(self.server_config, "server", "init")
+            return
+        settings = mpg_config.load(self.server_config).server
+        engine = tables.create_engine(settings.database_url)
+        try:
+            tables.create_tables(engine)
+        finally:
+            engine.dispose()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        accounts.create_master_key_file(accounts.master_key_path(settings))
+
+    def start_server(self) -> subprocess.Popen[bytes] | InProcessServer:
+        """Initialise and start the push server; returns once it accepts connections.
+
+        A process (``mpg server``), or in a local world a thread of this process.
+        """
+        self.init_server()
+        server: subprocess.Popen[bytes] | InProcessServer
+        if self.in_process:
+            server = InProcessServer(self.server_config)
+            self.local_servers.append(server)
+            server.start()
+        else:
+            server = self.start(self.server_config, "server", name="server")
         wait_for("the server to listen", self.listening)
-        return proc
+        return server
 
     def start_servers(
         self,
@@ -178,20 +217,23 @@ class World:
         """
         account = f"{name}@example.com"
         cred = self.root / f"{name}.cred"
-        self.mpg(
-            self.server_config,
-            "server",
-            "account",
-            "add",
-            account,
-            "--kind",
-            kind,
-            "--credential-file",
-            str(cred),
-        )
-        config = self.root / f"{name}.toml"
+        if self.in_process:
+            self._add_account(account, kind, cred)
+        else:
+            self.mpg(
+                self.server_config,
+                "server",
+                "account",
+                "add",
+                account,
+                "--kind",
+                kind,
+                "--credential-file",
+                str(cred),
+            )
+        config_path = self.root / f"{name}.toml"
         db = self.root / f"{name}.db"
-        config.write_text(
+        config_path.write_text(
             "[gateway]\n"
             f'account = "{account}"\n'
             f'database_url = "{database_url or f"sqlite:///{db}"}"\n'
@@ -207,10 +249,31 @@ class World:
             'format = "json"\n'
             'level = "debug"\n'
         )
-        self.mpg(config, "init-db")
-        return Gateway(self, name, account, config, db)
+        if self.in_process:
+            engine = database.create_engine(mpg_config.load(config_path).gateway.database_url)
+            try:
+                database.init_db(engine)
+            finally:
+                engine.dispose()
+        else:
+            self.mpg(config_path, "init-db")
+        return Gateway(self, name, account, config_path, db)
+
+    def _add_account(self, account: str, kind: str, cred: pathlib.Path) -> None:
+        """``mpg server account add ACCOUNT --kind KIND --credential-file CRED``."""
+        settings = mpg_config.load(self.server_config).server
+        engine = tables.create_engine(settings.database_url)
+        try:
+            store = accounts.AccountStore(engine, accounts.load_master_key(settings))
+            _, credential = store.add(account, kind)
+        finally:
+            engine.dispose()
+        cred.write_text(keys.format_credential(credential))
+        cred.chmod(0o600)
 
     def stop_all(self) -> None:
+        for server in self.local_servers:
+            server.stop()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -220,6 +283,45 @@ class World:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class InProcessServer:
+    """``mpg server`` in a thread of this process, on the configured host, port and TLS.
+
+    It is :func:`mpg.server.main.serve`, as the command runs it; ``stop`` is what the
+    first SIGTERM does (the Windows service stops it the same way).
+    """
+
+    def __init__(self, config_file: pathlib.Path) -> None:
+        self._settings = mpg_config.load(config_file)
+        self._stop = threading.Event()
+        self._announced = threading.Event()
+        self._failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, name="mpg-test-server", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            server_main.serve(
+                self._settings, announce=lambda _line: self._announced.set(), stop=self._stop
+            )
+        except BaseException as exc:  # handed to the test's thread by start()
+            self._failure.append(exc)
+            self._announced.set()
+
+    def start(self) -> None:
+        """Start serving; returns once the socket listens (connections queue meanwhile)."""
+        self._thread.start()
+        if not self._announced.wait(DEADLINE):
+            pytest.fail("gave up waiting for the in-process server to listen")
+        if self._failure:
+            raise self._failure[0]
+
+    def stop(self) -> None:
+        """Stop as on SIGTERM and wait until the server has shut down."""
+        self._stop.set()
+        self._thread.join(DEADLINE)
+        if self._thread.is_alive():
+            pytest.fail("the in-process server did not stop")
 
 
 class Gateway:

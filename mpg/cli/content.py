@@ -147,7 +147,8 @@ def reply(
         try:
             merged.update(content.parse_content(read_text(in_reply_to)).params)
         except errors.WireError as exc:
-            raise errors.CommandError(f"{in_reply_to}: {exc}", exitcodes.USAGE) from exc
+            # As `content parse` of the same file: exit 1 naming it (docs/cli.md).
+            raise errors.CommandError(f"{in_reply_to}: {exc}") from exc
     merged.update(_params(params))
     answers = [content.Result(*_split(r, 3, "--result", "ID|NAME|VALUE")) for r in results]
     _emit(_built(content.build_reply, merged, answers), out)

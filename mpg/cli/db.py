@@ -26,11 +26,12 @@ def init_db(obj: context.CliContext, as_json: bool, notify_trigger: bool) -> Non
     Tables that already exist are used as they are and never altered. With --notify
     (PostgreSQL only) a trigger on Outbox notifies the gateway of each ready row.
     """
-    if notify_trigger and not notify.supported(obj.engine):
+    engine = obj.new_engine()
+    if notify_trigger and not notify.supported(engine):
         raise click.UsageError("--notify needs a PostgreSQL database_url")
-    created = set(database.init_db(obj.engine))
+    created = set(database.init_db(engine))
     if notify_trigger:
-        outbox_trigger.install_trigger(obj.engine)
+        outbox_trigger.install_trigger(engine)
     names = [table.name for table in (*tables.CONTRACT_TABLES, *tables.OWN_TABLES)]
     present = [name for name in names if name not in created]
     if as_json:
@@ -48,4 +49,4 @@ def init_db(obj: context.CliContext, as_json: bool, notify_trigger: bool) -> Non
         click.echo(
             f"installed        trigger mpg_outbox_ready on Outbox (NOTIFY {outbox_trigger.CHANNEL})"
         )
-    click.echo(f"database: {obj.engine.url.render_as_string(hide_password=True)}")
+    click.echo(f"database: {engine.url.render_as_string(hide_password=True)}")

@@ -7,14 +7,21 @@ sends the sample approval of reference §3 from A to B, answers it from B with a
 and shows both arriving. Then it prints how to insert rows with ``sqlite3`` and keeps
 running until Ctrl-C, when it stops the subprocesses cleanly.
 
-Every step runs the same ``mpg`` commands a user would, and prints them.
+Every step runs the same ``mpg`` commands a user would, and prints them; the short
+ones run in this process (through the CLI's own entry point), the server and gateways
+as subprocesses. Whatever ends the demo (Ctrl-C, SIGTERM, the terminal closing, an
+output pipe gone, even SIGKILL on Linux), those subprocesses end with it, and a second
+demo in the same folder is refused while the first runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import hashlib
+import io
+import os
 import pathlib
 import shlex
 import shutil
@@ -27,11 +34,14 @@ import time
 import types
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, Final, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import click
 
-from mpg import errors
+if sys.platform != "win32":
+    import fcntl
+
+from mpg import errors, exitcodes
 from mpg.cli import context
 from mpg.storage import outbox, states
 from mpg.wire import content
@@ -41,6 +51,8 @@ ACCOUNT_B: Final = "erp-b@example.com"
 MARKER: Final = ".mpg-demo"
 STEP_TIMEOUT: Final = 60.0
 STOP_GRACE: Final = 15.0
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG: Final = 1
 #: argv of the server in the foreground (`mpg server` with no subcommand serves).
 SERVER_RUN: Final = ("server",)
 
@@ -125,6 +137,14 @@ class DemoFiles:
     """Paths of everything the demo writes in its folder."""
 
     root: pathlib.Path
+    #: The open, locked marker file: a second demo in the same folder is refused.
+    lock: IO[str] | None = None
+
+    def release(self) -> None:
+        """Unlock the folder (the next demo may replace it)."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     @property
     def server_config(self) -> pathlib.Path:
@@ -153,18 +173,44 @@ class DemoFiles:
         return self.root / "files" / "leave-form-signature.png"
 
 
+def _lock(marker: pathlib.Path) -> IO[str]:
+    """Hold an exclusive lock on ``marker`` for as long as the returned file stays open.
+
+    Refused (:class:`~mpg.cli.errors.CommandError`) while another process holds it,
+    i.e. a demo runs in that folder. Windows has no ``flock``: the file is returned
+    unlocked there.
+    """
+    handle = marker.open("a+", encoding="utf-8")
+    if sys.platform != "win32":
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip()
+            handle.close()
+            raise errors.CommandError(
+                f"another `mpg demo` is running in {marker.parent} ({owner}); "
+                "stop it first (Ctrl-C in its terminal), or give this one another --dir"
+            ) from None
+    return handle
+
+
 def prepare_folder(root: pathlib.Path) -> DemoFiles:
-    """Create ``root`` afresh; refuse to delete a folder the demo did not make."""
+    """Create ``root`` afresh; refuse to delete a folder the demo did not make, or one
+    a running demo uses. The folder stays locked until :meth:`DemoFiles.release`."""
     if root.exists():
         if not (root / MARKER).exists():
             raise errors.CommandError(
                 f"{root} exists and was not made by `mpg demo`; choose another --dir"
             )
-        shutil.rmtree(root)
+        with _lock(root / MARKER):  # refuses while another demo runs there
+            shutil.rmtree(root)
     (root / "logs").mkdir(parents=True)
     (root / "files").mkdir()
-    (root / MARKER).write_text("made by mpg demo; deleted by the next `mpg demo`\n")
-    return DemoFiles(root)
+    lock = _lock(root / MARKER)
+    lock.write(f"made by mpg demo, pid {os.getpid()}; deleted by the next `mpg demo`\n")
+    lock.flush()
+    return DemoFiles(root, lock)
 
 
 def write_configs(files: DemoFiles, port: int) -> None:
@@ -187,14 +233,32 @@ def _shown(argv: list[str]) -> str:
 
 
 def run_step(argv: list[str], cwd: pathlib.Path) -> str:
-    """Run one ``mpg`` command, show it, and fail the demo with its stderr if it fails."""
+    """Run one ``mpg`` command, show it, and fail the demo with its errors if it fails.
+
+    It runs in this process (a new Python per step cost 1.5-2.5 s each;
+    docs/benchmarks.md), with its output captured as a subprocess's would be.
+    """
+    from mpg.cli import main
+
     _detail("$ " + _shown(argv))
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main.run_cli(argv[3:])
+    if code != exitcodes.OK:
         raise errors.CommandError(
-            f"`{_shown(argv)}` exited {done.returncode}: {done.stderr.strip()[-800:]}"
+            f"`{_shown(argv)}` exited {code}: {err.getvalue().strip()[-800:]}"
         )
-    return done.stdout
+    return out.getvalue()
+
+
+#: libc, loaded before any fork: the child may only call into it, not load it.
+_LIBC: Final = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the demo dies, however it dies (Linux)."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Processes:
@@ -205,8 +269,11 @@ class Processes:
         self.running: list[tuple[str, subprocess.Popen[bytes], pathlib.Path]] = []
 
     def start(self, name: str, argv: list[str], log: pathlib.Path) -> None:
-        """Start ``argv`` with its output in ``log``, in its own session (Ctrl-C is ours)."""
-        _detail(f"$ {_shown(argv)}   (log: {log.relative_to(self.cwd)})")
+        """Start ``argv`` with its output in ``log``, in its own session (Ctrl-C is ours).
+
+        Its own session keeps a terminal's signals away from it, so the demo alone
+        decides how it stops; on Linux it is also told to stop if the demo dies.
+        """
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -215,8 +282,10 @@ class Processes:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         self.running.append((name, proc, log))
+        _detail(f"$ {_shown(argv)}   (pid {proc.pid}, log: {log.relative_to(self.cwd)})")
 
     def check(self) -> None:
         """Fail the demo if a subprocess died, showing the end of its log."""
@@ -227,17 +296,27 @@ class Processes:
                 raise errors.CommandError(f"{name} exited with {code}; end of {log}:\n{tail}")
 
     def stop(self) -> None:
-        """SIGTERM each (gateways first, server last), SIGKILL after the grace period."""
-        for name, proc, _log in reversed(self.running):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        """SIGTERM all (gateways first, server last), SIGKILL after the grace period.
+
+        Nothing here writes before every process is gone: the terminal or pipe the
+        demo writes to may be gone already (closed window, ``| tee`` ended by Ctrl-C).
+        Nor can a second Ctrl-C or SIGHUP cut it short: they are ignored meanwhile.
+        """
+        with _stop_signals_ignored():
+            for _name, proc, _log in reversed(self.running):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            for _name, proc, _log in reversed(self.running):
                 try:
-                    proc.wait(timeout=STOP_GRACE)
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            _detail(f"stopped {name} (exit {proc.returncode})")
-        self.running.clear()
+        stopped, self.running = self.running, []
+        with contextlib.suppress(OSError):
+            for name, proc, _log in reversed(stopped):
+                _detail(f"stopped {name} (exit {proc.returncode})")
 
 
 def wait_for(what: str, probe: Callable[[], T | None], procs: Processes) -> T:
@@ -304,20 +383,29 @@ def _show_inbox_row(row: dict[str, Any], original: bytes | None, ctx: context.Cl
 
 
 #: What an ERP writes to send a message (printed for the user to paste, not run here).
+#: ``.timeout`` first: the gateway takes the write lock briefly while it moves rows, and
+#: the sqlite3 shell would otherwise give up at once with "database is locked".
 INSERT_SQL: Final = """\
+.timeout 5000
 INSERT INTO Outbox (TxMessageId, AppCode, SourceDomain, AgentSender, Sender,
-  ReceiverType, ReceiverList, Subject, Content, ContentType, AlertFlag, State,
-  StatusTime, Priority)
+  ReceiverType, ReceiverList, Subject, Content, ContentType, AttachmentList,
+  AlertFlag, State, StatusTime, Priority)
 VALUES (lower(hex(randomblob(16))), 'BPM', 'example.com', 'erp-a@example.com',
   'erp-a@example.com', 'U', 'erp-b@example.com', '你好 from sqlite3',
-  '<content contenttype="msg"><params/></content>', 'MSG', 1, 10,
-  strftime('%Y-%m-%d %H:%M:%S', 'now', 'localtime'), 'N');"""
+  '<content contenttype="msg"><params/></content>', 'MSG', {attachments},
+  1, 10, strftime('%Y-%m-%d %H:%M:%S', 'now', 'localtime'), 'N');"""
 
 #: What an ERP runs to read its new messages and mark them read (docs/states.md).
 READ_SQL: Final = """\
+.timeout 5000
 SELECT RxMessageId, Sender, Subject, State FROM Inbox WHERE State = 0;
 UPDATE Inbox SET State = 29, StatusTime = strftime('%Y-%m-%d %H:%M:%S', 'now', 'localtime')
  WHERE State = 0;"""
+
+
+def _sql_text(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def print_try_it(files: DemoFiles) -> None:
@@ -330,7 +418,9 @@ def print_try_it(files: DemoFiles) -> None:
     click.echo("\n# 1. watch gateway A's Outbox rows move 10 -> 12 -> 19 -> 20 -> 29:")
     click.echo(f"{mpg} --config {config_a} tail")
     click.echo("\n# 2. be gateway A's ERP: write an Outbox row to erp-b@example.com:")
-    click.echo(f"sqlite3 {shlex.quote(str(files.gateway_db('a')))} <<'SQL'\n{INSERT_SQL}\nSQL")
+    # AttachmentList: full paths; "|1" makes the file travel with the message.
+    insert = INSERT_SQL.format(attachments=_sql_text(f"{files.attachment}|1"))
+    click.echo(f"sqlite3 {shlex.quote(str(files.gateway_db('a')))} <<'SQL'\n{insert}\nSQL")
     click.echo("\n# 3. be gateway B's ERP: read the new Inbox rows and mark them read:")
     click.echo(f"sqlite3 {shlex.quote(str(files.gateway_db('b')))} <<'SQL'\n{READ_SQL}\nSQL")
     click.echo("\n# the same with mpg:")
@@ -340,30 +430,69 @@ def print_try_it(files: DemoFiles) -> None:
     _say("Press Ctrl-C to stop the server and both gateways.")
 
 
+#: Signals that end the demo like Ctrl-C: a kill, and the terminal window closing.
+STOP_SIGNALS: Final = (signal.SIGTERM,) + ((signal.SIGHUP,) if sys.platform != "win32" else ())
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C and :data:`STOP_SIGNALS` inside (stopping is under way already)."""
+    signums = (signal.SIGINT, *STOP_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the demo like Ctrl-C, so the subprocesses are stopped either way."""
+    """SIGTERM and SIGHUP end the demo like Ctrl-C, so the subprocesses are stopped."""
 
     def on_term(signum: int, frame: types.FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {signum: signal.signal(signum, on_term) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_demo(root: pathlib.Path, *, wait: bool) -> None:
-    """The demo's steps; ``wait`` keeps it running until Ctrl-C at the end."""
-    files = prepare_folder(root)
-    port = free_port()
-    _say(f"[1/8] Writing the server and two gateway configurations in {root}")
-    write_configs(files, port)
-    cwd = files.root
+    """The demo's steps; ``wait`` keeps it running until Ctrl-C at the end.
 
-    _say("[2/8] Preparing the push server and the accounts of gateways A and B")
+    Whatever ends it (Ctrl-C, SIGTERM, the terminal closing, a failed step, an output
+    error), the server and gateways it started are stopped before it returns.
+    """
+    files = prepare_folder(root)
+    procs = Processes(files.root)
+    try:
+        with _terminate_as_interrupt():
+            try:
+                _steps(files, procs, wait=wait)
+            except KeyboardInterrupt:
+                with contextlib.suppress(OSError):
+                    click.echo("")
+                    _say("Stopping")
+            finally:
+                procs.stop()
+    finally:
+        files.release()
+
+
+def _steps(files: DemoFiles, procs: Processes, *, wait: bool) -> None:
+    port = free_port()
+    cwd = files.root
+    _say(f"[1/8] Writing the server and two gateway configurations in {files.root}")
+    write_configs(files, port)
+
+    _say(f"[2/8] Preparing the push server, starting it on 127.0.0.1:{port}, adding A and B")
     run_step(mpg_argv(files.server_config, "server", "init"), cwd)
+    # The server starts up while the accounts and tables are being made.
+    procs.start("server", mpg_argv(files.server_config, *SERVER_RUN), files.log("server"))
     for name, account in (("a", ACCOUNT_A), ("b", ACCOUNT_B)):
         run_step(
             mpg_argv(
@@ -384,29 +513,20 @@ def run_demo(root: pathlib.Path, *, wait: bool) -> None:
     for name in ("a", "b"):
         run_step(mpg_argv(files.gateway_config(name), "init-db"), cwd)
 
-    procs = Processes(cwd)
-    with _terminate_as_interrupt():
-        try:
-            _say(f"[4/8] Starting the push server on 127.0.0.1:{port} and both gateways")
-            procs.start("server", mpg_argv(files.server_config, *SERVER_RUN), files.log("server"))
-            wait_for("the server to listen", lambda: _port_open(port), procs)
-            for name in ("a", "b"):
-                procs.start(
-                    f"gateway {name.upper()}",
-                    mpg_argv(files.gateway_config(name), "run"),
-                    files.log(f"gateway-{name}"),
-                )
-            _round_trip(files, procs)
-            if wait:
-                print_try_it(files)
-                while True:
-                    procs.check()
-                    time.sleep(1.0)
-        except KeyboardInterrupt:
-            click.echo("")
-            _say("Stopping")
-        finally:
-            procs.stop()
+    _say("[4/8] Starting both gateways once the server listens")
+    wait_for("the server to listen", lambda: _port_open(port), procs)
+    for name in ("a", "b"):
+        procs.start(
+            f"gateway {name.upper()}",
+            mpg_argv(files.gateway_config(name), "run"),
+            files.log(f"gateway-{name}"),
+        )
+    _round_trip(files, procs)
+    if wait:
+        print_try_it(files)
+        while True:
+            procs.check()
+            time.sleep(1.0)
 
 
 def _round_trip(files: DemoFiles, procs: Processes) -> None:

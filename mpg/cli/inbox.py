@@ -87,11 +87,21 @@ def list_messages(obj: context.CliContext, state_name: str, limit: int, as_json:
     if not rows:
         click.echo("no messages" if wanted is None else f"no {state_name} messages")
         return
-    for row in rows:
-        data = public(row, with_content=False)
-        click.echo(
-            "  ".join("" if data.get(col) is None else str(data[col]) for col in LIST_COLUMNS)
-        )
+    for line in table_lines([public(row, with_content=False) for row in rows]):
+        click.echo(line)
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """A header of :data:`LIST_COLUMNS` and one line per row, in aligned columns."""
+    cells = [list(LIST_COLUMNS)] + [
+        ["" if row.get(col) is None else str(row[col]).strip() for col in LIST_COLUMNS]
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(LIST_COLUMNS))]
+    return [
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    ]
 
 
 @inbox.command("show")

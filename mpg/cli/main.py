@@ -3,7 +3,7 @@
 Commands are imported only when they run (``LazyGroup``): ``mpg status`` does not pay
 for importing the HTTP server, and ``mpg --help`` lists every command. :func:`main`
 turns any exception into one ``mpg: error: ...`` line on standard error and the exit
-code of :mod:`mpg.cli.exitcodes`.
+code of :mod:`mpg.exitcodes`.
 """
 
 from __future__ import annotations
@@ -17,24 +17,25 @@ import click
 
 import mpg
 from mpg import errors, exitcodes
-from mpg.cli import context
 
-#: command name -> "module:attribute" of its click command.
+#: command name -> ("module:attribute" of its click command, its one-line help).
+#: The help is here so that ``mpg --help`` lists every command without importing any
+#: (importing them all took most of its time; docs/benchmarks.md).
 COMMANDS: Final = {
-    "init-db": "mpg.cli.db:init_db",
-    "run": "mpg.cli.run:run",
-    "server": "mpg.cli.server:server",
-    "send": "mpg.cli.send:send",
-    "status": "mpg.cli.status:status",
-    "tail": "mpg.cli.tail:tail",
-    "history": "mpg.cli.history:history",
-    "void": "mpg.cli.operate:void",
-    "retry": "mpg.cli.operate:retry",
-    "service": "mpg.cli.service:service",
-    "inbox": "mpg.cli.inbox:inbox",
-    "attachment": "mpg.cli.attachment:attachment",
-    "content": "mpg.cli.content:content_group",
-    "demo": "mpg.cli.demo:demo",
+    "init-db": ("mpg.cli.db:init_db", "Create the Outbox, Inbox, attachment and history tables."),
+    "run": ("mpg.cli.run:run", "Run the gateway: send Outbox rows, fetch into Inbox."),
+    "server": ("mpg.cli.server:server", "The push server: run it, or manage it and its accounts."),
+    "send": ("mpg.cli.send:send", "Insert one Outbox row (State 10) and print its TxMessageId."),
+    "status": ("mpg.cli.status:status", "Health, counts per Outbox state, stuck rows, Inbox."),
+    "tail": ("mpg.cli.tail:tail", "Follow state transitions live (Ctrl-C stops)."),
+    "history": ("mpg.cli.history:history", "One message's timeline, gateway and server."),
+    "void": ("mpg.cli.operate:void", "Void messages not yet sent; recall those already sent."),
+    "retry": ("mpg.cli.operate:retry", "Requeue failed (99) or timed-out (97) rows to 10."),
+    "service": ("mpg.cli.service:service", "Install and control MPG as a system service."),
+    "inbox": ("mpg.cli.inbox:inbox", "Messages the gateway stored in the Inbox table."),
+    "attachment": ("mpg.cli.attachment:attachment", "Inbox attachments."),
+    "content": ("mpg.cli.content:content_group", "Build and parse Content documents."),
+    "demo": ("mpg.cli.demo:demo", "Run a server and two gateways here and send a round trip."),
 }
 
 
@@ -47,14 +48,19 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """Import and return the command, or None for an unknown name."""
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
             return None
-        module_name, attribute = target.split(":")
+        module_name, attribute = entry[0].split(":")
         command = getattr(importlib.import_module(module_name), attribute)
         if not isinstance(command, click.Command):
-            raise TypeError(f"{target} is not a click command")
+            raise TypeError(f"{entry[0]} is not a click command")
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``mpg --help``, from :data:`COMMANDS` (nothing imported)."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, text) in COMMANDS.items()])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,6 +74,8 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """MPG: the database mailbox gateway (`run`) and its push server (`server`)."""
+    from mpg.cli import context  # here: --help and --version need none of its imports
+
     obj = context.CliContext(config_path)
     ctx.obj = obj
     ctx.call_on_close(obj.close)

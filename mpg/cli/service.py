@@ -13,10 +13,13 @@ import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Sequence
 from types import ModuleType
+from typing import Final
 
 import click
 
+import mpg
 from mpg import config, errors, exitcodes
 from mpg.ops import systemd
 
@@ -30,8 +33,8 @@ def command_for(role: systemd.Role, config_file: pathlib.Path) -> list[str]:
 
 
 def writable_paths(role: systemd.Role, settings: config.Settings) -> list[pathlib.Path]:
-    """Folders the service writes: SQLite database folders (with their WAL files), and
-    the server's data folder."""
+    """Folders the service writes: SQLite database folders (with their WAL files), the
+    server's data folder, the gateway's file folders and the log file's folder."""
     urls = [settings.gateway.database_url if role == "gateway" else settings.server.database_url]
     paths = [
         pathlib.Path(url.removeprefix("sqlite:///")).parent
@@ -40,7 +43,105 @@ def writable_paths(role: systemd.Role, settings: config.Settings) -> list[pathli
     ]
     if role == "server":
         paths.append(pathlib.Path(settings.server.data_dir))
+    else:
+        gw = settings.gateway
+        folders = (gw.drop_dir, gw.inbound_dir, gw.receipt_dir, gw.attachment_dir)
+        paths += [folder for folder in folders if folder is not None]
+    if settings.log.file is not None:
+        paths.append(settings.log.file.parent)
     return [p.resolve() for p in paths]
+
+
+def readable_paths(role: systemd.Role, settings: config.Settings) -> list[pathlib.Path]:
+    """Files the service reads besides its configuration: secrets, keys, certificates."""
+    files: tuple[pathlib.Path | None, ...]
+    if role == "gateway":
+        files = (settings.gateway.secret_file, settings.gateway.ca_bundle)
+    else:
+        server = settings.server
+        files = (server.master_key_file, server.tls_cert, server.tls_key)
+    return [pathlib.Path(f).resolve() for f in files if f is not None]
+
+
+#: Folders the unit hides from the service (PrivateTmp=yes gives it empty ones).
+PRIVATE_FOLDERS: Final = (pathlib.Path("/tmp"), pathlib.Path("/var/tmp"))  # noqa: S108 - named, not used
+
+_PERMISSION_BITS: Final = {"r": 4, "w": 2, "x": 1}
+
+
+def _allows(st: os.stat_result, uid: int, gids: set[int], need: str) -> bool:
+    """Whether the owner/group/other bits of ``st`` give ``uid`` every right in ``need``."""
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        bits = (st.st_mode >> 6) & 7
+    elif st.st_gid in gids:
+        bits = (st.st_mode >> 3) & 7
+    else:
+        bits = st.st_mode & 7
+    return all(bits & _PERMISSION_BITS[right] for right in need)
+
+
+def unreachable(
+    needs: Sequence[tuple[pathlib.Path, str]], user: str, uid: int, gids: set[int]
+) -> list[str]:
+    """Why the service, run as ``user``, could not use each path the unit points at.
+
+    ``needs`` pairs a path with the rights it needs (``r``, ``w``, ``x``); every folder
+    above it must let ``user`` through. Paths under /tmp are refused whatever the
+    rights: the unit's PrivateTmp=yes gives the service an empty /tmp of its own.
+    """
+    problems = []
+    for path, need in needs:
+        hidden = [folder for folder in PRIVATE_FOLDERS if path.is_relative_to(folder)]
+        if hidden:
+            problems.append(
+                f"{path} is under {hidden[0]}, which the service does not see "
+                "(PrivateTmp=yes): move it, e.g. under /opt/mpg, /etc/mpg or /var/lib/mpg"
+            )
+            continue
+        for folder in reversed(path.parents):
+            if folder.exists() and not _allows(folder.stat(), uid, gids, "x"):
+                problems.append(f"{path}: user {user} cannot enter {folder}")
+                break
+        else:
+            if not path.exists():
+                problems.append(f"{path} does not exist")
+            elif not _allows(path.stat(), uid, gids, need):
+                wanted = "/".join({"r": "read", "w": "write", "x": "run"}[r] for r in need)
+                problems.append(f"{path}: user {user} cannot {wanted} it")
+    return problems
+
+
+def check_unit_paths(
+    user: str, role: systemd.Role, config_file: pathlib.Path, settings: config.Settings
+) -> None:
+    """Refuse to write a unit that could not start: ``user`` missing, a path out of reach."""
+    import pwd  # here: Linux only, and this runs only where systemd units are written
+
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        raise errors.CommandError(
+            f"user {user} does not exist: create it (sudo useradd --system --home-dir "
+            f"/var/lib/mpg --shell /usr/sbin/nologin {user}) or name another with --user"
+        ) from None
+    gids = set(os.getgrouplist(user, account.pw_gid))
+    needs: list[tuple[pathlib.Path, str]] = [
+        (pathlib.Path(sys.executable).absolute(), "x"),
+        (pathlib.Path(sys.executable).resolve(), "x"),
+        (pathlib.Path(mpg.__file__).resolve().parent, "rx"),
+        (config_file, "r"),
+        *((path, "r") for path in readable_paths(role, settings)),
+        *((path, "rwx") for path in writable_paths(role, settings)),
+    ]
+    problems = unreachable(needs, user, account.pw_uid, gids)
+    if problems:
+        raise errors.CommandError(
+            f"the {role} service could not start as user {user}: "
+            + "; ".join(problems)
+            + " (docs/deployment.md installs MPG where a service can reach it)"
+        )
 
 
 def _windows() -> ModuleType | None:
@@ -103,6 +204,7 @@ def install(
         name = windows.install(role, config_file, user if password else None, password)
         click.echo(f"installed Windows service {name}; start it with `mpg service start`")
         return
+    check_unit_paths(user, role, config_file, settings)
     text = systemd.unit_text(
         role,
         command=command_for(role, config_file),

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mpg import errors, timefmt
+from mpg import errors, exitcodes, timefmt
 from mpg.cli import context, operate
 from mpg.db import transactions
 from mpg.storage import states
@@ -93,15 +93,36 @@ def _age(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def exit_code(ready: dict[str, str]) -> int:
+    """0 when every readiness check passed (or was not made), else the check's code.
+
+    The database decides first (nothing works without it), then the push server.
+    """
+    if ready.get("database", "ok") != "ok":
+        return exitcodes.DATABASE
+    server = ready.get("server", "ok")
+    if server != "ok" and not server.startswith("not checked"):
+        return exitcodes.SERVER
+    return exitcodes.OK
+
+
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def status(obj: context.CliContext, as_json: bool) -> None:
-    """Health, counts per Outbox state, the oldest pending row, stuck rows, Inbox counts."""
+def status(obj: context.CliContext, as_json: bool) -> int:
+    """Health, counts per Outbox state, the oldest pending row, stuck rows, Inbox counts.
+
+    Exits 4 when the database check fails and 5 when the push server's does.
+    """
     report = collect(obj)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
-        return
+    else:
+        _print(report)
+    return exit_code(report["ready"])
+
+
+def _print(report: dict[str, Any]) -> None:
     click.echo(f"Outbox of {report['gateway'] or '(no gateway.account)'}")
     for check, result in report["ready"].items():
         line = f"  {check}: {result}"

@@ -26,20 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from mpg import errors
+from mpg.db import hints
 
 #: How long SQLite waits for a lock before answering "database is locked" (ms).
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 
 #: Execution option marking a connection whose transactions will write.
 WRITE_OPTION: Final = "mpg_write"
-
-#: The pip extra that installs each backend's driver (pyproject.toml).
-_DRIVER_EXTRAS: Final = {
-    "postgresql": "postgresql",
-    "mysql": "mariadb",
-    "mariadb": "mariadb",
-    "mssql": "mssql",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +53,7 @@ def create_engine(url: str, options: EngineOptions) -> sa.Engine:
 
     A malformed URL, or one naming a driver that is not installed, is a
     :class:`~mpg.errors.ConfigError` naming ``options.url_key`` (and, for a missing
-    driver, the extra that installs it).
+    driver, the fix: :mod:`mpg.db.hints`).
     """
     try:
         url_obj = sa.make_url(url)
@@ -80,10 +73,8 @@ def create_engine(url: str, options: EngineOptions) -> sa.Engine:
     try:
         engine = sa.create_engine(url_obj, **kwargs)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
-        extra = _DRIVER_EXTRAS.get(backend, backend)
         raise errors.ConfigError(
-            f"{options.url_key}: no driver for {url_obj.drivername} ({exc}); "
-            f"install it with: pip install 'mpg[{extra}]'"
+            hints.driver_problem(options.url_key, url_obj.drivername, exc)
         ) from exc
     except sa.exc.ArgumentError as exc:
         raise errors.ConfigError(f"{options.url_key}: {exc}") from exc

@@ -12,7 +12,7 @@ file or derived from the file's name and digest. The Outbox row and an
 ``MpgDropFile`` row are committed together (:mod:`mpg.storage.dropfiles`); only then
 is the file moved to ``processed/``. After a crash in between, the file is found
 again, recognised by its digest and just moved. A file that fails goes to
-``failed/`` with ``NAME.error.txt`` beside it naming the line and the reason.
+``failed/`` with ``NAME.xml.error.txt`` beside it naming the line and the reason.
 """
 
 from __future__ import annotations

@@ -135,8 +135,9 @@ class QueueStore:
 
         Idempotent per ``(sender_account, tx_message_id)``: the same message
         submitted again (same digest, :func:`mpg.server.identity.digest`) gets the
-        first answer again. A different message with the TxMessageId of an accepted
-        one is refused; one that replaces a refused message is decided afresh.
+        first answer again (``served_at_once`` once its receipt was stored). A different
+        message with the TxMessageId of an accepted one is refused; one that replaces
+        a refused message is decided afresh.
         Names the sender may not use are refused (:func:`mpg.server.identity.refusal`).
         Every refusal is that message's alone: the others of the batch go on.
         """
@@ -155,30 +156,10 @@ class QueueStore:
         finds that process's row and answers with its result.
         """
         now = self._clock()
-        results: dict[str, model.SubmitResult] = {}
         writes = _Writes()
+        digests = [identity.digest(m) for m in messages]
         with transactions.begin(self._engine, "submitting messages") as conn:
-            previous = self._previous(conn, sender_account, [m.tx_message_id for m in messages])
-            digests = [identity.digest(m) for m in messages]
-            fresh: list[model.OutgoingMessage] = []
-            first: dict[str, str] = {}  # TxMessageId -> digest of its first occurrence
-            replaced: list[str] = []
-            for msg, digest in zip(messages, digests, strict=True):
-                tx = msg.tx_message_id
-                if tx in first:
-                    continue
-                first[tx] = digest
-                earlier = previous.get(tx)
-                if earlier is None:
-                    fresh.append(msg)
-                elif earlier.ContentDigest in (None, digest):
-                    results[tx] = rows.result_from_json(earlier.SubmitResult)
-                elif earlier.State == MessageState.REFUSED:
-                    replaced.append(tx)  # a corrected message after a refusal
-                    fresh.append(msg)
-                else:
-                    results[tx] = _reused(tx, earlier.MessageId)
-            self._forget_refused(conn, sender_account, replaced)
+            results, fresh, first = self._answered_before(conn, sender_account, messages, digests)
             kinds = self._kinds(
                 conn,
                 [sender_account]
@@ -220,6 +201,50 @@ class QueueStore:
         ]
         return answers, writes.woken
 
+    def _answered_before(
+        self,
+        conn: sa.Connection,
+        sender: str,
+        messages: Sequence[model.OutgoingMessage],
+        digests: Sequence[str],
+    ) -> tuple[dict[str, model.SubmitResult], list[model.OutgoingMessage], dict[str, str]]:
+        """The answers already given, the messages to decide now, each tx's first digest.
+
+        A message submitted before with the same digest gets its first answer
+        (``served_at_once`` once its receipt was stored); one replacing a refused
+        message is decided afresh; another under an accepted TxMessageId is refused.
+        """
+        previous = self._previous(conn, sender, [m.tx_message_id for m in messages])
+        results: dict[str, model.SubmitResult] = {}
+        fresh: list[model.OutgoingMessage] = []
+        first: dict[str, str] = {}  # TxMessageId -> digest of its first occurrence
+        replaced: list[str] = []
+        served: dict[str, str] = {}  # MessageId -> TxMessageId, resubmitted when served
+        for msg, digest in zip(messages, digests, strict=True):
+            tx = msg.tx_message_id
+            if tx in first:
+                continue
+            first[tx] = digest
+            earlier = previous.get(tx)
+            if earlier is None:
+                fresh.append(msg)
+            elif earlier.ContentDigest in (None, digest):
+                results[tx] = rows.result_from_json(earlier.SubmitResult)
+                if earlier.State == MessageState.SERVED:
+                    served[earlier.MessageId] = tx
+            elif earlier.State == MessageState.REFUSED:
+                replaced.append(tx)  # a corrected message after a refusal
+                fresh.append(msg)
+            else:
+                results[tx] = _reused(tx, earlier.MessageId)
+        self._forget_refused(conn, sender, replaced)
+        # Its receipt was stored already: an Outbox row inserted again under the
+        # same id would wait at 20 for a receipt that never comes again.
+        for message_id in self._receipts_stored(conn, list(served)):
+            tx = served[message_id]
+            results[tx] = dataclasses.replace(results[tx], served_at_once=True)
+        return results, fresh, first
+
     @staticmethod
     def _previous(conn: sa.Connection, sender: str, tx_ids: list[str]) -> dict[str, tables.Row]:
         """The earlier messages of ``sender`` with these TxMessageIds, by TxMessageId."""
@@ -232,6 +257,23 @@ class QueueStore:
                 ).where(t.SenderAccount == sender, t.TxMessageId.in_(part))
             )
             found.update({row.TxMessageId: row for row in result})
+        return found
+
+    @staticmethod
+    def _receipts_stored(conn: sa.Connection, message_ids: list[str]) -> set[str]:
+        """The messages among ``message_ids`` whose sender acknowledged their receipt."""
+        r = tables.receive_queue.c
+        found: set[str] = set()
+        for part in transactions.chunks(message_ids):
+            found.update(
+                conn.execute(
+                    sa.select(r.MessageId).where(
+                        r.MessageId.in_(part),
+                        r.Kind == model.DeliveryKind.RECEIPT,
+                        r.State == EntryState.ACKED,
+                    )
+                ).scalars()
+            )
         return found
 
     @staticmethod

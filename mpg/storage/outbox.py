@@ -247,7 +247,14 @@ class OutboxRepository:
     def _claim_rows(
         self, query: Callable[[sa.Dialect], sa.Select[Any]], what: str
     ) -> list[OutboxRow]:
-        """Select and lock rows, then replace their claims by this process's."""
+        """Select and lock rows, then replace their claims by this process's.
+
+        On SQLite the lock is the whole database's write lock, which an ERP's INSERT
+        then has to wait for: it is taken only when a plain read found rows to claim,
+        so the many wake-ups that find nothing never block the ERP.
+        """
+        if self.engine.dialect.name == "sqlite" and not self._any(query, what):
+            return []
         until = timefmt.utc_stamp(self.lease_seconds)
         with transactions.begin(self.engine, what) as conn:
             rows = [OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()]
@@ -268,6 +275,12 @@ class OutboxRepository:
                 )
         return rows
 
+    def _any(self, query: Callable[[sa.Dialect], sa.Select[Any]], what: str) -> bool:
+        """Whether ``query`` finds a row, read without taking a write lock."""
+        with transactions.connect(self.engine, what) as conn:
+            peek = query(conn.dialect).with_only_columns(_o.TxMessageId).limit(1)
+            return conn.execute(peek).first() is not None
+
     def sweep_claims(self) -> int:
         """Delete claims expired for a whole lease; return how many.
 
@@ -276,6 +289,12 @@ class OutboxRepository:
         finished by another). An expired claim binds nobody, so removing it is safe.
         """
         cutoff = timefmt.utc_stamp(-self.lease_seconds)
+        if self.engine.dialect.name == "sqlite":
+            # As in _claim_rows: no write lock (the ERP's too) for nothing to delete.
+            expired = sa.select(_c.TxMessageId).where(_c.LeaseUntil < cutoff).limit(1)
+            with transactions.connect(self.engine, "reading MpgClaim") as conn:
+                if conn.execute(expired).first() is None:
+                    return 0
         with transactions.begin(self.engine, "sweeping expired MpgClaim rows") as conn:
             result = conn.execute(sa.delete(tables.claim).where(_c.LeaseUntil < cutoff))
             return int(result.rowcount or 0)

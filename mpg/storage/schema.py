@@ -102,6 +102,70 @@ def _requirement(type_: Any) -> str:
     )
 
 
+def sqlite_affinity(declared: str) -> str:
+    """The affinity SQLite gives a declared column type (its documented rules, in order)."""
+    name = declared.upper()
+    if "INT" in name:
+        return "INTEGER"
+    if any(part in name for part in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in name or not name.strip():
+        return "BLOB"
+    if any(part in name for part in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+#: Per kind the gateway stores: the SQLite affinities that keep its values unchanged
+#: (0/1 stay integers under NUMERIC; no affinity converts a blob; uuids are 32-char
+#: hex text, which NUMERIC would turn into a number when it looks like one).
+_SQLITE_KEEPS: Final = {
+    "boolean": ("INTEGER", "NUMERIC"),
+    "binary": ("BLOB", "NUMERIC"),
+    "uuid": ("TEXT",),
+    "integer": ("INTEGER", "NUMERIC"),
+}
+
+#: The SQLite spelling to suggest for each kind, in the original DDL's words.
+_SQLITE_SPELLING: Final = {
+    "boolean": "bit",
+    "binary": "varbinary",
+    "uuid": "char(36)",
+    "integer": "int",
+    "text": "nvarchar",
+}
+
+
+def _sqlite_declared(conn: sa.Connection, table: str) -> dict[str, str]:
+    """Column name (lower case) -> the type as declared in the CREATE TABLE."""
+    rows = conn.exec_driver_sql(f'PRAGMA table_info("{table}")').all()
+    return {str(row[1]).lower(): str(row[2]) for row in rows}
+
+
+def _sqlite_verdict(needed: Any, declared: str) -> tuple[bool, str]:
+    """Whether SQLite keeps the gateway's values in a column declared ``declared``;
+    if not, the problem and the spelling to use instead.
+
+    SQLite reflects a type it does not know (``bit``, ``varbinary``,
+    ``uniqueidentifier``) by its affinity only, so the declared text is judged here.
+    """
+    kind, affinity = _kind(needed), sqlite_affinity(declared)
+    if affinity in _SQLITE_KEEPS.get(kind, ()):
+        return True, ""
+    spelling = _SQLITE_SPELLING.get(kind, "text")
+    if kind == "text" and _width(needed):
+        spelling = f"nvarchar({_width(needed)})"
+    change = (
+        "turns a uuid that looks like a number into a number"
+        if kind == "uuid" and affinity == "NUMERIC"
+        else f"does not keep {_requirement(needed)} unchanged"
+    )
+    return False, (
+        f"is declared {declared or '(no type)'}: SQLite gives that {affinity} affinity, "
+        f"which {change}; declare it {spelling}"
+    )
+
+
 def check(conn: sa.Connection) -> Report:
     """Compare every table MPG uses that exists with what MPG needs.
 
@@ -119,6 +183,7 @@ def check(conn: sa.Connection) -> Report:
             missing_tables.append(table.name)
             continue
         found = {c["name"].lower(): c for c in inspector.get_columns(found_name)}
+        declared = _sqlite_declared(conn, found_name) if conn.dialect.name == "sqlite" else {}
         for column in table.columns:
             have = found.get(column.name.lower())
             if have is None:
@@ -127,7 +192,13 @@ def check(conn: sa.Connection) -> Report:
             if column.name in NARROW_OK and _kind(have["type"]) == "text":
                 uri_widths[table.name] = _width(have["type"])
                 continue
-            if not _accepts(column.type, have["type"]):
+            if _accepts(column.type, have["type"]):
+                continue
+            if column.name.lower() in declared and _kind(have["type"]) == "other":
+                keeps, problem = _sqlite_verdict(column.type, declared[column.name.lower()])
+                if not keeps:
+                    problems.append(f"{found_name}.{column.name} {problem}")
+            else:
                 problems.append(
                     f"{found_name}.{column.name} is {_describe(have['type'], conn.dialect)}; "
                     f"needs {_requirement(column.type)}"

@@ -11,9 +11,10 @@ import subprocess
 import sys
 from typing import Any
 
+import click
 import pytest
 
-from mpg.cli import demo
+from mpg.cli import demo, main
 
 CONTRACT_TABLES = ("Outbox", "OutboxAttachment", "Inbox", "InboxAttachment")
 
@@ -201,11 +202,71 @@ def test_bad_config_exits_3_naming_the_key(cli: Cli) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_missing_tables_exit_4(cli: Cli) -> None:
-    """A database without the tables is a database error (exit 4)."""
+def test_status_on_a_database_never_initialised_exits_4_and_creates_nothing(cli: Cli) -> None:
+    """No database file: exit 4 telling to run init-db, and no file made by a read."""
+    for command in (("status",), ("inbox", "list"), ("tail", "--once"), ("history", "tx-1")):
+        done = cli.run(*command)
+        assert done.returncode == 4, command
+        assert done.stderr == (
+            f"mpg: error: database {cli.db} does not exist; "
+            f"create it with `mpg --config {cli.config} init-db`\n"
+        )
+    assert not cli.db.exists()
+
+
+def test_status_on_a_database_without_tables_says_run_init_db(cli: Cli) -> None:
+    """An empty database file: exit 4 naming the missing table and the command to run."""
+    cli.sql("CREATE TABLE other (x INTEGER)")
     done = cli.run("status")
     assert done.returncode == 4
-    assert done.stderr.startswith("mpg: error: ")
+    assert "no Outbox table in sqlite:///" in done.stderr
+    assert "create the tables with `mpg --config" in done.stderr
+
+
+def test_status_without_any_configuration_exits_3_and_creates_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    """No --config, no $MPG_CONFIG, no ./mpg.toml: say so, and leave no mpg.db behind."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPG_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mpg.cli.main", "status"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert "no configuration found (looked for --config, $MPG_CONFIG and ./mpg.toml)" in (
+        done.stderr
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_imports_no_command_database_or_settings_library() -> None:
+    """`mpg --help` lists every command without importing them (it is the first thing run)."""
+    probe = (
+        "import sys\n"
+        "from mpg.cli import main\n"
+        "main.run_cli(['--help'])\n"
+        "heavy = [m for m in ('sqlalchemy', 'pydantic', 'structlog', 'mpg.cli.demo') "
+        "if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "HEAVY []" in done.stdout
+    for name in main.COMMANDS:
+        assert name in done.stdout
+
+
+def test_every_listed_command_imports_to_a_click_command() -> None:
+    """The table behind `mpg --help` points at real commands."""
+    group = main.cli
+    for name in main.COMMANDS:
+        assert isinstance(group.get_command(click.Context(group), name), click.Command)
 
 
 def test_unknown_option_is_a_usage_error(cli: Cli) -> None:
@@ -358,3 +419,4 @@ def test_attachment_fetch_downloads_an_on_demand_file(cli: Cli) -> None:
         assert stored == payload
     finally:
         procs.stop()
+        files.release()

@@ -152,3 +152,20 @@ def test_content_parse_of_a_bad_file_names_it(cli: Cli) -> None:
     done = cli.run("content", "parse", "bad.xml")
     assert done.returncode == 1
     assert "bad.xml: expected a <content> document, got <nope>" in done.stderr
+
+
+UNSAFE = '<?xml version="1.0"?><!DOCTYPE c [<!ENTITY x "boom">]><content>&x;</content>'
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("content", "parse", "unsafe.xml"), ("content", "reply", "--in-reply-to", "unsafe.xml")],
+)
+def test_an_unsafe_file_gets_the_same_exit_from_parse_and_reply(
+    cli: Cli, command: tuple[str, ...]
+) -> None:
+    """A DTD in the file is refused with exit 1 naming the file, whichever command reads it."""
+    (cli.root / "unsafe.xml").write_text(UNSAFE, encoding="utf-8")
+    done = cli.run(*command)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("mpg: error: unsafe.xml: ")

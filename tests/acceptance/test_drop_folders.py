@@ -208,8 +208,11 @@ def test_receiving_gateway_killed_between_store_and_file_writes_the_file_once(
     world.start_server()
     a, b = world.gateway("erp-a"), world.gateway("erp-b")
     a.run()
-    crashing = b.run(env={**folders(b, inbound=True), "MPG_FAILPOINTS": "inbound.after_store"})
     a.mpg("send", "--to", "erp-b", "--subject", "crash once", "--tx-id", "tx-crash")
+    # Queued for B before B starts: the failpoint is reached after every fetch, so an
+    # empty first long poll (a slow machine) would kill B before the message came.
+    a.wait_state("tx-crash", 20)
+    crashing = b.run(env={**folders(b, inbound=True), "MPG_FAILPOINTS": "inbound.after_store"})
     assert crashing.wait(timeout=60) == -signal.SIGKILL
     assert inbox_count(b) == 1
     assert inbound_files(b) == []

@@ -31,9 +31,9 @@ def test_status_warns_about_a_stuck_message(offline: Gateway) -> None:
     """A row sitting in 20 past stuck_after is listed as stuck, text and JSON."""
     put_row(offline, "stuck-1", 20)
     put_row(offline, "fresh-1", 10)
-    report = json.loads(offline.mpg("status", "--json").stdout)
+    report = json.loads(offline.mpg("status", "--json", check=False).stdout)
     assert [row["tx_message_id"] for row in report["stuck"]] == ["stuck-1"]
-    text = offline.mpg("status").stdout
+    text = offline.mpg("status", check=False).stdout
     assert "WARNING: 1 message(s) stuck" in text
     assert "stuck-1 state 20" in text
 
@@ -42,7 +42,7 @@ def test_status_has_no_warning_when_nothing_is_stuck(offline: Gateway) -> None:
     """Rows waiting in 10 or final are not stuck."""
     put_row(offline, "ready-1", 10)
     put_row(offline, "done-1", 29)
-    assert "WARNING" not in offline.mpg("status").stdout
+    assert "WARNING" not in offline.mpg("status", check=False).stdout
 
 
 def history_steps(gw: Gateway, tx: str) -> list[tuple[int | None, int]]:
@@ -188,24 +188,28 @@ def test_history_shows_a_recall(world: World) -> None:
 
 
 def test_status_reports_an_unreachable_server_and_a_locked_database(offline: Gateway) -> None:
-    """`mpg status` runs the readiness checks: server down, database locked, both named."""
-    report = json.loads(offline.mpg("status", "--json").stdout)
+    """`mpg status` runs the readiness checks: server down (exit 5), database locked (exit 4)."""
+    done = offline.mpg("status", "--json", check=False)
+    assert done.returncode == 5
+    report = json.loads(done.stdout)
     assert report["ready"]["database"] == "ok"
     assert "unreachable" in report["ready"]["server"]
     conn = sqlite3.connect(str(offline.db), timeout=10, isolation_level=None)
     try:
         conn.execute("BEGIN EXCLUSIVE")
         # Reading still works in WAL mode, so the counts are there; writing would not.
-        text = offline.mpg("status").stdout
+        done = offline.mpg("status", check=False)
     finally:
         conn.close()
-    assert "database: database not writable" in text
+    assert done.returncode == 4
+    assert "database: database not writable" in done.stdout
 
 
 def test_status_says_ready_when_the_server_answers(world: World) -> None:
     """With the server up and the database free both checks read ok."""
     world.start_server()
     gw = world.gateway("erp")
+    # mpg() fails the test on a non-zero exit: ready means exit 0.
     assert json.loads(gw.mpg("status", "--json").stdout)["ready"] == {
         "database": "ok",
         "server": "ok",

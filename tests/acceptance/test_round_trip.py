@@ -204,14 +204,16 @@ def test_receiving_gateway_killed_between_store_and_ack_keeps_the_message_once(
     world.start_server()
     a, b = world.gateway("erp-a"), world.gateway("erp-b")
     a.run()
-    crashing = b.run(env={"MPG_FAILPOINTS": "inbound.after_store"})
     path = world.root / "a.bin"
     path.write_bytes(b"\x00\x01" * 1000)
     erp_sends_approval(a, "tx-crash", "erp-b", f"{path}|1")
+    # Queued for B before B starts: the failpoint is reached after every fetch, so an
+    # empty first long poll (a slow machine) would kill B before the message came.
+    a.wait_state("tx-crash", 20)
+    crashing = b.run(env={"MPG_FAILPOINTS": "inbound.after_store"})
 
     assert crashing.wait(timeout=60) == -signal.SIGKILL
     assert len(b.inbox()) == 1
-    a.wait_state("tx-crash", 20)
 
     b.run()
     a.wait_state("tx-crash", 29)  # only after B acknowledged the redelivery

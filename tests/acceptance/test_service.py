@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from subprocess import CompletedProcess
 
 import pytest
 from harness import DEADLINE, World, wait_for
@@ -75,15 +78,37 @@ def test_server_process_speaks_the_notify_protocol(
     assert proc.wait(timeout=DEADLINE) == 0
 
 
-@pytest.mark.parametrize("role", ["gateway", "server"])
-def test_service_install_writes_a_unit_systemd_accepts(world: World, role: str) -> None:
-    """The unit written by `mpg service install` passes `systemd-analyze verify`."""
-    config = world.server_config
+@pytest.fixture
+def service_home() -> Iterator[pathlib.Path]:
+    """A folder a service can reach (not under /tmp, which PrivateTmp hides from it)."""
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="mpg-service-test-", dir=pathlib.Path.home()))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def service_config(world: World, role: str, folder: pathlib.Path) -> pathlib.Path:
+    """A configuration for ``role`` whose every file is in ``folder``."""
+    (folder / "data").mkdir()
+    shutil.copy(world.root / "server.pem", folder / "server.pem")
+    (folder / "cred").write_text("k1.secret\n")
+    config = folder / f"{role}.toml"
     if role == "gateway":
-        world.mpg(world.server_config, "server", "init")
-        config = world.gateway("erp").config
-    units = world.root / "units"
-    out = world.mpg(
+        config.write_text(
+            '[gateway]\naccount = "erp@example.com"\ndatabase_url = "sqlite:///gw.db"\n'
+            f'server_url = "https://127.0.0.1:{world.port}"\nsecret_file = "cred"\n'
+        )
+    else:
+        config.write_text(
+            '[server]\ndatabase_url = "sqlite:///server.db"\ndata_dir = "data"\n'
+            'tls_cert = "server.pem"\ntls_key = "server.pem"\n'
+        )
+    return config
+
+
+def install(world: World, config: pathlib.Path, role: str, *args: str) -> CompletedProcess[str]:
+    return world.mpg(
         config,
         "service",
         "install",
@@ -92,11 +117,23 @@ def test_service_install_writes_a_unit_systemd_accepts(world: World, role: str) 
         "--config",
         str(config),
         "--unit-dir",
-        str(units),
+        str(world.root / "units"),
         "--no-enable",
-    ).stdout
-    unit = units / f"mpg-{role}.service"
-    assert f"wrote {unit}" in out
+        *args,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("role", ["gateway", "server"])
+def test_service_install_writes_a_unit_systemd_accepts(
+    world: World, role: str, service_home: pathlib.Path
+) -> None:
+    """The unit written by `mpg service install` passes `systemd-analyze verify`."""
+    config = service_config(world, role, service_home)
+    done = install(world, config, role, "--user", getpass.getuser())
+    assert done.returncode == 0, done.stderr
+    unit = world.root / "units" / f"mpg-{role}.service"
+    assert f"wrote {unit}" in done.stdout
     text = unit.read_text()
     assert "Type=notify" in text
     assert f"--config {config}" in text
@@ -111,6 +148,29 @@ def test_service_install_writes_a_unit_systemd_accepts(world: World, role: str) 
     ours = [line for line in done.stderr.splitlines() if unit.name in line]
     assert done.returncode == 0, done.stderr
     assert ours == [], done.stderr
+
+
+def test_service_install_refuses_a_user_that_does_not_exist(
+    world: World, service_home: pathlib.Path
+) -> None:
+    """No unit is written for a User= systemd could not start it as; the fix is named."""
+    config = service_config(world, "gateway", service_home)
+    done = install(world, config, "gateway", "--user", "mpg-no-such-user")
+    assert done.returncode == 1
+    assert "user mpg-no-such-user does not exist: create it (sudo useradd --system" in done.stderr
+    assert not (world.root / "units").exists()
+
+
+def test_service_install_refuses_paths_the_service_cannot_see(world: World) -> None:
+    """A configuration and database under /tmp would be invisible behind PrivateTmp=yes."""
+    world.mpg(world.server_config, "server", "init")
+    config = world.gateway("erp").config  # in the test's folder under /tmp
+    done = install(world, config, "gateway", "--user", getpass.getuser())
+    assert done.returncode == 1
+    assert f"{config} is under /tmp, which the service does not see (PrivateTmp=yes)" in (
+        done.stderr
+    )
+    assert not (world.root / "units").exists()
 
 
 def log_events(world: World, name: str, event: str) -> list[dict[str, object]]:
@@ -149,6 +209,9 @@ def test_sighup_reloads_what_is_safe_and_keeps_running(world: World) -> None:
 def test_server_survives_sighup(world: World) -> None:
     """The server applies the log settings on SIGHUP and keeps serving."""
     proc = world.start_server()
+    # The socket listens before the SIGHUP handler is installed; the lifespan's
+    # server_started event comes after it (systemd, too, reloads only after READY=1).
+    wait_for("the server to start", lambda: log_events(world, "server", "server_started"))
     proc.send_signal(signal.SIGHUP)
     wait_for("the reload", lambda: log_events(world, "server", "config_reloaded"))
     assert proc.poll() is None

@@ -1,5 +1,6 @@
 """The database restarts under a running gateway: it keeps running, retries and
-resumes, and every row is still sent exactly once (PostgreSQL, MariaDB)."""
+resumes, and every row is still sent exactly once (PostgreSQL, MariaDB). The gateway
+is a process; the push server, only its counterpart, runs in this one (``local_world``)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ def _readiness(port: int) -> int | None:
 
 
 def test_gateway_survives_a_database_restart(
-    world: World, database_server: tuple[dbservers.Server, str]
+    local_world: World, database_server: tuple[dbservers.Server, str]
 ) -> None:
     """Rows inserted before and after a server restart all reach 20, each claimed once."""
     server, url = database_server
+    world = local_world
     world.start_server()
     world.gateway("erp-b")
     sender = world.gateway("erp-a", database_url=url)
@@ -38,11 +40,12 @@ def test_gateway_survives_a_database_restart(
 
 
 def test_readiness_and_status_show_a_lost_database(
-    world: World, database_server: tuple[dbservers.Server, str]
+    local_world: World, database_server: tuple[dbservers.Server, str]
 ) -> None:
     """While the database is down /readyz answers 503 and `mpg status` fails with the
     database exit code; both recover when it is back, and the gateway kept running."""
     server, url = database_server
+    world = local_world
     world.start_server()
     world.gateway("erp-b")
     sender = world.gateway("erp-a", database_url=url)

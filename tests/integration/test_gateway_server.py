@@ -1,4 +1,5 @@
-"""The gateway's workers, in this process, against a real server process over TLS."""
+"""The gateway's workers against a real server over TLS on loopback, both in this process
+(``local_world``: no process is needed to check what the workers do with the answers)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from harness import Gateway as GatewayFiles
-from harness import World, wait_for
+from harness import World
 
 from mpg import config, errors
 from mpg.gateway import runner
@@ -57,10 +58,10 @@ def open_gateway(files: GatewayFiles, **overrides: object) -> runner.Gateway:
 
 
 @pytest.fixture
-def pair(world: World) -> Iterator[tuple[World, GatewayFiles, GatewayFiles]]:
+def pair(local_world: World) -> Iterator[tuple[World, GatewayFiles, GatewayFiles]]:
     """A running server, accounts A and B, and their databases (no gateway running)."""
-    world.start_server()
-    return world, world.gateway("erp-a"), world.gateway("erp-b")
+    local_world.start_server()
+    return local_world, local_world.gateway("erp-a"), local_world.gateway("erp-b")
 
 
 def test_invalid_row_goes_to_99_naming_the_field_while_the_others_flow(
@@ -110,10 +111,11 @@ def test_unknown_recipients_are_reported_not_dropped(
 
 
 def test_server_down_keeps_rows_in_flight_and_they_go_out_when_it_returns(
-    world: World,
+    local_world: World,
 ) -> None:
     """A transient failure never reaches 99: the row waits at 12 and is resumed."""
-    world.mpg(world.server_config, "server", "init")
+    world = local_world
+    world.init_server()
     files = world.gateway("erp-a")
     world.gateway("erp-b")
     add(files, "patient")
@@ -124,8 +126,7 @@ def test_server_down_keeps_rows_in_flight_and_they_go_out_when_it_returns(
         row = files.outbox_row("patient")
         assert row is not None
         assert row["State"] == S.ATTACHMENTS_UPLOADED
-        world.start(world.server_config, "server", name="server")
-        wait_for("the server to listen", world.listening)
+        world.start_server()
         gw.outbound.run_once()
     finally:
         gw.stop()
@@ -134,10 +135,10 @@ def test_server_down_keeps_rows_in_flight_and_they_go_out_when_it_returns(
     assert row["State"] == S.WAITING
 
 
-def test_rows_not_sent_within_the_send_timeout_go_to_97(world: World) -> None:
+def test_rows_not_sent_within_the_send_timeout_go_to_97(local_world: World) -> None:
     """With the server unreachable, the sweep times rows out with a readable log."""
-    world.mpg(world.server_config, "server", "init")
-    files = world.gateway("erp-a")
+    local_world.init_server()
+    files = local_world.gateway("erp-a")
     add(files, "late")
     gw = open_gateway(files, send_timeout=0.5)
     try:

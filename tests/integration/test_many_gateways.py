@@ -5,6 +5,7 @@ The proof is on both sides: every row ends in State 20 with one 10 -> 12 step in
 history, and the processes' ``batch_submitted`` log events add up to exactly the
 number of rows, so no row was submitted twice (the server would have accepted a
 repeat silently, being idempotent). The full 5,000 rows run under ``-m slow``.
+The gateways are processes; the push server runs in this one (``local_world``).
 """
 
 from __future__ import annotations
@@ -63,16 +64,16 @@ def run_gateways(world: World, db_url: str, processes: int, rows: int) -> None:
 
 @pytest.mark.parametrize("processes", [2, 3])
 def test_gateway_processes_send_each_row_exactly_once(
-    world: World, database_server: tuple[dbservers.Server, str], processes: int
+    local_world: World, database_server: tuple[dbservers.Server, str], processes: int
 ) -> None:
     """500 rows, 2 or 3 gateway processes on one Outbox: each row submitted once."""
-    run_gateways(world, database_server[1], processes, 500)
+    run_gateways(local_world, database_server[1], processes, 500)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", [2, 3])
 def test_gateway_processes_send_5000_rows_exactly_once(
-    world: World, database_server: tuple[dbservers.Server, str], processes: int
+    local_world: World, database_server: tuple[dbservers.Server, str], processes: int
 ) -> None:
     """5,000 rows, 2 or 3 gateway processes on one Outbox: each row submitted once."""
-    run_gateways(world, database_server[1], processes, 5000)
+    run_gateways(local_world, database_server[1], processes, 5000)

@@ -549,3 +549,21 @@ def test_existing_transmit_queue_gets_the_digest_column(
     assert tables.create_tables(engine) == []
     assert "ContentDigest" in {c["name"] for c in sa.inspect(engine).get_columns("TransmitQueue")}
     assert q.submit(SENDER, [message(("bob",), tx="old", body="<changed/>")]) == [old]
+
+
+def test_same_message_again_after_its_receipt_was_stored_is_served_at_once(
+    q: queues.QueueStore,
+) -> None:
+    """Resubmitted once its sender stored the receipt, the message is answered served at
+    once: the re-inserted Outbox row goes to 29 instead of waiting for a second receipt."""
+    original = message(("bob",), tx="done")
+    [first] = q.submit(SENDER, [original])
+    assert q.submit(SENDER, [original]) == [first]  # receipt not yet stored: as first
+    [delivery] = q.fetch("bob@example.com", 10, 60).deliveries
+    q.ack("bob@example.com", [delivery.rx_message_id])
+    [receipt] = q.fetch(SENDER, 10, 60).receipts
+    assert q.submit(SENDER, [original]) == [first]  # receipt leased, not stored
+    q.ack(SENDER, [receipt.entry_id])
+    [again] = q.submit(SENDER, [original])
+    assert again == dataclasses.replace(first, served_at_once=True)
+    assert q.fetch("bob@example.com", 10, 60) == model.FetchBatch()

@@ -55,14 +55,58 @@ def test_mpg_config_variable_names_the_file(
     assert config.load().log.level == "debug"
 
 
-def test_unknown_key_is_named(tmp_path: pathlib.Path) -> None:
-    """A misspelt key fails naming section.key and the environment variable."""
+def test_unknown_key_is_named_with_the_key_meant(tmp_path: pathlib.Path) -> None:
+    """A misspelt key in the file fails naming section.key, the file and the right key."""
     path = _write(tmp_path, "[gateway]\nbatch_sise = 10\n")
     with pytest.raises(errors.ConfigError) as caught:
         config.load(path)
-    assert "gateway.batch_sise" in str(caught.value)
-    assert "unknown key" in str(caught.value)
-    assert "MPG_GATEWAY__BATCH_SISE" in str(caught.value)
+    message = str(caught.value)
+    assert (
+        f"gateway.batch_sise: unknown key (in {path}); did you mean gateway.batch_size?" in message
+    )
+    assert "MPG_" not in message
+
+
+def test_unknown_section_in_the_file_names_the_section_meant(tmp_path: pathlib.Path) -> None:
+    """[gatway] is an unknown section, and no environment variable is offered as the fix."""
+    path = _write(tmp_path, "[gatway]\naccount = 'x'\n")
+    with pytest.raises(errors.ConfigError) as caught:
+        config.load(path)
+    assert f"gatway: unknown section (in {path}); did you mean [gateway]?" in str(caught.value)
+    assert "MPG_" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        # A misspelt key is named as the variable it is, with the one meant.
+        (
+            "MPG_GATEWAY__POLL_INTERVALL",
+            "environment variable MPG_GATEWAY__POLL_INTERVALL: unknown key; "
+            "did you mean MPG_GATEWAY__POLL_INTERVAL?",
+        ),
+        # A misspelt section would silently change nothing: it is refused.
+        (
+            "MPG_GATWAY__ACCOUNT",
+            "environment variable MPG_GATWAY__ACCOUNT: no section gatway; "
+            "did you mean MPG_GATEWAY__ACCOUNT?",
+        ),
+        # A whole section in one variable is no traceback but says how to set keys.
+        (
+            "MPG_GATEWAY",
+            "environment variable MPG_GATEWAY: a section cannot be set whole; "
+            "set MPG_GATEWAY__<KEY> for each key",
+        ),
+    ],
+)
+def test_a_misspelt_environment_variable_is_named_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, variable: str, message: str
+) -> None:
+    """The variable is reported as a variable (not a file key), with the one fix."""
+    monkeypatch.setenv(variable, "2")
+    with pytest.raises(errors.ConfigError) as caught:
+        config.load()
+    assert str(caught.value) == "bad configuration: " + message
 
 
 def test_out_of_range_value_is_named_with_reason(tmp_path: pathlib.Path) -> None:
@@ -75,7 +119,9 @@ def test_out_of_range_value_is_named_with_reason(tmp_path: pathlib.Path) -> None
 def test_bad_environment_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad value from the environment names the same key."""
     monkeypatch.setenv("MPG_LOG__LEVEL", "loud")
-    with pytest.raises(errors.ConfigError, match=r"log\.level"):
+    with pytest.raises(
+        errors.ConfigError, match=r"environment variable MPG_LOG__LEVEL \(log\.level\)"
+    ):
         config.load()
 
 
@@ -197,3 +243,10 @@ def test_attachment_dir_resolves_relative_to_the_config_file(tmp_path: pathlib.P
     """attachment_dir, like other paths, is relative to the file that names it."""
     path = _write(tmp_path, '[gateway]\ninbound_attachments = "files"\nattachment_dir = "att"\n')
     assert config.load(path).gateway.attachment_dir == tmp_path / "att"
+
+
+def test_in_flight_cap_below_one_body_is_refused_naming_both_keys(tmp_path: pathlib.Path) -> None:
+    """max_inflight_bytes < max_request_bytes would refuse every large upload (503)."""
+    path = _write(tmp_path, "[server]\nmax_request_bytes = 4096\nmax_inflight_bytes = 2048\n")
+    with pytest.raises(errors.ConfigError, match="max_inflight_bytes must be at least"):
+        config.load(path)

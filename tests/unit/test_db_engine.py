@@ -61,7 +61,7 @@ def test_a_bad_url_is_a_config_error_naming_the_programs_key(
     """Each program's errors name its own configuration key."""
     with pytest.raises(errors.ConfigError, match=rf"^{key}: "):
         create("not a url")
-    with pytest.raises(errors.ConfigError, match=rf"^{key}: no driver .*pip install"):
+    with pytest.raises(errors.ConfigError, match=rf"^{key}: MPG has no driver"):
         create("postgresql+nosuchdriver://h/db")
 
 

@@ -120,6 +120,18 @@ def test_level_filters_lower_events() -> None:
     assert [e["event"] for e in _json_lines(stream)] == ["loud"]
 
 
+@pytest.mark.parametrize("library", ["httpx", "httpcore.connection", "apscheduler.scheduler"])
+def test_http_client_and_scheduler_info_lines_are_quiet_unless_debug(library: str) -> None:
+    """A line per HTTP request or scheduler start is noise at info, shown at debug."""
+    stream = _configure(level="info")
+    logging.getLogger(library).info("HTTP Request: POST https://x/fetch")
+    logging.getLogger(library).warning("real trouble")
+    assert [e["event"] for e in _json_lines(stream)] == ["real trouble"]
+    stream = _configure(level="debug")
+    logging.getLogger(library).info("HTTP Request: POST https://x/fetch")
+    assert [e["event"] for e in _json_lines(stream)] == ["HTTP Request: POST https://x/fetch"]
+
+
 def test_console_format_is_not_json_and_still_redacts() -> None:
     """format = console renders readable lines, still without secrets."""
     stream = _configure(fmt="console")

@@ -1,0 +1,45 @@
+"""An ERP writing to a SQLite Outbox is never refused because the gateway holds the lock."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from mpg.storage import database, outbox, states
+
+GATEWAY = "erp-a@example.com"
+
+
+@pytest.fixture
+def sqlite_file(tmp_path: pathlib.Path) -> Iterator[tuple[pathlib.Path, sa.Engine]]:
+    path = tmp_path / "erp.db"
+    engine = database.create_engine(f"sqlite:///{path}")
+    database.init_db(engine)
+    yield path, engine
+    engine.dispose()
+
+
+def test_claim_with_nothing_ready_needs_no_write_lock(
+    sqlite_file: tuple[pathlib.Path, sa.Engine],
+) -> None:
+    """A wake-up that finds no ready row reads only: it works while the ERP holds the lock."""
+    path, engine = sqlite_file
+    repo = outbox.OutboxRepository(engine, GATEWAY, "utc", instance="a")
+    with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as erp:
+        erp.execute("BEGIN IMMEDIATE")
+        erp.execute(
+            'INSERT INTO "Outbox" ("TxMessageId", "State", "Priority") VALUES (?, ?, ?)',
+            ("tx-uncommitted", states.OutboxState.READY, "N"),
+        )
+        # The claim of a gateway holding the write lock would wait out its busy timeout
+        # and fail with "database is locked"; reading needs no lock in WAL mode.
+        assert repo.claim(10) == []
+        assert repo.take_over(10) == []
+        assert repo.sweep_claims() == 0
+        erp.execute("COMMIT")
+    assert [r.tx_message_id for r in repo.claim(10)] == ["tx-uncommitted"]
