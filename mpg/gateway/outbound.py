@@ -290,22 +290,30 @@ class OutboundWorker:
         if moved:
             faults.reach(faults.OUTBOUND_CLAIMED_12)
         moved = set(
-            self._repo.transition(
-                [(w.tx, f"uploading {len(w.valid.attachments)} attachment(s)") for w in files],
-                S.READY,
-                S.ATTACHMENTS_UPLOADING,
+            self._repo.start_uploads(
+                [
+                    (
+                        w.tx,
+                        f"uploading {len(w.valid.attachments)} attachment(s)",
+                        [
+                            model.AttachmentInfo(
+                                a.seq_no,
+                                a.file_name,
+                                a.file_type,
+                                a.file_size,
+                                a.download_flag,
+                                sha256="",
+                            )
+                            for a in w.valid.attachments
+                        ],
+                        [a.path for a in w.valid.attachments],
+                    )
+                    for w in files
+                ]
             )
         )
         for w in files:
-            v = w.valid
             if w.tx in moved:
-                infos = [
-                    model.AttachmentInfo(
-                        a.seq_no, a.file_name, a.file_type, a.file_size, a.download_flag, sha256=""
-                    )
-                    for a in v.attachments
-                ]
-                self._repo.add_attachments(None, w.tx, infos, [a.path for a in v.attachments])
                 w.state = S.ATTACHMENTS_UPLOADING
                 work.append(w)
         if moved:

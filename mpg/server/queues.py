@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 import structlog
@@ -48,6 +48,13 @@ from mpg.wire import model
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[frozenset[str]], None]
+
+#: Most bytes of messages one fetch answer carries (by :func:`rows.delivery_bytes`'
+#: upper bound): half the 16 MiB document the receiving side's XML parser accepts
+#: (:data:`mpg.wire.xmlsafe.MAX_BYTES`), so an answer always parses. A message larger
+#: than this on its own still goes out alone: it was accepted in a submit of the same
+#: limit.
+MAX_FETCH_BYTES: Final = 8 * 1024 * 1024
 
 
 class _Sequence:
@@ -586,9 +593,17 @@ class QueueStore:
         """
         now = self._clock()
         with transactions.begin(self._engine, "fetching entries") as conn:
-            entries, expired_ids = self._lease(conn, account, max_items, now, lease_seconds)
+            candidates, expired = self._candidates(conn, account, max_items, now)
+            messages = self._messages(
+                conn, [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
+            )
+            entries = rows.within_budget(
+                candidates, [_answer_bytes(e, messages) for e in candidates], MAX_FETCH_BYTES
+            )
             if not entries:
                 return model.FetchBatch()
+            expired_ids = expired & {e.EntryId for e in entries}
+            self._lease(conn, entries, expired_ids, now, lease_seconds)
             conn.execute(
                 tables.message_event.insert(),
                 [
@@ -605,7 +620,6 @@ class QueueStore:
                 ],
             )
             message_ids = [e.MessageId for e in entries if e.Kind == model.DeliveryKind.MESSAGE]
-            messages = self._messages(conn, message_ids)
             files = self._attachment_infos(conn, message_ids)
         deliveries: list[model.Delivery] = []
         receipts: list[model.Receipt] = []
@@ -626,10 +640,11 @@ class QueueStore:
         return model.FetchBatch(tuple(deliveries), tuple(receipts))
 
     @staticmethod
-    def _lease(
-        conn: sa.Connection, account: str, max_items: int, now: float, lease_seconds: float
+    def _candidates(
+        conn: sa.Connection, account: str, max_items: int, now: float
     ) -> tuple[list[tables.Row], set[str]]:
-        """Lock and lease the entries to deliver; return them and those leased again."""
+        """Lock the entries that may be delivered, in delivery order; return them and
+        the ids of those whose earlier lease ran out."""
         r = tables.receive_queue.c
         columns = (
             r.EntryId,
@@ -658,8 +673,18 @@ class QueueStore:
             .with_for_update(skip_locked=True)
         ).all()
         entries = sorted([*queued, *expired], key=lambda e: (e.PriorityRank, e.CreatedSeq))
-        entries = entries[:max_items]
-        leased_again = {e.EntryId for e in expired} & {e.EntryId for e in entries}
+        return entries[:max_items], {e.EntryId for e in expired}
+
+    @staticmethod
+    def _lease(
+        conn: sa.Connection,
+        entries: list[tables.Row],
+        leased_again: set[str],
+        now: float,
+        lease_seconds: float,
+    ) -> None:
+        """Lease ``entries`` (``leased_again``: those whose earlier lease ran out)."""
+        r = tables.receive_queue.c
         if len(leased_again) < len(entries):
             states.check(EntryState.QUEUED, EntryState.LEASED)
         if leased_again:
@@ -670,7 +695,6 @@ class QueueStore:
                 .where(r.EntryId.in_(part))
                 .values(State=EntryState.LEASED, LeaseUntil=now + lease_seconds)
             )
-        return entries, leased_again
 
     @staticmethod
     def _messages(conn: sa.Connection, message_ids: list[str]) -> dict[str, tables.Row]:
@@ -825,3 +849,10 @@ def _reused(tx_message_id: str, message_id: str) -> model.SubmitResult:
     return model.SubmitResult(
         tx_message_id, False, reason=identity.reused_reason(tx_message_id, message_id)
     )
+
+
+def _answer_bytes(entry: tables.Row, messages: Mapping[str, tables.Row]) -> int:
+    """The most bytes ``entry`` takes in a fetch answer."""
+    if entry.Kind == model.DeliveryKind.MESSAGE:
+        return rows.delivery_bytes(messages[entry.MessageId], entry.VisibleBcc)
+    return rows.RECEIPT_BYTES

@@ -12,7 +12,8 @@ import datetime
 import enum
 import json
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Final, TypeVar
 
 from mpg.server import fanout, identity, tables
 from mpg.server.states import EntryState, MessageState
@@ -182,6 +183,46 @@ def delivery(
         transmit_time=msg.TransmitTime,
         attachments=files,
     )
+
+
+#: Bytes a delivery's XML takes besides its text fields (element names, attributes,
+#: ids, times), and a receipt's whole size: generous upper bounds.
+DELIVERY_OVERHEAD: Final = 2048
+RECEIPT_BYTES: Final = 1024
+#: Text fields of a ``TransmitQueue`` row that travel in each delivery.
+_DELIVERED_TEXT: Final = (
+    "AppCode",
+    "SourceDomain",
+    "AgentSender",
+    "Sender",
+    "ReceiverList",
+    "Subject",
+    "Content",
+    "Keywords",
+)
+_T = TypeVar("_T")
+
+
+def delivery_bytes(msg: tables.Row, visible_bcc: str | None) -> int:
+    """The most bytes ``msg`` can take in a fetch answer: UTF-8 text plus, for each
+    character XML must escape, the longest escape (``&quot;``), plus the overhead."""
+    total = DELIVERY_OVERHEAD
+    for text in (*(getattr(msg, name) for name in _DELIVERED_TEXT), visible_bcc):
+        if text:
+            raw = str(text).encode("utf-8")
+            total += len(raw) + 5 * sum(raw.count(c) for c in b'&<>"')
+    return total
+
+
+def within_budget(items: Sequence[_T], sizes: Sequence[int], budget: int) -> list[_T]:
+    """The longest prefix of ``items`` whose ``sizes`` add up to at most ``budget``,
+    and never less than the first item, so a large message still goes out alone."""
+    total = 0
+    for n, size in enumerate(sizes):
+        total += size
+        if total > budget and n > 0:
+            return list(items[:n])
+    return list(items)
 
 
 def receipt(entry_row: tables.Row) -> model.Receipt:

@@ -611,6 +611,28 @@ class OutboxRepository:
             with transactions.begin(self.engine, "writing OutboxAttachment") as own:
                 apply(own)
 
+    def start_uploads(
+        self, claims: Sequence[tuple[str, str, Sequence[model.AttachmentInfo], Sequence[str]]]
+    ) -> list[str]:
+        """Move rows with attachments 10 -> 11 and write their OutboxAttachment rows, in
+        one transaction, so no crash leaves a row at 11 without them; ``claims`` are
+        (TxMessageId, StatusLog, infos, paths). Returns the ids that moved."""
+        if not claims:
+            return []
+        with transactions.begin(self.engine, "claiming rows with attachments") as conn:
+            moved = set(
+                self.transition(
+                    [(tx, log) for tx, log, _, _ in claims],
+                    states.OutboxState.READY,
+                    states.OutboxState.ATTACHMENTS_UPLOADING,
+                    conn=conn,
+                )
+            )
+            for tx, _, infos, paths in claims:
+                if tx in moved:
+                    self.add_attachments(conn, tx, infos, paths)
+        return [tx for tx, _, _, _ in claims if tx in moved]
+
     def insert(
         self,
         row: Mapping[str, object],

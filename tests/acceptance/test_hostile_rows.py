@@ -111,10 +111,10 @@ def test_poisoned_and_oversized_rows_fail_alone_and_big_rows_go_in_separate_requ
 ) -> None:
     """A 10 MB Content, BLOBs in Content, ReceiverList and TxMessageId -> 99 each with
     the reason; three valid 7 MB rows (too many for one request) are cut into requests
-    that fit and are accepted; the good row behind them all reaches 29."""
+    that fit and are accepted, and reach their recipient in fetch answers that fit its
+    parser; the good row behind them all reaches 29."""
     world.start_server()
-    a, b = world.gateway("erp-a"), world.gateway("erp-b")
-    world.gateway("erp-c")  # receives the big rows; never runs
+    a, b, c = world.gateway("erp-a"), world.gateway("erp-b"), world.gateway("erp-c")
     add(a, "huge", content="x" * (10 * 1024 * 1024), priority="E")
     for n in range(3):
         add(a, f"seven-{n}", to="erp-c", content="y" * (7 * 1000 * 1000), priority="H")
@@ -124,6 +124,7 @@ def test_poisoned_and_oversized_rows_fail_alone_and_big_rows_go_in_separate_requ
     add(a, "good", priority="L")
     b.run()
     a.run()
+    c.run()
 
     failed_with(a, "huge", "invalid Content", "10485760 bytes")
     failed_with(a, "blob-content", "invalid Content", "binary data")
@@ -131,8 +132,9 @@ def test_poisoned_and_oversized_rows_fail_alone_and_big_rows_go_in_separate_requ
     failed_with(a, b"blob-tx", "invalid TxMessageId", "binary data")
     a.wait_state("good", 29)
     for n in range(3):
-        row = a.wait_state(f"seven-{n}", 20)
-        assert row["MessageId"]
+        a.wait_state(f"seven-{n}", 29)
+    got = c.sql('SELECT length("Content") AS n FROM "Inbox"')
+    assert [r["n"] for r in got] == [7_000_000] * 3
     [msg] = b.inbox()
     assert msg["Subject"] == "subject 'good'"
 

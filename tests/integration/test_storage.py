@@ -358,6 +358,21 @@ def test_transition_in_the_callers_transaction_rolls_back_with_it(
     assert repo.attachments(tx) == []
 
 
+def test_start_uploads_moves_and_writes_attachments_in_one_transaction(
+    repo: outbox.OutboxRepository, db_url: str
+) -> None:
+    """10 -> 11 and the OutboxAttachment rows commit together, or neither does."""
+    good, bad = repo.insert({}), repo.insert({})
+    assert repo.start_uploads([(good, "uploading 1", [info(1, 0)], ["/data/a.png"])]) == [good]
+    assert outbox_row(db_url, good)[0] == 11
+    assert [p for _, p in repo.attachments(good)] == ["/data/a.png"]
+
+    with pytest.raises(ValueError, match="1 attachment infos but 0 paths"):
+        repo.start_uploads([(bad, "uploading 1", [info(1, 0)], [])])
+    assert outbox_row(db_url, bad)[0] == 10
+    assert repo.attachments(bad) == []
+
+
 def test_add_attachments_replaces_earlier_rows(repo: outbox.OutboxRepository) -> None:
     """Redoing a claim after a crash leaves one set of OutboxAttachment rows, by SeqNo."""
     tx = repo.insert({"AttachmentList": "/d/a.png;/d/b.pdf"})
