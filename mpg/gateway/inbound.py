@@ -105,7 +105,9 @@ class InboundWorker:
                 if delivery.rx_message_id in new and delivery.content_type == "RECALL":
                     self._apply_recall(delivery)
             log.info("messages_stored", new=len(new), repeated=len(batch.deliveries) - len(new))
-        faults.reach(faults.INBOUND_AFTER_STORE)
+            # Only after a store: an empty fetch reaching it would kill a test's
+            # receiver before its message arrived.
+            faults.reach(faults.INBOUND_AFTER_STORE)
         if batch.receipts:
             self._apply_receipts(batch.receipts)
             faults.reach(faults.INBOUND_AFTER_RECEIPTS)
