@@ -28,7 +28,7 @@ checks.
 Registration codes (part 4) are bearer secrets an admin hands out or reads aloud:
 19 random characters of Crockford's base32 (95 bits; no I, L, O, U; case-insensitive;
 O read as 0, I and L as 1) and one Luhn mod 32 check character, in five groups of four:
-``7K2M-Q9XD-4HVT-8NPC-3RW5``. The check character catches every single mistyped
+``WXWC-BYB6-WK95-2SWA-0438``. The check character catches every single mistyped
 character before a lookup; the server stores only :func:`registration_code_digest`.
 
 Defaults and the reasoning: docs/devices.md, "Verification mail and codes".
@@ -354,7 +354,7 @@ _READ_AS: Final = str.maketrans("OIL", "011")
 
 
 def new_registration_code(*, randbelow: RandBelow = secrets.randbelow) -> str:
-    """A new registration code, e.g. ``7K2M-Q9XD-4HVT-8NPC-3RW5`` (95 random bits)."""
+    """A new registration code, e.g. ``WXWC-BYB6-WK95-2SWA-0438`` (95 random bits)."""
     payload = "".join(ALPHABET[randbelow(len(ALPHABET))] for _ in range(RANDOM_CHARS))
     return _grouped(payload + ALPHABET[_luhn_check_value(payload)])
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
 import random
+import re
 import tracemalloc
 
 import pytest
@@ -334,3 +336,10 @@ def test_the_stored_digest_is_found_from_any_spelling_of_the_code() -> None:
     digest = v.registration_code_digest(KEY, code)
     assert v.registration_code_digest(KEY, code.lower().replace("-", "")) == digest
     assert code.encode() not in digest
+
+
+def test_the_example_code_in_the_docs_is_a_valid_code() -> None:
+    docs = (pathlib.Path(__file__).parents[2] / "docs" / "devices.md").read_text(encoding="utf-8")
+    example = re.search(r"^([0-9A-Z]{4}(?:-[0-9A-Z]{4}){4})$", docs, re.MULTILINE)
+    assert example is not None
+    assert v.parse_registration_code(example.group(1)) == example.group(1)
