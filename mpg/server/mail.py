@@ -127,16 +127,23 @@ def verification_message(
 
 
 def _checked_address(to: str) -> str:
-    """``to`` when it is one bare address (no display name, no line breaks)."""
+    """``to`` when it is one bare address (no display name, no line breaks), its domain
+    in ASCII (IDNA): every mail server takes that, while a non-ASCII address needs the
+    server's SMTPUTF8, so a non-ASCII local part is refused rather than failing later."""
     if len(to) > MAX_ADDRESS_CHARS:
         raise errors.ValidationError("email", f"longer than {MAX_ADDRESS_CHARS} characters")
+    if not to.rpartition("@")[0].isascii():
+        raise errors.ValidationError(
+            "email", "the part before @ has non-ASCII characters, which is not supported"
+        )
     try:
         parsed = email.headerregistry.Address(addr_spec=to)
+        if not parsed.username or not parsed.domain or parsed.addr_spec != to:
+            raise ValueError("user@domain expected")
+        domain = parsed.domain.encode("idna").decode("ascii")
     except (ValueError, IndexError, email.errors.HeaderParseError) as exc:
         raise errors.ValidationError("email", f"not an e-mail address: {exc}") from None
-    if not parsed.username or not parsed.domain or parsed.addr_spec != to:
-        raise errors.ValidationError("email", "not an e-mail address (user@domain expected)")
-    return to
+    return email.headerregistry.Address(username=parsed.username, domain=domain).addr_spec
 
 
 class _Transient(Exception):
@@ -209,8 +216,7 @@ class Mailer:
             raise _Transient(f"{where}: connection lost: {exc}") from exc
         except smtplib.SMTPNotSupportedError as exc:
             raise errors.MailError(
-                f"mail server {where} does not support what server.mail_security or "
-                f"mail_username need: {exc}"
+                f"mail server {where} lacks what server.mail_security or mail_username need: {exc}"
             ) from None
         except smtplib.SMTPException as exc:
             raise errors.MailError(f"mail server {where}: {exc}") from None

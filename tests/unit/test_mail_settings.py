@@ -126,6 +126,7 @@ def test_the_message_has_a_plain_and_an_html_part_with_the_code() -> None:
         "no-at-sign",
         "@example.org",
         "x" * 250 + "@example.org",
+        "jörg@example.org",
     ],
 )
 def test_anything_but_one_bare_address_is_refused(address: str) -> None:
@@ -133,3 +134,27 @@ def test_anything_but_one_bare_address_is_refused(address: str) -> None:
         mail.verification_message(
             sender="noreply@example.org", to=address, code="1", valid_for=dt.timedelta(minutes=5)
         )
+
+
+def test_a_domain_in_another_script_is_sent_in_its_ascii_form() -> None:
+    message = mail.verification_message(
+        sender="noreply@example.org",
+        to="anna@müller.example",
+        code="1",
+        valid_for=dt.timedelta(minutes=5),
+    )
+    assert message["To"] == "anna@xn--mller-kva.example"
+
+
+def test_the_html_part_escapes_what_the_address_may_hold() -> None:
+    message = mail.verification_message(
+        sender="noreply@example.org",
+        to='"<b>x</b>"@example.org',
+        code="1",
+        valid_for=dt.timedelta(minutes=5),
+    )
+    assert message["To"] == '"<b>x</b>"@example.org'
+    html = message.get_body(("html",))
+    assert html is not None
+    assert "&lt;b&gt;x&lt;/b&gt;" in html.get_content()
+    assert "<b>" not in html.get_content()
