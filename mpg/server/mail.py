@@ -175,7 +175,9 @@ class Mailer:
                         f"mail to {to} not sent after {attempts} tries: {exc}"
                     ) from None
                 wait = retry.delay(attempt, max_delay=self._settings.retry_max_delay)
-                _log.warning("mail_retry", attempt=attempt, reason=str(exc), wait=round(wait, 2))
+                # Servers often echo the address in their reply; the log must not hold it.
+                reason = str(exc).replace(to, "<address>")
+                _log.warning("mail_retry", attempt=attempt, reason=reason, wait=round(wait, 2))
                 self._sleep(wait)
             else:
                 _log.info("mail_sent", attempts=attempt)

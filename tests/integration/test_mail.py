@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog.testing
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -182,13 +183,21 @@ def test_plain_smtp_on_loopback_without_login_delivers(inbox: SmtpInbox) -> None
 def test_a_451_reply_is_retried_and_the_mail_goes_out_once(
     ca: tuple[ssl.SSLContext, pathlib.Path],
 ) -> None:
-    inbox = SmtpInbox(data_replies=("451 4.3.0 Temporary local problem, try later",))
+    inbox = SmtpInbox(data_replies=(f"451 4.7.1 <{TO}>: greylisted, try later",))
     sleeps = Sleeps()
-    with serving(inbox, tls_context=ca[0], require_starttls=True) as port:
+    with (
+        serving(inbox, tls_context=ca[0], require_starttls=True) as port,
+        structlog.testing.capture_logs() as logged,
+    ):
         mail.Mailer(_settings(port, ca[1]), sleep=sleeps).send(_message())
 
     assert len(sleeps) == 1
     assert [_codes_in(raw) for raw in inbox.received] == [(CODE, CODE)]
+    retries = [event for event in logged if event["event"] == "mail_retry"]
+    assert [event["reason"] for event in retries] == [
+        "mail server replied 451 4.7.1 <<address>>: greylisted, try later"
+    ]
+    assert TO not in repr(logged)
 
 
 def test_a_550_reply_is_a_permanent_refusal_naming_the_address_and_the_reply(
