@@ -47,6 +47,9 @@ Security = Literal["starttls", "tls", "plain"]
 DEFAULT_PORTS: Final[dict[str, int]] = {"starttls": 587, "tls": 465, "plain": 25}
 SUBJECT: Final = "Your verification code"
 SERVICE_NAME: Final = "MPG"
+#: Longest first wait between tries (doubled per retry): a mail server's "try later"
+#: rarely clears within a fraction of a second, and the caller is waiting.
+RETRY_BASE_DELAY: Final = 1.0
 #: RFC 5321's limit on a path (address plus angle brackets).
 MAX_ADDRESS_CHARS: Final = 254
 
@@ -174,7 +177,9 @@ class Mailer:
                     raise errors.MailError(
                         f"mail to {to} not sent after {attempts} tries: {exc}"
                     ) from None
-                wait = retry.delay(attempt, max_delay=self._settings.retry_max_delay)
+                wait = retry.delay(
+                    attempt, max_delay=self._settings.retry_max_delay, base=RETRY_BASE_DELAY
+                )
                 # Servers often echo the address in their reply; the log must not hold it.
                 reason = str(exc).replace(to, "<address>")
                 _log.warning("mail_retry", attempt=attempt, reason=reason, wait=round(wait, 2))
@@ -186,7 +191,7 @@ class Mailer:
     def _send_once(self, message: email.message.EmailMessage, to: str) -> None:
         s = self._settings
         where = f"{s.host}:{s.port}"
-        context = ssl.create_default_context(cafile=s.ca_bundle)
+        context = _tls_context(s.ca_bundle)
         try:
             smtp = (
                 smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
@@ -230,6 +235,13 @@ class Mailer:
             ) from None
         except OSError as exc:
             raise _Transient(f"{where}: {exc.strerror or exc}") from exc
+
+
+def _tls_context(ca_bundle: pathlib.Path | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.ConfigError(f"server.mail_ca_bundle: cannot use {ca_bundle}: {exc}") from None
 
 
 def _reply(code: int, text: bytes | str) -> str:

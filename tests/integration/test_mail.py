@@ -231,6 +231,8 @@ def test_transient_replies_on_every_try_give_a_mail_error_after_the_last_try(
         mail.Mailer(_settings(port, ca[1], attempts=3), sleep=sleeps).send(_message())
 
     assert len(sleeps) == 2
+    assert 0.5 <= sleeps[0] <= 1.0
+    assert 1.0 <= sleeps[1] <= 2.0
     assert inbox.received == []
 
 
@@ -274,3 +276,11 @@ def test_a_server_without_starttls_is_reported_when_starttls_is_asked_for(
         mail.Mailer(_settings(port, None)).send(_message())
 
     assert inbox.received == []
+
+
+def test_an_unreadable_ca_bundle_is_a_configuration_error(tmp_path: pathlib.Path) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+    with pytest.raises(
+        errors.ConfigError, match=r"server\.mail_ca_bundle: cannot use .*no-such-ca"
+    ):
+        mail.Mailer(_settings(free_port(), missing)).send(_message())
