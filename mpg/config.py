@@ -161,16 +161,7 @@ class GatewaySettings(_Section):
         if self.secret is not None:
             return self.secret.get_secret_value().strip()
         if self.secret_file is not None:
-            try:
-                with self.secret_file.open(encoding="utf-8") as fh:
-                    _check_secret_mode(
-                        os.fstat(fh.fileno()).st_mode, "gateway.secret_file", fh.name
-                    )
-                    return fh.read().strip()
-            except OSError as exc:
-                raise errors.ConfigError(
-                    f"gateway.secret_file: cannot read {self.secret_file}: {exc.strerror}"
-                ) from exc
+            return _read_secret_file(self.secret_file, "gateway.secret_file")
         raise errors.ConfigError(
             "gateway.secret: missing; set MPG_GATEWAY__SECRET or gateway.secret_file"
         )
@@ -217,6 +208,21 @@ class ServerSettings(_Section):
     upload_quota_files: int = pydantic.Field(default=10_000, ge=1)
     #: Seconds after its last chunk an unsubmitted staged upload is purged.
     upload_stage_ttl: float = pydantic.Field(default=86400.0, gt=0)
+    # Verification mails (docs/devices.md, "Verification mail and codes"); off when
+    # mail_host is empty.
+    mail_host: str = ""
+    #: Empty: 587 for starttls, 465 for tls, 25 for plain.
+    mail_port: int | None = pydantic.Field(default=None, ge=1, le=65535)
+    mail_security: Literal["starttls", "tls", "plain"] = "starttls"
+    mail_from: str = ""
+    mail_username: str = ""
+    mail_password: pydantic.SecretStr | None = None
+    mail_password_file: pathlib.Path | None = None
+    mail_ca_bundle: pathlib.Path | None = None
+    mail_timeout: float = pydantic.Field(default=30.0, gt=0, le=600)
+    #: Tries per mail; transient failures (4xx replies, connection errors) are retried.
+    mail_attempts: int = pydantic.Field(default=4, ge=1, le=20)
+    mail_retry_max_delay: float = pydantic.Field(default=10.0, gt=0, le=600)
 
     @pydantic.field_validator("metrics_from")
     @classmethod
@@ -236,6 +242,30 @@ class ServerSettings(_Section):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         return self
+
+    @pydantic.model_validator(mode="after")
+    def _mail_is_complete(self) -> ServerSettings:
+        if not self.mail_host:
+            return self
+        if not self.mail_from:
+            raise ValueError("mail_from: required when mail_host is set")
+        if self.mail_security == "plain" and not _is_loopback(self.mail_host):
+            raise ValueError(
+                'mail_host: mail_security = "plain" is allowed only on loopback '
+                "(a literal 127.x.x.x or ::1 address); use starttls or tls"
+            )
+        has_password = self.mail_password is not None or self.mail_password_file is not None
+        if has_password != bool(self.mail_username):
+            raise ValueError("mail_username and mail_password (or mail_password_file) go together")
+        return self
+
+    def mail_password_text(self) -> str:
+        """The SMTP password from ``mail_password`` or ``mail_password_file``; "" if none."""
+        if self.mail_password is not None:
+            return self.mail_password.get_secret_value()
+        if self.mail_password_file is None:
+            return ""
+        return _read_secret_file(self.mail_password_file, "server.mail_password_file")
 
     def check_listen(self) -> None:
         """Refuse to serve plain http unless asked for, and then only on loopback."""
@@ -286,6 +316,16 @@ class Settings(pydantic_settings.BaseSettings):
     ) -> tuple[pydantic_settings.PydanticBaseSettingsSource, ...]:
         # The environment wins over the file, which is passed in as init values.
         return (env_settings, init_settings)
+
+
+def _read_secret_file(path: pathlib.Path, key: str) -> str:
+    """The stripped text of the secret file ``path`` named by setting ``key``."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            _check_secret_mode(os.fstat(fh.fileno()).st_mode, key, fh.name)
+            return fh.read().strip()
+    except OSError as exc:
+        raise errors.ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
 
 
 def _check_secret_mode(mode: int, key: str, path: str) -> None:
@@ -363,7 +403,14 @@ _PATH_KEYS: Final = {
         "attachment_dir",
         "attachment_roots",
     ),
-    "server": ("tls_cert", "tls_key", "data_dir", "master_key_file"),
+    "server": (
+        "tls_cert",
+        "tls_key",
+        "data_dir",
+        "master_key_file",
+        "mail_password_file",
+        "mail_ca_bundle",
+    ),
     "log": ("file",),
 }
 

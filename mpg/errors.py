@@ -14,9 +14,11 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     │       ├── ReplayedEnvelope   the nonce was seen or the timestamp is stale
     │       └── UnknownKey         no such account or key id
     ├── TransitionError        a state change not in the transition table
-    └── ServerError            talking to the push server failed
-        ├── TransientServerError   worth retrying: down, timeout, 5xx
-        └── RefusedByServer        the server said no (4xx); retrying will not help
+    ├── ServerError            talking to the push server failed
+    │   ├── TransientServerError   worth retrying: down, timeout, 5xx
+    │   └── RefusedByServer        the server said no (4xx); retrying will not help
+    └── MailError              a mail was not sent (TLS, login, or retries used up)
+        └── MailRefused        the SMTP server refused the mail for good (5xx reply)
 
 The CLI maps these to exit codes (see ``mpg.cli.exitcodes``).
 """
@@ -95,3 +97,18 @@ class RefusedByServer(ServerError):
         self.code = code
         self.detail = detail
         super().__init__(f"server refused ({status} {code}): {detail}")
+
+
+class MailError(MpgError):
+    """A mail could not be sent: the SMTP server was unreachable through every retry, its
+    certificate or login failed, or it lacks what the configuration asks for."""
+
+
+class MailRefused(MailError):
+    """The SMTP server refused the mail with a permanent (5xx) reply; retrying will not help."""
+
+    def __init__(self, address: str, code: int, reply: str) -> None:
+        self.address = address
+        self.code = code
+        self.reply = reply
+        super().__init__(f"mail to {address} refused by the mail server: {code} {reply}")
