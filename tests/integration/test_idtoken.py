@@ -389,5 +389,5 @@ def test_an_unreachable_issuer_is_reported_as_unavailable(client: httpx.Client) 
         ttl=60,
         min_refetch=60,
     )
-    with pytest.raises(errors.KeySetUnavailable, match="127.0.0.1:9"):
+    with pytest.raises(errors.KeySetUnavailable, match=r"127\.0\.0\.1:9"):
         cache.key("k1")
