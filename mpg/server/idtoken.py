@@ -149,10 +149,12 @@ class IdTokenVerifier:
                 "bad_signature", f"key {kid!r} is a {key.key_type} key, not for {algorithm}"
             )
         claims = self._decode(token, key, str(algorithm), entry, issuer)
-        if nonce is not None and not hmac.compare_digest(
-            str(claims.get("nonce", "")).encode(), nonce.encode()
-        ):
-            raise _refuse("nonce_mismatch", "the token's nonce is not the one this device sent")
+        if nonce is not None:
+            carried = claims.get("nonce")
+            if not isinstance(carried, str) or not hmac.compare_digest(
+                carried.encode(), nonce.encode()
+            ):
+                raise _refuse("nonce_mismatch", "the token's nonce is not the one this device sent")
         tenant = str(claims["tid"])
         return VerifiedIdToken(
             issuer=issuer,
