@@ -290,6 +290,15 @@ class ServerSettings(_Section):
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
         return value
 
+    @pydantic.field_validator("id_token_issuers")
+    @classmethod
+    def _one_entry_per_issuer(cls, value: tuple[IdTokenIssuer, ...]) -> tuple[IdTokenIssuer, ...]:
+        issuers = [entry.issuer for entry in value]
+        for issuer in issuers:
+            if issuers.count(issuer) > 1:
+                raise ValueError(f"issuer {issuer!r} is configured twice; merge its groups")
+        return value
+
     @pydantic.field_validator("id_token_algorithms")
     @classmethod
     def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:

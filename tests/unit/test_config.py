@@ -310,3 +310,10 @@ def test_an_unsafe_or_incomplete_issuer_is_refused(
 ) -> None:
     with pytest.raises(errors.ConfigError, match=message):
         _load(tmp_path, MULTI_TENANT.replace(*change))
+
+
+def test_an_issuer_configured_twice_is_refused(tmp_path: pathlib.Path) -> None:
+    entry = MULTI_TENANT.split("[[server.id_token_issuers]]")[1]
+    text = MULTI_TENANT + "\n[[server.id_token_issuers]]" + entry
+    with pytest.raises(errors.ConfigError, match="configured twice"):
+        _load(tmp_path, text)
