@@ -9,11 +9,14 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     ├── ValidationError        a row or document is invalid (names row, field, reason)
     ├── WireError              a payload could not be built or parsed
     │   ├── UnsafeXml          the XML used a DTD, entities or exceeded the size limit
-    │   └── EnvelopeError      a sealed envelope failed to open
-    │       ├── TamperedEnvelope   authentication tag or framing is wrong
-    │       ├── ReplayedEnvelope   the nonce was seen or the timestamp is stale
-    │       └── UnknownKey         no such account or key id
+    │   ├── EnvelopeError      a sealed envelope failed to open
+    │   │   ├── TamperedEnvelope   authentication tag or framing is wrong
+    │   │   ├── ReplayedEnvelope   the nonce was seen or the timestamp is stale
+    │   │   └── UnknownKey         no such account or key id
+    │   └── AtRestError        a field or file encrypted at rest failed to open
     ├── TransitionError        a state change not in the transition table
+    ├── IdTokenRefused         an ID token failed a check (``code`` says which)
+    ├── KeySetUnavailable      an ID token issuer's keys could not be fetched
     ├── ServerError            talking to the push server failed
     │   ├── TransientServerError   worth retrying: down, timeout, 5xx
     │   └── RefusedByServer        the server said no (4xx); retrying will not help
@@ -75,6 +78,25 @@ class ReplayedEnvelope(EnvelopeError):
 
 class UnknownKey(EnvelopeError):
     """The envelope names an account or key id that is unknown or disabled."""
+
+
+class AtRestError(WireError):
+    """A value or file encrypted at rest could not be decrypted (tampered, moved or
+    under an unknown key id)."""
+
+
+class IdTokenRefused(MpgError):
+    """An OpenID Connect ID token was refused; ``code`` names the failed check
+    (``wrong_audience``, ``expired``, ...) and the message says why."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(f"ID token refused ({code}): {detail}")
+
+
+class KeySetUnavailable(MpgError):
+    """An ID token issuer's discovery document or key set could not be fetched."""
 
 
 class TransitionError(MpgError):
