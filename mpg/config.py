@@ -161,19 +161,65 @@ class GatewaySettings(_Section):
         if self.secret is not None:
             return self.secret.get_secret_value().strip()
         if self.secret_file is not None:
-            try:
-                with self.secret_file.open(encoding="utf-8") as fh:
-                    _check_secret_mode(
-                        os.fstat(fh.fileno()).st_mode, "gateway.secret_file", fh.name
-                    )
-                    return fh.read().strip()
-            except OSError as exc:
-                raise errors.ConfigError(
-                    f"gateway.secret_file: cannot read {self.secret_file}: {exc.strerror}"
-                ) from exc
+            return _read_secret_file(self.secret_file, "gateway.secret_file")
         raise errors.ConfigError(
             "gateway.secret: missing; set MPG_GATEWAY__SECRET or gateway.secret_file"
         )
+
+
+#: Signature algorithms an ID token may use; symmetric (HS*) and ``none`` never are.
+ID_TOKEN_ALGORITHMS: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+#: The placeholder of Entra's multi-tenant issuer, replaced by the token's ``tid``.
+TENANT_PLACEHOLDER: Final = "{tenantid}"
+
+
+class IdTokenGroupRule(_Section):
+    """One ``groups`` entry of an ID token issuer: which tokens register into ``group``."""
+
+    #: The token's ``tid`` (directory / tenant id) this rule matches.
+    tenant: str = pydantic.Field(min_length=1)
+    #: Only tokens whose issuer's ``group_claim`` holds this value (empty: any token).
+    claim_value: str = ""
+    #: The message group a matching device joins.
+    group: str = pydantic.Field(min_length=1)
+
+
+class IdTokenIssuer(_Section):
+    """One ``[[server.id_token_issuers]]`` entry (docs/devices.md, "ID tokens")."""
+
+    #: The exact ``iss``; Entra's multi-tenant form has ``{tenantid}`` in place of the id.
+    issuer: str
+    #: The application (client) id the token must name as its audience.
+    client_id: str = pydantic.Field(min_length=1)
+    #: Where the discovery document is; default ``<issuer>/.well-known/openid-configuration``.
+    discovery_url: str = ""
+    #: The key set's URL, instead of looking it up in the discovery document.
+    jwks_uri: str = ""
+    #: A claim holding group or role ids (``groups``, ``roles``) for rules' ``claim_value``.
+    group_claim: str = ""
+    groups: tuple[IdTokenGroupRule, ...] = pydantic.Field(min_length=1)
+
+    @pydantic.field_validator("issuer", "discovery_url", "jwks_uri")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if value and (parts.scheme != "https" or not parts.hostname):
+            raise ValueError(f"{value!r} is not an https URL")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _keys_findable(self) -> IdTokenIssuer:
+        if TENANT_PLACEHOLDER in self.issuer and not (self.discovery_url or self.jwks_uri):
+            raise ValueError(f"an issuer with {TENANT_PLACEHOLDER} needs discovery_url or jwks_uri")
+        if any(rule.claim_value for rule in self.groups) and not self.group_claim:
+            raise ValueError("rules with claim_value need group_claim")
+        return self
+
+    def key_set_discovery_url(self) -> str:
+        """The discovery document's URL: configured, or derived from the issuer."""
+        return self.discovery_url or (self.issuer.rstrip("/") + "/.well-known/openid-configuration")
 
 
 class ServerSettings(_Section):
@@ -217,12 +263,56 @@ class ServerSettings(_Section):
     upload_quota_files: int = pydantic.Field(default=10_000, ge=1)
     #: Seconds after its last chunk an unsubmitted staged upload is purged.
     upload_stage_ttl: float = pydantic.Field(default=86400.0, gt=0)
+    # Verification mails (docs/devices.md, "Verification mail and codes"); off when
+    # mail_host is empty.
+    mail_host: str = ""
+    #: Empty: 587 for starttls, 465 for tls, 25 for plain.
+    mail_port: int | None = pydantic.Field(default=None, ge=1, le=65535)
+    mail_security: Literal["starttls", "tls", "plain"] = "starttls"
+    mail_from: str = ""
+    mail_username: str = ""
+    mail_password: pydantic.SecretStr | None = None
+    mail_password_file: pathlib.Path | None = None
+    mail_ca_bundle: pathlib.Path | None = None
+    mail_timeout: float = pydantic.Field(default=30.0, gt=0, le=600)
+    #: Tries per mail; transient failures (4xx replies, connection errors) are retried.
+    mail_attempts: int = pydantic.Field(default=4, ge=1, le=20)
+    mail_retry_max_delay: float = pydantic.Field(default=10.0, gt=0, le=600)
+    # Device registration by ID token (docs/devices.md, "ID tokens (managed configuration)").
+    id_token_issuers: tuple[IdTokenIssuer, ...] = ()
+    #: Signature algorithms accepted in ID tokens (asymmetric only).
+    id_token_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    #: Seconds of clock difference allowed for ``exp``, ``nbf`` and ``iat``.
+    id_token_leeway: float = pydantic.Field(default=60.0, ge=0, le=600)
+    #: Seconds an issuer's key set is kept before it is fetched again.
+    id_token_keys_ttl: float = pydantic.Field(default=6 * 3600.0, gt=0)
+    #: Least seconds between two fetches caused by an unknown key id (rotation).
+    id_token_keys_refetch: float = pydantic.Field(default=300.0, ge=0)
 
     @pydantic.field_validator("metrics_from")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for network in value:
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    @pydantic.field_validator("id_token_issuers")
+    @classmethod
+    def _one_entry_per_issuer(cls, value: tuple[IdTokenIssuer, ...]) -> tuple[IdTokenIssuer, ...]:
+        issuers = [entry.issuer for entry in value]
+        for issuer in issuers:
+            if issuers.count(issuer) > 1:
+                raise ValueError(f"issuer {issuer!r} is configured twice; merge its groups")
+        return value
+
+    @pydantic.field_validator("id_token_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name not in ID_TOKEN_ALGORITHMS:
+                raise ValueError(
+                    f"{name!r} is not allowed; choose from {sorted(ID_TOKEN_ALGORITHMS)}"
+                )
         return value
 
     @pydantic.model_validator(mode="after")
@@ -236,6 +326,30 @@ class ServerSettings(_Section):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         return self
+
+    @pydantic.model_validator(mode="after")
+    def _mail_is_complete(self) -> ServerSettings:
+        if not self.mail_host:
+            return self
+        if not self.mail_from:
+            raise ValueError("mail_from: required when mail_host is set")
+        if self.mail_security == "plain" and not _is_loopback(self.mail_host):
+            raise ValueError(
+                'mail_host: mail_security = "plain" is allowed only on loopback '
+                "(a literal 127.x.x.x or ::1 address); use starttls or tls"
+            )
+        has_password = self.mail_password is not None or self.mail_password_file is not None
+        if has_password != bool(self.mail_username):
+            raise ValueError("mail_username and mail_password (or mail_password_file) go together")
+        return self
+
+    def mail_password_text(self) -> str:
+        """The SMTP password from ``mail_password`` or ``mail_password_file``; "" if none."""
+        if self.mail_password is not None:
+            return self.mail_password.get_secret_value()
+        if self.mail_password_file is None:
+            return ""
+        return _read_secret_file(self.mail_password_file, "server.mail_password_file")
 
     def check_listen(self) -> None:
         """Refuse to serve plain http unless asked for, and then only on loopback."""
@@ -286,6 +400,16 @@ class Settings(pydantic_settings.BaseSettings):
     ) -> tuple[pydantic_settings.PydanticBaseSettingsSource, ...]:
         # The environment wins over the file, which is passed in as init values.
         return (env_settings, init_settings)
+
+
+def _read_secret_file(path: pathlib.Path, key: str) -> str:
+    """The stripped text of the secret file ``path`` named by setting ``key``."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            _check_secret_mode(os.fstat(fh.fileno()).st_mode, key, fh.name)
+            return fh.read().strip()
+    except OSError as exc:
+        raise errors.ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
 
 
 def _check_secret_mode(mode: int, key: str, path: str) -> None:
@@ -363,7 +487,14 @@ _PATH_KEYS: Final = {
         "attachment_dir",
         "attachment_roots",
     ),
-    "server": ("tls_cert", "tls_key", "data_dir", "master_key_file"),
+    "server": (
+        "tls_cert",
+        "tls_key",
+        "data_dir",
+        "master_key_file",
+        "mail_password_file",
+        "mail_ca_bundle",
+    ),
     "log": ("file",),
 }
 

@@ -12,11 +12,16 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     │                          also a ValueError, which the validation's file check catches
     ├── WireError              a payload could not be built or parsed
     │   ├── UnsafeXml          the XML used a DTD, entities or exceeded the size limit
-    │   └── EnvelopeError      a sealed envelope failed to open
-    │       ├── TamperedEnvelope   authentication tag or framing is wrong
-    │       ├── ReplayedEnvelope   the nonce was seen or the timestamp is stale
-    │       └── UnknownKey         no such account or key id
+    │   ├── EnvelopeError      a sealed envelope failed to open
+    │   │   ├── TamperedEnvelope   authentication tag or framing is wrong
+    │   │   ├── ReplayedEnvelope   the nonce was seen or the timestamp is stale
+    │   │   └── UnknownKey         no such account or key id
+    │   └── AtRestError        a field or file encrypted at rest failed to open
     ├── TransitionError        a state change not in the transition table
+    ├── IdTokenRefused         an ID token failed a check (``code`` says which)
+    ├── KeySetUnavailable      an ID token issuer's keys could not be fetched
+    ├── MailError              a mail was not sent (TLS, login, or retries used up)
+    │   └── MailRefused        the SMTP server refused the mail for good (5xx reply)
     ├── ServerError            talking to the push server failed (the gateway's side)
     │   ├── TransientServerError   worth retrying: down, timeout, 5xx
     │   └── RefusedByServer        the server said no (4xx); retrying will not help
@@ -105,6 +110,25 @@ class UnknownKey(EnvelopeError):
     """The envelope names an account or key id that is unknown or disabled."""
 
 
+class AtRestError(WireError):
+    """A value or file encrypted at rest could not be decrypted (tampered, moved or
+    under an unknown key id)."""
+
+
+class IdTokenRefused(MpgError):
+    """An OpenID Connect ID token was refused; ``code`` names the failed check
+    (``wrong_audience``, ``expired``, ...) and the message says why."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(f"ID token refused ({code}): {detail}")
+
+
+class KeySetUnavailable(MpgError):
+    """An ID token issuer's discovery document or key set could not be fetched."""
+
+
 class TransitionError(MpgError):
     """A state change that the transition table does not allow."""
 
@@ -170,3 +194,18 @@ class CommandError(MpgError):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class MailError(MpgError):
+    """A mail could not be sent: the SMTP server was unreachable through every retry, its
+    certificate or login failed, or it lacks what the configuration asks for."""
+
+
+class MailRefused(MailError):
+    """The SMTP server refused the mail with a permanent (5xx) reply; retrying will not help."""
+
+    def __init__(self, address: str, code: int, reply: str) -> None:
+        self.address = address
+        self.code = code
+        self.reply = reply
+        super().__init__(f"mail to {address} refused by the mail server: {code} {reply}")

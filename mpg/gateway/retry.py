@@ -31,9 +31,16 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, errors.TransientServerError)
 
 
-def delay(attempt: int, *, max_delay: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
+def delay(
+    attempt: int,
+    *,
+    max_delay: float,
+    base: float = BASE_DELAY,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 for the first retry): at most
+    ``base`` doubled per retry, capped at ``max_delay``."""
     if attempt < 1:
         raise ValueError("attempt counts from 1")
-    ceiling = min(max_delay, BASE_DELAY * 2 ** min(attempt - 1, 30))
+    ceiling = min(max_delay, base * 2 ** min(attempt - 1, 30))
     return (rng or random).uniform(ceiling / 2, ceiling)
