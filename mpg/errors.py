@@ -21,6 +21,7 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     ├── IdTokenRefused         an ID token failed a check (``code`` says which)
     ├── KeySetUnavailable      an ID token issuer's keys could not be fetched
     ├── MailError              a mail was not sent (TLS, login, or retries used up)
+    │   ├── MailTryFailed      one try failed, worth another (4xx reply, connection lost)
     │   └── MailRefused        the SMTP server refused the mail for good (5xx reply)
     ├── ServerError            talking to the push server failed (the gateway's side)
     │   ├── TransientServerError   worth retrying: down, timeout, 5xx
@@ -199,6 +200,11 @@ class CommandError(MpgError):
 class MailError(MpgError):
     """A mail could not be sent: the SMTP server was unreachable through every retry, its
     certificate or login failed, or it lacks what the configuration asks for."""
+
+
+class MailTryFailed(MailError):
+    """One try failed in a way the next try may not (4xx reply, connection error); the
+    mailer retries it and raises a plain :class:`MailError` after the last try."""
 
 
 class MailRefused(MailError):

@@ -32,7 +32,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from mpg import config, errors, faults, timefmt
+from mpg import backoff, config, errors, faults, timefmt
 from mpg.gateway import attachroots, files, retry, validation
 from mpg.storage import database, dropfiles, outbox
 from mpg.wire import dropfile
@@ -155,7 +155,7 @@ class DropFolder:
                 if not retry.is_transient(exc):
                     log.exception("dropfolder_scan_failed", error=str(exc))
                 attempt += 1
-                pause = retry.delay(
+                pause = backoff.delay(
                     attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
                 )
                 log.warning("dropfolder_retry", error=str(exc), retry_in=round(pause, 2))

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from mpg import config, errors, faults, metrics
+from mpg import backoff, config, errors, faults, metrics
 from mpg.gateway import attachfiles, retry
 from mpg.gateway import client as client_mod
 from mpg.storage import inbox, outbox
@@ -84,7 +84,7 @@ class InboundWorker:
                     log.exception("inbound_cycle_failed", error=str(exc))
                 attempt += 1
                 metrics.RETRIES.labels("inbound").inc()
-                pause = retry.delay(
+                pause = backoff.delay(
                     attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
                 )
                 log.warning(

@@ -35,7 +35,7 @@ from typing import Final, TypeVar
 
 import structlog
 
-from mpg import config, errors, faults, metrics, timefmt
+from mpg import backoff, config, errors, faults, metrics, timefmt
 from mpg.gateway import attachroots, retry, validation, voiding
 from mpg.gateway import client as client_mod
 from mpg.storage import outbox
@@ -141,7 +141,7 @@ class OutboundWorker:
                     log.exception("outbound_cycle_failed", error=str(exc))
                 self._attempt += 1
                 metrics.RETRIES.labels("outbound").inc()
-                pause = retry.delay(
+                pause = backoff.delay(
                     self._attempt, max_delay=self._settings.retry_max_delay, rng=self._rng
                 )
                 log.warning(

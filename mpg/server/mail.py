@@ -13,7 +13,7 @@ Transport security follows the rest of MPG: ``starttls`` (port 587) or ``tls``
 :mod:`mpg.config`).
 
 Failures: a 4xx reply or a connection error is retried with backoff
-(:func:`mpg.gateway.retry.delay`) up to ``mail_attempts`` tries, then
+(:func:`mpg.backoff.delay`) up to ``mail_attempts`` tries, then
 :class:`mpg.errors.MailError`; a 5xx reply to the mail is
 :class:`mpg.errors.MailRefused` at once, naming the address and the server's reply; a
 bad certificate, a refused login or a missing STARTTLS is a :class:`MailError` at once
@@ -39,8 +39,7 @@ from typing import Final, Literal, NoReturn
 import jinja2
 import structlog
 
-from mpg import config, errors
-from mpg.gateway import retry
+from mpg import backoff, config, errors
 
 Security = Literal["starttls", "tls", "plain"]
 
@@ -149,10 +148,6 @@ def _checked_address(to: str) -> str:
     return email.headerregistry.Address(username=parsed.username, domain=domain).addr_spec
 
 
-class _Transient(Exception):
-    """One try failed in a way the next try may not (4xx reply, connection error)."""
-
-
 class Mailer:
     """Sends messages through one SMTP server, retrying transient failures.
 
@@ -172,12 +167,12 @@ class Mailer:
         for attempt in range(1, attempts + 1):
             try:
                 self._send_once(message, to)
-            except _Transient as exc:
+            except errors.MailTryFailed as exc:
                 if attempt == attempts:
                     raise errors.MailError(
                         f"mail to {to} not sent after {attempts} tries: {exc}"
                     ) from None
-                wait = retry.delay(
+                wait = backoff.delay(
                     attempt, max_delay=self._settings.retry_max_delay, base=RETRY_BASE_DELAY
                 )
                 # Servers often echo the address in their reply; the log must not hold it.
@@ -209,7 +204,7 @@ class Mailer:
             _raise_for_reply(to, code, text)
         except smtplib.SMTPAuthenticationError as exc:
             if 400 <= exc.smtp_code < 500:
-                raise _Transient(
+                raise errors.MailTryFailed(
                     f"{where}: login: {_reply(exc.smtp_code, exc.smtp_error)}"
                 ) from exc
             raise errors.MailError(
@@ -220,7 +215,7 @@ class Mailer:
         except smtplib.SMTPResponseException as exc:
             _raise_for_reply(to, exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPServerDisconnected as exc:
-            raise _Transient(f"{where}: connection lost: {exc}") from exc
+            raise errors.MailTryFailed(f"{where}: connection lost: {exc}") from exc
         except smtplib.SMTPNotSupportedError as exc:
             raise errors.MailError(
                 f"mail server {where} lacks what server.mail_security or mail_username need: {exc}"
@@ -234,7 +229,7 @@ class Mailer:
                 "server.mail_security, mail_port and mail_ca_bundle"
             ) from None
         except OSError as exc:
-            raise _Transient(f"{where}: {exc.strerror or exc}") from exc
+            raise errors.MailTryFailed(f"{where}: {exc.strerror or exc}") from exc
 
 
 def _tls_context(ca_bundle: pathlib.Path | None) -> ssl.SSLContext:
@@ -254,7 +249,7 @@ def _raise_for_reply(to: str, code: int, text: bytes | str) -> NoReturn:
     """A 5xx reply is the server's final word; anything else (4xx, a broken reply) is
     worth another try."""
     if not 500 <= code < 600:
-        raise _Transient(f"mail server replied {_reply(code, text)}")
+        raise errors.MailTryFailed(f"mail server replied {_reply(code, text)}")
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     raise errors.MailRefused(to, code, text)

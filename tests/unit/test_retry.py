@@ -10,7 +10,7 @@ import pymysql.err
 import pytest
 import sqlalchemy as sa
 
-from mpg import errors
+from mpg import backoff, errors
 from mpg.db import transactions
 from mpg.gateway import retry
 
@@ -88,8 +88,8 @@ def test_a_lost_connection_is_transient_but_not_a_lost_race() -> None:
 def test_delay_grows_exponentially_and_is_capped() -> None:
     """Each retry waits about twice as long, never over the cap."""
     rng = random.Random(1)
-    delays = [retry.delay(n, max_delay=5.0, rng=rng) for n in range(1, 12)]
-    assert delays[0] <= retry.BASE_DELAY
+    delays = [backoff.delay(n, max_delay=5.0, rng=rng) for n in range(1, 12)]
+    assert delays[0] <= backoff.BASE_DELAY
     assert max(delays) <= 5.0
     assert delays[-1] >= 2.5
 
@@ -97,4 +97,4 @@ def test_delay_grows_exponentially_and_is_capped() -> None:
 def test_attempts_count_from_one() -> None:
     """Attempt 0 is a caller bug."""
     with pytest.raises(ValueError, match="from 1"):
-        retry.delay(0, max_delay=1.0)
+        backoff.delay(0, max_delay=1.0)
