@@ -159,7 +159,7 @@ def start(
             cwd=root,  # not the checkout: `-m` puts the working folder first on the path
             preexec_fn=limit_files,
         )
-    address = _announced(proc, log_file)
+    address = announced(proc, log_file)
     host, port = address.removeprefix("https://").rsplit(":", 1)
     return ServerProcess(
         proc,
@@ -173,7 +173,7 @@ def start(
     )
 
 
-def _announced(proc: subprocess.Popen[str], log_file: pathlib.Path) -> str:
+def announced(proc: subprocess.Popen[str], log_file: pathlib.Path) -> str:
     """The URL of the 'listening on ...' line; the log in the error if it never comes."""
     found: list[str] = []
 

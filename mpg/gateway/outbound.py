@@ -275,7 +275,6 @@ class OutboundWorker:
             self._repo.transition(bad, S.READY, S.FAILED)
         plain = [w for w in good if not w.valid.attachments]
         files = [w for w in good if w.valid.attachments]
-        work = []
         moved = set(
             self._repo.transition(
                 [(w.tx, "claimed; no attachments") for w in plain],
@@ -283,10 +282,7 @@ class OutboundWorker:
                 S.ATTACHMENTS_UPLOADED,
             )
         )
-        for w in plain:
-            if w.tx in moved:
-                w.state = S.ATTACHMENTS_UPLOADED
-                work.append(w)
+        work = _advanced(plain, moved, S.ATTACHMENTS_UPLOADED)
         if moved:
             faults.reach(faults.OUTBOUND_CLAIMED_12)
         moved = set(
@@ -295,27 +291,14 @@ class OutboundWorker:
                     (
                         w.tx,
                         f"uploading {len(w.valid.attachments)} attachment(s)",
-                        [
-                            model.AttachmentInfo(
-                                a.seq_no,
-                                a.file_name,
-                                a.file_type,
-                                a.file_size,
-                                a.download_flag,
-                                sha256="",
-                            )
-                            for a in w.valid.attachments
-                        ],
+                        _infos(w.valid, sha256=""),
                         [a.path for a in w.valid.attachments],
                     )
                     for w in files
                 ]
             )
         )
-        for w in files:
-            if w.tx in moved:
-                w.state = S.ATTACHMENTS_UPLOADING
-                work.append(w)
+        work += _advanced(files, moved, S.ATTACHMENTS_UPLOADING)
         if moved:
             faults.reach(faults.OUTBOUND_CLAIMED_11)
         return work
@@ -538,14 +521,28 @@ def cut(items: Sequence[_T], sizes: Sequence[int], budget: int) -> list[list[_T]
 def _submit_size(valid: validation.ValidRow) -> int:
     """Bytes of the row's own submit payload, digests included (WireError if it cannot
     be built at all)."""
-    infos = tuple(
+    message = dataclasses.replace(
+        valid.message, attachments=_infos(valid, sha256=_DIGEST_PLACEHOLDER)
+    )
+    return len(payloads.build_submit([message]))
+
+
+def _infos(valid: validation.ValidRow, *, sha256: str) -> tuple[model.AttachmentInfo, ...]:
+    """The row's attachments as the wire describes them, with ``sha256`` for each."""
+    return tuple(
         model.AttachmentInfo(
-            a.seq_no, a.file_name, a.file_type, a.file_size, a.download_flag, _DIGEST_PLACEHOLDER
+            a.seq_no, a.file_name, a.file_type, a.file_size, a.download_flag, sha256
         )
         for a in valid.attachments
     )
-    message = dataclasses.replace(valid.message, attachments=infos)
-    return len(payloads.build_submit([message]))
+
+
+def _advanced(items: list[_Work], moved: set[str], state: S) -> list[_Work]:
+    """The ``items`` whose rows ``moved``, now marked as at ``state``."""
+    took = [w for w in items if w.tx in moved]
+    for w in took:
+        w.state = state
+    return took
 
 
 def _same_size(att: validation.PlannedAttachment, size: int) -> None:

@@ -12,7 +12,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import serverproc
 import sqlalchemy as sa
 import trustme
 
@@ -31,7 +31,6 @@ from mpg.wire import envelope, keys, model, payloads
 GATEWAY = "erp-a@example.com"
 BOB = "bob@example.com"
 DISABLED = "gone@example.com"
-START_TIMEOUT = 30.0
 MAX_REQUEST_BYTES = 256 * 1024
 
 
@@ -111,28 +110,8 @@ def start_server(root: pathlib.Path) -> Server:
             text=True,
             env=env,
         )
-    url = _read_address(proc, log_file)
+    url = serverproc.announced(proc, log_file)
     return Server(proc, url, ca_file, credentials, log_file)
-
-
-def _read_address(proc: subprocess.Popen[str], log_file: pathlib.Path) -> str:
-    """The URL from the 'listening on ...' line; fail with the log if it never comes."""
-    found: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("listening on "):
-                found.append(line.removeprefix("listening on ").strip())
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(START_TIMEOUT)
-    if not found:
-        proc.kill()
-        pytest.fail(f"server did not start:\n{log_file.read_text()}")
-    return found[0]
 
 
 @pytest.fixture(scope="module")
