@@ -11,12 +11,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from subprocess import CompletedProcess
 
 import pytest
 from harness import DEADLINE, World, wait_for
+
+import mpg
+from mpg.cli import service
 
 
 @pytest.fixture
@@ -128,9 +132,25 @@ def install(world: World, config: pathlib.Path, role: str, *args: str) -> Comple
 def test_service_install_writes_a_unit_systemd_accepts(
     world: World, role: str, service_home: pathlib.Path
 ) -> None:
-    """The unit written by `mpg service install` passes `systemd-analyze verify`."""
+    """The unit written by `mpg service install` passes `systemd-analyze verify`.
+
+    Where this checkout itself lies under /tmp (a CI clone may), the service could not
+    run its Python or import MPG (PrivateTmp=yes): then the install must refuse and
+    name both, and the unit's content is left to tests/unit/test_systemd.py.
+    """
     config = service_config(world, role, service_home)
     done = install(world, config, role, "--user", getpass.getuser())
+    hidden = [
+        path
+        for path in (pathlib.Path(sys.executable), pathlib.Path(mpg.__file__).parent)
+        if any(path.is_relative_to(folder) for folder in service.PRIVATE_FOLDERS)
+    ]
+    if hidden:
+        assert done.returncode == 1
+        for path in hidden:
+            assert f"{path} is under /" in done.stderr, done.stderr
+        assert not (world.root / "units" / f"mpg-{role}.service").exists()
+        return
     assert done.returncode == 0, done.stderr
     unit = world.root / "units" / f"mpg-{role}.service"
     assert f"wrote {unit}" in done.stdout
