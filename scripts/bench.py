@@ -323,41 +323,72 @@ def cluster_in(tmp: str | None, batch_size: int, inbound_files: bool = False) ->
             c.peaks = c.stop()  # type: ignore[attr-defined]
 
 
-def ref_burst(tmp: str | None, pairs: int, n: int) -> float:
-    """messages/s of a burst of n through the reference pipeline with `pairs` pairs."""
+def cpu_seconds(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """User plus system CPU seconds used so far by each process (Linux /proc)."""
+    used = {}
+    for name, p in procs.items():
+        with open(f"/proc/{p.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def cpu_per_message(
+    before: dict[str, float], after: dict[str, float], n: int
+) -> tuple[float, float]:
+    """CPU ms per message of all the processes and of the server alone."""
+    spent = {name: after[name] - before[name] for name in after}
+    return sum(spent.values()) * 1000 / n, spent["server"] * 1000 / n
+
+
+def mpg_burst(tmp: str | None, batch_size: int, n: int) -> tuple[float, float, float]:
+    """messages/s, CPU ms per message and server CPU ms per message of MPG's burst of n."""
+    with cluster_in(tmp, batch_size) as c:
+        before = cpu_seconds(c.procs)
+        rate = burst(c, n)["rate"]
+        return rate, *cpu_per_message(before, cpu_seconds(c.procs), n)
+
+
+def ref_burst(tmp: str | None, pairs: int, n: int) -> tuple[float, float, float]:
+    """The same figures for a burst of n through the reference pipeline with `pairs` pairs."""
     with tempfile.TemporaryDirectory(dir=tmp) as root:
         ref = RefPipeline(pathlib.Path(root), pairs)
         ref.start()
         time.sleep(1.0)  # as Cluster.start gives MPG's processes
         try:
-            return n / ref.burst([str(uuid.uuid4()) for _ in range(n)], CONTENT)
+            before = cpu_seconds(ref.procs)
+            rate = n / ref.burst([str(uuid.uuid4()) for _ in range(n)], CONTENT)
+            return rate, *cpu_per_message(before, cpu_seconds(ref.procs), n)
         finally:
             ref.stop()
 
 
 def compare(tmp: str | None, batch_size: int, n: int, rounds: int) -> None:
     """MPG's burst against the reference pipeline, alternately, with medians and ratios."""
-    runs: dict[str, list[float]] = {"MPG": [], "ref-1": [], "ref-3": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"MPG": [], "ref-1": [], "ref-3": []}
     print(f"## Burst of {n} messages: MPG against the reference pipeline (scripts/refpipe)\n")
     print("| round | load before | MPG msg/s | ref-1 msg/s | ref-3 msg/s | MPG/ref-1 | MPG/ref-3 |")
     print("|---|---|---|---|---|---|---|")
     for i in range(1, rounds + 1):
         load = os.getloadavg()[0]
-        with cluster_in(tmp, batch_size) as c:
-            runs["MPG"].append(burst(c, n)["rate"])
+        runs["MPG"].append(mpg_burst(tmp, batch_size, n))
         runs["ref-1"].append(ref_burst(tmp, 1, n))
         runs["ref-3"].append(ref_burst(tmp, 3, n))
-        mpg, one, three = (v[-1] for v in runs.values())
+        mpg, one, three = (v[-1][0] for v in runs.values())
         print(
             f"| {i} | {load:.2f} | {mpg:.0f} | {one:.0f} | {three:.0f} | "
             f"{mpg / one:.2f}× | {mpg / three:.2f}× |",
             flush=True,
         )
-    mpg, one, three = (statistics.median(v) for v in runs.values())
+    mpg, one, three = (statistics.median(r[0] for r in v) for v in runs.values())
     print(
         f"| median | | **{mpg:.0f}** | **{one:.0f}** | **{three:.0f}** | "
         f"**{mpg / one:.2f}×** | **{mpg / three:.2f}×** |\n"
     )
+    print("CPU per message (median of the rounds; all processes, of which the server):\n")
+    for name, v in runs.items():
+        total, server = (statistics.median(r[i] for r in v) for i in (1, 2))
+        print(f"- {name}: {total:.3f} ms, of which the server {server:.3f} ms")
     print(f"- load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

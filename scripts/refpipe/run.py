@@ -53,7 +53,7 @@ class RefPipeline:
             for name in (f"s{i}", f"r{i}"):
                 with contextlib.closing(self.db(name)) as db:
                     db.executescript(SCHEMA)
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}  # "server", "s0", "r0", ...
 
     def db(self, name: str) -> sqlite3.Connection:
         """A connection to the database of process `name` (s0, r0, s1, ...)."""
@@ -68,14 +68,13 @@ class RefPipeline:
         for command in commands:
             module, *rest = command
             argv = rest if module == "server" else [str(self.root), str(self.port), *rest]
-            with (self.root / f"{module}-{argv[-1]}.log").open("ab") as log:
-                self.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", f"refpipe.{module}", *argv],
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+            name = "server" if module == "server" else argv[-1]
+            with (self.root / f"{name}.log").open("ab") as log:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", f"refpipe.{module}", *argv],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             if module == "server":
                 wait("the server to listen", self._listening, 30)
@@ -90,9 +89,9 @@ class RefPipeline:
 
     def stop(self) -> None:
         """SIGTERM every process, SIGKILL the ones still alive after 10 s."""
-        for p in self.procs:
+        for p in self.procs.values():
             p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+        for p in self.procs.values():
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
