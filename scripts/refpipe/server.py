@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY, tx TEXT NOT NULL, send
   recipient TEXT NOT NULL, body BLOB NOT NULL, state INTEGER NOT NULL, UNIQUE (sender, tx));
 CREATE INDEX IF NOT EXISTS queue_recipient ON queue (recipient, state);
 CREATE INDEX IF NOT EXISTS queue_sender ON queue (sender, state);
+CREATE INDEX IF NOT EXISTS queue_tx ON queue (tx);
 """
 LONG_POLL = 20.0
 XML = "application/xml"
@@ -95,7 +96,10 @@ class Queue:
                 s
                 for tx in txs
                 for (s,) in self.db.execute(
-                    "UPDATE queue SET state=1 WHERE recipient=? AND tx=? AND state=0 "
+                    # without the hint SQLite's planner walks every queued row of the
+                    # recipient (queue_recipient) for each tx
+                    "UPDATE queue INDEXED BY queue_tx SET state=1 "
+                    "WHERE recipient=? AND tx=? AND state=0 "
                     "RETURNING sender",
                     (recipient, tx),
                 )
