@@ -61,23 +61,21 @@ class RefPipeline:
 
     def start(self) -> None:
         """Start the server, wait until it listens, then the senders and receivers."""
-        env = {**os.environ, "PYTHONPATH": str(SCRIPTS)}
-        commands = [["server", str(self.root), str(self.port)]]
+        root, port = str(self.root), str(self.port)
+        self._spawn("server", "server", root, port)
+        wait("the server to listen", self._listening, 30)
         for i in range(self.pairs):
-            commands += [["sender", f"s{i}"], ["receiver", f"r{i}"]]
-        for command in commands:
-            module, *rest = command
-            argv = rest if module == "server" else [str(self.root), str(self.port), *rest]
-            name = "server" if module == "server" else argv[-1]
-            with (self.root / f"{name}.log").open("ab") as log:
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", f"refpipe.{module}", *argv],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            if module == "server":
-                wait("the server to listen", self._listening, 30)
+            self._spawn(f"s{i}", "sender", root, port, f"s{i}")
+            self._spawn(f"r{i}", "receiver", root, port, f"r{i}")
+
+    def _spawn(self, name: str, module: str, *argv: str) -> None:
+        with (self.root / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"refpipe.{module}", *argv],
+                env={**os.environ, "PYTHONPATH": str(SCRIPTS)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def _listening(self) -> bool:
         with (

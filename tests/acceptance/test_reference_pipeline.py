@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 
+from refpipe.client import client
 from refpipe.run import RefPipeline
 
 CONTENT = "<content><view><page id='p1'>請假一天。&amp;</page></view></content>"
@@ -50,10 +51,8 @@ def test_reference_server_refuses_a_wrong_token(tmp_path: pathlib.Path) -> None:
     pipeline = RefPipeline(tmp_path, 1)
     pipeline.start()
     try:
-        from refpipe.client import client
-
-        (tmp_path / "token").write_text("wrong")
         with client(tmp_path, pipeline.port) as http:
+            http.headers["authorization"] = "Bearer wrong"
             assert http.get("/fetch?who=r0").status_code == 403
     finally:
         pipeline.stop()
