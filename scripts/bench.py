@@ -7,6 +7,10 @@ Scenarios (all by default):
             (DownloadFlag 0; with --inbound-files DownloadFlag 1, received by B into
             files under attachment_dir)
 
+--compare runs instead, for --rounds rounds, MPG's burst and the same burst through the
+reference pipeline of scripts/refpipe (no MPG code) with one and with three sender/receiver
+pairs, one after the other, and prints each figure with its ratio (issue 15).
+
 Latency is measured from the ERP's commit of the row to the gateway's transition into
 State 20 (from MpgTransition, microsecond UTC stamps) and to the row's arrival in the
 recipient's Inbox. Peak RSS is the kernel's high-water mark (VmHWM) of each process.
@@ -24,6 +28,7 @@ import platform
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +38,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import trustme
+from refpipe.run import RefPipeline
 
 
 def free_port() -> int:
@@ -317,6 +323,75 @@ def cluster_in(tmp: str | None, batch_size: int, inbound_files: bool = False) ->
             c.peaks = c.stop()  # type: ignore[attr-defined]
 
 
+def cpu_seconds(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """User plus system CPU seconds used so far by each process (Linux /proc)."""
+    used = {}
+    for name, p in procs.items():
+        with open(f"/proc/{p.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def cpu_per_message(
+    before: dict[str, float], after: dict[str, float], n: int
+) -> tuple[float, float]:
+    """CPU ms per message of all the processes and of the server alone."""
+    spent = {name: after[name] - before[name] for name in after}
+    return sum(spent.values()) * 1000 / n, spent["server"] * 1000 / n
+
+
+def mpg_burst(tmp: str | None, batch_size: int, n: int) -> tuple[float, float, float]:
+    """messages/s, CPU ms per message and server CPU ms per message of MPG's burst of n."""
+    with cluster_in(tmp, batch_size) as c:
+        before = cpu_seconds(c.procs)
+        rate = burst(c, n)["rate"]
+        return rate, *cpu_per_message(before, cpu_seconds(c.procs), n)
+
+
+def ref_burst(tmp: str | None, pairs: int, n: int) -> tuple[float, float, float]:
+    """The same figures for a burst of n through the reference pipeline with `pairs` pairs."""
+    with tempfile.TemporaryDirectory(dir=tmp) as root:
+        ref = RefPipeline(pathlib.Path(root), pairs)
+        ref.start()
+        time.sleep(1.0)  # as Cluster.start gives MPG's processes
+        try:
+            before = cpu_seconds(ref.procs)
+            rate = n / ref.burst([str(uuid.uuid4()) for _ in range(n)], CONTENT)
+            return rate, *cpu_per_message(before, cpu_seconds(ref.procs), n)
+        finally:
+            ref.stop()
+
+
+def compare(tmp: str | None, batch_size: int, n: int, rounds: int) -> None:
+    """MPG's burst against the reference pipeline, alternately, with medians and ratios."""
+    runs: dict[str, list[tuple[float, float, float]]] = {"MPG": [], "ref-1": [], "ref-3": []}
+    print(f"## Burst of {n} messages: MPG against the reference pipeline (scripts/refpipe)\n")
+    print("| round | load before | MPG msg/s | ref-1 msg/s | ref-3 msg/s | MPG/ref-1 | MPG/ref-3 |")
+    print("|---|---|---|---|---|---|---|")
+    for i in range(1, rounds + 1):
+        load = os.getloadavg()[0]
+        runs["MPG"].append(mpg_burst(tmp, batch_size, n))
+        runs["ref-1"].append(ref_burst(tmp, 1, n))
+        runs["ref-3"].append(ref_burst(tmp, 3, n))
+        mpg, one, three = (v[-1][0] for v in runs.values())
+        print(
+            f"| {i} | {load:.2f} | {mpg:.0f} | {one:.0f} | {three:.0f} | "
+            f"{mpg / one:.2f}× | {mpg / three:.2f}× |",
+            flush=True,
+        )
+    mpg, one, three = (statistics.median(r[0] for r in v) for v in runs.values())
+    print(
+        f"| median | | **{mpg:.0f}** | **{one:.0f}** | **{three:.0f}** | "
+        f"**{mpg / one:.2f}×** | **{mpg / three:.2f}×** |\n"
+    )
+    print("CPU per message (median of the rounds; all processes, of which the server):\n")
+    for name, v in runs.items():
+        total, server = (statistics.median(r[i] for r in v) for i in (1, 2))
+        print(f"- {name}: {total:.3f} ms, of which the server {server:.3f} ms")
+    print(f"- load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000, help="burst size")
@@ -326,6 +401,12 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--only", choices=["burst", "paced", "big"], action="append")
     parser.add_argument("--tmp", help="folder for the throwaway files")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="burst: MPG against the reference pipeline (scripts/refpipe), with ratios",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--compare: alternating rounds")
     parser.add_argument(
         "--inbound-files",
         action="store_true",
@@ -339,6 +420,9 @@ def main() -> int:
         f"{os.cpu_count()} cores, Python {platform.python_version()}, SQLite "
         f"{sqlite3.sqlite_version}, TLS on loopback\n"
     )
+    if args.compare:
+        compare(args.tmp, args.batch_size, args.messages, args.rounds)
+        return 0
     if "burst" in only:
         with cluster_in(args.tmp, args.batch_size) as c:
             r = burst(c, args.messages)
