@@ -9,7 +9,6 @@ import datetime as dt
 import pathlib
 import re
 import sqlite3
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -434,23 +433,21 @@ def test_chinese_text_round_trips_through_outbox(repo: outbox.OutboxRepository) 
     assert (row.subject, row.content) == ("請假單審核", "<content>同意 ✓</content>")
 
 
-def test_a_batch_of_thousands_moves_quickly(repo: outbox.OutboxRepository) -> None:
-    """2000 rows are picked up and moved 10 -> 12 -> 20 in well under the time budget."""
+def test_a_batch_of_thousands_moves_in_one_claim(repo: outbox.OutboxRepository) -> None:
+    """2000 rows are picked up and moved 10 -> 12 -> 20 as whole batches, each step
+    recorded (how fast is scripts/bench_db.py's business, not a test's)."""
     n = 2000
     with transactions.begin(repo.engine, "seed") as conn:
         conn.execute(
             tables.outbox.insert(),
             [{"TxMessageId": f"tx-{i:05d}", "State": 10, "Priority": "N"} for i in range(n)],
         )
-    started = time.perf_counter()
     picked = repo.claim(n)
     ids = [(r.tx_message_id, "claimed") for r in picked]
     assert len(repo.transition(ids, S.READY, S.ATTACHMENTS_UPLOADED)) == n
     assert len(repo.transition(ids, S.ATTACHMENTS_UPLOADED, S.WAITING)) == n
-    elapsed = time.perf_counter() - started
     assert repo.counts() == {20: n}
     assert history.latest_id(repo.engine) == 3 * n
-    assert elapsed < 10, f"{n} rows took {elapsed:.2f}s"
 
 
 # -- Inbox -----------------------------------------------------------------------------

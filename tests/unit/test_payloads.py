@@ -237,14 +237,11 @@ def test_fetch_wait_is_written_without_a_fraction_when_whole() -> None:
     assert payloads.build_fetch(500, 20.0) == b'<fetch max="500" wait="20"/>'
 
 
-def test_builders_are_fast_enough() -> None:
-    """Building and parsing 2000 messages takes well under a second each way."""
+def test_a_batch_of_2000_messages_round_trips_in_order() -> None:
+    """A submit of 2000 messages parses back to the same messages, in order."""
     msgs = [chinese_message(tx_message_id=f"tx-{n}") for n in range(2000)]
-    start = time.perf_counter()
-    data = payloads.build_submit(msgs)
-    parsed = payloads.parse_submit(data)
-    assert time.perf_counter() - start < 2.0
-    assert len(parsed) == 2000
+    parsed = payloads.parse_submit(payloads.build_submit(msgs))
+    assert parsed == msgs
 
 
 # ---------------------------------------------------------------- building errors
