@@ -29,6 +29,7 @@ from typing import Any, Final, TypeAlias
 
 import sqlalchemy as sa
 
+from mpg import errors
 from mpg.db import engine as engines
 from mpg.db import notify, transactions
 
@@ -190,26 +191,36 @@ def create_engine(url: str) -> sa.Engine:
     return engines.create_engine(url, ENGINE_OPTIONS)
 
 
-#: Nullable columns added after their table was first released: ``create_tables``
-#: adds them to an existing table that lacks them.
-ADDED_COLUMNS: Final = ((transmit_queue, "ContentDigest"),)
-
-
 def create_tables(engine: sa.Engine) -> list[str]:
     """Create the server's missing tables; return the names created.
 
-    Nothing is altered except :data:`ADDED_COLUMNS` missing from an existing table.
+    An existing table gets the nullable columns its definition here has and it lacks
+    (a column added in a later version); nothing else is altered. A missing column
+    that may not be NULL cannot be added to rows already there: SchemaMismatch.
     """
     with transactions.begin(engine, "creating the server tables") as conn:
-        existing = set(sa.inspect(conn).get_table_names())
+        inspector = sa.inspect(conn)
+        existing = set(inspector.get_table_names())
         metadata.create_all(conn, checkfirst=True)
-        for table, name in ADDED_COLUMNS:
-            present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-            if table.name in existing and name not in present:
-                column = sa.schema.CreateColumn(table.c[name]).compile(dialect=conn.dialect)
-                quoted = conn.dialect.identifier_preparer.format_table(table)
-                conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD {column}")
+        for table in ALL_TABLES:
+            if table.name in existing:
+                _add_missing_columns(conn, table, inspector)
     return [table.name for table in ALL_TABLES if table.name not in existing]
+
+
+def _add_missing_columns(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
+    present = {c["name"] for c in inspector.get_columns(table.name)}
+    quoted = conn.dialect.identifier_preparer.format_table(table)
+    for column in table.columns:
+        if column.name in present:
+            continue
+        if not column.nullable:
+            raise errors.SchemaMismatch(
+                f"{table.name}.{column.name} is missing and may not be NULL: "
+                "add it to the existing rows by hand, or start from a new database"
+            )
+        ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD {ddl}")
 
 
 #: The PostgreSQL channel on which a commit that queued entries names their accounts.

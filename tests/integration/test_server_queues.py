@@ -551,6 +551,18 @@ def test_existing_transmit_queue_gets_the_digest_column(
     assert q.submit(SENDER, [message(("bob",), tx="old", body="<changed/>")]) == [old]
 
 
+def test_a_missing_column_that_may_not_be_null_is_refused_by_name(engine: sa.Engine) -> None:
+    """Rows already there cannot get a NOT NULL column: the start says which one."""
+    tables.create_tables(engine)
+    with engine.begin() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        conn.exec_driver_sql(
+            f"ALTER TABLE {quote('TransmitQueue')} DROP COLUMN {quote('SubmitResult')}"
+        )
+    with pytest.raises(errors.SchemaMismatch, match=r"TransmitQueue\.SubmitResult is missing"):
+        tables.create_tables(engine)
+
+
 def test_same_message_again_after_its_receipt_was_stored_is_served_at_once(
     q: queues.QueueStore,
 ) -> None:
