@@ -75,17 +75,22 @@ class ServerProcess:
 
     def stop(self) -> int:
         """SIGTERM, and the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+        return terminate(self.proc)
+
+
+def terminate(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM a server process, and its exit code (killed if it does not end in 30 s)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _toml(value: object) -> str:

@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import os
 import pathlib
-import signal
 import ssl
 import subprocess
 import sys
@@ -51,17 +50,7 @@ class Server:
 
     def stop(self) -> int:
         """SIGTERM, and the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+        return serverproc.terminate(self.proc)
 
 
 def start_server(root: pathlib.Path) -> Server:
