@@ -235,6 +235,11 @@ class ServerSettings(_Section):
     master_key: pydantic.SecretStr | None = None
     master_key_file: pathlib.Path | None = None
     public_url: str = ""
+    # Personal data at rest (mpg.server.datakeys): 'key-id:base64' entries, comma separated.
+    data_keys: pydantic.SecretStr | None = None
+    data_keys_file: pathlib.Path | None = None
+    #: The key that encrypts and indexes; empty: the last one listed.
+    data_key_current: str = ""
     lease_seconds: float = pydantic.Field(default=60.0, gt=0)
     max_long_poll: float = pydantic.Field(default=30.0, ge=0, le=300)
     replay_window: float = pydantic.Field(default=300.0, gt=0)

@@ -32,6 +32,9 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     │   │   └── AccountDisabled    the account or key is disabled       (HTTP 403)
     │   ├── TooLarge           the request body is over the limit       (HTTP 413)
     │   ├── RequestTimeout     the request body stalled                 (HTTP 408)
+    │   ├── Conflict           the name is taken, or the thing changed  (HTTP 409)
+    │   ├── Refused            a refusal with its own status and machine code
+    │   │                      (code_expired, registration_code_deleted, ...)
     │   ├── TooManyRequests    an account is over a per-account limit   (HTTP 429)
     │   └── Unavailable        starting, stopping or overloaded         (HTTP 503)
     └── CommandError           a command gives up with a message and an exit code
@@ -182,6 +185,25 @@ class TooManyRequests(ServerRefusal):
 
 class RequestTimeout(ServerRefusal):
     """The request body stalled for longer than ``server.body_timeout``."""
+
+
+class Conflict(ServerRefusal):
+    """The request conflicts with what exists: a name already taken, a state changed."""
+
+
+class Refused(ServerRefusal):
+    """A refusal with its own HTTP ``status`` and machine ``code`` (the JSON error's
+    ``error``), for reasons a client acts on: ``code_expired``, ``rate_limited``,
+    ``registration_code_deleted`` ... ``retry_after`` (seconds) goes into ``Retry-After``."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, *, retry_after: float | None = None
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+        super().__init__(detail)
 
 
 class CommandError(MpgError):

@@ -29,7 +29,7 @@ import pytest
 import trustme
 
 from mpg import config as mpg_config
-from mpg.server import accounts, tables
+from mpg.server import accounts, datakeys, tables
 from mpg.server import main as server_main
 from mpg.storage import database
 from mpg.wire import keys
@@ -141,6 +141,7 @@ class World:
             engine.dispose()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         accounts.create_master_key_file(accounts.master_key_path(settings))
+        datakeys.create_data_keys_file(datakeys.data_keys_path(settings))
 
     def start_server(self) -> subprocess.Popen[bytes] | InProcessServer:
         """Initialise and start the push server; returns once it accepts connections.

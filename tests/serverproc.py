@@ -24,7 +24,7 @@ from typing import Any
 import trustme
 
 from mpg import config
-from mpg.server import accounts, tables
+from mpg.server import accounts, datakeys, tables
 from mpg.wire import envelope, keys, payloads
 
 START_TIMEOUT = 30.0
@@ -139,6 +139,7 @@ def start(
     )
     server_settings = config.load(config_file).server
     accounts.create_master_key_file(accounts.master_key_path(server_settings))
+    datakeys.create_data_keys_file(datakeys.data_keys_path(server_settings))
     engine = tables.create_engine(server_settings.database_url)
     tables.create_tables(engine)
     store = accounts.AccountStore(engine, accounts.load_master_key(server_settings))

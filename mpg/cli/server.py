@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import click
 
 from mpg import config, logs
-from mpg.server import accounts, main, tables
+from mpg.cli import admins as admins_cli
+from mpg.server import accounts, datakeys, main, tables
 from mpg.wire import keys
 
 
@@ -63,9 +64,23 @@ def init(obj: _Obj, as_json: bool) -> None:
         path = accounts.master_key_path(settings)
         key_file = str(path)
         key_state = "created" if accounts.create_master_key_file(path) else "present"
+    if settings.data_keys is not None:
+        data_file, data_state = None, "configured"
+    else:
+        data_path = datakeys.data_keys_path(settings)
+        data_file = str(data_path)
+        data_state = "created" if datakeys.create_data_keys_file(data_path) else "present"
     if as_json:
         click.echo(
-            json.dumps({"created": created, "master_key": key_state, "master_key_file": key_file})
+            json.dumps(
+                {
+                    "created": created,
+                    "master_key": key_state,
+                    "master_key_file": key_file,
+                    "data_keys": data_state,
+                    "data_keys_file": data_file,
+                }
+            )
         )
         return
     for table in tables.ALL_TABLES:
@@ -75,6 +90,10 @@ def init(obj: _Obj, as_json: bool) -> None:
         click.echo("master key       from server.master_key (MPG_SERVER__MASTER_KEY)")
     else:
         click.echo(f"master key       {key_state}: {key_file}")
+    if data_file is None:
+        click.echo("data keys        from server.data_keys (MPG_SERVER__DATA_KEYS)")
+    else:
+        click.echo(f"data keys        {data_state}: {data_file}")
 
 
 @server.group("account")
@@ -224,3 +243,6 @@ def _as_dict(info: accounts.AccountInfo) -> dict[str, Any]:
             for k in info.keys
         ],
     }
+
+
+server.add_command(admins_cli.admin)

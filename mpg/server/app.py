@@ -45,8 +45,10 @@ from starlette import applications, concurrency, requests, responses, routing
 from mpg import config, errors, metrics
 from mpg.db import notify, transactions
 from mpg.ops import health, systemd
-from mpg.server import accounts, auth, blobs, queues, replay, tables
-from mpg.wire import envelope, model, payloads, xmlsafe
+from mpg.server import accounts, admins, auth, blobs, queues, replay, tables
+from mpg.server.api import app as api_app
+from mpg.server.httperrors import INTERNAL, error_for, error_response
+from mpg.wire import atrest, envelope, model, payloads, xmlsafe
 
 log = structlog.get_logger(__name__)
 
@@ -68,51 +70,9 @@ ENVELOPE_OVERHEAD: Final = envelope.PREFIX_BYTES + 0xFFFF + envelope.IV_BYTES + 
 MAX_SEQ: Final = 2**31 - 1
 #: Largest ``offset``, ``size`` and ``length`` (2^53: exact in every JSON reader).
 MAX_OFFSET: Final = 2**53
-#: The detail of every 401: which check failed is for the log, not the caller.
-UNAUTHENTICATED: Final = "authentication failed"
-
-#: Exception class -> (HTTP status, error code); the first match wins, so subclasses
-#: come before their bases.
-ERRORS: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
-    (errors.TooLarge, 413, "too_large"),
-    (errors.RequestTimeout, 408, "request_timeout"),
-    (errors.TooManyRequests, 429, "too_many_requests"),
-    (errors.NotFound, 404, "not_found"),
-    (errors.Forbidden, 403, "forbidden"),  # includes AccountDisabled
-    (errors.ReplayedEnvelope, 409, "replayed"),
-    (errors.EnvelopeError, 401, "unauthenticated"),  # TamperedEnvelope, UnknownKey
-    (errors.WireError, 400, "bad_request"),  # includes UnsafeXml
-    (errors.ValidationError, 400, "bad_request"),
-    (requests.ClientDisconnect, 400, "bad_request"),  # nobody is left to read it
-    (errors.Unavailable, 503, "unavailable"),
-)
-INTERNAL: Final = (500, "internal")
-
 _T = TypeVar("_T")
 #: When the request being handled came in (loop time), for a long poll's deadline.
 _ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")
-
-
-def error_for(exc: BaseException) -> tuple[int, str]:
-    """The HTTP status and error code for an exception (500 ``internal`` if unlisted)."""
-    for cls, status, code in ERRORS:
-        if isinstance(exc, cls):
-            return status, code
-    return INTERNAL
-
-
-def error_response(exc: BaseException) -> responses.JSONResponse:
-    """The JSON error body of ``docs/protocol.md`` for ``exc``."""
-    status, code = error_for(exc)
-    # A fault's text may name internals (paths, SQL); the log has it, the client not.
-    # A failed authentication says nothing about which check failed.
-    if status == INTERNAL[0]:
-        detail = "internal server error"
-    elif status == 401:
-        detail = UNAUTHENTICATED
-    else:
-        detail = str(exc)
-    return responses.JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
 def body_limit(op: str, max_request_bytes: int) -> int:
@@ -183,10 +143,13 @@ class PushServer:
         settings: config.ServerSettings,
         engine: sa.Engine,
         master_key: bytes,
+        keyring: atrest.Keyring,
     ) -> None:
         self.settings = settings
         self.engine = engine
+        self.keyring = keyring
         self.accounts = accounts.AccountStore(engine, master_key)
+        self.admins = admins.AdminStore(engine)
         self.queues = queues.QueueStore(engine)
         self.blobs = blobs.BlobStore(
             engine,
@@ -553,6 +516,7 @@ def create_app(push: PushServer) -> applications.Starlette:
             routing.Route("/healthz", _healthz, methods=["GET"]),
             routing.Route("/readyz", push.readyz, methods=["GET"]),
             routing.Route("/metrics", push.metrics, methods=["GET"]),
+            routing.Mount(api_app.PREFIX, app=api_app.create_api(push)),
         ],
         lifespan=lifespan,
     )

@@ -35,7 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, exitcodes, logs
 from mpg.ops import systemd
-from mpg.server import accounts, app, connections, housekeeping, tables
+from mpg.server import accounts, app, connections, datakeys, housekeeping, tables
 
 log = structlog.get_logger(__name__)
 
@@ -92,11 +92,12 @@ def build(settings: config.ServerSettings) -> app.PushServer:
     """Check the settings, open the database (creating missing tables), load the keys."""
     settings.check_listen()
     master_key = accounts.load_master_key(settings)
+    keyring = datakeys.load_keyring(settings)
     engine = tables.create_engine(settings.database_url)
     created = tables.create_tables(engine)
     if created:
         log.info("tables_created", tables=created)
-    return app.PushServer(settings, engine, master_key)
+    return app.PushServer(settings, engine, master_key, keyring)
 
 
 def bind(host: str, port: int) -> socket.socket:

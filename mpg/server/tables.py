@@ -162,6 +162,143 @@ seen_nonce = sa.Table(
     sa.Index("IX_SeenNonce_Expires", "ExpiresAt"),
 )
 
+# The alerting directory (issue 11, docs/devices.md): message groups, their categories,
+# domains, registration codes, devices and subscriptions; admin credentials and the
+# audit log. Ids people choose (groups, categories) are short slugs that a ReceiverList
+# can name; ids the server makes are UUID text (known before the insert, so encrypted
+# fields can be bound to their row). Personal data is stored encrypted (columns named
+# ...Enc, mpg.wire.atrest, bound to table, column and row key) and found by blind
+# index (columns named ...Index: hex of mpg.wire.atrest.Keyring.blind_index).
+
+message_group = sa.Table(
+    "MessageGroup",
+    metadata,
+    sa.Column("GroupId", sa.Unicode(50), primary_key=True),
+    sa.Column("Name", sa.Unicode(200), nullable=False),
+    sa.Column("Region", sa.Unicode(100), nullable=False, default=""),
+    # Public address of the group's message file (issue 12), as devices are told it.
+    sa.Column("FileUrl", sa.Unicode(1024), nullable=False, default=""),
+    sa.Column("CreatedAt", sa.Unicode(20), nullable=False),
+)
+
+category = sa.Table(
+    "Category",
+    metadata,
+    sa.Column("GroupId", sa.Unicode(50), primary_key=True),
+    sa.Column("CategoryId", sa.Unicode(50), primary_key=True),
+    sa.Column("Name", sa.Unicode(200), nullable=False),
+    sa.Column("Preselected", sa.Boolean(), nullable=False, default=False),
+    # Unix time: a device's start subscribes it to preselected categories added since.
+    sa.Column("CreatedAt", sa.Float(), nullable=False),
+)
+
+domain = sa.Table(
+    "Domain",
+    metadata,
+    # One row per (domain, group): a domain may belong to several groups.
+    sa.Column("DomainName", sa.Unicode(253), primary_key=True),  # lower-cased
+    sa.Column("GroupId", sa.Unicode(50), primary_key=True),
+    sa.Column("Region", sa.Unicode(100), nullable=False, default=""),
+    # The address the verification code was mailed to (encrypted; row key "domain/group").
+    sa.Column("VerifyAddressEnc", engines.max_binary(), nullable=False),
+    sa.Column("Verified", sa.Boolean(), nullable=False, default=False),
+    sa.Column("VerifiedAt", sa.Unicode(20)),
+    sa.Column("CreatedAt", sa.Unicode(20), nullable=False),
+)
+
+registration_code = sa.Table(
+    "RegistrationCode",
+    metadata,
+    sa.Column("CodeId", sa.Unicode(36), primary_key=True),  # UUID
+    # HMAC of the normalised code (lookup and uniqueness, for ever: kept after delete).
+    sa.Column("CodeIndex", sa.Unicode(64), nullable=False, unique=True),
+    sa.Column("CodeEnc", engines.max_binary(), nullable=False),  # shown to admins again
+    sa.Column("Name", sa.Unicode(200), nullable=False),
+    sa.Column("Note", sa.Unicode(1000), nullable=False, default=""),
+    sa.Column("GroupId", sa.Unicode(50), nullable=False),
+    sa.Column("ValidUntil", sa.Float()),  # Unix time; NULL: no end
+    # A deleted code stays as a blocked row: never issued again, refused with its reason.
+    sa.Column("Deleted", sa.Boolean(), nullable=False, default=False),
+    sa.Column("DeletedAt", sa.Unicode(20)),
+    sa.Column("CreatedAt", sa.Unicode(20), nullable=False),
+)
+
+device = sa.Table(
+    "Device",
+    metadata,
+    # The device's Account (Kind 'device') that the sealed protocol knows it by.
+    sa.Column("AccountId", sa.Unicode(100), primary_key=True),
+    # Blind index of the device id the phone reports: registering again replaces.
+    sa.Column("DeviceIndex", sa.Unicode(64), nullable=False, unique=True),
+    sa.Column("DeviceIdEnc", engines.max_binary(), nullable=False),
+    sa.Column("GroupId", sa.Unicode(50), nullable=False),
+    sa.Column("Via", sa.Unicode(10), nullable=False),  # email | code | idtoken
+    # What it registered through: the domain (email, idtoken) or the CodeId (code).
+    sa.Column("ViaRef", sa.Unicode(253), nullable=False, default=""),
+    sa.Column("EmailEnc", engines.max_binary()),
+    sa.Column("EmailIndex", sa.Unicode(64)),
+    sa.Column("NameEnc", engines.max_binary()),
+    sa.Column("Platform", sa.Unicode(20), nullable=False, default=""),  # android | ios | ...
+    sa.Column("PushTokenEnc", engines.max_binary()),
+    sa.Column("PushTokenAt", sa.Float()),  # Unix time the device last set its token
+    sa.Column("AppVersion", sa.Unicode(50), nullable=False, default=""),
+    sa.Column("LastSeen", sa.Float()),
+    sa.Column("LastStart", sa.Float()),
+    sa.Column("RegisteredAt", sa.Float(), nullable=False),
+    sa.Index("IX_Device_Group", "GroupId"),
+    sa.Index("IX_Device_Via", "Via", "ViaRef"),
+)
+
+subscription = sa.Table(
+    "Subscription",
+    metadata,
+    sa.Column("AccountId", sa.Unicode(100), primary_key=True),  # the device
+    sa.Column("GroupId", sa.Unicode(50), primary_key=True),
+    sa.Column("CategoryId", sa.Unicode(50), primary_key=True),
+    sa.Column("SubscribedAt", sa.Float(), nullable=False),
+    sa.Index("IX_Subscription_Category", "GroupId", "CategoryId"),
+)
+
+verification_code = sa.Table(
+    "VerificationCode",
+    metadata,
+    # Codes mailed to prove an address (mpg.server.verification.IssuedCode): the
+    # code's keyed hash bound to its subject, never the code.
+    sa.Column("CodeId", sa.Unicode(36), primary_key=True),  # UUID
+    sa.Column("Purpose", sa.Unicode(10), nullable=False),  # device | domain
+    sa.Column("SubjectIndex", sa.Unicode(64), nullable=False),
+    sa.Column("CodeHash", sa.Unicode(64), nullable=False),
+    sa.Column("ExpiresAt", sa.Float(), nullable=False),
+    sa.Column("WrongTries", sa.Integer(), nullable=False, default=0),
+    sa.Column("Used", sa.Boolean(), nullable=False, default=False),
+    sa.Index("IX_VerificationCode_Subject", "Purpose", "SubjectIndex"),
+)
+
+admin_credential = sa.Table(
+    "AdminCredential",
+    metadata,
+    # Who may call the admin API: a random secret, stored as its SHA-256 (hex).
+    sa.Column("CredentialId", sa.Unicode(36), primary_key=True),
+    sa.Column("Name", sa.Unicode(100), nullable=False, unique=True),
+    sa.Column("Role", sa.Unicode(10), nullable=False),  # viewer | operator | admin
+    sa.Column("SecretHash", sa.Unicode(64), nullable=False),
+    sa.Column("Disabled", sa.Boolean(), nullable=False, default=False),
+    sa.Column("CreatedAt", sa.Unicode(20), nullable=False),
+)
+
+audit_log = sa.Table(
+    "AuditLog",
+    metadata,
+    # Every admin change: who, what, when (docs/devices.md, "Admin API").
+    sa.Column("Id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("At", sa.Unicode(20), nullable=False),
+    sa.Column("Actor", sa.Unicode(100), nullable=False),  # admin name, or cli:<os user>
+    sa.Column("Action", sa.Unicode(50), nullable=False),  # e.g. group.create
+    sa.Column("Target", sa.Unicode(300), nullable=False, default=""),
+    sa.Column("Detail", sa.Unicode(2000), nullable=False, default=""),
+    sa.Index("IX_AuditLog_At", "At"),
+)
+
 ALL_TABLES: Final = (
     account,
     account_key,
@@ -171,6 +308,15 @@ ALL_TABLES: Final = (
     upload_stage,
     message_event,
     seen_nonce,
+    message_group,
+    category,
+    domain,
+    registration_code,
+    device,
+    subscription,
+    verification_code,
+    admin_credential,
+    audit_log,
 )
 
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpg import config
-from mpg.server import accounts, app, main
+from mpg.server import accounts, app, datakeys, main
 from mpg.wire import envelope, keys, model, payloads
 
 ACCOUNT = "erp-a@example.com"
@@ -72,6 +72,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         max_request_bytes=1024 * 1024,
     )
     accounts.create_master_key_file(accounts.master_key_path(server_settings))
+    datakeys.create_data_keys_file(datakeys.data_keys_path(server_settings))
     push = main.build(server_settings)
     credential = push.accounts.add(ACCOUNT, "gateway")[1]
     push.accounts.add(PEER, "user")

@@ -23,9 +23,9 @@ import sqlalchemy as sa
 import trustme
 
 from mpg import config
-from mpg.server import accounts, tables
+from mpg.server import accounts, datakeys, tables
 from mpg.server import app as server_app
-from mpg.wire import envelope, keys, model, payloads
+from mpg.wire import atrest, envelope, keys, model, payloads
 
 GATEWAY = "erp-a@example.com"
 BOB = "bob@example.com"
@@ -79,6 +79,7 @@ def start_server(root: pathlib.Path) -> Server:
     )
     settings = config.load(config_file).server
     accounts.create_master_key_file(accounts.master_key_path(settings))
+    datakeys.create_data_keys_file(datakeys.data_keys_path(settings))
     engine = tables.create_engine(settings.database_url)
     tables.create_tables(engine)
     store = accounts.AccountStore(engine, accounts.load_master_key(settings))
@@ -382,7 +383,14 @@ def test_metrics_are_served_only_to_the_allowed_networks(tmp_path: pathlib.Path)
     engine = tables.create_engine(f"sqlite:///{tmp_path / 's.db'}")
     tables.create_tables(engine)
     settings = config.ServerSettings(data_dir=tmp_path, metrics_from=("10.9.0.0/16",))
-    app = server_app.create_app(server_app.PushServer(settings, engine, keys.new_master_key()))
+    app = server_app.create_app(
+        server_app.PushServer(
+            settings,
+            engine,
+            keys.new_master_key(),
+            atrest.Keyring({"k": keys.new_master_key()}, "k"),
+        )
+    )
 
     async def get(client_ip: str, path: str) -> int:
         transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))

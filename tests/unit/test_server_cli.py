@@ -44,10 +44,10 @@ def run(obj: context.CliContext, *args: str) -> Result:
     return CliRunner().invoke(server_cli.server, list(args), obj=obj)
 
 
-def test_init_creates_tables_and_a_private_master_key(
+def test_init_creates_tables_and_private_master_and_data_keys(
     obj: context.CliContext, tmp_path: pathlib.Path
 ) -> None:
-    """init makes every table and a 0600 master key file; a second init changes nothing."""
+    """init makes every table and 0600 master and data key files; a second changes nothing."""
     first = run(obj, "init", "--json")
     assert first.exit_code == 0, first.output
     data = json.loads(first.output)
@@ -56,10 +56,13 @@ def test_init_creates_tables_and_a_private_master_key(
     assert data["master_key"] == "created"
     key_file = tmp_path / "data" / "master.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    before = key_file.read_text()
+    assert data["data_keys"] == "created"
+    data_file = tmp_path / "data" / "data.keys"
+    assert stat.S_IMODE(data_file.stat().st_mode) == 0o600
+    before = key_file.read_text(), data_file.read_text()
     again = json.loads(run(obj, "init", "--json").output)
-    assert again == {**data, "created": [], "master_key": "present"}
-    assert key_file.read_text() == before
+    assert again == {**data, "created": [], "master_key": "present", "data_keys": "present"}
+    assert (key_file.read_text(), data_file.read_text()) == before
 
 
 def test_account_add_prints_a_token_that_parses(obj: context.CliContext) -> None:
