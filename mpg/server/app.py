@@ -45,8 +45,9 @@ from starlette import applications, concurrency, requests, responses, routing
 from mpg import config, errors, metrics
 from mpg.db import notify, transactions
 from mpg.ops import health, systemd
-from mpg.server import accounts, admins, auth, blobs, queues, replay, tables
+from mpg.server import accounts, admins, auth, blobs, mail, queues, replay, tables
 from mpg.server.api import app as api_app
+from mpg.server.directory import codestore
 from mpg.server.httperrors import INTERNAL, error_for, error_response
 from mpg.wire import atrest, envelope, model, payloads, xmlsafe
 
@@ -150,6 +151,11 @@ class PushServer:
         self.keyring = keyring
         self.accounts = accounts.AccountStore(engine, master_key)
         self.admins = admins.AdminStore(engine)
+        self.codes = codestore.CodeStore(codestore.code_key(master_key), keyring)
+        #: None when no mail server is configured (``server.mail_host``).
+        self.mailer = (
+            mail.Mailer(mail.SmtpSettings.from_server(settings)) if settings.mail_host else None
+        )
         self.queues = queues.QueueStore(engine)
         self.blobs = blobs.BlobStore(
             engine,

@@ -34,6 +34,7 @@ ERRORS: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
     (errors.ValidationError, 400, "bad_request"),
     (requests.ClientDisconnect, 400, "bad_request"),  # nobody is left to read it
     (errors.Unavailable, 503, "unavailable"),
+    (errors.MailError, 503, "mail_failed"),  # the mail server, not the caller
 )
 INTERNAL: Final = (500, "internal")
 

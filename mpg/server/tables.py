@@ -210,9 +210,9 @@ registration_code = sa.Table(
     "RegistrationCode",
     metadata,
     sa.Column("CodeId", sa.Unicode(36), primary_key=True),  # UUID
-    # HMAC of the normalised code (lookup and uniqueness, for ever: kept after delete).
+    # HMAC of the normalised code (lookup and uniqueness, for ever: kept after delete);
+    # the code itself is shown once, when it is made (docs/devices.md).
     sa.Column("CodeIndex", sa.Unicode(64), nullable=False, unique=True),
-    sa.Column("CodeEnc", engines.max_binary(), nullable=False),  # shown to admins again
     sa.Column("Name", sa.Unicode(200), nullable=False),
     sa.Column("Note", sa.Unicode(1000), nullable=False, default=""),
     sa.Column("GroupId", sa.Unicode(50), nullable=False),
