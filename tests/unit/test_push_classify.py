@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import email.utils
 import json
-from typing import Any
 
 import pytest
+from standins.fcm import fcm_error
 
 from mpg.server.push import classify
 from mpg.server.push.outcome import OutcomeKind
@@ -14,22 +14,9 @@ from mpg.server.push.outcome import OutcomeKind
 NOW = 1_800_000_000.0
 
 
-def fcm_error(
-    status: int, rpc_status: str, error_code: str = "", fields: tuple[str, ...] = ()
-) -> bytes:
-    details: list[dict[str, Any]] = []
-    if error_code:
-        details.append({"@type": classify.FCM_ERROR_TYPE, "errorCode": error_code})
-    if fields:
-        details.append(
-            {
-                "@type": classify.BAD_REQUEST_TYPE,
-                "fieldViolations": [{"field": f, "description": "bad"} for f in fields],
-            }
-        )
-    return json.dumps(
-        {"error": {"code": status, "message": "m", "status": rpc_status, "details": details}}
-    ).encode()
+def fcm_body(status: int, rpc_status: str, error_code: str = "", field: str = "") -> bytes:
+    """An FCM error answer as the stand-in (and FCM) writes it."""
+    return json.dumps(fcm_error(status, rpc_status, error_code, field)).encode()
 
 
 def test_fcm_accepted_push_is_delivered_with_the_message_name() -> None:
@@ -39,38 +26,38 @@ def test_fcm_accepted_push_is_delivered_with_the_message_name() -> None:
 
 
 def test_fcm_unregistered_removes_the_token() -> None:
-    result = classify.fcm(404, {}, fcm_error(404, "NOT_FOUND", "UNREGISTERED"), NOW)
+    result = classify.fcm(404, {}, fcm_body(404, "NOT_FOUND", "UNREGISTERED"), NOW)
     assert (result.kind, result.reason) == (OutcomeKind.TOKEN_GONE, "UNREGISTERED")
 
 
 def test_fcm_invalid_argument_naming_the_token_removes_it() -> None:
-    body = fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", ("message.token",))
+    body = fcm_body(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message.token")
     result = classify.fcm(400, {}, body, NOW)
     assert result.kind is OutcomeKind.TOKEN_GONE
     assert "message.token" in result.reason
 
 
 def test_fcm_invalid_argument_about_another_field_is_a_message_error() -> None:
-    body = fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", ("message.android.ttl",))
+    body = fcm_body(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message.android.ttl")
     assert classify.fcm(400, {}, body, NOW).kind is OutcomeKind.MESSAGE_ERROR
 
 
 def test_fcm_invalid_argument_without_details_is_a_message_error() -> None:
-    assert classify.fcm(400, {}, fcm_error(400, "INVALID_ARGUMENT"), NOW).kind is (
+    assert classify.fcm(400, {}, fcm_body(400, "INVALID_ARGUMENT"), NOW).kind is (
         OutcomeKind.MESSAGE_ERROR
     )
 
 
 def test_fcm_quota_exceeded_waits_at_least_a_minute() -> None:
     result = classify.fcm(
-        429, {"retry-after": "5"}, fcm_error(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), NOW
+        429, {"retry-after": "5"}, fcm_body(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), NOW
     )
     assert (result.kind, result.retry_after) == (OutcomeKind.RETRY, 60.0)
 
 
 def test_fcm_quota_exceeded_honours_a_longer_retry_after() -> None:
     result = classify.fcm(
-        429, {"retry-after": "120"}, fcm_error(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), NOW
+        429, {"retry-after": "120"}, fcm_body(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), NOW
     )
     assert result.retry_after == 120.0
 
@@ -79,17 +66,17 @@ def test_fcm_quota_exceeded_honours_a_longer_retry_after() -> None:
 def test_fcm_unavailable_and_internal_retry_after_what_the_header_says(
     status: int, code: str
 ) -> None:
-    result = classify.fcm(status, {"retry-after": "30"}, fcm_error(status, code, code), NOW)
+    result = classify.fcm(status, {"retry-after": "30"}, fcm_body(status, code, code), NOW)
     assert (result.kind, result.retry_after) == (OutcomeKind.RETRY, 30.0)
 
 
 def test_fcm_unavailable_without_retry_after_leaves_the_wait_to_the_backoff() -> None:
-    result = classify.fcm(503, {}, fcm_error(503, "UNAVAILABLE", "UNAVAILABLE"), NOW)
+    result = classify.fcm(503, {}, fcm_body(503, "UNAVAILABLE", "UNAVAILABLE"), NOW)
     assert (result.kind, result.retry_after) == (OutcomeKind.RETRY, None)
 
 
 def test_fcm_unauthenticated_asks_to_renew_the_access_token() -> None:
-    result = classify.fcm(401, {}, fcm_error(401, "UNAUTHENTICATED"), NOW)
+    result = classify.fcm(401, {}, fcm_body(401, "UNAUTHENTICATED"), NOW)
     assert result.kind is OutcomeKind.CONFIG_ALARM
     assert result.renew_credential
 
@@ -99,12 +86,12 @@ def test_fcm_unauthenticated_asks_to_renew_the_access_token() -> None:
     [(403, "SENDER_ID_MISMATCH"), (401, "THIRD_PARTY_AUTH_ERROR"), (403, "PERMISSION_DENIED")],
 )
 def test_fcm_project_setup_errors_are_configuration_alarms(status: int, code: str) -> None:
-    result = classify.fcm(status, {}, fcm_error(status, code, code), NOW)
+    result = classify.fcm(status, {}, fcm_body(status, code, code), NOW)
     assert (result.kind, result.renew_credential) == (OutcomeKind.CONFIG_ALARM, False)
 
 
 def test_fcm_not_found_without_unregistered_is_a_wrong_project_alarm() -> None:
-    assert classify.fcm(404, {}, fcm_error(404, "NOT_FOUND"), NOW).kind is OutcomeKind.CONFIG_ALARM
+    assert classify.fcm(404, {}, fcm_body(404, "NOT_FOUND"), NOW).kind is OutcomeKind.CONFIG_ALARM
 
 
 def test_fcm_answer_that_is_not_json_is_classified_by_its_status() -> None:
