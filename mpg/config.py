@@ -401,6 +401,11 @@ class ServerSettings(_Section):
                 raise ValueError(f"push provider name {name!r} is used twice")
         return value
 
+    @pydantic.field_validator("message_file_export_dir", mode="before")
+    @classmethod
+    def _empty_export_dir_is_off(cls, value: object) -> object:
+        return None if value == "" else value
+
     @pydantic.field_validator("push_content_groups")
     @classmethod
     def _content_groups_named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
