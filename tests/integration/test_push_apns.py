@@ -15,9 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from standins.apns import ApnsStandIn, apns_error
 from standins.common import client_context
 
+from mpg import config
+from mpg.server.push import registry
 from mpg.server.push.apns import ApnsProvider
 from mpg.server.push.apnstoken import ProviderTokens
-from mpg.server.push.base import PushRequest
+from mpg.server.push.base import Provider, PushRequest
 from mpg.server.push.outcome import OutcomeKind
 from mpg.wire.push import Notice, NoticeContent, NoticeKind
 
@@ -87,7 +89,7 @@ def provider(apns: ApnsStandIn, ca: trustme.CA, key_file: pathlib.Path) -> Itera
     p.close()
 
 
-def send(provider: ApnsProvider, device: str = DEVICE) -> tuple[OutcomeKind, str, float | None]:
+def send(provider: Provider, device: str = DEVICE) -> tuple[OutcomeKind, str, float | None]:
     result = provider.send(PushRequest(device, NOTICE))
     return result.kind, result.reason, result.retry_after
 
@@ -250,3 +252,32 @@ def test_apns_unreachable_is_retried(ca: trustme.CA, key_file: pathlib.Path) -> 
     )
     assert send(provider)[0] is OutcomeKind.RETRY
     provider.close()
+
+
+def test_a_configured_entry_reaches_apns_with_its_key_from_the_environment(
+    apns: ApnsStandIn,
+    ca: trustme.CA,
+    team_key: ec.EllipticCurvePrivateKey,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ACME_APNS_KEY", pem(team_key).decode())
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    entry = config.PushProvider(
+        name="acme-ios",
+        kind="apns",
+        groups=("acme",),
+        team_id=TEAM_ID,
+        key_id=KEY_ID,
+        key_env="ACME_APNS_KEY",
+        topic=TOPIC,
+        environment="sandbox",
+        endpoint=apns.url,
+        ca_bundle=ca_file,
+    )
+    reg = registry.Registry(config.ServerSettings(push_providers=(entry,)))
+    try:
+        assert send(reg.provider("acme", "ios"))[0] is OutcomeKind.DELIVERED
+    finally:
+        reg.close()

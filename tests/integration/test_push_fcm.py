@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +11,9 @@ import trustme
 from standins.common import client_context
 from standins.fcm import FcmStandIn, fcm_error
 
-from mpg.server.push.base import PushRequest
+from mpg import config
+from mpg.server.push import registry
+from mpg.server.push.base import Provider, PushRequest
 from mpg.server.push.fcm import FcmProvider
 from mpg.server.push.outcome import OutcomeKind
 from mpg.wire.push import Notice, NoticeKind
@@ -40,7 +44,7 @@ def provider(fcm: FcmStandIn, ca: trustme.CA) -> Iterator[FcmProvider]:
     p.close()
 
 
-def send(provider: FcmProvider, token: str = TOKEN) -> tuple[OutcomeKind, str, float | None]:
+def send(provider: Provider, token: str = TOKEN) -> tuple[OutcomeKind, str, float | None]:
     result = provider.send(PushRequest(token, NOTICE))
     return result.kind, result.reason, result.retry_after
 
@@ -185,3 +189,26 @@ def test_token_endpoint_unreachable_is_retried(fcm: FcmStandIn, ca: trustme.CA) 
     assert kind is OutcomeKind.RETRY
     assert "unreachable" in reason
     provider.close()
+
+
+def test_a_configured_entry_reaches_fcm_with_its_key_file_and_ca(
+    fcm: FcmStandIn, ca: trustme.CA, tmp_path: pathlib.Path
+) -> None:
+    key_file, ca_file = tmp_path / "acme-firebase.json", tmp_path / "ca.pem"
+    key_file.write_text(json.dumps(fcm.service_account()), encoding="utf-8")
+    key_file.chmod(0o600)
+    ca.cert_pem.write_to_path(str(ca_file))
+    entry = config.PushProvider(
+        name="acme-android",
+        kind="fcm",
+        groups=("acme",),
+        service_account_file=key_file,
+        endpoint=fcm.base,
+        ca_bundle=ca_file,
+    )
+    reg = registry.Registry(config.ServerSettings(push_providers=(entry,)))
+    try:
+        assert send(reg.provider("acme", "android"))[0] is OutcomeKind.DELIVERED
+    finally:
+        reg.close()
+    assert len(fcm.pushes) == 1

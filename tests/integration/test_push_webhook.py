@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterator
 
 import httpx
@@ -10,7 +11,9 @@ import trustme
 from standins.common import client_context
 from standins.webhook import WebhookStandIn
 
-from mpg.server.push.base import PushRequest
+from mpg import config
+from mpg.server.push import registry
+from mpg.server.push.base import Provider, PushRequest
 from mpg.server.push.outcome import OutcomeKind
 from mpg.server.push.webhook import WebhookProvider
 from mpg.wire import push
@@ -41,7 +44,7 @@ def provider(receiver: WebhookStandIn, ca: trustme.CA) -> Iterator[WebhookProvid
     p.close()
 
 
-def send(provider: WebhookProvider) -> tuple[OutcomeKind, str, float | None]:
+def send(provider: Provider) -> tuple[OutcomeKind, str, float | None]:
     result = provider.send(PushRequest("device-7", NOTICE))
     return result.kind, result.reason, result.retry_after
 
@@ -106,3 +109,26 @@ def test_receiver_down_is_retried(ca: trustme.CA) -> None:
     provider = WebhookProvider("p", "https://127.0.0.1:1/push", SECRET, verify=client_context(ca))
     assert send(provider)[0] is OutcomeKind.RETRY
     provider.close()
+
+
+def test_a_configured_entry_signs_with_the_secret_from_its_file(
+    receiver: WebhookStandIn, ca: trustme.CA, tmp_path: pathlib.Path
+) -> None:
+    secret_file, ca_file = tmp_path / "hook.secret", tmp_path / "ca.pem"
+    secret_file.write_bytes(SECRET + b"\n")
+    secret_file.chmod(0o600)
+    ca.cert_pem.write_to_path(str(ca_file))
+    entry = config.PushProvider(
+        name="acme-hook",
+        kind="webhook",
+        groups=("acme",),
+        url=receiver.url,
+        secret_file=secret_file,
+        ca_bundle=ca_file,
+    )
+    reg = registry.Registry(config.ServerSettings(push_providers=(entry,)))
+    try:
+        assert send(reg.provider("acme", "web"))[0] is OutcomeKind.DELIVERED
+    finally:
+        reg.close()
+    assert receiver.refused == []
