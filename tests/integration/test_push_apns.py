@@ -13,10 +13,9 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from standins.apns import ApnsStandIn, apns_error
-from standins.common import client_context
+from standins.common import ca_file, client_context, configured_send
 
 from mpg import config
-from mpg.server.push import registry
 from mpg.server.push.apns import ApnsProvider
 from mpg.server.push.apnstoken import ProviderTokens
 from mpg.server.push.base import Provider, PushRequest
@@ -262,8 +261,6 @@ def test_a_configured_entry_reaches_apns_with_its_key_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ACME_APNS_KEY", pem(team_key).decode())
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
     entry = config.PushProvider(
         name="acme-ios",
         kind="apns",
@@ -274,10 +271,6 @@ def test_a_configured_entry_reaches_apns_with_its_key_from_the_environment(
         topic=TOPIC,
         environment="sandbox",
         endpoint=apns.url,
-        ca_bundle=ca_file,
+        ca_bundle=ca_file(ca, tmp_path),
     )
-    reg = registry.Registry(config.ServerSettings(push_providers=(entry,)))
-    try:
-        assert send(reg.provider("acme", "ios"))[0] is OutcomeKind.DELIVERED
-    finally:
-        reg.close()
+    assert configured_send(entry, "ios", DEVICE, NOTICE) is OutcomeKind.DELIVERED

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import trustme
-from standins.common import client_context
+from standins.common import ca_file, client_context, configured_send
 from standins.fcm import FcmStandIn, fcm_error
 
 from mpg import config
-from mpg.server.push import registry
 from mpg.server.push.base import Provider, PushRequest
 from mpg.server.push.fcm import FcmProvider
 from mpg.server.push.outcome import OutcomeKind
@@ -194,21 +193,16 @@ def test_token_endpoint_unreachable_is_retried(fcm: FcmStandIn, ca: trustme.CA) 
 def test_a_configured_entry_reaches_fcm_with_its_key_file_and_ca(
     fcm: FcmStandIn, ca: trustme.CA, tmp_path: pathlib.Path
 ) -> None:
-    key_file, ca_file = tmp_path / "acme-firebase.json", tmp_path / "ca.pem"
+    key_file = tmp_path / "acme-firebase.json"
     key_file.write_text(json.dumps(fcm.service_account()), encoding="utf-8")
     key_file.chmod(0o600)
-    ca.cert_pem.write_to_path(str(ca_file))
     entry = config.PushProvider(
         name="acme-android",
         kind="fcm",
         groups=("acme",),
         service_account_file=key_file,
         endpoint=fcm.base,
-        ca_bundle=ca_file,
+        ca_bundle=ca_file(ca, tmp_path),
     )
-    reg = registry.Registry(config.ServerSettings(push_providers=(entry,)))
-    try:
-        assert send(reg.provider("acme", "android"))[0] is OutcomeKind.DELIVERED
-    finally:
-        reg.close()
+    assert configured_send(entry, "android", TOKEN, NOTICE) is OutcomeKind.DELIVERED
     assert len(fcm.pushes) == 1

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import trustme
-from standins.common import client_context
+from standins.common import ca_file, client_context, configured_send
 from standins.webhook import WebhookStandIn
 
 from mpg import config
-from mpg.server.push import registry
 from mpg.server.push.base import Provider, PushRequest
 from mpg.server.push.outcome import OutcomeKind
 from mpg.server.push.webhook import WebhookProvider
@@ -114,21 +113,16 @@ def test_receiver_down_is_retried(ca: trustme.CA) -> None:
 def test_a_configured_entry_signs_with_the_secret_from_its_file(
     receiver: WebhookStandIn, ca: trustme.CA, tmp_path: pathlib.Path
 ) -> None:
-    secret_file, ca_file = tmp_path / "hook.secret", tmp_path / "ca.pem"
+    secret_file = tmp_path / "hook.secret"
     secret_file.write_bytes(SECRET + b"\n")
     secret_file.chmod(0o600)
-    ca.cert_pem.write_to_path(str(ca_file))
     entry = config.PushProvider(
         name="acme-hook",
         kind="webhook",
         groups=("acme",),
         url=receiver.url,
         secret_file=secret_file,
-        ca_bundle=ca_file,
+        ca_bundle=ca_file(ca, tmp_path),
     )
-    reg = registry.Registry(config.ServerSettings(push_providers=(entry,)))
-    try:
-        assert send(reg.provider("acme", "web"))[0] is OutcomeKind.DELIVERED
-    finally:
-        reg.close()
+    assert configured_send(entry, "web", "device-7", NOTICE) is OutcomeKind.DELIVERED
     assert receiver.refused == []

@@ -6,12 +6,19 @@ import collections
 import dataclasses
 import http.server
 import json
+import pathlib
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import trustme
+
+from mpg import config
+from mpg.server.push import registry
+from mpg.server.push.base import PushRequest
+from mpg.server.push.outcome import OutcomeKind
+from mpg.wire.push import Notice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,3 +101,22 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 def json_answer(status: int, body: Any, **headers: str) -> tuple[int, dict[str, str], bytes]:
     """An answer with a JSON body."""
     return status, {"content-type": "application/json", **headers}, json.dumps(body).encode()
+
+
+def configured_send(
+    entry: config.PushProvider, platform: str, token: str, notice: Notice
+) -> OutcomeKind:
+    """Send one push the way the server will: a Registry built from ``entry`` picks the
+    provider for the notice's group and ``platform``."""
+    reg = registry.Registry(config.ServerSettings(push_providers=(entry,)))
+    try:
+        return reg.provider(notice.group, platform).send(PushRequest(token, notice)).kind
+    finally:
+        reg.close()
+
+
+def ca_file(ca: trustme.CA, folder: pathlib.Path) -> pathlib.Path:
+    """The test CA's certificate as a file (for ``ca_bundle``)."""
+    path = folder / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
