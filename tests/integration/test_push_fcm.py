@@ -206,3 +206,10 @@ def test_a_configured_entry_reaches_fcm_with_its_key_file_and_ca(
     )
     assert configured_send(entry, "android", TOKEN, NOTICE) is OutcomeKind.DELIVERED
     assert len(fcm.pushes) == 1
+
+
+def test_token_answer_that_is_no_token_is_retried(provider: FcmProvider, fcm: FcmStandIn) -> None:
+    fcm.token_script.then(200, b"<html>a proxy's sign-in page</html>")
+    kind, reason, _ = send(provider)
+    assert kind is OutcomeKind.RETRY
+    assert "unreadable" in reason

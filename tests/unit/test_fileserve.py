@@ -69,3 +69,13 @@ def test_an_unchanged_file_is_served_from_memory(tmp_path: pathlib.Path) -> None
 def test_group_ids_that_cannot_name_a_file_are_refused(group: str) -> None:
     with pytest.raises(errors.ValidationError, match="group"):
         messagefiles.file_name(group)
+
+
+def test_an_export_folder_that_cannot_be_written_is_a_storage_error_naming_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    blocker = tmp_path / "www"
+    blocker.write_text("a file where the folder should be")
+    files = MessageFiles(tmp_path / "files", export_dir=blocker)
+    with pytest.raises(errors.StorageError, match=r"www/acme.ibi not written"):
+        files.publish("acme", BODY)

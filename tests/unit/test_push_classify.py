@@ -165,6 +165,7 @@ def test_apns_unknown_server_error_retries() -> None:
     ("status", "kind"),
     [
         (204, OutcomeKind.DELIVERED),
+        (301, OutcomeKind.CONFIG_ALARM),
         (410, OutcomeKind.TOKEN_GONE),
         (404, OutcomeKind.TOKEN_GONE),
         (401, OutcomeKind.CONFIG_ALARM),

@@ -66,7 +66,7 @@ def post(
         response = client.post(url, headers=dict(headers), content=body)
     except httpx.TimeoutException as exc:
         return outcome.retry(f"timeout: {type(exc).__name__}")
-    except httpx.TransportError as exc:
+    except httpx.RequestError as exc:  # connection, TLS, HTTP/2 protocol, undecodable body
         return outcome.retry(f"connection failed: {exc or type(exc).__name__}")
     return Answer(response.status_code, response.headers, response.content)
 

@@ -161,6 +161,8 @@ def webhook(status: int, headers: Mapping[str, str], now: float) -> PushOutcome:
     if 200 <= status < 300:
         return outcome.delivered(headers.get("x-request-id", ""))
     reason = f"HTTP {status}"
+    if 300 <= status < 400:
+        return outcome.config_alarm(f"{reason}: redirected; configure the final https URL")
     if status in (404, 410):
         return outcome.token_gone(reason)
     if status in (401, 403):

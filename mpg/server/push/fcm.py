@@ -133,6 +133,9 @@ class FcmProvider:
             if getattr(exc, "retryable", False):
                 return outcome.retry(f"OAuth token refused for now: {exc}")
             return outcome.config_alarm(f"OAuth token refused: {exc}")
+        except (google.auth.exceptions.GoogleAuthError, ValueError, TypeError, KeyError) as exc:
+            # A 200 that is no token answer (a proxy's page): not the key's fault.
+            return outcome.retry(f"OAuth token answer unreadable: {type(exc).__name__}")
 
     def _attempt(self, body: bytes, renew: bool) -> PushOutcome:
         token = self._access_token(renew)

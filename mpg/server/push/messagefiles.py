@@ -81,9 +81,15 @@ class MessageFiles:
         """Write ``data`` as the group's new version (atomically, in each folder)."""
         name = file_name(group)
         target = self.folder / name
-        atomicfile.write_atomic(target, data)
-        if self.export_dir is not None:
-            atomicfile.write_atomic(self.export_dir / name, data)
+        for folder in (self.folder, self.export_dir):
+            if folder is None:
+                continue
+            try:
+                atomicfile.write_atomic(folder / name, data)
+            except OSError as exc:
+                raise errors.StorageError(
+                    f"message file {folder / name} not written: {exc.strerror or exc}"
+                ) from exc
         version = self.current(group)
         if version is None:  # removed between our write and our read: nothing to serve
             raise errors.StorageError(f"message file {target} vanished right after writing")
@@ -99,12 +105,23 @@ class MessageFiles:
             stat = os.stat(path)
         except FileNotFoundError:
             return None
-        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         with self._lock:
             cached = self._cache.get(group)
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == _key(stat):
             return cached[1]
-        version = Version.of(path.read_bytes(), stat.st_mtime)
+        try:
+            with path.open("rb") as fh:
+                # The key of the file actually read (it may have been replaced since the stat).
+                stat = os.fstat(fh.fileno())
+                body = fh.read()
+        except FileNotFoundError:
+            return None
+        version = Version.of(body, stat.st_mtime)
         with self._lock:
-            self._cache[group] = (key, version)
+            self._cache[group] = (_key(stat), version)
         return version
+
+
+def _key(stat: os.stat_result) -> tuple[int, int, int]:
+    """What changes when a file is replaced or rewritten."""
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
