@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from mpg import config, errors
-from mpg.server.push import registry
+from mpg.server.push import fcm, registry
 from mpg.server.push.logprovider import LogProvider
 from mpg.server.push.webhook import WebhookProvider
 from mpg.wire.push import Notice, NoticeContent, NoticeKind
@@ -142,3 +142,24 @@ def test_content_reaches_the_request_only_for_a_group_that_allows_it() -> None:
     opened = Notice(NoticeKind.MESSAGE, "open", message_id="m1")
     assert reg.request("tok", closed, content).content is None
     assert reg.request("tok", opened, content).content == content
+
+
+def test_service_account_key_lacking_fields_is_named(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(errors.ConfigError, match="lacks private_key, token_uri"):
+        fcm.load_service_account('{"project_id": "p", "client_email": "e"}', "acme.key")
+
+
+def test_service_account_key_that_is_not_json_is_named() -> None:
+    with pytest.raises(errors.ConfigError, match=r"acme\.key: not JSON"):
+        fcm.load_service_account("-----BEGIN PRIVATE KEY-----", "acme.key")
+
+
+def test_service_account_key_with_a_broken_private_key_is_a_config_error() -> None:
+    info = {
+        "project_id": "p",
+        "client_email": "e@p.iam.gserviceaccount.com",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    with pytest.raises(errors.ConfigError, match="acme-android: bad service-account key"):
+        fcm.FcmProvider("acme-android", info)
