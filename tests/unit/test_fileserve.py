@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pathlib
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from mpg import errors
 from mpg.server.push import fileserve, messagefiles
@@ -79,3 +81,21 @@ def test_an_export_folder_that_cannot_be_written_is_a_storage_error_naming_it(
     files = MessageFiles(tmp_path / "files", export_dir=blocker)
     with pytest.raises(errors.StorageError, match=r"www/acme.ibi not written"):
         files.publish("acme", BODY)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    match=st.one_of(st.none(), st.text(max_size=80)),
+    since=st.one_of(st.none(), st.text(max_size=80), st.just("Mon, 01 Jan 99999 00:00:00 GMT")),
+    encoding=st.text(max_size=80),
+)
+def test_any_request_headers_get_an_answer_not_an_exception(
+    match: str | None, since: str | None, encoding: str
+) -> None:
+    headers = {"accept-encoding": encoding}
+    if match is not None:
+        headers["if-none-match"] = match
+    if since is not None:
+        headers["if-modified-since"] = since
+    status, _, _ = fileserve.respond(Version.of(BODY, 1000), "GET", headers, "no-cache")
+    assert status in (200, 304)

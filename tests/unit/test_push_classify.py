@@ -5,7 +5,9 @@ from __future__ import annotations
 import email.utils
 import json
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 from standins.fcm import fcm_error
 
 from mpg.server.push import classify
@@ -185,10 +187,59 @@ def test_retry_after_as_an_http_date_counts_from_now() -> None:
     assert classify.retry_after({"retry-after": date}, NOW) == 90.0
 
 
-def test_retry_after_that_is_garbage_is_ignored() -> None:
-    assert classify.retry_after({"retry-after": "soon"}, NOW) is None
+@pytest.mark.parametrize("value", ["soon", "²", "٣", "1e3", "-5"])
+def test_retry_after_that_is_not_ascii_digits_or_a_date_is_ignored(value: str) -> None:
+    assert classify.retry_after({"retry-after": value}, NOW) is None
+
+
+def test_retry_after_is_capped_at_a_day() -> None:
+    assert classify.retry_after({"retry-after": "9" * 30}, NOW) == classify.MAX_RETRY_AFTER
 
 
 def test_only_retry_and_delivered_are_not_permanent() -> None:
     assert not classify.apns(503, {}, b"", NOW).permanent
     assert classify.apns(410, {}, apns_body("Unregistered"), NOW).permanent
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    status=st.integers(min_value=100, max_value=599),
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "error",
+                            "details",
+                            "status",
+                            "reason",
+                            "@type",
+                            "errorCode",
+                            "fieldViolations",
+                            "field",
+                        ]
+                    ),
+                    children,
+                    max_size=4,
+                )
+            ),
+            max_leaves=20,
+        ).map(lambda value: json.dumps(value).encode()),
+    ),
+    after=st.one_of(
+        st.text(max_size=30), st.sampled_from(["²", "9" * 40, "Fri, 31 Dec 9999 23:59:59 GMT"])
+    ),
+)
+def test_any_answer_is_classified_never_raised(status: int, body: bytes, after: str) -> None:
+    headers = {"retry-after": after}
+    for result in (
+        classify.fcm(status, headers, body, NOW),
+        classify.apns(status, headers, body, NOW),
+        classify.webhook(status, headers, NOW),
+    ):
+        assert result.kind in OutcomeKind
+        assert result.retry_after is None or result.retry_after >= 0

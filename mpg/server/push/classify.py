@@ -16,6 +16,8 @@ from typing import Any, Final
 from mpg.server.push import outcome
 from mpg.server.push.outcome import PushOutcome
 
+#: The longest wait a Retry-After can ask for (a day).
+MAX_RETRY_AFTER: Final = 86400.0
 #: FCM: at least this long after QUOTA_EXCEEDED (Firebase's guidance is one minute).
 FCM_QUOTA_PAUSE: Final = 60.0
 #: The FCM error details that say which error it is, and which field was wrong.
@@ -60,17 +62,18 @@ _APNS_RETRY: Final = frozenset(
 
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds the ``Retry-After`` header asks for (delta or HTTP date), None if absent/bad."""
+    """Seconds the ``Retry-After`` header asks for (delta or HTTP date), None if absent/bad,
+    at most :data:`MAX_RETRY_AFTER` (a provider's answer must not park a push for ever)."""
     value = headers.get("retry-after", "").strip()
     if not value:
         return None
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
 
 
 def _json(body: bytes) -> dict[str, Any]:
