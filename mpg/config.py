@@ -222,6 +222,98 @@ class IdTokenIssuer(_Section):
         return self.discovery_url or (self.issuer.rstrip("/") + "/.well-known/openid-configuration")
 
 
+#: The kinds of push provider (docs/push.md) and the platforms each serves by default.
+PUSH_KIND_PLATFORMS: Final = {
+    "log": ("*",),
+    "fcm": ("android",),
+    "apns": ("ios",),
+    "webhook": ("*",),
+}
+
+
+class PushProvider(_Section):
+    """One ``[[server.push_providers]]`` entry: a provider and its credentials, for the
+    groups it lists (docs/push.md, "Providers and credentials").
+
+    Secrets are never in the TOML: each comes from a file (``*_file``) or from the
+    environment variable an ``*_env`` key names.
+    """
+
+    name: str = pydantic.Field(min_length=1, max_length=100)
+    kind: Literal["log", "fcm", "apns", "webhook"]
+    #: The message groups whose devices this entry reaches; ``"*"``: groups no entry names.
+    groups: tuple[str, ...] = pydantic.Field(default=("*",), min_length=1)
+    #: Device platforms served; empty: the kind's own (fcm android, apns ios, others any).
+    platforms: tuple[str, ...] = ()
+    #: Where to send instead of the provider's public address (a relay, a test stand-in).
+    endpoint: str = ""
+    ca_bundle: pathlib.Path | None = None
+    timeout: float = pydantic.Field(default=10.0, gt=0, le=300)
+    # fcm: the service-account key (JSON) of the group's Firebase project.
+    service_account_file: pathlib.Path | None = None
+    service_account_env: str = ""
+    # apns: token authentication with the team's key (AuthKey_<key_id>.p8).
+    team_id: str = ""
+    key_id: str = ""
+    key_file: pathlib.Path | None = None
+    key_env: str = ""
+    topic: str = ""
+    environment: Literal["production", "sandbox"] = "production"
+    #: Seconds one provider token is used (Apple: 20 to 60 minutes; kept under 50).
+    token_window: int = pydantic.Field(default=2400, ge=1200, le=3000)
+    #: Seconds APNs keeps a push for a phone that is off (apns-expiration); 0: once only.
+    time_to_live: int = pydantic.Field(default=86400, ge=0, le=30 * 86400)
+    # webhook: the receiver and the HMAC secret it checks signatures with.
+    url: str = ""
+    secret_file: pathlib.Path | None = None
+    secret_env: str = ""
+
+    @pydantic.field_validator("endpoint", "url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if value and (parts.scheme != "https" or not parts.hostname):
+            raise ValueError(f"{value!r} is not an https URL")
+        return value.rstrip("/")
+
+    @pydantic.model_validator(mode="after")
+    def _kind_has_its_keys(self) -> PushProvider:
+        required = {
+            "fcm": (("service_account_file", "service_account_env"),),
+            "apns": (("key_file", "key_env"),),
+            "webhook": (("secret_file", "secret_env"),),
+        }.get(self.kind, ())
+        for file_key, env_key in required:
+            given = [k for k in (file_key, env_key) if getattr(self, k)]
+            if len(given) != 1:
+                raise ValueError(
+                    f"a {self.kind} provider needs exactly one of {file_key}, {env_key}"
+                )
+        needed = {"apns": ("team_id", "key_id", "topic"), "webhook": ("url",)}.get(self.kind, ())
+        missing = [k for k in needed if not getattr(self, k)]
+        if missing:
+            raise ValueError(f"a {self.kind} provider needs {', '.join(missing)}")
+        return self
+
+    def served_platforms(self) -> tuple[str, ...]:
+        """The platforms this entry serves (configured, else its kind's)."""
+        return tuple(p.lower() for p in self.platforms) or PUSH_KIND_PLATFORMS[self.kind]
+
+    def secret_text(self, file_key: str, env_key: str) -> str:
+        """The secret from the file ``file_key`` names, or the variable ``env_key`` names."""
+        where = f"server.push_providers[{self.name}]"
+        path = getattr(self, file_key)
+        if path is not None:
+            return _read_secret_file(path, f"{where}.{file_key}")
+        variable = getattr(self, env_key)
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            raise errors.ConfigError(
+                f"{where}.{env_key}: environment variable {variable} is not set"
+            )
+        return value
+
+
 class ServerSettings(_Section):
     """``[server]``: the push server (PSS)."""
 
@@ -293,6 +385,38 @@ class ServerSettings(_Section):
     id_token_keys_ttl: float = pydantic.Field(default=6 * 3600.0, gt=0)
     #: Least seconds between two fetches caused by an unknown key id (rotation).
     id_token_keys_refetch: float = pydantic.Field(default=300.0, ge=0)
+
+    # Push notifications and the message file (docs/push.md).
+    push_providers: tuple[PushProvider, ...] = ()
+    #: Groups whose pushes may carry the subject and text (default: none; content stays
+    #: behind the sealed channel). Named one by one; ``*`` is not accepted.
+    push_content_groups: tuple[str, ...] = ()
+    #: Largest message file; older messages are left out to stay under it.
+    message_file_max_bytes: int = pydantic.Field(default=100 * 1024, ge=4096, le=1024 * 1024)
+    #: A folder an external web server serves: each message file is also written there.
+    message_file_export_dir: pathlib.Path | None = None
+    message_file_cache_control: str = "public, no-cache"
+
+    @pydantic.field_validator("push_providers")
+    @classmethod
+    def _provider_names_unique(cls, value: tuple[PushProvider, ...]) -> tuple[PushProvider, ...]:
+        names = [entry.name for entry in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"push provider name {name!r} is used twice")
+        return value
+
+    @pydantic.field_validator("message_file_export_dir", mode="before")
+    @classmethod
+    def _empty_export_dir_is_off(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @pydantic.field_validator("push_content_groups")
+    @classmethod
+    def _content_groups_named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in value:
+            raise ValueError("name each group that allows content in pushes; '*' is not accepted")
+        return value
 
     @pydantic.field_validator("metrics_from")
     @classmethod
@@ -499,6 +623,7 @@ _PATH_KEYS: Final = {
         "master_key_file",
         "mail_password_file",
         "mail_ca_bundle",
+        "message_file_export_dir",
     ),
     "log": ("file",),
 }
@@ -528,6 +653,22 @@ def _resolve_paths(data: dict[str, Any], base: pathlib.Path) -> None:
             rel = url.removeprefix("sqlite:///")
             if rel and rel != ":memory:":
                 values["database_url"] = "sqlite:///" + str((base / rel).resolve())
+    _resolve_provider_paths(data, base)
+
+
+#: File paths inside each ``[[server.push_providers]]`` entry.
+_PROVIDER_PATH_KEYS: Final = ("ca_bundle", "service_account_file", "key_file", "secret_file")
+
+
+def _resolve_provider_paths(data: dict[str, Any], base: pathlib.Path) -> None:
+    """The push providers' files, relative to the config file's folder like other paths."""
+    server = data.get("server")
+    entries = server.get("push_providers") if isinstance(server, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        for key in _PROVIDER_PATH_KEYS if isinstance(entry, dict) else ():
+            value = entry.get(key)
+            if isinstance(value, str) and value and not pathlib.Path(value).is_absolute():
+                entry[key] = str(base / value)
 
 
 def _did_you_mean(word: str, choices: Iterable[str], template: str) -> str:

@@ -21,7 +21,9 @@ from mpg.wire import xmlsafe
 CONTENT: Final = "mpg-content.xsd"
 #: Drop files, inbound message files and receipt files (docs/dropfolders.md).
 DROP: Final = "mpg-drop.xsd"
-NAMES: Final = (CONTENT, DROP)
+#: A message group's published message file (docs/push.md).
+MESSAGE_FILE: Final = "mpg-messagefile.xsd"
+NAMES: Final = (CONTENT, DROP, MESSAGE_FILE)
 
 # One compiled schema is shared by every thread; libxml2 validation contexts are
 # created per call, but lxml's error log on the schema object is not thread-safe.

@@ -1,0 +1,62 @@
+"""A webhook receiver on loopback that checks MPG's HMAC signature as docs/push.md tells."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import trustme
+
+from mpg import errors
+from mpg.wire import push
+from standins.common import Script, serve_https
+
+
+class WebhookStandIn:
+    """Accepts signed pushes at ``/push``; refuses bad or replayed signatures with 401."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.script = Script()
+        self.url = ""
+        self.received: list[dict[str, Any]] = []
+        self.refused: list[str] = []
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def serve(self, ca: trustme.CA) -> Iterator[WebhookStandIn]:
+        """Run until the generator is closed."""
+        for base in serve_https(ca, self._handle):
+            self.url = base + "/push"
+            yield self
+
+    def _handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if (method, path) != ("POST", "/push"):
+            return 404, {}, b""
+        signature = headers.get(push.WEBHOOK_SIGNATURE_HEADER.lower(), "")
+        try:
+            push.verify_webhook(
+                (self.secret,),
+                headers.get(push.WEBHOOK_TIMESTAMP_HEADER.lower(), ""),
+                signature,
+                body,
+            )
+        except errors.WireError as exc:
+            with self._lock:
+                self.refused.append(str(exc))
+            return 401, {}, b""
+        with self._lock:
+            if signature in self._seen:
+                self.refused.append("replayed")
+                return 401, {}, b""
+            self._seen.add(signature)
+        scripted = self.script.next()
+        if scripted is not None:
+            return scripted.status, dict(scripted.headers), scripted.body
+        with self._lock:
+            self.received.append(json.loads(body))
+        return 204, {}, b""
