@@ -252,8 +252,17 @@ def test_a_registration_code_is_shown_once_and_deleting_it_removes_its_devices(
         ("POST", "/codes", {"name": "x", "group": "north", "note": "n" * 1001}),
         ("GET", "/devices?limit=0", None),
         ("GET", "/domains/UPPER.example/groups/north/impact", None),
+        ("GET", "/devices/dev-%00", None),
     ],
-    ids=["code-id", "negative-validity", "huge-validity", "long-note", "limit", "domain-case"],
+    ids=[
+        "code-id",
+        "negative-validity",
+        "huge-validity",
+        "long-note",
+        "limit",
+        "domain-case",
+        "nul-in-account",
+    ],
 )
 def test_out_of_range_input_is_a_400(
     push: app.PushServer, tokens: dict[str, str], method: str, path: str, body: Any

@@ -5,6 +5,8 @@ each removal takes."""
 from __future__ import annotations
 
 import pathlib
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -324,3 +326,39 @@ def test_a_unix_time_is_stored_to_the_millisecond_on_every_database(engine: sa.E
         conn.execute(tables.seen_nonce.insert().values(NonceKey="n", ExpiresAt=when))
         stored = conn.execute(sa.select(tables.seen_nonce.c.ExpiresAt)).scalar_one()
     assert stored == pytest.approx(when, abs=0.001)
+
+
+def test_two_admins_adding_one_group_at_once_get_a_conflict_not_a_fault(
+    postgresql_url: str,
+) -> None:
+    engine = tables.create_engine(postgresql_url)
+    tables.create_tables(engine)
+    store = groups.GroupStore(engine)
+    outcome: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            store.add("north", "North", "", "", "cli:two")
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    try:
+        with engine.connect() as first, first.begin():
+            # The first admin's row, not yet committed: the second insert waits on its key.
+            first.execute(
+                tables.message_group.insert().values(GroupId="north", Name="N", CreatedAt="t")
+            )
+            worker = threading.Thread(target=second)
+            worker.start()
+            with engine.connect() as watcher:
+                waiting = sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                )
+                while watcher.execute(waiting).scalar_one() == 0 and worker.is_alive():
+                    watcher.rollback()
+                    time.sleep(0.01)
+        worker.join()
+    finally:
+        engine.dispose()
+    [refused] = outcome
+    assert isinstance(refused, errors.Conflict), repr(refused)

@@ -14,7 +14,9 @@ from mpg.server.directory import roster, rules
 
 router = fastapi.APIRouter(tags=["devices"])
 
-AccountPath = Annotated[str, fastapi.Path(min_length=1, max_length=100)]
+#: Printable, no control characters: PostgreSQL refuses NUL in text (a 500 otherwise).
+ACCOUNT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+AccountPath = Annotated[str, fastapi.Path(min_length=1, max_length=100, pattern=ACCOUNT_PATTERN)]
 
 
 class DeviceOut(pydantic.BaseModel):
@@ -66,7 +68,10 @@ def list_devices(
     caller: deps.Viewer,
     group: Annotated[str | None, fastapi.Query(pattern=rules.SLUG_PATTERN, max_length=50)] = None,
     after: Annotated[
-        str, fastapi.Query(max_length=100, description="page after this account")
+        str,
+        fastapi.Query(
+            max_length=100, pattern=ACCOUNT_PATTERN, description="page after this account"
+        ),
     ] = "",
     limit: Annotated[int, fastapi.Query(ge=1, le=1000)] = 100,
 ) -> list[DeviceOut]:

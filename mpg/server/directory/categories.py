@@ -63,31 +63,37 @@ class CategoryStore:
             preselected,
             time.time(),
         )
-        with transactions.begin(self._engine, "adding a category") as conn:
-            groups.require(conn, group_id)
-            found = conn.execute(
-                sa.select(tables.category.c.CategoryId).where(
-                    _where(group_id, category.category_id)
+
+        def insert() -> None:
+            with transactions.begin(self._engine, "adding a category") as conn:
+                groups.require(conn, group_id)
+                found = conn.execute(
+                    sa.select(tables.category.c.CategoryId).where(
+                        _where(group_id, category.category_id)
+                    )
+                ).first()
+                if found is not None:
+                    raise errors.Conflict(f"group {group_id} already has category {category_id}")
+                conn.execute(
+                    tables.category.insert().values(
+                        GroupId=group_id,
+                        CategoryId=category.category_id,
+                        Name=category.name,
+                        Preselected=preselected,
+                        CreatedAt=category.created_at,
+                    )
                 )
-            ).first()
-            if found is not None:
-                raise errors.Conflict(f"group {group_id} already has category {category_id}")
-            conn.execute(
-                tables.category.insert().values(
-                    GroupId=group_id,
-                    CategoryId=category.category_id,
-                    Name=category.name,
-                    Preselected=preselected,
-                    CreatedAt=category.created_at,
+                audit.record(
+                    conn,
+                    actor,
+                    "category.create",
+                    f"{group_id}/{category.category_id}",
+                    "preselected" if preselected else "",
                 )
-            )
-            audit.record(
-                conn,
-                actor,
-                "category.create",
-                f"{group_id}/{category.category_id}",
-                "preselected" if preselected else "",
-            )
+
+        # Two admins adding the same id at once: the loser's insert breaks the key, and
+        # run again it finds the winner's row.
+        transactions.retrying(insert)
         return category
 
     def of_group(self, group_id: str) -> list[Category]:

@@ -126,38 +126,46 @@ class DomainStore:
         chosen_region = None if region is None else rules.region(region)
         mailer = self._require_mailer()
         c = tables.domain.c
-        with transactions.begin(self._engine, "registering a domain") as conn:
-            group = groups.require(conn, group_id)
-            found = self._row(conn, name, group_id)
-            if found is not None and found.Verified:
-                raise errors.Conflict(f"{name} is already a verified domain of group {group_id}")
-            values = {
-                "Region": group.region if chosen_region is None else chosen_region,
-                "VerifyAddressEnc": self._keyring.encrypt(
-                    address.strip(),
-                    atrest.Place("Domain", _ADDRESS_COLUMN, row_key(name, group_id)),
-                ),
-                "Verified": False,
-                "VerifiedAt": None,
-            }
-            if found is None:
-                conn.execute(
-                    tables.domain.insert().values(
-                        DomainName=name,
-                        GroupId=group_id,
-                        CreatedAt=timefmt.now_text("utc"),
-                        **values,
+
+        def store() -> tuple[Domain, email.message.EmailMessage]:
+            with transactions.begin(self._engine, "registering a domain") as conn:
+                group = groups.require(conn, group_id)
+                found = self._row(conn, name, group_id)
+                if found is not None and found.Verified:
+                    raise errors.Conflict(
+                        f"{name} is already a verified domain of group {group_id}"
                     )
-                )
-            else:
-                conn.execute(
-                    tables.domain.update()
-                    .where(c.DomainName == name, c.GroupId == group_id)
-                    .values(values)
-                )
-            message = self._code_mail(conn, name, group_id, address.strip())
-            audit.record(conn, actor, "domain.register", row_key(name, group_id))
-            registered = self._domain(self._row(conn, name, group_id))
+                values = {
+                    "Region": group.region if chosen_region is None else chosen_region,
+                    "VerifyAddressEnc": self._keyring.encrypt(
+                        address.strip(),
+                        atrest.Place("Domain", _ADDRESS_COLUMN, row_key(name, group_id)),
+                    ),
+                    "Verified": False,
+                    "VerifiedAt": None,
+                }
+                if found is None:
+                    conn.execute(
+                        tables.domain.insert().values(
+                            DomainName=name,
+                            GroupId=group_id,
+                            CreatedAt=timefmt.now_text("utc"),
+                            **values,
+                        )
+                    )
+                else:
+                    conn.execute(
+                        tables.domain.update()
+                        .where(c.DomainName == name, c.GroupId == group_id)
+                        .values(values)
+                    )
+                message = self._code_mail(conn, name, group_id, address.strip())
+                audit.record(conn, actor, "domain.register", row_key(name, group_id))
+                return self._domain(self._row(conn, name, group_id)), message
+
+        # Two admins registering one domain for one group at once: the loser's insert
+        # breaks the key, and run again it finds the winner's row.
+        registered, message = transactions.retrying(store)
         mailer.send(message)
         return registered
 

@@ -62,19 +62,25 @@ class GroupStore:
             timefmt.now_text("utc"),
         )
         c = tables.message_group.c
-        with transactions.begin(self._engine, "adding a group") as conn:
-            if conn.execute(sa.select(c.GroupId).where(c.GroupId == group.group_id)).first():
-                raise errors.Conflict(f"group {group.group_id} already exists")
-            conn.execute(
-                tables.message_group.insert().values(
-                    GroupId=group.group_id,
-                    Name=group.name,
-                    Region=group.region,
-                    FileUrl=group.file_url,
-                    CreatedAt=group.created_at,
+
+        def insert() -> None:
+            with transactions.begin(self._engine, "adding a group") as conn:
+                if conn.execute(sa.select(c.GroupId).where(c.GroupId == group.group_id)).first():
+                    raise errors.Conflict(f"group {group.group_id} already exists")
+                conn.execute(
+                    tables.message_group.insert().values(
+                        GroupId=group.group_id,
+                        Name=group.name,
+                        Region=group.region,
+                        FileUrl=group.file_url,
+                        CreatedAt=group.created_at,
+                    )
                 )
-            )
-            audit.record(conn, actor, "group.create", group.group_id)
+                audit.record(conn, actor, "group.create", group.group_id)
+
+        # Two admins adding the same id at once: the loser's insert breaks the key, and
+        # run again it finds the winner's row.
+        transactions.retrying(insert)
         return group
 
     def all(self) -> list[Group]:
