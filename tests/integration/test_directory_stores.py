@@ -16,7 +16,7 @@ from devicerows import add_device, devices, disabled_accounts, subscriptions
 
 from mpg import errors
 from mpg.server import audit, mail, tables, verification
-from mpg.server.directory import categories, codestore, domains, groups, regcodes
+from mpg.server.directory import categories, codestore, domains, groups, regcodes, roster
 from mpg.wire import atrest, keys
 
 ACTOR = "cli:test"
@@ -362,3 +362,29 @@ def test_two_admins_adding_one_group_at_once_get_a_conflict_not_a_fault(
         engine.dispose()
     [refused] = outcome
     assert isinstance(refused, errors.Conflict), repr(refused)
+
+
+def test_an_expired_code_keeps_its_devices_and_says_how_many(
+    engine: sa.Engine, keyring: atrest.Keyring
+) -> None:
+    _two_groups(engine)
+    now = [1_000_000.0]
+    store = regcodes.RegCodeStore(engine, b"k" * 32, clock=lambda: now[0])
+    made, _ = store.create("Short", "north", ACTOR, valid_until=now[0] + 60)
+    device = add_device(engine, keyring, group="north", via="code", via_ref=made.code_id)
+    now[0] += 3600
+    expired = store.get(made.code_id)
+    assert (expired.status, expired.devices) == (regcodes.Status.EXPIRED, 1)
+    assert devices(engine) == {device}
+    assert disabled_accounts(engine) == set()
+
+
+def test_a_device_no_data_key_opens_is_listed_without_its_id_and_hides_no_other(
+    engine: sa.Engine, keyring: atrest.Keyring
+) -> None:
+    _two_groups(engine)
+    lost = atrest.Keyring({"gone": keys.new_master_key()}, "gone")
+    unreadable = add_device(engine, lost, group="north", via="code", via_ref="c")
+    readable = add_device(engine, keyring, group="north", via="code", via_ref="c", device_id="D-1")
+    views = {v.account: v.device_id for v in roster.Roster(engine, keyring).all("north")}
+    assert views == {unreadable: None, readable: "D-1"}
