@@ -40,7 +40,8 @@ class _Keyed:
 @contextlib.contextmanager
 def _keyed(obj: object) -> collections.abc.Iterator[_Keyed]:
     with server_engine(obj) as engine:
-        settings: config.Settings = getattr(obj, "settings")  # noqa: B009 (checked by server_engine)
+        settings = getattr(obj, "settings", None)
+        assert isinstance(settings, config.Settings)  # server_engine refused anything else
         keyring = datakeys.load_keyring(settings.server)
         code_key = codestore.code_key(accounts.load_master_key(settings.server))
         yield _Keyed(engine, settings.server, keyring, codestore.CodeStore(code_key, keyring))

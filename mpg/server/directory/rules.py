@@ -53,7 +53,9 @@ def text(field: str, value: str, *, max_chars: int, required: bool = True, allow
             field, f"at most {max_chars} characters, this has {len(stripped)}"
         )
     if any(ch not in allow and unicodedata.category(ch) in _BAD for ch in stripped):
-        raise errors.ValidationError(field, "must not contain control or unassigned characters")
+        raise errors.ValidationError(
+            field, "must not contain control, format or unassigned characters"
+        )
     return stripped
 
 
