@@ -21,6 +21,7 @@ import click
 
 from mpg import config, logs
 from mpg.cli import admins as admins_cli
+from mpg.cli import directory as directory_cli
 from mpg.server import accounts, datakeys, main, tables
 from mpg.wire import keys
 
@@ -246,3 +247,8 @@ def _as_dict(info: accounts.AccountInfo) -> dict[str, Any]:
 
 
 server.add_command(admins_cli.admin)
+server.add_command(directory_cli.group)
+server.add_command(directory_cli.category)
+server.add_command(directory_cli.domain)
+server.add_command(directory_cli.code)
+server.add_command(directory_cli.device)

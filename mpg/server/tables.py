@@ -36,6 +36,8 @@ from mpg.db import notify, transactions
 #: A result row of any shape (rows are read by column name).
 Row: TypeAlias = sa.Row[*tuple[Any, ...]]
 
+# Unix times are sa.Double: sa.Float is FLOAT on MariaDB/MySQL, 4 bytes, which holds a
+# Unix time of today only to about 128 s (1764528000.123 read back as 1764530000.0).
 metadata = sa.MetaData()
 
 
@@ -79,7 +81,7 @@ transmit_queue = sa.Table(
     sa.Column("Priority", sa.Unicode(1)),
     sa.Column("Keywords", sa.Unicode(200)),
     sa.Column("TransmitTime", sa.Unicode(20)),
-    sa.Column("ReceivedAt", sa.Float(), nullable=False),
+    sa.Column("ReceivedAt", sa.Double(), nullable=False),
     sa.Column("RecipientCount", sa.Integer(), nullable=False),
     sa.Column("ServedCount", sa.Integer(), nullable=False, default=0),
     sa.Column("RecalledCount", sa.Integer(), nullable=False, default=0),
@@ -116,7 +118,7 @@ receive_queue = sa.Table(
     sa.Column("VisibleBcc", engines.max_text()),
     sa.Column("PriorityRank", sa.Integer(), nullable=False),  # 0 = E ... 3 = L
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued|leased|acked|withdrawn
-    sa.Column("LeaseUntil", sa.Float()),
+    sa.Column("LeaseUntil", sa.Double()),
     sa.Column("CreatedSeq", sa.BigInteger(), nullable=False),
     # Receipt entries only: the sender's TxMessageId and the final counts.
     sa.Column("TxMessageId", sa.Unicode(50)),
@@ -144,7 +146,7 @@ message_event = sa.Table(
     # What happened to a message on the server, for its sender's `mpg history`.
     sa.Column("Id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
     sa.Column("MessageId", sa.Unicode(50), nullable=False),
-    sa.Column("At", sa.Float(), nullable=False),  # Unix time
+    sa.Column("At", sa.Double(), nullable=False),  # Unix time
     sa.Column("Kind", sa.Unicode(30), nullable=False),  # see rows.EventKind
     sa.Column("Account", sa.Unicode(100), nullable=False),  # who did it (or got it)
     sa.Column("Detail", sa.Unicode(200), nullable=False, default=""),
@@ -158,7 +160,7 @@ seen_nonce = sa.Table(
     # to another process sharing this database is refused too (mpg.server.replay).
     # SHA-256 hex of account and nonce: fixed width whatever a client sends.
     sa.Column("NonceKey", sa.Unicode(64), primary_key=True),
-    sa.Column("ExpiresAt", sa.Float(), nullable=False),  # Unix time; pruned after
+    sa.Column("ExpiresAt", sa.Double(), nullable=False),  # Unix time; pruned after
     sa.Index("IX_SeenNonce_Expires", "ExpiresAt"),
 )
 
@@ -189,7 +191,7 @@ category = sa.Table(
     sa.Column("Name", sa.Unicode(200), nullable=False),
     sa.Column("Preselected", sa.Boolean(), nullable=False, default=False),
     # Unix time: a device's start subscribes it to preselected categories added since.
-    sa.Column("CreatedAt", sa.Float(), nullable=False),
+    sa.Column("CreatedAt", sa.Double(), nullable=False),
 )
 
 domain = sa.Table(
@@ -216,7 +218,7 @@ registration_code = sa.Table(
     sa.Column("Name", sa.Unicode(200), nullable=False),
     sa.Column("Note", sa.Unicode(1000), nullable=False, default=""),
     sa.Column("GroupId", sa.Unicode(50), nullable=False),
-    sa.Column("ValidUntil", sa.Float()),  # Unix time; NULL: no end
+    sa.Column("ValidUntil", sa.Double()),  # Unix time; NULL: no end
     # A deleted code stays as a blocked row: never issued again, refused with its reason.
     sa.Column("Deleted", sa.Boolean(), nullable=False, default=False),
     sa.Column("DeletedAt", sa.Unicode(20)),
@@ -240,11 +242,11 @@ device = sa.Table(
     sa.Column("NameEnc", engines.max_binary()),
     sa.Column("Platform", sa.Unicode(20), nullable=False, default=""),  # android | ios | ...
     sa.Column("PushTokenEnc", engines.max_binary()),
-    sa.Column("PushTokenAt", sa.Float()),  # Unix time the device last set its token
+    sa.Column("PushTokenAt", sa.Double()),  # Unix time the device last set its token
     sa.Column("AppVersion", sa.Unicode(50), nullable=False, default=""),
-    sa.Column("LastSeen", sa.Float()),
-    sa.Column("LastStart", sa.Float()),
-    sa.Column("RegisteredAt", sa.Float(), nullable=False),
+    sa.Column("LastSeen", sa.Double()),
+    sa.Column("LastStart", sa.Double()),
+    sa.Column("RegisteredAt", sa.Double(), nullable=False),
     sa.Index("IX_Device_Group", "GroupId"),
     sa.Index("IX_Device_Via", "Via", "ViaRef"),
 )
@@ -255,7 +257,7 @@ subscription = sa.Table(
     sa.Column("AccountId", sa.Unicode(100), primary_key=True),  # the device
     sa.Column("GroupId", sa.Unicode(50), primary_key=True),
     sa.Column("CategoryId", sa.Unicode(50), primary_key=True),
-    sa.Column("SubscribedAt", sa.Float(), nullable=False),
+    sa.Column("SubscribedAt", sa.Double(), nullable=False),
     sa.Index("IX_Subscription_Category", "GroupId", "CategoryId"),
 )
 
@@ -268,7 +270,7 @@ verification_code = sa.Table(
     sa.Column("Purpose", sa.Unicode(10), nullable=False),  # device | domain
     sa.Column("SubjectIndex", sa.Unicode(64), nullable=False),
     sa.Column("CodeHash", sa.Unicode(64), nullable=False),
-    sa.Column("ExpiresAt", sa.Float(), nullable=False),
+    sa.Column("ExpiresAt", sa.Double(), nullable=False),
     sa.Column("WrongTries", sa.Integer(), nullable=False, default=0),
     sa.Column("Used", sa.Boolean(), nullable=False, default=False),
     sa.Index("IX_VerificationCode_Subject", "Purpose", "SubjectIndex"),

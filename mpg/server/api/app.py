@@ -21,7 +21,13 @@ from starlette import requests, responses
 
 from mpg import errors
 from mpg.server import httperrors
-from mpg.server.api import audit_routes
+from mpg.server.api import (
+    audit_routes,
+    codes_routes,
+    devices_admin_routes,
+    domains_routes,
+    groups_routes,
+)
 
 if TYPE_CHECKING:
     from mpg.server.app import PushServer
@@ -102,4 +108,8 @@ def create_api(push: PushServer) -> fastapi.FastAPI:
     api.add_exception_handler(errors.MpgError, _refused)
     api.add_exception_handler(Exception, _refused)
     api.include_router(audit_routes.router)
+    api.include_router(groups_routes.router)
+    api.include_router(domains_routes.router)
+    api.include_router(codes_routes.router)
+    api.include_router(devices_admin_routes.router)
     return api
