@@ -293,6 +293,8 @@ class ServerSettings(_Section):
     id_token_keys_ttl: float = pydantic.Field(default=6 * 3600.0, gt=0)
     #: Least seconds between two fetches caused by an unknown key id (rotation).
     id_token_keys_refetch: float = pydantic.Field(default=300.0, ge=0)
+    #: CA file trusted for the issuers' discovery documents and key sets (default: the system's).
+    id_token_ca_bundle: pathlib.Path | None = None
 
     @pydantic.field_validator("metrics_from")
     @classmethod
@@ -499,6 +501,7 @@ _PATH_KEYS: Final = {
         "master_key_file",
         "mail_password_file",
         "mail_ca_bundle",
+        "id_token_ca_bundle",
     ),
     "log": ("file",),
 }
