@@ -34,7 +34,7 @@ PREFIX: Final = "group:"
 SLUG: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, order=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Address:
     """A group (``category`` None) or one category of a group."""
 

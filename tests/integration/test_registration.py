@@ -52,8 +52,10 @@ def issuer(ca: trustme.CA) -> Iterator[Issuer]:
         yield served
 
 
-def make_push(tmp_path: pathlib.Path, **settings: Any) -> app.PushServer:
-    engine = tables.create_engine(f"sqlite:///{tmp_path / 's.db'}")
+def make_push(
+    tmp_path: pathlib.Path, database_url: str | None = None, **settings: Any
+) -> app.PushServer:
+    engine = tables.create_engine(database_url or f"sqlite:///{tmp_path / 's.db'}")
     tables.create_tables(engine)
     keyring = atrest.Keyring({"k": keys.new_master_key()}, "k")
     values = config.ServerSettings(data_dir=tmp_path, **settings)

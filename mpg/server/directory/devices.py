@@ -453,7 +453,7 @@ class DeviceStore:
         (:mod:`mpg.server.addressing`), looked up in the submit's transaction."""
         wanted = addressing.wanted(messages)
         devices = self._accounts_by_device_id(conn, wanted.device_ids)
-        members = {a: self._members(conn, a) for a in sorted(wanted.addresses)}
+        members = {a: self._members(conn, a) for a in sorted(wanted.addresses, key=str)}
         return {m.tx_message_id: addressing.expanded(m, devices, members) for m in messages}
 
     def _accounts_by_device_id(
