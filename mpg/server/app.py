@@ -440,6 +440,8 @@ class PushServer:
 
     async def _fetch(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         max_items, wait = payloads.parse_fetch(req.payload)
+        if self.devices.seen_due(req.account):
+            await concurrency.run_in_threadpool(self.devices.write_seen, req.account)
         max_items = min(max_items, MAX_FETCH_ITEMS)
         loop = asyncio.get_running_loop()
         deadline = _ARRIVED.get(loop.time()) + min(wait, self.settings.max_long_poll)

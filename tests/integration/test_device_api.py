@@ -57,7 +57,7 @@ def message(
         bcc=bcc,
         subject="Flood warning",
         content="Rhine at 7.2 m",
-        content_type="TEXT",
+        content_type="MSG",
         alert_flag=True,
         priority="H",
         keywords="",

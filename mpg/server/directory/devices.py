@@ -42,6 +42,8 @@ ACCOUNT_PREFIX: Final = "dev-"
 VIAS: Final = ("email", "code", "idtoken")
 #: Least seconds between two writes of a device's LastSeen.
 SEEN_INTERVAL: Final = 60.0
+#: Devices whose last write of LastSeen is remembered (about 100 bytes each).
+MAX_SEEN: Final = 100_000
 
 
 def place(column: str, account: str) -> atrest.Place:
@@ -309,15 +311,31 @@ class DeviceStore:
         if not changed:
             raise errors.NotFound(f"{account} is not a registered device")
 
-    def seen(self, account: str) -> None:
-        """Note that ``account`` called; written at most once a minute per device."""
+    def seen_due(self, account: str) -> bool:
+        """Whether a call of ``account`` is to be noted now (cheap: memory only).
+
+        Only accounts registration made have a ``Device`` row; for each, once a
+        minute. The memory is bounded: forgetting only costs an early write.
+        """
+        if not account.startswith(ACCOUNT_PREFIX):
+            return False
         now = self._clock()
         with self._seen_lock:
             if now - self._seen.get(account, float("-inf")) < SEEN_INTERVAL:
-                return
-            if len(self._seen) > 100_000:
+                return False
+            if len(self._seen) >= MAX_SEEN:
                 self._seen.clear()
             self._seen[account] = now
+        return True
+
+    def seen(self, account: str) -> None:
+        """Note that ``account`` called (LastSeen); written at most once a minute."""
+        if self.seen_due(account):
+            self.write_seen(account)
+
+    def write_seen(self, account: str) -> None:
+        """Write ``account``'s LastSeen now (after :meth:`seen_due` said so)."""
+        now = self._clock()
         d = tables.device.c
         with transactions.begin(self._engine, "noting a device's call") as conn:
             conn.execute(tables.device.update().where(d.AccountId == account).values(LastSeen=now))
