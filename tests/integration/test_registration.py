@@ -412,3 +412,61 @@ def test_a_device_id_a_receiver_list_could_not_name_is_refused(
     answer = call(push, "POST", "/registrations/code", json={"code": code, "device_id": device_id})
     assert (answer.status_code, answer.json()["error"]) == (400, "bad_request")
     assert "device_id" in answer.json()["detail"]
+
+
+def test_an_id_token_mapping_two_groups_is_sent_again_naming_one(
+    tmp_path: pathlib.Path, issuer: Issuer, ca: trustme.CA
+) -> None:
+    ca_file = tmp_path / "idp-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    entry = config.IdTokenIssuer.model_validate(
+        {
+            "issuer": issuer.discovery_issuer,
+            "client_id": CLIENT_ID,
+            "discovery_url": issuer.base + "/common/v2.0/.well-known/openid-configuration",
+            "groups": [{"tenant": TENANT, "group": "north"}, {"tenant": TENANT, "group": "south"}],
+        }
+    )
+    push = make_push(tmp_path, id_token_issuers=(entry,), id_token_ca_bundle=ca_file)
+    add_group(push.engine, "north")
+    add_group(push.engine, "south")
+    add_domain(push.engine, push.keyring, "bücher.example".encode("idna").decode(), "south")
+    body = id_token_body(issuer, email="Anna@Bücher.example")
+    offered = call(push, "POST", "/registrations/id-token", json=body).json()
+    assert offered["status"] == "choose_group"
+    assert [g["id"] for g in offered["groups"]] == ["north", "south"]
+    assert offered["choice_token"] is None
+    chosen = call(push, "POST", "/registrations/id-token", json={**body, "group": "south"})
+    assert chosen.json()["registration"]["group"]["id"] == "south"
+    with transactions.connect(push.engine, "test") as conn:
+        row = conn.execute(sa.select(tables.device)).one()
+    assert (row.GroupId, row.ViaRef) == ("south", "xn--bcher-kva.example")
+    push.engine.dispose()
+
+
+def test_registration_by_email_is_off_without_a_mail_server(tmp_path: pathlib.Path) -> None:
+    push = make_push(tmp_path)
+    answer = ask_code(push)
+    assert (answer.status_code, answer.json()["error"]) == (404, "mail_off")
+    push.engine.dispose()
+
+
+def test_a_device_an_admin_disabled_cannot_register_itself_back(push: app.PushServer) -> None:
+    code, _ = add_code(push.engine, push.codes.key, "north")
+    body = {"code": code, "device_id": DEVICE}
+    first = call(push, "POST", "/registrations/code", json=body).json()["registration"]
+    push.accounts.disable(first["account"])
+    again = call(push, "POST", "/registrations/code", json=body)
+    assert (again.status_code, again.json()["error"]) == (403, "forbidden")
+    assert "disabled" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "address", ["anna@firma.example\x00", "anna meier@firma.example", "anna@", "\u2028@x.example"]
+)
+def test_an_address_that_is_no_address_is_a_400_naming_the_field(
+    push: app.PushServer, address: str
+) -> None:
+    answer = ask_code(push, address=address)
+    assert (answer.status_code, answer.json()["error"]) == (400, "bad_request")
+    assert answer.json()["detail"].startswith("email")

@@ -77,7 +77,7 @@ class Started(pydantic.BaseModel):
 class ReadReport(pydantic.BaseModel):
     """The user read this message (its MessageId)."""
 
-    message_id: Annotated[str, pydantic.Field(min_length=1, max_length=50)]
+    message_id: Annotated[str, pydantic.Field(min_length=1, max_length=50, pattern=r"^[!-~]+$")]
 
 
 class ReadRecorded(pydantic.BaseModel):

@@ -72,7 +72,9 @@ class EmailChoose(DeviceFields):
     """The group chosen after a confirmation offered several, with its choice token."""
 
     email: Email
-    choice_token: Annotated[str, pydantic.Field(min_length=1, max_length=200)]
+    choice_token: Annotated[
+        str, pydantic.Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    ]
     group: GroupId
 
 

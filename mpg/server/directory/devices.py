@@ -189,8 +189,11 @@ class DeviceStore:
         else:
             account = existing
             old = self._accounts.get(account)
+            if old is None or old.disabled:
+                # An admin's decision: registering again does not undo it.
+                raise errors.Forbidden(f"device {account} is disabled; ask an admin")
             _, credential = self._accounts.rotate_key(account)
-            for key in old.keys if old is not None else ():
+            for key in old.keys:
                 if not key.disabled:
                     self._accounts.disable_key(account, key.key_id)
         try:
@@ -198,13 +201,14 @@ class DeviceStore:
                 self._write(conn, account, enrolment, replace=existing is not None)
                 group = group_of(conn, enrolment.group)
                 categories = self._categories(conn, account, enrolment.group)
-        except errors.StorageError:
+        except errors.StorageError as exc:
             if existing is None:
-                # The device id was registered meanwhile: this account holds nothing.
+                # No device row points at the new account: it must not stay usable.
                 self._accounts.disable(account)
-                raise errors.Conflict(
-                    "this device id is being registered by another request; try again"
-                ) from None
+                if transactions.lost_race(exc):
+                    raise errors.Conflict(
+                        "this device id is being registered by another request; try again"
+                    ) from None
             raise
         log.info(
             "device_registered",

@@ -64,21 +64,27 @@ def device_id(value: str) -> str:
     return value
 
 
-def address(value: str) -> tuple[str, str]:
-    """The normalised address (trimmed, lower-cased) and its domain as ``Domain`` stores
-    it (lower-case, IDNA); ValidationError on field ``email`` if it is not one."""
-    plain = value.strip().lower()
-    local, at, domain = plain.rpartition("@")
-    domain = domain.rstrip(".")
-    if not at or not local or not domain or any(ch.isspace() or ch in "<>,;" for ch in plain):
-        raise errors.ValidationError("email", "not an e-mail address (name@domain)")
+def stored_domain(domain: str) -> str:
+    """A mail domain as ``Domain`` stores it: lower-case, no trailing dot, IDNA;
+    ValidationError on field ``email`` if it cannot be one."""
+    plain = domain.strip().rstrip(".").lower()
     try:
-        stored = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+        return plain if plain.isascii() else plain.encode("idna").decode("ascii")
     except UnicodeError:
         raise errors.ValidationError("email", f"not a domain name: {domain!r}") from None
+
+
+def address(value: str) -> tuple[str, str]:
+    """The normalised address (trimmed, lower-cased) and its domain as ``Domain`` stores
+    it (:func:`stored_domain`); ValidationError on field ``email`` if it is not one."""
+    plain = value.strip().lower()
+    local, at, domain = plain.rpartition("@")
+    bad = not plain.isprintable() or any(ch.isspace() or ch in "<>,;" for ch in plain)
+    if not at or not local or not domain or bad:
+        raise errors.ValidationError("email", "not an e-mail address (name@domain)")
     if len(plain) > mail.MAX_ADDRESS_CHARS:
         raise errors.ValidationError("email", f"longer than {mail.MAX_ADDRESS_CHARS} characters")
-    return plain, stored
+    return plain, stored_domain(domain)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,7 +157,7 @@ class Registrar:
         device_id(device.device_id)
         if self._mailer is None:
             raise errors.Refused(
-                503, "mail_off", "registration by e-mail is off: the server has no mail server"
+                404, "mail_off", "registration by e-mail is off: the server has no mail server"
             )
         self._allow("mail", plain, device.device_id, client)
         with transactions.begin(self._engine, "issuing a verification code") as conn:
@@ -330,8 +336,12 @@ class Registrar:
             )
 
         def domain_is_verified(group_id: str, domain: str) -> bool:
+            try:
+                stored = stored_domain(domain)
+            except errors.ValidationError:
+                return False
             with transactions.connect(self._engine, "reading domains") as conn:
-                return group_id in devices.verified_groups(conn, domain)
+                return group_id in devices.verified_groups(conn, stored)
 
         try:
             verified = verifier.verify(token, domain_is_verified=domain_is_verified, nonce=nonce)
@@ -352,17 +362,26 @@ class Registrar:
         chosen = ids[0] if len(ids) == 1 else group if group in ids else None
         if chosen is None:
             return Choice(tuple(g for g in groups if g.id in matches))
-        email = matches[chosen].address
-        via_ref = address(email)[1] if email else f"tenant:{verified.tenant}"
+        found = _token_address(matches[chosen].address)
         log.info("id_token_accepted", tenant=verified.tenant, group=chosen)
         return self._devices.enrol(
             devices.Enrolment(
                 device.device_id,
                 chosen,
                 "idtoken",
-                via_ref,
+                f"tenant:{verified.tenant}" if found is None else found[1],
                 device.platform,
                 device.app_version,
-                address(email)[0] if email else None,
+                None if found is None else found[0],
             )
         )
+
+
+def _token_address(claimed: str | None) -> tuple[str, str] | None:
+    """The address an ID token carries for the group, normalised, if it is one."""
+    if claimed is None:
+        return None
+    try:
+        return address(claimed)
+    except errors.ValidationError:
+        return None
