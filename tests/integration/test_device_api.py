@@ -238,3 +238,39 @@ def test_a_resubmission_after_new_subscribers_keeps_its_first_answer(
     [again] = push.queues.submit(GATEWAY, [dataclasses.replace(msg)])
     assert again == first
     assert recipients_of(push, first.message_id) == {first_device}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql", "mariadb"], indirect=True)
+def test_a_device_registers_again_subscribes_and_reports_a_read_on_each_database(
+    tmp_path: pathlib.Path, db_url: str
+) -> None:
+    push = make_push(tmp_path, db_url)
+    try:
+        add_group(push.engine, "north")
+        add_group(push.engine, "south")
+        add_category(push.engine, "north", "floods", preselected=True)
+        add_category(push.engine, "south", "storms", preselected=True)
+        add_category(push.engine, "south", "snow")
+        push.accounts.add(GATEWAY, "gateway")
+        first = register(push, "SERIAL-7")
+        again = register(push, "SERIAL-7", "south")
+        assert (again["account"], again["replaced"]) == (first["account"], True)
+        token = token_of(again)
+        assert call(push, "GET", "/device", token_of(first)).status_code == 403
+        assert call(push, "PUT", "/device/subscriptions/snow", token).status_code == 200
+        assert call(push, "DELETE", "/device/subscriptions/storms", token).status_code == 200
+        assert (
+            call(push, "PUT", "/device/push-token", token, json={"token": "t-1"}).status_code == 204
+        )
+        me = call(push, "GET", "/device", token).json()
+        assert [(c["id"], c["subscribed"]) for c in me["categories"]] == [
+            ("snow", True),
+            ("storms", False),
+        ]
+        assert me["has_push_token"] is True
+        [result] = push.queues.submit(GATEWAY, [message("tx-1", ("group:south/snow",))])
+        assert recipients_of(push, result.message_id) == {again["account"]}
+        body = {"message_id": result.message_id}
+        assert call(push, "POST", "/device/read", token, json=body).json() == {"recorded": True}
+    finally:
+        push.engine.dispose()
