@@ -185,6 +185,8 @@ def test_a_domain_of_two_groups_lets_the_device_choose_with_a_single_use_token(
     again = confirm(push, code)
     assert (again.status_code, again.json()["error"]) == (403, "code_used")
     choose = {"email": ADDRESS, "device_id": DEVICE, "choice_token": offered["choice_token"]}
+    wrong = call(push, "POST", "/registrations/email/choose", json={**choose, "group": "east"})
+    assert (wrong.status_code, wrong.json()["error"]) == (404, "group_not_offered")
     chosen = call(push, "POST", "/registrations/email/choose", json={**choose, "group": "south"})
     assert chosen.status_code == 200, chosen.text
     done = chosen.json()["registration"]

@@ -191,7 +191,8 @@ class Registrar:
             )
             if verdict.ok:
                 groups = devices.groups_of(conn, devices.verified_groups(conn, domain))
-                token = self._choice_token(conn, plain, device.device_id) if len(groups) > 1 else ""
+                choosing = len(groups) > 1 and group not in {g.id for g in groups}
+                token = self._choice_token(conn, plain, device.device_id) if choosing else ""
         if not verdict.ok:
             status = 400 if verdict.outcome is verification.Outcome.MALFORMED else 403
             raise errors.Refused(status, verdict.outcome.value, verdict.reason)
@@ -205,8 +206,11 @@ class Registrar:
         with transactions.begin(self._engine, "using a choice token") as conn:
             self._use_choice(conn, plain, device.device_id, token)
             groups = devices.groups_of(conn, devices.verified_groups(conn, domain))
-        if group not in {g.id for g in groups}:
-            raise errors.Refused(404, "group_not_offered", f"{group!r} is not a group of {domain}")
+            if group not in {g.id for g in groups}:
+                # Raised inside: the token stays unused for a right choice.
+                raise errors.Refused(
+                    404, "group_not_offered", f"{group!r} is not a group of {domain}"
+                )
         return self._email_outcome(plain, domain, device, group, groups, "")
 
     def _email_outcome(
