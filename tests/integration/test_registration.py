@@ -472,3 +472,13 @@ def test_an_address_that_is_no_address_is_a_400_naming_the_field(
     answer = ask_code(push, address=address)
     assert (answer.status_code, answer.json()["error"]) == (400, "bad_request")
     assert answer.json()["detail"].startswith("email")
+
+
+def test_a_mailed_code_proves_nothing_for_another_device(
+    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+) -> None:
+    add_domain(push.engine, push.keyring, "firma.example", "north")
+    ask_code(push)
+    answer = confirm(push, mailed_code(smtp[0]), device="another-device")
+    assert (answer.status_code, answer.json()["error"]) == (403, "code_expired")
+    assert confirm(push, mailed_code(smtp[0])).json()["status"] == "registered"
