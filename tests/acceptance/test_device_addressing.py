@@ -1,7 +1,8 @@
-"""End to end with real processes: phones register over the server's HTTPS API, an ERP's
-Outbox row addressed to a category of a group reaches only that group's subscribed
-device, which fetches and acknowledges it with the sealed protocol, and its REPLY lands
-in the gateway's Inbox."""
+"""End to end with real processes: phones register over the server's HTTPS API (one by
+e-mail, the code read out of a real SMTP server on loopback, choosing one of its
+domain's two groups), an ERP's Outbox row addressed to a category of a group reaches
+only that group's subscribed device, which fetches and acknowledges it with the sealed
+protocol, and its REPLY lands in the gateway's Inbox."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import ssl
 from typing import Any
 
 import httpx
-from directory_rows import add_category, add_code, add_group
+from directory_rows import add_category, add_code, add_domain, add_group
 from harness import World, wait_for
+from smtp_sink import Sink, smtp_sink
 
 from mpg import config
 from mpg.gateway import client
-from mpg.server import accounts, tables
+from mpg.server import accounts, datakeys, tables
 from mpg.server.api import deps
 from mpg.server.directory import codestore
 from mpg.wire import keys, model
@@ -43,37 +45,65 @@ def sealed(world: World, registration: dict[str, Any]) -> client.PushClient:
     return client.PushClient(settings, keys.parse_credential(registration["credential"]))
 
 
+def bearer(registration: dict[str, Any]) -> dict[str, str]:
+    """The device API's Authorization header for a registered device."""
+    credential = keys.parse_credential(registration["credential"])
+    token = deps.device_token(registration["account"], credential.key_id, credential.secret)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def register_by_email(http: httpx.Client, inbox: Sink, group: str) -> dict[str, Any]:
+    """Register by e-mail, reading the code from the mail, choosing ``group``."""
+    who = {"email": "anna.meier@firma.example", "device_id": "phone-mail"}
+    asked = http.post("/registrations/email", json={**who, "platform": "ios"})
+    assert asked.status_code == 200, asked.text
+    code = wait_for("the verification mail", lambda: inbox.received and inbox.code())
+    offered = http.post("/registrations/email/confirm", json={**who, "code": code}).json()
+    assert offered["status"] == "choose_group", offered
+    assert [g["id"] for g in offered["groups"]] == ["north", "south"]
+    choice = {**who, "choice_token": offered["choice_token"], "group": group}
+    chosen = http.post("/registrations/email/choose", json=choice)
+    assert chosen.status_code == 200, chosen.text
+    done: dict[str, Any] = chosen.json()["registration"]
+    return done
+
+
 def test_a_category_row_reaches_only_the_subscribed_device_of_that_group(world: World) -> None:
-    world.start_server()
-    settings = config.load(world.server_config).server
-    engine = tables.create_engine(settings.database_url)
-    code_key = codestore.code_key(accounts.load_master_key(settings))
-    for group in ("north", "south"):
-        add_group(engine, group)
-        add_category(engine, group, "floods", preselected=True)
-    codes = {group: add_code(engine, code_key, group)[0] for group in ("north", "south")}
-    engine.dispose()
-    gateway = world.gateway("erp-a")
-    gateway.run()
+    with smtp_sink() as (inbox, smtp_port):
+        with world.server_config.open("a") as extra:
+            extra.write(
+                f'mail_host = "127.0.0.1"\nmail_port = {smtp_port}\nmail_security = "plain"\n'
+                'mail_from = "noreply@mpg.example"\n'
+            )
+        world.start_server()
+        settings = config.load(world.server_config).server
+        engine = tables.create_engine(settings.database_url)
+        code_key = codestore.code_key(accounts.load_master_key(settings))
+        for group in ("north", "south"):
+            add_group(engine, group)
+            add_category(engine, group, "floods", preselected=True)
+            add_category(engine, group, "roads")
+            add_domain(engine, datakeys.load_keyring(settings), "firma.example", group)
+        codes = {group: add_code(engine, code_key, group)[0] for group in ("north", "south")}
+        engine.dispose()
+        gateway = world.gateway("erp-a")
+        gateway.run()
 
-    with api(world) as http:
+        with api(world) as http:
 
-        def register(device_id: str, group: str) -> dict[str, Any]:
-            body = {"code": codes[group], "device_id": device_id, "platform": "android"}
-            answer = http.post("/registrations/code", json=body)
-            assert answer.status_code == 200, answer.text
-            done: dict[str, Any] = answer.json()["registration"]
-            return done
+            def register(device_id: str, group: str) -> dict[str, Any]:
+                body = {"code": codes[group], "device_id": device_id, "platform": "android"}
+                answer = http.post("/registrations/code", json=body)
+                assert answer.status_code == 200, answer.text
+                done: dict[str, Any] = answer.json()["registration"]
+                return done
 
-        subscribed = register("phone-subscribed", "north")
-        unsubscribed = register("phone-unsubscribed", "north")
-        other_group = register("phone-south", "south")
-        credential = keys.parse_credential(unsubscribed["credential"])
-        token = deps.device_token(unsubscribed["account"], credential.key_id, credential.secret)
-        left = http.delete(
-            "/device/subscriptions/floods", headers={"Authorization": f"Bearer {token}"}
-        )
-        assert left.status_code == 200, left.text
+            subscribed = register_by_email(http, inbox, "north")
+            unsubscribed = register("phone-unsubscribed", "north")
+            other_group = register("phone-south", "south")
+            for device in (subscribed, other_group):
+                joined = http.put("/device/subscriptions/roads", headers=bearer(device))
+                assert joined.status_code == 200, joined.text
 
     gateway.sql(
         INSERT,
@@ -82,7 +112,7 @@ def test_a_category_row_reaches_only_the_subscribed_device_of_that_group(world: 
             "ALERT",
             "example.com",
             "D",
-            "group:north/floods",
+            "group:north/roads",
             "Hochwasser",
             "Pegel 7,2 m",
             "MSG",
@@ -98,7 +128,7 @@ def test_a_category_row_reaches_only_the_subscribed_device_of_that_group(world: 
     try:
         batch = phone.fetch(10, wait=10)
         [delivery] = batch.deliveries
-        assert (delivery.subject, delivery.receiver_list) == ("Hochwasser", "group:north/floods")
+        assert (delivery.subject, delivery.receiver_list) == ("Hochwasser", "group:north/roads")
         assert delivery.sender == "erp-a@example.com"
         assert phone.ack([delivery.rx_message_id]) == 1
         reply = model.OutgoingMessage(

@@ -6,8 +6,6 @@ the rate limit stopping a guessing loop; the device's own API."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import pathlib
 import re
 import time
@@ -19,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 import trustme
 from directory_rows import add_category, add_code, add_domain, add_group
+from smtp_sink import Sink, smtp_sink
 from test_idtoken import CLIENT_ID, RSA_KEY, TENANT, Issuer, claims, rsa_jwk, sign
-from test_mail import SmtpInbox, serving
 
 from mpg import config
 from mpg.db import transactions
@@ -33,10 +31,9 @@ ADDRESS = "Anna.Meier@Firma.example"
 
 
 @pytest.fixture
-def smtp() -> Iterator[tuple[SmtpInbox, int]]:
-    inbox = SmtpInbox()
-    with serving(inbox, auth_require_tls=False) as port:
-        yield inbox, port
+def smtp() -> Iterator[tuple[Sink, int]]:
+    with smtp_sink() as sink_and_port:
+        yield sink_and_port
 
 
 @pytest.fixture
@@ -64,7 +61,7 @@ def make_push(
 
 @pytest.fixture
 def push(
-    tmp_path: pathlib.Path, smtp: tuple[SmtpInbox, int], issuer: Issuer, ca: trustme.CA
+    tmp_path: pathlib.Path, smtp: tuple[Sink, int], issuer: Issuer, ca: trustme.CA
 ) -> Iterator[app.PushServer]:
     ca_file = tmp_path / "idp-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -108,17 +105,6 @@ def call(
     return asyncio.run(go())
 
 
-def mailed_code(inbox: SmtpInbox) -> str:
-    """The code in the newest mail the SMTP server received."""
-    message = email.message_from_bytes(inbox.received[-1], policy=email.policy.default)
-    assert isinstance(message, email.message.EmailMessage)
-    body = message.get_body(("plain",))
-    assert body is not None
-    found = re.search(r"\b(\d{6})\b", body.get_content())
-    assert found, body.get_content()
-    return found.group(1)
-
-
 def token_of(registration: dict[str, Any]) -> str:
     credential = keys.parse_credential(registration["credential"])
     return deps.device_token(registration["account"], credential.key_id, credential.secret)
@@ -135,13 +121,13 @@ def confirm(push: app.PushServer, code: str, device: str = DEVICE, **more: Any) 
 
 
 def test_a_device_registers_by_email_with_the_code_from_the_mail(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north")
     asked = ask_code(push)
     assert asked.status_code == 200, asked.text
     assert asked.json() == {"sent": True, "expires_in": 600}
-    answer = confirm(push, mailed_code(smtp[0]))
+    answer = confirm(push, smtp[0].code())
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["status"] == "registered"
@@ -172,12 +158,12 @@ def test_a_device_registers_by_email_with_the_code_from_the_mail(
 
 
 def test_a_domain_of_two_groups_lets_the_device_choose_with_a_single_use_token(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north")
     add_domain(push.engine, push.keyring, "firma.example", "south")
     ask_code(push)
-    code = mailed_code(smtp[0])
+    code = smtp[0].code()
     offered = confirm(push, code).json()
     assert offered["status"] == "choose_group"
     assert [g["id"] for g in offered["groups"]] == ["north", "south"]
@@ -199,23 +185,23 @@ def test_a_domain_of_two_groups_lets_the_device_choose_with_a_single_use_token(
 
 
 def test_naming_the_group_at_confirmation_registers_at_once(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north")
     add_domain(push.engine, push.keyring, "firma.example", "south")
     ask_code(push)
-    answer = confirm(push, mailed_code(smtp[0]), group="north").json()
+    answer = confirm(push, smtp[0].code(), group="north").json()
     assert answer["status"] == "registered"
     assert answer["registration"]["group"]["id"] == "north"
 
 
 def test_a_choice_token_for_another_device_is_refused(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north")
     add_domain(push.engine, push.keyring, "firma.example", "south")
     ask_code(push)
-    offered = confirm(push, mailed_code(smtp[0])).json()
+    offered = confirm(push, smtp[0].code()).json()
     body = {
         "email": ADDRESS,
         "device_id": "another-device",
@@ -227,7 +213,7 @@ def test_a_choice_token_for_another_device_is_refused(
 
 
 def test_an_address_of_no_registered_domain_gets_no_mail(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north", verified=False)
     answer = ask_code(push)
@@ -237,11 +223,11 @@ def test_an_address_of_no_registered_domain_gets_no_mail(
 
 
 def test_a_wrong_code_is_refused_with_the_tries_left(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north")
     ask_code(push)
-    right = mailed_code(smtp[0])
+    right = smtp[0].code()
     wrong = "000000" if right != "000000" else "111111"
     answer = confirm(push, wrong)
     assert answer.status_code == 403
@@ -251,11 +237,11 @@ def test_a_wrong_code_is_refused_with_the_tries_left(
 
 
 def test_a_guessing_loop_is_stopped_by_the_rate_limit(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north")
     ask_code(push)
-    right = mailed_code(smtp[0])
+    right = smtp[0].code()
     answers = []
     for guess in range(100):
         answer = confirm(push, f"{guess:06d}" if f"{guess:06d}" != right else "999999")
@@ -274,7 +260,7 @@ def test_a_guessing_loop_is_stopped_by_the_rate_limit(
 
 
 def test_mails_to_one_address_are_rate_limited_across_device_ids(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north")
     statuses = [ask_code(push, device=f"dev-{n}").status_code for n in range(7)]
@@ -475,10 +461,10 @@ def test_an_address_that_is_no_address_is_a_400_naming_the_field(
 
 
 def test_a_mailed_code_proves_nothing_for_another_device(
-    push: app.PushServer, smtp: tuple[SmtpInbox, int]
+    push: app.PushServer, smtp: tuple[Sink, int]
 ) -> None:
     add_domain(push.engine, push.keyring, "firma.example", "north")
     ask_code(push)
-    answer = confirm(push, mailed_code(smtp[0]), device="another-device")
+    answer = confirm(push, smtp[0].code(), device="another-device")
     assert (answer.status_code, answer.json()["error"]) == (403, "code_expired")
-    assert confirm(push, mailed_code(smtp[0])).json()["status"] == "registered"
+    assert confirm(push, smtp[0].code()).json()["status"] == "registered"
