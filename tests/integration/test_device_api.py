@@ -274,3 +274,26 @@ def test_a_device_registers_again_subscribes_and_reports_a_read_on_each_database
         assert call(push, "POST", "/device/read", token, json=body).json() == {"recorded": True}
     finally:
         push.engine.dispose()
+
+
+def test_the_openapi_document_describes_registration_and_the_device_api(
+    push: app.PushServer,
+) -> None:
+    document = call(push, "GET", "/openapi.json").json()
+    paths = document["paths"]
+    for path in (
+        "/registrations/email",
+        "/registrations/email/confirm",
+        "/registrations/email/choose",
+        "/registrations/code",
+        "/registrations/id-token",
+        "/device",
+        "/device/push-token",
+        "/device/start",
+        "/device/subscriptions",
+        "/device/subscriptions/{category}",
+        "/device/read",
+    ):
+        assert path in paths, path
+    answer = document["components"]["schemas"]["Answer"]["properties"]
+    assert set(answer) == {"status", "registration", "groups", "choice_token", "expires_in"}
