@@ -385,6 +385,8 @@ class ServerSettings(_Section):
     id_token_keys_ttl: float = pydantic.Field(default=6 * 3600.0, gt=0)
     #: Least seconds between two fetches caused by an unknown key id (rotation).
     id_token_keys_refetch: float = pydantic.Field(default=300.0, ge=0)
+    #: CA file trusted for the issuers' discovery documents and key sets (default: the system's).
+    id_token_ca_bundle: pathlib.Path | None = None
 
     # Push notifications and the message file (docs/push.md).
     push_providers: tuple[PushProvider, ...] = ()
@@ -624,6 +626,7 @@ _PATH_KEYS: Final = {
         "mail_password_file",
         "mail_ca_bundle",
         "message_file_export_dir",
+        "id_token_ca_bundle",
     ),
     "log": ("file",),
 }

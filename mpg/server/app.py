@@ -34,10 +34,14 @@ import contextlib
 import contextvars
 import ipaddress
 import pathlib
+import ssl
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
+import httpx
 import sqlalchemy as sa
 import structlog
 from starlette import applications, concurrency, requests, responses, routing
@@ -45,9 +49,20 @@ from starlette import applications, concurrency, requests, responses, routing
 from mpg import config, errors, metrics
 from mpg.db import notify, transactions
 from mpg.ops import health, systemd
-from mpg.server import accounts, admins, auth, blobs, mail, queues, replay, tables
+from mpg.server import (
+    accounts,
+    admins,
+    auth,
+    blobs,
+    idtoken,
+    mail,
+    queues,
+    replay,
+    tables,
+    verification,
+)
 from mpg.server.api import app as api_app
-from mpg.server.directory import codestore
+from mpg.server.directory import codestore, devices, registration
 from mpg.server.httperrors import INTERNAL, error_for, error_response
 from mpg.wire import atrest, envelope, model, payloads, xmlsafe
 
@@ -156,7 +171,24 @@ class PushServer:
         self.mailer = (
             mail.Mailer(mail.SmtpSettings.from_server(settings)) if settings.mail_host else None
         )
-        self.queues = queues.QueueStore(engine)
+        self.devices = devices.DeviceStore(engine, keyring, self.accounts)
+        self.queues = queues.QueueStore(engine, addresser=self.devices.addresser)
+        #: Rate limits of verification mails and code checks (in memory, per process).
+        self.limits = verification.VerificationLimits(
+            verification.LimitPolicy(), clock=time.monotonic
+        )
+        self._id_tokens: idtoken.IdTokenVerifier | None = None
+        self._id_tokens_lock = threading.Lock()
+        self.registrar = registration.Registrar(
+            engine=engine,
+            keyring=keyring,
+            codes=self.codes,
+            device_store=self.devices,
+            limits=self.limits,
+            settings=settings,
+            mailer=self.mailer,
+            verifier=self.id_token_verifier,
+        )
         self.blobs = blobs.BlobStore(
             engine,
             pathlib.Path(settings.data_dir) / BLOB_DIR,
@@ -194,6 +226,19 @@ class PushServer:
             "download": self._download,
             "history": self._history,
         }
+
+    def id_token_verifier(self) -> idtoken.IdTokenVerifier | None:
+        """The ID token verifier of ``server.id_token_issuers``, made on first use;
+        None when no issuer is configured (registration by ID token is off)."""
+        if not self.settings.id_token_issuers:
+            return None
+        with self._id_tokens_lock:
+            if self._id_tokens is None:
+                bundle = self.settings.id_token_ca_bundle
+                context = ssl.create_default_context(cafile=None if bundle is None else str(bundle))
+                client = httpx.Client(verify=context, timeout=10.0, follow_redirects=False)
+                self._id_tokens = idtoken.verifier_from_settings(self.settings, client)
+            return self._id_tokens
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start waking long polls on ``loop`` when entries are queued."""
@@ -395,6 +440,8 @@ class PushServer:
 
     async def _fetch(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         max_items, wait = payloads.parse_fetch(req.payload)
+        if self.devices.seen_due(req.account):
+            await concurrency.run_in_threadpool(self.devices.write_seen, req.account)
         max_items = min(max_items, MAX_FETCH_ITEMS)
         loop = asyncio.get_running_loop()
         deadline = _ARRIVED.get(loop.time()) + min(wait, self.settings.max_long_poll)

@@ -48,6 +48,12 @@ from mpg.wire import model
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[frozenset[str]], None]
+#: Turns the recipient lists of a batch into account names, inside the submit's
+#: transaction (the directory's group and device-id lookup, mpg.server.addressing);
+#: returns one message per message given, keyed by TxMessageId.
+Addresser = Callable[
+    [sa.Connection, Sequence[model.OutgoingMessage]], dict[str, model.OutgoingMessage]
+]
 
 #: Most bytes of messages one fetch answer carries (by :func:`rows.delivery_bytes`'
 #: upper bound): half the 16 MiB document the receiving side's XML parser accepts
@@ -123,10 +129,12 @@ class QueueStore:
         *,
         clock: Callable[[], float] = time.time,
         listener: Listener | None = None,
+        addresser: Addresser | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._listener = listener
+        self._addresser = addresser
         self._sequence = _Sequence()
 
     def set_listener(self, listener: Listener | None) -> None:
@@ -167,12 +175,16 @@ class QueueStore:
         digests = [identity.digest(m) for m in messages]
         with transactions.begin(self._engine, "submitting messages") as conn:
             results, fresh, first = self._answered_before(conn, sender_account, messages, digests)
+            # Who each message reaches, as account names; the row keeps what was written.
+            targets = {m.tx_message_id: m for m in fresh}
+            if self._addresser is not None:
+                targets = self._addresser(conn, fresh)
             kinds = self._kinds(
                 conn,
                 [sender_account]
                 + [
                     n
-                    for m in fresh
+                    for m in targets.values()
                     if not fanout.is_server_agent(m)
                     for n in fanout.lookup_names(m)
                 ],
@@ -189,7 +201,7 @@ class QueueStore:
             stages = self._stages(conn, sender_account, [m.tx_message_id for m in plain])
             for msg in plain:
                 results[msg.tx_message_id] = self._plan_message(
-                    msg, sender_account, kinds, stages, writes, now
+                    msg, targets[msg.tx_message_id], sender_account, kinds, stages, writes, now
                 )
             writes.flush(conn)
             # Recalls go after the plain messages: they read and change committed rows.
@@ -327,15 +339,17 @@ class QueueStore:
     def _plan_message(
         self,
         msg: model.OutgoingMessage,
+        target: model.OutgoingMessage,
         sender: str,
         kinds: Mapping[str, str],
         stages: Mapping[tuple[str, int], fanout.Staged],
         writes: _Writes,
         now: float,
     ) -> model.SubmitResult:
-        """Decide one plain message (:func:`mpg.server.fanout.plan`); add its rows."""
+        """Decide one plain message (:func:`mpg.server.fanout.plan`) by ``target``, the
+        message with its recipient lists resolved to accounts; add its rows."""
         tx = msg.tx_message_id
-        plan = fanout.plan(msg, kinds, stages)
+        plan = fanout.plan(target, kinds, stages)
         listed = plan.unknown[: fanout.MAX_LISTED]
         if not plan.accepted:
             return self._refuse(msg, sender, plan.reason, writes, now, unknown=listed)

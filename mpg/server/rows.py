@@ -31,6 +31,7 @@ class EventKind(enum.StrEnum):
     SERVED = "served"  # every recipient served; the receipt is queued for the sender
     RECEIPT_FETCHED = "receipt_fetched"  # the sender's gateway fetched the receipt
     RECEIPT_ACKNOWLEDGED = "receipt_acknowledged"  # ... and stored it
+    READ = "read"  # a device reported that its user read it (device API)
 
 
 def event(

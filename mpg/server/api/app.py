@@ -24,9 +24,11 @@ from mpg.server import httperrors
 from mpg.server.api import (
     audit_routes,
     codes_routes,
+    device_routes,
     devices_admin_routes,
     domains_routes,
     groups_routes,
+    registration_routes,
 )
 
 if TYPE_CHECKING:
@@ -112,4 +114,6 @@ def create_api(push: PushServer) -> fastapi.FastAPI:
     api.include_router(domains_routes.router)
     api.include_router(codes_routes.router)
     api.include_router(devices_admin_routes.router)
+    api.include_router(registration_routes.router)
+    api.include_router(device_routes.router)
     return api
