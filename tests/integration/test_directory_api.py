@@ -209,8 +209,8 @@ def test_without_a_mail_server_registering_a_domain_is_refused_clearly(
         answer = call(push, "POST", "/domains", admin, json=body)
     finally:
         push.engine.dispose()
-    assert answer.status_code == 409
-    assert answer.json()["error"] == "mail_not_configured"
+    assert answer.status_code == 404
+    assert answer.json()["error"] == "mail_off"
     assert "server.mail_host" in answer.json()["detail"]
 
 

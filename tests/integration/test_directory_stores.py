@@ -17,6 +17,7 @@ from devicerows import add_device, devices, disabled_accounts, subscriptions
 from mpg import errors
 from mpg.server import audit, mail, tables, verification
 from mpg.server.directory import categories, codestore, domains, groups, regcodes, roster
+from mpg.server.directory import devices as device_records
 from mpg.wire import atrest, keys
 
 ACTOR = "cli:test"
@@ -146,7 +147,7 @@ def test_a_domain_is_active_only_after_the_mailed_code_is_confirmed(
     pending = domain_store.register("Firma.Example", "north", "it@firma.example", ACTOR)
     assert (pending.domain, pending.verified, pending.region) == ("firma.example", False, "Nord")
     with engine.connect() as conn:
-        assert domains.verified_groups(conn, "firma.example") == []
+        assert device_records.verified_groups(conn, "firma.example") == []
 
     done = domain_store.verify(
         "firma.example", "north", sink[0].code_for("it@firma.example"), ACTOR
@@ -155,7 +156,7 @@ def test_a_domain_is_active_only_after_the_mailed_code_is_confirmed(
     assert done.verified
     assert done.verified_at
     with engine.connect() as conn:
-        assert domains.verified_groups(conn, "firma.example") == ["north"]
+        assert device_records.verified_groups(conn, "firma.example") == ["north"]
     assert [e.action for e in audit.entries(engine)][:2] == ["domain.verify", "domain.register"]
 
 
@@ -169,12 +170,12 @@ def test_a_wrong_domain_code_is_refused_and_counted_until_the_code_is_spent(
     for left in (4, 3, 2, 1):
         with pytest.raises(errors.Refused, match=f"{left} tr") as refused:
             domain_store.verify("firma.example", "north", wrong, ACTOR)
-        assert (refused.value.status, refused.value.code) == (400, "code_wrong")
+        assert (refused.value.status, refused.value.code) == (403, "code_wrong")
     with pytest.raises(errors.Refused):
         domain_store.verify("firma.example", "north", wrong, ACTOR)
     with pytest.raises(errors.Refused) as spent:
         domain_store.verify("firma.example", "north", right, ACTOR)
-    assert (spent.value.status, spent.value.code) == (410, "code_attempts_exhausted")
+    assert (spent.value.status, spent.value.code) == (403, "code_attempts_exhausted")
 
     domain_store.resend("firma.example", "north", ACTOR)
     fresh = sink[0].code_for("it@firma.example")
@@ -314,7 +315,7 @@ def test_no_mail_server_means_a_domain_cannot_be_registered(
     store = domains.DomainStore(engine, keyring, codes, None, "")
     with pytest.raises(errors.Refused) as refused:
         store.register("firma.example", "north", "it@firma.example", ACTOR)
-    assert (refused.value.status, refused.value.code) == (409, "mail_not_configured")
+    assert (refused.value.status, refused.value.code) == (404, "mail_off")
     assert store.all() == []
 
 

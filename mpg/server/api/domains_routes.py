@@ -94,7 +94,7 @@ def list_domains(
 @router.post("/domains", response_model=DomainOut, status_code=201)
 def register_domain(push: deps.Server, caller: deps.Admin, body: DomainIn) -> DomainOut:
     """Register a domain for a group and mail a verification code to ``email``; the
-    domain is pending until ``.../verify``. 409 ``mail_not_configured`` without a mail
+    domain is pending until ``.../verify``. 404 ``mail_off`` without a mail
     server, 503 ``mail_failed`` when the mail could not be sent (``.../resend``)."""
     registered = _store(push).register(
         body.domain, body.group, body.email, caller.name, region=body.region
@@ -106,8 +106,8 @@ def register_domain(push: deps.Server, caller: deps.Admin, body: DomainIn) -> Do
 def verify_domain(
     push: deps.Server, caller: deps.Admin, domain: DomainPath, group: GroupPath, body: CodeIn
 ) -> DomainOut:
-    """Confirm a pending domain with its mailed code; refusals ``code_wrong`` (400),
-    ``code_malformed`` (400), ``code_expired``, ``code_used``, ``code_attempts_exhausted`` (410)."""
+    """Confirm a pending domain with its mailed code; refusals ``code_malformed`` (400),
+    ``code_wrong``, ``code_expired``, ``code_used``, ``code_attempts_exhausted`` (403)."""
     return DomainOut.of(_store(push).verify(domain, group, body.code, caller.name))
 
 

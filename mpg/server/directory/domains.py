@@ -32,16 +32,6 @@ from mpg.wire import atrest
 PURPOSE = "domain"
 _ADDRESS_COLUMN = "VerifyAddressEnc"
 
-#: HTTP status of a refused domain code: a wrong or malformed one may be typed again,
-#: the others need a new code (``resend``).
-_VERDICT_STATUS = {
-    verification.Outcome.WRONG: 400,
-    verification.Outcome.MALFORMED: 400,
-    verification.Outcome.EXPIRED: 410,
-    verification.Outcome.USED: 410,
-    verification.Outcome.EXHAUSTED: 410,
-}
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Domain:
@@ -87,13 +77,6 @@ def address_domain(address: str) -> str:
         raise errors.ValidationError("email", exc.reason) from None
 
 
-def verified_groups(conn: sa.Connection, domain: str) -> list[str]:
-    """The groups ``domain`` is a verified domain of, by id (for registration by e-mail)."""
-    c = tables.domain.c
-    query = sa.select(c.GroupId).where(c.DomainName == domain, c.Verified == sa.true())
-    return [str(g) for g in conn.execute(query.order_by(c.GroupId)).scalars()]
-
-
 class DomainStore:
     """Domains in the server database; every change is audited with it."""
 
@@ -118,7 +101,8 @@ class DomainStore:
 
         Registering a pending domain again replaces its address and mails a new code; a
         verified one is a Conflict (remove it first). With no mail server configured the
-        request is refused (409 ``mail_not_configured``): nothing could prove the domain.
+        request is refused (404 ``mail_off``, as registration by e-mail is): nothing could
+        prove the domain.
         """
         name = rules.domain(domain)
         if address_domain(address) != name:
@@ -196,9 +180,10 @@ class DomainStore:
                 verified = self._domain(self._row(conn, found.domain, group_id))
         # Outside the transaction: a wrong try is counted even though it is refused.
         if not verdict.ok:
-            raise errors.Refused(
-                _VERDICT_STATUS[verdict.outcome], verdict.outcome.value, verdict.reason
-            )
+            # As for a device's code (registration.py): only a malformed one is the
+            # request's fault; the others are refusals of a well-formed request.
+            status = 400 if verdict.outcome is verification.Outcome.MALFORMED else 403
+            raise errors.Refused(status, verdict.outcome.value, verdict.reason)
         return verified
 
     def all(self, group_id: str | None = None) -> list[Domain]:
@@ -246,8 +231,8 @@ class DomainStore:
     def _require_mailer(self) -> mail.Mailer:
         if self._mailer is None:
             raise errors.Refused(
-                409,
-                "mail_not_configured",
+                404,
+                "mail_off",
                 "no mail server is configured (server.mail_host): "
                 "a domain's verification code cannot be sent",
             )

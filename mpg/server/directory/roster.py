@@ -18,7 +18,7 @@ import structlog
 from mpg import errors
 from mpg.db import transactions
 from mpg.server import audit, tables
-from mpg.server.directory import removal
+from mpg.server.directory import devices, removal
 from mpg.wire import atrest
 
 log = structlog.get_logger(__name__)
@@ -111,7 +111,7 @@ class Roster:
 
     def _device_id(self, account: str, blob: bytes) -> str | None:
         try:
-            return self._keyring.decrypt_text(blob, atrest.Place("Device", "DeviceIdEnc", account))
+            return self._keyring.decrypt_text(blob, devices.place("DeviceIdEnc", account))
         except errors.AtRestError as exc:
             # A removed data key must not hide every other device from the admin.
             log.warning("device_id_unreadable", account=account, reason=str(exc))
