@@ -14,6 +14,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from harness import free_port
 
+from mpg import config
+
 
 class Sink:
     """Keeps the raw bytes of every mail accepted."""
@@ -47,3 +49,15 @@ def smtp_sink() -> Iterator[tuple[Sink, int]]:
         yield sink, port
     finally:
         controller.stop()
+
+
+def mail_settings(port: int, **changes: Any) -> config.ServerSettings:
+    """Server settings that mail through the sink on ``port`` (plain SMTP, loopback)."""
+    return config.ServerSettings(
+        mail_host="127.0.0.1",
+        mail_port=port,
+        mail_security="plain",
+        mail_from="noreply@mpg.example",
+        mail_attempts=1,
+        **changes,
+    )

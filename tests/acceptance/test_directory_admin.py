@@ -8,14 +8,14 @@ import json
 import ssl
 
 import httpx
-import smtpsink
 from harness import World
+from smtp_sink import smtp_sink
 
 
 def test_an_admin_sets_up_a_group_by_api_and_cli_and_every_change_is_audited(
     world: World,
 ) -> None:
-    with smtpsink.serving() as (sink, smtp_port):
+    with smtp_sink() as (sink, smtp_port):
         with world.server_config.open("a") as config:
             config.write(
                 f'mail_host = "127.0.0.1"\nmail_port = {smtp_port}\nmail_security = "plain"\n'
@@ -37,7 +37,7 @@ def test_an_admin_sets_up_a_group_by_api_and_cli_and_every_change_is_audited(
             world.mpg(cfg, "server", "category", "add", "north", "storm", "--name", "Storm")
             domain = {"domain": "firma.example", "group": "north", "email": "it@firma.example"}
             assert api.post("/domains", json=domain).status_code == 201
-            code = sink.code_for("it@firma.example")
+            code = sink.code()
             world.mpg(cfg, "server", "domain", "verify", "firma.example", code, "--group", "north")
             [listed] = api.get("/domains").json()
             assert listed["verified"] is True
