@@ -3,14 +3,13 @@ process over ASGI, with the domain's code read from a real SMTP server on loopba
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
+from apicall import call
 from devicerows import add_device, devices, disabled_accounts
 from smtp_sink import Sink, mail_settings, smtp_sink
 
@@ -44,19 +43,6 @@ def tokens(push: app.PushServer) -> dict[str, str]:
     return {
         role: push.admins.add(role, role, "cli:root")[1] for role in ("viewer", "operator", "admin")
     }
-
-
-def call(
-    push: app.PushServer, method: str, path: str, token: str | None = None, **kw: Any
-) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app.create_app(push))
-        async with httpx.AsyncClient(transport=transport, base_url="http://mpg") as client:
-            return await client.request(method, "/api/v1" + path, headers=headers, **kw)
-
-    return asyncio.run(go())
 
 
 def _group(push: app.PushServer, admin: str, group: str = "north") -> None:
