@@ -10,7 +10,6 @@ classes the gateway's client uses, so ``mpg device`` exits 5 with the server's d
 from __future__ import annotations
 
 import dataclasses
-import json
 import ssl
 import urllib.parse
 from typing import Any, Final
@@ -18,9 +17,9 @@ from typing import Any, Final
 import httpx
 
 from mpg import errors
+from mpg.gateway import client
 
 PREFIX: Final = "/api/v1"
-_TRANSIENT_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -190,13 +189,9 @@ class DeviceApi:
 
 def refusal(what: str, response: httpx.Response) -> errors.ServerError:
     """The error for a refused call, carrying the server's code and detail."""
-    try:
-        body = json.loads(response.content)
-        code, detail = str(body.get("error", "")), str(body.get("detail", ""))
-    except (ValueError, AttributeError):
-        code, detail = "", response.text[:200]
+    code, detail = client.error_parts(response)
     status = response.status_code
-    if status in _TRANSIENT_STATUS:
+    if status in client.TRANSIENT_STATUS:
         after = response.headers.get("retry-after")
         wait = f" (retry after {after} s)" if after else ""
         return errors.TransientServerError(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -21,12 +20,14 @@ import click
 from mpg import config, errors, logs
 from mpg.agent import agent as agent_mod
 from mpg.agent import api_client
+from mpg.cli import content as content_cli
 from mpg.cli import inbox as inbox_cli
 
 #: Where the state folder is when neither --state nor the variable names one.
 DEFAULT_STATE: Final = "~/.mpg-device"
 STATE_ENV: Final = "MPG_DEVICE_STATE"
 _META: Final = "mpg.device.state"
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 
 
 def _emit(data: Any, as_json: bool, lines: list[str]) -> None:
@@ -42,16 +43,6 @@ def _agent() -> Iterator[agent_mod.Agent]:
     root = click.get_current_context().meta[_META]
     with agent_mod.Agent(root) as agent:
         yield agent
-
-
-def _read_text(name: str) -> str:
-    """The contents of file ``name``, or standard input for ``-``."""
-    if name == "-":
-        return sys.stdin.read()
-    try:
-        return pathlib.Path(name).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise errors.CommandError(f"{name}: cannot read: {exc.strerror}") from exc
 
 
 @click.group("device")
@@ -106,7 +97,7 @@ def _managed(path: str | None) -> dict[str, str]:
     if path is None:
         return {}
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(content_cli.read_text(path))
     except ValueError as exc:
         raise errors.ValidationError("managed", f"{path}: not JSON: {exc}") from exc
     known = {"server_url", "ca_file", "registration_code", "email"}
@@ -141,7 +132,7 @@ def _managed(path: str | None) -> dict[str, str]:
     help="A managed-configuration JSON file (server_url, "
     "ca_file, registration_code, email); the options above win over it.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_json
 def register(
     server_url: str | None,
     ca_file: str | None,
@@ -186,14 +177,14 @@ def register(
             reg = agent.register_code(registration_code)
         else:
             assert id_token_file is not None
-            reg = agent.register_id_token(_read_text(id_token_file), nonce)
+            reg = agent.register_id_token(content_cli.read_text(id_token_file), nonce)
         _registered(reg, as_json, agent.folder.credential_path)
 
 
 @device.command("confirm")
 @click.argument("code")
 @click.option("--group", help="The group to join, when the address's domain has several.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_json
 def confirm(code: str, group: str | None, as_json: bool) -> None:
     """Send the CODE mailed by `register --email`; registers, or lists groups to choose."""
     with _agent() as agent:
@@ -224,13 +215,13 @@ def use_account(account: str, credential_file: str, server_url: str, ca_file: st
     """Act as ACCOUNT, made by hand with `mpg server account add --kind device`."""
     with _agent() as agent:
         agent.configure(server_url=server_url, ca_file=ca_file)
-        agent.use_account(account, _read_text(credential_file))
+        agent.use_account(account, content_cli.read_text(credential_file))
     click.echo(f"using account {account}")
 
 
 @device.command("info")
 @click.option("--from-server", is_flag=True, help="Also ask the server (GET /device).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_json
 def info(from_server: bool, as_json: bool) -> None:
     """What the agent keeps (never the credential), and what the server knows."""
     with _agent() as agent:
@@ -244,7 +235,7 @@ def info(from_server: bool, as_json: bool) -> None:
 @device.command("push-token")
 @click.argument("token")
 @click.option("--platform", help="The push service's platform (default: the device's).")
-@click.option("--json", "as_json", is_flag=True, help="Print the server's answer as JSON.")
+@_json
 def push_token(token: str, platform: str | None, as_json: bool) -> None:
     """Set or refresh the device's push token on the server."""
     with _agent() as agent:
@@ -253,7 +244,7 @@ def push_token(token: str, platform: str | None, as_json: bool) -> None:
 
 
 @device.command("start")
-@click.option("--json", "as_json", is_flag=True, help="Print the server's answer as JSON.")
+@_json
 def start(as_json: bool) -> None:
     """Report an app start (the server subscribes newly preselected categories)."""
     with _agent() as agent, agent.api() as api:
@@ -262,7 +253,7 @@ def start(as_json: bool) -> None:
 
 
 @device.command("subscriptions")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_json
 def subscriptions(as_json: bool) -> None:
     """The group's categories and which are subscribed (from the server)."""
     with _agent() as agent, agent.api() as api:
@@ -288,7 +279,7 @@ def _subscribe(category: str, on: bool, as_json: bool) -> None:
 
 @device.command("subscribe")
 @click.argument("category")
-@click.option("--json", "as_json", is_flag=True, help="Print the server's answer as JSON.")
+@_json
 def subscribe(category: str, as_json: bool) -> None:
     """Subscribe to CATEGORY of the device's group."""
     _subscribe(category, True, as_json)
@@ -296,7 +287,7 @@ def subscribe(category: str, as_json: bool) -> None:
 
 @device.command("unsubscribe")
 @click.argument("category")
-@click.option("--json", "as_json", is_flag=True, help="Print the server's answer as JSON.")
+@_json
 def unsubscribe(category: str, as_json: bool) -> None:
     """Unsubscribe from CATEGORY."""
     _subscribe(category, False, as_json)
@@ -311,7 +302,7 @@ def unsubscribe(category: str, as_json: bool) -> None:
     help="Seconds to wait for a message when none is queued (long poll).",
 )
 @click.option("--max", "max_items", type=click.IntRange(1, 5000), default=200, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_json
 def fetch(wait: float, max_items: int, as_json: bool) -> None:
     """Fetch queued messages into the local Inbox (each once) and acknowledge them."""
     with _agent() as agent:
@@ -332,7 +323,7 @@ def fetch(wait: float, max_items: int, as_json: bool) -> None:
     show_default=True,
 )
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_json
 def inbox(state_name: str, limit: int, as_json: bool) -> None:
     """The local Inbox, oldest first."""
     wanted = inbox_cli.STATE_FILTER[state_name]
@@ -344,7 +335,7 @@ def inbox(state_name: str, limit: int, as_json: bool) -> None:
 
 @device.command("show")
 @click.argument("rx_message_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON, Content parsed too.")
+@_json
 def show(rx_message_id: str, as_json: bool) -> None:
     """One message of the local Inbox, with its Content."""
     with _agent() as agent:
@@ -363,7 +354,7 @@ def show(rx_message_id: str, as_json: bool) -> None:
 
 @device.command("read")
 @click.argument("rx_message_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_json
 def read(rx_message_id: str, as_json: bool) -> None:
     """Mark a message read here (State 29) and report it to the server."""
     with _agent() as agent:
@@ -381,7 +372,7 @@ def read(rx_message_id: str, as_json: bool) -> None:
 @click.option("--reject", "answer", flag_value="reject", help="Answer 'reject'.")
 @click.option("--answer", "answer", help="Another value the approval offers (e.g. drop).")
 @click.option("--comment", help="The comment field's text.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_json
 def reply(rx_message_id: str, answer: str | None, comment: str | None, as_json: bool) -> None:
     """Answer the approval RX_MESSAGE_ID with a REPLY to its sender's gateway."""
     if not answer:
