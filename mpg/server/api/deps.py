@@ -81,7 +81,8 @@ def device(push: Server, credentials: Bearer) -> Device:
         raise errors.UnknownKey("not a device token")
     account, key_id, proof = parts
     stored, secret = push.accounts.key_for(account, key_id)
-    if not hmac.compare_digest(proof, device_proof(secret)):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if not hmac.compare_digest(proof.encode(), device_proof(secret).encode()):
         raise errors.UnknownKey("wrong device proof")
     if push.accounts.kinds([stored]).get(stored) != "device":
         raise errors.Forbidden(f"{stored} is not a device")
