@@ -181,10 +181,30 @@ def test_no_request_the_openapi_document_allows_gets_a_server_error(
     assert {label for label, got in answered.items() if got <= {401, 403}} == set()
 
 
+@dataclasses.dataclass(frozen=True)
+class Door:
+    """The API frame in this process, a device's credential and an admin's id."""
+
+    api: Any
+    device: keys.Credential
+    admin_id: str
+
+    def status(self, path: str, token: bytes) -> int:
+        """What ``GET path`` answers with this bearer token (bytes: any encoding)."""
+
+        async def go() -> int:
+            transport = httpx.ASGITransport(app=self.api)
+            async with httpx.AsyncClient(transport=transport, base_url="http://mpg") as client:
+                answer = await client.get(path, headers={"authorization": b"Bearer " + token})
+                return answer.status_code
+
+        return asyncio.run(go())
+
+
 @pytest.fixture
-def probe_app(tmp_path: pathlib.Path) -> Iterator[tuple[Any, keys.Credential]]:
-    """The API frame in this process with one probe route for devices, and a device's
-    credential (until the device routes exist, the frame's device check is reached here)."""
+def door(tmp_path: pathlib.Path) -> Iterator[Door]:
+    """The frame with a probe route for devices (until the device routes exist, the
+    frame's device check is reached through it) and the admins' ``/audit``."""
     engine = tables.create_engine(f"sqlite:///{tmp_path / 's.db'}")
     tables.create_tables(engine)
     keyring = atrest.Keyring({"k": keys.new_master_key()}, "k")
@@ -193,61 +213,51 @@ def probe_app(tmp_path: pathlib.Path) -> Iterator[tuple[Any, keys.Credential]]:
     )
     _, credential = push.accounts.add(DEVICE, "device")
     push.accounts.add("gw@example.com", "gateway")
+    _, admin_token = push.admins.add("root", "admin", "test")
     api = api_app.create_api(push)
 
     @api.get("/probe")
     def probe(caller: deps.CallingDevice) -> dict[str, str]:
         return {"account": caller.account}
 
-    yield api, credential
+    yield Door(api, credential, admin_token.split(".")[1])
     engine.dispose()
 
 
 _PIECE = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
-
-
-def probe_status(api: Any, token: bytes) -> int:
-    """The status ``GET /probe`` answers with this bearer token (bytes: any encoding)."""
-
-    async def go() -> int:
-        transport = httpx.ASGITransport(app=api)
-        async with httpx.AsyncClient(transport=transport, base_url="http://mpg") as client:
-            answer = await client.get("/probe", headers={"authorization": b"Bearer " + token})
-            return answer.status_code
-
-    return asyncio.run(go())
-
-
-def test_the_probe_route_lets_the_right_device_token_in(
-    probe_app: tuple[Any, keys.Credential],
-) -> None:
-    api, credential = probe_app
-    token = keys.device_token(DEVICE, credential.key_id, credential.secret)
-    assert probe_status(api, token.encode()) == 200
-
-
-def test_a_device_proof_with_non_ascii_characters_is_a_401_not_a_500(
-    probe_app: tuple[Any, keys.Credential],
-) -> None:
-    """Found by the test below: the proof was compared as text, which hmac refuses."""
-    api, credential = probe_app
-    token = f"mpgd.{DEVICE}.{credential.key_id}.Ã€"
-    assert probe_status(api, token.encode()) == 401
-
-
-@hypothesis.settings(
+#: Bounded (no shrinking); the app is shared on purpose: refusing a token changes nothing.
+_AT_THE_DOOR = hypothesis.settings(
     max_examples=300,
     deadline=None,
     database=None,
-    phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],  # bounded: no shrinking
-    # The app is shared on purpose: refusing a token changes nothing in it.
+    phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
 )
+
+
+def test_the_right_tokens_get_in(door: Door) -> None:
+    token = keys.device_token(DEVICE, door.device.key_id, door.device.secret)
+    assert door.status("/probe", token.encode()) == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "token"),
+    [("/probe", "mpgd.{device}.{kid}.Ã€"), ("/audit", "mpga.{admin}.Ã€")],
+    ids=["device-proof", "admin-secret"],
+)
+def test_a_token_with_non_ascii_characters_for_a_real_key_is_a_401_not_a_500(
+    door: Door, path: str, token: str
+) -> None:
+    """Found by the tests below: the secret was compared or hashed as ASCII text."""
+    text = token.format(device=DEVICE, kid=door.device.key_id, admin=door.admin_id)
+    assert door.status(path, text.encode()) == 401
+
+
+@_AT_THE_DOOR
 @hypothesis.given(data=st.data())
 def test_any_bearer_token_on_a_device_route_is_refused_at_the_door_never_a_5xx(
-    probe_app: tuple[Any, keys.Credential], data: st.DataObject
+    door: Door, data: st.DataObject
 ) -> None:
-    api, credential = probe_app
     token = data.draw(
         st.one_of(
             _PIECE,
@@ -255,9 +265,24 @@ def test_any_bearer_token_on_a_device_route_is_refused_at_the_door_never_a_5xx(
             st.builds(
                 lambda account, kid, proof: f"mpgd.{account}.{kid}.{proof}",
                 st.sampled_from([DEVICE, DEVICE.upper(), "gw@example.com", "", "x" * 300]),
-                st.sampled_from([credential.key_id, "", "k" * 65, "k.1"]),
+                st.sampled_from([door.device.key_id, "", "k" * 65, "k.1"]),
                 _PIECE,
             ),
         )
     )
-    assert probe_status(api, token.encode("utf-8")) in (400, 401, 403)
+    assert door.status("/probe", token.encode("utf-8")) in (400, 401, 403)
+
+
+@_AT_THE_DOOR
+@hypothesis.given(data=st.data())
+def test_any_bearer_token_on_an_admin_route_is_refused_at_the_door_never_a_5xx(
+    door: Door, data: st.DataObject
+) -> None:
+    token = data.draw(
+        st.one_of(
+            _PIECE,
+            st.builds(lambda *p: ".".join(p), st.just("mpga"), _PIECE, _PIECE),
+            st.builds(lambda secret: f"mpga.{door.admin_id}.{secret}", _PIECE),
+        )
+    )
+    assert door.status("/audit", token.encode("utf-8")) in (400, 401, 403)
