@@ -274,6 +274,29 @@ def test_confirming_without_an_email_registration_waiting_says_what_to_do(
     assert "no e-mail registration is waiting; run `mpg device register --email`" in str(refused)
 
 
+def test_an_agent_not_yet_registered_says_so_and_exits_with_the_configuration_code(
+    tmp_path: pathlib.Path,
+) -> None:
+    refused = failing(tmp_path / "phone", "fetch")
+    assert isinstance(refused, errors.ConfigError)
+    assert "not registered; run `mpg device register` first" in str(refused)
+    assert exitcodes.for_exception(refused) == exitcodes.CONFIG
+
+
+def test_a_managed_address_starts_an_email_registration(
+    stand_in: StandIn, tmp_path: pathlib.Path
+) -> None:
+    managed = tmp_path / "managed.json"
+    managed.write_text(json.dumps({"email": "anna@one.example"}))
+    started = run(
+        tmp_path / "phone", "register", *server_args(stand_in), "--managed", str(managed), "--json"
+    )
+    assert started["pending_email"] == "anna@one.example"
+    (tmp_path / "bad.json").write_text(json.dumps({"emial": "x"}))
+    refused = failing(tmp_path / "phone", "register", "--managed", str(tmp_path / "bad.json"))
+    assert "unknown keys ['emial']" in str(refused)
+
+
 def test_registering_by_code_and_by_a_managed_configuration_file(
     stand_in: StandIn, tmp_path: pathlib.Path
 ) -> None:
