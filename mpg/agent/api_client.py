@@ -96,16 +96,8 @@ class DeviceApi:
 
     def register_email(self, email: str, device_id: str, platform: str, app_version: str) -> None:
         """Ask for a verification code mailed to ``email`` (202)."""
-        self._call(
-            "POST",
-            "/registrations/email",
-            {
-                "email": email,
-                "device_id": device_id,
-                "platform": platform,
-                "app_version": app_version,
-            },
-        )
+        body = {"email": email, **_device(device_id, platform, app_version)}
+        self._call("POST", "/registrations/email", body)
 
     def confirm_email(
         self, email: str, device_id: str, code: str, group: str | None
@@ -115,24 +107,27 @@ class DeviceApi:
         if group:
             body["group"] = group
         answer = self._call("POST", "/registrations/email/confirm", body)
-        if "credential" not in answer and "groups" in answer:
-            return GroupChoice(tuple(_group(g) for g in answer["groups"]))
+        if isinstance(answer, dict) and "credential" not in answer and "groups" in answer:
+            try:
+                return GroupChoice(tuple(_group(g) for g in answer["groups"]))
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise errors.RefusedByServer(
+                    200, "bad_response", f"the groups offered lack {exc}"
+                ) from exc
         return registration(answer)
 
     def register_code(
         self, code: str, device_id: str, platform: str, app_version: str
     ) -> Registration:
         """Register with a registration code an admin handed out."""
-        body = {"code": code, "device_id": device_id, "platform": platform}
-        body["app_version"] = app_version
+        body = {"code": code, **_device(device_id, platform, app_version)}
         return registration(self._call("POST", "/registrations/code", body))
 
     def register_id_token(
         self, id_token: str, device_id: str, nonce: str | None, platform: str, app_version: str
     ) -> Registration:
         """Register with an OpenID Connect ID token (managed configuration)."""
-        body: dict[str, Any] = {"id_token": id_token, "device_id": device_id}
-        body.update(platform=platform, app_version=app_version)
+        body = {"id_token": id_token, **_device(device_id, platform, app_version)}
         if nonce:
             body["nonce"] = nonce
         return registration(self._call("POST", "/registrations/id-token", body))
@@ -210,7 +205,7 @@ def registration(answer: Any) -> Registration:
             group=_group(answer["group"]),
             categories=tuple(dict(c) for c in answer.get("categories", ())),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise errors.RefusedByServer(
             200, "bad_response", f"registration answer lacks {exc}"
         ) from exc
@@ -223,6 +218,11 @@ def _group(data: Any) -> Group:
         region=str(data.get("region", "")),
         file_url=str(data.get("file_url", "")),
     )
+
+
+def _device(device_id: str, platform: str, app_version: str) -> dict[str, str]:
+    """What every registration says about the device."""
+    return {"device_id": device_id, "platform": platform, "app_version": app_version}
 
 
 def _segment(text: str) -> str:
