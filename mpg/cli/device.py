@@ -101,10 +101,11 @@ def _managed(path: str | None) -> dict[str, str]:
     except ValueError as exc:
         raise errors.ValidationError("managed", f"{path}: not JSON: {exc}") from exc
     known = {"server_url", "ca_file", "registration_code", "email"}
-    if not isinstance(data, dict) or not set(data) <= known:
-        extra = sorted(set(data) - known) if isinstance(data, dict) else "not an object"
+    if not isinstance(data, dict):
+        raise errors.ValidationError("managed", f"{path}: not a JSON object")
+    if not set(data) <= known:
         raise errors.ValidationError(
-            "managed", f"{path}: unknown keys {extra}; known: {sorted(known)}"
+            "managed", f"{path}: unknown keys {sorted(set(data) - known)}; known: {sorted(known)}"
         )
     return {k: str(v) for k, v in data.items()}
 
