@@ -35,6 +35,7 @@ COMMANDS: Final = {
     "inbox": ("mpg.cli.inbox:inbox", "Messages the gateway stored in the Inbox table."),
     "attachment": ("mpg.cli.attachment:attachment", "Inbox attachments."),
     "content": ("mpg.cli.content:content_group", "Build and parse Content documents."),
+    "device": ("mpg.cli.device:device", "The reference phone agent: register, fetch, read, reply."),
     "demo": ("mpg.cli.demo:demo", "Run a server and two gateways here and send a round trip."),
 }
 

@@ -23,7 +23,8 @@ from mpg.wire import envelope, keys, model, payloads
 CONTENT_TYPE: Final = "application/vnd.mpg.envelope"
 #: Seconds the readiness check waits for the server's /healthz.
 PING_TIMEOUT: Final = 3.0
-_TRANSIENT_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Answers worth trying again later (the server is busy, down or starting).
+TRANSIENT_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def _tls_verify(settings: config.GatewaySettings) -> ssl.SSLContext | bool:
@@ -206,14 +207,20 @@ def _chunks(source: BinaryIO, chunk_size: int, size: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _refusal(op: str, response: httpx.Response) -> errors.ServerError:
+def error_parts(response: httpx.Response) -> tuple[str, str]:
+    """The machine code and detail of a refusal's ``{"error", "detail"}`` body (the
+    start of the body as detail when it is not that)."""
     try:
         body = json.loads(response.content)
-        code, detail = str(body.get("error", "")), str(body.get("detail", ""))
+        return str(body.get("error", "")), str(body.get("detail", ""))
     except (ValueError, AttributeError):
-        code, detail = "", response.text[:200]
+        return "", response.text[:200]
+
+
+def _refusal(op: str, response: httpx.Response) -> errors.ServerError:
+    code, detail = error_parts(response)
     status = response.status_code
-    if status in _TRANSIENT_STATUS:
+    if status in TRANSIENT_STATUS:
         return errors.TransientServerError(f"{op}: server answered {status} {code} {detail}")
     return errors.RefusedByServer(status, code or "refused", f"{op}: {detail}")
 

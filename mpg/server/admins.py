@@ -49,7 +49,8 @@ class Admin:
 
 
 def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+    # UTF-8, not ASCII: a token with other characters is a wrong one (401), not a 500.
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def parse_token(token: str) -> tuple[str, str]:

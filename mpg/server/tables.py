@@ -343,8 +343,10 @@ def create_tables(engine: sa.Engine) -> list[str]:
     """Create the server's missing tables; return the names created.
 
     An existing table gets the nullable columns its definition here has and it lacks
-    (a column added in a later version); nothing else is altered. A missing column
-    that may not be NULL cannot be added to rows already there: SchemaMismatch.
+    (a column added in a later version), and on MariaDB/MySQL its Unix-time columns
+    made as 4-byte FLOAT by earlier versions become DOUBLE; nothing else is altered. A
+    missing column that may not be NULL cannot be added to rows already there:
+    SchemaMismatch.
     """
     with transactions.begin(engine, "creating the server tables") as conn:
         inspector = sa.inspect(conn)
@@ -353,7 +355,27 @@ def create_tables(engine: sa.Engine) -> list[str]:
         for table in ALL_TABLES:
             if table.name in existing:
                 _add_missing_columns(conn, table, inspector)
+                _widen_single_floats(conn, table, inspector)
     return [table.name for table in ALL_TABLES if table.name not in existing]
+
+
+def _widen_single_floats(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
+    # Earlier versions declared Unix times as sa.Float: FLOAT on MariaDB, which keeps a
+    # time of today only to about two minutes (leases, expiries). Other databases
+    # made them 8-byte already.
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return
+    found = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
+    quoted = conn.dialect.identifier_preparer.format_table(table)
+    for column in table.columns:
+        kind = found.get(column.name)
+        if not isinstance(column.type, sa.Double) or kind is None:
+            continue
+        if type(kind).__name__.upper() != "FLOAT":
+            continue
+        name = conn.dialect.identifier_preparer.quote(column.name)
+        null = "NULL" if column.nullable else "NOT NULL"
+        conn.exec_driver_sql(f"ALTER TABLE {quoted} MODIFY {name} DOUBLE {null}")
 
 
 def _add_missing_columns(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:

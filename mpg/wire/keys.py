@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
+import hmac
 import re
 import secrets
 import struct
@@ -27,6 +29,9 @@ _WRAP_VERSION: Final = b"\x01"
 _WRAP_CONTEXT: Final = b"mpg-key-wrap/v1"
 _KEY_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _B64: Final = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+#: First part of a device's bearer token for the JSON API (docs/devices.md, "The API").
+DEVICE_TOKEN_PREFIX: Final = "mpgd"  # noqa: S105 - a label, not a secret
+_DEVICE_PROOF_LABEL: Final = b"mpg device api v1"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,3 +156,18 @@ def unwrap_key(master: bytes, account: str, key_id: str, wrapped: bytes) -> byte
             "wrapped key does not open: wrong master key, account or key id"
         ) from None
     return _check_key(secret, "unwrapped key")
+
+
+def device_proof(secret: bytes) -> str:
+    """What a device shows the JSON API instead of its key: HMAC-SHA256 under the key."""
+    mac = hmac.new(secret, _DEVICE_PROOF_LABEL, hashlib.sha256).digest()
+    return _b64url(mac)
+
+
+def device_token(account: str, key_id: str, secret: bytes) -> str:
+    """The bearer token a device with this credential sends to the JSON API.
+
+    Here, below the server and the phone agent, because both need it: the server to
+    check a token, :mod:`mpg.agent` to make one.
+    """
+    return f"{DEVICE_TOKEN_PREFIX}.{account}.{key_id}.{device_proof(secret)}"

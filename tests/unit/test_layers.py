@@ -16,13 +16,15 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "mpg"
 #: Each layer and the mpg packages it must never import (the layers above it; for
 #: ``wire`` and ``db`` also the I/O layers beside them).
 FORBIDDEN: dict[str, frozenset[str]] = {
-    "wire": frozenset({"cli", "service", "server", "gateway", "ops", "storage", "db"}),
-    "db": frozenset({"cli", "service", "server", "gateway", "ops", "storage"}),
-    "storage": frozenset({"cli", "service", "server", "gateway", "ops"}),
-    "ops": frozenset({"cli", "service", "server", "gateway"}),
-    "gateway": frozenset({"cli", "service", "server"}),
-    "server": frozenset({"cli", "service", "gateway", "storage"}),
-    "service": frozenset({"cli"}),
+    "wire": frozenset({"cli", "service", "server", "gateway", "ops", "storage", "db", "agent"}),
+    "db": frozenset({"cli", "service", "server", "gateway", "ops", "storage", "agent"}),
+    "storage": frozenset({"cli", "service", "server", "gateway", "ops", "agent"}),
+    "ops": frozenset({"cli", "service", "server", "gateway", "agent"}),
+    "gateway": frozenset({"cli", "service", "server", "agent"}),
+    "server": frozenset({"cli", "service", "gateway", "storage", "agent"}),
+    "service": frozenset({"cli", "agent"}),
+    # The phone agent is a client like the gateway, and uses its client and Inbox.
+    "agent": frozenset({"cli", "service", "server", "ops"}),
 }
 
 

@@ -9,34 +9,21 @@ failed authentication is the same 401.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import hmac
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated
 
 import fastapi
 from fastapi import security
 
 from mpg import errors
 from mpg.server import admins
+from mpg.wire.keys import DEVICE_TOKEN_PREFIX as DEVICE_PREFIX
+from mpg.wire.keys import device_proof as device_proof
+from mpg.wire.keys import device_token as device_token
 
 if TYPE_CHECKING:
     from mpg.server.app import PushServer
-
-DEVICE_PREFIX: Final = "mpgd"
-_PROOF_LABEL: Final = b"mpg device api v1"
-
-
-def device_proof(secret: bytes) -> str:
-    """What a device shows the API instead of its key: HMAC-SHA256 under the key."""
-    mac = hmac.new(secret, _PROOF_LABEL, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
-
-
-def device_token(account: str, key_id: str, secret: bytes) -> str:
-    """The bearer token a device with this credential sends to the API."""
-    return f"{DEVICE_PREFIX}.{account}.{key_id}.{device_proof(secret)}"
 
 
 def server(request: fastapi.Request) -> PushServer:
@@ -94,7 +81,8 @@ def device(push: Server, credentials: Bearer) -> Device:
         raise errors.UnknownKey("not a device token")
     account, key_id, proof = parts
     stored, secret = push.accounts.key_for(account, key_id)
-    if not hmac.compare_digest(proof, device_proof(secret)):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if not hmac.compare_digest(proof.encode(), device_proof(secret).encode()):
         raise errors.UnknownKey("wrong device proof")
     if push.accounts.kinds([stored]).get(stored) != "device":
         raise errors.Forbidden(f"{stored} is not a device")

@@ -1,0 +1,229 @@
+"""The device side of the push server's JSON API (``/api/v1``) over HTTPS (httpx).
+
+One method per route a phone uses (docs/devices.md, "The API"). Every refusal arrives
+as ``{"error": code, "detail": text}``; it is raised as
+:class:`~mpg.errors.RefusedByServer` (4xx: retrying cannot help) or
+:class:`~mpg.errors.TransientServerError` (unreachable, timeouts, 429, 5xx), the
+classes the gateway's client uses, so ``mpg device`` exits 5 with the server's detail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import urllib.parse
+from typing import Any, Final
+
+import httpx
+
+from mpg import errors
+from mpg.gateway import client
+
+PREFIX: Final = "/api/v1"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Group:
+    """A message group as registration shows it."""
+
+    id: str
+    name: str = ""
+    region: str = ""
+    file_url: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Registration:
+    """A completed registration: the device's account, its credential and its group."""
+
+    account: str
+    credential: str  # "<key id>.<secret>" (mpg.wire.keys.format_credential)
+    key_id: str
+    group: Group
+    categories: tuple[dict[str, Any], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GroupChoice:
+    """A confirmed e-mail address whose domain belongs to several groups: choose one."""
+
+    groups: tuple[Group, ...]
+
+
+def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """Trust only ``ca_file`` when given, else the system's authorities."""
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.ConfigError(f"--ca: cannot load {ca_file}: {exc}") from exc
+
+
+def check_server_url(url: str) -> str:
+    """An https:// URL without a trailing slash; the API is HTTPS only (reference §6)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise errors.ValidationError("server", f"must be an https:// URL, not {url!r}")
+    return url.rstrip("/")
+
+
+class DeviceApi:
+    """Calls the JSON API as a device; ``token`` (mpgd...) for the device's own routes."""
+
+    def __init__(
+        self, server_url: str, ca_file: str | None, token: str = "", *, timeout: float = 30.0
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=check_server_url(server_url) + PREFIX,
+            verify=tls_verify(ca_file),
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers=headers,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> DeviceApi:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # Registration (anyone; rate limited by the server).
+
+    def register_email(self, email: str, device_id: str, platform: str, app_version: str) -> None:
+        """Ask for a verification code mailed to ``email`` (202)."""
+        body = {"email": email, **_device(device_id, platform, app_version)}
+        self._call("POST", "/registrations/email", body)
+
+    def confirm_email(
+        self, email: str, device_id: str, code: str, group: str | None
+    ) -> Registration | GroupChoice:
+        """Send the mailed code: a registration (201), or the groups to choose from (200)."""
+        body: dict[str, Any] = {"email": email, "device_id": device_id, "code": code}
+        if group:
+            body["group"] = group
+        answer = self._call("POST", "/registrations/email/confirm", body)
+        if isinstance(answer, dict) and "credential" not in answer and "groups" in answer:
+            try:
+                return GroupChoice(tuple(_group(g) for g in answer["groups"]))
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise errors.RefusedByServer(
+                    200, "bad_response", f"the groups offered lack {exc}"
+                ) from exc
+        return registration(answer)
+
+    def register_code(
+        self, code: str, device_id: str, platform: str, app_version: str
+    ) -> Registration:
+        """Register with a registration code an admin handed out."""
+        body = {"code": code, **_device(device_id, platform, app_version)}
+        return registration(self._call("POST", "/registrations/code", body))
+
+    def register_id_token(
+        self, id_token: str, device_id: str, nonce: str | None, platform: str, app_version: str
+    ) -> Registration:
+        """Register with an OpenID Connect ID token (managed configuration)."""
+        body = {"id_token": id_token, **_device(device_id, platform, app_version)}
+        if nonce:
+            body["nonce"] = nonce
+        return registration(self._call("POST", "/registrations/id-token", body))
+
+    # The device itself (its bearer token).
+
+    def device(self) -> Any:
+        """What the server keeps about this device."""
+        return self._call("GET", "/device")
+
+    def set_push_token(self, token: str, platform: str) -> Any:
+        """Set or refresh the push token the server notifies this device through."""
+        return self._call("PUT", "/device/push-token", {"token": token, "platform": platform})
+
+    def start(self, app_version: str) -> Any:
+        """Report an app start (subscribes preselected categories added since the last)."""
+        return self._call("POST", "/device/start", {"app_version": app_version})
+
+    def subscriptions(self) -> Any:
+        """The device's categories and whether it is subscribed to each."""
+        return self._call("GET", "/device/subscriptions")
+
+    def subscribe(self, category: str) -> Any:
+        """Subscribe to a category of the device's group."""
+        return self._call("PUT", f"/device/subscriptions/{_segment(category)}")
+
+    def unsubscribe(self, category: str) -> Any:
+        """Unsubscribe from a category."""
+        return self._call("DELETE", f"/device/subscriptions/{_segment(category)}")
+
+    def report_read(self, message_id: str) -> Any:
+        """Tell the server the user read the message with this server MessageId."""
+        return self._call("POST", "/device/read", {"message_id": message_id})
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        what = f"{method} {PREFIX}{path}"
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TimeoutException as exc:
+            raise errors.TransientServerError(f"{what}: server did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise errors.TransientServerError(f"{what}: server unreachable: {exc}") from exc
+        if response.status_code >= 400:
+            raise refusal(what, response)
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise errors.RefusedByServer(
+                response.status_code, "bad_response", f"{what}: answer is not JSON"
+            ) from exc
+
+
+def refusal(what: str, response: httpx.Response) -> errors.ServerError:
+    """The error for a refused call, carrying the server's code and detail."""
+    code, detail = client.error_parts(response)
+    status = response.status_code
+    if status in client.TRANSIENT_STATUS:
+        after = response.headers.get("retry-after")
+        wait = f" (retry after {after} s)" if after else ""
+        return errors.TransientServerError(
+            f"{what}: server answered {status} {code}: {detail}{wait}"
+        )
+    return errors.RefusedByServer(status, code or "refused", f"{what}: {detail}")
+
+
+def registration(answer: Any) -> Registration:
+    """A registration answer as data; a malformed one is the server's fault, named."""
+    try:
+        return Registration(
+            account=str(answer["account"]),
+            credential=str(answer["credential"]),
+            key_id=str(answer["key_id"]),
+            group=_group(answer["group"]),
+            categories=tuple(dict(c) for c in answer.get("categories", ())),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise errors.RefusedByServer(
+            200, "bad_response", f"registration answer lacks {exc}"
+        ) from exc
+
+
+def _group(data: Any) -> Group:
+    return Group(
+        id=str(data["id"]),
+        name=str(data.get("name", "")),
+        region=str(data.get("region", "")),
+        file_url=str(data.get("file_url", "")),
+    )
+
+
+def _device(device_id: str, platform: str, app_version: str) -> dict[str, str]:
+    """What every registration says about the device."""
+    return {"device_id": device_id, "platform": platform, "app_version": app_version}
+
+
+def _segment(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
