@@ -195,30 +195,52 @@ class Keyring:
         self, source: BinaryIO, sink: BinaryIO, place: Place, *, chunk: int = CHUNK_BYTES
     ) -> None:
         """Encrypt all of ``source`` into ``sink`` in chunks of ``chunk`` plaintext bytes."""
+        writer = self.stream_writer(sink, place, chunk=chunk)
+        while data := source.read(chunk):
+            writer.write(data)
+        writer.close()
+
+    def stream_writer(
+        self, sink: BinaryIO, place: Place, *, chunk: int = CHUNK_BYTES
+    ) -> StreamWriter:
+        """A file-like writer that encrypts what is written to it into ``sink``, for
+        producers that push (a decrypting stream, a hash tee); :meth:`StreamWriter.close`
+        seals the last chunk."""
         if not 1 <= chunk <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk must be 1 to {MAX_CHUNK_BYTES} bytes")
         salt = secrets.token_bytes(SALT_BYTES)
         header = FILE_MAGIC + self._header() + _U32.pack(chunk) + salt
         aead = AESGCM(_hkdf(self._subkeys[self.current].encrypt, _INFO_FILE, salt))
-        aad = _FILE_LABEL + header + place.associated_data()
         sink.write(header)
-        data = _read_full(source, chunk)
-        index = 0
-        while True:
-            # One chunk of look-ahead tells whether this one is the last.
-            following = _read_full(source, chunk)
-            final = not following
-            sink.write(aead.encrypt(_chunk_nonce(index, final), data, aad))
-            if final:
-                return
-            data, index = following, index + 1
+        return StreamWriter(sink, aead, _FILE_LABEL + header + place.associated_data(), chunk)
 
-    def decrypt_stream(self, source: BinaryIO, sink: BinaryIO, place: Place) -> None:
-        """Decrypt a file :meth:`encrypt_stream` wrote at ``place`` into ``sink``.
+    def read_range(self, source: BinaryIO, place: Place, offset: int, length: int) -> bytes:
+        """``length`` plaintext bytes from ``offset`` of a file :meth:`encrypt_stream`
+        wrote at ``place``, in a seekable ``source``: only the chunks that hold them are
+        read and checked (fewer bytes at the end of the file)."""
+        aead, aad, chunk, start = self._open_header(source, place)
+        body = source.seek(0, 2) - start
+        sealed_chunk = chunk + TAG_BYTES
+        count = max(-(-body // sealed_chunk), 1)
+        out = bytearray()
+        index = offset // chunk
+        while len(out) < length and index < count:
+            source.seek(start + index * sealed_chunk)
+            sealed = _read_full(source, sealed_chunk)
+            try:
+                data = aead.decrypt(_chunk_nonce(index, index == count - 1), sealed, aad)
+            except InvalidTag:
+                raise errors.AtRestError(
+                    f"encrypted file chunk {index} was changed, moved or cut off"
+                ) from None
+            skip = offset - index * chunk if not out else 0
+            out += data[skip : skip + length - len(out)]
+            index += 1
+        return bytes(out)
 
-        Raises :class:`errors.AtRestError` for an unknown key, a changed, reordered or
-        missing chunk, a cut-off file or data after the last chunk.
-        """
+    def _open_header(self, source: BinaryIO, place: Place) -> tuple[AESGCM, bytes, int, int]:
+        """Read a file header: the chunk cipher, associated data, chunk size and where
+        the chunks start."""
         start = _read_full(source, len(FILE_MAGIC) + 2)
         if start[: len(FILE_MAGIC)] != FILE_MAGIC:
             raise errors.AtRestError("not an encrypted file (bad magic)")
@@ -234,7 +256,15 @@ class Keyring:
             raise errors.AtRestError(f"encrypted file declares a chunk size of {chunk}")
         salt = start[end + _U32.size :]
         aead = AESGCM(_hkdf(subkeys.encrypt, _INFO_FILE, salt))
-        aad = _FILE_LABEL + start + place.associated_data()
+        return aead, _FILE_LABEL + start + place.associated_data(), chunk, len(start)
+
+    def decrypt_stream(self, source: BinaryIO, sink: BinaryIO, place: Place) -> None:
+        """Decrypt a file :meth:`encrypt_stream` wrote at ``place`` into ``sink``.
+
+        Raises :class:`errors.AtRestError` for an unknown key, a changed, reordered or
+        missing chunk, a cut-off file or data after the last chunk.
+        """
+        aead, aad, chunk, _ = self._open_header(source, place)
         sealed = _read_full(source, chunk + TAG_BYTES)
         index = 0
         while True:
@@ -251,6 +281,46 @@ class Keyring:
             if final:
                 return
             sealed, index = following, index + 1
+
+
+class StreamWriter:
+    """Encrypts what is written into chunks (see :meth:`Keyring.stream_writer`).
+
+    Holds at most one chunk and the bytes of the current write: a chunk is sealed only
+    once more data follows it, so the last one is known at :meth:`close`.
+    """
+
+    def __init__(self, sink: BinaryIO, aead: AESGCM, aad: bytes, chunk: int) -> None:
+        self._sink = sink
+        self._aead = aead
+        self._aad = aad
+        self._chunk = chunk
+        self._buffer = bytearray()
+        self._index = 0
+        self._closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Take ``data``; seal and write every chunk that more data now follows."""
+        if self._closed:
+            raise ValueError("write to a closed StreamWriter")
+        self._buffer += data
+        done = 0
+        while len(self._buffer) - done > self._chunk:
+            self._seal(bytes(self._buffer[done : done + self._chunk]), final=False)
+            done += self._chunk
+        del self._buffer[:done]
+        return len(data)
+
+    def close(self) -> None:
+        """Seal the last chunk (empty for an empty file); writing after this is an error."""
+        if not self._closed:
+            self._seal(bytes(self._buffer), final=True)
+            self._buffer.clear()
+            self._closed = True
+
+    def _seal(self, data: bytes, *, final: bool) -> None:
+        self._sink.write(self._aead.encrypt(_chunk_nonce(self._index, final), data, self._aad))
+        self._index += 1
 
 
 def _chunk_nonce(index: int, final: bool) -> bytes:
