@@ -265,7 +265,9 @@ class World:
         settings = mpg_config.load(self.server_config).server
         engine = tables.create_engine(settings.database_url)
         try:
-            store = accounts.AccountStore(engine, accounts.load_master_key(settings))
+            store = accounts.AccountStore(
+                engine, accounts.load_master_key(settings), datakeys.load_keyring(settings)
+            )
             _, credential = store.add(account, kind)
         finally:
             engine.dispose()

@@ -142,7 +142,11 @@ def start(
     datakeys.create_data_keys_file(datakeys.data_keys_path(server_settings))
     engine = tables.create_engine(server_settings.database_url)
     tables.create_tables(engine)
-    store = accounts.AccountStore(engine, accounts.load_master_key(server_settings))
+    store = accounts.AccountStore(
+        engine,
+        accounts.load_master_key(server_settings),
+        datakeys.load_keyring(server_settings),
+    )
     credentials = {name: store.add(name, kind)[1] for name, kind in accounts_.items()}
     for name in disabled:
         store.disable(name)

@@ -185,10 +185,11 @@ def _store(obj: _Obj) -> collections.abc.Iterator[accounts.AccountStore]:
     """The account store on the server database (tables created if missing)."""
     settings = _settings(obj).server
     master_key = accounts.load_master_key(settings)
+    keyring = datakeys.load_keyring(settings)
     engine = tables.create_engine(settings.database_url)
     try:
         tables.create_tables(engine)
-        yield accounts.AccountStore(engine, master_key)
+        yield accounts.AccountStore(engine, master_key, keyring)
     finally:
         engine.dispose()
 

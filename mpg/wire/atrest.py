@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mpg import errors
-from mpg.wire.envelope import IV_BYTES, KEY_BYTES, TAG_BYTES
+from mpg.wire.envelope import IV_BYTES, KEY_BYTES, TAG_BYTES, Sink
 
 VERSION: Final = 1
 FILE_MAGIC: Final = b"MPGR"
@@ -192,7 +192,7 @@ class Keyring:
     # Files
 
     def encrypt_stream(
-        self, source: BinaryIO, sink: BinaryIO, place: Place, *, chunk: int = CHUNK_BYTES
+        self, source: BinaryIO, sink: Sink, place: Place, *, chunk: int = CHUNK_BYTES
     ) -> None:
         """Encrypt all of ``source`` into ``sink`` in chunks of ``chunk`` plaintext bytes."""
         writer = self.stream_writer(sink, place, chunk=chunk)
@@ -201,7 +201,7 @@ class Keyring:
         writer.close()
 
     def stream_writer(
-        self, sink: BinaryIO, place: Place, *, chunk: int = CHUNK_BYTES
+        self, sink: Sink, place: Place, *, chunk: int = CHUNK_BYTES
     ) -> StreamWriter:
         """A file-like writer that encrypts what is written to it into ``sink``, for
         producers that push (a decrypting stream, a hash tee); :meth:`StreamWriter.close`
@@ -258,7 +258,7 @@ class Keyring:
         aead = AESGCM(_hkdf(subkeys.encrypt, _INFO_FILE, salt))
         return aead, _FILE_LABEL + start + place.associated_data(), chunk, len(start)
 
-    def decrypt_stream(self, source: BinaryIO, sink: BinaryIO, place: Place) -> None:
+    def decrypt_stream(self, source: BinaryIO, sink: Sink, place: Place) -> None:
         """Decrypt a file :meth:`encrypt_stream` wrote at ``place`` into ``sink``.
 
         Raises :class:`errors.AtRestError` for an unknown key, a changed, reordered or
@@ -290,7 +290,7 @@ class StreamWriter:
     once more data follows it, so the last one is known at :meth:`close`.
     """
 
-    def __init__(self, sink: BinaryIO, aead: AESGCM, aad: bytes, chunk: int) -> None:
+    def __init__(self, sink: Sink, aead: AESGCM, aad: bytes, chunk: int) -> None:
         self._sink = sink
         self._aead = aead
         self._aad = aad
@@ -298,12 +298,15 @@ class StreamWriter:
         self._buffer = bytearray()
         self._index = 0
         self._closed = False
+        #: Clear bytes written so far.
+        self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Take ``data``; seal and write every chunk that more data now follows."""
         if self._closed:
             raise ValueError("write to a closed StreamWriter")
         self._buffer += data
+        self.size += len(data)
         done = 0
         while len(self._buffer) - done > self._chunk:
             self._seal(bytes(self._buffer[done : done + self._chunk]), final=False)
