@@ -120,6 +120,10 @@ class Keyring:
             self._subkeys[key_id] = _Subkeys(_hkdf(key, _INFO_ENCRYPT), _hkdf(key, _INFO_INDEX))
         self.current = current
 
+    def key_ids(self) -> list[str]:
+        """The ids of the keys held, in the order given."""
+        return list(self._subkeys)
+
     def _subkeys_for(self, key_id: str) -> _Subkeys:
         found = self._subkeys.get(key_id)
         if found is None:
