@@ -61,10 +61,10 @@ def rekey_command(obj: object, batch: int, as_json: bool) -> None:
     click.echo(f"current data key   {summary.current}")
     click.echo(f"accounts migrated  {summary.accounts_migrated}")
     for name, progress in [*summary.tables.items(), ("attachment files", summary.files)]:
-        click.echo(
-            f"{name:<18} {progress.rewritten} re-encrypted of {progress.rows}"
-            + (f", {progress.conflicts} changed meanwhile (run again)" if progress.conflicts else "")
+        again = (
+            f", {progress.conflicts} changed meanwhile (run again)" if progress.conflicts else ""
         )
+        click.echo(f"{name:<18} {progress.rewritten} re-encrypted of {progress.rows}{again}")
     if summary.stages_under_old_keys:
         click.echo(
             f"{summary.stages_under_old_keys} upload(s) not yet submitted are under an older "

@@ -239,9 +239,7 @@ class BlobStore:
                     raise
         raise AssertionError("unreachable")
 
-    def _attachment(
-        self, account: str, account_id: str, message_id: str, seq: int
-    ) -> tables.Row:
+    def _attachment(self, account: str, account_id: str, message_id: str, seq: int) -> tables.Row:
         """The attachment's row, if ``account`` may read the message."""
         t, a, r = tables.transmit_queue.c, tables.transmit_attachment.c, tables.receive_queue.c
         with transactions.begin(self._engine, "finding an attachment") as conn:

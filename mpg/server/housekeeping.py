@@ -9,7 +9,8 @@ commit, so a crash leaves at worst an orphan file, never a row without its file.
 
 :func:`purge_stages` forgets staged uploads that no submit took over: a stage whose
 file was last written more than ``server.upload_stage_ttl`` seconds ago is deleted
-with its file (or folder of segments), so an abandoned upload no longer counts against its account's quota.
+with its file (or folder of segments), so an abandoned upload no longer counts
+against its account's quota.
 """
 
 from __future__ import annotations

@@ -807,9 +807,7 @@ class QueueStore:
         When the last entry of a message is acked, its sender gets a receipt.
         """
         account_id = self._vault.account_id(account)
-        found, moving, woken = transactions.retrying(
-            lambda: self._ack_once(account_id, entry_ids)
-        )
+        found, moving, woken = transactions.retrying(lambda: self._ack_once(account_id, entry_ids))
         faults.reach(faults.SERVER_ACK_COMMITTED)
         self._wake(woken)
         done = sum(1 for row in found if row.State != EntryState.QUEUED)

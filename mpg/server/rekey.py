@@ -254,7 +254,9 @@ def apply_change(
     return bool(result.rowcount == 1)
 
 
-def _after(table: sa.Table, key_columns: list[str], last: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+def _after(
+    table: sa.Table, key_columns: list[str], last: tuple[Any, ...]
+) -> sa.ColumnElement[bool]:
     """Rows after ``last`` in key order (spelled out: not every database has row values)."""
     clauses = []
     for n, name in enumerate(key_columns):
@@ -283,9 +285,7 @@ def rekey_files(
     while True:
         query = sa.select(a.MessageId, a.SeqNo, a.BlobPath, a.BlobKeyId).where(todo)
         if last is not None:
-            query = query.where(
-                _after(tables.transmit_attachment, ["MessageId", "SeqNo"], last)
-            )
+            query = query.where(_after(tables.transmit_attachment, ["MessageId", "SeqNo"], last))
         with transactions.connect(engine, "reading attachment files to rekey") as conn:
             found = conn.execute(query.order_by(a.MessageId, a.SeqNo).limit(batch)).all()
         if not found:
@@ -411,9 +411,7 @@ def migrate_accounts(engine: sa.Engine, vault: Vault, master_key: bytes) -> int:
                 )
             conn.execute(tables.account_key.delete().where(k.AccountId == name))
             for table, column in _NAMING:
-                conn.execute(
-                    table.update().where(table.c[column] == name).values({column: new_id})
-                )
+                conn.execute(table.update().where(table.c[column] == name).values({column: new_id}))
             conn.execute(tables.account.delete().where(a.AccountId == name))
     if legacy:
         log.info("accounts_migrated", accounts=len(legacy))

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from mpg.server import fanout, identity, tables
-from mpg.server.vault import Vault
 from mpg.server.states import EntryState, MessageState
+from mpg.server.vault import Vault
 from mpg.wire import model, recipients
 
 
@@ -234,9 +234,7 @@ def attachment_info(vault: Vault, row: tables.Row) -> model.AttachmentInfo:
 
 def staged(row: tables.Row) -> fanout.Staged:
     """An ``UploadStage`` row as the fan-out rules see it."""
-    return fanout.Staged(
-        bool(row.Complete), int(row.Size), row.Sha256, str(row.Path), row.KeyId
-    )
+    return fanout.Staged(bool(row.Complete), int(row.Size), row.Sha256, str(row.Path), row.KeyId)
 
 
 def delivery(

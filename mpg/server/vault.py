@@ -86,8 +86,6 @@ class Vault:
         wanted = sorted(set(ids))
         found = {account_id: account_id for account_id in wanted}
         for part in transactions.chunks(wanted):
-            for row in conn.execute(
-                sa.select(a.AccountId, a.NameEnc).where(a.AccountId.in_(part))
-            ):
+            for row in conn.execute(sa.select(a.AccountId, a.NameEnc).where(a.AccountId.in_(part))):
                 found[row.AccountId] = self.name_of(row)
         return found

@@ -204,9 +204,7 @@ class Keyring:
             writer.write(data)
         writer.close()
 
-    def stream_writer(
-        self, sink: Sink, place: Place, *, chunk: int = CHUNK_BYTES
-    ) -> StreamWriter:
+    def stream_writer(self, sink: Sink, place: Place, *, chunk: int = CHUNK_BYTES) -> StreamWriter:
         """A file-like writer that encrypts what is written to it into ``sink``, for
         producers that push (a decrypting stream, a hash tee); :meth:`StreamWriter.close`
         seals the last chunk."""

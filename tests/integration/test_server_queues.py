@@ -238,7 +238,9 @@ def test_submit_wakes_the_recipients(
 ) -> None:
     """The listener hears which accounts got new entries."""
     q.submit(SENDER, [message(("bob",), ("carol",))])
-    assert woken == [frozenset(map(store.vault.account_id, ["bob@example.com", "carol@example.com"]))]
+    assert woken == [
+        frozenset(map(store.vault.account_id, ["bob@example.com", "carol@example.com"]))
+    ]
 
 
 def test_recall_withdraws_unfetched_and_notifies_fetched(
