@@ -9,6 +9,7 @@ an older key; once it reports nothing left the old key may be removed.
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -46,7 +47,14 @@ def rekey_command(obj: object, batch: int, as_json: bool) -> None:
     master_key = accounts.load_master_key(settings)
     names = vault.Vault(master_key, datakeys.load_keyring(settings))
 
+    shown: list[tuple[str, float]] = [("", 0.0)]
+
     def report(what: str, progress: rekey.Progress) -> None:
+        # A line per table and then at most one a second: a big table has many batches.
+        now = time.monotonic()
+        if what == shown[0][0] and now - shown[0][1] < 1.0:
+            return
+        shown[0] = (what, now)
         click.echo(
             f"{what:<20} {progress.rows:>9} rows looked at, {progress.rewritten:>9} "
             f"re-encrypted, {progress.conflicts} changed meanwhile",

@@ -7,6 +7,8 @@
   shows its credential token once (or writes it to ``--credential-file``, mode 0600);
   ``account list``, ``account disable``, ``account rotate-key`` (adds a key) and
   ``account disable-key`` manage them.
+* ``mpg server rekey`` and ``mpg server data-key add|list`` rotate the data keys
+  (:mod:`mpg.cli.rekey`).
 """
 
 from __future__ import annotations
