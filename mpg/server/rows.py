@@ -107,7 +107,10 @@ def message(
     }
     for name, emptied in TRANSMIT_SEALED.items():
         row[name] = emptied
-        row[name + "Enc"] = vault.seal(personal[name], "TransmitQueue", name + "Enc", message_id)
+        # An empty field (no Bcc, no keywords) stays NULL: it reads back as empty.
+        row[name + "Enc"] = vault.seal(
+            personal[name] or None, "TransmitQueue", name + "Enc", message_id
+        )
     return row
 
 

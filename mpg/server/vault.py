@@ -18,6 +18,7 @@ No address is stored in clear (docs/devices.md, "Personal data at rest"):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -49,15 +50,22 @@ class Vault:
     """Pseudonyms (master key) and sealed columns (the data keyring) of the server."""
 
     def __init__(self, master_key: bytes, keyring: atrest.Keyring) -> None:
-        self._key = pseudonym_key(master_key)
+        key = pseudonym_key(master_key)
         self.keyring = keyring
+
+        # Every request maps its account and recipients; the same names come back.
+        @functools.lru_cache(maxsize=65536)
+        def account_id(name: str) -> str:
+            if OPAQUE_ID.fullmatch(name):
+                return name
+            mac = hmac.new(key, name.encode("utf-8"), hashlib.sha256).hexdigest()
+            return PSEUDONYM_PREFIX + mac[:_PSEUDONYM_HEX]
+
+        self._account_id = account_id
 
     def account_id(self, name: str) -> str:
         """The ``AccountId`` of the account stored as ``name`` (its normalised form)."""
-        if OPAQUE_ID.fullmatch(name):
-            return name
-        mac = hmac.new(self._key, name.encode("utf-8"), hashlib.sha256).hexdigest()
-        return PSEUDONYM_PREFIX + mac[:_PSEUDONYM_HEX]
+        return self._account_id(name)
 
     def seal(self, value: str | None, table: str, column: str, row: str) -> bytes | None:
         """``value`` encrypted for ``table.column`` of ``row`` (None stays None)."""

@@ -104,6 +104,8 @@ def normalize(kind: IndexKind, value: str) -> str:
 class _Subkeys:
     encrypt: bytes
     index: bytes
+    #: The field cipher, made once: building it costs as much as a short field.
+    aead: AESGCM
 
 
 class Keyring:
@@ -117,7 +119,8 @@ class Keyring:
             _check_key_id(key_id)
             if not isinstance(key, bytes) or len(key) != KEY_BYTES:
                 raise errors.ConfigError(f"data key {key_id!r}: must be {KEY_BYTES} bytes")
-            self._subkeys[key_id] = _Subkeys(_hkdf(key, _INFO_ENCRYPT), _hkdf(key, _INFO_INDEX))
+            encrypt = _hkdf(key, _INFO_ENCRYPT)
+            self._subkeys[key_id] = _Subkeys(encrypt, _hkdf(key, _INFO_INDEX), AESGCM(encrypt))
         self.current = current
 
     def key_ids(self) -> list[str]:
@@ -141,9 +144,8 @@ class Keyring:
         data = value.encode("utf-8") if isinstance(value, str) else value
         header = self._header()
         nonce = secrets.token_bytes(IV_BYTES)
-        aead = AESGCM(self._subkeys[self.current].encrypt)
         aad = _FIELD_LABEL + header + place.associated_data()
-        return header + nonce + aead.encrypt(nonce, data, aad)
+        return header + nonce + self._subkeys[self.current].aead.encrypt(nonce, data, aad)
 
     def decrypt(self, blob: bytes, place: Place) -> bytes:
         """The bytes :meth:`encrypt` sealed at ``place``; :class:`errors.AtRestError`
@@ -154,9 +156,7 @@ class Keyring:
             raise errors.AtRestError("encrypted value is truncated")
         aad = _FIELD_LABEL + blob[:end] + place.associated_data()
         try:
-            return AESGCM(subkeys.encrypt).decrypt(
-                blob[end : end + IV_BYTES], blob[end + IV_BYTES :], aad
-            )
+            return subkeys.aead.decrypt(blob[end : end + IV_BYTES], blob[end + IV_BYTES :], aad)
         except InvalidTag:
             raise errors.AtRestError(
                 f"encrypted value at {place.table}.{place.column} row {place.row!r} "
