@@ -76,11 +76,10 @@ class Place:
 
     def associated_data(self) -> bytes:
         """Length-prefixed parts, so no two places share an encoding."""
-        out = bytearray()
-        for part in (self.table, self.column, self.row):
-            data = part.encode("utf-8")
-            out += _U32.pack(len(data)) + data
-        return bytes(out)
+        table, column, row = (p.encode("utf-8") for p in (self.table, self.column, self.row))
+        return b"".join(
+            (_U32.pack(len(table)), table, _U32.pack(len(column)), column, _U32.pack(len(row)), row)
+        )
 
 
 def _hkdf(key: bytes, info: bytes, salt: bytes | None = None) -> bytes:
@@ -122,6 +121,7 @@ class Keyring:
             encrypt = _hkdf(key, _INFO_ENCRYPT)
             self._subkeys[key_id] = _Subkeys(encrypt, _hkdf(key, _INFO_INDEX), AESGCM(encrypt))
         self.current = current
+        self._made_header: tuple[str, bytes] = ("", b"")
 
     def key_ids(self) -> list[str]:
         """The ids of the keys held, in the order given."""
@@ -134,8 +134,11 @@ class Keyring:
         return found
 
     def _header(self) -> bytes:
-        key_id = _check_key_id(self.current)
-        return bytes((VERSION, len(key_id))) + key_id
+        # Made once per current key: every field written starts with it.
+        if self._made_header[0] != self.current:
+            key_id = _check_key_id(self.current)
+            self._made_header = (self.current, bytes((VERSION, len(key_id))) + key_id)
+        return self._made_header[1]
 
     # Fields
 

@@ -15,9 +15,10 @@ import pytest
 import sqlalchemy as sa
 from test_server_queues import SENDER, message
 
-from mpg import timefmt
+from mpg import config, errors, timefmt
 from mpg.db import transactions
-from mpg.server import accounts, blobs, queues, rekey, tables, vault
+from mpg.server import accounts, blobs, datakeys, queues, rekey, tables, vault
+from mpg.server import main as server_main
 from mpg.wire import atrest, keys, model
 
 MASTER = keys.new_master_key()
@@ -273,3 +274,22 @@ def test_rows_of_an_older_version_are_migrated_and_keep_working(
         ids = set(conn.execute(sa.select(tables.account.c.AccountId)).scalars())
     assert tuple(clear) == (None, None, None, "")
     assert ids == {store.vault.account_id(SENDER), store.vault.account_id("bob@example.com")}
+
+
+def test_a_server_does_not_start_on_accounts_of_an_older_version(
+    engine: sa.Engine, tmp_path: pathlib.Path
+) -> None:
+    """Their requests would all fail: it says to run the rekey, and starts after it."""
+    _older_version_rows(engine, tmp_path / "blobs" / "ab" / "older")
+    settings = config.ServerSettings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        data_dir=tmp_path,
+        allow_plain_http=True,
+        master_key=keys.format_master_key(MASTER),
+    )
+    datakeys.create_data_keys_file(datakeys.data_keys_path(settings))
+    with pytest.raises(errors.ConfigError, match="run `mpg server rekey`"):
+        server_main.build(settings)
+    names = vault.Vault(MASTER, datakeys.load_keyring(settings))
+    rekey.run(engine, names, MASTER)
+    server_main.build(settings).engine.dispose()
