@@ -54,7 +54,8 @@ class Vault:
         self.keyring = keyring
 
         # Every request maps its account and recipients; the same names come back.
-        @functools.lru_cache(maxsize=65536)
+        # Bounded: names from the wire are at most 100 characters (mpg.server.auth).
+        @functools.lru_cache(maxsize=16384)
         def account_id(name: str) -> str:
             if OPAQUE_ID.fullmatch(name):
                 return name
