@@ -29,7 +29,7 @@ import pytest
 import trustme
 
 from mpg import config as mpg_config
-from mpg.server import accounts, datakeys, tables
+from mpg.server import accounts, datakeys, tables, vault
 from mpg.server import main as server_main
 from mpg.storage import database
 from mpg.wire import keys
@@ -260,12 +260,20 @@ class World:
             self.mpg(config_path, "init-db")
         return Gateway(self, name, account, config_path, db)
 
+    def account_id(self, account: str) -> str:
+        """The AccountId (pseudonym) the server keeps ``account`` under."""
+        settings = mpg_config.load(self.server_config).server
+        names = vault.Vault(accounts.load_master_key(settings), datakeys.load_keyring(settings))
+        return names.account_id(accounts.normalize(account))
+
     def _add_account(self, account: str, kind: str, cred: pathlib.Path) -> None:
         """``mpg server account add ACCOUNT --kind KIND --credential-file CRED``."""
         settings = mpg_config.load(self.server_config).server
         engine = tables.create_engine(settings.database_url)
         try:
-            store = accounts.AccountStore(engine, accounts.load_master_key(settings))
+            store = accounts.AccountStore(
+                engine, accounts.load_master_key(settings), datakeys.load_keyring(settings)
+            )
             _, credential = store.add(account, kind)
         finally:
             engine.dispose()

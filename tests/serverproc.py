@@ -24,7 +24,7 @@ from typing import Any
 import trustme
 
 from mpg import config
-from mpg.server import accounts, datakeys, tables
+from mpg.server import accounts, datakeys, tables, vault
 from mpg.wire import envelope, keys, payloads
 
 START_TIMEOUT = 30.0
@@ -42,6 +42,8 @@ class ServerProcess:
     credentials: dict[str, keys.Credential]
     log_file: pathlib.Path
     data_dir: pathlib.Path
+    #: The server's pseudonyms and sealed columns, to look at its rows as it does.
+    vault: vault.Vault
 
     @property
     def url(self) -> str:
@@ -142,7 +144,11 @@ def start(
     datakeys.create_data_keys_file(datakeys.data_keys_path(server_settings))
     engine = tables.create_engine(server_settings.database_url)
     tables.create_tables(engine)
-    store = accounts.AccountStore(engine, accounts.load_master_key(server_settings))
+    store = accounts.AccountStore(
+        engine,
+        accounts.load_master_key(server_settings),
+        datakeys.load_keyring(server_settings),
+    )
     credentials = {name: store.add(name, kind)[1] for name, kind in accounts_.items()}
     for name in disabled:
         store.disable(name)
@@ -176,6 +182,7 @@ def start(
         credentials,
         log_file,
         server_settings.data_dir,
+        store.vault,
     )
 
 

@@ -7,6 +7,8 @@
   shows its credential token once (or writes it to ``--credential-file``, mode 0600);
   ``account list``, ``account disable``, ``account rotate-key`` (adds a key) and
   ``account disable-key`` manage them.
+* ``mpg server rekey`` and ``mpg server data-key add|list`` rotate the data keys
+  (:mod:`mpg.cli.rekey`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import click
 from mpg import config, logs
 from mpg.cli import admins as admins_cli
 from mpg.cli import directory as directory_cli
+from mpg.cli import rekey as rekey_cli
 from mpg.server import accounts, datakeys, main, tables
 from mpg.wire import keys
 
@@ -186,10 +189,11 @@ def _store(obj: _Obj) -> collections.abc.Iterator[accounts.AccountStore]:
     """The account store on the server database (tables created if missing)."""
     settings = _settings(obj).server
     master_key = accounts.load_master_key(settings)
+    keyring = datakeys.load_keyring(settings)
     engine = tables.create_engine(settings.database_url)
     try:
         tables.create_tables(engine)
-        yield accounts.AccountStore(engine, master_key)
+        yield accounts.AccountStore(engine, master_key, keyring)
     finally:
         engine.dispose()
 
@@ -252,3 +256,5 @@ server.add_command(directory_cli.category)
 server.add_command(directory_cli.domain)
 server.add_command(directory_cli.code)
 server.add_command(directory_cli.device)
+server.add_command(rekey_cli.rekey_command)
+server.add_command(rekey_cli.data_key)

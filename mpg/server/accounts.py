@@ -1,10 +1,12 @@
 """Accounts and their keys: add, list, disable, rotate; keys wrapped at rest.
 
 An account is a gateway (``erp-a@example.com``), a user (``bob@example.com``) or a
-device (its serial number). Names with a domain are stored lower-cased, device
-serials exactly as given. Each account holds one or more keys (rotation); every key
-is stored wrapped with the server's master key (:func:`mpg.wire.keys.wrap_key`) and
-is shown to the operator once, as a credential token, when it is created.
+device (its serial number). Names with a domain are taken lower-cased, device
+serials exactly as given; the row's ``AccountId`` is the name's pseudonym and the
+name itself is stored encrypted (:mod:`mpg.server.vault`). Each account holds one or
+more keys (rotation); every key is stored wrapped with the server's master key
+(:func:`mpg.wire.keys.wrap_key`, bound to the AccountId) and is shown to the
+operator once, as a credential token, when it is created.
 
 The server unwraps a key on the first request that uses it and keeps it in memory
 for :data:`KEY_CACHE_SECONDS`. An account or key disabled from another process (the
@@ -25,8 +27,8 @@ import sqlalchemy as sa
 
 from mpg import config, errors, timefmt
 from mpg.db import transactions
-from mpg.server import tables
-from mpg.wire import keys
+from mpg.server import tables, vault
+from mpg.wire import atrest, keys
 
 Kind = Literal["gateway", "user", "device"]
 KINDS: Final[tuple[str, ...]] = get_args(Kind)
@@ -52,13 +54,15 @@ class KeyInfo:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AccountInfo:
-    """One account as the operator sees it."""
+    """One account as the operator sees it (``account_id`` is its name)."""
 
     account_id: str
     kind: str
     disabled: bool
     created_at: str
     keys: tuple[KeyInfo, ...] = ()
+    #: The row's AccountId: the name's pseudonym (or a registered device's id).
+    row_id: str = ""
 
 
 def normalize(name: str, kind: str | None = None) -> str:
@@ -119,10 +123,17 @@ class AccountStore:
     """Accounts and keys in the server database; unwrapped keys cached in memory."""
 
     def __init__(
-        self, engine: sa.Engine, master_key: bytes, *, cache_seconds: float = KEY_CACHE_SECONDS
+        self,
+        engine: sa.Engine,
+        master_key: bytes,
+        keyring: atrest.Keyring,
+        *,
+        cache_seconds: float = KEY_CACHE_SECONDS,
     ) -> None:
         self._engine = engine
         self._master = master_key
+        #: Pseudonyms and sealed columns; the queue and blob stores share it.
+        self.vault = vault.Vault(master_key, keyring)
         self._cache_seconds = cache_seconds
         self._cache: dict[tuple[str, str], tuple[bytes, float]] = {}
         self._lock = threading.Lock()
@@ -131,11 +142,12 @@ class AccountStore:
         """Create an account with one key; return its stored name and the credential."""
         if kind not in KINDS:
             raise errors.ValidationError("kind", f"must be one of {', '.join(KINDS)}")
-        account_id = normalize(name, kind)
-        if not account_id or len(account_id) > MAX_ACCOUNT_LENGTH or ";" in account_id:
+        stored = normalize(name, kind)
+        if not stored or len(stored) > MAX_ACCOUNT_LENGTH or ";" in stored:
             raise errors.ValidationError(
                 "name", f"must be 1..{MAX_ACCOUNT_LENGTH} characters without ';'"
             )
+        account_id = self.vault.account_id(stored)
         credential = keys.new_credential()
         now = timefmt.now_text("utc")
         with transactions.begin(self._engine, "adding an account") as conn:
@@ -145,14 +157,18 @@ class AccountStore:
                 )
             ).first()
             if exists is not None:
-                raise errors.ValidationError("name", f"account {account_id} already exists")
+                raise errors.ValidationError("name", f"account {stored} already exists")
             conn.execute(
                 tables.account.insert().values(
-                    AccountId=account_id, Kind=kind, Disabled=False, CreatedAt=now
+                    AccountId=account_id,
+                    Kind=kind,
+                    Disabled=False,
+                    CreatedAt=now,
+                    NameEnc=self.vault.seal(stored, "Account", "NameEnc", account_id),
                 )
             )
             self._insert_key(conn, account_id, credential, now)
-        return account_id, credential
+        return stored, credential
 
     def rotate_key(self, name: str) -> tuple[AccountInfo, keys.Credential]:
         """Add a new key to an existing account (old keys stay until disabled).
@@ -162,41 +178,43 @@ class AccountStore:
         info = self._existing(name)
         credential = keys.new_credential()
         with transactions.begin(self._engine, "adding a key") as conn:
-            self._insert_key(conn, info.account_id, credential, timefmt.now_text("utc"))
+            self._insert_key(conn, info.row_id, credential, timefmt.now_text("utc"))
         return info, credential
 
     def disable(self, name: str) -> str:
         """Disable an account: every request made as it is refused from now on."""
-        account_id = self._existing(name).account_id
+        info = self._existing(name)
         with transactions.begin(self._engine, "disabling an account") as conn:
             conn.execute(
                 tables.account.update()
-                .where(tables.account.c.AccountId == account_id)
+                .where(tables.account.c.AccountId == info.row_id)
                 .values(Disabled=True)
             )
-        self._forget(account_id)
-        return account_id
+        self._forget(info.row_id)
+        return info.account_id
 
     def disable_key(self, name: str, key_id: str) -> str:
         """Disable one key of an account (after a rotation)."""
-        account_id = self._existing(name).account_id
+        info = self._existing(name)
         with transactions.begin(self._engine, "disabling a key") as conn:
             changed = conn.execute(
                 tables.account_key.update()
                 .where(
-                    tables.account_key.c.AccountId == account_id,
+                    tables.account_key.c.AccountId == info.row_id,
                     tables.account_key.c.KeyId == key_id,
                 )
                 .values(Disabled=True)
             ).rowcount
         if not changed:
-            raise errors.ValidationError("key_id", f"{account_id} has no key {key_id}")
-        self._forget(account_id)
-        return account_id
+            raise errors.ValidationError("key_id", f"{info.account_id} has no key {key_id}")
+        self._forget(info.row_id)
+        return info.account_id
 
     def get(self, name: str) -> AccountInfo | None:
         """One account with its keys, or None."""
-        found = self._load([normalize(name)]) or self._load([name.strip()])
+        found = self._load([self.vault.account_id(normalize(name))]) or self._load(
+            [self.vault.account_id(name.strip())]
+        )
         return found[0] if found else None
 
     def all_accounts(self) -> list[AccountInfo]:
@@ -220,47 +238,39 @@ class AccountStore:
         The server needs a disabled account's key to tell its holder "disabled" (403)
         and everyone else the 401 of any failed authentication.
         """
-        account_id = normalize(account)
+        stored = normalize(account)
+        account_id = self.vault.account_id(stored)
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get((account_id, key_id))
         if cached is not None and cached[1] > now:
-            return account_id, cached[0], ""
+            return stored, cached[0], ""
         row = self._key_row(account_id, key_id)
         if row is None:
             raise errors.UnknownKey(f"unknown account or key: {account} / {key_id}")
         disabled = ""
         if row.AccountDisabled:
-            disabled = f"account {account_id} is disabled"
+            disabled = f"account {stored} is disabled"
         elif row.KeyDisabled:
-            disabled = f"key {key_id} of {account_id} is disabled"
+            disabled = f"key {key_id} of {stored} is disabled"
         try:
             secret = keys.unwrap_key(self._master, account_id, key_id, row.WrappedKey)
         except errors.WireError as exc:
             # Not the caller's fault: the server runs with another master key than
             # the one that wrapped this key. The app answers 500, the log says why.
             raise errors.ConfigError(
-                f"server.master_key: the stored key {key_id} of {account_id} does not "
+                f"server.master_key: the stored key {key_id} of {stored} does not "
                 "open; is this the master key the accounts were created with?"
             ) from exc
         if not disabled:
             with self._lock:
                 self._cache[(account_id, key_id)] = (secret, now + self._cache_seconds)
-        return account_id, secret, disabled
+        return stored, secret, disabled
 
     def kinds(self, names: list[str]) -> dict[str, str]:
         """``{account: kind}`` of the enabled accounts among ``names`` (stored forms)."""
-        found: dict[str, str] = {}
-        a = tables.account.c
         with transactions.begin(self._engine, "reading account kinds") as conn:
-            for part in transactions.chunks(names):
-                rows = conn.execute(
-                    sa.select(a.AccountId, a.Kind).where(
-                        a.AccountId.in_(part), a.Disabled == sa.false()
-                    )
-                )
-                found.update({row.AccountId: row.Kind for row in rows})
-        return found
+            return kinds(conn, self.vault, names)
 
     def _insert_key(
         self, conn: sa.Connection, account_id: str, credential: keys.Credential, now: str
@@ -298,7 +308,7 @@ class AccountStore:
 
     def _load(self, names: list[str] | None) -> list[AccountInfo]:
         a, k = tables.account.c, tables.account_key.c
-        accounts = sa.select(tables.account).order_by(a.AccountId)
+        accounts = sa.select(tables.account)
         key_rows = sa.select(tables.account_key).order_by(k.AccountId, k.CreatedAt, k.KeyId)
         if names is not None:
             accounts = accounts.where(a.AccountId.in_(names))
@@ -310,18 +320,34 @@ class AccountStore:
                 by_account.setdefault(row.AccountId, []).append(
                     KeyInfo(row.KeyId, bool(row.Disabled), row.CreatedAt)
                 )
-        return [
+        found = [
             AccountInfo(
-                row.AccountId,
+                self.vault.name_of(row),
                 row.Kind,
                 bool(row.Disabled),
                 row.CreatedAt,
                 tuple(by_account.get(row.AccountId, ())),
+                row.AccountId,
             )
             for row in account_rows
         ]
+        return sorted(found, key=lambda info: info.account_id)
 
     def _forget(self, account_id: str) -> None:
         with self._lock:
             for cache_key in [key for key in self._cache if key[0] == account_id]:
                 del self._cache[cache_key]
+
+
+def kinds(conn: sa.Connection, names_vault: vault.Vault, names: list[str]) -> dict[str, str]:
+    """``{name: kind}`` of the enabled accounts among ``names`` (stored forms), in
+    ``conn``'s transaction: one indexed lookup of their pseudonyms."""
+    a = tables.account.c
+    ids = {names_vault.account_id(name): name for name in names}
+    found: dict[str, str] = {}
+    for part in transactions.chunks(sorted(ids)):
+        rows = conn.execute(
+            sa.select(a.AccountId, a.Kind).where(a.AccountId.in_(part), a.Disabled == sa.false())
+        )
+        found.update({ids[row.AccountId]: row.Kind for row in rows})
+    return found

@@ -13,8 +13,9 @@ envelope's clear header is read first and its account and key looked up before
 the rest of the body is read, so a caller without a key sends a few hundred bytes,
 not 64 MiB; each operation has its own body limit (:func:`body_limit`: only
 ``upload`` and ``submit`` carry bulk data); an upload's body goes to a file as it
-arrives and is opened from there (:meth:`PushServer._open`), so attachment chunks
-are never held in memory; the body bytes held by all requests together, in memory
+arrives and is opened from there into a file encrypted with the data key
+(:meth:`PushServer._open`), so attachment chunks are never held in memory, nor
+written to disk in clear; the body bytes held by all requests together, in memory
 or spooled, are capped (``server.max_inflight_bytes``, beyond it 503); and a body
 that stalls for ``server.body_timeout`` is dropped (408).
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import ipaddress
 import pathlib
 import ssl
@@ -119,7 +121,7 @@ class ByteBudget:
 
 
 class Waiters:
-    """One event per account with a fetch waiting; lives on the event loop's thread."""
+    """One event per AccountId with a fetch waiting; lives on the event loop's thread."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
@@ -164,7 +166,9 @@ class PushServer:
         self.settings = settings
         self.engine = engine
         self.keyring = keyring
-        self.accounts = accounts.AccountStore(engine, master_key)
+        self.accounts = accounts.AccountStore(engine, master_key, keyring)
+        #: Account pseudonyms and sealed columns (:mod:`mpg.server.vault`).
+        self.vault = self.accounts.vault
         self.admins = admins.AdminStore(engine)
         self.codes = codestore.CodeStore(codestore.code_key(master_key), keyring)
         #: None when no mail server is configured (``server.mail_host``).
@@ -172,7 +176,7 @@ class PushServer:
             mail.Mailer(mail.SmtpSettings.from_server(settings)) if settings.mail_host else None
         )
         self.devices = devices.DeviceStore(engine, keyring, self.accounts)
-        self.queues = queues.QueueStore(engine, addresser=self.devices.addresser)
+        self.queues = queues.QueueStore(engine, self.vault, addresser=self.devices.addresser)
         #: Rate limits of verification mails and code checks (in memory, per process).
         self.limits = verification.VerificationLimits(
             verification.LimitPolicy(), clock=time.monotonic
@@ -192,6 +196,7 @@ class PushServer:
         self.blobs = blobs.BlobStore(
             engine,
             pathlib.Path(settings.data_dir) / BLOB_DIR,
+            self.vault,
             quota_bytes=settings.upload_quota_bytes,
             quota_files=settings.upload_quota_files,
         )
@@ -322,9 +327,11 @@ class PushServer:
     ) -> auth.OpenedRequest:
         """Read and open the request's envelope under the limits of the module.
 
-        An upload's body goes to a file as it arrives and is opened from there to
-        another (``temp`` lists them, for the caller to delete): an attachment chunk
-        is never held in memory. Other bodies are read into memory (at most 16 MiB).
+        An upload's body goes to a file as it arrives and is opened from there into
+        another, encrypted with the data key (``temp`` lists them, for the caller to
+        delete): an attachment chunk is never held in memory, nor on disk in clear (the
+        first file is the envelope: ciphertext under the account's key). Other bodies
+        are read into memory (at most 16 MiB).
         """
         if op != "upload":
             body = bytearray()
@@ -332,16 +339,25 @@ class PushServer:
             return await concurrency.run_in_threadpool(self.opener.open, op, body, claim)
         self._spool.mkdir(parents=True, exist_ok=True)
         sealed = self._spool / uuid.uuid4().hex
-        plaintext = sealed.with_suffix(".plain")
-        temp += [sealed, plaintext]
+        segment = sealed.with_suffix(".seg")
+        temp += [sealed, segment]
         with sealed.open("wb") as sink:
             # Writes of at most 64 KiB to the page cache: not worth a thread each.
             claim = await self._receive(request, op, held, sink.write)
         if claim is None:
             raise errors.TamperedEnvelope("envelope is malformed or was tampered with")
-        return await concurrency.run_in_threadpool(
-            self.opener.open_file, op, sealed, claim, plaintext
-        )
+        return await concurrency.run_in_threadpool(self._open_upload, op, sealed, claim, segment)
+
+    def _open_upload(
+        self, op: str, sealed: pathlib.Path, claim: auth.Claim, target: pathlib.Path
+    ) -> auth.OpenedRequest:
+        """Open a spooled upload body into ``target``, encrypted as a stage segment."""
+        segment, writer, fh = self.blobs.spool(target)
+        with fh:
+            opened = self.opener.open_file(op, sealed, claim, writer)
+            writer.close()
+        spooled = blobs.Spooled(target, segment, writer.size)
+        return dataclasses.replace(opened, payload_file=spooled)
 
     async def _receive(
         self,
@@ -427,7 +443,7 @@ class PushServer:
             size=_arg(args, "size", int) if final else None,
             sha256=_arg(args, "sha256", str) if final else None,
         )
-        size = len(req.payload) if req.payload_file is None else req.payload_file.stat().st_size
+        size = len(req.payload) if req.payload_file is None else req.payload_file.length
         metrics.ATTACHMENT_BYTES.labels("upload").inc(size)
         return b"", {"received": status.received, "complete": status.complete}
 
@@ -448,7 +464,7 @@ class PushServer:
         first = True
         while True:
             # Taken before looking, so an entry queued while we look still wakes us.
-            event = self.waiters.event(req.account)
+            event = self.waiters.event(self.vault.account_id(req.account))
             batch = await self._look(req.account, max_items, deadline, first=first)
             first = False
             remaining = deadline - loop.time()

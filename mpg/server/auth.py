@@ -22,7 +22,7 @@ import pathlib
 from typing import Any, Final
 
 from mpg import errors
-from mpg.server import accounts, replay
+from mpg.server import accounts, blobs, replay
 from mpg.wire import envelope
 
 #: Longest account name and key id looked up; longer ones are unknown without a query.
@@ -47,8 +47,8 @@ class OpenedRequest:
     account: str  # the stored account name (lower-cased unless a device serial)
     key: bytes = dataclasses.field(repr=False)
     payload: bytes = dataclasses.field(repr=False)
-    #: Where the payload is instead, when it was opened to a file (upload chunks).
-    payload_file: pathlib.Path | None = None
+    #: Where the payload is instead, encrypted, when it was opened to a file (uploads).
+    payload_file: blobs.Spooled | None = None
 
 
 class RequestOpener:
@@ -83,14 +83,14 @@ class RequestOpener:
         return OpenedRequest(header, claim.account, claim.key, payload)
 
     def open_file(
-        self, op: str, sealed: pathlib.Path, claim: Claim, plaintext: pathlib.Path
+        self, op: str, sealed: pathlib.Path, claim: Claim, sink: envelope.Sink
     ) -> OpenedRequest:
         """:meth:`open` for a body spooled to the file ``sealed``; the payload goes to
-        the file ``plaintext`` (trustworthy only if this returns)."""
-        with sealed.open("rb") as source, plaintext.open("wb") as sink:
+        ``sink`` (trustworthy only if this returns)."""
+        with sealed.open("rb") as source:
             header = envelope.open_sealed_stream(claim.key, source, sealed.stat().st_size, sink)
         self._admit(op, header, claim)
-        return OpenedRequest(header, claim.account, claim.key, b"", plaintext)
+        return OpenedRequest(header, claim.account, claim.key, b"")
 
     def _admit(self, op: str, header: envelope.EnvelopeHeader, claim: Claim) -> None:
         """The checks after the envelope opened: disabled, operation, replay."""

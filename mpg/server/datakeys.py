@@ -103,3 +103,25 @@ def create_data_keys_file(path: pathlib.Path) -> bool:
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+def add_data_key(settings: config.ServerSettings) -> str:
+    """Append a fresh key to the data key file, where it becomes the current key unless
+    ``server.data_key_current`` names another; return its id.
+
+    Refused (ConfigError) when the keys come from ``server.data_keys``: the setting
+    is where a new one must be added then.
+    """
+    if settings.data_keys is not None:
+        raise errors.ConfigError(
+            "server.data_keys: the data keys come from the setting (MPG_SERVER__DATA_KEYS); "
+            "add the new 'key-id:base64-key' entry there"
+        )
+    path = data_keys_path(settings)
+    existing = list(parse_entries(_file_entries(path), f"server.data_keys_file ({path})"))
+    key_id = new_key_id(existing)
+    with path.open("a", encoding="ascii") as fh:
+        fh.write(f"{key_id}:{keys.format_master_key(keys.new_master_key())}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key_id

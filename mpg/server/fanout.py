@@ -72,6 +72,9 @@ class Staged:
     size: int
     sha256: str | None
     path: str
+    #: The data key the staged file is encrypted under; None: a clear file of an
+    #: older version.
+    key_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

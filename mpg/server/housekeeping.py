@@ -9,7 +9,8 @@ commit, so a crash leaves at worst an orphan file, never a row without its file.
 
 :func:`purge_stages` forgets staged uploads that no submit took over: a stage whose
 file was last written more than ``server.upload_stage_ttl`` seconds ago is deleted
-with its file, so an abandoned upload no longer counts against its account's quota.
+with its file (or folder of segments), so an abandoned upload no longer counts
+against its account's quota.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 import structlog
 
 from mpg.db import transactions
-from mpg.server import states, tables
+from mpg.server import blobs, states, tables
 
 log = structlog.get_logger(__name__)
 
@@ -136,7 +137,7 @@ def purge_stages(
                     gone.append(row.Path)
                 deleted += count
         for path in gone:
-            pathlib.Path(path).unlink(missing_ok=True)
+            blobs.remove(path)  # a folder of segments, or a completed upload's file
     if deleted:
         log.info("stages_purged", stages=deleted, ttl_seconds=ttl_seconds)
     return deleted

@@ -35,7 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, exitcodes, logs
 from mpg.ops import systemd
-from mpg.server import accounts, app, connections, datakeys, housekeeping, tables
+from mpg.server import accounts, app, connections, datakeys, housekeeping, rekey, tables
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +97,15 @@ def build(settings: config.ServerSettings) -> app.PushServer:
     created = tables.create_tables(engine)
     if created:
         log.info("tables_created", tables=created)
+    legacy = rekey.legacy_accounts(engine)
+    if legacy:
+        # Their requests would all fail: their rows are not under their pseudonyms yet.
+        engine.dispose()
+        raise errors.ConfigError(
+            f"{legacy} account(s) of an older version are stored with their names in "
+            "clear; run `mpg server rekey` once with the servers stopped (docs/devices.md, "
+            '"Upgrading")'
+        )
     return app.PushServer(settings, engine, master_key, keyring)
 
 

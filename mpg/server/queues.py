@@ -19,7 +19,11 @@ LOCKED`` and ack, recall and receipts ``FOR UPDATE``. An operation that loses a 
 to another process (a unique violation, a deadlock) runs again
 (:func:`mpg.db.transactions.retrying`).
 
-After a commit that queued entries, the ``listener`` is called with the accounts
+Callers name accounts by their stored names; the rows hold their pseudonyms and
+sealed personal text, which :mod:`mpg.server.rows` maps both ways
+(:mod:`mpg.server.vault`).
+
+After a commit that queued entries, the ``listener`` is called with the AccountIds
 that got them, so that a long-polling fetch in this process can answer at once; on
 PostgreSQL the same transaction also sends them to every process
 (:func:`mpg.server.tables.announce`).
@@ -40,9 +44,10 @@ import structlog
 
 from mpg import errors, faults
 from mpg.db import transactions
-from mpg.server import fanout, identity, rows, states, tables
+from mpg.server import accounts, fanout, identity, rows, states, tables
 from mpg.server.rows import EventKind
 from mpg.server.states import EntryState, MessageState
+from mpg.server.vault import Vault
 from mpg.wire import model
 
 log = structlog.get_logger(__name__)
@@ -126,19 +131,21 @@ class QueueStore:
     def __init__(
         self,
         engine: sa.Engine,
+        vault: Vault,
         *,
         clock: Callable[[], float] = time.time,
         listener: Listener | None = None,
         addresser: Addresser | None = None,
     ) -> None:
         self._engine = engine
+        self._vault = vault
         self._clock = clock
         self._listener = listener
         self._addresser = addresser
         self._sequence = _Sequence()
 
     def set_listener(self, listener: Listener | None) -> None:
-        """Call ``listener(accounts)`` after each commit that queued entries for them."""
+        """Call ``listener(account_ids)`` after each commit that queued entries for them."""
         self._listener = listener
 
     # ------------------------------------------------------------------ submit
@@ -179,8 +186,9 @@ class QueueStore:
             targets = {m.tx_message_id: m for m in fresh}
             if self._addresser is not None:
                 targets = self._addresser(conn, fresh)
-            kinds = self._kinds(
+            kinds = accounts.kinds(
                 conn,
+                self._vault,
                 [sender_account]
                 + [
                     n
@@ -198,7 +206,9 @@ class QueueStore:
                     continue
                 results[msg.tx_message_id] = self._refuse(msg, sender_account, reason, writes, now)
             plain = [m for m in checked if not fanout.is_server_agent(m)]
-            stages = self._stages(conn, sender_account, [m.tx_message_id for m in plain])
+            stages = self._stages(
+                conn, self._vault.account_id(sender_account), [m.tx_message_id for m in plain]
+            )
             for msg in plain:
                 results[msg.tx_message_id] = self._plan_message(
                     msg, targets[msg.tx_message_id], sender_account, kinds, stages, writes, now
@@ -233,7 +243,8 @@ class QueueStore:
         (``served_at_once`` once its receipt was stored); one replacing a refused
         message is decided afresh; another under an accepted TxMessageId is refused.
         """
-        previous = self._previous(conn, sender, [m.tx_message_id for m in messages])
+        sender_id = self._vault.account_id(sender)
+        previous = self._previous(conn, sender_id, [m.tx_message_id for m in messages])
         results: dict[str, model.SubmitResult] = {}
         fresh: list[model.OutgoingMessage] = []
         first: dict[str, str] = {}  # TxMessageId -> digest of its first occurrence
@@ -248,7 +259,7 @@ class QueueStore:
             if earlier is None:
                 fresh.append(msg)
             elif earlier.ContentDigest in (None, digest):
-                results[tx] = rows.result_from_json(earlier.SubmitResult)
+                results[tx] = rows.submit_result(self._vault, earlier)
                 if earlier.State == MessageState.SERVED:
                     served[earlier.MessageId] = tx
             elif earlier.State == MessageState.REFUSED:
@@ -256,7 +267,7 @@ class QueueStore:
                 fresh.append(msg)
             else:
                 results[tx] = _reused(tx, earlier.MessageId)
-        self._forget_refused(conn, sender, replaced)
+        self._forget_refused(conn, sender_id, replaced)
         # Its receipt was stored already: an Outbox row inserted again under the
         # same id would wait at 20 for a receipt that never comes again.
         for message_id in self._receipts_stored(conn, list(served)):
@@ -272,7 +283,12 @@ class QueueStore:
         for part in transactions.chunks(sorted(set(tx_ids))):
             result = conn.execute(
                 sa.select(
-                    t.TxMessageId, t.MessageId, t.State, t.ContentDigest, t.SubmitResult
+                    t.TxMessageId,
+                    t.MessageId,
+                    t.State,
+                    t.ContentDigest,
+                    t.SubmitResult,
+                    t.SubmitResultEnc,
                 ).where(t.SenderAccount == sender, t.TxMessageId.in_(part))
             )
             found.update({row.TxMessageId: row for row in result})
@@ -307,19 +323,6 @@ class QueueStore:
                     t.State == MessageState.REFUSED,
                 )
             )
-
-    @staticmethod
-    def _kinds(conn: sa.Connection, names: list[str]) -> dict[str, str]:
-        a = tables.account.c
-        found: dict[str, str] = {}
-        for part in transactions.chunks(sorted(set(names))):
-            result = conn.execute(
-                sa.select(a.AccountId, a.Kind).where(
-                    a.AccountId.in_(part), a.Disabled == sa.false()
-                )
-            )
-            found.update({r.AccountId: r.Kind for r in result})
-        return found
 
     @staticmethod
     def _stages(
@@ -357,21 +360,26 @@ class QueueStore:
         result = model.SubmitResult(
             tx, True, message_id=message_id, recipients=len(plan.known), unknown=listed
         )
+        vault = self._vault
         writes.messages.append(
-            rows.message(msg, sender, message_id, now, len(plan.known), MessageState.QUEUED, result)
+            rows.message(
+                vault, msg, sender, message_id, now, len(plan.known), MessageState.QUEUED, result
+            )
         )
         detail = f"queued for {len(plan.known)} recipient(s)"
         if plan.unknown:
             detail += f"; {len(plan.unknown)} unknown"
-        writes.events.append(rows.event(message_id, now, EventKind.RECEIVED, sender, detail))
+        sender_id = vault.account_id(sender)
+        writes.events.append(rows.event(message_id, now, EventKind.RECEIVED, sender_id, detail))
         first = self._sequence.take(len(plan.known))
-        writes.entries += rows.fanned_out(message_id, plan.known, fanout.rank(msg.priority), first)
-        writes.woken.update(rcpt.account for rcpt in plan.known)
+        entries = rows.fanned_out(vault, message_id, plan.known, fanout.rank(msg.priority), first)
+        writes.entries += entries
+        writes.woken.update(e["Recipient"] for e in entries)
         for info in msg.attachments:
             writes.attachments.append(
-                rows.attachment(message_id, info, stages[(tx, info.seq_no)].path)
+                rows.attachment(vault, message_id, info, stages[(tx, info.seq_no)])
             )
-            writes.used_stages.append({"b_account": sender, "b_tx": tx, "b_seq": info.seq_no})
+            writes.used_stages.append({"b_account": sender_id, "b_tx": tx, "b_seq": info.seq_no})
         log.info(
             "message_accepted",
             account=sender,
@@ -383,8 +391,8 @@ class QueueStore:
         )
         return result
 
-    @staticmethod
     def _refuse(
+        self,
         msg: model.OutgoingMessage,
         sender: str,
         reason: str,
@@ -396,7 +404,9 @@ class QueueStore:
         """Refuse ``msg`` for ``reason``, kept so that a resubmission gets the same answer."""
         result = model.SubmitResult(msg.tx_message_id, False, unknown=unknown, reason=reason)
         writes.messages.append(
-            rows.message(msg, sender, str(uuid.uuid4()), now, 0, MessageState.REFUSED, result)
+            rows.message(
+                self._vault, msg, sender, str(uuid.uuid4()), now, 0, MessageState.REFUSED, result
+            )
         )
         log.info("message_refused", account=sender, tx=msg.tx_message_id, reason=reason)
         return result
@@ -413,16 +423,18 @@ class QueueStore:
     ) -> model.SubmitResult:
         """Handle a message to ``psereceiver``: only a RECALL of the sender's own message."""
         tx = msg.tx_message_id
+        sender_id = self._vault.account_id(sender)
         recalled_id, reason = fanout.recall_request(msg)
         if not reason:
             t = tables.transmit_queue.c
             target = conn.execute(
                 sa.select(t.SenderAccount, t.State).where(t.MessageId == recalled_id)
             ).first()
+            owner = None if target is None else target.SenderAccount
             reason = fanout.recall_refusal(
                 recalled_id,
                 sender,
-                None if target is None else target.SenderAccount,
+                sender if owner == sender_id else owner,
                 None if target is None else target.State,
             )
         if reason:
@@ -450,7 +462,7 @@ class QueueStore:
                 recalled_id,
                 now,
                 EventKind.RECALLED,
-                sender,
+                sender_id,
                 f"withdrawn from {len(split.taken)}, RECALL sent to {len(split.notified)}",
             )
         )
@@ -467,7 +479,14 @@ class QueueStore:
         )
         writes.messages.append(
             rows.message(
-                msg, sender, message_id, now, len(split.notified), MessageState.SERVED, result
+                self._vault,
+                msg,
+                sender,
+                message_id,
+                now,
+                len(split.notified),
+                MessageState.SERVED,
+                result,
             )
         )
         rank = fanout.rank(msg.priority)
@@ -606,13 +625,22 @@ class QueueStore:
         same account at the same moment takes other entries, never these.
         """
         now = self._clock()
+        vault = self._vault
+        account_id = vault.account_id(account)
         with transactions.begin(self._engine, "fetching entries") as conn:
-            candidates, expired = self._candidates(conn, account, max_items, now)
+            candidates, expired = self._candidates(conn, account_id, max_items, now)
             messages = self._messages(
                 conn, [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
             )
+            bcc = {
+                e.EntryId: rows.visible_bcc(vault, e)
+                for e in candidates
+                if e.Kind == model.DeliveryKind.MESSAGE
+            }
             entries = rows.within_budget(
-                candidates, [_answer_bytes(e, messages) for e in candidates], MAX_FETCH_BYTES
+                candidates,
+                [_answer_bytes(e, messages, bcc) for e in candidates],
+                MAX_FETCH_BYTES,
             )
             if not entries:
                 return model.FetchBatch()
@@ -627,7 +655,7 @@ class QueueStore:
                         EventKind.FETCHED
                         if e.Kind == model.DeliveryKind.MESSAGE
                         else EventKind.RECEIPT_FETCHED,
-                        account,
+                        account_id,
                         "again: the earlier lease ran out" if e.EntryId in expired_ids else "",
                     )
                     for e in entries
@@ -642,7 +670,13 @@ class QueueStore:
                 receipts.append(rows.receipt(e))
             else:
                 deliveries.append(
-                    rows.delivery(e, account, messages[e.MessageId], files.get(e.MessageId, ()))
+                    rows.delivery(
+                        e,
+                        account,
+                        messages[e.MessageId],
+                        files.get(e.MessageId, ()),
+                        bcc[e.EntryId],
+                    )
                 )
         log.info(
             "entries_fetched",
@@ -665,6 +699,7 @@ class QueueStore:
             r.MessageId,
             r.Kind,
             r.VisibleBcc,
+            r.VisibleBccEnc,
             r.PriorityRank,
             r.CreatedSeq,
             r.TxMessageId,
@@ -710,18 +745,17 @@ class QueueStore:
                 .values(State=EntryState.LEASED, LeaseUntil=now + lease_seconds)
             )
 
-    @staticmethod
-    def _messages(conn: sa.Connection, message_ids: list[str]) -> dict[str, tables.Row]:
+    def _messages(self, conn: sa.Connection, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The ``TransmitQueue`` rows, opened (:func:`mpg.server.rows.opened_message`)."""
         t = tables.transmit_queue.c
-        found: dict[str, tables.Row] = {}
+        found: dict[str, dict[str, Any]] = {}
         for part in transactions.chunks(sorted(set(message_ids))):
             result = conn.execute(sa.select(tables.transmit_queue).where(t.MessageId.in_(part)))
-            found.update({row.MessageId: row for row in result})
+            found.update({row.MessageId: rows.opened_message(self._vault, row) for row in result})
         return found
 
-    @staticmethod
     def _attachment_infos(
-        conn: sa.Connection, message_ids: list[str]
+        self, conn: sa.Connection, message_ids: list[str]
     ) -> dict[str, tuple[model.AttachmentInfo, ...]]:
         a = tables.transmit_attachment.c
         found: dict[str, list[model.AttachmentInfo]] = collections.defaultdict(list)
@@ -732,7 +766,7 @@ class QueueStore:
                 .order_by(a.MessageId, a.SeqNo)
             )
             for row in result:
-                found[row.MessageId].append(rows.attachment_info(row))
+                found[row.MessageId].append(rows.attachment_info(self._vault, row))
         return {message_id: tuple(infos) for message_id, infos in found.items()}
 
     # ------------------------------------------------------------------ history
@@ -748,7 +782,7 @@ class QueueStore:
         with transactions.begin(self._engine, "reading a message's history") as conn:
             message_id = conn.execute(
                 sa.select(t.MessageId).where(
-                    t.SenderAccount == sender,
+                    t.SenderAccount == self._vault.account_id(sender),
                     t.TxMessageId == tx_message_id,
                     t.State != MessageState.REFUSED,
                 )
@@ -760,12 +794,13 @@ class QueueStore:
                 .where(e.MessageId == message_id)
                 .order_by(e.Id)
             ).all()
-        return str(message_id), [rows.server_event(row) for row in found]
+            names = self._vault.names(conn, [str(row.Account) for row in found])
+        return str(message_id), [rows.server_event(row, names) for row in found]
 
     # ------------------------------------------------------------------ depths
 
     def depths(self) -> dict[str, int]:
-        """Entries waiting per recipient (queued or leased, not yet acknowledged)."""
+        """Entries waiting per recipient name (queued or leased, not yet acknowledged)."""
         r = tables.receive_queue.c
         query = (
             sa.select(r.Recipient, sa.func.count())
@@ -773,7 +808,9 @@ class QueueStore:
             .group_by(r.Recipient)
         )
         with transactions.begin(self._engine, "counting queued entries") as conn:
-            return {str(recipient): int(n) for recipient, n in conn.execute(query)}
+            counts = {str(recipient): int(n) for recipient, n in conn.execute(query)}
+            names = self._vault.names(conn, counts)
+        return {names[account_id]: n for account_id, n in counts.items()}
 
     # ------------------------------------------------------------------ ack
 
@@ -783,7 +820,8 @@ class QueueStore:
         Entries of other accounts are ignored; acknowledging twice is harmless.
         When the last entry of a message is acked, its sender gets a receipt.
         """
-        found, moving, woken = transactions.retrying(lambda: self._ack_once(account, entry_ids))
+        account_id = self._vault.account_id(account)
+        found, moving, woken = transactions.retrying(lambda: self._ack_once(account_id, entry_ids))
         faults.reach(faults.SERVER_ACK_COMMITTED)
         self._wake(woken)
         done = sum(1 for row in found if row.State != EntryState.QUEUED)
@@ -865,8 +903,10 @@ def _reused(tx_message_id: str, message_id: str) -> model.SubmitResult:
     )
 
 
-def _answer_bytes(entry: tables.Row, messages: Mapping[str, tables.Row]) -> int:
+def _answer_bytes(
+    entry: tables.Row, messages: Mapping[str, Mapping[str, Any]], bcc: Mapping[str, str]
+) -> int:
     """The most bytes ``entry`` takes in a fetch answer."""
     if entry.Kind == model.DeliveryKind.MESSAGE:
-        return rows.delivery_bytes(messages[entry.MessageId], entry.VisibleBcc)
+        return rows.delivery_bytes(messages[entry.MessageId], bcc[entry.EntryId])
     return rows.RECEIPT_BYTES

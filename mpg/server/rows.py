@@ -2,7 +2,9 @@
 
 Every row the store inserts is built here and every row it hands out is read
 here, so a column added to :mod:`mpg.server.tables` that the store writes or
-returns is mapped in this one module.
+returns is mapped in this one module. So is personal data at rest: names become
+account pseudonyms and personal text is sealed on the way in and opened on the way
+out (:mod:`mpg.server.vault`), and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import datetime
 import enum
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from mpg.server import fanout, identity, tables
 from mpg.server.states import EntryState, MessageState
+from mpg.server.vault import Vault
 from mpg.wire import model, recipients
 
 
@@ -47,7 +50,22 @@ def event(
     }
 
 
+#: ``TransmitQueue`` columns stored sealed in ``<name>Enc`` (row key MessageId), with
+#: what the clear column then holds.
+TRANSMIT_SEALED: Final[Mapping[str, str | None]] = {
+    "AgentSender": None,
+    "Sender": None,
+    "ReceiverList": None,
+    "BccList": None,
+    "Subject": None,
+    "Content": None,
+    "Keywords": None,
+    "SubmitResult": "",  # NOT NULL
+}
+
+
 def message(
+    vault: Vault,
     msg: model.OutgoingMessage,
     sender: str,
     message_id: str,
@@ -56,35 +74,65 @@ def message(
     state: MessageState,
     result: model.SubmitResult,
 ) -> dict[str, Any]:
-    """A ``TransmitQueue`` row; ``result`` is kept to answer a resubmission."""
+    """A ``TransmitQueue`` row of ``sender`` (its name); ``result`` is kept to answer
+    a resubmission. Its personal columns are sealed."""
     to, bcc = fanout.qualified(msg)
-    return {
-        "MessageId": message_id,
-        "SenderAccount": sender,
-        "TxMessageId": msg.tx_message_id,
-        "AppCode": msg.app_code,
-        "SourceDomain": msg.source_domain,
+    personal = {
         # Recipients see who authenticated, never a name the client wrote.
         "AgentSender": sender,
         "Sender": identity.sender_shown(sender, msg),
-        "ReceiverType": msg.receiver_type,
         "ReceiverList": ";".join(to),
         "BccList": ";".join(bcc),
         "Subject": msg.subject,
         "Content": msg.content,
+        "Keywords": msg.keywords,
+        "SubmitResult": result_to_json(result),
+    }
+    row: dict[str, Any] = {
+        "MessageId": message_id,
+        "SenderAccount": vault.account_id(sender),
+        "TxMessageId": msg.tx_message_id,
+        "AppCode": msg.app_code,
+        "SourceDomain": msg.source_domain,
+        "ReceiverType": msg.receiver_type,
         "ContentType": msg.content_type,
         "AlertFlag": msg.alert_flag,
         "Priority": msg.priority,
-        "Keywords": msg.keywords,
         "TransmitTime": msg.transmit_time,
         "ReceivedAt": now,
         "RecipientCount": recipient_count,
         "ServedCount": 0,
         "RecalledCount": 0,
         "State": state,
-        "SubmitResult": result_to_json(result),
         "ContentDigest": identity.digest(msg),
     }
+    for name, emptied in TRANSMIT_SEALED.items():
+        row[name] = emptied
+        # An empty field (no Bcc, no keywords) stays NULL: it reads back as empty.
+        row[name + "Enc"] = vault.seal(
+            personal[name] or None, "TransmitQueue", name + "Enc", message_id
+        )
+    return row
+
+
+def opened_message(vault: Vault, row: tables.Row) -> dict[str, Any]:
+    """A ``TransmitQueue`` row by column name, its sealed columns opened (a row of an
+    older version: its clear columns as they are)."""
+    values = dict(row._mapping)
+    for name in TRANSMIT_SEALED:
+        values[name] = vault.unseal(
+            values.get(name + "Enc"), "TransmitQueue", name + "Enc", row.MessageId, values[name]
+        )
+    return values
+
+
+def submit_result(vault: Vault, row: tables.Row) -> model.SubmitResult:
+    """The answer a ``TransmitQueue`` row keeps (needs MessageId, SubmitResult and
+    SubmitResultEnc)."""
+    text = vault.unseal(
+        row.SubmitResultEnc, "TransmitQueue", "SubmitResultEnc", row.MessageId, row.SubmitResult
+    )
+    return result_from_json(text or "")
 
 
 def entry(
@@ -94,18 +142,19 @@ def entry(
     seq: int,
     *,
     kind: model.DeliveryKind = model.DeliveryKind.MESSAGE,
-    visible_bcc: str = "",
     tx_message_id: str | None = None,
     served: int | None = None,
     recalled: int | None = None,
 ) -> dict[str, Any]:
-    """A new ``ReceiveQueue`` row (queued); receipts carry the sender's tx and counts."""
+    """A new ``ReceiveQueue`` row (queued) for ``recipient`` (an AccountId); receipts
+    carry the sender's tx and counts."""
     return {
         "EntryId": str(uuid.uuid4()),
         "MessageId": message_id,
         "Recipient": recipient,
         "Kind": kind,
-        "VisibleBcc": visible_bcc,
+        "VisibleBcc": None,
+        "VisibleBccEnc": None,
         "PriorityRank": rank,
         "State": EntryState.QUEUED,
         "LeaseUntil": None,
@@ -117,34 +166,69 @@ def entry(
 
 
 def fanned_out(
-    message_id: str, known: tuple[recipients.Recipient, ...], rank: int, first_seq: int
+    vault: Vault,
+    message_id: str,
+    known: tuple[recipients.Recipient, ...],
+    rank: int,
+    first_seq: int,
 ) -> list[dict[str, Any]]:
-    """The entries of a message for its known recipients, in arrival order."""
-    return [
-        entry(message_id, rcpt.account, rank, first_seq + n, visible_bcc=rcpt.visible_bcc)
-        for n, rcpt in enumerate(known)
-    ]
+    """The entries of a message for its known recipients (names), in arrival order."""
+    made = []
+    for n, rcpt in enumerate(known):
+        row = entry(message_id, vault.account_id(rcpt.account), rank, first_seq + n)
+        if rcpt.visible_bcc:
+            row["VisibleBccEnc"] = vault.seal(
+                rcpt.visible_bcc, "ReceiveQueue", "VisibleBccEnc", row["EntryId"]
+            )
+        made.append(row)
+    return made
 
 
-def attachment(message_id: str, info: model.AttachmentInfo, blob_path: str) -> dict[str, Any]:
-    """A ``TransmitAttachment`` row: the announced info and the staged file."""
+def visible_bcc(vault: Vault, entry_row: tables.Row) -> str:
+    """What of the Bcc list a ``ReceiveQueue`` entry's recipient sees."""
+    opened = vault.unseal(
+        entry_row.VisibleBccEnc,
+        "ReceiveQueue",
+        "VisibleBccEnc",
+        entry_row.EntryId,
+        entry_row.VisibleBcc,
+    )
+    return opened or ""
+
+
+def attachment(
+    vault: Vault, message_id: str, info: model.AttachmentInfo, stage: fanout.Staged
+) -> dict[str, Any]:
+    """A ``TransmitAttachment`` row: the announced info (its file name sealed) and the
+    staged file."""
     return {
         "MessageId": message_id,
         "SeqNo": info.seq_no,
-        "FileName": info.file_name,
+        "FileName": None,
+        "FileNameEnc": vault.seal(
+            info.file_name, "TransmitAttachment", "FileNameEnc", f"{message_id}/{info.seq_no}"
+        ),
         "FileType": info.file_type,
         "FileSize": info.file_size,
         "DownloadFlag": info.download_flag,
         "Sha256": info.sha256,
-        "BlobPath": blob_path,
+        "BlobPath": stage.path,
+        "BlobKeyId": stage.key_id,
     }
 
 
-def attachment_info(row: tables.Row) -> model.AttachmentInfo:
+def attachment_info(vault: Vault, row: tables.Row) -> model.AttachmentInfo:
     """A ``TransmitAttachment`` row as the wire's AttachmentInfo."""
+    name = vault.unseal(
+        row.FileNameEnc,
+        "TransmitAttachment",
+        "FileNameEnc",
+        f"{row.MessageId}/{row.SeqNo}",
+        row.FileName,
+    )
     return model.AttachmentInfo(
         row.SeqNo,
-        row.FileName or "",
+        name or "",
         row.FileType or "",
         row.FileSize,
         row.DownloadFlag,
@@ -154,34 +238,36 @@ def attachment_info(row: tables.Row) -> model.AttachmentInfo:
 
 def staged(row: tables.Row) -> fanout.Staged:
     """An ``UploadStage`` row as the fan-out rules see it."""
-    return fanout.Staged(bool(row.Complete), int(row.Size), row.Sha256, str(row.Path))
+    return fanout.Staged(bool(row.Complete), int(row.Size), row.Sha256, str(row.Path), row.KeyId)
 
 
 def delivery(
     entry_row: tables.Row,
     owner: str,
-    msg: tables.Row,
+    msg: Mapping[str, Any],
     files: tuple[model.AttachmentInfo, ...],
+    bcc: str,
 ) -> model.Delivery:
-    """A recipient's message entry and its ``TransmitQueue`` row as a Delivery."""
+    """A recipient's message entry and its opened ``TransmitQueue`` row
+    (:func:`opened_message`) as a Delivery; ``bcc`` is :func:`visible_bcc`."""
     return model.Delivery(
         rx_message_id=entry_row.EntryId,
-        message_id=msg.MessageId,
-        app_code=msg.AppCode or "",
-        source_domain=msg.SourceDomain or "",
-        agent_sender=msg.AgentSender or "",
-        sender=msg.Sender or "",
+        message_id=msg["MessageId"],
+        app_code=msg["AppCode"] or "",
+        source_domain=msg["SourceDomain"] or "",
+        agent_sender=msg["AgentSender"] or "",
+        sender=msg["Sender"] or "",
         owner=owner,
-        receiver_type=msg.ReceiverType,
-        receiver_list=msg.ReceiverList or "",
-        bcc_list=entry_row.VisibleBcc or "",
-        subject=msg.Subject or "",
-        content=msg.Content or "",
-        content_type=msg.ContentType,
-        alert_flag=bool(msg.AlertFlag),
-        priority=msg.Priority or model.DEFAULT_PRIORITY,
-        keywords=msg.Keywords or "",
-        transmit_time=msg.TransmitTime,
+        receiver_type=msg["ReceiverType"],
+        receiver_list=msg["ReceiverList"] or "",
+        bcc_list=bcc,
+        subject=msg["Subject"] or "",
+        content=msg["Content"] or "",
+        content_type=msg["ContentType"],
+        alert_flag=bool(msg["AlertFlag"]),
+        priority=msg["Priority"] or model.DEFAULT_PRIORITY,
+        keywords=msg["Keywords"] or "",
+        transmit_time=msg["TransmitTime"],
         attachments=files,
     )
 
@@ -204,11 +290,11 @@ _DELIVERED_TEXT: Final = (
 _T = TypeVar("_T")
 
 
-def delivery_bytes(msg: tables.Row, visible_bcc: str | None) -> int:
-    """The most bytes ``msg`` can take in a fetch answer: UTF-8 text plus, for each
-    character XML must escape, the longest escape (``&quot;``), plus the overhead."""
+def delivery_bytes(msg: Mapping[str, Any], visible_bcc: str | None) -> int:
+    """The most bytes ``msg`` (opened) can take in a fetch answer: UTF-8 text plus, for
+    each character XML must escape, the longest escape (``&quot;``), plus the overhead."""
     total = DELIVERY_OVERHEAD
-    for text in (*(getattr(msg, name) for name in _DELIVERED_TEXT), visible_bcc):
+    for text in (*(msg[name] for name in _DELIVERED_TEXT), visible_bcc):
         if text:
             raw = str(text).encode("utf-8")
             total += len(raw) + 5 * sum(raw.count(c) for c in b'&<>"')
@@ -237,9 +323,12 @@ def receipt(entry_row: tables.Row) -> model.Receipt:
     )
 
 
-def server_event(row: tables.Row) -> model.ServerEvent:
-    """A ``MessageEvent`` row as the wire's ServerEvent."""
-    return model.ServerEvent(_iso(row.At), str(row.Kind), str(row.Account), str(row.Detail))
+def server_event(row: tables.Row, names: Mapping[str, str]) -> model.ServerEvent:
+    """A ``MessageEvent`` row as the wire's ServerEvent; ``names``: AccountId -> name."""
+    account = str(row.Account)
+    return model.ServerEvent(
+        _iso(row.At), str(row.Kind), names.get(account, account), str(row.Detail)
+    )
 
 
 def _iso(at: float) -> str:

@@ -44,11 +44,14 @@ metadata = sa.MetaData()
 account = sa.Table(
     "Account",
     metadata,
-    # Lower-cased 'name@domain' for users and gateways; device serials as given.
+    # A pseudonym of the name (mpg.server.vault), or a registered device's opaque id;
+    # rows of an older version: the lower-cased 'name@domain' or serial in clear.
     sa.Column("AccountId", sa.Unicode(100), primary_key=True),
     sa.Column("Kind", sa.Unicode(10), nullable=False),  # gateway | user | device
     sa.Column("Disabled", sa.Boolean(), nullable=False, default=False),
     sa.Column("CreatedAt", sa.Unicode(20), nullable=False),
+    # The name (lower-cased 'name@domain', or a device serial as given), encrypted.
+    sa.Column("NameEnc", engines.max_binary()),
 )
 
 account_key = sa.Table(
@@ -91,6 +94,16 @@ transmit_queue = sa.Table(
     # SHA-256 of the message's content (mpg.server.identity.digest): the same
     # TxMessageId with other content is refused. NULL on rows from before the column.
     sa.Column("ContentDigest", sa.Unicode(64)),
+    # The personal columns above, encrypted (row key MessageId); the clear ones are
+    # NULL ('' for SubmitResult) on rows written since (mpg.server.vault).
+    sa.Column("AgentSenderEnc", engines.max_binary()),
+    sa.Column("SenderEnc", engines.max_binary()),
+    sa.Column("ReceiverListEnc", engines.max_binary()),
+    sa.Column("BccListEnc", engines.max_binary()),
+    sa.Column("SubjectEnc", engines.max_binary()),
+    sa.Column("ContentEnc", engines.max_binary()),
+    sa.Column("KeywordsEnc", engines.max_binary()),
+    sa.Column("SubmitResultEnc", engines.max_binary()),
     sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
 )
 
@@ -105,6 +118,10 @@ transmit_attachment = sa.Table(
     sa.Column("DownloadFlag", sa.Integer(), nullable=False),
     sa.Column("Sha256", sa.Unicode(64), nullable=False),
     sa.Column("BlobPath", sa.Unicode(1024), nullable=False),
+    # FileName encrypted (row key "MessageId/SeqNo"); FileName is NULL on new rows.
+    sa.Column("FileNameEnc", engines.max_binary()),
+    # The data key the file is encrypted under; NULL: a clear file of an older version.
+    sa.Column("BlobKeyId", sa.Unicode(255)),
 )
 
 receive_queue = sa.Table(
@@ -124,6 +141,8 @@ receive_queue = sa.Table(
     sa.Column("TxMessageId", sa.Unicode(50)),
     sa.Column("Served", sa.Integer()),
     sa.Column("Recalled", sa.Integer()),
+    # VisibleBcc encrypted (row key EntryId); VisibleBcc is NULL on new rows.
+    sa.Column("VisibleBccEnc", engines.max_binary()),
     sa.Index("IX_ReceiveQueue_Fetch", "Recipient", "State", "PriorityRank", "CreatedSeq"),
     sa.Index("IX_ReceiveQueue_Message", "MessageId", "State"),
 )
@@ -138,6 +157,8 @@ upload_stage = sa.Table(
     sa.Column("Path", sa.Unicode(1024), nullable=False),
     sa.Column("Complete", sa.Boolean(), nullable=False, default=False),
     sa.Column("Sha256", sa.Unicode(64)),
+    # The data key of the stage's encrypted file(s); NULL: a stage of an older version.
+    sa.Column("KeyId", sa.Unicode(255)),
 )
 
 message_event = sa.Table(
@@ -148,7 +169,7 @@ message_event = sa.Table(
     sa.Column("MessageId", sa.Unicode(50), nullable=False),
     sa.Column("At", sa.Double(), nullable=False),  # Unix time
     sa.Column("Kind", sa.Unicode(30), nullable=False),  # see rows.EventKind
-    sa.Column("Account", sa.Unicode(100), nullable=False),  # who did it (or got it)
+    sa.Column("Account", sa.Unicode(100), nullable=False),  # AccountId: who did it (or got it)
     sa.Column("Detail", sa.Unicode(200), nullable=False, default=""),
     sa.Index("IX_MessageEvent_Message", "MessageId", "Id"),
 )

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mpg import errors
-from mpg.wire.envelope import IV_BYTES, KEY_BYTES, TAG_BYTES
+from mpg.wire.envelope import IV_BYTES, KEY_BYTES, TAG_BYTES, Sink
 
 VERSION: Final = 1
 FILE_MAGIC: Final = b"MPGR"
@@ -76,11 +76,10 @@ class Place:
 
     def associated_data(self) -> bytes:
         """Length-prefixed parts, so no two places share an encoding."""
-        out = bytearray()
-        for part in (self.table, self.column, self.row):
-            data = part.encode("utf-8")
-            out += _U32.pack(len(data)) + data
-        return bytes(out)
+        table, column, row = (p.encode("utf-8") for p in (self.table, self.column, self.row))
+        return b"".join(
+            (_U32.pack(len(table)), table, _U32.pack(len(column)), column, _U32.pack(len(row)), row)
+        )
 
 
 def _hkdf(key: bytes, info: bytes, salt: bytes | None = None) -> bytes:
@@ -104,6 +103,8 @@ def normalize(kind: IndexKind, value: str) -> str:
 class _Subkeys:
     encrypt: bytes
     index: bytes
+    #: The field cipher, made once: building it costs as much as a short field.
+    aead: AESGCM
 
 
 class Keyring:
@@ -117,8 +118,14 @@ class Keyring:
             _check_key_id(key_id)
             if not isinstance(key, bytes) or len(key) != KEY_BYTES:
                 raise errors.ConfigError(f"data key {key_id!r}: must be {KEY_BYTES} bytes")
-            self._subkeys[key_id] = _Subkeys(_hkdf(key, _INFO_ENCRYPT), _hkdf(key, _INFO_INDEX))
+            encrypt = _hkdf(key, _INFO_ENCRYPT)
+            self._subkeys[key_id] = _Subkeys(encrypt, _hkdf(key, _INFO_INDEX), AESGCM(encrypt))
         self.current = current
+        self._made_header: tuple[str, bytes] = ("", b"")
+
+    def key_ids(self) -> list[str]:
+        """The ids of the keys held, in the order given."""
+        return list(self._subkeys)
 
     def _subkeys_for(self, key_id: str) -> _Subkeys:
         found = self._subkeys.get(key_id)
@@ -127,8 +134,11 @@ class Keyring:
         return found
 
     def _header(self) -> bytes:
-        key_id = _check_key_id(self.current)
-        return bytes((VERSION, len(key_id))) + key_id
+        # Made once per current key: every field written starts with it.
+        if self._made_header[0] != self.current:
+            key_id = _check_key_id(self.current)
+            self._made_header = (self.current, bytes((VERSION, len(key_id))) + key_id)
+        return self._made_header[1]
 
     # Fields
 
@@ -137,9 +147,8 @@ class Keyring:
         data = value.encode("utf-8") if isinstance(value, str) else value
         header = self._header()
         nonce = secrets.token_bytes(IV_BYTES)
-        aead = AESGCM(self._subkeys[self.current].encrypt)
         aad = _FIELD_LABEL + header + place.associated_data()
-        return header + nonce + aead.encrypt(nonce, data, aad)
+        return header + nonce + self._subkeys[self.current].aead.encrypt(nonce, data, aad)
 
     def decrypt(self, blob: bytes, place: Place) -> bytes:
         """The bytes :meth:`encrypt` sealed at ``place``; :class:`errors.AtRestError`
@@ -150,9 +159,7 @@ class Keyring:
             raise errors.AtRestError("encrypted value is truncated")
         aad = _FIELD_LABEL + blob[:end] + place.associated_data()
         try:
-            return AESGCM(subkeys.encrypt).decrypt(
-                blob[end : end + IV_BYTES], blob[end + IV_BYTES :], aad
-            )
+            return subkeys.aead.decrypt(blob[end : end + IV_BYTES], blob[end + IV_BYTES :], aad)
         except InvalidTag:
             raise errors.AtRestError(
                 f"encrypted value at {place.table}.{place.column} row {place.row!r} "
@@ -192,33 +199,53 @@ class Keyring:
     # Files
 
     def encrypt_stream(
-        self, source: BinaryIO, sink: BinaryIO, place: Place, *, chunk: int = CHUNK_BYTES
+        self, source: BinaryIO, sink: Sink, place: Place, *, chunk: int = CHUNK_BYTES
     ) -> None:
         """Encrypt all of ``source`` into ``sink`` in chunks of ``chunk`` plaintext bytes."""
+        writer = self.stream_writer(sink, place, chunk=chunk)
+        while data := source.read(chunk):
+            writer.write(data)
+        writer.close()
+
+    def stream_writer(self, sink: Sink, place: Place, *, chunk: int = CHUNK_BYTES) -> StreamWriter:
+        """A file-like writer that encrypts what is written to it into ``sink``, for
+        producers that push (a decrypting stream, a hash tee); :meth:`StreamWriter.close`
+        seals the last chunk."""
         if not 1 <= chunk <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk must be 1 to {MAX_CHUNK_BYTES} bytes")
         salt = secrets.token_bytes(SALT_BYTES)
         header = FILE_MAGIC + self._header() + _U32.pack(chunk) + salt
         aead = AESGCM(_hkdf(self._subkeys[self.current].encrypt, _INFO_FILE, salt))
-        aad = _FILE_LABEL + header + place.associated_data()
         sink.write(header)
-        data = _read_full(source, chunk)
-        index = 0
-        while True:
-            # One chunk of look-ahead tells whether this one is the last.
-            following = _read_full(source, chunk)
-            final = not following
-            sink.write(aead.encrypt(_chunk_nonce(index, final), data, aad))
-            if final:
-                return
-            data, index = following, index + 1
+        return StreamWriter(sink, aead, _FILE_LABEL + header + place.associated_data(), chunk)
 
-    def decrypt_stream(self, source: BinaryIO, sink: BinaryIO, place: Place) -> None:
-        """Decrypt a file :meth:`encrypt_stream` wrote at ``place`` into ``sink``.
+    def read_range(self, source: BinaryIO, place: Place, offset: int, length: int) -> bytes:
+        """``length`` plaintext bytes from ``offset`` of a file :meth:`encrypt_stream`
+        wrote at ``place``, in a seekable ``source``: only the chunks that hold them are
+        read and checked (fewer bytes at the end of the file)."""
+        aead, aad, chunk, start = self._open_header(source, place)
+        body = source.seek(0, 2) - start
+        sealed_chunk = chunk + TAG_BYTES
+        count = max(-(-body // sealed_chunk), 1)
+        out = bytearray()
+        index = offset // chunk
+        while len(out) < length and index < count:
+            source.seek(start + index * sealed_chunk)
+            sealed = _read_full(source, sealed_chunk)
+            try:
+                data = aead.decrypt(_chunk_nonce(index, index == count - 1), sealed, aad)
+            except InvalidTag:
+                raise errors.AtRestError(
+                    f"encrypted file chunk {index} was changed, moved or cut off"
+                ) from None
+            skip = offset - index * chunk if not out else 0
+            out += data[skip : skip + length - len(out)]
+            index += 1
+        return bytes(out)
 
-        Raises :class:`errors.AtRestError` for an unknown key, a changed, reordered or
-        missing chunk, a cut-off file or data after the last chunk.
-        """
+    def _open_header(self, source: BinaryIO, place: Place) -> tuple[AESGCM, bytes, int, int]:
+        """Read a file header: the chunk cipher, associated data, chunk size and where
+        the chunks start."""
         start = _read_full(source, len(FILE_MAGIC) + 2)
         if start[: len(FILE_MAGIC)] != FILE_MAGIC:
             raise errors.AtRestError("not an encrypted file (bad magic)")
@@ -234,7 +261,15 @@ class Keyring:
             raise errors.AtRestError(f"encrypted file declares a chunk size of {chunk}")
         salt = start[end + _U32.size :]
         aead = AESGCM(_hkdf(subkeys.encrypt, _INFO_FILE, salt))
-        aad = _FILE_LABEL + start + place.associated_data()
+        return aead, _FILE_LABEL + start + place.associated_data(), chunk, len(start)
+
+    def decrypt_stream(self, source: BinaryIO, sink: Sink, place: Place) -> None:
+        """Decrypt a file :meth:`encrypt_stream` wrote at ``place`` into ``sink``.
+
+        Raises :class:`errors.AtRestError` for an unknown key, a changed, reordered or
+        missing chunk, a cut-off file or data after the last chunk.
+        """
+        aead, aad, chunk, _ = self._open_header(source, place)
         sealed = _read_full(source, chunk + TAG_BYTES)
         index = 0
         while True:
@@ -251,6 +286,49 @@ class Keyring:
             if final:
                 return
             sealed, index = following, index + 1
+
+
+class StreamWriter:
+    """Encrypts what is written into chunks (see :meth:`Keyring.stream_writer`).
+
+    Holds at most one chunk and the bytes of the current write: a chunk is sealed only
+    once more data follows it, so the last one is known at :meth:`close`.
+    """
+
+    def __init__(self, sink: Sink, aead: AESGCM, aad: bytes, chunk: int) -> None:
+        self._sink = sink
+        self._aead = aead
+        self._aad = aad
+        self._chunk = chunk
+        self._buffer = bytearray()
+        self._index = 0
+        self._closed = False
+        #: Clear bytes written so far.
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Take ``data``; seal and write every chunk that more data now follows."""
+        if self._closed:
+            raise ValueError("write to a closed StreamWriter")
+        self._buffer += data
+        self.size += len(data)
+        done = 0
+        while len(self._buffer) - done > self._chunk:
+            self._seal(bytes(self._buffer[done : done + self._chunk]), final=False)
+            done += self._chunk
+        del self._buffer[:done]
+        return len(data)
+
+    def close(self) -> None:
+        """Seal the last chunk (empty for an empty file); writing after this is an error."""
+        if not self._closed:
+            self._seal(bytes(self._buffer), final=True)
+            self._buffer.clear()
+            self._closed = True
+
+    def _seal(self, data: bytes, *, final: bool) -> None:
+        self._sink.write(self._aead.encrypt(_chunk_nonce(self._index, final), data, self._aad))
+        self._index += 1
 
 
 def _chunk_nonce(index: int, final: bool) -> bytes:

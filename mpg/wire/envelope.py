@@ -20,7 +20,7 @@ import secrets
 import struct
 import threading
 import time
-from typing import Any, BinaryIO, Final, Literal
+from typing import Any, BinaryIO, Final, Literal, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -281,8 +281,16 @@ def open_sealed(key: bytes, data: bytes | bytearray) -> tuple[EnvelopeHeader, by
     return header, plaintext
 
 
+class Sink(Protocol):
+    """Where decrypted or encrypted bytes go: a file, or anything with ``write``."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take ``data``."""
+        ...
+
+
 def open_sealed_stream(
-    key: bytes, source: BinaryIO, size: int, sink: BinaryIO, *, block: int = 1024 * 1024
+    key: bytes, source: BinaryIO, size: int, sink: Sink, *, block: int = 1024 * 1024
 ) -> EnvelopeHeader:
     """:func:`open_sealed` for an envelope of ``size`` bytes in a seekable file.
 

@@ -15,11 +15,11 @@ from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
-from test_server_queues import SENDER, message, recall_of
+from test_server_queues import KEYRING, SENDER, message, recall_of
 
 from mpg import errors
 from mpg.db import notify
-from mpg.server import accounts, queues, replay, states, tables
+from mpg.server import accounts, queues, replay, states, tables, vault
 from mpg.wire import envelope, keys
 
 RECIPIENTS = ("bob@example.com", "carol@example.com", "dave@example.com")
@@ -27,6 +27,8 @@ PROCESSES = 2
 THREADS_PER_PROCESS = 3
 
 _T = TypeVar("_T")
+MASTER_KEY = keys.new_master_key()
+VAULT = vault.Vault(MASTER_KEY, KEYRING)
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def engines(db_url: str) -> Iterator[list[sa.Engine]]:
     """One engine per simulated server process on the same fresh database."""
     made = [tables.create_engine(db_url) for _ in range(PROCESSES)]
     tables.create_tables(made[0])
-    store = accounts.AccountStore(made[0], keys.new_master_key())
+    store = accounts.AccountStore(made[0], MASTER_KEY, KEYRING)
     store.add(SENDER, "gateway")
     for name in RECIPIENTS:
         store.add(name, "user")
@@ -46,7 +48,7 @@ def engines(db_url: str) -> Iterator[list[sa.Engine]]:
 @pytest.fixture
 def stores(engines: list[sa.Engine]) -> list[queues.QueueStore]:
     """A queue store per simulated process."""
-    return [queues.QueueStore(engine) for engine in engines]
+    return [queues.QueueStore(engine, VAULT) for engine in engines]
 
 
 def together(work: Sequence[Callable[[], _T]]) -> list[_T]:
@@ -178,7 +180,7 @@ def test_a_commit_in_one_process_notifies_listeners_of_every_process(
     """On PostgreSQL, a submit through one store is heard on the queued channel."""
     engine = tables.create_engine(postgresql_url)
     tables.create_tables(engine)
-    store = accounts.AccountStore(engine, keys.new_master_key())
+    store = accounts.AccountStore(engine, MASTER_KEY, KEYRING)
     store.add(SENDER, "gateway")
     store.add("bob@example.com", "user")
     heard: list[str] = []
@@ -193,10 +195,10 @@ def test_a_commit_in_one_process_notifies_listeners_of_every_process(
     try:
         assert listener.listening.wait(30)
         other = tables.create_engine(postgresql_url)
-        queues.QueueStore(other).submit(SENDER, [message(("bob",))])
+        queues.QueueStore(other, VAULT).submit(SENDER, [message(("bob",))])
         other.dispose()
         assert arrived.wait(30)
     finally:
         listener.stop()
         engine.dispose()
-    assert heard == ["bob@example.com"]
+    assert heard == [VAULT.account_id("bob@example.com")]  # the pseudonym, never the name

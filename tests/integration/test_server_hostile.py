@@ -356,7 +356,8 @@ def test_staged_uploads_have_a_quota_and_abandoned_stages_are_purged(
     try:
         s = tables.upload_stage.c
         with engine.connect() as conn:
-            paths = list(conn.execute(sa.select(s.Path).where(s.SenderAccount == QUOTA)).scalars())
+            quota = srv.vault.account_id(QUOTA)
+            paths = list(conn.execute(sa.select(s.Path).where(s.SenderAccount == quota)).scalars())
         purged = housekeeping.purge_stages(engine, 3600, clock=lambda: time.time() + 7200)
     finally:
         engine.dispose()

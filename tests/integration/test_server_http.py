@@ -82,7 +82,9 @@ def start_server(root: pathlib.Path) -> Server:
     datakeys.create_data_keys_file(datakeys.data_keys_path(settings))
     engine = tables.create_engine(settings.database_url)
     tables.create_tables(engine)
-    store = accounts.AccountStore(engine, accounts.load_master_key(settings))
+    store = accounts.AccountStore(
+        engine, accounts.load_master_key(settings), datakeys.load_keyring(settings)
+    )
     credentials = {
         GATEWAY: store.add(GATEWAY, "gateway")[1],
         BOB: store.add(BOB, "user")[1],

@@ -13,9 +13,10 @@ import sqlalchemy as sa
 
 from mpg import errors
 from mpg.server import accounts, blobs, housekeeping, queues, tables
-from mpg.wire import content, keys, model
+from mpg.wire import atrest, content, keys, model
 
 SENDER = "erp-a@example.com"
+KEYRING = atrest.Keyring({"k1": bytes(range(32))}, "k1")
 OTHER_SENDER = "erp-b@example.com"
 
 
@@ -41,7 +42,7 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
 @pytest.fixture
 def store(engine: sa.Engine) -> accounts.AccountStore:
     """Accounts: two gateways, three users, one device, one disabled user."""
-    s = accounts.AccountStore(engine, keys.new_master_key())
+    s = accounts.AccountStore(engine, keys.new_master_key(), KEYRING)
     for name in (SENDER, OTHER_SENDER):
         s.add(name, "gateway")
     for name in ("bob@example.com", "carol@example.com", "dave@example.com", "gone@example.com"):
@@ -59,7 +60,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def woken() -> list[frozenset[str]]:
-    """Accounts the queue store woke, in order."""
+    """AccountIds the queue store woke, in order."""
     return []
 
 
@@ -68,7 +69,7 @@ def q(
     engine: sa.Engine, store: accounts.AccountStore, clock: Clock, woken: list[frozenset[str]]
 ) -> queues.QueueStore:
     """The queue store under test."""
-    return queues.QueueStore(engine, clock=clock, listener=woken.append)
+    return queues.QueueStore(engine, store.vault, clock=clock, listener=woken.append)
 
 
 def message(
@@ -204,7 +205,7 @@ def test_fetch_respects_max_items(q: queues.QueueStore) -> None:
 
 
 def test_ack_of_every_recipient_queues_a_receipt_for_the_sender(
-    q: queues.QueueStore, woken: list[frozenset[str]]
+    q: queues.QueueStore, store: accounts.AccountStore, woken: list[frozenset[str]]
 ) -> None:
     """When the last recipient acks, the sender's queue gets one receipt."""
     msg = message(("bob", "carol"))
@@ -214,7 +215,7 @@ def test_ack_of_every_recipient_queues_a_receipt_for_the_sender(
     assert q.ack("bob@example.com", [bob.rx_message_id]) == 1
     assert q.fetch(SENDER, 10, 60) == model.FetchBatch()
     assert q.ack("carol@example.com", [carol.rx_message_id]) == 1
-    assert woken[-1] == frozenset({SENDER})
+    assert woken[-1] == frozenset({store.vault.account_id(SENDER)})
     [receipt] = q.fetch(SENDER, 10, 60).receipts
     assert (receipt.tx_message_id, receipt.message_id) == (msg.tx_message_id, result.message_id)
     assert (receipt.served, receipt.recalled) == (2, 0)
@@ -232,10 +233,14 @@ def test_ack_is_idempotent_and_ignores_other_accounts_entries(q: queues.QueueSto
     assert q.fetch(SENDER, 10, 60) == model.FetchBatch()  # carol has not acked
 
 
-def test_submit_wakes_the_recipients(q: queues.QueueStore, woken: list[frozenset[str]]) -> None:
+def test_submit_wakes_the_recipients(
+    q: queues.QueueStore, store: accounts.AccountStore, woken: list[frozenset[str]]
+) -> None:
     """The listener hears which accounts got new entries."""
     q.submit(SENDER, [message(("bob",), ("carol",))])
-    assert woken == [frozenset({"bob@example.com", "carol@example.com"})]
+    assert woken == [
+        frozenset(map(store.vault.account_id, ["bob@example.com", "carol@example.com"]))
+    ]
 
 
 def test_recall_withdraws_unfetched_and_notifies_fetched(
@@ -301,9 +306,11 @@ def test_large_batch_is_accepted_in_one_call(q: queues.QueueStore) -> None:
 
 
 @pytest.fixture
-def files(engine: sa.Engine, tmp_path: pathlib.Path) -> blobs.BlobStore:
+def files(
+    engine: sa.Engine, store: accounts.AccountStore, tmp_path: pathlib.Path
+) -> blobs.BlobStore:
     """The blob store under test, on a temporary folder."""
-    return blobs.BlobStore(engine, tmp_path / "blobs")
+    return blobs.BlobStore(engine, tmp_path / "blobs", store.vault)
 
 
 def upload(files: blobs.BlobStore, tx: str, data: bytes, chunk: int) -> blobs.UploadStatus:
@@ -417,10 +424,14 @@ def test_housekeeping_forgets_served_messages_past_retention_only(
 
 
 def test_housekeeping_deletes_attachment_files_with_their_message(
-    q: queues.QueueStore, engine: sa.Engine, clock: Clock, tmp_path: pathlib.Path
+    q: queues.QueueStore,
+    engine: sa.Engine,
+    store: accounts.AccountStore,
+    clock: Clock,
+    tmp_path: pathlib.Path,
 ) -> None:
     """An attachment file of a purged message is removed from the disk."""
-    blob_store = blobs.BlobStore(engine, tmp_path / "blobs")
+    blob_store = blobs.BlobStore(engine, tmp_path / "blobs", store.vault)
     data = b"%PDF-1.4 housekeeping"
     digest = hashlib.sha256(data).hexdigest()
     tx = str(uuid.uuid4())

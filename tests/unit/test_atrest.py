@@ -258,3 +258,39 @@ def test_files_follow_the_keyring_through_a_rotation() -> None:
 def test_something_that_is_not_an_encrypted_file_is_refused(blob: bytes, message: str) -> None:
     with pytest.raises(errors.AtRestError, match=message):
         _decrypt_file(blob)
+
+
+@given(st.lists(st.binary(max_size=300), max_size=8), st.integers(1, 100))
+@settings(max_examples=60)
+def test_a_file_written_in_pieces_reads_like_one_encrypted_at_once(
+    pieces: list[bytes], chunk: int
+) -> None:
+    sink = io.BytesIO()
+    writer = RING.stream_writer(sink, PLACE, chunk=chunk)
+    for piece in pieces:
+        writer.write(piece)
+    writer.close()
+    out = io.BytesIO()
+    RING.decrypt_stream(io.BytesIO(sink.getvalue()), out, PLACE)
+    assert out.getvalue() == b"".join(pieces)
+
+
+@given(st.binary(max_size=600), st.integers(1, 100), st.integers(0, 700), st.integers(0, 700))
+@settings(max_examples=80)
+def test_any_range_of_a_file_reads_as_the_same_range_of_its_clear_bytes(
+    data: bytes, chunk: int, offset: int, length: int
+) -> None:
+    blob = _encrypt_file(data, chunk)
+    assert RING.read_range(io.BytesIO(blob), PLACE, offset, length) == data[offset:][:length]
+
+
+def test_a_range_of_a_changed_or_cut_file_is_refused() -> None:
+    blob = bytearray(_encrypt_file(b"x" * 100, 10))
+    blob[-1] ^= 1  # the last chunk's tag
+    with pytest.raises(errors.AtRestError, match="chunk 9"):
+        RING.read_range(io.BytesIO(bytes(blob)), PLACE, 95, 5)
+    cut = _encrypt_file(b"x" * 100, 10)[: -(10 + 16)]  # the last chunk dropped
+    with pytest.raises(errors.AtRestError, match="chunk 8"):
+        RING.read_range(io.BytesIO(cut), PLACE, 85, 5)
+    with pytest.raises(errors.AtRestError):
+        RING.read_range(io.BytesIO(_encrypt_file(b"abc", 10)), atrest.Place("A", "B", "C"), 0, 3)

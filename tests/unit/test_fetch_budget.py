@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,11 +9,12 @@ from mpg.server import queues, rows
 from mpg.wire import model, payloads, xmlsafe
 
 
-def _message(**fields: str) -> types.SimpleNamespace:
+def _message(**fields: str) -> dict[str, str]:
+    """An opened TransmitQueue row (rows.opened_message) with these text fields."""
     base = dict.fromkeys(
         ("AppCode", "SourceDomain", "AgentSender", "Sender", "ReceiverList", "Keywords"), ""
     )
-    return types.SimpleNamespace(**{**base, "Subject": "", "Content": "", **fields})
+    return {**base, "Subject": "", "Content": "", **fields}
 
 
 def test_the_prefix_that_fits_is_taken() -> None:
@@ -67,12 +66,12 @@ def test_the_size_bound_holds_for_the_built_answer(content: str, subject: str) -
     )
     built = payloads.build_deliveries(model.FetchBatch((delivery,), ()))
     empty = payloads.build_deliveries(model.FetchBatch((), ()))
-    assert len(built) - len(empty) <= rows.delivery_bytes(msg, "")  # type: ignore[arg-type]
+    assert len(built) - len(empty) <= rows.delivery_bytes(msg, "")
 
 
 def test_three_large_messages_never_share_an_answer_over_the_parser_limit() -> None:
     assert queues.MAX_FETCH_BYTES * 2 <= xmlsafe.MAX_BYTES
-    big = rows.delivery_bytes(_message(Content="y" * 7_000_000), "")  # type: ignore[arg-type]
+    big = rows.delivery_bytes(_message(Content="y" * 7_000_000), "")
     assert rows.within_budget("abc", [big] * 3, queues.MAX_FETCH_BYTES) == ["a"]
 
 
