@@ -220,9 +220,16 @@ def test_a_category_address_reaches_only_its_groups_subscribed_devices(
         assert refused.reason == "no known recipient: group:nowhere"
         t = tables.transmit_queue.c
         with transactions.connect(engine, "test") as conn:
-            stored = conn.execute(
-                sa.select(t.ReceiverList).where(t.TxMessageId == "tx-cat")
-            ).scalar_one()
+            row = conn.execute(
+                sa.select(t.MessageId, t.ReceiverList, t.ReceiverListEnc).where(
+                    t.TxMessageId == "tx-cat"
+                )
+            ).one()
+        # What was written is kept (sealed at rest), not the expansion.
+        assert row.ReceiverList is None
+        stored = push.vault.unseal(
+            row.ReceiverListEnc, "TransmitQueue", "ReceiverListEnc", row.MessageId
+        )
         assert stored == "group:north/floods"
     finally:
         engine.dispose()
