@@ -7,6 +7,7 @@ with the CLI, and the scan again."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 
 import directoryrows
 import httpx
@@ -238,8 +240,10 @@ def start(root: pathlib.Path, **settings: object) -> serverproc.ServerProcess:
 
 
 def mpg(root: pathlib.Path, *args: str) -> str:
+    """A CLI command on the server's config (another one if ``args`` start with --config)."""
+    config = ["--config", str(root / "server.toml")] if args[:1] != ("--config",) else []
     done = subprocess.run(
-        [sys.executable, "-m", "mpg.cli.main", "--config", str(root / "server.toml"), *args],
+        [sys.executable, "-m", "mpg.cli.main", *config, *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -338,3 +342,91 @@ def test_a_postgresql_dump_holds_no_personal_data_in_clear(
     assert b'COPY public."TransmitQueue"' in text
     assert message_id.encode() in text
     assert scan([dump, *everything_under(root / "data")]) == []
+
+
+def test_rekey_runs_while_the_server_serves(tmp_path: pathlib.Path) -> None:
+    """A server that knows both keys keeps taking, delivering and serving files while
+    `mpg server rekey` moves what is under the old key; nothing is lost or garbled."""
+    root = tmp_path / "server"
+    (root / "data").mkdir(parents=True)
+    keys_file = root / "data" / "data.keys"
+    keys_file.write_text(
+        "".join(
+            f"{key_id}:{base64.b64encode(os.urandom(32)).decode()}\n" for key_id in ("k1", "k2")
+        )
+    )
+    keys_file.chmod(0o600)
+    srv = start(root, data_key_current="k1")
+    try:
+        first = exercise(srv)  # everything so far under k1
+        rekey_config = root / "rekey.toml"
+        rekey_config.write_text(
+            (root / "server.toml")
+            .read_text()
+            .replace('data_key_current = "k1"', 'data_key_current = "k2"')
+        )
+        stop = threading.Event()
+        seen: list[str] = []
+
+        def keep_serving() -> None:
+            with httpx.Client(base_url=srv.url, verify=srv.tls_context(), timeout=60) as http:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    msg = message(f"tx-live-{n}", "U", (ANNA,))
+                    _, body = post(http, srv, GATEWAY, "submit", payloads.build_submit([msg]))
+                    assert payloads.parse_submitted(body)[0].accepted
+                    _, part = post(
+                        http,
+                        srv,
+                        ANNA,
+                        "download",
+                        messageId=first,
+                        seq=1,
+                        offset=0,
+                        length=len(FILE_BYTES),
+                    )
+                    assert part == FILE_BYTES
+                    _, body = post(http, srv, ANNA, "fetch", payloads.build_fetch(10, 0))
+                    for delivery in payloads.parse_deliveries(body).deliveries:
+                        assert (delivery.subject, delivery.content) == (SUBJECT, CONTENT)
+                        seen.append(delivery.rx_message_id)
+                        post(http, srv, ANNA, "ack", payloads.build_ack([delivery.rx_message_id]))
+
+        errors_seen: list[BaseException] = []
+
+        def guarded() -> None:
+            try:
+                keep_serving()
+            except BaseException as exc:  # reported below, on the test's thread
+                errors_seen.append(exc)
+
+        worker = threading.Thread(target=guarded)
+        worker.start()
+        try:
+            summary = json.loads(
+                mpg(
+                    root, "--config", str(rekey_config), "server", "rekey", "--json", "--batch", "1"
+                )
+            )
+        finally:
+            stop.set()
+            worker.join(120)
+        assert errors_seen == []
+        assert seen  # the server kept delivering during the rekey
+        assert summary["files"]["rewritten"] == 1
+        assert summary["tables"]["TransmitQueue"]["rewritten"] >= 2
+        with httpx.Client(base_url=srv.url, verify=srv.tls_context(), timeout=60) as http:
+            _, part = post(
+                http,
+                srv,
+                ANNA,
+                "download",
+                messageId=first,
+                seq=1,
+                offset=0,
+                length=len(FILE_BYTES),
+            )
+        assert part == FILE_BYTES
+    finally:
+        srv.stop()
