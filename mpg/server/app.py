@@ -49,6 +49,9 @@ from mpg.server import accounts, admins, auth, blobs, mail, queues, replay, tabl
 from mpg.server.api import app as api_app
 from mpg.server.directory import codestore
 from mpg.server.httperrors import INTERNAL, error_for, error_response
+from mpg.server.push import fileserve, messagefiles
+from mpg.server.push import registry as push_registry
+from mpg.server.push import worker as push_worker
 from mpg.wire import atrest, envelope, model, payloads, xmlsafe
 
 log = structlog.get_logger(__name__)
@@ -61,6 +64,8 @@ MAX_LOOKS: Final = 8
 MAX_FETCH_ITEMS: Final = 5000
 #: Folder under ``server.data_dir`` that holds attachment files.
 BLOB_DIR: Final = "blobs"
+#: Folder under ``server.data_dir`` that holds the groups' message files.
+MESSAGE_FILE_DIR: Final = "files"
 #: Folder under ``server.data_dir`` where upload bodies are spooled while they arrive.
 SPOOL_DIR: Final = "incoming"
 #: Body limit of the operations that carry no bulk data (fetch, ack, download, history).
@@ -157,6 +162,13 @@ class PushServer:
             mail.Mailer(mail.SmtpSettings.from_server(settings)) if settings.mail_host else None
         )
         self.queues = queues.QueueStore(engine)
+        #: The push providers per group (docs/push.md) and the threads sending push jobs.
+        self.providers = push_registry.Registry(settings)
+        self.pusher = push_worker.PushWorker(engine, keyring, self.providers, settings)
+        #: Each group's message file, served at /files/<group>.ibi.
+        self.files = messagefiles.MessageFiles(
+            pathlib.Path(settings.data_dir) / MESSAGE_FILE_DIR, settings.message_file_export_dir
+        )
         self.blobs = blobs.BlobStore(
             engine,
             pathlib.Path(settings.data_dir) / BLOB_DIR,
@@ -207,9 +219,11 @@ class PushServer:
                 self._missed,
             )
             self._listener.start()
+        self.pusher.start()
 
     def detach(self) -> None:
-        """Stop hearing other processes' notifications (the server is stopping)."""
+        """Stop sending pushes and hearing other processes' notifications (stopping)."""
+        self.pusher.stop()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -523,6 +537,7 @@ def create_app(push: PushServer) -> applications.Starlette:
             routing.Route("/readyz", push.readyz, methods=["GET"]),
             routing.Route("/metrics", push.metrics, methods=["GET"]),
             routing.Mount(api_app.PREFIX, app=api_app.create_api(push)),
+            *fileserve.routes(push.files, push.settings.message_file_cache_control),
         ],
         lifespan=lifespan,
     )

@@ -26,6 +26,7 @@ import structlog
 
 from mpg.db import transactions
 from mpg.server import states, tables
+from mpg.server.push import jobs
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
             for table, column in (
                 (tables.receive_queue, r.MessageId),
                 (tables.message_event, e.MessageId),
+                (tables.push_job, tables.push_job.c.MessageId),
                 (tables.transmit_attachment, a.MessageId),
                 (tables.transmit_queue, t.MessageId),
             ):
@@ -91,6 +93,16 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
     if done.messages:
         log.info("server_purged", messages=done.messages, files=done.files, keep_days=keep_days)
     return done
+
+
+def expire_push_tokens(
+    engine: sa.Engine, max_age_days: float, *, clock: Callable[[], float] = time.time
+) -> int:
+    """Remove the push tokens devices did not refresh for ``max_age_days`` (with the reason)."""
+    expired = jobs.expire_tokens(engine, max_age_days, clock())
+    if expired:
+        log.info("push_tokens_expired", devices=expired, max_age_days=max_age_days)
+    return expired
 
 
 def purge_stages(

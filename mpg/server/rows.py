@@ -31,6 +31,8 @@ class EventKind(enum.StrEnum):
     SERVED = "served"  # every recipient served; the receipt is queued for the sender
     RECEIPT_FETCHED = "receipt_fetched"  # the sender's gateway fetched the receipt
     RECEIPT_ACKNOWLEDGED = "receipt_acknowledged"  # ... and stored it
+    NOTIFIED = "notified"  # a push provider accepted a push to this recipient device
+    PUSH_FAILED = "push_failed"  # a push attempt failed (Detail: the reason; retried or not)
 
 
 def event(

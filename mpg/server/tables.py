@@ -245,6 +245,12 @@ device = sa.Table(
     sa.Column("LastSeen", sa.Float()),
     sa.Column("LastStart", sa.Float()),
     sa.Column("RegisteredAt", sa.Float(), nullable=False),
+    # What the push worker learnt of the token (issue 12, docs/push.md "Token hygiene"):
+    # 'removed' (PushTokenEnc cleared) or 'flagged', with when and why. It holds for the
+    # token of that time only: a PushTokenAt after PushTokenStateAt is a new token.
+    sa.Column("PushTokenState", sa.Unicode(10)),
+    sa.Column("PushTokenStateAt", sa.Float()),
+    sa.Column("PushTokenStateReason", sa.Unicode(200)),
     sa.Index("IX_Device_Group", "GroupId"),
     sa.Index("IX_Device_Via", "Via", "ViaRef"),
 )
@@ -299,6 +305,34 @@ audit_log = sa.Table(
     sa.Index("IX_AuditLog_At", "At"),
 )
 
+push_job = sa.Table(
+    "PushJob",
+    metadata,
+    # One push to one device (issue 12, docs/push.md "Push jobs"), written in the
+    # transaction of the message or message-file version that causes it, claimed by
+    # a worker with a lease (mpg.server.push.jobs). The token is read from Device at
+    # send time, so it is never copied and a refreshed one is used.
+    sa.Column("JobId", sa.Unicode(36), primary_key=True),  # UUID
+    sa.Column("AccountId", sa.Unicode(100), nullable=False),  # the device
+    sa.Column("GroupId", sa.Unicode(50), nullable=False),
+    sa.Column("Kind", sa.Unicode(10), nullable=False),  # message | recall | file
+    sa.Column("MessageId", sa.Unicode(50)),  # message, recall
+    sa.Column("Version", sa.Unicode(80)),  # file: the ETag it announces
+    sa.Column("CategoryId", sa.Unicode(50)),  # file: the category's file, if any
+    sa.Column("Priority", sa.Unicode(1), nullable=False),
+    # pending | leased | sent | failed | parked | cancelled (mpg.server.push.jobs.JobState)
+    sa.Column("State", sa.Unicode(10), nullable=False),
+    sa.Column("NotBefore", sa.Float(), nullable=False),  # Unix time it is due
+    sa.Column("LeaseUntil", sa.Float()),
+    sa.Column("Attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("LastError", sa.Unicode(200)),
+    sa.Column("ProviderId", sa.Unicode(200)),
+    sa.Column("CreatedAt", sa.Float(), nullable=False),
+    sa.Column("DoneAt", sa.Float()),
+    sa.Index("IX_PushJob_Due", "State", "NotBefore"),
+    sa.Index("IX_PushJob_Message", "MessageId"),
+)
+
 ALL_TABLES: Final = (
     account,
     account_key,
@@ -317,6 +351,7 @@ ALL_TABLES: Final = (
     verification_code,
     admin_credential,
     audit_log,
+    push_job,
 )
 
 
