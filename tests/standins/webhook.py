@@ -32,6 +32,12 @@ class WebhookStandIn:
             self.url = base + "/push"
             yield self
 
+    def forget_signatures(self) -> None:
+        """Forget the signatures seen: a retry within the same second (a test whose clock
+        is moved by hand) repeats the timestamp and so the signature, as a replay does."""
+        with self._lock:
+            self._seen.clear()
+
     def _handle(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
