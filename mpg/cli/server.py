@@ -21,6 +21,7 @@ import click
 
 from mpg import config, logs
 from mpg.cli import admins as admins_cli
+from mpg.cli import publish as publish_cli
 from mpg.server import accounts, datakeys, main, tables
 from mpg.wire import keys
 
@@ -246,3 +247,4 @@ def _as_dict(info: accounts.AccountInfo) -> dict[str, Any]:
 
 
 server.add_command(admins_cli.admin)
+server.add_command(publish_cli.publish)

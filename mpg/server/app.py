@@ -45,11 +45,11 @@ from starlette import applications, concurrency, requests, responses, routing
 from mpg import config, errors, metrics
 from mpg.db import notify, transactions
 from mpg.ops import health, systemd
-from mpg.server import accounts, admins, auth, blobs, mail, queues, replay, tables
+from mpg.server import accounts, admins, auth, blobs, mail, publishing, queues, replay, tables
 from mpg.server.api import app as api_app
 from mpg.server.directory import codestore
 from mpg.server.httperrors import INTERNAL, error_for, error_response
-from mpg.server.push import fileserve, messagefiles
+from mpg.server.push import fileserve
 from mpg.server.push import registry as push_registry
 from mpg.server.push import worker as push_worker
 from mpg.wire import atrest, envelope, model, payloads, xmlsafe
@@ -64,8 +64,6 @@ MAX_LOOKS: Final = 8
 MAX_FETCH_ITEMS: Final = 5000
 #: Folder under ``server.data_dir`` that holds attachment files.
 BLOB_DIR: Final = "blobs"
-#: Folder under ``server.data_dir`` that holds the groups' message files.
-MESSAGE_FILE_DIR: Final = "files"
 #: Folder under ``server.data_dir`` where upload bodies are spooled while they arrive.
 SPOOL_DIR: Final = "incoming"
 #: Body limit of the operations that carry no bulk data (fetch, ack, download, history).
@@ -166,9 +164,7 @@ class PushServer:
         self.providers = push_registry.Registry(settings)
         self.pusher = push_worker.PushWorker(engine, keyring, self.providers, settings)
         #: Each group's message file, served at /files/<group>.ibi.
-        self.files = messagefiles.MessageFiles(
-            pathlib.Path(settings.data_dir) / MESSAGE_FILE_DIR, settings.message_file_export_dir
-        )
+        self.files = publishing.message_files(settings)
         self.blobs = blobs.BlobStore(
             engine,
             pathlib.Path(settings.data_dir) / BLOB_DIR,

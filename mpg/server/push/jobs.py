@@ -108,7 +108,7 @@ def job_row(
     }
 
 
-def _pushable(device: sa.Table) -> sa.ColumnElement[bool]:
+def pushable(device: sa.Table) -> sa.ColumnElement[bool]:
     """Devices with a token that was not flagged since it was set."""
     d = device.c
     return sa.and_(
@@ -127,7 +127,7 @@ def pushable_devices(conn: sa.Connection, accounts: Iterable[str]) -> dict[str, 
     found: dict[str, str] = {}
     for part in transactions.chunks(sorted(set(accounts))):
         result = conn.execute(
-            sa.select(d.AccountId, d.GroupId).where(d.AccountId.in_(part), _pushable(tables.device))
+            sa.select(d.AccountId, d.GroupId).where(d.AccountId.in_(part), pushable(tables.device))
         )
         found.update({str(r.AccountId): str(r.GroupId) for r in result})
     return found
