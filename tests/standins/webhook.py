@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import trustme
@@ -23,6 +23,8 @@ class WebhookStandIn:
         self.url = ""
         self.received: list[dict[str, Any]] = []
         self.refused: list[str] = []
+        #: Called with each accepted push's body (as a phone acts on a push), if set.
+        self.on_push: Callable[[dict[str, Any]], None] | None = None
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
@@ -63,6 +65,9 @@ class WebhookStandIn:
         scripted = self.script.next()
         if scripted is not None:
             return scripted.status, dict(scripted.headers), scripted.body
+        pushed = json.loads(body)
         with self._lock:
-            self.received.append(json.loads(body))
+            self.received.append(pushed)
+        if self.on_push is not None:
+            self.on_push(pushed)
         return 204, {}, b""

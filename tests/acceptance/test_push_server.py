@@ -1,0 +1,156 @@
+"""Pushes from a real ``mpg server`` process to a webhook stand-in: a publication the
+stand-in follows to the new file version, and crashes between the commit and the send."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import trustme
+from harness import World, wait_for
+from pushdevices import add_device, add_group
+from standins.common import ca_file
+from standins.webhook import WebhookStandIn
+
+from mpg import config, faults
+from mpg.server import accounts, admins, datakeys, tables
+
+SECRET = b"the-webhook-secret-of-this-test"
+
+
+class PushWorld:
+    """The world's server configured to push group ``acme`` through the stand-in."""
+
+    def __init__(self, world: World, receiver: WebhookStandIn, ca: trustme.CA) -> None:
+        self.world = world
+        standin = world.root / "standin"  # not the world's ca.pem: the server's CA
+        standin.mkdir()
+        secret = standin / "hook.secret"
+        secret.write_bytes(SECRET)
+        secret.chmod(0o600)
+        world.server_config.write_text(
+            world.server_config.read_text()
+            + "push_lease_seconds = 2\n"
+            + "push_poll_seconds = 0.2\n"
+            + "[[server.push_providers]]\n"
+            + 'name = "hook"\nkind = "webhook"\ngroups = ["*"]\n'
+            + f'url = "{receiver.url}"\n'
+            + f'secret_file = "{secret}"\n'
+            + f'ca_bundle = "{ca_file(ca, standin)}"\n'
+        )
+        world.init_server()
+        settings = config.load(world.server_config).server
+        self.engine = tables.create_engine(settings.database_url)
+        store = accounts.AccountStore(self.engine, accounts.load_master_key(settings))
+        add_group(self.engine, "acme")
+        self.device = add_device(
+            self.engine, store, datakeys.load_keyring(settings), "acme", "phone-token"
+        )
+        self.base = f"https://127.0.0.1:{world.port}"
+        self.tls = ssl.create_default_context(cafile=str(world.ca_file))
+
+    def start(self, failpoint: str = "") -> subprocess.Popen[bytes]:
+        env = {faults.ENV_VAR: failpoint} if failpoint else None
+        proc = self.world.start(self.world.server_config, "server", env=env, name="server")
+        wait_for("the server to listen", self.world.listening)
+        return proc
+
+    def jobs(self) -> list[tables.Row]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(tables.push_job)))
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def receiver(ca: trustme.CA) -> Iterator[WebhookStandIn]:
+    yield from WebhookStandIn(SECRET).serve(ca)
+
+
+@pytest.fixture
+def pushing(world: World, receiver: WebhookStandIn, ca: trustme.CA) -> Iterator[PushWorld]:
+    p = PushWorld(world, receiver, ca)
+    yield p
+    p.engine.dispose()
+
+
+def test_the_stand_in_told_of_a_publication_fetches_the_new_version(
+    pushing: PushWorld, receiver: WebhookStandIn
+) -> None:
+    """Admin API publish -> push at the stand-in -> its GET finds the announced ETag."""
+    seen: list[dict[str, Any]] = []
+    file_url = pushing.base + "/files/acme.ibi"
+
+    def follow(push: dict[str, Any]) -> None:
+        plain = {"Accept-Encoding": "identity"}
+        got = httpx.get(file_url, headers=plain, verify=pushing.tls)
+        held = {**plain, "If-None-Match": push["version"]}
+        again = httpx.head(file_url, headers=held, verify=pushing.tls)
+        seen.append(
+            {
+                "push": push,
+                "status": got.status_code,
+                "etag": got.headers.get("etag"),
+                "body": got.content,
+                "again": again.status_code,
+            }
+        )
+
+    receiver.on_push = follow
+    pushing.start()
+    _, token = admins.AdminStore(pushing.engine).add("alice", "admin", "cli:test")
+    answer = httpx.post(
+        pushing.base + "/api/v1/groups/acme/publish",
+        json={"messages": [{"title": "Plant closed tonight", "priority": "H"}]},
+        headers={"Authorization": f"Bearer {token}"},
+        verify=pushing.tls,
+    )
+    assert answer.status_code == 200, answer.text
+    version = answer.json()["version"]
+    wait_for("the stand-in to follow the push", lambda: seen)
+    [followed] = seen
+    assert followed["push"] == {
+        "kind": "file",
+        "group": "acme",
+        "priority": "H",
+        "version": version,
+        "collapse_id": "f:acme",
+        "token": "phone-token",
+    }
+    assert (followed["status"], followed["etag"]) == (200, version)
+    assert b"Plant closed tonight" in followed["body"]
+    assert followed["again"] == 304
+    wait_for(
+        "the job to be recorded as sent", lambda: [j.State for j in pushing.jobs()] == ["sent"]
+    )
+
+
+@pytest.mark.parametrize("point", faults.PUSH_POINTS)
+def test_a_server_killed_between_commit_and_send_loses_no_push(
+    pushing: PushWorld, receiver: WebhookStandIn, point: str
+) -> None:
+    """Killed after the claim: the restarted server sends it once. Killed after the
+    provider took it: sent once more, under the same collapse id (the phone shows one)."""
+    proc = pushing.start(point)
+    pushing.world.mpg(
+        pushing.world.server_config, "server", "publish", "acme", "--message", "Closed"
+    )
+    wait_for(f"the server to die at {point}", lambda: proc.poll() is not None)
+    assert proc.returncode == -signal.SIGKILL
+    before = len(receiver.received)
+    pushing.start()
+    wait_for("the push job to be sent", lambda: [j.State for j in pushing.jobs()] == ["sent"])
+    expected = {faults.PUSH_CLAIMED: (0, 1), faults.PUSH_SENT: (1, 2)}[point]
+    assert (before, len(receiver.received)) == expected
+    assert {r["collapse_id"] for r in receiver.received} == {"f:acme"}
+    [job] = pushing.jobs()
+    assert job.Attempts == 2
