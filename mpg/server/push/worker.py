@@ -5,7 +5,7 @@ A thread claims a few jobs (:func:`mpg.server.push.jobs.claim`), reads each devi
 platform and token (decrypted only here, just before the send), asks the registry for
 the group's provider and sends; the outcome is recorded by
 :func:`mpg.server.push.jobs.finish`. A configuration alarm is logged at error level
-and counted (``mpg_push_outcomes{kind="config_alarm"}``); its job is parked until the
+and counted (``mpg_push_outcomes_total{kind="config_alarm"}``); its job is parked until the
 next start. When a round found nothing due the thread waits ``server.push_poll_seconds``.
 """
 
