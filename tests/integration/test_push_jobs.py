@@ -86,6 +86,17 @@ class World:
         assert result.accepted, result.reason
         return result.message_id
 
+    def recall(self, message_id: str) -> None:
+        """The sender's RECALL of ``message_id`` (reference §3)."""
+        recall = message(
+            ("psereceiver",),
+            body=content.build_recall(message_id),
+            content_type="RECALL",
+            receiver_type="U",
+        )
+        [result] = self.queues.submit(SENDER, [recall])
+        assert result.accepted, result.reason
+
     def job_rows(self) -> list[tables.Row]:
         with self.engine.connect() as conn:
             return list(
@@ -257,18 +268,7 @@ def test_recalling_a_notified_message_pushes_the_same_collapse_id(
     phone = world.device("token-r")
     message_id = world.send(phone)
     world.worker.run_once()
-    [result] = world.queues.submit(
-        SENDER,
-        [
-            message(
-                ("psereceiver",),
-                body=content.build_recall(message_id),
-                content_type="RECALL",
-                receiver_type="U",
-            )
-        ],
-    )
-    assert result.accepted, result.reason
+    world.recall(message_id)
     world.worker.run_once()
     assert [(r["kind"], r["collapse_id"]) for r in receiver.received] == [
         ("message", f"m:{message_id}"),
@@ -280,17 +280,7 @@ def test_recalling_before_the_push_went_out_cancels_it(
     world: World, receiver: WebhookStandIn
 ) -> None:
     message_id = world.send(world.device("token-c"))
-    world.queues.submit(
-        SENDER,
-        [
-            message(
-                ("psereceiver",),
-                body=content.build_recall(message_id),
-                content_type="RECALL",
-                receiver_type="U",
-            )
-        ],
-    )
+    world.recall(message_id)
     assert world.worker.run_once() == 0
     assert [r.State for r in world.job_rows()] == ["cancelled"]
     assert receiver.received == []
@@ -327,6 +317,19 @@ def test_a_token_not_refreshed_for_the_configured_days_expires_with_its_reason(
     assert (row.PushTokenEnc, row.PushTokenState) == (None, "removed")
     assert row.PushTokenStateReason == "expired: not refreshed for 30 days"
     assert world.device_row(fresh).PushTokenEnc is not None
+
+
+def test_a_token_the_keyring_cannot_decrypt_parks_the_job(
+    world: World, receiver: WebhookStandIn
+) -> None:
+    stranger = atrest.Keyring({"k9": keys.new_master_key()}, "k9")
+    phone = add_device(world.engine, world.store, stranger, "acme", "token-z")
+    world.send(phone)
+    assert world.worker.run_once() == 1
+    [job] = world.job_rows()
+    assert job.State == "parked"
+    assert "cannot be decrypted" in job.LastError
+    assert receiver.received == []
 
 
 # ---------------------------------------------------------------- leases, every database

@@ -22,7 +22,7 @@ import structlog
 from mpg import backoff, config, errors, faults, metrics
 from mpg.db import transactions
 from mpg.server import tables
-from mpg.server.push import jobs
+from mpg.server.push import jobs, outcome
 from mpg.server.push.base import token_tag
 from mpg.server.push.outcome import OutcomeKind
 from mpg.server.push.registry import Registry
@@ -110,11 +110,25 @@ class PushWorker:
         )
 
     def _send(self, job: jobs.Claimed) -> None:
-        found = self._device(job.account)
-        if found is None:
-            jobs.fail_unsendable(
-                self._engine, job, "no push token (device or token removed)", self._clock()
+        try:
+            found = self._device(job.account)
+        except errors.AtRestError as exc:
+            # A data key missing from the keyring: the operator's to fix, so the job waits.
+            log.error("push_token_unreadable", job=job.job_id, error=str(exc))
+            alarm = outcome.config_alarm(f"push token cannot be decrypted: {exc}")
+            jobs.finish(
+                self._engine,
+                job,
+                alarm,
+                jobs.Decision(jobs.JobState.PARKED),
+                self._clock(),
+                token_at=None,
+                provider="-",
             )
+            return
+        if found is None:
+            reason = "no push token (device or token removed)"
+            jobs.fail_unsendable(self._engine, job, reason, self._clock())
             return
         platform, token, token_at = found
         provider = self._providers.provider(job.group, platform)
