@@ -157,7 +157,7 @@ class PushWorker:
             log.warning("push_lease_lost", **fields)
         elif result.kind is OutcomeKind.CONFIG_ALARM:
             log.error("push_config_alarm", group=job.group, **fields)
+        elif decision.state is jobs.JobState.SENT:
+            log.debug("push_sent", **fields)  # one per device: a publication makes many
         else:
-            log.info(
-                "push_sent" if decision.state is jobs.JobState.SENT else "push_not_sent", **fields
-            )
+            log.info("push_not_sent", **fields)
