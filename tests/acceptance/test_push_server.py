@@ -154,3 +154,35 @@ def test_a_server_killed_between_commit_and_send_loses_no_push(
     assert {r["collapse_id"] for r in receiver.received} == {"f:acme"}
     [job] = pushing.jobs()
     assert job.Attempts == 2
+
+
+def test_a_gateway_alert_row_to_a_device_gives_one_push_with_nothing_personal(
+    pushing: PushWorld, receiver: WebhookStandIn
+) -> None:
+    """An ERP's Outbox row (ReceiverType D, AlertFlag 1) -> exactly one push, content-free."""
+    pushing.start()
+    erp = pushing.world.gateway("erp")
+    erp.run()
+    erp.sql(
+        'INSERT INTO "Outbox" ("TxMessageId","AppCode","SourceDomain","Sender","ReceiverType",'
+        '"ReceiverList","Subject","Content","ContentType","AlertFlag","State","Priority") '
+        "VALUES ('tx-alert','BPM','example.com','alvin','D',?,'Plant closed tonight',"
+        "'<c>the secret plan</c>','MSG',1,10,'E')",
+        (pushing.device,),
+    )
+    row = erp.wait_state("tx-alert", 20)
+    wait_for("the push at the stand-in", lambda: receiver.received)
+    wait_for("the push job to be sent", lambda: [j.State for j in pushing.jobs()] == ["sent"])
+    assert receiver.received == [
+        {
+            "kind": "message",
+            "group": "acme",
+            "priority": "E",
+            "message_id": row["MessageId"],
+            "collapse_id": f"m:{row['MessageId']}",
+            "token": "phone-token",
+        }
+    ]
+    history = erp.mpg("history", "tx-alert").stdout
+    assert "notified" in history
+    assert pushing.device in history
