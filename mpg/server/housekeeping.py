@@ -3,13 +3,17 @@
 A message goes when it was received more than ``server.retention_days`` ago and is
 finished: served (every recipient acknowledged or withdrawn) or refused, with no
 queue entry of it still waiting (so a receipt its sender has not fetched yet is
-kept). Its queue entries, events, attachment rows and attachment files go with it.
+kept). Its queue entries, events, push jobs, attachment rows and attachment files go
+with it; push jobs of no message (publications) go once they ended that long ago.
 Rows are deleted in batches, each its own transaction; files are removed after the
 commit, so a crash leaves at worst an orphan file, never a row without its file.
 
 :func:`purge_stages` forgets staged uploads that no submit took over: a stage whose
 file was last written more than ``server.upload_stage_ttl`` seconds ago is deleted
 with its file, so an abandoned upload no longer counts against its account's quota.
+
+:func:`expire_push_tokens` removes push tokens their devices did not refresh for
+``server.push_token_max_age_days`` (docs/push.md, "Token expiry").
 """
 
 from __future__ import annotations
@@ -90,8 +94,15 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
         done.messages += len(ids)
         if len(ids) < BATCH:
             break
-    if done.messages:
-        log.info("server_purged", messages=done.messages, files=done.files, keep_days=keep_days)
+    pushes = jobs.purge_finished(engine, cutoff)
+    if done.messages or pushes:
+        log.info(
+            "server_purged",
+            messages=done.messages,
+            files=done.files,
+            push_jobs=pushes,
+            keep_days=keep_days,
+        )
     return done
 
 

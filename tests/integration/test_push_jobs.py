@@ -17,8 +17,9 @@ from standins.common import ca_file
 from standins.webhook import WebhookStandIn
 
 from mpg import config
-from mpg.server import accounts, queues, tables
+from mpg.server import accounts, housekeeping, queues, tables
 from mpg.server.push import jobs, registry, worker
+from mpg.server.push.outcome import delivered as outcome_delivered
 from mpg.server.push.outcome import token_flagged
 from mpg.wire import atrest, content, keys, model
 from mpg.wire.push import NoticeKind
@@ -330,6 +331,23 @@ def test_a_token_the_keyring_cannot_decrypt_parks_the_job(
     assert job.State == "parked"
     assert "cannot be decrypted" in job.LastError
     assert receiver.received == []
+
+
+def test_retention_takes_ended_publication_jobs_and_keeps_waiting_ones(world: World) -> None:
+    with world.engine.begin() as conn:
+        jobs.enqueue(
+            conn,
+            [
+                jobs.job_row(f"dev-{n}", "acme", NoticeKind.FILE, "N", NOW, version='"v"')
+                for n in range(2)
+            ],
+        )
+    [claimed] = jobs.claim(world.engine, 1, 60, NOW)
+    sent = outcome_delivered()
+    decision = jobs.decide(sent, 1, NOW, max_attempts=3, backoff=1)
+    assert jobs.finish(world.engine, claimed, sent, decision, NOW, token_at=None, provider="p")
+    housekeeping.purge(world.engine, 30, clock=lambda: NOW + 31 * 86400)
+    assert [r.State for r in world.job_rows()] == ["pending"]
 
 
 # ---------------------------------------------------------------- leases, every database

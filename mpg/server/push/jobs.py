@@ -432,3 +432,19 @@ def expire_tokens(engine: sa.Engine, max_age_days: float, now: float) -> int:
                 )
             ).rowcount
         )
+
+
+def purge_finished(engine: sa.Engine, before: float) -> int:
+    """Delete jobs that ended (sent, failed, cancelled) before ``before``; how many.
+
+    Jobs of a message go with the message (retention); this takes the rest, such as
+    a publication's, which belong to no message.
+    """
+    j = tables.push_job.c
+    ended = (JobState.SENT, JobState.FAILED, JobState.CANCELLED)
+    with transactions.begin(engine, "purging finished push jobs") as conn:
+        return int(
+            conn.execute(
+                tables.push_job.delete().where(j.State.in_(ended), j.DoneAt < before)
+            ).rowcount
+        )
