@@ -34,8 +34,7 @@ import sqlalchemy as sa
 import structlog
 import trustme
 from pushdevices import add_group
-from standins.common import ca_file
-from standins.webhook import WebhookStandIn
+from standins.webhook import WebhookStandIn, provider_entry
 
 from mpg import config
 from mpg.server import accounts, publishing, queues, tables
@@ -137,17 +136,7 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> dict[str, object]:
     receiver = WebhookStandIn(SECRET)
     serving = receiver.serve(ca)
     next(serving)
-    secret = root / "hook.secret"
-    secret.write_bytes(SECRET)
-    secret.chmod(0o600)
-    entry = config.PushProvider(
-        name="bench-hook",
-        kind="webhook",
-        groups=("*",),
-        url=receiver.url,
-        secret_file=secret,
-        ca_bundle=ca_file(ca, root),
-    )
+    entry = provider_entry(receiver, ca, root)
     settings = config.ServerSettings(
         data_dir=root / "data", push_providers=(entry,), push_workers=args.workers
     )

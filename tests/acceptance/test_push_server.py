@@ -15,8 +15,7 @@ import sqlalchemy as sa
 import trustme
 from harness import World, wait_for
 from pushdevices import add_device, add_group
-from standins.common import ca_file
-from standins.webhook import WebhookStandIn
+from standins.webhook import WebhookStandIn, provider_entry
 
 from mpg import config, faults
 from mpg.server import accounts, admins, datakeys, tables
@@ -31,18 +30,16 @@ class PushWorld:
         self.world = world
         standin = world.root / "standin"  # not the world's ca.pem: the server's CA
         standin.mkdir()
-        secret = standin / "hook.secret"
-        secret.write_bytes(SECRET)
-        secret.chmod(0o600)
+        entry = provider_entry(receiver, ca, standin)
         world.server_config.write_text(
             world.server_config.read_text()
             + "push_lease_seconds = 2\n"
             + "push_poll_seconds = 0.2\n"
             + "[[server.push_providers]]\n"
             + 'name = "hook"\nkind = "webhook"\ngroups = ["*"]\n'
-            + f'url = "{receiver.url}"\n'
-            + f'secret_file = "{secret}"\n'
-            + f'ca_bundle = "{ca_file(ca, standin)}"\n'
+            + f'url = "{entry.url}"\n'
+            + f'secret_file = "{entry.secret_file}"\n'
+            + f'ca_bundle = "{entry.ca_bundle}"\n'
         )
         world.init_server()
         settings = config.load(world.server_config).server

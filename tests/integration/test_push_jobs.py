@@ -13,8 +13,7 @@ import pytest
 import sqlalchemy as sa
 import trustme
 from pushdevices import add_device, add_group
-from standins.common import ca_file
-from standins.webhook import WebhookStandIn
+from standins.webhook import WebhookStandIn, provider_entry
 
 from mpg import config
 from mpg.server import accounts, housekeeping, queues, tables
@@ -55,17 +54,7 @@ class World:
     def __init__(
         self, engine: sa.Engine, folder: pathlib.Path, receiver: WebhookStandIn, ca: trustme.CA
     ) -> None:
-        secret_file = folder / "hook.secret"
-        secret_file.write_bytes(SECRET)
-        secret_file.chmod(0o600)
-        entry = config.PushProvider(
-            name="acme-hook",
-            kind="webhook",
-            groups=("acme",),
-            url=receiver.url,
-            secret_file=secret_file,
-            ca_bundle=ca_file(ca, folder),
-        )
+        entry = provider_entry(receiver, ca, folder, name="acme-hook", groups=("acme",))
         self.settings = config.ServerSettings(push_providers=(entry,), push_workers=0)
         self.engine = engine
         self.clock = Clock()

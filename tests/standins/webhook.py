@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import trustme
 
-from mpg import errors
+from mpg import config, errors
 from mpg.wire import push
-from standins.common import Script, serve_https
+from standins.common import Script, ca_file, serve_https
 
 
 class WebhookStandIn:
@@ -71,3 +72,26 @@ class WebhookStandIn:
         if self.on_push is not None:
             self.on_push(pushed)
         return 204, {}, b""
+
+
+def provider_entry(
+    receiver: WebhookStandIn,
+    ca: trustme.CA,
+    folder: pathlib.Path,
+    *,
+    name: str = "hook",
+    groups: tuple[str, ...] = ("*",),
+) -> config.PushProvider:
+    """A ``[[server.push_providers]]`` entry pushing to ``receiver``; its secret and the
+    stand-in's CA are written to ``folder`` (the secret readable by its owner only)."""
+    secret = folder / "hook.secret"
+    secret.write_bytes(receiver.secret)
+    secret.chmod(0o600)
+    return config.PushProvider(
+        name=name,
+        kind="webhook",
+        groups=groups,
+        url=receiver.url,
+        secret_file=secret,
+        ca_bundle=ca_file(ca, folder),
+    )
