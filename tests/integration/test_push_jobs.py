@@ -237,19 +237,23 @@ def test_a_message_error_is_never_retried(world: World, receiver: WebhookStandIn
     assert receiver.received == []
 
 
-def test_a_configuration_alarm_parks_the_job_until_the_next_start(
+def test_a_configuration_alarm_parks_its_provider_until_the_next_start(
     world: World, receiver: WebhookStandIn
 ) -> None:
+    """The first 401 parks its job and the provider entry: the next job is parked unsent."""
     receiver.script.then(401)
-    world.send(world.device("token-y"))
-    world.worker.run_once()
+    world.send(world.device("token-y"), world.device("token-z"))
+    assert world.worker.run_once() == 2
+    assert receiver.received == []
     world.clock.now += 86400
     assert world.worker.run_once() == 0
-    assert [r.State for r in world.job_rows()] == ["parked"]
+    rows = world.job_rows()
+    assert [r.State for r in rows] == ["parked", "parked"]
+    assert sorted("in alarm" in r.LastError for r in rows) == [False, True]
     world.worker.start()  # push_workers = 0: only the unparking
     receiver.forget_signatures()
-    assert world.worker.run_once() == 1
-    assert [r["token"] for r in receiver.received] == ["token-y"]
+    assert world.worker.run_once() == 2
+    assert sorted(r["token"] for r in receiver.received) == ["token-y", "token-z"]
 
 
 def test_recalling_a_notified_message_pushes_the_same_collapse_id(
@@ -274,6 +278,14 @@ def test_recalling_before_the_push_went_out_cancels_it(
     assert world.worker.run_once() == 0
     assert [r.State for r in world.job_rows()] == ["cancelled"]
     assert receiver.received == []
+
+
+def test_a_recall_of_a_push_being_sent_is_due_when_its_lease_ends(world: World) -> None:
+    message_id = world.send(world.device("token-l"))
+    [leased] = jobs.claim(world.engine, 10, 60, NOW)
+    world.recall(message_id)
+    recall = [r for r in world.job_rows() if r.Kind == "recall"]
+    assert [(r.NotBefore, r.State) for r in recall] == [(leased.lease_until, "pending")]
 
 
 def test_a_flagged_token_gets_no_pushes_until_the_device_sets_a_new_one(world: World) -> None:

@@ -191,7 +191,7 @@ def enqueue_recall(conn: sa.Connection, recalled_id: str, now: float) -> int:
     """
     j = tables.push_job.c
     told = conn.execute(
-        sa.select(j.JobId, j.AccountId, j.GroupId, j.Priority, j.State)
+        sa.select(j.JobId, j.AccountId, j.GroupId, j.Priority, j.State, j.LeaseUntil)
         .where(j.MessageId == recalled_id, j.Kind == str(NoticeKind.MESSAGE))
         .with_for_update()
     ).all()
@@ -207,7 +207,14 @@ def enqueue_recall(conn: sa.Connection, recalled_id: str, now: float) -> int:
         conn,
         [
             job_row(
-                r.AccountId, r.GroupId, NoticeKind.RECALL, r.Priority, now, message_id=recalled_id
+                r.AccountId,
+                r.GroupId,
+                NoticeKind.RECALL,
+                r.Priority,
+                now,
+                message_id=recalled_id,
+                # A push being sent now goes out first: the recall must come after it.
+                not_before=max(now, r.LeaseUntil or now),
             )
             for r in shown.values()
         ],

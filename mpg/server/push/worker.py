@@ -5,8 +5,9 @@ A thread claims a few jobs (:func:`mpg.server.push.jobs.claim`), reads each devi
 platform and token (decrypted only here, just before the send), asks the registry for
 the group's provider and sends; the outcome is recorded by
 :func:`mpg.server.push.jobs.finish`. A configuration alarm is logged at error level
-and counted (``mpg_push_outcomes_total{kind="config_alarm"}``); its job is parked until the
-next start. When a round found nothing due the thread waits ``server.push_poll_seconds``.
+and counted (``mpg_push_outcomes_total{kind="config_alarm"}``); its job is parked until
+the next start, and so is every later job for that provider entry, unsent. When a
+round found nothing due, the thread waits ``server.push_poll_seconds``.
 """
 
 from __future__ import annotations
@@ -54,10 +55,16 @@ class PushWorker:
         self._settings = settings
         self._clock = clock
         self._stop = threading.Event()
+        #: Provider entries that raised a configuration alarm, with its reason: their
+        #: jobs are parked unsent until the next start (the operator fixes the entry).
+        self._alarmed: dict[str, str] = {}
+        self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Make parked jobs due again and start the threads."""
+        """Make parked jobs due again (the configuration may be fixed) and start the threads."""
+        with self._lock:
+            self._alarmed.clear()
         unparked = jobs.unpark(self._engine, self._clock())
         if unparked:
             log.info("push_jobs_unparked", jobs=unparked)
@@ -109,22 +116,25 @@ class PushWorker:
             row.PushTokenAt,
         )
 
+    def _park(self, job: jobs.Claimed, reason: str, provider: str) -> None:
+        """Park ``job`` without sending it: a configuration needs the operator."""
+        jobs.finish(
+            self._engine,
+            job,
+            outcome.config_alarm(reason),
+            jobs.Decision(jobs.JobState.PARKED),
+            self._clock(),
+            token_at=None,
+            provider=provider,
+        )
+
     def _send(self, job: jobs.Claimed) -> None:
         try:
             found = self._device(job.account)
         except errors.AtRestError as exc:
             # A data key missing from the keyring: the operator's to fix, so the job waits.
             log.error("push_token_unreadable", job=job.job_id, error=str(exc))
-            alarm = outcome.config_alarm(f"push token cannot be decrypted: {exc}")
-            jobs.finish(
-                self._engine,
-                job,
-                alarm,
-                jobs.Decision(jobs.JobState.PARKED),
-                self._clock(),
-                token_at=None,
-                provider="-",
-            )
+            self._park(job, f"push token cannot be decrypted: {exc}", "-")
             return
         if found is None:
             reason = "no push token (device or token removed)"
@@ -132,6 +142,11 @@ class PushWorker:
             return
         platform, token, token_at = found
         provider = self._providers.provider(job.group, platform)
+        with self._lock:
+            alarmed = self._alarmed.get(provider.name)
+        if alarmed is not None:
+            self._park(job, f"{provider.name} is in alarm ({alarmed}); not sent", provider.name)
+            return
         result = provider.send(self._providers.request(token, job.notice()))
         faults.reach(faults.PUSH_SENT)
         metrics.PUSH_OUTCOMES.labels(provider.name, str(result.kind)).inc()
@@ -156,6 +171,8 @@ class PushWorker:
         if not recorded:
             log.warning("push_lease_lost", **fields)
         elif result.kind is OutcomeKind.CONFIG_ALARM:
+            with self._lock:
+                self._alarmed[provider.name] = result.reason
             log.error("push_config_alarm", group=job.group, **fields)
         elif decision.state is jobs.JobState.SENT:
             log.debug("push_sent", **fields)  # one per device: a publication makes many
