@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import pathlib
@@ -9,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import trustme
@@ -16,7 +18,7 @@ from pushdevices import add_device, add_group
 from standins.webhook import WebhookStandIn, provider_entry
 
 from mpg import config
-from mpg.server import accounts, housekeeping, queues, tables
+from mpg.server import accounts, app, housekeeping, queues, tables
 from mpg.server.push import jobs, registry, worker
 from mpg.server.push.outcome import delivered as outcome_delivered
 from mpg.server.push.outcome import token_flagged
@@ -180,6 +182,37 @@ def test_an_alert_message_gives_exactly_one_push_per_device_and_nothing_personal
         ("notified", tablet),
     }
     assert {r.State for r in world.job_rows()} == {"sent"}
+
+
+def test_the_admin_api_shows_each_device_s_pushes_and_events(world: World) -> None:
+    phone, dead = world.device("token-ok"), world.device("token-dead")
+    message_id = world.send(phone, dead)
+    with world.engine.begin() as conn:  # the token removed after the push was queued
+        d = tables.device.c
+        conn.execute(tables.device.update().where(d.AccountId == dead).values(PushTokenEnc=None))
+    world.worker.run_once()
+    server = app.PushServer(world.settings, world.engine, keys.new_master_key(), world.keyring)
+    _, token = server.admins.add("vera", "viewer", "cli:test")
+
+    async def get(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app.create_app(server))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mpg") as client:
+            return await client.get(path, headers={"Authorization": f"Bearer {token}"})
+
+    answer = asyncio.run(get(f"/api/v1/messages/{message_id}/deliveries"))
+    assert answer.status_code == 200, answer.text
+    per = {r["account"]: r for r in answer.json()["recipients"]}
+    pushed = {a: [(p["kind"], p["state"]) for p in per[a]["pushes"]] for a in (phone, dead)}
+    assert {a: sorted(states) for a, states in pushed.items()} == {
+        phone: [("message", "sent")],
+        dead: [("message", "failed")],
+    }
+    assert "no push token" in per[dead]["pushes"][0]["last_error"]
+    assert [e["kind"] for e in per[phone]["events"]] == ["notified"]
+    assert [e["kind"] for e in per[dead]["events"]] == ["push_failed"]
+    assert [e["kind"] for e in per[SENDER]["events"]] == ["received"]
+    missing = asyncio.run(get("/api/v1/messages/no-such-message/deliveries"))
+    assert missing.status_code == 404
 
 
 def test_a_message_without_alert_flag_pushes_nobody(world: World) -> None:

@@ -21,7 +21,7 @@ from starlette import requests, responses
 
 from mpg import errors
 from mpg.server import httperrors
-from mpg.server.api import audit_routes, publish_routes
+from mpg.server.api import audit_routes, delivery_routes, publish_routes
 
 if TYPE_CHECKING:
     from mpg.server.app import PushServer
@@ -103,4 +103,5 @@ def create_api(push: PushServer) -> fastapi.FastAPI:
     api.add_exception_handler(Exception, _refused)
     api.include_router(audit_routes.router)
     api.include_router(publish_routes.router)
+    api.include_router(delivery_routes.router)
     return api
