@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import trustme
-from harness import World, wait_for
+from harness import World, free_port, wait_for
 from pushdevices import add_device, add_group
 from standins.webhook import WebhookStandIn, provider_entry
 
@@ -183,3 +183,51 @@ def test_a_gateway_alert_row_to_a_device_gives_one_push_with_nothing_personal(
     history = erp.mpg("history", "tx-alert").stdout
     assert "notified" in history
     assert pushing.device in history
+
+
+def test_two_server_processes_on_postgresql_send_each_push_once(
+    world: World, postgresql_url: str, receiver: WebhookStandIn, ca: trustme.CA
+) -> None:
+    """300 publication pushes claimed by the workers of two servers sharing one
+    PostgreSQL: every device is pushed exactly once."""
+    standin = world.root / "standin"
+    standin.mkdir()
+    entry = provider_entry(receiver, ca, standin)
+    push = (
+        "push_poll_seconds = 0.2\n"
+        "[[server.push_providers]]\n"
+        'name = "hook"\nkind = "webhook"\ngroups = ["*"]\n'
+        f'url = "{entry.url}"\nsecret_file = "{entry.secret_file}"\n'
+        f'ca_bundle = "{entry.ca_bundle}"\n'
+        '[log]\nformat = "json"\nlevel = "debug"\n'
+    )
+    ports = [world.port, free_port()]
+    configs = [
+        world._server_config(f"server-{n}", port, postgresql_url, max_long_poll=2, extra=push)
+        for n, port in enumerate(ports)
+    ]
+    world.mpg(configs[0], "server", "init")
+    settings = config.load(configs[0]).server
+    engine = tables.create_engine(settings.database_url)
+    store = accounts.AccountStore(engine, accounts.load_master_key(settings))
+    keyring = datakeys.load_keyring(settings)
+    add_group(engine, "acme")
+    for n in range(300):
+        add_device(engine, store, keyring, "acme", f"token-{n:03d}")
+    for n, (cfg, port) in enumerate(zip(configs, ports, strict=True)):
+        world.start(cfg, "server", name=f"server-{n}")
+        wait_for(f"server {n} to listen", lambda p=port: world.listening(p))
+    world.mpg(configs[0], "server", "publish", "acme", "--message", "Closed")
+
+    def all_sent() -> bool:
+        with engine.connect() as conn:
+            states = conn.execute(sa.select(tables.push_job.c.State)).scalars().all()
+        return len(states) == 300 and set(states) == {"sent"}
+
+    wait_for("every push to be sent", all_sent, timeout=300)
+    tokens = sorted(r["token"] for r in receiver.received)
+    assert tokens == [f"token-{n:03d}" for n in range(300)]
+    sent_by = [(world.root / f"server-{n}.log").read_text().count('"push_sent"') for n in (0, 1)]
+    assert sum(sent_by) == 300
+    assert min(sent_by) > 0, sent_by  # both processes took part
+    engine.dispose()
