@@ -398,6 +398,21 @@ class ServerSettings(_Section):
     #: A folder an external web server serves: each message file is also written there.
     message_file_export_dir: pathlib.Path | None = None
     message_file_cache_control: str = "public, no-cache"
+    # Push jobs (docs/push.md, "Push jobs").
+    #: Threads sending pushes in each server process (0: this process sends none).
+    push_workers: int = pydantic.Field(default=4, ge=0, le=64)
+    #: Seconds a claimed job is kept from other workers; after it another one sends it.
+    push_lease_seconds: float = pydantic.Field(default=60.0, gt=0, le=3600)
+    #: Seconds an idle worker waits before it looks for due jobs again.
+    push_poll_seconds: float = pydantic.Field(default=1.0, gt=0, le=60)
+    #: Tries of one push before it is given up (a retry waits for Retry-After or backoff).
+    push_max_attempts: int = pydantic.Field(default=10, ge=1, le=100)
+    #: Longest wait between two tries of one push (backoff cap; Retry-After may be longer).
+    push_retry_max_delay: float = pydantic.Field(default=900.0, gt=0, le=86400)
+    #: Seconds over which the pushes of one publication are spread (0: all at once).
+    push_spread_seconds: float = pydantic.Field(default=0.0, ge=0, le=3600)
+    #: Days after which a token its device did not refresh expires (0: never).
+    push_token_max_age_days: float = pydantic.Field(default=270.0, ge=0)
 
     @pydantic.field_validator("push_providers")
     @classmethod

@@ -46,6 +46,9 @@ SERVER_SUBMIT_COMMITTED: Final = "server.submit_committed"
 SERVER_BEFORE_RECEIPTS: Final = "server.before_receipts"  # served counted, no receipt yet
 SERVER_ACK_COMMITTED: Final = "server.ack_committed"
 SERVER_RECALL_WITHDRAWN: Final = "server.recall_withdrawn"  # entries withdrawn, no RECALL yet
+# The push worker: jobs claimed (leased), nothing sent; sent, outcome not recorded.
+PUSH_CLAIMED: Final = "push.claimed"
+PUSH_SENT: Final = "push.sent"
 
 #: Every failpoint, in the order a message meets them.
 POINTS: Final = (
@@ -67,6 +70,10 @@ POINTS: Final = (
     INBOUND_AFTER_RECEIPTS,
     RECEIPT_FOLDER_WRITTEN,
 )
+#: The push worker's failpoints: reached only when a device is pushed, so a round of
+#: gateway messages (tests/acceptance/test_crash_points.py) never meets them; the
+#: push crash test (tests/acceptance/test_push_crash.py) kills the server at each.
+PUSH_POINTS: Final = (PUSH_CLAIMED, PUSH_SENT)
 
 _NAMES: Final = [name.strip() for name in os.environ.get(ENV_VAR, "").split(",") if name.strip()]
 _ARMED: Final = frozenset(name for name in _NAMES if not name.endswith(":stop"))

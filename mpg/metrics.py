@@ -72,6 +72,12 @@ SERVER_REQUESTS: Final = prometheus_client.Counter(
     ["op", "status"],
     registry=None,
 )
+PUSH_OUTCOMES: Final = prometheus_client.Counter(
+    "mpg_push_outcomes",
+    "Server: push attempts, by provider entry and outcome (config_alarm: the operator must act).",
+    ["provider", "kind"],
+    registry=None,
+)
 
 _SHARED: Final = (
     TRANSITIONS,
@@ -82,6 +88,7 @@ _SHARED: Final = (
     HTTP_ERRORS,
     ATTACHMENT_BYTES,
     SERVER_REQUESTS,
+    PUSH_OUTCOMES,
 )
 
 

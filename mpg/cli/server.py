@@ -24,6 +24,7 @@ import click
 from mpg import config, logs
 from mpg.cli import admins as admins_cli
 from mpg.cli import directory as directory_cli
+from mpg.cli import publish as publish_cli
 from mpg.cli import rekey as rekey_cli
 from mpg.server import accounts, datakeys, main, tables
 from mpg.wire import keys
@@ -258,3 +259,4 @@ server.add_command(directory_cli.code)
 server.add_command(directory_cli.device)
 server.add_command(rekey_cli.rekey_command)
 server.add_command(rekey_cli.data_key)
+server.add_command(publish_cli.publish)

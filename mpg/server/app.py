@@ -58,6 +58,7 @@ from mpg.server import (
     blobs,
     idtoken,
     mail,
+    publishing,
     queues,
     replay,
     tables,
@@ -66,6 +67,9 @@ from mpg.server import (
 from mpg.server.api import app as api_app
 from mpg.server.directory import codestore, devices, registration
 from mpg.server.httperrors import INTERNAL, error_for, error_response
+from mpg.server.push import fileserve
+from mpg.server.push import registry as push_registry
+from mpg.server.push import worker as push_worker
 from mpg.wire import atrest, envelope, model, payloads, xmlsafe
 
 log = structlog.get_logger(__name__)
@@ -193,6 +197,11 @@ class PushServer:
             mailer=self.mailer,
             verifier=self.id_token_verifier,
         )
+        #: The push providers per group (docs/push.md) and the threads sending push jobs.
+        self.providers = push_registry.Registry(settings)
+        self.pusher = push_worker.PushWorker(engine, keyring, self.providers, settings)
+        #: Each group's message file, served at /files/<group>.ibi.
+        self.files = publishing.message_files(settings)
         self.blobs = blobs.BlobStore(
             engine,
             pathlib.Path(settings.data_dir) / BLOB_DIR,
@@ -257,9 +266,11 @@ class PushServer:
                 self._missed,
             )
             self._listener.start()
+        self.pusher.start()
 
     def detach(self) -> None:
-        """Stop hearing other processes' notifications (the server is stopping)."""
+        """Stop sending pushes and hearing other processes' notifications (stopping)."""
+        self.pusher.stop()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -586,6 +597,7 @@ def create_app(push: PushServer) -> applications.Starlette:
             routing.Route("/readyz", push.readyz, methods=["GET"]),
             routing.Route("/metrics", push.metrics, methods=["GET"]),
             routing.Mount(api_app.PREFIX, app=api_app.create_api(push)),
+            *fileserve.routes(push.files, push.settings.message_file_cache_control),
         ],
         lifespan=lifespan,
     )

@@ -3,7 +3,8 @@
 A message goes when it was received more than ``server.retention_days`` ago and is
 finished: served (every recipient acknowledged or withdrawn) or refused, with no
 queue entry of it still waiting (so a receipt its sender has not fetched yet is
-kept). Its queue entries, events, attachment rows and attachment files go with it.
+kept). Its queue entries, events, push jobs, attachment rows and attachment files go
+with it; push jobs of no message (publications) go once they ended that long ago.
 Rows are deleted in batches, each its own transaction; files are removed after the
 commit, so a crash leaves at worst an orphan file, never a row without its file.
 
@@ -11,6 +12,9 @@ commit, so a crash leaves at worst an orphan file, never a row without its file.
 file was last written more than ``server.upload_stage_ttl`` seconds ago is deleted
 with its file (or folder of segments), so an abandoned upload no longer counts
 against its account's quota.
+
+:func:`expire_push_tokens` removes push tokens their devices did not refresh for
+``server.push_token_max_age_days`` (docs/push.md, "Token expiry").
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import structlog
 
 from mpg.db import transactions
 from mpg.server import blobs, states, tables
+from mpg.server.push import jobs
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +81,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
             for table, column in (
                 (tables.receive_queue, r.MessageId),
                 (tables.message_event, e.MessageId),
+                (tables.push_job, tables.push_job.c.MessageId),
                 (tables.transmit_attachment, a.MessageId),
                 (tables.transmit_queue, t.MessageId),
             ):
@@ -89,9 +95,26 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
         done.messages += len(ids)
         if len(ids) < BATCH:
             break
-    if done.messages:
-        log.info("server_purged", messages=done.messages, files=done.files, keep_days=keep_days)
+    pushes = jobs.purge_finished(engine, cutoff)
+    if done.messages or pushes:
+        log.info(
+            "server_purged",
+            messages=done.messages,
+            files=done.files,
+            push_jobs=pushes,
+            keep_days=keep_days,
+        )
     return done
+
+
+def expire_push_tokens(
+    engine: sa.Engine, max_age_days: float, *, clock: Callable[[], float] = time.time
+) -> int:
+    """Remove the push tokens devices did not refresh for ``max_age_days`` (with the reason)."""
+    expired = jobs.expire_tokens(engine, max_age_days, clock())
+    if expired:
+        log.info("push_tokens_expired", devices=expired, max_age_days=max_age_days)
+    return expired
 
 
 def purge_stages(

@@ -106,7 +106,9 @@ def build(settings: config.ServerSettings) -> app.PushServer:
             "clear; run `mpg server rekey` once with the servers stopped (docs/devices.md, "
             '"Upgrading")'
         )
-    return app.PushServer(settings, engine, master_key, keyring)
+    server = app.PushServer(settings, engine, master_key, keyring)
+    server.providers.check()
+    return server
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -215,6 +217,16 @@ def _housekeeping(settings: config.ServerSettings, push: app.PushServer) -> Back
         max_instances=1,
         coalesce=True,
     )
+    if settings.push_token_max_age_days:
+        scheduler.add_job(
+            housekeeping.expire_push_tokens,
+            "interval",
+            args=[push.engine, settings.push_token_max_age_days],
+            seconds=settings.housekeeping_interval,
+            id="push_tokens",
+            max_instances=1,
+            coalesce=True,
+        )
     if settings.retention_days:
         scheduler.add_job(
             housekeeping.purge,

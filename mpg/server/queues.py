@@ -45,6 +45,7 @@ import structlog
 from mpg import errors, faults
 from mpg.db import transactions
 from mpg.server import accounts, fanout, identity, rows, states, tables
+from mpg.server.push import jobs as push_jobs
 from mpg.server.rows import EventKind
 from mpg.server.states import EntryState, MessageState
 from mpg.server.vault import Vault
@@ -109,6 +110,7 @@ class _Writes:
             conn.execute(tables.transmit_attachment.insert(), self.attachments)
         if self.entries:
             _insert_new(conn, tables.receive_queue, self.entries)
+            push_jobs.enqueue_for_entries(conn, self.messages, self.entries)
         if self.events:
             conn.execute(tables.message_event.insert(), self.events)
         if self.used_stages:
@@ -452,6 +454,7 @@ class QueueStore:
         ).all()
         split = fanout.recall((e.EntryId, e.Recipient, e.State) for e in entries)
         self._withdraw(conn, recalled_id, split)
+        push_jobs.enqueue_recall(conn, recalled_id, now)
         writes.events += [
             rows.event(recalled_id, now, EventKind.WITHDRAWN, e.Recipient)
             for e in entries

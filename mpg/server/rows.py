@@ -35,6 +35,8 @@ class EventKind(enum.StrEnum):
     RECEIPT_FETCHED = "receipt_fetched"  # the sender's gateway fetched the receipt
     RECEIPT_ACKNOWLEDGED = "receipt_acknowledged"  # ... and stored it
     READ = "read"  # a device reported that its user read it (device API)
+    NOTIFIED = "notified"  # a push provider accepted a push to this recipient device
+    PUSH_FAILED = "push_failed"  # a push attempt failed (Detail: the reason; retried or not)
 
 
 def event(

@@ -268,6 +268,12 @@ device = sa.Table(
     sa.Column("LastSeen", sa.Double()),
     sa.Column("LastStart", sa.Double()),
     sa.Column("RegisteredAt", sa.Double(), nullable=False),
+    # What the push worker learnt of the token (issue 12, docs/push.md "Token hygiene"):
+    # 'removed' (PushTokenEnc cleared) or 'flagged', with when and why. It holds for the
+    # token of that time only: a PushTokenAt after PushTokenStateAt is a new token.
+    sa.Column("PushTokenState", sa.Unicode(10)),
+    sa.Column("PushTokenStateAt", sa.Double()),
+    sa.Column("PushTokenStateReason", sa.Unicode(200)),
     sa.Index("IX_Device_Group", "GroupId"),
     sa.Index("IX_Device_Via", "Via", "ViaRef"),
 )
@@ -322,6 +328,35 @@ audit_log = sa.Table(
     sa.Index("IX_AuditLog_At", "At"),
 )
 
+push_job = sa.Table(
+    "PushJob",
+    metadata,
+    # One push to one device (issue 12, docs/push.md "Push jobs"), written in the
+    # transaction of the message or message-file version that causes it, claimed by
+    # a worker with a lease (mpg.server.push.jobs). The token is read from Device at
+    # send time, so it is never copied and a refreshed one is used. Times are DOUBLE:
+    # MariaDB's FLOAT is single precision, about two minutes at today's Unix times.
+    sa.Column("JobId", sa.Unicode(36), primary_key=True),  # UUID
+    sa.Column("AccountId", sa.Unicode(100), nullable=False),  # the device
+    sa.Column("GroupId", sa.Unicode(50), nullable=False),
+    sa.Column("Kind", sa.Unicode(10), nullable=False),  # message | recall | file
+    sa.Column("MessageId", sa.Unicode(50)),  # message, recall
+    sa.Column("Version", sa.Unicode(80)),  # file: the ETag it announces
+    sa.Column("CategoryId", sa.Unicode(50)),  # file: the category's file, if any
+    sa.Column("Priority", sa.Unicode(1), nullable=False),
+    # pending | leased | sent | failed | parked | cancelled (mpg.server.push.jobs.JobState)
+    sa.Column("State", sa.Unicode(10), nullable=False),
+    sa.Column("NotBefore", sa.Double(), nullable=False),  # Unix time it is due
+    sa.Column("LeaseUntil", sa.Double()),
+    sa.Column("Attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("LastError", sa.Unicode(200)),
+    sa.Column("ProviderId", sa.Unicode(200)),
+    sa.Column("CreatedAt", sa.Double(), nullable=False),
+    sa.Column("DoneAt", sa.Double()),
+    sa.Index("IX_PushJob_Due", "State", "NotBefore"),
+    sa.Index("IX_PushJob_Message", "MessageId"),
+)
+
 ALL_TABLES: Final = (
     account,
     account_key,
@@ -340,6 +375,7 @@ ALL_TABLES: Final = (
     verification_code,
     admin_credential,
     audit_log,
+    push_job,
 )
 
 

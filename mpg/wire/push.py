@@ -64,6 +64,8 @@ class Notice:
     count: int | None = None
     #: The message file's version (its strong ETag) for FILE notices.
     version: str = ""
+    #: FILE notices of a category's file: the category ("" for the group's file).
+    category: str = ""
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -92,7 +94,7 @@ def collapse_id(notice: Notice) -> str:
     only the newest version's alert stays.
     """
     if notice.kind is NoticeKind.FILE:
-        key = "f:" + notice.group
+        key = "f:" + notice.group + ("/" + notice.category if notice.category else "")
     elif notice.message_id:
         key = "m:" + notice.message_id
     else:
@@ -111,6 +113,8 @@ def data_fields(notice: Notice) -> dict[str, str]:
         fields["count"] = str(notice.count)
     if notice.version:
         fields["version"] = notice.version
+    if notice.category:
+        fields["category"] = notice.category
     return fields
 
 

@@ -1,5 +1,6 @@
 """Every failpoint the code reaches is listed in faults.POINTS, and every listed one is
-reached somewhere: the crash test iterates over POINTS, so none can be forgotten."""
+reached somewhere: the crash tests iterate over POINTS and PUSH_POINTS, so none can be
+forgotten."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mpg import faults
 
 PACKAGE = pathlib.Path(faults.__file__).parent
 REACH = re.compile(r"faults\.reach\(([^)]*)\)")
+LISTED = faults.POINTS + faults.PUSH_POINTS
 
 
 def reached() -> dict[str, list[str]]:
@@ -27,10 +29,10 @@ def test_every_reached_failpoint_is_a_listed_constant() -> None:
         name = argument.removeprefix("faults.")
         assert argument.startswith("faults."), f"{argument} in {where}"
         assert name.isupper(), f"{argument} in {where}"
-        assert getattr(faults, name) in faults.POINTS, f"{argument} in {where}"
+        assert getattr(faults, name) in LISTED, f"{argument} in {where}"
 
 
 def test_every_listed_failpoint_is_reached_somewhere() -> None:
     """No name in POINTS is left without the place that reaches it."""
     values = {getattr(faults, a.removeprefix("faults.")) for a in reached()}
-    assert values == set(faults.POINTS)
+    assert values == set(LISTED)

@@ -24,10 +24,12 @@ from mpg.server import httperrors
 from mpg.server.api import (
     audit_routes,
     codes_routes,
+    delivery_routes,
     device_routes,
     devices_admin_routes,
     domains_routes,
     groups_routes,
+    publish_routes,
     registration_routes,
 )
 
@@ -116,4 +118,6 @@ def create_api(push: PushServer) -> fastapi.FastAPI:
     api.include_router(devices_admin_routes.router)
     api.include_router(registration_routes.router)
     api.include_router(device_routes.router)
+    api.include_router(publish_routes.router)
+    api.include_router(delivery_routes.router)
     return api
