@@ -102,7 +102,9 @@ class Gateway:
                 folders.ReceiptFolder(self.engine, gw.receipt_dir, self.outbox, gw.receipt_states)
             )
         self.drop = (
-            dropfolder.DropFolder(gw, self.outbox, stop=self.stop_event, roots=self.roots)
+            dropfolder.DropFolder(
+                gw, self.outbox, stop=self.stop_event, roots=self.roots, inserted=self.wake
+            )
             if gw.drop_dir is not None
             else None
         )
@@ -115,7 +117,7 @@ class Gateway:
             exporters=[f.export for f in self.folders],
         )
         self._watcher = (
-            wakeup.DatabaseWatcher(gw.database_url, self.wake)
+            wakeup.DatabaseWatcher(self.engine, self.wake)
             if gw.watch_database and wakeup.watchable(gw.database_url)
             else None
         )
