@@ -217,6 +217,8 @@ class Gateway:
             self.health.stop()
         self.push.close()
         self.engine.dispose()
+        if self._watcher is not None:
+            self._watcher.close()
         log.info("gateway_stopped")
 
     def reload(self, new: config.Settings) -> list[str]:

@@ -21,12 +21,16 @@ header"). The gateway watches its own commits from the inside (engine events):
 
 A file event then makes the watcher read the counter: it wakes the worker only when
 the counter passed a value not noted as the gateway's, i.e. someone else committed.
-A commit's last WAL write comes a moment before its counter moves, so a look that
-found nothing new looks once more :data:`RECHECK_SECONDS` later. What remains is
-one narrow case: a gateway commit that wrote nothing, followed within microseconds
-by another program's commit before the gateway's second read; that commit is then
-picked up by the next poll. When the counter cannot be read (no ``-shm``: the
-database is not in WAL mode, or an unknown wal-index version) every event wakes.
+A commit's last WAL write comes a moment before its counter moves, and a busy machine
+may hold the writer between the two for tens of milliseconds: a look that found
+nothing new is repeated after 10, 20, 40, ... ms, for up to :data:`RECHECK_UNTIL`
+seconds after the event. (Waking on every event had the same gap in another form:
+the worker woken by the write could look before the commit was visible, and the row
+then waited for the next poll.) What remains for the poll to catch: a writer held
+longer than that, and a gateway commit that wrote nothing followed, within
+microseconds and before the gateway's second read, by another program's commit.
+When the counter cannot be read (no ``-shm``: the database is not in WAL mode, or an
+unknown wal-index version) every event wakes.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import sqlalchemy as sa
 import structlog
@@ -49,8 +53,10 @@ from watchdog.observers import Observer
 
 log = structlog.get_logger("mpg.wakeup")
 
-#: Seconds after a look that found no new commit before looking once more.
-RECHECK_SECONDS: Final = 0.05
+#: Seconds after a look that found no new commit before the first look again; each
+#: further look waits twice as long, up to :data:`RECHECK_UNTIL` after the event.
+RECHECK_FIRST: Final = 0.01
+RECHECK_UNTIL: Final = 5.0
 #: The wal-index header's first fields: iVersion, 4 unused bytes, iChange (native order).
 _SHM_HEADER: Final = struct.Struct("=I4xI")
 #: The only wal-index format SQLite has written (iVersion).
@@ -63,22 +69,51 @@ _CLAIMED: Final = "mpg_wakeup_claimed"  # counter before its last commit, not ye
 
 
 class CommitCounter:
-    """Reads the commit counter (``iChange``) of one SQLite database in WAL mode."""
+    """Reads the commit counter (``iChange``) of one SQLite database in WAL mode.
+
+    The ``-shm`` file stays open from the first read to :meth:`close`: closing any
+    descriptor of a file drops every POSIX lock the process holds on it, and SQLite
+    keeps its WAL locks on that file (https://www.sqlite.org/howtocorrupt.html, 2.2).
+    """
 
     def __init__(self, database: str) -> None:
         self._path = database + "-shm"
+        self._file: BinaryIO | None = None
+        self._lock = threading.Lock()
 
     def read(self) -> int | None:
         """The counter now, or None when it cannot be read (no WAL, unknown format)."""
-        try:
-            with open(self._path, "rb") as fh:
-                data = fh.read(_SHM_HEADER.size)
-        except OSError:
-            return None
+        with self._lock:
+            try:
+                data = self._read_header()
+            except OSError:
+                return None
         if len(data) < _SHM_HEADER.size:
             return None
         version, change = _SHM_HEADER.unpack(data)
         return int(change) if version == WAL_INDEX_VERSION else None
+
+    def _read_header(self) -> bytes:
+        if (
+            self._file is not None
+            and os.stat(self._path).st_ino != os.fstat(self._file.fileno()).st_ino
+        ):
+            # Every connection closed and the file was made anew; the old one's locks
+            # are nobody's any more.
+            self._file.close()
+            self._file = None
+        if self._file is None:
+            self._file = open(self._path, "rb", buffering=0)  # noqa: SIM115 - held open
+        self._file.seek(0)
+        return self._file.read(_SHM_HEADER.size)
+
+    def close(self) -> None:
+        """Close the ``-shm`` file: only once this process has no connection to the
+        database left (see the class doc)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 class Ledger:
@@ -179,6 +214,10 @@ class DatabaseWatcher:
         self._thread.start()
         log.debug("watching_database", folder=self._folder)
 
+    def close(self) -> None:
+        """Release the ``-shm`` file; call after the engine is disposed (CommitCounter)."""
+        self._counter.close()
+
     def stop(self) -> None:
         """Stop watching and wait for the watcher threads."""
         if self._observer.is_alive():
@@ -197,9 +236,10 @@ class DatabaseWatcher:
                 sa.event.remove(target, name, listener)
 
     def _run(self) -> None:
-        recheck = False
+        delay: float | None = None  # None: wait for an event; else the next look's delay
+        spent = 0.0
         while True:
-            changed = self._changed.wait(RECHECK_SECONDS if recheck else None)
+            changed = self._changed.wait(delay)
             if self._closing:
                 return
             self._changed.clear()
@@ -207,8 +247,13 @@ class DatabaseWatcher:
             if foreign:
                 self.wakeups += 1
                 self._wake.set()
-            # After an event that showed nothing new, one more look (see the module doc).
-            recheck = changed and not foreign
+            # An event that showed nothing new may be a commit whose counter has not moved
+            # yet: look again after 10, 20, 40, ... ms (see the module doc).
+            if changed:
+                delay, spent = (None, 0.0) if foreign else (RECHECK_FIRST, 0.0)
+            elif delay is not None:
+                spent += delay
+                delay = None if foreign or spent >= RECHECK_UNTIL else delay * 2
 
     # -- the gateway's own commits (engine events, in the committing thread) ----------
 

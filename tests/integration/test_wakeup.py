@@ -32,6 +32,7 @@ def watched(
     yield path, engine, watcher, wake
     watcher.stop()
     engine.dispose()
+    watcher.close()
 
 
 def erp_insert(path: pathlib.Path, tx: str) -> None:
