@@ -36,7 +36,7 @@ from typing import Final, TypeVar
 import structlog
 
 from mpg import backoff, config, errors, faults, metrics, timefmt
-from mpg.gateway import attachroots, retry, validation, voiding
+from mpg.gateway import attachroots, batching, retry, validation, voiding
 from mpg.gateway import client as client_mod
 from mpg.storage import outbox
 from mpg.storage.states import OUTBOX_TRANSITIONS
@@ -127,6 +127,7 @@ class OutboundWorker:
         self._resume = True  # rows left in flight by an earlier run or a failure
         self._next_take_over = 0.0  # monotonic time of the next look for expired claims
         self._pause = settings.poll_interval  # the adaptive poll pause (see _next_pause)
+        self._batch = settings.batch_size  # the adaptive batch size (see batching)
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
         self._voider = voiding.Voider(repo, push)
@@ -140,6 +141,7 @@ class OutboundWorker:
     def reconfigure(self, settings: config.GatewaySettings) -> None:
         """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
         self._settings = settings
+        self._batch = settings.batch_size
 
     def run(self) -> None:
         """Cycle until stopped; the batch in hand is always finished first."""
@@ -196,7 +198,7 @@ class OutboundWorker:
                 self._repo.sweep_claims()
                 # Half the lease: a dead gateway's rows wait at most 1.5 leases.
                 self._next_take_over = time.monotonic() + self._settings.claim_lease / 2
-            handled += self._advance(self._claim(self._settings.batch_size))
+            handled += self._advance(self._claim(self._batch))
         except Exception:
             self._resume = True  # whatever was claimed is picked up again next cycle
             raise
@@ -314,6 +316,7 @@ class OutboundWorker:
             return starts
 
         moved = self._repo.claim_and_start(limit, plan)
+        self._batch = batching.next_size(limit, len(moved), self._settings.batch_size)
         work = []
         for w in planned:
             if w.tx in moved:
