@@ -160,6 +160,16 @@ class Cluster:
             if name == "server":
                 wait("server to listen", self._listening, 30)
         time.sleep(1.0)
+        # On a busy machine the processes may still be importing after that second;
+        # their start-up must not count as the burst's CPU or delay it.
+        wait("processes to settle", self._settled, 60)
+
+    def _settled(self) -> bool:
+        """Whether every process used under 20 ms of CPU in the last 300 ms."""
+        before = cpu_seconds(self.procs)
+        time.sleep(0.3)
+        after = cpu_seconds(self.procs)
+        return all(after[name] - before[name] < 0.02 for name in after)
 
     def _listening(self) -> bool:
         with (
@@ -363,11 +373,9 @@ def cpu_per_message(
     return sum(spent.values()) * 1000 / n, spent["server"] * 1000 / n
 
 
-def mpg_burst(
-    tmp: str | None, batch_size: int, n: int, tree: pathlib.Path | None = None
-) -> tuple[float, float, float]:
+def mpg_burst(tmp: str | None, batch_size: int, n: int) -> tuple[float, float, float]:
     """messages/s, CPU ms per message and server CPU ms per message of MPG's burst of n."""
-    with cluster_in(tmp, batch_size, tree=tree) as c:
+    with cluster_in(tmp, batch_size) as c:
         before = cpu_seconds(c.procs)
         rate = burst(c, n)["rate"]
         return rate, *cpu_per_message(before, cpu_seconds(c.procs), n)
@@ -532,31 +540,50 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return used
 
 
+def versus_burst(
+    tmp: str | None, batch_size: int, n: int, tree: pathlib.Path | None
+) -> list[float]:
+    """messages/s and CPU ms per message of the server, gateway A and gateway B."""
+    with cluster_in(tmp, batch_size, tree=tree) as c:
+        before = cpu_seconds(c.procs)
+        rate = burst(c, n)["rate"]
+        after = cpu_seconds(c.procs)
+        return [rate, *((after[p] - before[p]) * 1000 / n for p in VERSUS_PROCESSES)]
+
+
+VERSUS_PROCESSES = ("server", "gateway A", "gateway B")
+
+
 def versus(tmp: str | None, batch_size: int, n: int, rounds: int, tree: pathlib.Path) -> None:
     """This checkout's burst against another checkout's, alternately, with ratios."""
     print(f"## Burst of {n} messages: this checkout against {tree}\n")
+    print("CPU in ms per message; each pair is one round, the other checkout first.\n")
     print(
-        "| round | load before | other msg/s | this msg/s | this/other | "
-        "CPU ms/msg other | this | server other | this |"
+        "| round | load before | msg/s other | this | ratio | server other | this "
+        "| gateway A other | this | gateway B other | this |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    runs: dict[str, list[tuple[float, float, float]]] = {"other": [], "this": []}
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    pairs: list[tuple[list[float], list[float]]] = []
     for i in range(1, rounds + 1):
         load = os.getloadavg()[0]
-        runs["other"].append(mpg_burst(tmp, batch_size, n, tree))
-        runs["this"].append(mpg_burst(tmp, batch_size, n))
-        (a, ca, sa), (b, cb, sb) = runs["other"][-1], runs["this"][-1]
+        other = versus_burst(tmp, batch_size, n, tree)
+        this = versus_burst(tmp, batch_size, n, None)
+        pairs.append((other, this))
+        cpu = " | ".join(f"{o:.3f} | {t:.3f}" for o, t in zip(other[1:], this[1:], strict=True))
         print(
-            f"| {i} | {load:.2f} | {a:.0f} | {b:.0f} | {b / a:.2f}× | {ca:.3f} | {cb:.3f} | "
-            f"{sa:.3f} | {sb:.3f} |",
+            f"| {i} | {load:.2f} | {other[0]:.0f} | {this[0]:.0f} | {this[0] / other[0]:.2f}× "
+            f"| {cpu} |",
             flush=True,
         )
-    ratios = [t[0] / o[0] for o, t in zip(runs["other"], runs["this"], strict=True)]
-    med = {k: [statistics.median(r[j] for r in v) for j in range(3)] for k, v in runs.items()}
+    med = [
+        (statistics.median(o[j] for o, _ in pairs), statistics.median(t[j] for _, t in pairs))
+        for j in range(4)
+    ]
+    ratio = statistics.median(t[0] / o[0] for o, t in pairs)
+    cpu = " | ".join(f"{o:.3f} | {t:.3f} ({t / o:.2f}×)" for o, t in med[1:])
     print(
-        f"| median | | **{med['other'][0]:.0f}** | **{med['this'][0]:.0f}** | "
-        f"**{statistics.median(ratios):.2f}×** (of the pairs) | {med['other'][1]:.3f} | "
-        f"{med['this'][1]:.3f} | {med['other'][2]:.3f} | {med['this'][2]:.3f} |\n"
+        f"| median | | {med[0][0]:.0f} | {med[0][1]:.0f} | **{ratio:.2f}×** (of the pairs) "
+        f"| {cpu} |\n"
     )
     print(f"- load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

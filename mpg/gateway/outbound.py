@@ -333,12 +333,12 @@ class OutboundWorker:
         """Claim ready rows, validate them and move them on, in one transaction: invalid
         rows to 99, rows with files to 11 (with their OutboxAttachment rows), others
         to 12. Returns the work of the rows now in flight, in pickup order."""
-        planned: list[_Work] = []
+        planned: dict[str, _Work] = {}  # a row planned again (it changed) keeps the last
 
         def plan(rows: Sequence[outbox.OutboxRow]) -> list[outbox.Start]:
             _observe_pickup(rows, self._settings.clock)
             good, bad = self._validate(rows)
-            planned.extend(good)
+            planned.update((w.tx, w) for w in good)
             starts = [outbox.Start(tx, S.FAILED, note) for tx, note in bad]
             for w in good:
                 files = w.valid.attachments
@@ -359,7 +359,7 @@ class OutboundWorker:
         moved = self._repo.claim_and_start(limit, plan)
         self._batch = batching.next_size(limit, len(moved), self._settings.batch_size)
         work = []
-        for w in planned:
+        for w in planned.values():
             if w.tx in moved:
                 w.state = S(moved[w.tx])
                 work.append(w)

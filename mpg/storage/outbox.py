@@ -261,19 +261,44 @@ class OutboxRepository:
     def claim_and_start(self, limit: int, plan: Plan) -> dict[str, int]:
         """Claim up to ``limit`` ready rows and move them on, in ONE transaction.
 
-        ``plan`` sees the rows while they are locked and says where each goes
-        (:class:`Start`); the moves are compare-and-sets recorded in the history as
-        ever, the rows with files get their OutboxAttachment rows, and only rows left
-        in flight (11, 12) get a claim. Returns TxMessageId -> new State of the rows
-        that moved. One commit for what took three before: claim, 10 -> 12, 10 -> 11.
+        ``plan`` sees the rows and says where each goes (:class:`Start`): while they
+        are locked, or on SQLite just before the lock is taken, and then again for any
+        row that was not found unchanged under it. The moves are compare-and-sets
+        recorded in the history as ever, the rows with files get their
+        OutboxAttachment rows, and only rows left in flight (11, 12) get a claim.
+        Returns TxMessageId -> new State of the rows that moved. One commit for what
+        took three before: claim, 10 -> 12, 10 -> 11.
         """
         now = timefmt.utc_stamp()
         moved: dict[str, int] = {}
         steps: list[history.Step] = []
 
+        def query(dialect: sa.Dialect) -> sa.Select[Any]:
+            return ready_query(dialect, limit, now, self.instance)
+
+        what = "claiming and starting Outbox rows"
+        # SQLite's lock is the whole database's: the ERP's INSERTs wait while it is held.
+        # So the rows are read and planned (validated, built) before it is taken, and
+        # only rows that changed meanwhile are planned under it.
+        early_rows: dict[str, OutboxRow] = {}
+        early: dict[str, Start] = {}
+        if self.engine.dialect.name == "sqlite":
+            with transactions.connect(self.engine, what) as conn:
+                seen = [
+                    OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()
+                ]
+            if not seen:
+                return moved
+            early_rows = {r.tx_message_id: r for r in seen}
+            early = {item.tx: item for item in plan(seen)}
+
         def start(conn: sa.Connection, rows: list[OutboxRow]) -> None:
+            changed = [r for r in rows if early_rows.get(r.tx_message_id) != r]
+            fresh = {r.tx_message_id for r in changed}
+            locked = {r.tx_message_id for r in rows}
+            planned = [item for tx, item in early.items() if tx in locked and tx not in fresh]
             by_state: dict[int, list[Start]] = {}
-            for item in plan(rows):
+            for item in [*planned, *(plan(changed) if changed else ())]:
                 by_state.setdefault(item.to_state, []).append(item)
             for to_state, items in by_state.items():
                 went, recorded = self._move(
@@ -287,11 +312,7 @@ class OutboxRepository:
                             self.add_attachments(conn, i.tx, i.infos, i.paths)
             self._hold(conn, [tx for tx, state in moved.items() if state in states.IN_FLIGHT])
 
-        self._claim_rows(
-            lambda dialect: ready_query(dialect, limit, now, self.instance),
-            "claiming and starting Outbox rows",
-            start,
-        )
+        self._claim_rows(query, what, start, peek=not early_rows)
         history.log_steps("out", steps)
         return moved
 
@@ -311,15 +332,18 @@ class OutboxRepository:
         query: Callable[[sa.Dialect], sa.Select[Any]],
         what: str,
         start: Callable[[sa.Connection, list[OutboxRow]], None] | None = None,
+        *,
+        peek: bool = True,
     ) -> list[OutboxRow]:
         """Select and lock rows, then replace their claims by this process's (or, with
         ``start``, let it move the rows and claim those it leaves in flight).
 
         On SQLite the lock is the whole database's write lock, which an ERP's INSERT
-        then has to wait for: it is taken only when a plain read found rows to claim,
-        so the many wake-ups that find nothing never block the ERP.
+        then has to wait for: it is taken only when a plain read found rows to claim
+        (``peek``; False when the caller has just read them), so the many wake-ups that
+        find nothing never block the ERP.
         """
-        if self.engine.dialect.name == "sqlite" and not self._any(query, what):
+        if peek and self.engine.dialect.name == "sqlite" and not self._any(query, what):
             return []
         with transactions.begin(self.engine, what) as conn:
             rows = [OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()]
