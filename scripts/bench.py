@@ -47,6 +47,9 @@ from typing import Any
 import trustme
 from refpipe.run import RefPipeline
 
+#: This checkout (the folder above scripts/).
+CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -86,8 +89,10 @@ class Cluster:
         tree: pathlib.Path | None = None,
     ) -> None:
         self.root = root
-        # The mpg package of another checkout when given (--versus), else this one's.
-        self.env = dict(os.environ, PYTHONPATH=str(tree)) if tree is not None else None
+        # The mpg package of another checkout when given (--versus), else this one's: the
+        # processes start in that checkout, whose folder `python -m` puts first on sys.path.
+        self.tree = tree or CHECKOUT
+        self.env = dict(os.environ, PYTHONPATH=str(self.tree))
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         ca = trustme.CA()
@@ -135,6 +140,7 @@ class Cluster:
             check=True,
             capture_output=True,
             env=self.env,
+            cwd=self.tree,
         )
 
     def start(self) -> None:
@@ -156,6 +162,7 @@ class Cluster:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=self.env,
+                    cwd=self.tree,
                 )
             if name == "server":
                 wait("server to listen", self._listening, 30)
