@@ -21,18 +21,10 @@ idempotent on the server, so resuming after a crash never sends a row twice.
 Several gateway processes may share one Outbox: rows are claimed (see
 :mod:`mpg.storage.outbox`), and every ``claim_lease / 2`` seconds a worker also takes
 over rows in flight whose claim ran out, i.e. whose gateway died.
-
-Under a backlog the next batch is claimed, validated and built (in a helper thread)
-while the current one is at the server, so the server need not wait for the gateway's
-database work between two submits. Submits and their records stay in this thread, in
-order; the rows claimed ahead are in 11/12 under this process's claims like any others.
-A take-over never runs while a batch claimed ahead is waiting: it would see that
-batch's rows as this process's own rows in flight and send them a second time.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import random
@@ -145,11 +137,6 @@ class OutboundWorker:
         self._next_void_sweep = 0.0
         self._next_odd_sweep = 0.0
         self._odd_reported: set[tuple[str, str]] = set()
-        # The next batch, claimed while the current one is at the server (see the module
-        # doc); set only while the last step of a cycle submits.
-        self._ahead: concurrent.futures.Future[list[_Work]] | None = None
-        self._may_claim_ahead = False
-        self._claimer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mpg-claim")
 
     def reconfigure(self, settings: config.GatewaySettings) -> None:
         """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
@@ -185,11 +172,6 @@ class OutboundWorker:
             if handled < self._settings.batch_size:
                 self._wake.wait(self._next_pause(handled))
                 self._wake.clear()
-        try:
-            self._finish_ahead()  # its rows are claimed: send them before leaving
-        except Exception as exc:
-            log.warning("outbound_stop_left_rows_in_flight", error=str(exc))
-        self._claimer.shutdown()
         log.info("outbound_stopped")
 
     def _next_pause(self, handled: int) -> float:
@@ -209,7 +191,6 @@ class OutboundWorker:
             self._next_odd_sweep = time.monotonic() + ODD_STATE_SWEEP_SECONDS
         try:
             if self._resume or time.monotonic() >= self._next_take_over:
-                handled += self._finish_ahead()
                 handled += self._advance(
                     self._load(self._repo.take_over(self._settings.batch_size))
                 )
@@ -217,33 +198,11 @@ class OutboundWorker:
                 self._repo.sweep_claims()
                 # Half the lease: a dead gateway's rows wait at most 1.5 leases.
                 self._next_take_over = time.monotonic() + self._settings.claim_lease / 2
-            ahead, self._ahead = self._ahead, None
-            work = ahead.result() if ahead is not None else self._claim(self._batch)
-            self._may_claim_ahead = True
-            try:
-                handled += self._advance(work)
-            finally:
-                self._may_claim_ahead = False
+            handled += self._advance(self._claim(self._batch))
         except Exception:
             self._resume = True  # whatever was claimed is picked up again next cycle
             raise
         return handled
-
-    def _finish_ahead(self) -> int:
-        """Send the batch claimed ahead, if any (nothing is claimed ahead meanwhile)."""
-        ahead, self._ahead = self._ahead, None
-        return self._advance(ahead.result()) if ahead is not None else 0
-
-    def _claim_ahead(self) -> None:
-        """Claim the next batch in the helper thread while this one is at the server,
-        when a backlog is likely: the last claim was full (the batch size grew)."""
-        if (
-            self._may_claim_ahead
-            and self._ahead is None
-            and self._batch > self._settings.batch_size
-            and not self._stop.is_set()
-        ):
-            self._ahead = self._claimer.submit(self._claim, self._batch)
 
     def expire(self) -> int:
         """Move rows not sent within the send timeout to 97; returns how many."""
@@ -494,7 +453,6 @@ class OutboundWorker:
             self._fail([(item.tx, f"refused by server: {exc.code}: {exc.detail}")], item.state)
 
     def _submit_batch(self, ready: list[_Work]) -> None:
-        self._claim_ahead()
         started = time.monotonic()
         results = self._push.submit([i.valid.message for i in ready], [i.piece() for i in ready])
         faults.reach(faults.OUTBOUND_SUBMITTED)

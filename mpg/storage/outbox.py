@@ -11,7 +11,9 @@ ready rows in one short transaction that locks them the way the database allows
 ROWLOCK`` on SQL Server, ``BEGIN IMMEDIATE`` on SQLite) and records an ``MpgClaim``
 lease for each; no lock is held once it returns, so none is held across the network.
 Rows in flight are resumed only by the process holding their claim, or by any
-process once the lease ran out (:meth:`OutboxRepository.take_over`).
+process once the lease ran out (:meth:`OutboxRepository.take_over`). The outbound
+worker claims with :meth:`OutboxRepository.claim_and_start`: the claim and each row's
+first move (to 11, 12 or 99) in one transaction, claims only on the rows left in flight.
 """
 
 from __future__ import annotations

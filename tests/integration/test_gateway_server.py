@@ -221,39 +221,3 @@ def test_row_voided_while_its_submit_is_in_flight_is_recalled(
         ("racy",),
     )
     assert [(r["FromState"], r["ToState"]) for r in steps][-1] == (S.ATTACHMENTS_UPLOADED, 98)
-
-
-def test_a_batch_claimed_ahead_during_a_submit_is_sent_once(
-    pair: tuple[World, GatewayFiles, GatewayFiles],
-) -> None:
-    """Under a backlog the next batch is claimed while the current one is at the server;
-    a take-over that falls due meanwhile sends that batch first, and no row goes twice."""
-    _, a, _ = pair
-    txs = [f"ahead-{i}" for i in range(6)]
-    for tx in txs:
-        add(a, tx)
-    gw = open_gateway(a, batch_size=2)
-    submitted: list[str] = []
-    real_submit = gw.push.submit
-
-    def counting(messages: list[Any], *args: Any) -> Any:
-        submitted.extend(m.tx_message_id for m in messages)
-        return real_submit(messages, *args)
-
-    gw.push.submit = counting  # type: ignore[method-assign]
-    try:
-        gw.outbound.run_once()  # claims 2 (a full batch) and, during their submit, 4 more
-        gw.outbound._next_take_over = 0.0  # a take-over now would see those 4 as in flight
-        gw.outbound.run_once()
-        gw.outbound.run_once()
-    finally:
-        gw.stop()
-    assert sorted(submitted) == sorted(txs)
-    steps = a.sql(
-        'SELECT "MessageKey", "ToState" FROM "MpgTransition" WHERE "Box" = \'out\' '
-        'AND "ToState" IN (12, 20)'
-    )
-    assert sorted((r["MessageKey"], r["ToState"]) for r in steps) == sorted(
-        [(tx, 12) for tx in txs] + [(tx, 20) for tx in txs]
-    )
-    assert a.sql('SELECT COUNT(*) AS n FROM "MpgClaim"')[0]["n"] == 0
