@@ -11,6 +11,13 @@ Scenarios (all by default):
 reference pipeline of scripts/refpipe (no MPG code) with one and with three sender/receiver
 pairs, one after the other, and prints each figure with its ratio (issue 15).
 
+--versus TREE runs instead, for --rounds rounds, this checkout's burst and the burst of the
+mpg package in another checkout TREE (e.g. ``git worktree add ../base main``), alternately,
+and prints each pair's ratio: before/after figures from one run on a shared machine.
+
+--profile DIR samples every process with py-spy (``pip install py-spy``) during the burst,
+writes each one's collapsed stacks to DIR and prints where its time went.
+
 Latency is measured from the ERP's commit of the row to the gateway's transition into
 State 20 (from MpgTransition, microsecond UTC stamps) and to the row's arrival in the
 recipient's Inbox. Peak RSS is the kernel's high-water mark (VmHWM) of each process.
@@ -39,6 +46,9 @@ from typing import Any
 
 import trustme
 from refpipe.run import RefPipeline
+
+#: This checkout (the folder above scripts/).
+CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -71,8 +81,18 @@ def percentile(values: list[float], p: float) -> float:
 class Cluster:
     """A server and two gateways (A sends, B receives) in a temporary folder."""
 
-    def __init__(self, root: pathlib.Path, batch_size: int, inbound_files: bool = False) -> None:
+    def __init__(
+        self,
+        root: pathlib.Path,
+        batch_size: int,
+        inbound_files: bool = False,
+        tree: pathlib.Path | None = None,
+    ) -> None:
         self.root = root
+        # The mpg package of another checkout when given (--versus), else this one's: the
+        # processes start in that checkout, whose folder `python -m` puts first on sys.path.
+        self.tree = tree or CHECKOUT
+        self.env = dict(os.environ, PYTHONPATH=str(self.tree))
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         ca = trustme.CA()
@@ -119,6 +139,8 @@ class Cluster:
             [sys.executable, "-m", "mpg.cli.main", "--config", str(self.root / config), *args],
             check=True,
             capture_output=True,
+            env=self.env,
+            cwd=self.tree,
         )
 
     def start(self) -> None:
@@ -139,10 +161,22 @@ class Cluster:
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.tree,
                 )
             if name == "server":
                 wait("server to listen", self._listening, 30)
         time.sleep(1.0)
+        # On a busy machine the processes may still be importing after that second;
+        # their start-up must not count as the burst's CPU or delay it.
+        wait("processes to settle", self._settled, 60)
+
+    def _settled(self) -> bool:
+        """Whether every process used under 20 ms of CPU in the last 300 ms."""
+        before = cpu_seconds(self.procs)
+        time.sleep(0.3)
+        after = cpu_seconds(self.procs)
+        return all(after[name] - before[name] < 0.02 for name in after)
 
     def _listening(self) -> bool:
         with (
@@ -313,9 +347,14 @@ def fmt_lat(values: list[float]) -> str:
 
 
 @contextlib.contextmanager
-def cluster_in(tmp: str | None, batch_size: int, inbound_files: bool = False) -> Iterator[Cluster]:
+def cluster_in(
+    tmp: str | None,
+    batch_size: int,
+    inbound_files: bool = False,
+    tree: pathlib.Path | None = None,
+) -> Iterator[Cluster]:
     with tempfile.TemporaryDirectory(dir=tmp) as root:
-        c = Cluster(pathlib.Path(root), batch_size, inbound_files)
+        c = Cluster(pathlib.Path(root), batch_size, inbound_files, tree)
         c.start()
         try:
             yield c
@@ -392,6 +431,170 @@ def compare(tmp: str | None, batch_size: int, n: int, rounds: int) -> None:
     print(f"- load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
+#: Where a sample's own time goes, by its innermost frame: the first rule whose text
+#: the frame contains names it (py-spy frames read "function (path:line)"). A C call
+#: (SQLite, OpenSSL, lxml) counts to the Python frame that made it.
+LEAF_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SQLite (execute, commit)", ("do_execute", "do_commit", "do_begin", "do_rollback")),
+    ("SQLAlchemy", ("sqlalchemy/",)),
+    ("file watcher (watchdog)", ("watchdog/",)),
+    ("XML", ("lxml", "xmlsafe.py", "payloads.py", "dropfile.py")),
+    ("AES-GCM", ("cryptography/", "envelope.py")),
+    ("TLS and HTTP", ("ssl.py", "httpx/", "httpcore/", "h11/", "uvicorn/", "starlette/")),
+    ("asyncio and threads", ("asyncio/", "anyio/", "selectors.py", "threading.py", "queue.py")),
+    ("logging", ("structlog/", "logging/", "logs.py")),
+    ("metrics", ("prometheus_client/", "metrics.py")),
+    ("MPG's own code", ("mpg/",)),
+)
+
+
+def classify(frame: str) -> str:
+    """The LEAF_RULES name of one py-spy frame ("other" when none matches)."""
+    for name, needles in LEAF_RULES:
+        if any(needle in frame for needle in needles):
+            return name
+    return "other"
+
+
+def profile_summary(path: pathlib.Path, top: int = 12) -> list[str]:
+    """Report lines for one process's collapsed stacks: by thread, by kind of leaf, and
+    MPG's functions by inclusive share (time in them and what they call)."""
+    threads: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    names: dict[str, str] = {}  # native thread id -> Python thread name
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        tid, _, thread = frames[0].partition(": ")
+        names[tid.removeprefix("thread (").rstrip(")")] = thread
+        threads[thread] = threads.get(thread, 0) + count
+        leaves[classify(frames[-1])] = leaves.get(classify(frames[-1]), 0) + count
+        # A function counts once per sample however deep it recurses.
+        for name in {f.split(" (")[0] for f in frames[1:] if "mpg/" in f}:
+            inclusive[name] = inclusive.get(name, 0) + count
+        total += count
+    if not total:
+        return ["no samples"]
+
+    def shares(counts: dict[str, int], limit: int) -> str:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+        return ", ".join(f"{name} {100 * n / total:.0f} %" for name, n in ranked)
+
+    cpu: dict[str, float] = {}
+    for line in path.with_suffix(".cpu").read_text().splitlines():
+        tid, seconds = line.split()
+        name = names.get(tid, "other threads")
+        cpu[name] = cpu.get(name, 0.0) + float(seconds)
+    ranked = sorted(cpu.items(), key=lambda kv: -kv[1])
+    return [
+        f"CPU {sum(cpu.values()):.2f} s: " + ", ".join(f"{n} {s:.2f} s" for n, s in ranked),
+        f"{total} samples",
+        "by thread: " + shares(threads, 6),
+        "by kind (innermost frame): " + shares(leaves, len(LEAF_RULES) + 1),
+        "MPG functions, inclusive: " + shares(inclusive, top),
+    ]
+
+
+@contextlib.contextmanager
+def profiling(cluster: Cluster, out: pathlib.Path | None) -> Iterator[None]:
+    """Sample every process of ``cluster`` with py-spy while the body runs (no-op
+    without ``out``); each process's collapsed stacks go to ``out/<name>.txt``."""
+    if out is None:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    spy = pathlib.Path(sys.executable).with_name("py-spy")
+    samplers = [
+        subprocess.Popen(
+            [
+                *(str(spy), "record", "--pid", str(p.pid), "--rate", "100", "--nonblocking"),
+                *("--threads", "--format", "raw", "-o", str(out / f"{name.replace(' ', '-')}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, p in cluster.procs.items()
+    ]
+    before = {name: thread_cpu(p.pid) for name, p in cluster.procs.items()}
+    try:
+        yield
+    finally:
+        for name, p in cluster.procs.items():
+            used = thread_cpu(p.pid)
+            (out / f"{name.replace(' ', '-')}.cpu").write_text(
+                "".join(
+                    f"{tid} {cpu - before[name].get(tid, 0.0):.2f}\n" for tid, cpu in used.items()
+                )
+            )
+        for s in samplers:
+            s.send_signal(signal.SIGINT)
+        for s in samplers:
+            s.wait(30)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """User plus system CPU seconds of each thread of ``pid`` by its native id (Linux)."""
+    used = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            used[task.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def versus_burst(
+    tmp: str | None, batch_size: int, n: int, tree: pathlib.Path | None
+) -> list[float]:
+    """messages/s and CPU ms per message of the server, gateway A and gateway B."""
+    with cluster_in(tmp, batch_size, tree=tree) as c:
+        before = cpu_seconds(c.procs)
+        rate = burst(c, n)["rate"]
+        after = cpu_seconds(c.procs)
+        return [rate, *((after[p] - before[p]) * 1000 / n for p in VERSUS_PROCESSES)]
+
+
+VERSUS_PROCESSES = ("server", "gateway A", "gateway B")
+
+
+def versus(tmp: str | None, batch_size: int, n: int, rounds: int, tree: pathlib.Path) -> None:
+    """This checkout's burst against another checkout's, alternately, with ratios."""
+    print(f"## Burst of {n} messages: this checkout against {tree}\n")
+    print("CPU in ms per message; each pair is one round, the other checkout first.\n")
+    print(
+        "| round | load before | msg/s other | this | ratio | server other | this "
+        "| gateway A other | this | gateway B other | this |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    pairs: list[tuple[list[float], list[float]]] = []
+    for i in range(1, rounds + 1):
+        load = os.getloadavg()[0]
+        other = versus_burst(tmp, batch_size, n, tree)
+        this = versus_burst(tmp, batch_size, n, None)
+        pairs.append((other, this))
+        cpu = " | ".join(f"{o:.3f} | {t:.3f}" for o, t in zip(other[1:], this[1:], strict=True))
+        print(
+            f"| {i} | {load:.2f} | {other[0]:.0f} | {this[0]:.0f} | {this[0] / other[0]:.2f}× "
+            f"| {cpu} |",
+            flush=True,
+        )
+    med = [
+        (statistics.median(o[j] for o, _ in pairs), statistics.median(t[j] for _, t in pairs))
+        for j in range(4)
+    ]
+    ratio = statistics.median(t[0] / o[0] for o, t in pairs)
+    cpu = " | ".join(f"{o:.3f} | {t:.3f} ({t / o:.2f}×)" for o, t in med[1:])
+    print(
+        f"| median | | {med[0][0]:.0f} | {med[0][1]:.0f} | **{ratio:.2f}×** (of the pairs) "
+        f"| {cpu} |\n"
+    )
+    print(f"- load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000, help="burst size")
@@ -406,7 +609,21 @@ def main() -> int:
         action="store_true",
         help="burst: MPG against the reference pipeline (scripts/refpipe), with ratios",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="--compare: alternating rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="--compare, --versus: alternating rounds"
+    )
+    parser.add_argument(
+        "--versus",
+        metavar="TREE",
+        type=pathlib.Path,
+        help="burst: this checkout against the mpg package of checkout TREE, alternately",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=pathlib.Path,
+        help="burst: sample each process with py-spy into DIR and print where the time went",
+    )
     parser.add_argument(
         "--inbound-files",
         action="store_true",
@@ -423,8 +640,11 @@ def main() -> int:
     if args.compare:
         compare(args.tmp, args.batch_size, args.messages, args.rounds)
         return 0
+    if args.versus:
+        versus(args.tmp, args.batch_size, args.messages, args.rounds, args.versus.resolve())
+        return 0
     if "burst" in only:
-        with cluster_in(args.tmp, args.batch_size) as c:
+        with cluster_in(args.tmp, args.batch_size) as c, profiling(c, args.profile):
             r = burst(c, args.messages)
         print(f"## Burst: {r['messages']} messages inserted at once\n")
         print(
@@ -434,6 +654,11 @@ def main() -> int:
         for name, values in r["latency"].items():
             print(f"- {name}: {fmt_lat(values)}")
         print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
+        if args.profile:
+            for name in c.procs:
+                print(f"### Profile: {name}\n")
+                lines = profile_summary(args.profile / f"{name.replace(' ', '-')}.txt")
+                print("\n".join(f"- {line}" for line in lines) + "\n")
     if "paced" in only:
         with cluster_in(args.tmp, args.batch_size) as c:
             r = paced(c, args.rate, args.seconds)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, Final, Protocol
 
 import httpx
@@ -108,9 +108,18 @@ class PushClient:
         if response.status_code != 200:
             raise errors.TransientServerError(f"server /healthz answered {response.status_code}")
 
-    def submit(self, messages: list[model.OutgoingMessage]) -> list[model.SubmitResult]:
-        """Submit messages whose attachments are uploaded; one result per message."""
-        _, plain = self.call("submit", payloads.build_submit(messages))
+    def submit(
+        self, messages: list[model.OutgoingMessage], pieces: Sequence[bytes] | None = None
+    ) -> list[model.SubmitResult]:
+        """Submit messages whose attachments are uploaded; one result per message.
+
+        ``pieces``: each message already built by ``payloads.build_message`` (the
+        gateway builds a message once); by default they are built here.
+        """
+        payload = (
+            payloads.build_submit(messages) if pieces is None else payloads.join_submit(pieces)
+        )
+        _, plain = self.call("submit", payload)
         results = payloads.parse_submitted(plain)
         if [r.tx_message_id for r in results] != [m.tx_message_id for m in messages]:
             raise errors.RefusedByServer(200, "bad_response", "submit: results do not match")

@@ -101,9 +101,12 @@ class DropFolder:
         *,
         stop: threading.Event,
         roots: attachroots.AttachmentRoots | None = None,
+        inserted: threading.Event | None = None,
     ) -> None:
         """``roots``: where ``path=`` attachments may be (the gateway passes its own);
-        by default ``attachment_roots`` and this folder's attachment folder."""
+        by default ``attachment_roots`` and this folder's attachment folder.
+        ``inserted`` is set after a scan inserted rows: the outbound worker's wake-up,
+        which the gateway's own writes do not trigger (:mod:`mpg.gateway.wakeup`)."""
         if settings.drop_dir is None:
             raise ValueError("gateway.drop_dir is not set")
         self._settings = settings
@@ -111,6 +114,7 @@ class DropFolder:
         self._drops = dropfiles.DropFileRepository(outbox_repo.engine, outbox_repo)
         self._stop = stop
         self._wake = threading.Event()
+        self._inserted = inserted
         self.folder = settings.drop_dir
         self.processed = self.folder / PROCESSED
         self.failed = self.folder / FAILED
@@ -162,6 +166,8 @@ class DropFolder:
                 self._stop.wait(pause)
                 continue
             attempt = 0
+            if result.inserted and self._inserted is not None:
+                self._inserted.set()
             # A settling file is looked at again once it may have settled.
             wait = self._settings.drop_scan_interval
             if result.waiting:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from mpg import backoff, config, errors, faults, metrics
-from mpg.gateway import attachfiles, retry
+from mpg.gateway import attachfiles, batching, retry
 from mpg.gateway import client as client_mod
 from mpg.storage import inbox, outbox
 from mpg.storage.states import OutboxState as S
@@ -63,10 +63,12 @@ class InboundWorker:
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
         #: Held while a fetched batch is being stored, so shutdown can wait for it.
         self.busy = threading.Lock()
+        self._batch = settings.batch_size  # the adaptive fetch size (see batching)
 
     def reconfigure(self, settings: config.GatewaySettings) -> None:
         """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
         self._settings = settings
+        self._batch = settings.batch_size
 
     def run(self) -> None:
         """Poll until stopped."""
@@ -74,7 +76,11 @@ class InboundWorker:
         attempt = 0
         while not self._stop.is_set():
             try:
-                batch = self._push.fetch(self._settings.batch_size, self._settings.long_poll_wait)
+                asked = self._batch
+                batch = self._push.fetch(asked, self._settings.long_poll_wait)
+                self._batch = batching.next_size(
+                    asked, len(batch.deliveries) + len(batch.receipts), self._settings.batch_size
+                )
                 with self.busy:
                     if self._stop.is_set():
                         break  # not acknowledged: the server delivers it again later

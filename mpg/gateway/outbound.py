@@ -36,7 +36,7 @@ from typing import Final, TypeVar
 import structlog
 
 from mpg import backoff, config, errors, faults, metrics, timefmt
-from mpg.gateway import attachroots, retry, validation, voiding
+from mpg.gateway import attachroots, batching, retry, validation, voiding
 from mpg.gateway import client as client_mod
 from mpg.storage import outbox
 from mpg.storage.states import OUTBOX_TRANSITIONS
@@ -68,7 +68,9 @@ class _Work:
 
     state: S
     valid: validation.ValidRow
-    size: int  # bytes of its own submit payload
+    # The message's piece of a submit payload (payloads.build_message), built once at
+    # validation; for a row with files the digests in it are placeholders until known.
+    xml: bytes
     digests: dict[int, str] = dataclasses.field(default_factory=dict)
     # When this process took the row in hand (delivery latency runs from here).
     started: float = dataclasses.field(default_factory=time.monotonic)
@@ -76,6 +78,17 @@ class _Work:
     @property
     def tx(self) -> str:
         return self.valid.message.tx_message_id
+
+    @property
+    def size(self) -> int:
+        """Bytes of the message's piece of a submit (digests are of fixed length)."""
+        return len(self.xml)
+
+    def piece(self) -> bytes:
+        """The message's piece of a submit, with its files' digests."""
+        if not self.valid.attachments:
+            return self.xml
+        return payloads.build_message(self.message())
 
     def message(self) -> model.OutgoingMessage:
         infos = tuple(
@@ -114,6 +127,7 @@ class OutboundWorker:
         self._resume = True  # rows left in flight by an earlier run or a failure
         self._next_take_over = 0.0  # monotonic time of the next look for expired claims
         self._pause = settings.poll_interval  # the adaptive poll pause (see _next_pause)
+        self._batch = settings.batch_size  # the adaptive batch size (see batching)
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
         self._voider = voiding.Voider(repo, push)
@@ -127,6 +141,7 @@ class OutboundWorker:
     def reconfigure(self, settings: config.GatewaySettings) -> None:
         """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
         self._settings = settings
+        self._batch = settings.batch_size
 
     def run(self) -> None:
         """Cycle until stopped; the batch in hand is always finished first."""
@@ -183,9 +198,7 @@ class OutboundWorker:
                 self._repo.sweep_claims()
                 # Half the lease: a dead gateway's rows wait at most 1.5 leases.
                 self._next_take_over = time.monotonic() + self._settings.claim_lease / 2
-            rows = self._repo.claim(self._settings.batch_size)
-            if rows:
-                handled += self._advance(self._claim(rows))
+            handled += self._advance(self._claim(self._batch))
         except Exception:
             self._resume = True  # whatever was claimed is picked up again next cycle
             raise
@@ -228,6 +241,12 @@ class OutboundWorker:
         the envelope, and never more than the XML parser on the other side takes."""
         return min(self._settings.max_request_bytes - config.REQUEST_MARGIN, xmlsafe.MAX_BYTES)
 
+    @property
+    def pieces_budget(self) -> int:
+        """Most bytes of message pieces one request may carry (the budget less the
+        ``submit`` element around them)."""
+        return self.request_budget - payloads.SUBMIT_FRAME_BYTES
+
     def _validate(self, rows: Iterable[outbox.OutboxRow]) -> tuple[list[_Work], list[Failure]]:
         """Each row as work in its current state, or (tx, reason) when it cannot be sent."""
         transmit_time = timefmt.now_text(self._settings.clock)
@@ -243,7 +262,7 @@ class OutboundWorker:
                     validate_content_for=self._settings.validate_content,
                     max_content_bytes=self._settings.max_content_bytes,
                 )
-                size = _submit_size(valid)
+                xml = _first_piece(valid)
             except errors.ValidationError as exc:
                 bad.append((row.tx_message_id, f"invalid {exc.field}: {exc.reason}"))
                 continue
@@ -256,6 +275,7 @@ class OutboundWorker:
                 log.exception("row_not_buildable", tx_message_id=str(row.tx_message_id))
                 bad.append((row.tx_message_id, f"cannot be sent: {type(exc).__name__}: {exc}"))
                 continue
+            size = len(xml) + payloads.SUBMIT_FRAME_BYTES
             if size > self.request_budget:
                 bad.append(
                     (
@@ -265,41 +285,46 @@ class OutboundWorker:
                     )
                 )
                 continue
-            good.append(_Work(S(row.state or 0), valid, size))
+            good.append(_Work(S(row.state or 0), valid, xml))
         return good, bad
 
-    def _claim(self, rows: Sequence[outbox.OutboxRow]) -> list[_Work]:
-        _observe_pickup(rows, self._settings.clock)
-        good, bad = self._validate(rows)
-        if bad:
-            self._repo.transition(bad, S.READY, S.FAILED)
-        plain = [w for w in good if not w.valid.attachments]
-        files = [w for w in good if w.valid.attachments]
-        moved = set(
-            self._repo.transition(
-                [(w.tx, "claimed; no attachments") for w in plain],
-                S.READY,
-                S.ATTACHMENTS_UPLOADED,
-            )
-        )
-        work = _advanced(plain, moved, S.ATTACHMENTS_UPLOADED)
-        if moved:
-            faults.reach(faults.OUTBOUND_CLAIMED_12)
-        moved = set(
-            self._repo.start_uploads(
-                [
-                    (
-                        w.tx,
-                        f"uploading {len(w.valid.attachments)} attachment(s)",
-                        _infos(w.valid, sha256=""),
-                        [a.path for a in w.valid.attachments],
+    def _claim(self, limit: int) -> list[_Work]:
+        """Claim ready rows, validate them and move them on, in one transaction: invalid
+        rows to 99, rows with files to 11 (with their OutboxAttachment rows), others
+        to 12. Returns the work of the rows now in flight, in pickup order."""
+        planned: dict[str, _Work] = {}  # a row planned again (it changed) keeps the last
+
+        def plan(rows: Sequence[outbox.OutboxRow]) -> list[outbox.Start]:
+            _observe_pickup(rows, self._settings.clock)
+            good, bad = self._validate(rows)
+            planned.update((w.tx, w) for w in good)
+            starts = [outbox.Start(tx, S.FAILED, note) for tx, note in bad]
+            for w in good:
+                files = w.valid.attachments
+                if files:
+                    note = f"uploading {len(files)} attachment(s)"
+                    paths = [a.path for a in files]
+                    starts.append(
+                        outbox.Start(
+                            w.tx, S.ATTACHMENTS_UPLOADING, note, _infos(w.valid, sha256=""), paths
+                        )
                     )
-                    for w in files
-                ]
-            )
-        )
-        work += _advanced(files, moved, S.ATTACHMENTS_UPLOADING)
-        if moved:
+                else:
+                    starts.append(
+                        outbox.Start(w.tx, S.ATTACHMENTS_UPLOADED, "claimed; no attachments")
+                    )
+            return starts
+
+        moved = self._repo.claim_and_start(limit, plan)
+        self._batch = batching.next_size(limit, len(moved), self._settings.batch_size)
+        work = []
+        for w in planned.values():
+            if w.tx in moved:
+                w.state = S(moved[w.tx])
+                work.append(w)
+        if S.ATTACHMENTS_UPLOADED in moved.values():
+            faults.reach(faults.OUTBOUND_CLAIMED_12)
+        if S.ATTACHMENTS_UPLOADING in moved.values():
             faults.reach(faults.OUTBOUND_CLAIMED_11)
         return work
 
@@ -407,7 +432,7 @@ class OutboundWorker:
 
     def _submit(self, ready: list[_Work]) -> None:
         """Submit in requests that fit the server's limit, in pickup order."""
-        for batch in cut(ready, [i.size for i in ready], self.request_budget):
+        for batch in cut(ready, [i.size for i in ready], self.pieces_budget):
             self._submit_narrowing(batch)
 
     def _submit_narrowing(self, batch: list[_Work]) -> None:
@@ -429,7 +454,7 @@ class OutboundWorker:
 
     def _submit_batch(self, ready: list[_Work]) -> None:
         started = time.monotonic()
-        results = self._push.submit([i.message() for i in ready])
+        results = self._push.submit([i.valid.message for i in ready], [i.piece() for i in ready])
         faults.reach(faults.OUTBOUND_SUBMITTED)
         log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
         by_tx = {i.tx: i for i in ready}
@@ -518,13 +543,15 @@ def cut(items: Sequence[_T], sizes: Sequence[int], budget: int) -> list[list[_T]
     return runs
 
 
-def _submit_size(valid: validation.ValidRow) -> int:
-    """Bytes of the row's own submit payload, digests included (WireError if it cannot
-    be built at all)."""
+def _first_piece(valid: validation.ValidRow) -> bytes:
+    """The row's piece of a submit payload, with placeholder digests for its files
+    (WireError if it cannot be built at all)."""
+    if not valid.attachments:
+        return payloads.build_message(valid.message)
     message = dataclasses.replace(
         valid.message, attachments=_infos(valid, sha256=_DIGEST_PLACEHOLDER)
     )
-    return len(payloads.build_submit([message]))
+    return payloads.build_message(message)
 
 
 def _infos(valid: validation.ValidRow, *, sha256: str) -> tuple[model.AttachmentInfo, ...]:
@@ -535,14 +562,6 @@ def _infos(valid: validation.ValidRow, *, sha256: str) -> tuple[model.Attachment
         )
         for a in valid.attachments
     )
-
-
-def _advanced(items: list[_Work], moved: set[str], state: S) -> list[_Work]:
-    """The ``items`` whose rows ``moved``, now marked as at ``state``."""
-    took = [w for w in items if w.tx in moved]
-    for w in took:
-        w.state = state
-    return took
 
 
 def _same_size(att: validation.PlannedAttachment, size: int) -> None:

@@ -102,7 +102,9 @@ class Gateway:
                 folders.ReceiptFolder(self.engine, gw.receipt_dir, self.outbox, gw.receipt_states)
             )
         self.drop = (
-            dropfolder.DropFolder(gw, self.outbox, stop=self.stop_event, roots=self.roots)
+            dropfolder.DropFolder(
+                gw, self.outbox, stop=self.stop_event, roots=self.roots, inserted=self.wake
+            )
             if gw.drop_dir is not None
             else None
         )
@@ -115,7 +117,7 @@ class Gateway:
             exporters=[f.export for f in self.folders],
         )
         self._watcher = (
-            wakeup.DatabaseWatcher(gw.database_url, self.wake)
+            wakeup.DatabaseWatcher(self.engine, self.wake)
             if gw.watch_database and wakeup.watchable(gw.database_url)
             else None
         )
@@ -215,6 +217,8 @@ class Gateway:
             self.health.stop()
         self.push.close()
         self.engine.dispose()
+        if self._watcher is not None:
+            self._watcher.close()
         log.info("gateway_stopped")
 
     def reload(self, new: config.Settings) -> list[str]:

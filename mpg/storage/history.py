@@ -7,6 +7,7 @@ history by ``Id``; ``mpg show`` reads one message's timeline.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
@@ -80,12 +81,19 @@ def record(conn: sa.Connection, box: Box, gateway: str, steps: Sequence[Step]) -
 
 def log_steps(box: Box, steps: Sequence[Step]) -> None:
     """One ``state_changed`` event per step on ``mpg.state``, and the transition counter."""
-    # Looked up per call so a logging setup made after import (or a test's capture) applies.
-    log = structlog.get_logger("mpg.state")
+    if not steps:
+        return
+    # Looked up per call so a logging setup made after import (or a test's capture) applies;
+    # bound once per batch, not once per event (an unbound logger is made anew per call).
+    log = structlog.get_logger("mpg.state").bind()
     key = "tx_message_id" if box == "out" else "rx_message_id"
+    # The counter once per kind of step in the batch, not once per row.
+    for (from_state, to_state), n in collections.Counter(
+        (step.from_state, step.to_state) for step in steps
+    ).items():
+        from_label = "none" if from_state is None else str(from_state)
+        metrics.TRANSITIONS.labels(box, from_label, str(to_state)).inc(n)
     for step in steps:
-        from_label = "none" if step.from_state is None else str(step.from_state)
-        metrics.TRANSITIONS.labels(box, from_label, str(step.to_state)).inc()
         log.info(
             "state_changed",
             **{key: step.message_key},

@@ -11,7 +11,9 @@ ready rows in one short transaction that locks them the way the database allows
 ROWLOCK`` on SQL Server, ``BEGIN IMMEDIATE`` on SQLite) and records an ``MpgClaim``
 lease for each; no lock is held once it returns, so none is held across the network.
 Rows in flight are resumed only by the process holding their claim, or by any
-process once the lease ran out (:meth:`OutboxRepository.take_over`).
+process once the lease ran out (:meth:`OutboxRepository.take_over`). The outbound
+worker claims with :meth:`OutboxRepository.claim_and_start`: the claim and each row's
+first move (to 11, 12 or 99) in one transaction, claims only on the rows left in flight.
 """
 
 from __future__ import annotations
@@ -88,10 +90,16 @@ _CAS: Final = (
     )
 )
 
-_DELETE_CLAIM: Final = sa.delete(tables.claim).where(_c.TxMessageId == sa.bindparam("p_tx"))
-_RENEW_CLAIM: Final = (
+#: Claims of many rows go in one statement per chunk (an IN list), not one per row.
+_DELETE_CLAIMS: Final = sa.delete(tables.claim).where(
+    _c.TxMessageId.in_(sa.bindparam("p_txs", expanding=True))
+)
+_RENEW_CLAIMS: Final = (
     sa.update(tables.claim)
-    .where(_c.TxMessageId == sa.bindparam("p_tx"), _c.Gateway == sa.bindparam("p_gateway"))
+    .where(
+        _c.TxMessageId.in_(sa.bindparam("p_txs", expanding=True)),
+        _c.Gateway == sa.bindparam("p_gateway"),
+    )
     .values(LeaseUntil=sa.bindparam("p_until"))
 )
 
@@ -128,6 +136,25 @@ class OutboxRow:
     def from_mapping(cls, mapping: sa.RowMapping) -> OutboxRow:
         """Build from a selected Outbox row."""
         return cls(**{_ATTRIBUTES[name]: mapping[name] for name in _ATTRIBUTES})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Start:
+    """Where a claim moves one ready row; the caller decides it from the row it read.
+
+    ``to_state`` is 11 (files to upload; ``infos`` and ``paths`` are its
+    OutboxAttachment rows), 12 (nothing to upload) or 99 (the row cannot be sent).
+    """
+
+    tx: str
+    to_state: int
+    log: str
+    infos: Sequence[model.AttachmentInfo] = ()
+    paths: Sequence[str] = ()
+
+
+#: Given the rows a claim took, where each goes (rows left out stay at 10, unclaimed).
+Plan = Callable[[Sequence["OutboxRow"]], Sequence[Start]]
 
 
 def default_instance() -> str:
@@ -233,6 +260,64 @@ class OutboxRepository:
             "claiming Outbox rows",
         )
 
+    def claim_and_start(self, limit: int, plan: Plan) -> dict[str, int]:
+        """Claim up to ``limit`` ready rows and move them on, in ONE transaction.
+
+        ``plan`` sees the rows and says where each goes (:class:`Start`): while they
+        are locked, or on SQLite just before the lock is taken, and then again for any
+        row that was not found unchanged under it. The moves are compare-and-sets
+        recorded in the history as ever, the rows with files get their
+        OutboxAttachment rows, and only rows left in flight (11, 12) get a claim.
+        Returns TxMessageId -> new State of the rows that moved. One commit for what
+        took three before: claim, 10 -> 12, 10 -> 11.
+        """
+        now = timefmt.utc_stamp()
+        moved: dict[str, int] = {}
+        steps: list[history.Step] = []
+
+        def query(dialect: sa.Dialect) -> sa.Select[Any]:
+            return ready_query(dialect, limit, now, self.instance)
+
+        what = "claiming and starting Outbox rows"
+        # SQLite's lock is the whole database's: the ERP's INSERTs wait while it is held.
+        # So the rows are read and planned (validated, built) before it is taken, and
+        # only rows that changed meanwhile are planned under it.
+        early_rows: dict[str, OutboxRow] = {}
+        early: dict[str, Start] = {}
+        if self.engine.dialect.name == "sqlite":
+            with transactions.connect(self.engine, what) as conn:
+                seen = [
+                    OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()
+                ]
+            if not seen:
+                return moved
+            early_rows = {r.tx_message_id: r for r in seen}
+            early = {item.tx: item for item in plan(seen)}
+
+        def start(conn: sa.Connection, rows: list[OutboxRow]) -> None:
+            changed = [r for r in rows if early_rows.get(r.tx_message_id) != r]
+            fresh = {r.tx_message_id for r in changed}
+            locked = {r.tx_message_id for r in rows}
+            planned = [item for tx, item in early.items() if tx in locked and tx not in fresh]
+            by_state: dict[int, list[Start]] = {}
+            for item in [*planned, *(plan(changed) if changed else ())]:
+                by_state.setdefault(item.to_state, []).append(item)
+            for to_state, items in by_state.items():
+                went, recorded = self._move(
+                    conn, [(i.tx, i.log) for i in items], states.OutboxState.READY, to_state
+                )
+                steps.extend(recorded)
+                moved.update(dict.fromkeys(went, to_state))
+                if to_state == states.OutboxState.ATTACHMENTS_UPLOADING:
+                    for i in items:
+                        if i.tx in moved:
+                            self.add_attachments(conn, i.tx, i.infos, i.paths)
+            self._hold(conn, [tx for tx, state in moved.items() if state in states.IN_FLIGHT])
+
+        self._claim_rows(query, what, start, peek=not early_rows)
+        history.log_steps("out", steps)
+        return moved
+
     def take_over(self, limit: int) -> list[OutboxRow]:
         """Rows in flight (11, 12, 19) to resume: this process's, unclaimed or expired.
 
@@ -245,35 +330,49 @@ class OutboxRepository:
         )
 
     def _claim_rows(
-        self, query: Callable[[sa.Dialect], sa.Select[Any]], what: str
+        self,
+        query: Callable[[sa.Dialect], sa.Select[Any]],
+        what: str,
+        start: Callable[[sa.Connection, list[OutboxRow]], None] | None = None,
+        *,
+        peek: bool = True,
     ) -> list[OutboxRow]:
-        """Select and lock rows, then replace their claims by this process's.
+        """Select and lock rows, then replace their claims by this process's (or, with
+        ``start``, let it move the rows and claim those it leaves in flight).
 
         On SQLite the lock is the whole database's write lock, which an ERP's INSERT
-        then has to wait for: it is taken only when a plain read found rows to claim,
-        so the many wake-ups that find nothing never block the ERP.
+        then has to wait for: it is taken only when a plain read found rows to claim
+        (``peek``; False when the caller has just read them), so the many wake-ups that
+        find nothing never block the ERP.
         """
-        if self.engine.dialect.name == "sqlite" and not self._any(query, what):
+        if peek and self.engine.dialect.name == "sqlite" and not self._any(query, what):
             return []
-        until = timefmt.utc_stamp(self.lease_seconds)
         with transactions.begin(self.engine, what) as conn:
             rows = [OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()]
             if rows:
-                ids = [{"p_tx": r.tx_message_id} for r in rows]
                 # The old claims are expired or this process's own (the query said so).
-                conn.execute(_DELETE_CLAIM, ids)
-                conn.execute(
-                    tables.claim.insert(),
-                    [
-                        {
-                            "TxMessageId": r.tx_message_id,
-                            "Gateway": self.instance,
-                            "LeaseUntil": until,
-                        }
-                        for r in rows
-                    ],
-                )
+                self._release(conn, [r.tx_message_id for r in rows])
+                if start is None:
+                    self._hold(conn, [r.tx_message_id for r in rows])
+                else:
+                    start(conn, rows)
         return rows
+
+    def _hold(self, conn: sa.Connection, tx_ids: Sequence[str]) -> None:
+        """Insert this process's claims on rows that have none."""
+        if not tx_ids:
+            return
+        until = timefmt.utc_stamp(self.lease_seconds)
+        conn.execute(
+            tables.claim.insert(),
+            [{"TxMessageId": tx, "Gateway": self.instance, "LeaseUntil": until} for tx in tx_ids],
+        )
+
+    @staticmethod
+    def _release(conn: sa.Connection, tx_ids: Sequence[str]) -> None:
+        """Delete the claims on rows, whoever holds them."""
+        for part in transactions.chunks(tx_ids):
+            conn.execute(_DELETE_CLAIMS, {"p_txs": list(part)})
 
     def _any(self, query: Callable[[sa.Dialect], sa.Select[Any]], what: str) -> bool:
         """Whether ``query`` finds a row, read without taking a write lock."""
@@ -506,11 +605,50 @@ class OutboxRepository:
         given for that row) and TransmitTime the current time when
         ``set_transmit_time``. Rows no longer in ``from_state`` are left alone.
         """
+        states.path(from_state, to_state)  # refuses a move the table does not allow
+        if not tx_ids_and_logs:
+            return []
+        recorded: list[history.Step] = []
+
+        def apply(c: sa.Connection) -> list[str]:
+            moved, steps = self._move(
+                c,
+                tx_ids_and_logs,
+                from_state,
+                to_state,
+                message_ids=message_ids,
+                set_transmit_time=set_transmit_time,
+            )
+            recorded.extend(steps)
+            self._follow_claims(c, moved, to_state)
+            return moved
+
+        if conn is not None:
+            with transactions.mapped_errors("changing Outbox state"):
+                moved_ids = apply(conn)
+        else:
+            with transactions.begin(self.engine, "changing Outbox state") as own:
+                moved_ids = apply(own)
+        history.log_steps("out", recorded)
+        return moved_ids
+
+    def _move(
+        self,
+        conn: sa.Connection,
+        tx_ids_and_logs: Sequence[tuple[str, str]],
+        from_state: int,
+        to_state: int,
+        *,
+        message_ids: Mapping[str, str] | None = None,
+        set_transmit_time: bool = False,
+    ) -> tuple[list[str], list[history.Step]]:
+        """The compare-and-set and its history rows in ``conn`` (claims untouched);
+        returns the ids that moved and the steps recorded, to be logged after commit."""
         steps = states.path(from_state, to_state)
         meanings = [states.check(a, b) for a, b in steps]
         batch = list(dict(tx_ids_and_logs).items())  # one entry per tx (its last log)
         if not batch:
-            return []
+            return [], []
         now = timefmt.now_text(self.clock)
         ids = message_ids or {}
         params = [
@@ -525,27 +663,15 @@ class OutboxRepository:
             }
             for tx, log in batch
         ]
+        moved = [batch[i] for i in transactions.compare_and_set(conn, _CAS, params)]
         recorded: list[history.Step] = []
-
-        def apply(c: sa.Connection) -> list[str]:
-            moved = [batch[i] for i in transactions.compare_and_set(c, _CAS, params)]
-            for tx, log in moved:
-                for (a, b), meaning in zip(steps[:-1], meanings[:-1], strict=True):
-                    recorded.append(history.Step(tx, int(a), int(b), meaning))
-                a, b = steps[-1]
-                recorded.append(history.Step(tx, int(a), int(b), log or meanings[-1]))
-            history.record(c, "out", self.gateway_account, recorded)
-            self._follow_claims(c, [tx for tx, _ in moved], to_state)
-            return [tx for tx, _ in moved]
-
-        if conn is not None:
-            with transactions.mapped_errors("changing Outbox state"):
-                moved_ids = apply(conn)
-        else:
-            with transactions.begin(self.engine, "changing Outbox state") as own:
-                moved_ids = apply(own)
-        history.log_steps("out", recorded)
-        return moved_ids
+        for tx, log in moved:
+            for (a, b), meaning in zip(steps[:-1], meanings[:-1], strict=True):
+                recorded.append(history.Step(tx, int(a), int(b), meaning))
+            a, b = steps[-1]
+            recorded.append(history.Step(tx, int(a), int(b), log or meanings[-1]))
+        history.record(conn, "out", self.gateway_account, recorded)
+        return [tx for tx, _ in moved], recorded
 
     def _follow_claims(self, conn: sa.Connection, moved: list[str], to_state: int) -> None:
         """Renew this process's claims on rows still in flight; drop the others' claims."""
@@ -553,12 +679,13 @@ class OutboxRepository:
             return
         if to_state in states.IN_FLIGHT:
             until = timefmt.utc_stamp(self.lease_seconds)
-            conn.execute(
-                _RENEW_CLAIM,
-                [{"p_tx": tx, "p_gateway": self.instance, "p_until": until} for tx in moved],
-            )
+            for part in transactions.chunks(moved):
+                conn.execute(
+                    _RENEW_CLAIMS,
+                    {"p_txs": list(part), "p_gateway": self.instance, "p_until": until},
+                )
         else:
-            conn.execute(_DELETE_CLAIM, [{"p_tx": tx} for tx in moved])
+            self._release(conn, moved)
 
     def fail(
         self, tx_id: str, from_state: int, log: str, *, conn: sa.Connection | None = None
@@ -610,28 +737,6 @@ class OutboxRepository:
         else:
             with transactions.begin(self.engine, "writing OutboxAttachment") as own:
                 apply(own)
-
-    def start_uploads(
-        self, claims: Sequence[tuple[str, str, Sequence[model.AttachmentInfo], Sequence[str]]]
-    ) -> list[str]:
-        """Move rows with attachments 10 -> 11 and write their OutboxAttachment rows, in
-        one transaction, so no crash leaves a row at 11 without them; ``claims`` are
-        (TxMessageId, StatusLog, infos, paths). Returns the ids that moved."""
-        if not claims:
-            return []
-        with transactions.begin(self.engine, "claiming rows with attachments") as conn:
-            moved = set(
-                self.transition(
-                    [(tx, log) for tx, log, _, _ in claims],
-                    states.OutboxState.READY,
-                    states.OutboxState.ATTACHMENTS_UPLOADING,
-                    conn=conn,
-                )
-            )
-            for tx, _, infos, paths in claims:
-                if tx in moved:
-                    self.add_attachments(conn, tx, infos, paths)
-        return [tx for tx, _, _, _ in claims if tx in moved]
 
     def insert(
         self,

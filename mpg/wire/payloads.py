@@ -156,6 +156,28 @@ def _serialize(root: etree._Element) -> bytes:
     return etree.tostring(root, encoding="utf-8")
 
 
+def build_message(msg: model.OutgoingMessage) -> bytes:
+    """One message's piece of a ``submit`` payload (see :func:`join_submit`).
+
+    Lets the gateway build each message once: to measure it when it is taken, and to
+    send it in whatever batch it ends up in.
+    """
+    holder = etree.Element("submit")
+    _add_message(holder, 1, msg)
+    return _serialize(holder[0])
+
+
+_SUBMIT_OPEN: Final = b"<submit>"
+_SUBMIT_CLOSE: Final = b"</submit>"
+#: Bytes a ``submit`` payload adds around its messages' pieces.
+SUBMIT_FRAME_BYTES: Final = len(_SUBMIT_OPEN) + len(_SUBMIT_CLOSE)
+
+
+def join_submit(pieces: Iterable[bytes]) -> bytes:
+    """The ``submit`` payload made of pieces from :func:`build_message`, in order."""
+    return _SUBMIT_OPEN + b"".join(pieces) + _SUBMIT_CLOSE
+
+
 def build_submit(msgs: Iterable[model.OutgoingMessage]) -> bytes:
     """The ``submit`` payload for ``msgs``, in order."""
     root = etree.Element("submit")

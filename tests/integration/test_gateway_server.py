@@ -6,6 +6,7 @@ from __future__ import annotations
 import pathlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from harness import Gateway as GatewayFiles
@@ -200,10 +201,10 @@ def test_row_voided_while_its_submit_is_in_flight_is_recalled(
     gw = open_gateway(a)
     real_submit = gw.push.submit
 
-    def erp_voids_meanwhile(messages: list[object]) -> object:
+    def erp_voids_meanwhile(*args: Any, **kwargs: Any) -> object:
         # The ERP's own UPDATE lands while the request is on its way to the server.
         a.sql('UPDATE "Outbox" SET "State" = 98 WHERE "TxMessageId" = ?', ("racy",))
-        return real_submit(messages)  # type: ignore[arg-type]
+        return real_submit(*args, **kwargs)
 
     monkeypatch.setattr(gw.push, "submit", erp_voids_meanwhile)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 import sqlalchemy as sa
@@ -43,3 +43,35 @@ def test_claim_with_nothing_ready_needs_no_write_lock(
         assert repo.sweep_claims() == 0
         erp.execute("COMMIT")
     assert [r.tx_message_id for r in repo.claim(10)] == ["tx-uncommitted"]
+
+
+def test_a_batch_is_planned_while_the_erp_can_still_write(
+    sqlite_file: tuple[pathlib.Path, sa.Engine],
+) -> None:
+    """Validating and building the rows (the plan) happens before the write lock is
+    taken; a row that appeared meanwhile is planned under the lock and claimed too."""
+    path, engine = sqlite_file
+    repo = outbox.OutboxRepository(engine, GATEWAY, "utc", instance="a")
+    repo.insert({"TxMessageId": "ready"})
+    planned: list[list[str]] = []
+
+    def plan(rows: Sequence[outbox.OutboxRow]) -> list[outbox.Start]:
+        planned.append([r.tx_message_id for r in rows])
+        if len(planned) == 1:
+            # With the gateway holding the lock, this would fail at once: timeout 0.
+            with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as erp:
+                erp.execute(
+                    'INSERT INTO "Outbox" ("TxMessageId", "State", "Priority") VALUES (?, ?, ?)',
+                    ("during-plan", states.OutboxState.READY, "N"),
+                )
+        return [
+            outbox.Start(r.tx_message_id, states.OutboxState.ATTACHMENTS_UPLOADED, "claimed")
+            for r in rows
+        ]
+
+    moved = repo.claim_and_start(10, plan)
+    assert planned == [["ready"], ["during-plan"]]
+    assert moved == {
+        "ready": states.OutboxState.ATTACHMENTS_UPLOADED,
+        "during-plan": states.OutboxState.ATTACHMENTS_UPLOADED,
+    }

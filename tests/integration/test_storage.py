@@ -357,19 +357,47 @@ def test_transition_in_the_callers_transaction_rolls_back_with_it(
     assert repo.attachments(tx) == []
 
 
-def test_start_uploads_moves_and_writes_attachments_in_one_transaction(
+def test_claim_and_start_moves_and_writes_attachments_in_one_transaction(
     repo: outbox.OutboxRepository, db_url: str
 ) -> None:
-    """10 -> 11 and the OutboxAttachment rows commit together, or neither does."""
-    good, bad = repo.insert({}), repo.insert({})
-    assert repo.start_uploads([(good, "uploading 1", [info(1, 0)], ["/data/a.png"])]) == [good]
+    """Claim, 10 -> 11 and the OutboxAttachment rows commit together, or none does."""
+    good = repo.insert({})
+    moved = repo.claim_and_start(
+        10, lambda rows: [outbox.Start(good, S.ATTACHMENTS_UPLOADING, "up", [info(1, 0)], ["/a"])]
+    )
+    assert moved == {good: S.ATTACHMENTS_UPLOADING}
     assert outbox_row(db_url, good)[0] == 11
-    assert [p for _, p in repo.attachments(good)] == ["/data/a.png"]
+    assert [p for _, p in repo.attachments(good)] == ["/a"]
+    assert repo.claims()[good][0] == repo.instance
 
+    bad = repo.insert({})
     with pytest.raises(ValueError, match="1 attachment infos but 0 paths"):
-        repo.start_uploads([(bad, "uploading 1", [info(1, 0)], [])])
+        repo.claim_and_start(
+            10, lambda rows: [outbox.Start(bad, S.ATTACHMENTS_UPLOADING, "up", [info(1, 0)], [])]
+        )
     assert outbox_row(db_url, bad)[0] == 10
     assert repo.attachments(bad) == []
+    assert bad not in repo.claims()
+
+
+def test_claim_and_start_claims_only_the_rows_left_in_flight(
+    repo: outbox.OutboxRepository, db_url: str
+) -> None:
+    """Rows sent on to 12 are claimed and recorded; rows failed to 99 keep no claim;
+    rows the plan leaves out stay at 10 unclaimed."""
+    plain, broken, later = repo.insert({}), repo.insert({}), repo.insert({})
+    moved = repo.claim_and_start(
+        10,
+        lambda rows: [
+            outbox.Start(plain, S.ATTACHMENTS_UPLOADED, "claimed; no attachments"),
+            outbox.Start(broken, S.FAILED, "invalid Subject: too long"),
+        ],
+    )
+    assert moved == {plain: S.ATTACHMENTS_UPLOADED, broken: S.FAILED}
+    assert [outbox_row(db_url, t)[0] for t in (plain, broken, later)] == [12, 99, 10]
+    assert set(repo.claims()) == {plain}
+    steps = [(t.from_state, t.to_state, t.reason) for t in history.timeline(repo.engine, plain)]
+    assert steps[-1] == (10, 12, "claimed; no attachments")
 
 
 def test_add_attachments_replaces_earlier_rows(repo: outbox.OutboxRepository) -> None:

@@ -143,6 +143,17 @@ def test_submit_round_trips_and_matches_the_schema(msgs: list[model.OutgoingMess
     assert payloads.parse_submit(data) == msgs
 
 
+@given(st.lists(messages, min_size=1, max_size=4))
+def test_a_submit_joined_from_pieces_is_the_submit_built_whole(
+    msgs: list[model.OutgoingMessage],
+) -> None:
+    """Messages built one by one (once, by the gateway) and joined make the same bytes."""
+    pieces = [payloads.build_message(m) for m in msgs]
+    data = payloads.join_submit(pieces)
+    assert data == payloads.build_submit(msgs)
+    assert len(data) == sum(map(len, pieces)) + payloads.SUBMIT_FRAME_BYTES
+
+
 @given(st.lists(results, max_size=4))
 def test_submitted_round_trips_and_matches_the_schema(res: list[model.SubmitResult]) -> None:
     """Any valid list of submit results comes back equal and matches the XSD."""
