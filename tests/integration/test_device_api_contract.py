@@ -183,7 +183,8 @@ def stand_in(tmp_path: pathlib.Path) -> Iterator[StandIn]:
             port=port,
             ssl_certfile=str(pem),
             ssl_keyfile=str(pem),
-            log_level="warning",
+            access_log=False,
+            log_config=None,  # leave the process's logging as the other tests expect it
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

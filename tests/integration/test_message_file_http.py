@@ -60,7 +60,8 @@ def base(files: MessageFiles, ca: trustme.CA, tmp_path: pathlib.Path) -> Iterato
         app,
         ssl_certfile=str(cert_file),
         ssl_keyfile=str(key_file),
-        log_level="warning",
+        access_log=False,
+        log_config=None,  # leave the process's logging as the other tests expect it
         lifespan="off",
     )
     server = uvicorn.Server(config)
