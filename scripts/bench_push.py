@@ -115,10 +115,11 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> dict[str, object]:
     engine = tables.create_engine(url)
     tables.create_tables(engine)
     keyring = atrest.Keyring({"k": keys.new_master_key()}, "k")
-    accounts.AccountStore(engine, keys.new_master_key()).add(SENDER, "gateway")
+    account_store = accounts.AccountStore(engine, keys.new_master_key(), keyring)
+    account_store.add(SENDER, "gateway")
     add_group(engine, "acme")
     ids = devices(engine, keyring, args.devices)
-    store = queues.QueueStore(engine)
+    store = queues.QueueStore(engine, account_store.vault)
     result: dict[str, object] = {"devices": args.devices, "database": engine.dialect.name}
 
     timings = {}

@@ -44,7 +44,9 @@ class PushWorld:
         world.init_server()
         settings = config.load(world.server_config).server
         self.engine = tables.create_engine(settings.database_url)
-        store = accounts.AccountStore(self.engine, accounts.load_master_key(settings))
+        store = accounts.AccountStore(
+            self.engine, accounts.load_master_key(settings), datakeys.load_keyring(settings)
+        )
         add_group(self.engine, "acme")
         self.device = add_device(
             self.engine, store, datakeys.load_keyring(settings), "acme", "phone-token"
@@ -209,7 +211,9 @@ def test_two_server_processes_on_postgresql_send_each_push_once(
     world.mpg(configs[0], "server", "init")
     settings = config.load(configs[0]).server
     engine = tables.create_engine(settings.database_url)
-    store = accounts.AccountStore(engine, accounts.load_master_key(settings))
+    store = accounts.AccountStore(
+        engine, accounts.load_master_key(settings), datakeys.load_keyring(settings)
+    )
     keyring = datakeys.load_keyring(settings)
     add_group(engine, "acme")
     for n in range(300):

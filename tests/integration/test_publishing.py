@@ -201,7 +201,13 @@ def test_mpg_server_publish_writes_the_file_and_queues_the_pushes(tmp_path: path
     tables.create_tables(engine)
     add_group(engine, "acme")
     keyring = atrest.Keyring({"k": keys.new_master_key()}, "k")
-    add_device(engine, accounts.AccountStore(engine, keys.new_master_key()), keyring, "acme", "tok")
+    add_device(
+        engine,
+        accounts.AccountStore(engine, keys.new_master_key(), keyring),
+        keyring,
+        "acme",
+        "tok",
+    )
     obj = context.CliContext(str(config_file))
     try:
         runner = CliRunner()

@@ -61,9 +61,9 @@ class World:
         self.engine = engine
         self.clock = Clock()
         self.keyring = atrest.Keyring({"k1": keys.new_master_key()}, "k1")
-        self.store = accounts.AccountStore(engine, keys.new_master_key())
+        self.store = accounts.AccountStore(engine, keys.new_master_key(), self.keyring)
         self.store.add(SENDER, "gateway")
-        self.queues = queues.QueueStore(engine, clock=self.clock)
+        self.queues = queues.QueueStore(engine, self.store.vault, clock=self.clock)
         self.worker = worker.PushWorker(
             engine, self.keyring, registry.Registry(self.settings), self.settings, clock=self.clock
         )
