@@ -4,7 +4,8 @@ answer to an approval lands in the sending gateway's Inbox.
 
 The device's account is made by hand (``mpg server account add --kind device``) and
 adopted with ``mpg device use-account``; registration through the JSON API is tested
-against a stand-in in ``test_device_api_contract.py``.
+in ``test_device_api_contract.py`` and end to end in
+``tests/acceptance/test_device_registration.py``.
 """
 
 from __future__ import annotations
