@@ -239,9 +239,13 @@ def outcome(answer: Any) -> Registration | GroupChoice:
             categories=tuple(categories(reg["categories"])),
             replaced=bool(reg.get("replaced", False)),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except KeyError as exc:
         raise errors.RefusedByServer(
             200, "bad_response", f"registration answer lacks {exc}"
+        ) from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise errors.RefusedByServer(
+            200, "bad_response", f"registration answer is malformed: {exc}"
         ) from exc
 
 
