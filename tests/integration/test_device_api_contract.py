@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import stat
 from collections.abc import Iterator
 from typing import Any
@@ -317,3 +318,17 @@ def test_a_credential_that_does_not_match_is_refused_as_unauthenticated(
     (state / "credential").write_text(keys.format_credential(keys.new_credential()))
     refusal = refused(failing(state, "start"))
     assert (refusal.status, refusal.code) == (401, "unauthenticated")
+
+
+def test_asking_too_many_codes_for_one_address_is_refused_with_the_servers_wait(
+    setup: Setup, tmp_path: pathlib.Path
+) -> None:
+    state = tmp_path / "phone"
+    args = ["register", *setup.server_args(), "--email", "anna@nord.example", "--json"]
+    for _ in range(5):  # the server's burst of mails per address
+        run(state, *args)
+    limited = failing(state, *args)
+    assert isinstance(limited, errors.TransientServerError), repr(limited)
+    assert "server answered 429 rate_limited" in str(limited)
+    assert re.search(r"\(retry after \d+ s\)", str(limited)), str(limited)
+    assert exitcodes.for_exception(limited) == exitcodes.SERVER
