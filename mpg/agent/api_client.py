@@ -1,6 +1,7 @@
 """The device side of the push server's JSON API (``/api/v1``) over HTTPS (httpx).
 
-One method per route a phone uses (docs/devices.md, "The API"). Every refusal arrives
+One method per route a phone uses (docs/devices.md, "Registering a device" and "The
+device API"; the agent's table: "The routes the agent calls"). Every refusal arrives
 as ``{"error": code, "detail": text}``; it is raised as
 :class:`~mpg.errors.RefusedByServer` (4xx: retrying cannot help) or
 :class:`~mpg.errors.TransientServerError` (unreachable, timeouts, 429, 5xx), the
