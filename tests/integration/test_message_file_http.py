@@ -60,6 +60,9 @@ def base(files: MessageFiles, ca: trustme.CA, tmp_path: pathlib.Path) -> Iterato
         app,
         ssl_certfile=str(cert_file),
         ssl_keyfile=str(key_file),
+        # uvicorn's own logging setup would stop the "uvicorn" loggers propagating for
+        # the rest of the worker, and tests of MPG's log files after it would miss them.
+        log_config=None,
         log_level="warning",
         lifespan="off",
     )
