@@ -15,8 +15,11 @@ ID tokens         tenant :data:`oidc_issuer.TENANT` maps to ``north``,
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
+from collections.abc import Iterator
 
+import structlog
 from directory_rows import add_category, add_code, add_domain, add_group
 from harness import World
 from oidc_issuer import CLIENT_ID, RSA_KEY, TENANT, Issuer, rsa_jwk
@@ -98,3 +101,14 @@ def expire_code(world: World, code_id: str) -> None:
             )
     finally:
         engine.dispose()
+
+
+def restore_logging() -> Iterator[None]:
+    """``mpg device`` run in the test's process configures logging at warning level;
+    put the defaults back afterwards, so tests that capture info events still see them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -17,8 +17,10 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
+import device_world
 import pytest
 from click.testing import CliRunner
 from harness import Gateway, World, wait_for
@@ -28,6 +30,11 @@ from mpg.cli import device as device_cli
 from mpg.wire import content
 
 DEVICE = "dev-0001"
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    yield from device_world.restore_logging()
 
 
 def device(state: pathlib.Path, *args: str, code: int = 0) -> Any:

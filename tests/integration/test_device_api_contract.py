@@ -15,6 +15,7 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
+import device_world
 import pytest
 import trustme
 from click.testing import CliRunner
@@ -61,6 +62,11 @@ def setup(local_world: World, tmp_path: pathlib.Path) -> Iterator[Setup]:
             made = Setup(local_world, mails, populate(local_world))
             made.issuer = issuer
             yield made
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    yield from device_world.restore_logging()
 
 
 def run(state: pathlib.Path, *args: str, stdin: str | None = None) -> Any:
