@@ -104,47 +104,58 @@ class Agent:
         if app_version:
             s.app_version = app_version
 
-    def register_email(self, email: str) -> None:
-        """Ask for a verification code mailed to ``email``; :meth:`confirm` sends it."""
+    def register_email(self, email: str) -> int:
+        """Ask for a verification code mailed to ``email`` (:meth:`confirm` sends it);
+        seconds the code is valid."""
         with self._anonymous_api() as api:
-            api.register_email(
-                email, self.state.device_id, self.state.platform, self.state.app_version
-            )
-        self.state.pending_email = email
-        self.folder.save(self.state)
+            seconds = api.register_email(email, self._device())
+        s = self.state
+        s.pending_email, s.pending_choice, s.offered_groups = email, "", []
+        self.folder.save(s)
+        return seconds
 
     def confirm(
         self, code: str, group: str | None = None
     ) -> api_client.Registration | api_client.GroupChoice:
-        """Send the mailed code; registered, or the groups to choose from (then call
-        again with the same code and ``group``)."""
-        email = self.state.pending_email
-        if not email:
-            raise errors.ValidationError(
-                "email", "no e-mail registration is waiting; run `mpg device register --email`"
-            )
+        """Send the mailed code; registered, or the groups to choose from (then
+        :meth:`choose`: the code is used up, the choice token kept does it)."""
+        email = self._pending_email()
         with self._anonymous_api() as api:
-            answer = api.confirm_email(email, self.state.device_id, code, group)
+            answer = api.confirm_email(email, code, group, self._device())
         if isinstance(answer, api_client.Registration):
             self._keep(answer)
+        else:
+            self._offer(answer)
+        return answer
+
+    def choose(self, group: str) -> api_client.Registration:
+        """Join ``group``, one of those a confirmation offered (its choice token)."""
+        email = self._pending_email()
+        if not self.state.pending_choice:
+            raise errors.ValidationError(
+                "group", "no groups are waiting for a choice; run `mpg device confirm CODE`"
+            )
+        with self._anonymous_api() as api:
+            answer = api.choose_group(email, self.state.pending_choice, group, self._device())
+        self._keep(answer)
         return answer
 
     def register_code(self, code: str) -> api_client.Registration:
         """Register with a registration code."""
-        s = self.state
         with self._anonymous_api() as api:
-            answer = api.register_code(code, s.device_id, s.platform, s.app_version)
+            answer = api.register_code(code, self._device())
         self._keep(answer)
         return answer
 
-    def register_id_token(self, id_token: str, nonce: str | None) -> api_client.Registration:
-        """Register with an ID token from the organisation's identity provider."""
-        s = self.state
+    def register_id_token(
+        self, id_token: str, nonce: str | None, group: str | None = None
+    ) -> api_client.Registration | api_client.GroupChoice:
+        """Register with an ID token from the organisation's identity provider; when its
+        tenant maps to several groups, the groups (send the token again with ``group``)."""
         with self._anonymous_api() as api:
-            answer = api.register_id_token(
-                id_token.strip(), s.device_id, nonce, s.platform, s.app_version
-            )
-        self._keep(answer)
+            answer = api.register_id_token(id_token.strip(), nonce, group, self._device())
+        if isinstance(answer, api_client.Registration):
+            self._keep(answer)
         return answer
 
     def use_account(self, account: str, credential_token: str) -> None:
@@ -160,6 +171,23 @@ class Agent:
             )
         )
 
+    def _device(self) -> dict[str, str]:
+        s = self.state
+        return api_client.device_fields(s.device_id, s.platform, s.app_version)
+
+    def _pending_email(self) -> str:
+        if not self.state.pending_email:
+            raise errors.ValidationError(
+                "email", "no e-mail registration is waiting; run `mpg device register --email`"
+            )
+        return self.state.pending_email
+
+    def _offer(self, choice: api_client.GroupChoice) -> None:
+        """Keep the choice token and the groups offered, for :meth:`choose`."""
+        self.state.pending_choice = choice.token
+        self.state.offered_groups = [dataclasses.asdict(g) for g in choice.groups]
+        self.folder.save(self.state)
+
     def _keep(self, reg: api_client.Registration) -> None:
         """Save a registration: the credential first, then the state naming it."""
         if self._push is not None:
@@ -167,7 +195,8 @@ class Agent:
             self._push = None
         self.folder.save_credential(reg.credential)
         s = self.state
-        s.account, s.key_id, s.pending_email = reg.account, reg.key_id, ""
+        s.account, s.key_id = reg.account, reg.key_id
+        s.pending_email, s.pending_choice, s.offered_groups = "", "", []
         s.group = dataclasses.asdict(reg.group) if reg.group.id else {}
         s.categories = [dict(c) for c in reg.categories]
         self.folder.save(s)
@@ -192,13 +221,28 @@ class Agent:
         self.folder.save(self.state)
         return answer
 
-    def subscribe(self, category: str, *, on: bool = True) -> Any:
-        """Subscribe to (``on``) or unsubscribe from a category; the local list follows."""
+    def subscribe(self, category: str, *, on: bool = True) -> list[dict[str, Any]]:
+        """Subscribe to (``on``) or unsubscribe from a category; the categories after it
+        (kept as the local list)."""
         with self.api() as api:
             answer = api.subscribe(category) if on else api.unsubscribe(category)
-        for item in self.state.categories:
-            if item.get("id") == category:
-                item["subscribed"] = on
+        self.state.categories = answer
+        self.folder.save(self.state)
+        return answer
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """The group's categories from the server, subscribed or not (kept locally)."""
+        with self.api() as api:
+            answer = api.subscriptions()
+        self.state.categories = answer
+        self.folder.save(self.state)
+        return answer
+
+    def start(self) -> dict[str, Any]:
+        """Report an app start; ``{categories, added}`` (the categories are kept)."""
+        with self.api() as api:
+            answer = api.start(self.state.app_version)
+        self.state.categories = answer["categories"]
         self.folder.save(self.state)
         return answer
 

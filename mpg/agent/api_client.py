@@ -1,6 +1,7 @@
 """The device side of the push server's JSON API (``/api/v1``) over HTTPS (httpx).
 
-One method per route a phone uses (docs/devices.md, "The API"). Every refusal arrives
+One method per route a phone uses (docs/devices.md, "Registering a device" and "The
+device API"; the agent's table: "The routes the agent calls"). Every refusal arrives
 as ``{"error": code, "detail": text}``; it is raised as
 :class:`~mpg.errors.RefusedByServer` (4xx: retrying cannot help) or
 :class:`~mpg.errors.TransientServerError` (unreachable, timeouts, 429, 5xx), the
@@ -41,13 +42,19 @@ class Registration:
     key_id: str
     group: Group
     categories: tuple[dict[str, Any], ...]
+    #: An earlier registration of this device id was replaced (same account, new key).
+    replaced: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GroupChoice:
-    """A confirmed e-mail address whose domain belongs to several groups: choose one."""
+    """Several groups fit: choose one. After an e-mail confirmation the choice goes to
+    ``/registrations/email/choose`` with ``token`` (the mailed code is used up); an ID
+    token is simply sent again naming the group (``token`` empty)."""
 
     groups: tuple[Group, ...]
+    token: str = ""
+    expires_in: int = 0
 
 
 def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
@@ -94,43 +101,57 @@ class DeviceApi:
 
     # Registration (anyone; rate limited by the server).
 
-    def register_email(self, email: str, device_id: str, platform: str, app_version: str) -> None:
-        """Ask for a verification code mailed to ``email`` (202)."""
-        body = {"email": email, **_device(device_id, platform, app_version)}
-        self._call("POST", "/registrations/email", body)
+    def register_email(self, email: str, device: dict[str, str]) -> int:
+        """Ask for a verification code mailed to ``email``; seconds the code is valid.
+
+        ``device`` (:func:`device_fields`) goes with every registration call, the
+        confirmation and the choice too: the registration they complete keeps it."""
+        body = {"email": email, **device}
+        answer = self._call("POST", "/registrations/email", body)
+        try:
+            return int(answer["expires_in"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.RefusedByServer(
+                200, "bad_response", f"the code's answer lacks {exc}"
+            ) from exc
 
     def confirm_email(
-        self, email: str, device_id: str, code: str, group: str | None
+        self, email: str, code: str, group: str | None, device: dict[str, str]
     ) -> Registration | GroupChoice:
-        """Send the mailed code: a registration (201), or the groups to choose from (200)."""
-        body: dict[str, Any] = {"email": email, "device_id": device_id, "code": code}
+        """Send the mailed code (and ``group`` when already chosen): registered, or the
+        groups to choose from with a choice token (the code is used up either way)."""
+        body: dict[str, Any] = {"email": email, "code": code, **device}
         if group:
             body["group"] = group
-        answer = self._call("POST", "/registrations/email/confirm", body)
-        if isinstance(answer, dict) and "credential" not in answer and "groups" in answer:
-            try:
-                return GroupChoice(tuple(_group(g) for g in answer["groups"]))
-            except (KeyError, TypeError, AttributeError) as exc:
-                raise errors.RefusedByServer(
-                    200, "bad_response", f"the groups offered lack {exc}"
-                ) from exc
-        return registration(answer)
+        return outcome(self._call("POST", "/registrations/email/confirm", body))
 
-    def register_code(
-        self, code: str, device_id: str, platform: str, app_version: str
+    def choose_group(
+        self, email: str, token: str, group: str, device: dict[str, str]
     ) -> Registration:
+        """Complete an e-mail registration with the group chosen and the choice token."""
+        body = {"email": email, "choice_token": token, "group": group, **device}
+        return completed(outcome(self._call("POST", "/registrations/email/choose", body)))
+
+    def register_code(self, code: str, device: dict[str, str]) -> Registration:
         """Register with a registration code an admin handed out."""
-        body = {"code": code, **_device(device_id, platform, app_version)}
-        return registration(self._call("POST", "/registrations/code", body))
+        body = {"code": code, **device}
+        return completed(outcome(self._call("POST", "/registrations/code", body)))
 
     def register_id_token(
-        self, id_token: str, device_id: str, nonce: str | None, platform: str, app_version: str
-    ) -> Registration:
-        """Register with an OpenID Connect ID token (managed configuration)."""
-        body = {"id_token": id_token, **_device(device_id, platform, app_version)}
+        self,
+        id_token: str,
+        nonce: str | None,
+        group: str | None,
+        device: dict[str, str],
+    ) -> Registration | GroupChoice:
+        """Register with an OpenID Connect ID token (managed configuration); with several
+        groups mapped the answer lists them and the token is sent again naming one."""
+        body = {"id_token": id_token, **device}
         if nonce:
             body["nonce"] = nonce
-        return registration(self._call("POST", "/registrations/id-token", body))
+        if group:
+            body["group"] = group
+        return outcome(self._call("POST", "/registrations/id-token", body))
 
     # The device itself (its bearer token).
 
@@ -142,24 +163,29 @@ class DeviceApi:
         """Set or refresh the push token the server notifies this device through."""
         return self._call("PUT", "/device/push-token", {"token": token, "platform": platform})
 
-    def start(self, app_version: str) -> Any:
-        """Report an app start (subscribes preselected categories added since the last)."""
-        return self._call("POST", "/device/start", {"app_version": app_version})
+    def start(self, app_version: str) -> dict[str, Any]:
+        """Report an app start: ``{categories, added}`` (the preselected categories made
+        since the last start are subscribed by it)."""
+        answer = self._call("POST", "/device/start", {"app_version": app_version})
+        if not isinstance(answer, dict):
+            raise errors.RefusedByServer(200, "bad_response", "the start's answer is not an object")
+        return {**answer, "categories": categories(answer.get("categories"))}
 
-    def subscriptions(self) -> Any:
-        """The device's categories and whether it is subscribed to each."""
-        return self._call("GET", "/device/subscriptions")
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """The group's categories, each with whether the device is subscribed."""
+        return categories(self._call("GET", "/device/subscriptions"))
 
-    def subscribe(self, category: str) -> Any:
-        """Subscribe to a category of the device's group."""
-        return self._call("PUT", f"/device/subscriptions/{_segment(category)}")
+    def subscribe(self, category: str) -> list[dict[str, Any]]:
+        """Subscribe to a category of the device's group; the categories after it."""
+        return categories(self._call("PUT", f"/device/subscriptions/{_segment(category)}"))
 
-    def unsubscribe(self, category: str) -> Any:
-        """Unsubscribe from a category."""
-        return self._call("DELETE", f"/device/subscriptions/{_segment(category)}")
+    def unsubscribe(self, category: str) -> list[dict[str, Any]]:
+        """Unsubscribe from a category; the categories after it."""
+        return categories(self._call("DELETE", f"/device/subscriptions/{_segment(category)}"))
 
     def report_read(self, message_id: str) -> Any:
-        """Tell the server the user read the message with this server MessageId."""
+        """Tell the server the user read the message with this server MessageId
+        (``{"recorded": false}`` when it was reported before)."""
         return self._call("POST", "/device/read", {"message_id": message_id})
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -195,20 +221,47 @@ def refusal(what: str, response: httpx.Response) -> errors.ServerError:
     return errors.RefusedByServer(status, code or "refused", f"{what}: {detail}")
 
 
-def registration(answer: Any) -> Registration:
-    """A registration answer as data; a malformed one is the server's fault, named."""
+def outcome(answer: Any) -> Registration | GroupChoice:
+    """A registration answer (``{status, registration | groups, choice_token, expires_in}``)
+    as data; a malformed one is the server's fault, named."""
     try:
+        if answer["status"] == "choose_group":
+            return GroupChoice(
+                tuple(_group(g) for g in answer["groups"]),
+                str(answer.get("choice_token") or ""),
+                int(answer.get("expires_in") or 0),
+            )
+        reg = answer["registration"]
         return Registration(
-            account=str(answer["account"]),
-            credential=str(answer["credential"]),
-            key_id=str(answer["key_id"]),
-            group=_group(answer["group"]),
-            categories=tuple(dict(c) for c in answer.get("categories", ())),
+            account=str(reg["account"]),
+            credential=str(reg["credential"]),
+            key_id=str(reg["key_id"]),
+            group=_group(reg["group"]),
+            categories=tuple(categories(reg["categories"])),
+            replaced=bool(reg.get("replaced", False)),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except KeyError as exc:
         raise errors.RefusedByServer(
             200, "bad_response", f"registration answer lacks {exc}"
         ) from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise errors.RefusedByServer(
+            200, "bad_response", f"registration answer is malformed: {exc}"
+        ) from exc
+
+
+def completed(answer: Registration | GroupChoice) -> Registration:
+    """``answer``, which must be a registration (a code names one group)."""
+    if isinstance(answer, GroupChoice):
+        raise errors.RefusedByServer(200, "bad_response", "the server offered groups instead")
+    return answer
+
+
+def categories(answer: Any) -> list[dict[str, Any]]:
+    """A list of categories ``{id, name, preselected, subscribed}`` as plain dicts."""
+    if not isinstance(answer, list) or not all(isinstance(c, dict) and "id" in c for c in answer):
+        raise errors.RefusedByServer(200, "bad_response", "the categories are not a list")
+    return [dict(c) for c in answer]
 
 
 def _group(data: Any) -> Group:
@@ -220,8 +273,8 @@ def _group(data: Any) -> Group:
     )
 
 
-def _device(device_id: str, platform: str, app_version: str) -> dict[str, str]:
-    """What every registration says about the device."""
+def device_fields(device_id: str, platform: str, app_version: str) -> dict[str, str]:
+    """What every registration call says about the device."""
     return {"device_id": device_id, "platform": platform, "app_version": app_version}
 
 

@@ -3,7 +3,8 @@
 =================  ==========================================================
 ``device.json``    device id, server, CA, platform, app version, push token,
                    and after registering: account, key id, group, categories
-                   (an e-mail registration waiting for its code: the address)
+                   (an e-mail registration waiting for its code: the address;
+                   then, when several groups were offered, the choice token)
 ``credential``     the credential token (``<key id>.<secret>``), alone, so it is
                    read like the gateway's ``secret_file`` (mode checked)
 ``inbox.db``       the local SQLite Inbox (the contract tables, mpg.storage)
@@ -48,6 +49,10 @@ class DeviceState:
     categories: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     #: The address of an e-mail registration waiting for ``mpg device confirm``.
     pending_email: str = ""
+    #: After a confirmation offering several groups: the choice token for
+    #: ``mpg device choose`` (the mailed code is used up), and the groups offered.
+    pending_choice: str = ""
+    offered_groups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON object written to ``device.json`` (and shown by ``mpg device info``)."""

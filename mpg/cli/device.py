@@ -75,6 +75,7 @@ def _registration_data(reg: api_client.Registration) -> dict[str, Any]:
             "file_url": reg.group.file_url,
         },
         "categories": list(reg.categories),
+        "replaced": reg.replaced,
     }
 
 
@@ -87,8 +88,22 @@ def _registered(reg: api_client.Registration, as_json: bool, where: pathlib.Path
             f"registered as {reg.account} (key {reg.key_id}) in group {reg.group.id}"
             + (f" ({reg.group.name})" if reg.group.name else ""),
             f"subscribed: {', '.join(chosen) or 'nothing'}",
+            *(["(an earlier registration of this device id was replaced)"] if reg.replaced else []),
             f"credential kept in {where}",
         ],
+    )
+
+
+def _offered(choice: api_client.GroupChoice, as_json: bool, then: str) -> None:
+    groups = [{"id": g.id, "name": g.name, "region": g.region} for g in choice.groups]
+    data: dict[str, Any] = {"registered": False, "groups": groups}
+    if choice.expires_in:
+        data["expires_in"] = choice.expires_in
+    _emit(
+        data,
+        as_json,
+        [f"several groups are offered; choose one: {then}"]
+        + [f"  {g['id']:<20} {g['name']} ({g['region']})" for g in groups],
     )
 
 
@@ -127,6 +142,7 @@ def _managed(path: str | None) -> dict[str, str]:
     "--id-token", "id_token_file", help="Register with the ID token in FILE ('-': stdin)."
 )
 @click.option("--nonce", help="The nonce the ID token was requested with.")
+@click.option("--group", help="The group to join when the ID token's tenant maps to several.")
 @click.option(
     "--managed",
     "managed_file",
@@ -144,6 +160,7 @@ def register(
     registration_code: str | None,
     id_token_file: str | None,
     nonce: str | None,
+    group: str | None,
     managed_file: str | None,
     as_json: bool,
 ) -> None:
@@ -167,18 +184,30 @@ def register(
         )
         agent.save()
         if email:
-            agent.register_email(email)
+            seconds = agent.register_email(email)
             _emit(
-                {"registered": False, "pending_email": email, "device_id": agent.state.device_id},
+                {
+                    "registered": False,
+                    "pending_email": email,
+                    "device_id": agent.state.device_id,
+                    "expires_in": seconds,
+                },
                 as_json,
-                [f"a verification code was mailed to {email}; run `mpg device confirm CODE`"],
+                [
+                    f"a verification code was mailed to {email} (valid {seconds} s); "
+                    "run `mpg device confirm CODE`"
+                ],
             )
             return
         if registration_code:
+            reg: api_client.Registration | api_client.GroupChoice
             reg = agent.register_code(registration_code)
         else:
             assert id_token_file is not None
-            reg = agent.register_id_token(content_cli.read_text(id_token_file), nonce)
+            reg = agent.register_id_token(content_cli.read_text(id_token_file), nonce, group)
+        if isinstance(reg, api_client.GroupChoice):
+            _offered(reg, as_json, "send the token again with --group GROUP")
+            return
         _registered(reg, as_json, agent.folder.credential_path)
 
 
@@ -187,19 +216,24 @@ def register(
 @click.option("--group", help="The group to join, when the address's domain has several.")
 @_json
 def confirm(code: str, group: str | None, as_json: bool) -> None:
-    """Send the CODE mailed by `register --email`; registers, or lists groups to choose."""
+    """Send the CODE mailed by `register --email`; registers, or lists the groups of the
+    address's domain (then `mpg device choose GROUP`: the code is used up)."""
     with _agent() as agent:
         answer = agent.confirm(code, group)
         if isinstance(answer, api_client.Registration):
             _registered(answer, as_json, agent.folder.credential_path)
             return
-    groups = [{"id": g.id, "name": g.name, "region": g.region} for g in answer.groups]
-    _emit(
-        {"registered": False, "groups": groups},
-        as_json,
-        ["the address's domain belongs to several groups; choose one with --group:"]
-        + [f"  {g['id']:<20} {g['name']} ({g['region']})" for g in groups],
-    )
+    _offered(answer, as_json, "run `mpg device choose GROUP`")
+
+
+@device.command("choose")
+@click.argument("group")
+@_json
+def choose(group: str, as_json: bool) -> None:
+    """Join GROUP, one of those `mpg device confirm` offered (within its time)."""
+    with _agent() as agent:
+        reg = agent.choose(group)
+        _registered(reg, as_json, agent.folder.credential_path)
 
 
 @device.command("use-account")
@@ -248,34 +282,36 @@ def push_token(token: str, platform: str | None, as_json: bool) -> None:
 @_json
 def start(as_json: bool) -> None:
     """Report an app start (the server subscribes newly preselected categories)."""
-    with _agent() as agent, agent.api() as api:
-        answer = api.start(agent.state.app_version)
-    _emit(answer, as_json, ["start reported"])
+    with _agent() as agent:
+        answer = agent.start()
+    added = ", ".join(answer.get("added", ())) or "nothing"
+    _emit(answer, as_json, [f"start reported; newly subscribed: {added}"])
+
+
+def _category_lines(items: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{'[x]' if c.get('subscribed') else '[ ]'} {c.get('id')}  {c.get('name', '')}"
+        for c in items
+    ]
 
 
 @device.command("subscriptions")
 @_json
 def subscriptions(as_json: bool) -> None:
     """The group's categories and which are subscribed (from the server)."""
-    with _agent() as agent, agent.api() as api:
-        answer = api.subscriptions()
-    items = answer.get("categories", answer) if isinstance(answer, dict) else answer
-    lines = (
-        [
-            f"{'[x]' if c.get('subscribed') else '[ ]'} {c.get('id')}  {c.get('name', '')}"
-            for c in items
-            if isinstance(c, dict)
-        ]
-        if isinstance(items, list)
-        else [json.dumps(answer)]
-    )
-    _emit(answer, as_json, lines)
+    with _agent() as agent:
+        answer = agent.subscriptions()
+    _emit(answer, as_json, _category_lines(answer) or ["the group has no categories"])
 
 
 def _subscribe(category: str, on: bool, as_json: bool) -> None:
     with _agent() as agent:
         answer = agent.subscribe(category, on=on)
-    _emit(answer, as_json, [f"{'subscribed to' if on else 'unsubscribed from'} {category}"])
+    _emit(
+        answer,
+        as_json,
+        [f"{'subscribed to' if on else 'unsubscribed from'} {category}", *_category_lines(answer)],
+    )
 
 
 @device.command("subscribe")

@@ -4,7 +4,8 @@ answer to an approval lands in the sending gateway's Inbox.
 
 The device's account is made by hand (``mpg server account add --kind device``) and
 adopted with ``mpg device use-account``; registration through the JSON API is tested
-against a stand-in in ``test_device_api_contract.py``.
+in ``test_device_api_contract.py`` and end to end in
+``tests/acceptance/test_device_registration.py``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
+import device_world
 import pytest
 from click.testing import CliRunner
 from harness import Gateway, World, wait_for
@@ -27,6 +30,11 @@ from mpg.cli import device as device_cli
 from mpg.wire import content
 
 DEVICE = "dev-0001"
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    yield from device_world.restore_logging()
 
 
 def device(state: pathlib.Path, *args: str, code: int = 0) -> Any:

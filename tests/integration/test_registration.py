@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 import trustme
 from directory_rows import add_category, add_code, add_domain, add_group
+from oidc_issuer import CLIENT_ID, RSA_KEY, TENANT, Issuer, claims, rsa_jwk, sign
 from smtp_sink import Sink, smtp_sink
-from test_idtoken import CLIENT_ID, RSA_KEY, TENANT, Issuer, claims, rsa_jwk, sign
 
 from mpg import config
 from mpg.db import transactions
