@@ -106,14 +106,20 @@ def load_master_key(settings: config.ServerSettings) -> bytes:
 
 def create_master_key_file(path: pathlib.Path) -> bool:
     """Write a new master key to ``path`` (mode 0600); False if the file exists."""
+    # Never overwrite a key that wraps existing accounts' keys.
+    return create_secret_file(path, keys.format_master_key(keys.new_master_key()) + "\n")
+
+
+def create_secret_file(path: pathlib.Path, text: str) -> bool:
+    """Create ``path`` with ``text`` only its owner can read (0600), flushed to disk;
+    False, and nothing written, when it exists already (O_EXCL)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # O_EXCL: never overwrite a key that wraps existing accounts' keys.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(keys.format_master_key(keys.new_master_key()) + "\n")
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     return True

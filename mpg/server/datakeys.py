@@ -17,6 +17,7 @@ import pathlib
 from typing import Final
 
 from mpg import config, errors
+from mpg.server import accounts
 from mpg.wire import atrest, keys
 
 #: Name of the data key file under ``server.data_dir`` unless ``data_keys_file`` says.
@@ -91,18 +92,12 @@ def new_key_id(existing: list[str], today: datetime.date | None = None) -> str:
 
 def create_data_keys_file(path: pathlib.Path) -> bool:
     """Write a new data key file with one fresh key (mode 0600); False if it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: never replace keys that encrypt existing data.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write("# MPG data keys (docs/devices.md); the last one encrypts, all decrypt\n")
-        fh.write(f"{new_key_id([])}:{keys.format_master_key(keys.new_master_key())}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return True
+    # Never replace keys that encrypt existing data.
+    return accounts.create_secret_file(
+        path,
+        "# MPG data keys (docs/devices.md); the last one encrypts, all decrypt\n"
+        f"{new_key_id([])}:{keys.format_master_key(keys.new_master_key())}\n",
+    )
 
 
 def add_data_key(settings: config.ServerSettings) -> str:
