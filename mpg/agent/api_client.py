@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import httpx
 
-from mpg import errors
+from mpg import errors, tlstrust
 from mpg.gateway import client
 
 PREFIX: Final = "/api/v1"
@@ -59,12 +59,7 @@ class GroupChoice:
 
 def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
     """Trust only ``ca_file`` when given, else the system's authorities."""
-    if not ca_file:
-        return True
-    try:
-        return ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise errors.ConfigError(f"--ca: cannot load {ca_file}: {exc}") from exc
+    return tlstrust.httpx_verify(ca_file, "--ca")
 
 
 def check_server_url(url: str) -> str:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, Final, Protocol
 
 import httpx
 
-from mpg import config, errors, metrics
+from mpg import config, errors, metrics, tlstrust
 from mpg.wire import envelope, keys, model, payloads
 
 CONTENT_TYPE: Final = "application/vnd.mpg.envelope"
@@ -25,17 +24,6 @@ CONTENT_TYPE: Final = "application/vnd.mpg.envelope"
 PING_TIMEOUT: Final = 3.0
 #: Answers worth trying again later (the server is busy, down or starting).
 TRANSIENT_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-def _tls_verify(settings: config.GatewaySettings) -> ssl.SSLContext | bool:
-    if settings.ca_bundle is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(settings.ca_bundle))
-    except (OSError, ssl.SSLError) as exc:
-        raise errors.ConfigError(
-            f"gateway.ca_bundle: cannot load {settings.ca_bundle}: {exc}"
-        ) from exc
 
 
 class PushClient:
@@ -48,7 +36,7 @@ class PushClient:
         self._credential = credential
         self._http = httpx.Client(
             base_url=settings.server_url,
-            verify=_tls_verify(settings),
+            verify=tlstrust.httpx_verify(settings.ca_bundle, "gateway.ca_bundle"),
             http2=True,
             timeout=httpx.Timeout(settings.request_timeout, connect=10.0),
             headers={"content-type": CONTENT_TYPE},

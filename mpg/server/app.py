@@ -36,7 +36,6 @@ import contextvars
 import dataclasses
 import ipaddress
 import pathlib
-import ssl
 import threading
 import time
 import uuid
@@ -48,7 +47,7 @@ import sqlalchemy as sa
 import structlog
 from starlette import applications, concurrency, requests, responses, routing
 
-from mpg import config, errors, metrics
+from mpg import config, errors, metrics, tlstrust
 from mpg.db import notify, transactions
 from mpg.ops import health, systemd
 from mpg.server import (
@@ -186,6 +185,10 @@ class PushServer:
             verification.LimitPolicy(), clock=time.monotonic
         )
         self._id_tokens: idtoken.IdTokenVerifier | None = None
+        # Made now, so that a bad CA file stops the start instead of failing requests.
+        self._id_token_trust = tlstrust.context(
+            settings.id_token_ca_bundle, "server.id_token_ca_bundle"
+        )
         self._id_tokens_lock = threading.Lock()
         self.registrar = registration.Registrar(
             engine=engine,
@@ -248,9 +251,9 @@ class PushServer:
             return None
         with self._id_tokens_lock:
             if self._id_tokens is None:
-                bundle = self.settings.id_token_ca_bundle
-                context = ssl.create_default_context(cafile=None if bundle is None else str(bundle))
-                client = httpx.Client(verify=context, timeout=10.0, follow_redirects=False)
+                client = httpx.Client(
+                    verify=self._id_token_trust, timeout=10.0, follow_redirects=False
+                )
                 self._id_tokens = idtoken.verifier_from_settings(self.settings, client)
             return self._id_tokens
 

@@ -39,7 +39,7 @@ from typing import Final, Literal, NoReturn
 import jinja2
 import structlog
 
-from mpg import backoff, config, errors
+from mpg import backoff, config, errors, tlstrust
 
 Security = Literal["starttls", "tls", "plain"]
 
@@ -186,7 +186,7 @@ class Mailer:
     def _send_once(self, message: email.message.EmailMessage, to: str) -> None:
         s = self._settings
         where = f"{s.host}:{s.port}"
-        context = _tls_context(s.ca_bundle)
+        context = tlstrust.context(s.ca_bundle, "server.mail_ca_bundle")
         try:
             smtp = (
                 smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
@@ -230,13 +230,6 @@ class Mailer:
             ) from None
         except OSError as exc:
             raise errors.MailTryFailed(f"{where}: {exc.strerror or exc}") from exc
-
-
-def _tls_context(ca_bundle: pathlib.Path | None) -> ssl.SSLContext:
-    try:
-        return ssl.create_default_context(cafile=ca_bundle)
-    except (OSError, ssl.SSLError) as exc:
-        raise errors.ConfigError(f"server.mail_ca_bundle: cannot use {ca_bundle}: {exc}") from None
 
 
 def _reply(code: int, text: bytes | str) -> str:

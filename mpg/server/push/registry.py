@@ -6,11 +6,10 @@ drops it unless the group is listed in ``server.push_content_groups``.
 
 from __future__ import annotations
 
-import ssl
 import threading
 from typing import Final
 
-from mpg import config, errors
+from mpg import config, tlstrust
 from mpg.server.push import apnstoken, fcm
 from mpg.server.push.apns import ApnsProvider
 from mpg.server.push.base import Provider, PushRequest
@@ -22,20 +21,11 @@ from mpg.wire.push import Notice, NoticeContent
 DEFAULT: Final = "log"
 
 
-def _verify(entry: config.PushProvider) -> ssl.SSLContext | bool:
-    if entry.ca_bundle is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(entry.ca_bundle))
-    except (OSError, ssl.SSLError) as exc:
-        raise errors.ConfigError(
-            f"server.push_providers[{entry.name}].ca_bundle: cannot load {entry.ca_bundle}: {exc}"
-        ) from None
-
-
 def build(entry: config.PushProvider) -> Provider:
     """The provider one entry configures; ConfigError names the entry and key at fault."""
-    verify = _verify(entry)
+    verify = tlstrust.httpx_verify(
+        entry.ca_bundle, f"server.push_providers[{entry.name}].ca_bundle"
+    )
     where = f"server.push_providers[{entry.name}]"
     if entry.kind == "fcm":
         text = entry.secret_text("service_account_file", "service_account_env")
