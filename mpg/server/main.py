@@ -207,36 +207,34 @@ def _housekeeping(settings: config.ServerSettings, push: app.PushServer) -> Back
     """Start the purge of abandoned uploads and the retention job (none when
     ``retention_days`` is 0: keep everything)."""
     scheduler = BackgroundScheduler(daemon=True)
-    scheduler.add_job(
+
+    def every(seconds: float, job: Callable[..., object], *args: object, **kw: object) -> None:
+        # One run at a time; runs missed while one was busy are one run, not a burst.
+        scheduler.add_job(
+            job,
+            "interval",
+            args=[push.engine, *args],
+            kwargs=kw,
+            seconds=seconds,
+            id=job.__name__,
+            max_instances=1,
+            coalesce=True,
+        )
+
+    every(
+        min(settings.housekeeping_interval, settings.upload_stage_ttl),
         housekeeping.purge_stages,
-        "interval",
-        args=[push.engine, settings.upload_stage_ttl],
-        kwargs={"spool": pathlib.Path(settings.data_dir) / app.SPOOL_DIR},
-        seconds=min(settings.housekeeping_interval, settings.upload_stage_ttl),
-        id="stages",
-        max_instances=1,
-        coalesce=True,
+        settings.upload_stage_ttl,
+        spool=pathlib.Path(settings.data_dir) / app.SPOOL_DIR,
     )
     if settings.push_token_max_age_days:
-        scheduler.add_job(
+        every(
+            settings.housekeeping_interval,
             housekeeping.expire_push_tokens,
-            "interval",
-            args=[push.engine, settings.push_token_max_age_days],
-            seconds=settings.housekeeping_interval,
-            id="push_tokens",
-            max_instances=1,
-            coalesce=True,
+            settings.push_token_max_age_days,
         )
     if settings.retention_days:
-        scheduler.add_job(
-            housekeeping.purge,
-            "interval",
-            args=[push.engine, settings.retention_days],
-            seconds=settings.housekeeping_interval,
-            id="housekeeping",
-            max_instances=1,
-            coalesce=True,
-        )
+        every(settings.housekeeping_interval, housekeeping.purge, settings.retention_days)
     scheduler.start()
     return scheduler
 
