@@ -144,14 +144,6 @@ def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> No
     _attachments(el, msg.attachments, where)
 
 
-def check_message(msg: model.OutgoingMessage) -> None:
-    """Raise :class:`errors.WireError` naming the field if ``msg`` cannot be submitted.
-
-    Lets the gateway fail one row before it batches the others into one submit.
-    """
-    _add_message(etree.Element("submit"), 1, msg)
-
-
 def _serialize(root: etree._Element) -> bytes:
     return etree.tostring(root, encoding="utf-8")
 

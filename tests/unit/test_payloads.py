@@ -280,11 +280,11 @@ def test_non_xml_character_names_the_message_index() -> None:
         payloads.build_submit(msgs)
 
 
-def test_check_message_validates_one_row() -> None:
-    """check_message accepts a good message and refuses a bad one."""
-    payloads.check_message(chinese_message())
+def test_building_one_message_validates_its_row() -> None:
+    """build_message accepts a good message and refuses a bad one, naming the field."""
+    payloads.build_message(chinese_message())
     with pytest.raises(errors.WireError, match="content"):
-        payloads.check_message(chinese_message(content="\x07"))
+        payloads.build_message(chinese_message(content="\x07"))
 
 
 @pytest.mark.parametrize(
