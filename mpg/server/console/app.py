@@ -31,10 +31,17 @@ from starlette import requests, responses, staticfiles, types
 from mpg import errors
 from mpg.server import httperrors
 from mpg.server.console import (
+    accounts_pages,
     audit_pages,
     auth_pages,
+    codes_pages,
     csrf,
+    dashboard_pages,
     deps,
+    devices_pages,
+    domains_pages,
+    files_pages,
+    groups_pages,
     lockout,
     render,
     sessions,
@@ -50,6 +57,13 @@ log = structlog.get_logger(__name__)
 ROUTERS: Final = (
     auth_pages.router,
     audit_pages.router,
+    dashboard_pages.router,
+    accounts_pages.router,
+    devices_pages.router,
+    groups_pages.router,
+    codes_pages.router,
+    domains_pages.router,
+    files_pages.router,
 )
 
 #: The menu, in order; an entry shows only when a router above serves its path.

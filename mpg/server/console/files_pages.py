@@ -47,6 +47,24 @@ def _context(push: deps.Server, group: str, category: str) -> dict[str, Any]:
     }
 
 
+@router.get("/files")
+def list_files(
+    request: fastapi.Request, push: deps.Server, user: deps.Viewer
+) -> responses.Response:
+    """Every group with the version of its file served now."""
+    rows = []
+    for found in groups.GroupStore(push.engine).all():
+        current = push.files.current(publishing.file_key(found.group_id))
+        rows.append(
+            {
+                "group": found,
+                "version": current.etag if current else "",
+                "modified": pagekit.when(current.modified) if current else "",
+            }
+        )
+    return render.render(request, "files.html", {"files": rows})
+
+
 @router.get("/groups/{group}/file")
 def show_file(
     request: fastapi.Request,

@@ -67,7 +67,7 @@ def age(seconds: float | None) -> str:
     if seconds is None:
         return "never"
     left = max(0, int(seconds))
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
         count, left = divmod(left, size)
         if count or (not parts and unit == "s"):
