@@ -38,6 +38,7 @@ from mpg.server.console import (
     lockout,
     render,
     sessions,
+    sessions_pages,
     users,
 )
 
@@ -50,6 +51,7 @@ log = structlog.get_logger(__name__)
 ROUTERS: Final = (
     auth_pages.router,
     audit_pages.router,
+    sessions_pages.router,
 )
 
 #: The menu, in order; an entry shows only when a router above serves its path.
@@ -63,6 +65,7 @@ MENU: Final = (
     deps.MenuItem("Domains", "/domains"),
     deps.MenuItem("Message files", "/files"),
     deps.MenuItem("Audit log", "/audit"),
+    deps.MenuItem("Sessions", "/sessions"),
 )
 
 CSP: Final = (
