@@ -45,6 +45,7 @@ from mpg.server.console import (
     lockout,
     render,
     sessions,
+    sessions_pages,
     users,
 )
 
@@ -57,6 +58,7 @@ log = structlog.get_logger(__name__)
 ROUTERS: Final = (
     auth_pages.router,
     audit_pages.router,
+    sessions_pages.router,
     dashboard_pages.router,
     accounts_pages.router,
     devices_pages.router,
@@ -77,6 +79,7 @@ MENU: Final = (
     deps.MenuItem("Domains", "/domains"),
     deps.MenuItem("Message files", "/files"),
     deps.MenuItem("Audit log", "/audit"),
+    deps.MenuItem("Sessions", "/sessions"),
 )
 
 CSP: Final = (
