@@ -48,7 +48,7 @@ def add_account(
 ) -> responses.Response:
     """Add an account with one key; the answer is the only place its token is shown."""
     try:
-        stored, credential = push.accounts.add(name, kind, actor=pagekit.actor(user))
+        stored, credential = push.accounts.add(name, kind, actor=user.actor)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "accounts.html", _list_context(push, kind))
     response = render.render(
@@ -83,7 +83,7 @@ def disable_account(
     if found is None:
         raise errors.NotFound(f"no account {name}")
     try:
-        push.accounts.disable(found.account_id, actor=pagekit.actor(user))
+        push.accounts.disable(found.account_id, actor=user.actor)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "account_disable.html", {"account": found})
     return pagekit.done(

@@ -58,9 +58,7 @@ def create_code(
     """Make a code; the answer is the only place it is ever shown."""
     try:
         until = pagekit.parse_utc(valid_until, "valid_until")
-        made, code = _store(push).create(
-            name, group, pagekit.actor(user), note=note, valid_until=until
-        )
+        made, code = _store(push).create(name, group, user.actor, note=note, valid_until=until)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "codes.html", _list_context(push, group))
     response = render.render(
@@ -95,7 +93,7 @@ def delete_code(
     """Delete the code (blocked for ever) with every device registered with it."""
     store = _store(push)
     try:
-        impact = store.delete(str(code_id), pagekit.actor(user))
+        impact = store.delete(str(code_id), user.actor)
     except errors.MpgError as exc:
         found = store.get(str(code_id))
         context = {"found": found, "impact": store.impact(str(code_id))}

@@ -74,7 +74,7 @@ def remove_device(
 ) -> responses.Response:
     """Remove the device: its record and subscriptions go, its account is disabled."""
     try:
-        _roster(push).remove(account, pagekit.actor(user))
+        _roster(push).remove(account, user.actor)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "device_remove.html", _row(_roster(push).get(account)))
     return pagekit.done(request, "/devices", f"Device {account} removed.")

@@ -61,9 +61,7 @@ def register_domain(
 ) -> responses.Response:
     """Register a domain for a group (pending) and mail its verification code."""
     try:
-        added = _store(push).register(
-            domain, group, email, pagekit.actor(user), region=region or None
-        )
+        added = _store(push).register(domain, group, email, user.actor, region=region or None)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "domains.html", _list_context(push, group))
     return pagekit.done(
@@ -85,7 +83,7 @@ def verify_domain(
 ) -> responses.Response:
     """Confirm a pending domain with the code mailed for it."""
     try:
-        _store(push).verify(domain, group, code, pagekit.actor(user))
+        _store(push).verify(domain, group, code, user.actor)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "domains.html", _list_context(push, group))
     return pagekit.done(request, f"/domains?group={group}", f"Domain {domain} verified.")
@@ -101,7 +99,7 @@ def resend_code(
 ) -> responses.Response:
     """Mail a new code for a pending domain; older codes stop working."""
     try:
-        _store(push).resend(domain, group, pagekit.actor(user))
+        _store(push).resend(domain, group, user.actor)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "domains.html", _list_context(push, group))
     return pagekit.done(request, f"/domains?group={group}", f"A new code for {domain} was mailed.")
@@ -133,7 +131,7 @@ def remove_domain(
 ) -> responses.Response:
     """Remove the domain from the group with the devices registered through it there."""
     try:
-        impact = _store(push).remove(domain, group, pagekit.actor(user))
+        impact = _store(push).remove(domain, group, user.actor)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "domains.html", _list_context(push, group))
     devices = f"{impact.devices} device{'s' if impact.devices != 1 else ''}"

@@ -98,7 +98,7 @@ def publish(
             push.files,
             push.settings,
             group,
-            actor=pagekit.actor(user),
+            actor=user.actor,
             category=category,
             add=[
                 publishing.new_message(

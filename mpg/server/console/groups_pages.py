@@ -21,6 +21,9 @@ router = fastapi.APIRouter()
 
 GroupPath = Annotated[str, fastapi.Path(pattern=rules.SLUG_PATTERN, max_length=50)]
 CategoryPath = Annotated[str, fastapi.Path(pattern=rules.SLUG_PATTERN, max_length=50)]
+#: The slug rule for an input's ``pattern`` (browsers compile it with the ``v`` flag,
+#: under which a ``-`` in a class must be escaped).
+HTML_SLUG = r"[a-z0-9][a-z0-9_\-]{0,49}"
 #: A text field of a form (the store checks each field's own rule).
 Text = Annotated[str, fastapi.Form(max_length=rules.FILE_URL_MAX)]
 
@@ -31,7 +34,7 @@ def _list_context(push: deps.Server) -> dict[str, Any]:
     return {
         "groups": groups.GroupStore(push.engine).all(),
         "devices": devices,
-        "slug_pattern": rules.SLUG_PATTERN.strip("^$"),
+        "slug_pattern": HTML_SLUG,
     }
 
 
@@ -42,7 +45,7 @@ def _group_context(push: deps.Server, group: str) -> dict[str, Any]:
         "group": groups.GroupStore(push.engine).get(group),
         "categories": categories.CategoryStore(push.engine).of_group(group),
         "holds": holds,
-        "slug_pattern": rules.SLUG_PATTERN.strip("^$"),
+        "slug_pattern": HTML_SLUG,
     }
 
 
@@ -67,7 +70,7 @@ def add_group(
     """Create a group (refused: the id is taken, or a field breaks its rule)."""
     try:
         added = groups.GroupStore(push.engine).add(
-            group.strip(), name, region, file_url, pagekit.actor(user)
+            group.strip(), name, region, file_url, user.actor
         )
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "groups.html", _list_context(push))
@@ -95,7 +98,7 @@ def change_group(
     """Rename a group, or change its region or message file address."""
     try:
         groups.GroupStore(push.engine).change(
-            group, pagekit.actor(user), name=name, region=region, file_url=file_url
+            group, user.actor, name=name, region=region, file_url=file_url
         )
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "group.html", _group_context(push, group))
@@ -109,7 +112,7 @@ def remove_group(
     """Remove an empty group and its categories; one that still holds devices, domains
     or codes is refused (409) with what it holds."""
     try:
-        groups.GroupStore(push.engine).remove(group, pagekit.actor(user))
+        groups.GroupStore(push.engine).remove(group, user.actor)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "group.html", _group_context(push, group))
     return pagekit.done(request, "/groups", f"Group {group} removed.")
@@ -128,7 +131,7 @@ def add_category(
     """Add a category to the group."""
     try:
         categories.CategoryStore(push.engine).add(
-            group, category.strip(), name, preselected, pagekit.actor(user)
+            group, category.strip(), name, preselected, user.actor
         )
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "group.html", _group_context(push, group))
@@ -148,7 +151,7 @@ def change_category(
     """Rename a category, or change whether new devices get it preselected."""
     try:
         categories.CategoryStore(push.engine).change(
-            group, category, pagekit.actor(user), name=name, preselected=preselected
+            group, category, user.actor, name=name, preselected=preselected
         )
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "group.html", _group_context(push, group))
@@ -165,7 +168,7 @@ def remove_category(
 ) -> responses.Response:
     """Remove a category and every device's subscription to it."""
     try:
-        gone = categories.CategoryStore(push.engine).remove(group, category, pagekit.actor(user))
+        gone = categories.CategoryStore(push.engine).remove(group, category, user.actor)
     except errors.MpgError as exc:
         return pagekit.refused(request, exc, "group.html", _group_context(push, group))
     return pagekit.done(

@@ -1,6 +1,5 @@
-"""What the management pages share: the audit actor, the answer to a change (redirect
-with a notice, or the page again with the refusal), and times and ages as people read
-them.
+"""What the management pages share: the answer to a change (redirect with a notice, or
+the page again with the refusal), and times and ages as people read them.
 
 A change a store refuses on purpose (a taken id, a group that still holds devices, a
 wrong code: the API's 4xx; a mail server that failed: 503) is shown on the page it came
@@ -11,22 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.parse
-from typing import Any, Final
+from typing import Any
 
 import fastapi
 from starlette import responses
 
 from mpg import errors
 from mpg.server import httperrors
-from mpg.server.console import deps, render
-
-#: What the audit log names a console user as.
-ACTOR_PREFIX: Final = "console:"
-
-
-def actor(user: deps.ConsoleUser) -> str:
-    """The audit actor of a change the console's ``user`` makes."""
-    return f"{ACTOR_PREFIX}{user.name}"
+from mpg.server.console import render
 
 
 def done(request: fastapi.Request, path: str, notice: str) -> responses.RedirectResponse:
