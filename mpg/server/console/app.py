@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Final
 
 import fastapi
 import fastapi.exceptions
+import httpx
 import structlog
 from starlette import exceptions as starlette_exceptions
 from starlette import requests, responses, staticfiles, types
 
-from mpg import errors
+from mpg import config, errors, tlstrust
 from mpg.server import httperrors
 from mpg.server.console import (
     audit_pages,
@@ -36,6 +37,8 @@ from mpg.server.console import (
     csrf,
     deps,
     lockout,
+    oidc,
+    oidc_pages,
     render,
     sessions,
     sessions_pages,
@@ -50,6 +53,7 @@ log = structlog.get_logger(__name__)
 #: The page modules' routers. A new page module adds its router here.
 ROUTERS: Final = (
     auth_pages.router,
+    oidc_pages.router,
     audit_pages.router,
     sessions_pages.router,
 )
@@ -191,6 +195,21 @@ def _served(routers: tuple[fastapi.APIRouter, ...]) -> set[str]:
     }
 
 
+def _oidc_client(settings: config.ServerSettings) -> oidc.OidcClient | None:
+    if settings.console_oidc is None:
+        return None
+    # Made now, so that a bad CA file stops the start instead of failing a sign-in.
+    trust = tlstrust.context(settings.id_token_ca_bundle, "server.id_token_ca_bundle")
+    return oidc.OidcClient(
+        settings.console_oidc,
+        httpx.Client(verify=trust, timeout=10.0, follow_redirects=False),
+        algorithms=settings.id_token_algorithms,
+        leeway=settings.id_token_leeway,
+        keys_ttl=settings.id_token_keys_ttl,
+        keys_refetch=settings.id_token_keys_refetch,
+    )
+
+
 def create_console(push: PushServer) -> types.ASGIApp:
     """The console application over ``push``'s stores (404 everywhere when disabled)."""
     app = fastapi.FastAPI(
@@ -217,6 +236,7 @@ def create_console(push: PushServer) -> types.ASGIApp:
             ),
         ),
         users=users.ConsoleUsers(push.engine),
+        oidc=_oidc_client(settings),
         menu=tuple(item for item in MENU if item.path in served),
     )
     app.add_exception_handler(deps.SignInRequired, _sign_in)

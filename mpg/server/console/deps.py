@@ -16,7 +16,7 @@ import fastapi
 from starlette import concurrency
 
 from mpg import config
-from mpg.server.console import csrf, lockout, sessions, users
+from mpg.server.console import csrf, lockout, oidc, sessions, users
 from mpg.server.console.users import ConsoleUser as ConsoleUser
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class Console:
     sessions: sessions.SessionStore
     lockouts: lockout.LockoutStore
     users: users.ConsoleUsers
+    #: None when OpenID Connect sign-in is not configured (``server.console_oidc``).
+    oidc: oidc.OidcClient | None
     #: The menu entries whose pages exist.
     menu: tuple[MenuItem, ...]
 
