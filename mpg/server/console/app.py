@@ -129,6 +129,16 @@ def _body_refusal(scope: types.Scope) -> responses.Response | None:
     return None
 
 
+_TITLES: Final = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    429: "Too many requests",
+}
+
+
 def _error_page(
     request: requests.Request, status: int, title: str, message: str
 ) -> responses.Response:
@@ -138,18 +148,13 @@ def _error_page(
 
 
 async def _sign_in(request: requests.Request, exc: Exception) -> responses.Response:
-    assert isinstance(exc, deps.SignInRequired)
+    assert isinstance(exc, errors.SignInRequired)
     root = request.scope.get("root_path", "")
     target = root + "/login?" + urllib.parse.urlencode({"next": exc.next_path})
     if request.headers.get("hx-request"):
         # htmx would swap the sign-in page into a fragment: make it load the page.
         return responses.Response(status_code=401, headers={"HX-Redirect": target})
     return responses.RedirectResponse(target, status_code=303)
-
-
-async def _not_allowed(request: requests.Request, exc: Exception) -> responses.Response:
-    assert isinstance(exc, deps.NotAllowed)
-    return _error_page(request, 403, "Not allowed", exc.reason)
 
 
 async def _refused(request: requests.Request, exc: Exception) -> responses.Response:
@@ -159,7 +164,7 @@ async def _refused(request: requests.Request, exc: Exception) -> responses.Respo
         return _error_page(
             request, 500, "Something went wrong", "The server failed; the error is in its log."
         )
-    return _error_page(request, status, "Refused", str(exc))
+    return _error_page(request, status, _TITLES.get(status, "Refused"), str(exc))
 
 
 async def _invalid(request: requests.Request, exc: Exception) -> responses.Response:
@@ -173,9 +178,8 @@ async def _invalid(request: requests.Request, exc: Exception) -> responses.Respo
 
 async def _http(request: requests.Request, exc: Exception) -> responses.Response:
     assert isinstance(exc, starlette_exceptions.HTTPException)
-    titles = {404: "Not found", 405: "Method not allowed"}
     return _error_page(
-        request, exc.status_code, titles.get(exc.status_code, "Bad request"), str(exc.detail)
+        request, exc.status_code, _TITLES.get(exc.status_code, "Bad request"), str(exc.detail)
     )
 
 
@@ -239,8 +243,7 @@ def create_console(push: PushServer) -> types.ASGIApp:
         oidc=_oidc_client(settings),
         menu=tuple(item for item in MENU if item.path in served),
     )
-    app.add_exception_handler(deps.SignInRequired, _sign_in)
-    app.add_exception_handler(deps.NotAllowed, _not_allowed)
+    app.add_exception_handler(errors.SignInRequired, _sign_in)
     app.add_exception_handler(fastapi.exceptions.RequestValidationError, _invalid)
     app.add_exception_handler(starlette_exceptions.HTTPException, _http)
     app.add_exception_handler(errors.MpgError, _refused)

@@ -45,13 +45,8 @@ MAX_NAME: Final = 200
 REQUIRED_CLAIMS: Final = ("iss", "aud", "exp", "iat", "sub", "nonce")
 
 
-class SignInFailed(Exception):
-    """The sign-in through the provider did not work; ``reason`` is for people."""
-
-    def __init__(self, reason: str, status: int = 403) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
+def _refused(reason: str, status: int = 403) -> errors.Refused:
+    return errors.Refused(status, "sign_in_failed", reason)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -202,17 +197,15 @@ class OidcClient:
     ) -> ConsoleUser:
         """The user the provider's answer (``params`` of the callback) signs in."""
         if flow is None or time.time() - flow.started > FLOW_SECONDS:
-            raise SignInFailed("The sign-in took too long or was not started here; try again.", 400)
+            raise _refused("The sign-in took too long or was not started here; try again.", 400)
         if not hmac.compare_digest(params.get("state", "").encode(), flow.state.encode()):
-            raise SignInFailed(
-                "The answer does not belong to this sign-in (state); try again.", 400
-            )
+            raise _refused("The answer does not belong to this sign-in (state); try again.", 400)
         if params.get("error"):
             detail = params.get("error_description", "")[:300]
-            raise SignInFailed(f"The identity provider refused: {params['error'][:100]} {detail}")
+            raise _refused(f"The identity provider refused: {params['error'][:100]} {detail}")
         code = params.get("code", "")
         if not code:
-            raise SignInFailed("The identity provider sent no code.", 400)
+            raise _refused("The identity provider sent no code.", 400)
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -225,19 +218,19 @@ class OidcClient:
         try:
             answer = jwks.post_form(self._http, self.endpoints().token, form)
         except errors.KeySetUnavailable as exc:
-            raise SignInFailed(f"The identity provider could not be asked: {exc}", 502) from None
+            raise _refused(f"The identity provider could not be asked: {exc}", 502) from None
         token = answer.get("id_token")
         if not isinstance(token, str):
-            raise SignInFailed("The identity provider sent no ID token.", 502)
+            raise _refused("The identity provider sent no ID token.", 502)
         return self._user(self.verify(token, flow.nonce))
 
     def verify(self, token: str, nonce: str) -> dict[str, Any]:
-        """The claims of ID token ``token`` after every check; SignInFailed otherwise."""
+        """The claims of ID token ``token`` after every check; errors.Refused otherwise."""
         try:
             header = jwt.get_unverified_header(token)
             algorithm = header.get("alg")
             if algorithm not in self._algorithms:
-                raise SignInFailed(f"The ID token's algorithm {algorithm!r} is not allowed.")
+                raise _refused(f"The ID token's algorithm {algorithm!r} is not allowed.")
             key = self._keys.key(str(header.get("kid", "")))
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -249,27 +242,25 @@ class OidcClient:
                 options={"require": list(REQUIRED_CLAIMS)},
             )
         except jwt.PyJWTError as exc:
-            raise SignInFailed(f"The ID token was refused: {exc}") from None
+            raise _refused(f"The ID token was refused: {exc}") from None
         except errors.IdTokenRefused as exc:
-            raise SignInFailed(f"The ID token was refused: {exc}") from None
+            raise _refused(f"The ID token was refused: {exc}") from None
         except errors.KeySetUnavailable as exc:
-            raise SignInFailed(
-                f"The identity provider's keys are unavailable: {exc}", 502
-            ) from None
+            raise _refused(f"The identity provider's keys are unavailable: {exc}", 502) from None
         carried = claims.get("nonce")
         if not isinstance(carried, str) or not hmac.compare_digest(
             carried.encode(), nonce.encode()
         ):
-            raise SignInFailed("The ID token was refused: it is not for this sign-in (nonce).")
+            raise _refused("The ID token was refused: it is not for this sign-in (nonce).")
         return claims
 
     def _user(self, claims: Mapping[str, Any]) -> ConsoleUser:
         name = name_of(claims, self.settings.name_claim)
         if name is None:
-            raise SignInFailed(f"The ID token has no usable {self.settings.name_claim!r} claim.")
+            raise _refused(f"The ID token has no usable {self.settings.name_claim!r} claim.")
         role = role_of(claims, self.settings.role_claim, self.settings.roles)
         if role is None:
-            raise SignInFailed(
+            raise _refused(
                 f"{name} has no console role: none of the {self.settings.role_claim!r} "
                 "values is mapped to one. Ask an administrator."
             )

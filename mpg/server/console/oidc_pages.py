@@ -76,10 +76,10 @@ async def callback(request: fastapi.Request) -> responses.Response:
         user = await concurrency.run_in_threadpool(
             client.finish, flow, params, redirect_url(request, client)
         )
-    except oidc.SignInFailed as exc:
-        log.info("console_oidc_refused", reason=exc.reason)
+    except errors.Refused as exc:
+        log.info("console_oidc_refused", reason=exc.detail)
         response: responses.Response = auth_pages.login_page(
-            request, flow.next_path if flow else "/", error=exc.reason, status=exc.status
+            request, flow.next_path if flow else "/", error=exc.detail, status=exc.status
         )
     else:
         next_path = flow.next_path if flow else "/"
