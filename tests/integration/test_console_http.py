@@ -374,3 +374,9 @@ def test_disabled_console_answers_404(tmp_path: pathlib.Path) -> None:
             assert http.get("/healthz").status_code == 200
     finally:
         srv.stop()
+
+
+def test_oidc_routes_are_not_found_when_no_provider_is_configured(http: httpx.Client) -> None:
+    assert http.get("/console/login/oidc").status_code == 404
+    assert http.get("/console/login/oidc/callback?code=x&state=y").status_code == 404
+    assert "/console/login/oidc" not in http.get("/console/login").text
