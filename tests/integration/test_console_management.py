@@ -17,6 +17,7 @@ import pytest
 import serverproc
 import sqlalchemy as sa
 from devicecli import account_of, register_with_code
+from smtp_sink import smtp_sink
 
 from mpg.server import audit, tables
 
@@ -280,3 +281,51 @@ def test_the_dashboard_counts_devices_of_a_new_group(
     assert figures.status_code == 200
     assert f'data-group="{group}">1<' in figures.text
     assert "<html" not in figures.text
+
+
+def test_a_domain_is_registered_confirmed_with_the_mailed_code_and_removed_after_a_confirm(
+    tmp_path: pathlib.Path,
+) -> None:
+    """With a mail server: pending, a wrong code refused in words, verified, removed."""
+    with smtp_sink() as (mails, port):
+        srv = consoleworld.start(
+            tmp_path / "mail",
+            mail_host="127.0.0.1",
+            mail_port=port,
+            mail_security="plain",
+            mail_from="noreply@mpg.example",
+            mail_attempts=1,
+        )
+        try:
+            for admin in signed_in(srv, "ada"):
+                group = new_group(admin)
+                registered = post(
+                    admin,
+                    "/console/domains",
+                    "/console/domains",
+                    domain="firma.example",
+                    group=group,
+                    email="it@firma.example",
+                )
+                assert registered.status_code == 303
+                assert (
+                    "mailed to it@firma.example" in admin.get(registered.headers["location"]).text
+                )
+                assert ">pending<" in admin.get("/console/domains").text
+                verify = f"/console/domains/firma.example/groups/{group}/verify"
+                wrong = "000000" if mails.code() != "000000" else "111111"
+                refused = post(admin, "/console/domains", verify, code=wrong)
+                assert refused.status_code == 403
+                assert "code" in refused.text
+                assert post(admin, "/console/domains", verify, code=mails.code()).status_code == 303
+                assert "verified " in admin.get("/console/domains").text
+                remove = f"/console/domains/firma.example/groups/{group}/remove"
+                confirm = admin.get(remove)
+                assert "removes <strong>0 devices</strong>" in confirm.text
+                assert post(admin, remove, remove).status_code == 303
+                assert "No domain." in admin.get(f"/console/domains?group={group}").text
+                for action in ("domain.register", "domain.verify", "domain.remove"):
+                    [entry] = audited(srv, action, f"firma.example/{group}")
+                    assert entry.actor == "console:ada"
+        finally:
+            srv.stop()
