@@ -329,3 +329,32 @@ def test_a_domain_is_registered_confirmed_with_the_mailed_code_and_removed_after
                     assert entry.actor == "console:ada"
         finally:
             srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"group": "Not A Slug", "name": "x"}, "group"),
+        ({"group": "ok-id", "name": ""}, "name"),
+        ({"group": "ok-id", "name": "x" * 5000}, "name"),
+    ],
+)
+def test_a_bad_field_is_refused_400_naming_it_and_nothing_is_created(
+    srv: serverproc.ServerProcess, admin: httpx.Client, fields: dict[str, str], words: str
+) -> None:
+    refused = post(admin, "/console/groups", "/console/groups", **fields)
+    assert refused.status_code == 400
+    assert words in refused.text
+    assert audited(srv, "group.create", fields["group"]) == []
+
+
+def test_a_code_valid_until_in_the_past_or_not_a_date_is_refused_400(
+    admin: httpx.Client,
+) -> None:
+    group = new_group(admin)
+    for value in ("2001-01-01T00:00", "next week"):
+        refused = post(
+            admin, "/console/codes", "/console/codes", name="Old", group=group, valid_until=value
+        )
+        assert refused.status_code == 400
+        assert "valid_until" in refused.text
