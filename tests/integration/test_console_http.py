@@ -160,6 +160,7 @@ def test_lockout_after_failures_refuses_even_the_right_password(
     assert [a.status_code for a in answers] == [403, 403, 429]
     assert right.status_code == 429
     assert re.search(r"locked until \d\d:\d\d:\d\d UTC", right.text)
+    assert 0 < int(right.headers["retry-after"]) <= 900
     assert other.status_code == 303
     _clear_lockouts(srv)
 
