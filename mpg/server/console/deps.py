@@ -3,8 +3,9 @@
 The frame (:func:`load`, a dependency of every route of the console app) reads the
 session cookie once per request and refuses an unsafe request without the right CSRF
 token; page routes then declare :data:`Viewer`, :data:`Operator` or :data:`Admin`
-for the signed-in user with at least that role (not signed in: 303 to the sign-in
-page; role too low: the 403 page, :class:`mpg.errors.Forbidden`) and :data:`Server` for the stores.
+for the signed-in user with at least that role (not signed in:
+:class:`mpg.errors.SignInRequired`, a 303 to the sign-in page; role too low:
+:class:`mpg.errors.Forbidden`, the 403 page) and :data:`Server` for the stores.
 """
 
 from __future__ import annotations
