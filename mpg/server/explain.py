@@ -276,13 +276,15 @@ def _recipient(facts: Facts, chain: _Chain) -> bool:
 
 def _device(facts: Facts, chain: _Chain) -> bool:
     """Removed or disabled: broken unless the delivery was complete before."""
-    if facts.complete:
-        return True
+    complete = facts.complete
+    after = ", after the message was read" if facts.is_device else ", after it was stored"
     if facts.device is None and facts.removal is not None:
         removal = facts.removal
-        return chain.add(DEVICE, False, f"removed at {when(removal.at)}: {removal.reason}")
+        text = f"removed at {when(removal.at)}: {removal.reason}"
+        return chain.add(DEVICE, complete, text + (after if complete else ""))
     if facts.disabled:
-        return chain.add(DEVICE if facts.is_device else ACCOUNT, False, "its account is disabled")
+        name = DEVICE if facts.is_device else ACCOUNT
+        return chain.add(name, complete, "its account is disabled" + (after if complete else ""))
     if facts.device is not None:
         chain.add(DEVICE, True, f"registered at {when(facts.device.registered_at)}")
     return True

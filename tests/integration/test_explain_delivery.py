@@ -69,14 +69,14 @@ class Explaining:
         kw.setdefault("token", f"token-{uuid.uuid4().hex}")
         return add_device(self.engine, self.store, self.keyring, group, **kw)
 
-    def send(self, *to: str, alert: bool = True) -> str:
+    def send(self, *to: str, alert: bool = True, receiver_type: str = "D") -> str:
         msg = model.OutgoingMessage(
             tx_message_id=str(uuid.uuid4()),
             app_code="BPM",
             source_domain="example.com",
             agent_sender=SENDER,
             sender="alice@example.com",
-            receiver_type="D",
+            receiver_type=receiver_type,
             receivers=to,
             bcc=(),
             subject="Plant closed tonight",
@@ -258,3 +258,17 @@ def test_an_unknown_message_is_404_and_a_caller_needs_a_token(server: Explaining
     assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
     refused = server.explain("no-such-message", "anyone", token="not-a-token")
     assert refused.status_code == 401
+
+
+def test_a_gateway_written_without_its_domain_is_delivered_once_it_acknowledged(
+    server: Explaining,
+) -> None:
+    server.store.add("erp-b@example.com", "gateway")
+    message_id = server.send("erp-b", alert=False, receiver_type="U")
+    before = server.broken(message_id, "erp-b")
+    assert (before["name"], before["detail"]) == ("fetched", "the message was never fetched")
+    batch = server.queues.fetch("erp-b@example.com", 10, 30)
+    server.queues.ack("erp-b@example.com", [d.rx_message_id for d in batch.deliveries])
+    body = server.explain(message_id, "erp-b").json()
+    assert (body["delivered"], body["links"][-1]["name"]) == (True, "acknowledged")
+    assert "device" not in [link["name"] for link in body["links"]]

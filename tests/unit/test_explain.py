@@ -79,7 +79,10 @@ def test_a_removed_device_says_when_and_why() -> None:
 
 
 def test_a_removal_after_the_message_was_read_breaks_nothing() -> None:
-    assert explain.walk(facts(device=None, removal=Removal(T0 + 99, "x"))).first_broken is None
+    found = explain.walk(facts(device=None, removal=Removal(T0 + 99, "removed by ops")))
+    assert found.first_broken is None
+    [device_link] = [link for link in found.links if link.name == "device"]
+    assert device_link.detail.endswith("removed by ops, after the message was read")
 
 
 def test_a_disabled_account_is_broken() -> None:
