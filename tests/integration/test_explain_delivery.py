@@ -22,7 +22,7 @@ from pushdevices import add_device, add_group
 from standins.webhook import WebhookStandIn, provider_entry
 
 from mpg import config
-from mpg.server import accounts, admins, datakeys, queues, tables
+from mpg.server import accounts, admins, datakeys, housekeeping, queues, tables
 from mpg.server.directory import devices, regcodes, roster
 from mpg.server.vault import Vault
 from mpg.wire import model
@@ -272,3 +272,28 @@ def test_a_gateway_written_without_its_domain_is_delivered_once_it_acknowledged(
     body = server.explain(message_id, "erp-b").json()
     assert (body["delivered"], body["links"][-1]["name"]) == (True, "acknowledged")
     assert "device" not in [link["name"] for link in body["links"]]
+
+
+def test_removal_records_go_with_the_retention(tmp_path: pathlib.Path) -> None:
+    engine = tables.create_engine(f"sqlite:///{tmp_path / 'server.db'}")
+    tables.create_tables(engine)
+    now = 1_800_000_000.0
+    with engine.begin() as conn:
+        conn.execute(
+            tables.device_removal.insert(),
+            [
+                {
+                    "AccountId": f"dev-{days}",
+                    "DeviceIndex": "0" * 64,
+                    "GroupId": "north",
+                    "RemovedAt": now - days * 86400,
+                    "Reason": "removed by ops",
+                }
+                for days in (31, 29)
+            ],
+        )
+    housekeeping.purge(engine, 30, clock=lambda: now)
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(tables.device_removal.c.AccountId)).scalars().all()
+    engine.dispose()
+    assert left == ["dev-29"]
