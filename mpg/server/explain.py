@@ -291,7 +291,7 @@ def _device(facts: Facts, chain: _Chain) -> bool:
 
 
 def _reach(facts: Facts, chain: _Chain) -> bool:
-    """How the message's lists reached a device; only asked when it has no entry."""
+    """How the message's lists reached a device; without an entry, why they did not."""
     device, msg = facts.device, facts.message
     if device is None or msg is None:
         return True
@@ -321,11 +321,14 @@ def _reach(facts: Facts, chain: _Chain) -> bool:
     if not held:
         cats = ", ".join(f"{device.group}/{c}" for c in wanted)
         return chain.add(SUBSCRIBED, False, f"not subscribed to {cats}")
-    first = min(device.subscriptions[c] for c in held)
+    first = min(held, key=lambda c: device.subscriptions[c])
+    at = device.subscriptions[first]
+    if at <= msg.received_at:
+        return chain.add(SUBSCRIBED, True, f"subscribed to {device.group}/{first}")
     return chain.add(
         SUBSCRIBED,
         False,
-        f"subscribed to {device.group}/{held[0]} only at {when(first)}, "
+        f"subscribed to {device.group}/{first} only at {when(at)}, "
         f"after the message was sent at {when(msg.received_at)}",
     )
 

@@ -123,6 +123,11 @@ def test_a_subscription_made_after_the_message_is_named() -> None:
     assert "only at" in link.detail
 
 
+def test_a_subscription_held_in_time_is_not_the_broken_link() -> None:
+    link = broken(facts(device=device(subscriptions={"floods": T0 - 1}), entry=None))
+    assert link.name == "queued"
+
+
 def test_a_whole_group_address_needs_no_subscription() -> None:
     msg = Message(received_at=T0, alert=True, addresses=(NORTH,))
     link = broken(facts(message=msg, device=device(subscriptions={}), entry=None))
