@@ -12,8 +12,9 @@ summary at the end of the row's StatusLog, e.g.
 * how: every ``delivery_summary_interval`` seconds the gateway asks the server for
   each such row's events (the ``history`` operation ``mpg history`` uses) and counts
   them per device (:func:`count`); the StatusLog is rewritten only when the summary
-  changed, by a compare-and-set on state and StatusLog, so a state change meanwhile
-  wins and is summarised in the next round.
+  changed (and not before a first push, fetch, read or recall), by a compare-and-set
+  on state and StatusLog, so a state change meanwhile wins and is summarised in the
+  next round.
 
 The summary replaces any earlier one and the receipt's own note (``sent: N
 recipient(s) served``, which it repeats); any other text (``queued for 3
@@ -56,6 +57,11 @@ class Counts:
     fetched: int = 0
     read: int = 0
     recalled: int = 0
+
+    @property
+    def started(self) -> bool:
+        """Something happened beyond the queuing (a push, fetch, read or recall)."""
+        return bool(self.notified or self.fetched or self.read or self.recalled)
 
     def line(self) -> str:
         """``sent: 10 devices, 10 notified, 8 fetched, 3 read`` (``, 1 recalled``)."""
@@ -149,7 +155,7 @@ class DeliverySummaries:
                 log.info("delivery_summary_unavailable", tx=row.tx_message_id, error=str(exc))
                 return written
             counts = count(events)
-            if counts is None:
+            if counts is None or not counts.started:
                 continue
             new = status_log(row.status_log, counts)
             if new != row.status_log and self._write(row, new):

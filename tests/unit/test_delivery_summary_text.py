@@ -69,3 +69,9 @@ def test_a_row_is_finished_when_every_device_read_it() -> None:
     assert not deliverysummary.finished("sent: 3 devices, 3 notified, 3 fetched, 2 read")
     assert not deliverysummary.finished("queued for 3 recipient(s)")
     assert not deliverysummary.finished(None)
+
+
+def test_nothing_but_the_queuing_has_not_started() -> None:
+    assert not Counts(3).started
+    assert Counts(3, notified=1).started
+    assert Counts(3, recalled=1).started
