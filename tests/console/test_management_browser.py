@@ -16,6 +16,7 @@ import pytest
 import serverproc
 import sqlalchemy as sa
 from devicecli import account_of, register_with_code
+from playwright.sync_api import expect
 
 from mpg import config
 from mpg.server import accounts, datakeys, queues, tables
@@ -153,6 +154,16 @@ def test_the_dashboard_shows_the_numbers_the_database_holds(
     depth = page.get_by_test_id("depths").get_by_role("row", name=user)
     assert depth.get_by_role("cell").inner_text() == "1"
     screenshot(page, "dashboard")
+
+    # The figures refresh in place (htmx, under the console's CSP): a new message shows.
+    queued = page.locator('[data-testid="messages-per-state"] td[data-state="queued"]')
+    before = int(queued.inner_text())
+    other = _queue_a_message(console_server, engine)
+    with page.expect_response(lambda answer: "/console/dashboard/figures" in answer.url):
+        pass
+    # The swap follows the answer: wait for it (Playwright retries until it shows).
+    expect(queued).to_have_text(str(before + 1))
+    expect(page.get_by_test_id("depths").get_by_role("row", name=other)).to_be_visible()
 
 
 MANAGEMENT_PAGES = ("/", "/groups", "/codes", "/devices", "/domains", "/accounts", "/files")
