@@ -612,25 +612,50 @@ class QueueStore:
 
     # ------------------------------------------------------------------ fetch
 
-    def fetch(self, account: str, max_items: int, lease_seconds: float) -> model.FetchBatch:
+    def fetch(
+        self, account: str, max_items: int, lease_seconds: float, acked: Sequence[str] = ()
+    ) -> model.FetchBatch:
         """Lease up to ``max_items`` of ``account``'s entries, most urgent and oldest first.
 
-        Entries whose earlier lease ran out without an ack are delivered again.
+        Entries whose earlier lease ran out are delivered again. ``acked``: entries of
+        the caller's previous batch, acknowledged first in the same transaction (as
+        :meth:`ack` does), so that a receiving gateway needs one request per batch.
         """
-        if max_items <= 0:
+        if max_items <= 0 and not acked:
             return model.FetchBatch()
-        return transactions.retrying(lambda: self._fetch_once(account, max_items, lease_seconds))
+        account_id = self._vault.account_id(account)
+        batch, moved, woken = transactions.retrying(
+            lambda: self._fetch_once(account_id, account, max_items, lease_seconds, acked)
+        )
+        if acked:
+            faults.reach(faults.SERVER_ACK_COMMITTED)
+            self._wake(woken)
+            log.info("entries_acked", account=account, acked=moved)
+        return batch
 
-    def _fetch_once(self, account: str, max_items: int, lease_seconds: float) -> model.FetchBatch:
-        """One attempt at :meth:`fetch`.
+    def _fetch_once(
+        self,
+        account_id: str,
+        account: str,
+        max_items: int,
+        lease_seconds: float,
+        acked: Sequence[str],
+    ) -> tuple[model.FetchBatch, int, set[str]]:
+        """One attempt at :meth:`fetch`: the batch, how many entries the ack moved, and
+        who to wake for the receipts it queued.
 
         Rows are read ``FOR UPDATE SKIP LOCKED``: another process leasing for the
         same account at the same moment takes other entries, never these.
         """
         now = self._clock()
         vault = self._vault
-        account_id = vault.account_id(account)
+        moved: list[tables.Row] = []
+        woken: set[str] = set()
         with transactions.begin(self._engine, "fetching entries") as conn:
+            if acked:
+                _, moved, woken = self._acknowledge(conn, account_id, acked)
+            if max_items <= 0:
+                return model.FetchBatch(), len(moved), woken
             candidates, expired = self._candidates(conn, account_id, max_items, now)
             messages = self._messages(
                 conn, [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
@@ -646,7 +671,7 @@ class QueueStore:
                 MAX_FETCH_BYTES,
             )
             if not entries:
-                return model.FetchBatch()
+                return model.FetchBatch(), len(moved), woken
             expired_ids = expired & {e.EntryId for e in entries}
             self._lease(conn, entries, expired_ids, now, lease_seconds)
             conn.execute(
@@ -688,7 +713,7 @@ class QueueStore:
             receipts=len(receipts),
             redelivered=len(expired_ids),
         )
-        return model.FetchBatch(tuple(deliveries), tuple(receipts))
+        return model.FetchBatch(tuple(deliveries), tuple(receipts)), len(moved), woken
 
     @staticmethod
     def _candidates(
@@ -834,7 +859,15 @@ class QueueStore:
     def _ack_once(
         self, account: str, entry_ids: Sequence[str]
     ) -> tuple[list[tables.Row], list[tables.Row], set[str]]:
-        """One attempt at :meth:`ack`: the entries found, those moved to acked, who to wake.
+        """One attempt at :meth:`ack`."""
+        with transactions.begin(self._engine, "acknowledging entries") as conn:
+            return self._acknowledge(conn, account, entry_ids)
+
+    def _acknowledge(
+        self, conn: sa.Connection, account: str, entry_ids: Sequence[str]
+    ) -> tuple[list[tables.Row], list[tables.Row], set[str]]:
+        """Acknowledge in ``conn``'s transaction: the entries found, those moved to
+        acked, who to wake (after the commit) for the receipts queued.
 
         The entries are locked (in EntryId order, so two acks cannot deadlock) before
         their state is read: an ack or recall of the same entry in another process
@@ -844,54 +877,53 @@ class QueueStore:
         r = tables.receive_queue.c
         t = tables.transmit_queue.c
         woken: set[str] = set()
-        with transactions.begin(self._engine, "acknowledging entries") as conn:
-            found: list[tables.Row] = []
-            for part in transactions.chunks(sorted(set(entry_ids))):
-                found.extend(
-                    conn.execute(
-                        sa.select(r.EntryId, r.MessageId, r.Kind, r.State)
-                        .where(r.EntryId.in_(part), r.Recipient == account)
-                        .order_by(r.EntryId)
-                        .with_for_update()
-                    )
-                )
-            moving = [row for row in found if row.State == EntryState.LEASED]
-            if moving:
-                states.check(EntryState.LEASED, EntryState.ACKED)
-            for part in transactions.chunks([row.EntryId for row in moving]):
+        found: list[tables.Row] = []
+        for part in transactions.chunks(sorted(set(entry_ids))):
+            found.extend(
                 conn.execute(
-                    tables.receive_queue.update()
-                    .where(r.EntryId.in_(part), r.State == EntryState.LEASED)
-                    .values(State=EntryState.ACKED, LeaseUntil=None)
+                    sa.select(r.EntryId, r.MessageId, r.Kind, r.State)
+                    .where(r.EntryId.in_(part), r.Recipient == account)
+                    .order_by(r.EntryId)
+                    .with_for_update()
                 )
-            if moving:
-                now = self._clock()
-                conn.execute(
-                    tables.message_event.insert(),
-                    [
-                        rows.event(
-                            row.MessageId,
-                            now,
-                            EventKind.ACKNOWLEDGED
-                            if row.Kind == model.DeliveryKind.MESSAGE
-                            else EventKind.RECEIPT_ACKNOWLEDGED,
-                            account,
-                        )
-                        for row in moving
-                    ],
-                )
-            served = collections.Counter(
-                row.MessageId for row in moving if row.Kind == model.DeliveryKind.MESSAGE
             )
-            if served:
-                conn.execute(
-                    tables.transmit_queue.update()
-                    .where(t.MessageId == sa.bindparam("b_message"))
-                    .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
-                    [{"b_message": mid, "b_count": n} for mid, n in served.items()],
-                )
-                woken = self._complete(conn, served)
-            tables.announce(conn, woken)
+        moving = [row for row in found if row.State == EntryState.LEASED]
+        if moving:
+            states.check(EntryState.LEASED, EntryState.ACKED)
+        for part in transactions.chunks([row.EntryId for row in moving]):
+            conn.execute(
+                tables.receive_queue.update()
+                .where(r.EntryId.in_(part), r.State == EntryState.LEASED)
+                .values(State=EntryState.ACKED, LeaseUntil=None)
+            )
+        if moving:
+            now = self._clock()
+            conn.execute(
+                tables.message_event.insert(),
+                [
+                    rows.event(
+                        row.MessageId,
+                        now,
+                        EventKind.ACKNOWLEDGED
+                        if row.Kind == model.DeliveryKind.MESSAGE
+                        else EventKind.RECEIPT_ACKNOWLEDGED,
+                        account,
+                    )
+                    for row in moving
+                ],
+            )
+        served = collections.Counter(
+            row.MessageId for row in moving if row.Kind == model.DeliveryKind.MESSAGE
+        )
+        if served:
+            conn.execute(
+                tables.transmit_queue.update()
+                .where(t.MessageId == sa.bindparam("b_message"))
+                .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
+                [{"b_message": mid, "b_count": n} for mid, n in served.items()],
+            )
+            woken = self._complete(conn, served)
+        tables.announce(conn, woken)
         return found, moving, woken
 
     def _wake(self, accounts_: set[str]) -> None:

@@ -181,7 +181,7 @@ def test_fetch_round_trips_and_matches_the_schema(max_items: int, wait: float) -
     """max and wait come back exactly."""
     data = payloads.build_fetch(max_items, wait)
     assert_valid(data)
-    assert payloads.parse_fetch(data) == (max_items, wait)
+    assert payloads.parse_fetch(data) == model.FetchRequest(max_items, wait)
 
 
 @given(st.lists(some_text, max_size=5))
