@@ -284,7 +284,7 @@ def row(tx: str, attachment: str = "") -> tuple[Any, ...]:
         CONTENT,
         "MSG",
         attachment,
-        1,
+        True,  # AlertFlag: 1 in SQLite, a boolean in PostgreSQL
         10,
         "N",
     )

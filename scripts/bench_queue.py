@@ -37,6 +37,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+import dbservers
+
 from mpg import config, logs
 from mpg.server import app, auth, tables
 from mpg.wire import atrest, envelope, keys, model, payloads
@@ -162,15 +165,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--db",
+        help="database URL, or 'postgresql' for a throwaway PostgreSQL started as "
+        "tests/dbservers.py starts it (default: a fresh SQLite file)",
+    )
     parser.add_argument("--fold", action="store_true", help="acks travel in the next fetch")
     parser.add_argument("--profile", type=pathlib.Path, help="write a cProfile of the server")
     args = parser.parse_args()
     # As the benchmark's servers run (scripts/bench.py): warnings only, as JSON.
     logs.configure(config.LogSettings(level="warning", format="json"), "server")
     profile = cProfile.Profile() if args.profile else None
+    pg = dbservers.start_postgres() if args.db == "postgresql" else None
     with tempfile.TemporaryDirectory() as tmp:
-        url = args.db or f"sqlite:///{tmp}/server.db"
+        if pg is not None:
+            url = dbservers.fresh_database(pg.url, "mpg_bench_queue")
+        else:
+            url = args.db or f"sqlite:///{tmp}/server.db"
         bench = Bench(url, pathlib.Path(tmp), profile)
         try:
             wall = time.perf_counter()
@@ -178,6 +189,8 @@ def main() -> int:
             wall = time.perf_counter() - wall
         finally:
             bench.engine.dispose()
+            if pg is not None:
+                pg.stop()
     if profile is not None:
         profile.dump_stats(args.profile)
     total = sum(bench.spent.values())
