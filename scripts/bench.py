@@ -15,6 +15,11 @@ pairs, one after the other, and prints each figure with its ratio (issue 15).
 mpg package in another checkout TREE (e.g. ``git worktree add ../base main``), alternately,
 and prints each pair's ratio: before/after figures from one run on a shared machine.
 
+--db postgresql runs the server and both gateways on one throwaway PostgreSQL (started as
+tests/dbservers.py starts it: durability off), each in a database of its own, gateway A
+woken by the Outbox trigger (``mpg init-db --notify``); the reference pipeline stays on
+SQLite.
+
 --profile DIR samples every process with py-spy (``pip install py-spy``) during the burst,
 writes each one's collapsed stacks to DIR and prints where its time went.
 
@@ -47,6 +52,9 @@ from typing import Any
 import trustme
 from refpipe.run import RefPipeline
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+import dbservers
+
 #: This checkout (the folder above scripts/).
 CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -78,6 +86,42 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+class Db:
+    """The ERP's view of a gateway database (and the bench's reads): sqlite3 on a file,
+    or psycopg on PostgreSQL. SQL is written with ``?`` placeholders."""
+
+    def __init__(self, url: str) -> None:
+        self.postgres = url.startswith("postgresql")
+        if self.postgres:
+            import psycopg
+
+            self.conn: Any = psycopg.connect(
+                url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+            )
+        else:
+            self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one statement (committed at once)."""
+        rows = list(self.conn.execute(self._sql(sql), params))
+        if not self.postgres:
+            self.conn.commit()
+        return rows
+
+    def insert(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """All ``rows`` in one transaction."""
+        if self.postgres:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self.conn.executemany(sql, rows)
+            self.conn.commit()
+
+
 class Cluster:
     """A server and two gateways (A sends, B receives) in a temporary folder."""
 
@@ -87,8 +131,17 @@ class Cluster:
         batch_size: int,
         inbound_files: bool = False,
         tree: pathlib.Path | None = None,
+        postgres: str | None = None,
     ) -> None:
         self.root = root
+        # One database each (server, a, b): SQLite files, or on the PostgreSQL server
+        # whose admin URL is ``postgres``.
+        self.urls = {
+            name: dbservers.fresh_database(postgres, f"mpg_bench_{name}")
+            if postgres
+            else f"sqlite:///{root}/{name}.db"
+            for name in ("server", "a", "b")
+        }
         # The mpg package of another checkout when given (--versus), else this one's: the
         # processes start in that checkout, whose folder `python -m` puts first on sys.path.
         self.tree = tree or CHECKOUT
@@ -101,7 +154,7 @@ class Cluster:
             str(root / "server.pem")
         )
         (root / "server.toml").write_text(
-            f'[server]\ndatabase_url = "sqlite:///{root}/server.db"\nport = {self.port}\n'
+            f'[server]\ndatabase_url = "{self.urls["server"]}"\nport = {self.port}\n'
             f'tls_cert = "{root}/server.pem"\ntls_key = "{root}/server.pem"\n'
             f'data_dir = "{root}/server-data"\n[log]\nlevel = "warning"\nformat = "json"\n'
         )
@@ -120,7 +173,7 @@ class Cluster:
             )
             (root / f"{name}.toml").write_text(
                 f'[gateway]\naccount = "erp-{name}@example.com"\n'
-                f'database_url = "sqlite:///{root}/{name}.db"\n'
+                f'database_url = "{self.urls[name]}"\n'
                 f'server_url = "https://127.0.0.1:{self.port}"\nca_bundle = "{root}/ca.pem"\n'
                 f'secret_file = "{root}/{name}.cred"\nbatch_size = {batch_size}\n'
                 f'attachment_roots = ["{root}"]\n'
@@ -132,7 +185,7 @@ class Cluster:
                 )
                 + '[log]\nlevel = "warning"\nformat = "json"\n'
             )
-            self.mpg(f"{name}.toml", "init-db")
+            self.mpg(f"{name}.toml", "init-db", *(["--notify"] if postgres else []))
 
     def mpg(self, config: str, *args: str) -> None:
         subprocess.run(
@@ -197,10 +250,8 @@ class Cluster:
                 p.kill()
         return peaks
 
-    def db(self, name: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.root / f"{name}.db", timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        return conn
+    def db(self, name: str) -> Db:
+        return Db(self.urls[name])
 
 
 def wait(what: str, probe: Callable[[], bool], timeout: float) -> None:
@@ -233,15 +284,14 @@ def row(tx: str, attachment: str = "") -> tuple[Any, ...]:
         CONTENT,
         "MSG",
         attachment,
-        1,
+        True,  # AlertFlag: 1 in SQLite, a boolean in PostgreSQL
         10,
         "N",
     )
 
 
-def insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> float:
-    conn.executemany(ROW_SQL, rows)
-    conn.commit()
+def insert(db: Db, rows: list[tuple[Any, ...]]) -> float:
+    db.insert(ROW_SQL, rows)
     return time.time()
 
 
@@ -269,8 +319,8 @@ def latencies(cluster: Cluster, inserted: dict[str, float]) -> dict[str, list[fl
     }
 
 
-def count(conn: sqlite3.Connection, sql: str) -> int:
-    return int(conn.execute(sql).fetchone()[0])
+def count(db: Db, sql: str) -> int:
+    return int(db.execute(sql)[0][0])
 
 
 def burst(cluster: Cluster, n: int) -> dict[str, Any]:
@@ -320,9 +370,9 @@ def big(cluster: Cluster, megabytes: int, download_flag: int = 0) -> dict[str, A
     wait(
         "big attachment sent",
         lambda: (
-            a.execute(
-                'SELECT COUNT(*) FROM "Outbox" WHERE "TxMessageId"=? AND "State">=20', (tx,)
-            ).fetchone()[0]
+            a.execute('SELECT COUNT(*) FROM "Outbox" WHERE "TxMessageId"=? AND "State">=20', (tx,))[
+                0
+            ][0]
             > 0
         ),
         600,
@@ -352,9 +402,10 @@ def cluster_in(
     batch_size: int,
     inbound_files: bool = False,
     tree: pathlib.Path | None = None,
+    postgres: str | None = None,
 ) -> Iterator[Cluster]:
     with tempfile.TemporaryDirectory(dir=tmp) as root:
-        c = Cluster(pathlib.Path(root), batch_size, inbound_files, tree)
+        c = Cluster(pathlib.Path(root), batch_size, inbound_files, tree, postgres)
         c.start()
         try:
             yield c
@@ -380,9 +431,11 @@ def cpu_per_message(
     return sum(spent.values()) * 1000 / n, spent["server"] * 1000 / n
 
 
-def mpg_burst(tmp: str | None, batch_size: int, n: int) -> tuple[float, float, float]:
+def mpg_burst(
+    tmp: str | None, batch_size: int, n: int, postgres: str | None = None
+) -> tuple[float, float, float]:
     """messages/s, CPU ms per message and server CPU ms per message of MPG's burst of n."""
-    with cluster_in(tmp, batch_size) as c:
+    with cluster_in(tmp, batch_size, postgres=postgres) as c:
         before = cpu_seconds(c.procs)
         rate = burst(c, n)["rate"]
         return rate, *cpu_per_message(before, cpu_seconds(c.procs), n)
@@ -402,15 +455,18 @@ def ref_burst(tmp: str | None, pairs: int, n: int) -> tuple[float, float, float]
             ref.stop()
 
 
-def compare(tmp: str | None, batch_size: int, n: int, rounds: int) -> None:
+def compare(
+    tmp: str | None, batch_size: int, n: int, rounds: int, postgres: str | None = None
+) -> None:
     """MPG's burst against the reference pipeline, alternately, with medians and ratios."""
     runs: dict[str, list[tuple[float, float, float]]] = {"MPG": [], "ref-1": [], "ref-3": []}
-    print(f"## Burst of {n} messages: MPG against the reference pipeline (scripts/refpipe)\n")
+    on = " (MPG on PostgreSQL)" if postgres else ""
+    print(f"## Burst of {n} messages: MPG against the reference pipeline (scripts/refpipe){on}\n")
     print("| round | load before | MPG msg/s | ref-1 msg/s | ref-3 msg/s | MPG/ref-1 | MPG/ref-3 |")
     print("|---|---|---|---|---|---|---|")
     for i in range(1, rounds + 1):
         load = os.getloadavg()[0]
-        runs["MPG"].append(mpg_burst(tmp, batch_size, n))
+        runs["MPG"].append(mpg_burst(tmp, batch_size, n, postgres))
         runs["ref-1"].append(ref_burst(tmp, 1, n))
         runs["ref-3"].append(ref_burst(tmp, 3, n))
         mpg, one, three = (v[-1][0] for v in runs.values())
@@ -629,22 +685,43 @@ def main() -> int:
         action="store_true",
         help='big: send with DownloadFlag 1 and B in inbound_attachments = "files"',
     )
+    parser.add_argument(
+        "--db",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the server's and gateways' databases (the reference pipeline stays on SQLite)",
+    )
     args = parser.parse_args()
     only = set(args.only or ["burst", "paced", "big"])
+    pg = dbservers.start_postgres() if args.db == "postgresql" else None
+    try:
+        return run(args, only, pg.url if pg else None)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def run(args: argparse.Namespace, only: set[str], postgres: str | None) -> int:
+    """The scenarios ``args`` ask for (``postgres``: the admin URL of the database server)."""
 
     print(
         f"# MPG benchmark, {dt.date.today()} — {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, SQLite "
-        f"{sqlite3.sqlite_version}, TLS on loopback\n"
+        f"{sqlite3.sqlite_version}, TLS on loopback"
+        + (", server and gateways on PostgreSQL (durability off)" if postgres else "")
+        + "\n"
     )
     if args.compare:
-        compare(args.tmp, args.batch_size, args.messages, args.rounds)
+        compare(args.tmp, args.batch_size, args.messages, args.rounds, postgres)
         return 0
     if args.versus:
         versus(args.tmp, args.batch_size, args.messages, args.rounds, args.versus.resolve())
         return 0
     if "burst" in only:
-        with cluster_in(args.tmp, args.batch_size) as c, profiling(c, args.profile):
+        with (
+            cluster_in(args.tmp, args.batch_size, postgres=postgres) as c,
+            profiling(c, args.profile),
+        ):
             r = burst(c, args.messages)
         print(f"## Burst: {r['messages']} messages inserted at once\n")
         print(
@@ -660,7 +737,7 @@ def main() -> int:
                 lines = profile_summary(args.profile / f"{name.replace(' ', '-')}.txt")
                 print("\n".join(f"- {line}" for line in lines) + "\n")
     if "paced" in only:
-        with cluster_in(args.tmp, args.batch_size) as c:
+        with cluster_in(args.tmp, args.batch_size, postgres=postgres) as c:
             r = paced(c, args.rate, args.seconds)
         print(f"## Paced: {r['messages']} messages at {r['rate']:.0f} messages/s\n")
         for name, values in r["latency"].items():
@@ -668,7 +745,7 @@ def main() -> int:
         print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
     if "big" in only:
         flag = 1 if args.inbound_files else 0
-        with cluster_in(args.tmp, args.batch_size, args.inbound_files) as c:
+        with cluster_in(args.tmp, args.batch_size, args.inbound_files, postgres=postgres) as c:
             r = big(c, args.attachment_mb, flag)
         mode = ", B stores it as a file" if args.inbound_files else ""
         print(f"## One message with a {r['megabytes']} MB attachment (DownloadFlag {flag}{mode})\n")

@@ -42,6 +42,8 @@ class PushClient:
             headers={"content-type": CONTENT_TYPE},
         )
         self._long_poll_margin = 10.0
+        #: Whether acknowledgements ride on the next fetch (False once a server refused it).
+        self._fold_acks = True
 
     @property
     def account(self) -> str:
@@ -118,13 +120,27 @@ class PushClient:
         _, plain = self.call("history", b"", {"tx": tx_message_id})
         return payloads.parse_history(plain)
 
-    def fetch(self, max_items: int, wait: float) -> model.FetchBatch:
-        """Long-poll this account's queue for up to ``wait`` seconds."""
-        _, plain = self.call(
-            "fetch",
-            payloads.build_fetch(max_items, wait),
-            timeout=wait + self._long_poll_margin,
-        )
+    def fetch(self, max_items: int, wait: float, acked: Sequence[str] = ()) -> model.FetchBatch:
+        """Long-poll this account's queue for up to ``wait`` seconds, after acknowledging
+        ``acked`` (the previous batch's entries, stored) in the same request.
+
+        A server older than that refuses a fetch that acknowledges (400): the entries
+        are then acknowledged on their own, this time and from then on.
+        """
+        if acked and not self._fold_acks:
+            self.ack(list(acked))
+            acked = ()
+        try:
+            _, plain = self.call(
+                "fetch",
+                payloads.build_fetch(max_items, wait, acked),
+                timeout=wait + self._long_poll_margin,
+            )
+        except errors.RefusedByServer as exc:
+            if not acked or exc.status != 400:
+                raise
+            self._fold_acks = False
+            return self.fetch(max_items, wait, acked)
         return payloads.parse_deliveries(plain)
 
     def ack(self, entry_ids: list[str]) -> int:

@@ -2,9 +2,11 @@
 
 Each cycle long-polls the queue, downloads the attachments that travel with their
 message (``DownloadFlag`` 1), stores every new message with its attachments in ONE
-transaction and only then acknowledges. A crash between storing and acknowledging
-makes the server deliver the entries again; ``RxMessageId`` is the key, so the second
-copy is recognised and only acknowledged: each message lands exactly once.
+transaction and only then acknowledges: the acknowledgement rides on the next fetch
+(one request per batch; on its own when stopping). A crash between storing and
+acknowledging makes the server deliver the entries again once their lease runs out;
+``RxMessageId`` is the key, so the second copy is recognised and only acknowledged:
+each message lands exactly once.
 
 With an inbound or receipt folder configured, their files are written after storing
 and before acknowledging (:mod:`mpg.gateway.folders`).
@@ -64,6 +66,8 @@ class InboundWorker:
         #: Held while a fetched batch is being stored, so shutdown can wait for it.
         self.busy = threading.Lock()
         self._batch = settings.batch_size  # the adaptive fetch size (see batching)
+        #: Entries stored and not yet acknowledged: the next fetch acknowledges them.
+        self._stored: list[str] = []
 
     def reconfigure(self, settings: config.GatewaySettings) -> None:
         """Use new settings from the next cycle on (a reload; see ``runner.RELOADABLE``)."""
@@ -77,14 +81,17 @@ class InboundWorker:
         while not self._stop.is_set():
             try:
                 asked = self._batch
-                batch = self._push.fetch(asked, self._settings.long_poll_wait)
+                batch = self._push.fetch(asked, self._settings.long_poll_wait, self._stored)
+                self._stored = []
                 self._batch = batching.next_size(
                     asked, len(batch.deliveries) + len(batch.receipts), self._settings.batch_size
                 )
                 with self.busy:
                     if self._stop.is_set():
                         break  # not acknowledged: the server delivers it again later
-                    self.handle(batch)
+                    self._stored = self.store(batch)
+                    if self._stop.is_set():
+                        self._acknowledge()
             except Exception as exc:
                 if not retry.is_transient(exc):
                     log.exception("inbound_cycle_failed", error=str(exc))
@@ -99,10 +106,27 @@ class InboundWorker:
                 self._stop.wait(pause)
                 continue
             attempt = 0
+        with self.busy:
+            self._acknowledge()
         log.info("inbound_stopped")
+
+    def _acknowledge(self) -> None:
+        """Acknowledge what was stored on its own (stopping: no next fetch carries it)."""
+        if not self._stored:
+            return
+        try:
+            self._push.ack(self._stored)
+        except Exception as exc:
+            # Delivered again once the lease runs out, and recognised then.
+            log.warning("inbound_ack_failed", error=str(exc), entries=len(self._stored))
+        self._stored = []
 
     def handle(self, batch: model.FetchBatch) -> None:
         """Store deliveries, apply receipts, then acknowledge both."""
+        self._push.ack(self.store(batch))
+
+    def store(self, batch: model.FetchBatch) -> list[str]:
+        """Store deliveries and apply receipts; return the entries to acknowledge."""
         if batch.deliveries:
             files, uris = self._attachments(batch.deliveries)
             faults.reach(faults.INBOUND_AFTER_FILES)
@@ -123,7 +147,7 @@ class InboundWorker:
             export()
         entries = [d.rx_message_id for d in batch.deliveries]
         entries += [r.entry_id for r in batch.receipts]
-        self._push.ack(entries)
+        return entries
 
     def _attachments(
         self, deliveries: tuple[model.Delivery, ...]

@@ -463,25 +463,30 @@ class PushServer:
         return b"", {"received": status.received, "complete": status.complete}
 
     async def _submit(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
-        def work() -> bytes:
-            messages = payloads.parse_submit(req.payload)
-            return payloads.build_submitted(self.queues.submit(req.account, messages))
+        return await concurrency.run_in_threadpool(self.submit, req.account, req.payload), {}
 
-        return await concurrency.run_in_threadpool(work), {}
+    def submit(self, account: str, payload: bytes) -> bytes:
+        """The answer to ``account``'s ``submit`` payload (blocking: a worker thread)."""
+        return payloads.build_submitted(self.queues.submit(account, payloads.parse_submit(payload)))
+
+    def ack(self, account: str, payload: bytes) -> bytes:
+        """The answer to ``account``'s ``ack`` payload (blocking: a worker thread)."""
+        return payloads.build_acked(self.queues.ack(account, payloads.parse_ack(payload)))
 
     async def _fetch(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
-        max_items, wait = payloads.parse_fetch(req.payload)
+        request = payloads.parse_fetch(req.payload)
         if self.devices.seen_due(req.account):
             await concurrency.run_in_threadpool(self.devices.write_seen, req.account)
-        max_items = min(max_items, MAX_FETCH_ITEMS)
+        max_items = min(request.max_items, MAX_FETCH_ITEMS)
         loop = asyncio.get_running_loop()
-        deadline = _ARRIVED.get(loop.time()) + min(wait, self.settings.max_long_poll)
-        first = True
+        deadline = _ARRIVED.get(loop.time()) + min(request.wait, self.settings.max_long_poll)
+        # The previous batch's acknowledgement rides on the first look only.
+        acked: tuple[str, ...] | None = request.acked
         while True:
             # Taken before looking, so an entry queued while we look still wakes us.
             event = self.waiters.event(self.vault.account_id(req.account))
-            batch = await self._look(req.account, max_items, deadline, first=first)
-            first = False
+            batch = await self._look(req.account, max_items, deadline, acked)
+            acked = None
             remaining = deadline - loop.time()
             if batch.deliveries or batch.receipts or remaining <= 0 or self.waiters.stopping:
                 break
@@ -492,16 +497,17 @@ class PushServer:
         return await concurrency.run_in_threadpool(payloads.build_deliveries, batch), {}
 
     async def _look(
-        self, account: str, max_items: int, deadline: float, *, first: bool
+        self, account: str, max_items: int, deadline: float, acked: tuple[str, ...] | None
     ) -> model.FetchBatch:
         """One look at the queue; empty if no turn comes before ``deadline``.
 
         Under load looks queue for a turn (:data:`MAX_LOOKS` at a time); a waiting
         fetch must not answer later than it promised because its last look waited
         there. A look that has begun runs to its end (it may lease entries), and a
-        fetch's first look is always made.
+        fetch's first look (``acked`` not None: it acknowledges those first) is
+        always made.
         """
-        if first:
+        if acked is not None:
             await self._looks.acquire()
         else:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -511,17 +517,13 @@ class PushServer:
                 return model.FetchBatch()
         try:
             return await concurrency.run_in_threadpool(
-                self.queues.fetch, account, max_items, self.settings.lease_seconds
+                self.queues.fetch, account, max_items, self.settings.lease_seconds, acked or ()
             )
         finally:
             self._looks.release()
 
     async def _ack(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
-        def work() -> bytes:
-            count = self.queues.ack(req.account, payloads.parse_ack(req.payload))
-            return payloads.build_acked(count)
-
-        return await concurrency.run_in_threadpool(work), {}
+        return await concurrency.run_in_threadpool(self.ack, req.account, req.payload), {}
 
     async def _download(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         args = req.header.args

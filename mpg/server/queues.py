@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from mpg import errors, faults
 from mpg.db import transactions
@@ -88,7 +90,31 @@ def _insert_new(conn: sa.Connection, table: sa.Table, new: list[dict[str, Any]])
     """Insert rows created in a state, each state checked against the table once."""
     for state in {row["State"] for row in new}:
         states.check(None, state)
-    conn.execute(table.insert(), new)
+    _insert(conn, table, new)
+
+
+def _insert(conn: sa.Connection, table: sa.Table, new: list[dict[str, Any]]) -> None:
+    """Insert ``new`` (rows with the same keys) with one executemany.
+
+    On SQLite the rows go to the driver as tuples: SQLAlchemy's handling of each row's
+    parameters cost as much as SQLite's own insert, and none of these columns needs a
+    conversion there (text, numbers, bytes; a bool is stored as 0/1 either way).
+    """
+    if not new:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(table.insert(), new)
+        return
+    sql, names = _driver_insert(table, tuple(new[0]))
+    conn.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in new])
+
+
+@functools.cache
+def _driver_insert(table: sa.Table, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """SQLite's INSERT of ``columns`` into ``table`` and the order its values go in."""
+    insert = table.insert().values({name: sa.bindparam(name) for name in columns})
+    compiled = insert.compile(dialect=sqlite_dialect.dialect())
+    return compiled.string, tuple(compiled.positiontup or ())
 
 
 @dataclasses.dataclass
@@ -101,18 +127,19 @@ class _Writes:
     used_stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     woken: set[str] = dataclasses.field(default_factory=set)
+    #: TxMessageId -> content digest of the message decided in this transaction.
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def flush(self, conn: sa.Connection) -> None:
         """Insert what was collected and empty the lists."""
         if self.messages:
             _insert_new(conn, tables.transmit_queue, self.messages)
         if self.attachments:
-            conn.execute(tables.transmit_attachment.insert(), self.attachments)
+            _insert(conn, tables.transmit_attachment, self.attachments)
         if self.entries:
             _insert_new(conn, tables.receive_queue, self.entries)
             push_jobs.enqueue_for_entries(conn, self.messages, self.entries)
-        if self.events:
-            conn.execute(tables.message_event.insert(), self.events)
+        _insert(conn, tables.message_event, self.events)
         if self.used_stages:
             s = tables.upload_stage.c
             conn.execute(
@@ -184,6 +211,7 @@ class QueueStore:
         digests = [identity.digest(m) for m in messages]
         with transactions.begin(self._engine, "submitting messages") as conn:
             results, fresh, first = self._answered_before(conn, sender_account, messages, digests)
+            writes.digests = first
             # Who each message reaches, as account names; the row keeps what was written.
             targets = {m.tx_message_id: m for m in fresh}
             if self._addresser is not None:
@@ -365,7 +393,15 @@ class QueueStore:
         vault = self._vault
         writes.messages.append(
             rows.message(
-                vault, msg, sender, message_id, now, len(plan.known), MessageState.QUEUED, result
+                vault,
+                msg,
+                sender,
+                message_id,
+                now,
+                len(plan.known),
+                MessageState.QUEUED,
+                result,
+                writes.digests[tx],
             )
         )
         detail = f"queued for {len(plan.known)} recipient(s)"
@@ -407,7 +443,15 @@ class QueueStore:
         result = model.SubmitResult(msg.tx_message_id, False, unknown=unknown, reason=reason)
         writes.messages.append(
             rows.message(
-                self._vault, msg, sender, str(uuid.uuid4()), now, 0, MessageState.REFUSED, result
+                self._vault,
+                msg,
+                sender,
+                str(uuid.uuid4()),
+                now,
+                0,
+                MessageState.REFUSED,
+                result,
+                writes.digests[msg.tx_message_id],
             )
         )
         log.info("message_refused", account=sender, tx=msg.tx_message_id, reason=reason)
@@ -490,6 +534,7 @@ class QueueStore:
                 len(split.notified),
                 MessageState.SERVED,
                 result,
+                writes.digests[tx],
             )
         )
         rank = fanout.rank(msg.priority)
@@ -577,8 +622,9 @@ class QueueStore:
                 .values(State=MessageState.SERVED)
             )
         now = self._clock()
-        conn.execute(
-            tables.message_event.insert(),
+        _insert(
+            conn,
+            tables.message_event,
             [
                 rows.event(
                     row.MessageId,
@@ -612,25 +658,50 @@ class QueueStore:
 
     # ------------------------------------------------------------------ fetch
 
-    def fetch(self, account: str, max_items: int, lease_seconds: float) -> model.FetchBatch:
+    def fetch(
+        self, account: str, max_items: int, lease_seconds: float, acked: Sequence[str] = ()
+    ) -> model.FetchBatch:
         """Lease up to ``max_items`` of ``account``'s entries, most urgent and oldest first.
 
-        Entries whose earlier lease ran out without an ack are delivered again.
+        Entries whose earlier lease ran out are delivered again. ``acked``: entries of
+        the caller's previous batch, acknowledged first in the same transaction (as
+        :meth:`ack` does), so that a receiving gateway needs one request per batch.
         """
-        if max_items <= 0:
+        if max_items <= 0 and not acked:
             return model.FetchBatch()
-        return transactions.retrying(lambda: self._fetch_once(account, max_items, lease_seconds))
+        account_id = self._vault.account_id(account)
+        batch, moved, woken = transactions.retrying(
+            lambda: self._fetch_once(account_id, account, max_items, lease_seconds, acked)
+        )
+        if acked:
+            faults.reach(faults.SERVER_ACK_COMMITTED)
+            self._wake(woken)
+            log.info("entries_acked", account=account, acked=moved)
+        return batch
 
-    def _fetch_once(self, account: str, max_items: int, lease_seconds: float) -> model.FetchBatch:
-        """One attempt at :meth:`fetch`.
+    def _fetch_once(
+        self,
+        account_id: str,
+        account: str,
+        max_items: int,
+        lease_seconds: float,
+        acked: Sequence[str],
+    ) -> tuple[model.FetchBatch, int, set[str]]:
+        """One attempt at :meth:`fetch`: the batch, how many entries the ack moved, and
+        who to wake for the receipts it queued.
 
         Rows are read ``FOR UPDATE SKIP LOCKED``: another process leasing for the
         same account at the same moment takes other entries, never these.
         """
         now = self._clock()
         vault = self._vault
-        account_id = vault.account_id(account)
+        moved: list[tables.Row] = []
+        woken: set[str] = set()
         with transactions.begin(self._engine, "fetching entries") as conn:
+            if acked:
+                _, moved, woken = self._acknowledge(conn, account_id, acked)
+            if max_items <= 0:
+                return model.FetchBatch(), len(moved), woken
             candidates, expired = self._candidates(conn, account_id, max_items, now)
             messages = self._messages(
                 conn, [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
@@ -646,11 +717,12 @@ class QueueStore:
                 MAX_FETCH_BYTES,
             )
             if not entries:
-                return model.FetchBatch()
+                return model.FetchBatch(), len(moved), woken
             expired_ids = expired & {e.EntryId for e in entries}
             self._lease(conn, entries, expired_ids, now, lease_seconds)
-            conn.execute(
-                tables.message_event.insert(),
+            _insert(
+                conn,
+                tables.message_event,
                 [
                     rows.event(
                         e.MessageId,
@@ -688,7 +760,7 @@ class QueueStore:
             receipts=len(receipts),
             redelivered=len(expired_ids),
         )
-        return model.FetchBatch(tuple(deliveries), tuple(receipts))
+        return model.FetchBatch(tuple(deliveries), tuple(receipts)), len(moved), woken
 
     @staticmethod
     def _candidates(
@@ -752,8 +824,9 @@ class QueueStore:
         """The ``TransmitQueue`` rows, opened (:func:`mpg.server.rows.opened_message`)."""
         t = tables.transmit_queue.c
         found: dict[str, dict[str, Any]] = {}
+        columns = [t[name] for name in rows.DELIVERED_COLUMNS]
         for part in transactions.chunks(sorted(set(message_ids))):
-            result = conn.execute(sa.select(tables.transmit_queue).where(t.MessageId.in_(part)))
+            result = conn.execute(sa.select(*columns).where(t.MessageId.in_(part)))
             found.update({row.MessageId: rows.opened_message(self._vault, row) for row in result})
         return found
 
@@ -834,7 +907,15 @@ class QueueStore:
     def _ack_once(
         self, account: str, entry_ids: Sequence[str]
     ) -> tuple[list[tables.Row], list[tables.Row], set[str]]:
-        """One attempt at :meth:`ack`: the entries found, those moved to acked, who to wake.
+        """One attempt at :meth:`ack`."""
+        with transactions.begin(self._engine, "acknowledging entries") as conn:
+            return self._acknowledge(conn, account, entry_ids)
+
+    def _acknowledge(
+        self, conn: sa.Connection, account: str, entry_ids: Sequence[str]
+    ) -> tuple[list[tables.Row], list[tables.Row], set[str]]:
+        """Acknowledge in ``conn``'s transaction: the entries found, those moved to
+        acked, who to wake (after the commit) for the receipts queued.
 
         The entries are locked (in EntryId order, so two acks cannot deadlock) before
         their state is read: an ack or recall of the same entry in another process
@@ -844,54 +925,64 @@ class QueueStore:
         r = tables.receive_queue.c
         t = tables.transmit_queue.c
         woken: set[str] = set()
-        with transactions.begin(self._engine, "acknowledging entries") as conn:
-            found: list[tables.Row] = []
-            for part in transactions.chunks(sorted(set(entry_ids))):
-                found.extend(
-                    conn.execute(
-                        sa.select(r.EntryId, r.MessageId, r.Kind, r.State)
-                        .where(r.EntryId.in_(part), r.Recipient == account)
-                        .order_by(r.EntryId)
-                        .with_for_update()
-                    )
-                )
-            moving = [row for row in found if row.State == EntryState.LEASED]
-            if moving:
-                states.check(EntryState.LEASED, EntryState.ACKED)
-            for part in transactions.chunks([row.EntryId for row in moving]):
+        found: list[tables.Row] = []
+        for part in transactions.chunks(sorted(set(entry_ids))):
+            found.extend(
                 conn.execute(
-                    tables.receive_queue.update()
-                    .where(r.EntryId.in_(part), r.State == EntryState.LEASED)
-                    .values(State=EntryState.ACKED, LeaseUntil=None)
+                    sa.select(r.EntryId, r.MessageId, r.Kind, r.State)
+                    .where(r.EntryId.in_(part), r.Recipient == account)
+                    .order_by(r.EntryId)
+                    .with_for_update()
                 )
-            if moving:
-                now = self._clock()
-                conn.execute(
-                    tables.message_event.insert(),
-                    [
-                        rows.event(
-                            row.MessageId,
-                            now,
-                            EventKind.ACKNOWLEDGED
-                            if row.Kind == model.DeliveryKind.MESSAGE
-                            else EventKind.RECEIPT_ACKNOWLEDGED,
-                            account,
-                        )
-                        for row in moving
-                    ],
-                )
-            served = collections.Counter(
-                row.MessageId for row in moving if row.Kind == model.DeliveryKind.MESSAGE
             )
-            if served:
-                conn.execute(
-                    tables.transmit_queue.update()
-                    .where(t.MessageId == sa.bindparam("b_message"))
-                    .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
-                    [{"b_message": mid, "b_count": n} for mid, n in served.items()],
-                )
-                woken = self._complete(conn, served)
-            tables.announce(conn, woken)
+        moving = [row for row in found if row.State == EntryState.LEASED]
+        if moving:
+            states.check(EntryState.LEASED, EntryState.ACKED)
+        for part in transactions.chunks([row.EntryId for row in moving]):
+            conn.execute(
+                tables.receive_queue.update()
+                .where(r.EntryId.in_(part), r.State == EntryState.LEASED)
+                .values(State=EntryState.ACKED, LeaseUntil=None)
+            )
+        if moving:
+            now = self._clock()
+            _insert(
+                conn,
+                tables.message_event,
+                [
+                    rows.event(
+                        row.MessageId,
+                        now,
+                        EventKind.ACKNOWLEDGED
+                        if row.Kind == model.DeliveryKind.MESSAGE
+                        else EventKind.RECEIPT_ACKNOWLEDGED,
+                        account,
+                    )
+                    for row in moving
+                ],
+            )
+        served = collections.Counter(
+            row.MessageId for row in moving if row.Kind == model.DeliveryKind.MESSAGE
+        )
+        # Mostly one entry per message: those counted with one statement, not one each.
+        once = [mid for mid, n in served.items() if n == 1]
+        for part in transactions.chunks(once):
+            conn.execute(
+                tables.transmit_queue.update()
+                .where(t.MessageId.in_(part))
+                .values(ServedCount=t.ServedCount + 1)
+            )
+        more = [{"b_message": mid, "b_count": n} for mid, n in served.items() if n > 1]
+        if more:
+            conn.execute(
+                tables.transmit_queue.update()
+                .where(t.MessageId == sa.bindparam("b_message"))
+                .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
+                more,
+            )
+        if served:
+            woken = self._complete(conn, served)
+        tables.announce(conn, woken)
         return found, moving, woken
 
     def _wake(self, accounts_: set[str]) -> None:

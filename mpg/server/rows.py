@@ -75,9 +75,11 @@ def message(
     recipient_count: int,
     state: MessageState,
     result: model.SubmitResult,
+    digest: str,
 ) -> dict[str, Any]:
     """A ``TransmitQueue`` row of ``sender`` (its name); ``result`` is kept to answer
-    a resubmission. Its personal columns are sealed."""
+    a resubmission, ``digest`` (:func:`mpg.server.identity.digest` of ``msg``) to tell
+    a resubmission from another message. Its personal columns are sealed."""
     to, bcc = fanout.qualified(msg)
     personal = {
         # Recipients see who authenticated, never a name the client wrote.
@@ -106,7 +108,7 @@ def message(
         "ServedCount": 0,
         "RecalledCount": 0,
         "State": state,
-        "ContentDigest": identity.digest(msg),
+        "ContentDigest": digest,
     }
     for name, emptied in TRANSMIT_SEALED.items():
         row[name] = emptied
@@ -117,13 +119,32 @@ def message(
     return row
 
 
+#: The sealed ``TransmitQueue`` columns a delivery carries (not the kept SubmitResult).
+DELIVERED_SEALED: Final = tuple(name for name in TRANSMIT_SEALED if name != "SubmitResult")
+#: The ``TransmitQueue`` columns a delivery is made of (:func:`delivery`).
+DELIVERED_COLUMNS: Final = (
+    "MessageId",
+    "AppCode",
+    "SourceDomain",
+    "ReceiverType",
+    "ContentType",
+    "AlertFlag",
+    "Priority",
+    "TransmitTime",
+    *DELIVERED_SEALED,
+    *(name + "Enc" for name in DELIVERED_SEALED),
+)
+
+
 def opened_message(vault: Vault, row: tables.Row) -> dict[str, Any]:
-    """A ``TransmitQueue`` row by column name, its sealed columns opened (a row of an
-    older version: its clear columns as they are)."""
+    """A ``TransmitQueue`` row by column name, its sealed columns among
+    :data:`DELIVERED_SEALED` opened (a row of an older version: its clear columns as
+    they are); the row needs at least :data:`DELIVERED_COLUMNS`."""
     values = dict(row._mapping)
-    for name in TRANSMIT_SEALED:
+    message_id = row.MessageId
+    for name in DELIVERED_SEALED:
         values[name] = vault.unseal(
-            values.get(name + "Enc"), "TransmitQueue", name + "Enc", row.MessageId, values[name]
+            values[name + "Enc"], "TransmitQueue", name + "Enc", message_id, values[name]
         )
     return values
 
@@ -295,12 +316,11 @@ _T = TypeVar("_T")
 def delivery_bytes(msg: Mapping[str, Any], visible_bcc: str | None) -> int:
     """The most bytes ``msg`` (opened) can take in a fetch answer: UTF-8 text plus, for
     each character XML must escape, the longest escape (``&quot;``), plus the overhead."""
-    total = DELIVERY_OVERHEAD
-    for text in (*(msg[name] for name in _DELIVERED_TEXT), visible_bcc):
-        if text:
-            raw = str(text).encode("utf-8")
-            total += len(raw) + 5 * sum(raw.count(c) for c in b'&<>"')
-    return total
+    # One string of all the fields: a few passes over it instead of a few per field.
+    raw = "".join([*(str(msg[name] or "") for name in _DELIVERED_TEXT), visible_bcc or ""])
+    data = raw.encode("utf-8")
+    escaped = data.count(b"&") + data.count(b"<") + data.count(b">") + data.count(b'"')
+    return DELIVERY_OVERHEAD + len(data) + 5 * escaped
 
 
 def within_budget(items: Sequence[_T], sizes: Sequence[int], budget: int) -> list[_T]:
@@ -338,9 +358,18 @@ def _iso(at: float) -> str:
     return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: SubmitResult's fields in their order: the keys of its JSON.
+_RESULT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(model.SubmitResult))
+
+
 def result_to_json(result: model.SubmitResult) -> str:
-    """``TransmitQueue.SubmitResult``: the answer, as JSON."""
-    return json.dumps(dataclasses.asdict(result), separators=(",", ":"), ensure_ascii=False)
+    """``TransmitQueue.SubmitResult``: the answer, as JSON (``dataclasses.asdict``'s
+    shape, built without its deep copies: one per submitted message)."""
+    data = {name: getattr(result, name) for name in _RESULT_FIELDS}
+    data["unknown"] = list(result.unknown)
+    if result.recall is not None:
+        data["recall"] = dataclasses.asdict(result.recall)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def result_from_json(text: str) -> model.SubmitResult:

@@ -120,6 +120,16 @@ class Receipt:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """A ``fetch``: up to ``max_items`` entries, waiting up to ``wait`` seconds, after
+    acknowledging ``acked`` (the entries of the caller's previous batch, if stored)."""
+
+    max_items: int
+    wait: float
+    acked: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class FetchBatch:
     """One answer to a fetch: deliveries and receipts, oldest first within priority."""
 

@@ -212,8 +212,9 @@ def build_submitted(results: Iterable[model.SubmitResult]) -> bytes:
     return _serialize(root)
 
 
-def build_fetch(max_items: int, wait_seconds: float) -> bytes:
-    """The ``fetch`` payload: up to ``max_items`` entries, waiting up to ``wait_seconds``."""
+def build_fetch(max_items: int, wait_seconds: float, acked: Iterable[str] = ()) -> bytes:
+    """The ``fetch`` payload: up to ``max_items`` entries, waiting up to ``wait_seconds``,
+    after acknowledging the queue entries ``acked`` (as :func:`build_ack` would)."""
     wait = float(wait_seconds)
     if not math.isfinite(wait) or wait < 0:
         raise errors.WireError(f"fetch/@wait: expected a finite number >= 0, got {wait_seconds!r}")
@@ -221,6 +222,9 @@ def build_fetch(max_items: int, wait_seconds: float) -> bytes:
     root = etree.Element(
         "fetch", {"max": _count(max_items, "fetch/@max", minimum=1), "wait": wait_text}
     )
+    acked = list(acked)
+    if acked:
+        _add_entries(etree.SubElement(root, "ack"), acked, "fetch/ack")
     return _serialize(root)
 
 
@@ -274,11 +278,15 @@ def build_deliveries(batch: model.FetchBatch) -> bytes:
     return _serialize(root)
 
 
+def _add_entries(holder: etree._Element, entry_ids: Iterable[str], where: str) -> None:
+    for n, entry in enumerate(entry_ids, 1):
+        etree.SubElement(holder, "entry", {"id": _nonempty(entry, f"{where}/entry[{n}]/@id")})
+
+
 def build_ack(entry_ids: Iterable[str]) -> bytes:
     """The ``ack`` payload for the queue entries the caller has stored."""
     root = etree.Element("ack")
-    for n, entry in enumerate(entry_ids, 1):
-        etree.SubElement(root, "entry", {"id": _nonempty(entry, f"ack/entry[{n}]/@id")})
+    _add_entries(root, entry_ids, "ack")
     return _serialize(root)
 
 
@@ -533,11 +541,15 @@ def parse_submitted(data: bytes) -> list[model.SubmitResult]:
     return results
 
 
-def parse_fetch(data: bytes) -> tuple[int, float]:
-    """``(max_items, wait_seconds)`` of a ``fetch`` payload."""
+def parse_fetch(data: bytes) -> model.FetchRequest:
+    """The request of a ``fetch`` payload: ``max``, ``wait`` and the entries its
+    ``<ack>`` acknowledges (none when it has none)."""
     root = _root(data, "fetch")
-    if len(root):
-        raise errors.WireError("fetch: must be empty")
+    acked: tuple[str, ...] = ()
+    for n, child in enumerate(root, 1):
+        if child.tag != "ack" or n > 1:
+            raise errors.WireError(f"fetch: unexpected element <{child.tag}>")
+        acked = tuple(_entry_ids(child, "fetch/ack"))
     max_items = _int_attr(root, "max", "fetch", minimum=1)
     wait_text = _attr(root, "wait", "fetch")
     wait = float(wait_text) if _DECIMAL.fullmatch(wait_text) else math.nan
@@ -545,7 +557,7 @@ def parse_fetch(data: bytes) -> tuple[int, float]:
         raise errors.WireError(
             f"fetch: attribute 'wait' must be a finite number >= 0, got {wait_text!r}"
         )
-    return max_items, wait
+    return model.FetchRequest(max_items, wait, acked)
 
 
 _DELIVERY_CHILDREN: Final = {
@@ -612,9 +624,13 @@ def parse_deliveries(data: bytes) -> model.FetchBatch:
     return model.FetchBatch(deliveries=tuple(deliveries), receipts=tuple(receipts))
 
 
+def _entry_ids(holder: etree._Element, where: str) -> list[str]:
+    return [_attr_nonempty(el, "id", at) for at, el in _items(holder, "entry", where)]
+
+
 def parse_ack(data: bytes) -> list[str]:
     """The queue entry ids of an ``ack`` payload, in order."""
-    return [_attr_nonempty(el, "id", at) for at, el in _items(_root(data, "ack"), "entry", "ack")]
+    return _entry_ids(_root(data, "ack"), "ack")
 
 
 def parse_acked(data: bytes) -> int:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from harness import Gateway as GatewayFiles
-from harness import World
+from harness import World, wait_for
 
-from mpg import config, errors
+from mpg import config, errors, metrics
 from mpg.gateway import runner
 from mpg.storage.states import OutboxState as S
 
@@ -176,6 +176,44 @@ def test_attachment_streams_in_small_chunks_and_arrives_identical(
     [att] = b.sql('SELECT "FileData", "FileSize" FROM "InboxAttachment"')
     assert att["FileSize"] == len(data)
     assert bytes(att["FileData"]) == data
+
+
+def _answered(op: str) -> float:
+    """Requests the in-process server answered with 200 for ``op`` so far."""
+    for family in metrics.SERVER_REQUESTS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels == {"op": op, "status": "200"}:
+                return sample.value
+    return 0.0
+
+
+def test_each_batch_is_acknowledged_by_the_next_fetch_not_by_an_ack_request(
+    pair: tuple[World, GatewayFiles, GatewayFiles],
+) -> None:
+    """B's stored batch is acknowledged in B's next fetch (so the receipts reach A and its
+    rows go to 29) and A's receipts in A's: no ``ack`` request is made while running."""
+    _, a, b = pair
+    for n in range(3):
+        add(a, f"folded-{n}")
+    sender = open_gateway(a, long_poll_wait=0.2)
+    receiver = open_gateway(b, long_poll_wait=0.2)
+    acks = _answered("ack")
+    try:
+        sender.start()
+        receiver.start()
+        wait_for(
+            "every row at 29",
+            lambda: all(
+                (row := a.outbox_row(f"folded-{n}")) is not None and row["State"] == S.SENT
+                for n in range(3)
+            ),
+        )
+        assert _answered("ack") == acks
+    finally:
+        sender.stop()
+        receiver.stop()
+    inbox = b.sql('SELECT "Subject" FROM "Inbox" ORDER BY "Subject"')
+    assert [r["Subject"] for r in inbox] == [f"subject folded-{n}" for n in range(3)]
 
 
 def test_gateway_refuses_a_server_certificate_from_an_unknown_ca(

@@ -181,7 +181,21 @@ def test_fetch_round_trips_and_matches_the_schema(max_items: int, wait: float) -
     """max and wait come back exactly."""
     data = payloads.build_fetch(max_items, wait)
     assert_valid(data)
-    assert payloads.parse_fetch(data) == (max_items, wait)
+    assert payloads.parse_fetch(data) == model.FetchRequest(max_items, wait)
+
+
+@given(
+    st.integers(min_value=1, max_value=10**6),
+    st.floats(min_value=0, max_value=10**6),
+    st.lists(some_text, min_size=1, max_size=5),
+)
+def test_a_fetch_that_acknowledges_round_trips_and_matches_the_schema(
+    max_items: int, wait: float, acked: list[str]
+) -> None:
+    """The entries a fetch acknowledges come back in order with max and wait."""
+    data = payloads.build_fetch(max_items, wait, acked)
+    assert_valid(data)
+    assert payloads.parse_fetch(data) == model.FetchRequest(max_items, wait, tuple(acked))
 
 
 @given(st.lists(some_text, max_size=5))
@@ -430,6 +444,9 @@ def test_accepted_result_without_message_id_is_malformed() -> None:
         b'<fetch wait="1"/>',
         b'<fetch max="5"/>',
         b'<fetch max="5" wait="1"><x/></fetch>',
+        b'<fetch max="5" wait="1"><ack/><ack/></fetch>',
+        b'<fetch max="5" wait="1"><ack><x/></ack></fetch>',
+        b'<fetch max="5" wait="1"><ack><entry id=""/></ack></fetch>',
     ],
 )
 def test_malformed_fetch_is_refused(document: bytes) -> None:
