@@ -24,7 +24,10 @@ its TLS connections at once and sends ``--requests`` requests each on it (keep-a
 processes of raw asyncio (uvloop) clients: the same client against both servers,
 rounds alternating which server goes first; the median of ``--rounds`` rounds and
 MPG's ratio to nginx are printed, along with the servers' CPU seconds per 1,000
-requests (less sensitive to other load on the machine than requests/s).
+requests (less sensitive to other load on the machine than requests/s). Both servers
+may hold twice the burst's connections (MPG's ``max_connections``, nginx's
+``worker_connections``): the previous burst's connections may still be closing when
+the next one starts, and MPG's default (2,048) is a guard against a flood.
 
 Results go to standard output as one JSON object; docs/benchmarks.md has the figures.
 """
@@ -361,7 +364,7 @@ worker_processes {workers};
 daemon off;
 pid {root}/nginx.pid;
 error_log {root}/nginx-error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     client_body_temp_path {root}/nginx-tmp;
@@ -412,6 +415,8 @@ def _prepare(args: argparse.Namespace, root: pathlib.Path) -> Site:
         f'host = "127.0.0.1"\nport = {ports["mpg"]}\n'
         f'tls_cert = "{pem}"\ntls_key = "{pem}"\n'
         f'data_dir = "{root / "data"}"\npush_workers = 0\n'
+        # Room for the burst and the previous burst's connections still closing.
+        f"max_connections = {2 * args.clients + 100}\n"
         '[log]\nlevel = "warning"\n'
     )
     mpg_cli = [sys.executable, "-m", "mpg.cli.main", "--config", str(cfg)]
@@ -440,7 +445,13 @@ def _prepare(args: argparse.Namespace, root: pathlib.Path) -> Site:
     (root / "nginx-tmp").mkdir()
     nginx_conf = root / "nginx.conf"
     nginx_conf.write_text(
-        NGINX_CONF.format(workers=args.nginx_workers, root=root, port=ports["nginx"], pem=pem)
+        NGINX_CONF.format(
+            workers=args.nginx_workers,
+            connections=2 * args.clients + 100,
+            root=root,
+            port=ports["nginx"],
+            pem=pem,
+        )
     )
     return Site(
         ca.cert_pem.bytes(),
@@ -505,6 +516,7 @@ def file_burst(args: argparse.Namespace, root: pathlib.Path) -> dict[str, object
                         port, pids[name], site.ca_pem, "/files/acme.ibi", etags[name], kind, args
                     )
                     runs[kind][name].append(figures)
+                    time.sleep(2.0)  # the burst's connections close before the next
                     print(f"round {n + 1} {kind:20} {name:5} {figures}", file=sys.stderr)
     finally:
         for proc in servers.values():
