@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import pathlib
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -334,3 +336,32 @@ def test_an_outbox_row_too_large_for_the_file_is_delivered_and_says_why_not_publ
     assert kind == "publish_failed"
     assert detail.startswith("group:acme: ")
     site.engine.dispose()
+
+
+def test_publications_to_one_group_at_once_keep_every_message(
+    db_url: str, tmp_path: pathlib.Path
+) -> None:
+    """Four threads publish five messages each to one file at the same moment: the
+    group's lock makes each read-add-write follow the last, so none is lost."""
+    engine = tables.create_engine(db_url)
+    tables.create_tables(engine)
+    add_group(engine, "acme")
+    settings = config.ServerSettings(data_dir=tmp_path / "data", push_workers=0)
+    files = publishing.message_files(settings)
+    start = threading.Barrier(4)
+
+    def publish_five(thread: int) -> None:
+        start.wait()
+        for n in range(5):
+            message = publishing.new_message(f"t{thread}-{n}", now=_now())
+            publishing.publish(engine, files, settings, "acme", actor="test", add=[message])
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(publish_five, range(4)))
+        served = files.current("acme")
+        assert served is not None
+        titles = sorted(m.title for m in messagefile.parse(served.body).messages)
+        assert titles == sorted(f"t{t}-{n}" for t in range(4) for n in range(5))
+    finally:
+        engine.dispose()
