@@ -302,12 +302,15 @@ class OutboxPublisher:
     ) -> None:
         """Publish each accepted message of ``messages`` that asks for it (``results``
         by TxMessageId; ``sender_id`` the sender's AccountId, for the events)."""
-        for msg in messages:
-            result = results.get(msg.tx_message_id)
-            if result is None or not result.accepted:
-                continue
-            for address in publish_targets(msg):
-                self._one(conn, sender_id, msg, result.message_id, address, now)
+        wanted = [
+            (address, msg, result.message_id)
+            for msg in messages
+            if (result := results.get(msg.tx_message_id)) is not None and result.accepted
+            for address in publish_targets(msg)
+        ]
+        # Groups locked in one order by every submit: two never wait for each other.
+        for address, msg, message_id in sorted(wanted, key=lambda w: str(w[0])):
+            self._one(conn, sender_id, msg, message_id, address, now)
 
     def _one(
         self,
