@@ -20,7 +20,8 @@ from standins.common import ca_file
 from standins.fcm import FcmStandIn
 
 from mpg import config
-from mpg.server import accounts, queues, tables
+from mpg.server import accounts, publishing, queues, tables
+from mpg.server.directory import devices
 from mpg.server.push import registry, worker
 from mpg.wire import atrest, keys, model
 
@@ -61,7 +62,11 @@ class Sender:
         self.keyring = atrest.Keyring({"k1": keys.new_master_key()}, "k1")
         self.store = accounts.AccountStore(engine, keys.new_master_key(), self.keyring)
         self.store.add(SENDER, "gateway")
-        self.queues = queues.QueueStore(engine, self.store.vault)
+        directory = devices.DeviceStore(engine, self.keyring, self.store)
+        self.queues = queues.QueueStore(engine, self.store.vault, addresser=directory.addresser)
+        self.queues.publisher = publishing.OutboxPublisher(
+            publishing.message_files(settings), settings
+        )
         self.worker = worker.PushWorker(engine, self.keyring, registry.Registry(settings), settings)
         add_group(engine, "news")
         add_group(engine, "acme")
@@ -69,7 +74,7 @@ class Sender:
     def device(self, group: str, token: str, platform: str) -> str:
         return add_device(self.engine, self.store, self.keyring, group, token, platform=platform)
 
-    def send(self, *to: str) -> str:
+    def send(self, *to: str, keywords: str = "") -> str:
         msg = model.OutgoingMessage(
             tx_message_id=str(uuid.uuid4()),
             app_code="BPM",
@@ -84,7 +89,7 @@ class Sender:
             content_type="MSG",
             alert_flag=True,
             priority="H",
-            keywords="",
+            keywords=keywords,
             transmit_time="2026-11-23 05:41:07",
         )
         [result] = self.queues.submit(SENDER, [msg])
@@ -114,6 +119,7 @@ def sender(
     p8.chmod(0o600)
     trust = ca_file(ca, tmp_path)
     settings = config.ServerSettings(
+        data_dir=tmp_path / "data",
         push_workers=0,
         push_content_groups=("news",),
         push_providers=(
@@ -183,3 +189,14 @@ def test_a_group_without_the_choice_gets_no_subject_or_content_in_any_request(
     raw = b"".join(fcm.raw_pushes) + b"".join(body for _, body in apns.raw_pushes)
     for personal in (SUBJECT, BODY, "alice", SENDER):
         assert personal.encode() not in raw
+
+
+def test_the_file_push_of_a_publishing_row_shows_its_subject_in_a_content_group(
+    sender: Sender, fcm: FcmStandIn
+) -> None:
+    sender.device("news", "fcm-news", "android")
+    message_id = sender.send("group:news", keywords="mpg:publish")
+    assert sender.worker.run_once() == 1
+    [android] = fcm.pushes
+    assert (android["data"]["kind"], android["data"]["message_id"]) == ("file", message_id)
+    assert android["android"]["notification"]["title"] == SUBJECT
