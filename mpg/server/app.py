@@ -206,6 +206,7 @@ class PushServer:
         self.pusher = push_worker.PushWorker(engine, keyring, self.providers, settings)
         #: Each group's message file, served at /files/<group>.ibi.
         self.files = publishing.message_files(settings)
+        self.queues.publisher = publishing.OutboxPublisher(self.files, settings)
         self.blobs = blobs.BlobStore(
             engine,
             pathlib.Path(settings.data_dir) / BLOB_DIR,

@@ -13,6 +13,11 @@ A publication adds messages to those the file already holds (the size policy of
 :func:`mpg.wire.messagefile.render` then drops expired and the oldest ones), or
 replaces the whole file with one given (``--file``). Publishing a set that renders to
 the same bytes makes no new version and pushes nobody.
+
+An Outbox row addressed to a group or category whose ``Keywords`` hold
+``mpg:publish`` is also published, in its submit's transaction
+(:class:`OutboxPublisher`); its devices then get the publication's ``file`` push
+instead of the row's ``message`` push, so a phone is alerted once.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import datetime as dt
 import pathlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import sqlalchemy as sa
@@ -30,16 +35,21 @@ import structlog
 
 from mpg import config, errors
 from mpg.db import transactions
-from mpg.server import audit, tables
+from mpg.server import addressing, audit, rows, tables
 from mpg.server.push import jobs
 from mpg.server.push.messagefiles import MessageFiles
-from mpg.wire import messagefile
+from mpg.server.rows import EventKind
+from mpg.wire import messagefile, model
 from mpg.wire.push import NoticeKind
 
 log = structlog.get_logger(__name__)
 
 #: Folder under ``server.data_dir`` that holds the message files.
 FILE_DIR: Final = "files"
+#: The keyword (of an Outbox row's ``;``-separated Keywords) that asks for publishing.
+PUBLISH_KEYWORD: Final = "mpg:publish"
+#: The audit log's actor for publications an Outbox row made.
+OUTBOX_ACTOR: Final = "outbox"
 
 
 def message_files(settings: config.ServerSettings) -> MessageFiles:
@@ -68,6 +78,8 @@ class Published:
     dropped: tuple[str, ...]
     expired: tuple[str, ...]
     pushes: int
+    #: The devices (AccountIds) pushed.
+    pushed: tuple[str, ...] = ()
 
 
 def new_message(
@@ -93,8 +105,13 @@ def new_message(
 
 
 def _check_target(conn: sa.Connection, group: str, category: str) -> None:
+    """NotFound unless the group (and category) exist. The group's row stays locked
+    until the caller's transaction ends, so that publications to one group — from the
+    API, the command line or Outbox rows, in any server process — read and write its
+    files one after another and none loses another's messages."""
     g = tables.message_group.c
-    if conn.execute(sa.select(g.GroupId).where(g.GroupId == group)).first() is None:
+    locked = sa.select(g.GroupId).where(g.GroupId == group).with_for_update()
+    if conn.execute(locked).first() is None:
         raise errors.NotFound(f"no message group {group!r}")
     if category:
         c = tables.category.c
@@ -159,10 +176,40 @@ def publish(
     NotFound for an unknown group or category; ValidationError for a file that breaks
     the format or a message the size policy cannot take.
     """
-    with transactions.connect(engine, "reading the message group") as conn:
-        _check_target(conn, group, category)
+    with transactions.begin(engine, "publishing to a message file") as conn:
+        done = publish_in(
+            conn,
+            files,
+            settings,
+            group,
+            actor=actor,
+            category=category,
+            add=add,
+            whole=whole,
+            now=clock(),
+        )
+    _logged(done)
+    return done
+
+
+def publish_in(
+    conn: sa.Connection,
+    files: MessageFiles,
+    settings: config.ServerSettings,
+    group: str,
+    *,
+    actor: str,
+    category: str = "",
+    add: Sequence[messagefile.PublishedMessage] = (),
+    whole: bytes | None = None,
+    now: float,
+    message_id: str | None = None,
+) -> Published:
+    """:func:`publish` in the caller's transaction: the group locked, the new version
+    written, its ``file`` jobs (carrying ``message_id`` when an Outbox row caused
+    them) and the audit entry added; they commit with the caller."""
+    _check_target(conn, group, category)
     key = file_key(group, category)
-    now = clock()
     messages, before = _messages(files, key, group, add, whole)
     rendered = messagefile.render(
         group,
@@ -173,40 +220,32 @@ def publish(
     version = files.publish(key, rendered.data)
     changed = version.etag != before
     priority = add[0].priority if add else "N"
-    with transactions.begin(engine, "committing a publication's pushes") as conn:
-        targets = devices_to_push(conn, group, category) if changed else []
-        spread = settings.push_spread_seconds / len(targets) if targets else 0.0
-        pushes = jobs.enqueue(
-            conn,
-            [
-                jobs.job_row(
-                    account,
-                    group,
-                    NoticeKind.FILE,
-                    priority,
-                    now,
-                    version=version.etag,
-                    category=category or None,
-                    not_before=now + n * spread,
-                )
-                for n, account in enumerate(targets)
-            ],
-        )
-        audit.record(
-            conn,
-            actor,
-            "file.publish",
-            key,
-            f"version {version.etag}, {len(rendered.kept)} messages, {pushes} pushes",
-        )
-    log.info(
-        "file_published",
-        file=key,
-        version=version.etag,
-        changed=changed,
-        kept=len(rendered.kept),
-        dropped=len(rendered.dropped),
-        pushes=pushes,
+    targets = devices_to_push(conn, group, category) if changed else []
+    spread = settings.push_spread_seconds / len(targets) if targets else 0.0
+    pushes = jobs.enqueue(
+        conn,
+        [
+            jobs.job_row(
+                account,
+                group,
+                NoticeKind.FILE,
+                priority,
+                now,
+                message_id=message_id,
+                version=version.etag,
+                category=category or None,
+                not_before=now + n * spread,
+            )
+            for n, account in enumerate(targets)
+        ],
+    )
+    audit.record(
+        conn,
+        actor,
+        "file.publish",
+        key,
+        f"version {version.etag}, {len(rendered.kept)} messages, {pushes} pushes"
+        + (f", message {message_id}" if message_id else ""),
     )
     return Published(
         group,
@@ -217,4 +256,104 @@ def publish(
         rendered.dropped,
         rendered.expired,
         pushes,
+        tuple(targets),
     )
+
+
+def _logged(done: Published) -> None:
+    log.info(
+        "file_published",
+        file=file_key(done.group, done.category),
+        version=done.version,
+        changed=done.changed,
+        kept=len(done.kept),
+        dropped=len(done.dropped),
+        pushes=done.pushes,
+    )
+
+
+def publish_targets(msg: model.OutgoingMessage) -> tuple[addressing.Address, ...]:
+    """The groups and categories an Outbox row publishes to: the addresses of its To
+    list (ReceiverType ``D``) when its Keywords hold :data:`PUBLISH_KEYWORD` (any case)."""
+    words = {word.strip().lower() for word in msg.keywords.split(";")}
+    if msg.receiver_type != "D" or PUBLISH_KEYWORD not in words:
+        return ()
+    found = (addressing.parse(entry) for entry in msg.receivers)
+    return tuple(dict.fromkeys(a for a in found if a is not None))
+
+
+class OutboxPublisher:
+    """Publishes the accepted Outbox rows that ask for it, inside their submit's
+    transaction (:meth:`mpg.server.queues.QueueStore.submit` calls it after writing
+    the messages): ``Subject`` the title, ``Content`` the text, ``Priority`` the
+    priority, the server's MessageId the file message's id."""
+
+    def __init__(self, files: MessageFiles, settings: config.ServerSettings) -> None:
+        self._files = files
+        self._settings = settings
+
+    def __call__(
+        self,
+        conn: sa.Connection,
+        sender_id: str,
+        messages: Sequence[model.OutgoingMessage],
+        results: Mapping[str, model.SubmitResult],
+        now: float,
+    ) -> None:
+        """Publish each accepted message of ``messages`` that asks for it (``results``
+        by TxMessageId; ``sender_id`` the sender's AccountId, for the events)."""
+        wanted = [
+            (address, msg, result.message_id)
+            for msg in messages
+            if (result := results.get(msg.tx_message_id)) is not None and result.accepted
+            for address in publish_targets(msg)
+        ]
+        # Groups locked in one order by every submit: two never wait for each other.
+        for address, msg, message_id in sorted(wanted, key=lambda w: str(w[0])):
+            self._one(conn, sender_id, msg, message_id, address, now)
+
+    def _one(
+        self,
+        conn: sa.Connection,
+        sender_id: str,
+        msg: model.OutgoingMessage,
+        message_id: str,
+        address: addressing.Address,
+        now: float,
+    ) -> None:
+        item = messagefile.PublishedMessage(
+            message_id=message_id,
+            published=dt.datetime.fromtimestamp(now, dt.UTC),
+            title=msg.subject,
+            text=msg.content,
+            priority=msg.priority,
+            category=address.category or "",
+        )
+        try:
+            done = publish_in(
+                conn,
+                self._files,
+                self._settings,
+                address.group,
+                actor=OUTBOX_ACTOR,
+                category=address.category or "",
+                add=[item],
+                now=now,
+                message_id=message_id,
+            )
+        except (errors.NotFound, errors.ValidationError) as exc:
+            # The message is delivered all the same; its history says why it is not
+            # in the file (it was refused before anything was written).
+            log.warning("outbox_publish_refused", message_id=message_id, to=str(address))
+            event = rows.event(
+                message_id, now, EventKind.PUBLISH_FAILED, sender_id, f"{address}: {exc}"
+            )
+            conn.execute(tables.message_event.insert(), event)
+            return
+        jobs.drop_message_pushes(conn, message_id, done.pushed)
+        detail = f"{address}: version {done.version}, {done.pushes} pushes"
+        conn.execute(
+            tables.message_event.insert(),
+            rows.event(message_id, now, EventKind.PUBLISHED, sender_id, detail),
+        )
+        _logged(done)

@@ -47,6 +47,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from mpg import errors, faults
 from mpg.db import transactions
 from mpg.server import accounts, fanout, identity, rows, states, tables
+from mpg.server.publishing import OutboxPublisher
 from mpg.server.push import jobs as push_jobs
 from mpg.server.rows import EventKind
 from mpg.server.states import EntryState, MessageState
@@ -157,6 +158,10 @@ class _Writes:
 class QueueStore:
     """Submit, fetch, ack and recall on the server database (all synchronous)."""
 
+    #: Publishes accepted rows whose Keywords hold ``mpg:publish``, in the submit's
+    #: transaction (:class:`mpg.server.publishing.OutboxPublisher`, set by the server).
+    publisher: OutboxPublisher | None = None
+
     def __init__(
         self,
         engine: sa.Engine,
@@ -244,6 +249,8 @@ class QueueStore:
                     msg, targets[msg.tx_message_id], sender_account, kinds, stages, writes, now
                 )
             writes.flush(conn)
+            if self.publisher is not None:
+                self.publisher(conn, self._vault.account_id(sender_account), plain, results, now)
             # Recalls go after the plain messages: they read and change committed rows.
             for msg in checked:
                 if fanout.is_server_agent(msg):

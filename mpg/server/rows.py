@@ -37,6 +37,8 @@ class EventKind(enum.StrEnum):
     READ = "read"  # a device reported that its user read it (device API)
     NOTIFIED = "notified"  # a push provider accepted a push to this recipient device
     PUSH_FAILED = "push_failed"  # a push attempt failed (Detail: the reason; retried or not)
+    PUBLISHED = "published"  # an Outbox row's mpg:publish put it in a message file (Detail: which)
+    PUBLISH_FAILED = "publish_failed"  # ... could not (Detail: the file and why)
 
 
 def event(

@@ -6,8 +6,8 @@ webhook's HMAC signature and its check for receivers. No I/O.
 Privacy is decided here: a notice holds only the group, the kind, a MessageId (or a
 count), the priority and, for a publication, the message file's version. Subject and
 content exist only in :class:`NoticeContent`, which a builder uses only when it is
-given one; the registry (``mpg.server.push.registry``) gives one only to groups whose
-configuration says ``content_in_push``.
+given one; the registry (``mpg.server.push.registry``) gives one only to the groups
+listed in ``server.push_content_groups``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from mpg import errors
 
 #: APNs refuses an ``apns-collapse-id`` over 64 bytes.
 MAX_COLLAPSE_ID: Final = 64
-#: APNs takes 4 KB of payload, FCM 4 KB of message; content is cut to stay well inside.
-MAX_CONTENT_CHARS: Final = 1000
+#: APNs takes 4 KB of payload, FCM 4 KB of message; subject and text are each cut to
+#: this many bytes of UTF-8 (not characters: 1000 characters of CJK text are 3 KB), so
+#: both together stay well inside.
+MAX_CONTENT_BYTES: Final = 1000
 #: The localisation keys of a content-free alert: the app shows its own text.
 ALERT_KEY_MESSAGE: Final = "mpg_new_message"
 ALERT_KEY_RECALLED: Final = "mpg_message_recalled"
@@ -127,7 +129,14 @@ def _alert_key(notice: Notice) -> str:
 
 
 def _cut(text: str) -> str:
-    return text if len(text) <= MAX_CONTENT_CHARS else text[: MAX_CONTENT_CHARS - 1] + "…"
+    """``text`` within :data:`MAX_CONTENT_BYTES` of UTF-8, an ellipsis where it was cut."""
+    data = text.encode()
+    if len(data) <= MAX_CONTENT_BYTES:
+        return text
+    ellipsis = "…"
+    room = MAX_CONTENT_BYTES - len(ellipsis.encode())
+    # A character cut in two at the limit is dropped whole.
+    return data[:room].decode(errors="ignore") + ellipsis
 
 
 def fcm_message(notice: Notice, token: str, content: NoticeContent | None = None) -> dict[str, Any]:

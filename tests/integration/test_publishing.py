@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import pathlib
+import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +21,7 @@ from mpg import config, errors
 from mpg.cli import context
 from mpg.cli import server as server_cli
 from mpg.server import accounts, app, audit, publishing, tables
-from mpg.wire import atrest, keys, messagefile
+from mpg.wire import atrest, keys, messagefile, model
 
 NOW = 1_800_000_000.0
 
@@ -229,3 +232,136 @@ def test_mpg_server_publish_writes_the_file_and_queues_the_pushes(tmp_path: path
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.push_job)).scalar() == 1
     engine.dispose()
+
+
+SENDER = "erp-a@example.com"
+
+
+def outbox_row(site: Site, to: str, keywords: str, content: str = "tonight") -> str:
+    """A gateway's Outbox row (ReceiverType D, AlertFlag 1) submitted; its MessageId."""
+    site.push.accounts.add(SENDER, "gateway")
+    row = model.OutgoingMessage(
+        tx_message_id=str(uuid.uuid4()),
+        app_code="BPM",
+        source_domain="example.com",
+        agent_sender=SENDER,
+        sender=SENDER,
+        receiver_type="D",
+        receivers=(to,),
+        bcc=(),
+        subject="Plant closed",
+        content=content,
+        content_type="MSG",
+        alert_flag=True,
+        priority="H",
+        keywords=keywords,
+        transmit_time="2026-11-30 17:00:00",
+    )
+    [result] = site.push.queues.submit(SENDER, [row])
+    assert result.accepted, result.reason
+    return result.message_id
+
+
+def events(site: Site, message_id: str) -> list[tuple[str, str]]:
+    e = tables.message_event.c
+    with site.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(e.Kind, e.Detail).where(e.MessageId == message_id).order_by(e.Id)
+        )
+        return [(r.Kind, r.Detail) for r in found if r.Kind.startswith("publish")]
+
+
+def test_an_outbox_row_with_mpg_publish_is_published_and_its_devices_pushed_once(
+    site: Site,
+) -> None:
+    one, two = site.device(), site.device(platform="ios")
+    site.device("other")
+    message_id = outbox_row(site, "group:acme", "leave; MPG:Publish")
+    served = site.push.files.current("acme")
+    assert served is not None
+    [published] = messagefile.parse(served.body).messages
+    assert (published.message_id, published.title, published.text, published.priority) == (
+        message_id,
+        "Plant closed",
+        "tonight",
+        "H",
+    )
+    found = site.jobs()
+    assert sorted(r.AccountId for r in found) == sorted([one, two])
+    assert {(r.Kind, r.MessageId, r.Version) for r in found} == {("file", message_id, served.etag)}
+    [(kind, detail)] = events(site, message_id)
+    assert kind == "published"
+    assert detail == f"group:acme: version {served.etag}, 2 pushes"
+    with site.engine.connect() as conn:  # delivered as well: each device's queue has it
+        r = tables.receive_queue.c
+        queued = conn.execute(sa.select(r.Recipient).where(r.MessageId == message_id))
+        assert sorted(queued.scalars()) == sorted([one, two])
+    entry = audit.entries(site.engine)[0]
+    assert (entry.actor, entry.target) == (publishing.OUTBOX_ACTOR, "acme")
+
+
+def test_an_outbox_row_to_a_category_publishes_the_category_s_file(site: Site) -> None:
+    subscribed = site.device(categories=("alerts",))
+    site.device()
+    message_id = outbox_row(site, "group:acme/alerts", "mpg:publish")
+    served = site.push.files.current("acme.alerts")
+    assert served is not None
+    [published] = messagefile.parse(served.body).messages
+    assert (published.message_id, published.category) == (message_id, "alerts")
+    assert site.push.files.current("acme") is None
+    assert [(r.AccountId, r.Kind, r.CategoryId) for r in site.jobs()] == [
+        (subscribed, "file", "alerts")
+    ]
+
+
+def test_an_outbox_row_without_the_keyword_is_only_delivered(site: Site) -> None:
+    phone = site.device()
+    message_id = outbox_row(site, "group:acme", "mpg:publishing;publish")
+    assert site.push.files.current("acme") is None
+    assert [(r.AccountId, r.Kind, r.MessageId) for r in site.jobs()] == [
+        (phone, "message", message_id)
+    ]
+    assert events(site, message_id) == []
+
+
+def test_an_outbox_row_too_large_for_the_file_is_delivered_and_says_why_not_published(
+    tmp_path: pathlib.Path,
+) -> None:
+    site = Site(tmp_path, message_file_max_bytes=4096)
+    phone = site.device()
+    message_id = outbox_row(site, "group:acme", "mpg:publish", content="x" * 6000)
+    assert site.push.files.current("acme") is None
+    assert [(r.AccountId, r.Kind) for r in site.jobs()] == [(phone, "message")]
+    [(kind, detail)] = events(site, message_id)
+    assert kind == "publish_failed"
+    assert detail.startswith("group:acme: ")
+    site.engine.dispose()
+
+
+def test_publications_to_one_group_at_once_keep_every_message(
+    db_url: str, tmp_path: pathlib.Path
+) -> None:
+    """Four threads publish five messages each to one file at the same moment: the
+    group's lock makes each read-add-write follow the last, so none is lost."""
+    engine = tables.create_engine(db_url)
+    tables.create_tables(engine)
+    add_group(engine, "acme")
+    settings = config.ServerSettings(data_dir=tmp_path / "data", push_workers=0)
+    files = publishing.message_files(settings)
+    start = threading.Barrier(4)
+
+    def publish_five(thread: int) -> None:
+        start.wait()
+        for n in range(5):
+            message = publishing.new_message(f"t{thread}-{n}", now=_now())
+            publishing.publish(engine, files, settings, "acme", actor="test", add=[message])
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(publish_five, range(4)))
+        served = files.current("acme")
+        assert served is not None
+        titles = sorted(m.title for m in messagefile.parse(served.body).messages)
+        assert titles == sorted(f"t{t}-{n}" for t in range(4) for n in range(5))
+    finally:
+        engine.dispose()

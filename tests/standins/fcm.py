@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
@@ -72,6 +72,10 @@ class FcmStandIn:
         self.token_requests = 0
         self.pushes: list[dict[str, Any]] = []
         self.raw_pushes: list[bytes] = []
+        #: Every request as received (path, headers, body), token requests included.
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        #: Called with each accepted push's message (as a phone acts on a push), if set.
+        self.on_push: Callable[[dict[str, Any]], None] | None = None
         self._issued: set[str] = set()
         self._lock = threading.Lock()
 
@@ -106,6 +110,8 @@ class FcmStandIn:
     def _handle(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            self.requests.append((path, headers, body))
         if method == "POST" and path == "/token":
             return self._token(body)
         match = _SEND.match(path)
@@ -165,6 +171,8 @@ class FcmStandIn:
             self.raw_pushes.append(body)
             self.pushes.append(json.loads(body)["message"])
             number = len(self.pushes)
+        if self.on_push is not None:
+            self.on_push(self.pushes[number - 1])
         return json_answer(200, {"name": f"projects/{project}/messages/0:{number}"})
 
 

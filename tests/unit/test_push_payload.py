@@ -51,7 +51,19 @@ def test_content_appears_only_when_given() -> None:
 def test_content_is_cut_to_fit_a_push() -> None:
     content = NoticeContent("s", "x" * 5000)
     body = push.fcm_message(notice(), TOKEN_FCM, content)
-    assert len(body["message"]["android"]["notification"]["body"]) == push.MAX_CONTENT_CHARS
+    text = body["message"]["android"]["notification"]["body"]
+    assert len(text.encode()) == push.MAX_CONTENT_BYTES
+    assert text.endswith("…")
+
+
+def test_long_text_of_wide_characters_still_fits_an_apns_payload() -> None:
+    """Cut by bytes, not characters: 3,000 CJK characters are 9 KB of UTF-8."""
+    content = NoticeContent("警" * 3000, "報" * 3000)
+    request = push.apns_request(notice(), TOKEN_APNS, "t", expiration=0, content=content)
+    assert len(request.body) <= 4096
+    alert = json.loads(request.body)["aps"]["alert"]
+    assert alert["title"] == "警" * 332 + "…"
+    assert alert["body"] == "報" * 332 + "…"
 
 
 def test_a_recall_shares_the_collapse_id_of_its_message_everywhere() -> None:

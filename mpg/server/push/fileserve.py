@@ -11,15 +11,20 @@ import email.utils
 from collections.abc import Mapping
 from typing import Final
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from mpg.server.push.messagefiles import MessageFiles, Version
 from mpg.wire import messagefile
 
 #: Where the files are served; the group's public file address points here.
 PATH: Final = "/files/{name}"
+#: The request headers an answer depends on (ASGI gives names in lower case).
+_WANTED: Final = frozenset({b"if-none-match", b"if-modified-since", b"accept-encoding"})
+#: Encoded answers kept; past this the cache starts afresh (versions change rarely).
+_MAX_ANSWERS: Final = 256
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 def _tags(header: str) -> set[str]:
@@ -82,14 +87,50 @@ def respond(
     return 200, out, b"" if method == "HEAD" else body
 
 
+class FileEndpoint:
+    """The ASGI endpoint serving ``/files/<name>`` from ``files`` (GET and HEAD)."""
+
+    def __init__(self, files: MessageFiles, cache_control: str) -> None:
+        self._files = files
+        self._cache_control = cache_control
+        #: Encoded answers by (version, status, gzip, HEAD): the same few, over and over.
+        self._answers: dict[tuple[str, int, int, bool, bool], Answer] = {}
+
+    def answer(self, name: str, method: str, headers: Mapping[str, str]) -> Answer:
+        """Status, encoded headers and body for one request (``headers`` in lower case)."""
+        group = name.removesuffix(messagefile.SUFFIX)
+        version = self._files.current(group) if name != group else None
+        if version is None:
+            status, out, body = respond(None, method, headers, self._cache_control)
+            return status, _encoded(out), body
+        use_gzip = version.gzipped is not None and accepts_gzip(headers.get("accept-encoding", ""))
+        fresh = _not_modified(version, headers)
+        key = (version.etag, version.modified, use_gzip, fresh, method == "HEAD")
+        found = self._answers.get(key)
+        if found is None:
+            status, out, body = respond(version, method, headers, self._cache_control)
+            found = (status, _encoded(out), body)
+            if len(self._answers) >= _MAX_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request (Starlette's route checked the method and path)."""
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in _WANTED
+        }
+        status, out, body = self.answer(str(scope["path_params"]["name"]), scope["method"], headers)
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
 def routes(files: MessageFiles, cache_control: str) -> list[Route]:
     """The Starlette route serving ``/files/<group>.ibi`` (GET, and HEAD with it)."""
-
-    async def serve(request: Request) -> Response:
-        name = str(request.path_params["name"])
-        group = name.removesuffix(messagefile.SUFFIX)
-        version = files.current(group) if name != group else None
-        status, headers, body = respond(version, request.method, request.headers, cache_control)
-        return Response(body, status_code=status, headers=headers)
-
-    return [Route(PATH, serve, methods=["GET", "HEAD"])]
+    return [Route(PATH, FileEndpoint(files, cache_control), methods=["GET", "HEAD"])]

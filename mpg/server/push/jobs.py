@@ -183,6 +183,22 @@ def enqueue_for_entries(
     )
 
 
+def drop_message_pushes(conn: sa.Connection, message_id: str, accounts: Sequence[str]) -> int:
+    """Delete the ``message`` pushes of ``message_id`` to ``accounts``, in the transaction
+    that queued them: those devices get a publication's ``file`` push for it instead."""
+    j = tables.push_job.c
+    dropped = 0
+    for part in transactions.chunks(sorted(set(accounts))):
+        dropped += conn.execute(
+            tables.push_job.delete().where(
+                j.MessageId == message_id,
+                j.Kind == str(NoticeKind.MESSAGE),
+                j.AccountId.in_(part),
+            )
+        ).rowcount
+    return dropped
+
+
 def enqueue_recall(conn: sa.Connection, recalled_id: str, now: float) -> int:
     """A recall push (same collapse id) to each device told of ``recalled_id``.
 

@@ -97,11 +97,15 @@ class Registry:
         """The provider for a device of ``group`` on ``platform`` (the log if none fits)."""
         return self._get(choose(self._entries, group, platform))
 
+    def allows_content(self, group: str) -> bool:
+        """Whether pushes to ``group`` may show the message's subject and text."""
+        return group in self._content_groups
+
     def request(
         self, token: str, notice: Notice, content: NoticeContent | None = None
     ) -> PushRequest:
         """The push request; ``content`` kept only for a group that allows it."""
-        allowed = notice.group in self._content_groups
+        allowed = self.allows_content(notice.group)
         return PushRequest(token, notice, content if allowed else None)
 
     def close(self) -> None:

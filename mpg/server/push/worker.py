@@ -3,7 +3,9 @@
 Each server process runs ``server.push_workers`` threads (docs/push.md, "Push jobs").
 A thread claims a few jobs (:func:`mpg.server.push.jobs.claim`), reads each device's
 platform and token (decrypted only here, just before the send), asks the registry for
-the group's provider and sends; the outcome is recorded by
+the group's provider and sends; for a group in ``server.push_content_groups`` it also
+opens the message's sealed subject and content here, so they are never copied into the
+job; the outcome is recorded by
 :func:`mpg.server.push.jobs.finish`. A configuration alarm is logged at error level
 and counted (``mpg_push_outcomes_total{kind="config_alarm"}``); its job is parked until
 the next start, and so is every later job for that provider entry, unsent. When a
@@ -28,6 +30,7 @@ from mpg.server.push.base import token_tag
 from mpg.server.push.outcome import OutcomeKind
 from mpg.server.push.registry import Registry
 from mpg.wire import atrest
+from mpg.wire.push import NoticeContent, NoticeKind
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +119,36 @@ class PushWorker:
             row.PushTokenAt,
         )
 
+    def _content(self, job: jobs.Claimed) -> NoticeContent | None:
+        """The subject and text of the job's message when its group shows content in
+        pushes (never for a recall: its notification only withdraws); else None."""
+        if (
+            job.kind is NoticeKind.RECALL
+            or not job.message_id
+            or not self._providers.allows_content(job.group)
+        ):
+            return None
+        t = tables.transmit_queue.c
+        with transactions.connect(self._engine, "reading a message for its push") as conn:
+            row = conn.execute(
+                sa.select(t.Subject, t.SubjectEnc, t.Content, t.ContentEnc).where(
+                    t.MessageId == job.message_id
+                )
+            ).first()
+        if row is None:
+            return None
+
+        def opened(sealed: bytes | None, column: str, clear: str | None) -> str:
+            if sealed is None:  # empty, or a row of an older version (clear column)
+                return clear or ""
+            place = atrest.Place("TransmitQueue", column, job.message_id)
+            return self._keyring.decrypt_text(bytes(sealed), place)
+
+        return NoticeContent(
+            opened(row.SubjectEnc, "SubjectEnc", row.Subject),
+            opened(row.ContentEnc, "ContentEnc", row.Content),
+        )
+
     def _park(self, job: jobs.Claimed, reason: str, provider: str) -> None:
         """Park ``job`` without sending it: a configuration needs the operator."""
         jobs.finish(
@@ -131,10 +164,11 @@ class PushWorker:
     def _send(self, job: jobs.Claimed) -> None:
         try:
             found = self._device(job.account)
+            content = self._content(job) if found is not None else None
         except errors.AtRestError as exc:
             # A data key missing from the keyring: the operator's to fix, so the job waits.
-            log.error("push_token_unreadable", job=job.job_id, error=str(exc))
-            self._park(job, f"push token cannot be decrypted: {exc}", "-")
+            log.error("push_secret_unreadable", job=job.job_id, error=str(exc))
+            self._park(job, f"push token or message cannot be decrypted: {exc}", "-")
             return
         if found is None:
             reason = "no push token (device or token removed)"
@@ -147,7 +181,7 @@ class PushWorker:
         if alarmed is not None:
             self._park(job, f"{provider.name} is in alarm ({alarmed}); not sent", provider.name)
             return
-        result = provider.send(self._providers.request(token, job.notice()))
+        result = provider.send(self._providers.request(token, job.notice(), content))
         faults.reach(faults.PUSH_SENT)
         metrics.PUSH_OUTCOMES.labels(provider.name, str(result.kind)).inc()
         wait = backoff.delay(
