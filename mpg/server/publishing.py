@@ -27,7 +27,7 @@ import datetime as dt
 import pathlib
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Final
 
 import sqlalchemy as sa
@@ -50,6 +50,9 @@ FILE_DIR: Final = "files"
 PUBLISH_KEYWORD: Final = "mpg:publish"
 #: The audit log's actor for publications an Outbox row made.
 OUTBOX_ACTOR: Final = "outbox"
+#: Ends the file's address in a ``published`` event's Detail (``group:acme: version …``),
+#: which is how a recall finds the files to take its message out of.
+_WHERE_END: Final = ": "
 
 
 def message_files(settings: config.ServerSettings) -> MessageFiles:
@@ -141,8 +144,21 @@ def _messages(
     group: str,
     add: Sequence[messagefile.PublishedMessage],
     whole: bytes | None,
+    remove: Collection[str] = (),
 ) -> tuple[tuple[messagefile.PublishedMessage, ...], str | None]:
-    """The messages of the new version, and the ETag of the one served now."""
+    """The messages of the new version (less those with an id in ``remove``), and the
+    ETag of the one served now."""
+    kept, before = _wanted(files, key, group, add, whole)
+    return tuple(m for m in kept if m.message_id not in remove), before
+
+
+def _wanted(
+    files: MessageFiles,
+    key: str,
+    group: str,
+    add: Sequence[messagefile.PublishedMessage],
+    whole: bytes | None,
+) -> tuple[tuple[messagefile.PublishedMessage, ...], str | None]:
     current = files.current(key)
     if whole is not None:
         try:
@@ -204,13 +220,15 @@ def publish_in(
     whole: bytes | None = None,
     now: float,
     message_id: str | None = None,
+    remove: Collection[str] = (),
 ) -> Published:
     """:func:`publish` in the caller's transaction: the group locked, the new version
-    written, its ``file`` jobs (carrying ``message_id`` when an Outbox row caused
-    them) and the audit entry added; they commit with the caller."""
+    (without the messages whose ids are in ``remove``) written, its ``file`` jobs
+    (carrying ``message_id`` when an Outbox row caused them) and the audit entry added;
+    they commit with the caller."""
     _check_target(conn, group, category)
     key = file_key(group, category)
-    messages, before = _messages(files, key, group, add, whole)
+    messages, before = _messages(files, key, group, add, whole, remove)
     rendered = messagefile.render(
         group,
         messages,
@@ -351,9 +369,39 @@ class OutboxPublisher:
             conn.execute(tables.message_event.insert(), event)
             return
         jobs.drop_message_pushes(conn, message_id, done.pushed)
-        detail = f"{address}: version {done.version}, {done.pushes} pushes"
+        detail = f"{address}{_WHERE_END}version {done.version}, {done.pushes} pushes"
         conn.execute(
             tables.message_event.insert(),
             rows.event(message_id, now, EventKind.PUBLISHED, sender_id, detail),
         )
         _logged(done)
+
+    def withdraw(self, conn: sa.Connection, message_id: str, sender_id: str, now: float) -> None:
+        """Take a recalled message out of every file its row published it to (in the
+        recall's transaction); the devices of each file hear of its new version."""
+        e = tables.message_event.c
+        published = conn.execute(
+            sa.select(e.Detail).where(e.MessageId == message_id, e.Kind == EventKind.PUBLISHED)
+        ).scalars()
+        found = {addressing.parse(d.partition(_WHERE_END)[0]) for d in published}
+        for address in sorted((a for a in found if a is not None), key=str):
+            try:
+                done = publish_in(
+                    conn,
+                    self._files,
+                    self._settings,
+                    address.group,
+                    actor=OUTBOX_ACTOR,
+                    category=address.category or "",
+                    now=now,
+                    message_id=message_id,
+                    remove={message_id},
+                )
+            except errors.NotFound:
+                continue  # the group or category is gone, and its file with it
+            detail = f"{address}{_WHERE_END}version {done.version}, {done.pushes} pushes"
+            conn.execute(
+                tables.message_event.insert(),
+                rows.event(message_id, now, EventKind.UNPUBLISHED, sender_id, detail),
+            )
+            _logged(done)

@@ -506,6 +506,8 @@ class QueueStore:
         split = fanout.recall((e.EntryId, e.Recipient, e.State) for e in entries)
         self._withdraw(conn, recalled_id, split)
         push_jobs.enqueue_recall(conn, recalled_id, now)
+        if self.publisher is not None:
+            self.publisher.withdraw(conn, recalled_id, sender_id, now)
         writes.events += [
             rows.event(recalled_id, now, EventKind.WITHDRAWN, e.Recipient)
             for e in entries

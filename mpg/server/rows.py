@@ -39,6 +39,7 @@ class EventKind(enum.StrEnum):
     PUSH_FAILED = "push_failed"  # a push attempt failed (Detail: the reason; retried or not)
     PUBLISHED = "published"  # an Outbox row's mpg:publish put it in a message file (Detail: which)
     PUBLISH_FAILED = "publish_failed"  # ... could not (Detail: the file and why)
+    UNPUBLISHED = "unpublished"  # its recall took it out of that file again (Detail: which)
 
 
 def event(

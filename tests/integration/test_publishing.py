@@ -21,7 +21,7 @@ from mpg import config, errors
 from mpg.cli import context
 from mpg.cli import server as server_cli
 from mpg.server import accounts, app, audit, publishing, tables
-from mpg.wire import atrest, keys, messagefile, model
+from mpg.wire import atrest, content, keys, messagefile, model
 
 NOW = 1_800_000_000.0
 
@@ -239,7 +239,8 @@ SENDER = "erp-a@example.com"
 
 def outbox_row(site: Site, to: str, keywords: str, content: str = "tonight") -> str:
     """A gateway's Outbox row (ReceiverType D, AlertFlag 1) submitted; its MessageId."""
-    site.push.accounts.add(SENDER, "gateway")
+    if site.push.accounts.get(SENDER) is None:
+        site.push.accounts.add(SENDER, "gateway")
     row = model.OutgoingMessage(
         tx_message_id=str(uuid.uuid4()),
         app_code="BPM",
@@ -268,7 +269,7 @@ def events(site: Site, message_id: str) -> list[tuple[str, str]]:
         found = conn.execute(
             sa.select(e.Kind, e.Detail).where(e.MessageId == message_id).order_by(e.Id)
         )
-        return [(r.Kind, r.Detail) for r in found if r.Kind.startswith("publish")]
+        return [(r.Kind, r.Detail) for r in found if "publish" in r.Kind]
 
 
 def test_an_outbox_row_with_mpg_publish_is_published_and_its_devices_pushed_once(
@@ -298,6 +299,44 @@ def test_an_outbox_row_with_mpg_publish_is_published_and_its_devices_pushed_once
         assert sorted(queued.scalars()) == sorted([one, two])
     entry = audit.entries(site.engine)[0]
     assert (entry.actor, entry.target) == (publishing.OUTBOX_ACTOR, "acme")
+
+
+def test_recalling_a_published_row_takes_it_out_of_the_file_and_tells_its_devices(
+    site: Site,
+) -> None:
+    phone = site.device()
+    kept = outbox_row(site, "group:acme", "mpg:publish")
+    recalled = outbox_row(site, "group:acme", "mpg:publish")
+    before = site.push.files.current("acme")
+    assert before is not None
+    recall = model.OutgoingMessage(
+        tx_message_id=str(uuid.uuid4()),
+        app_code=content.RECALL_APP_CODE,
+        source_domain="example.com",
+        agent_sender=SENDER,
+        sender=SENDER,
+        receiver_type="U",
+        receivers=(model.SERVER_AGENT,),
+        bcc=(),
+        subject=f"[Recall]: {recalled}",
+        content=content.build_recall(recalled),
+        content_type="RECALL",
+        alert_flag=False,
+        priority="N",
+        keywords="",
+        transmit_time="2026-11-30 17:05:00",
+    )
+    [result] = site.push.queues.submit(SENDER, [recall])
+    assert result.accepted, result.reason
+    served = site.push.files.current("acme")
+    assert served is not None
+    assert served.etag != before.etag
+    assert [m.message_id for m in messagefile.parse(served.body).messages] == [kept]
+    # The file without it is the file of `kept` alone again: the same version as then.
+    told = [(r.AccountId, r.Version) for r in site.jobs() if r.MessageId == recalled]
+    assert told == [(phone, before.etag), (phone, served.etag)]
+    kinds = [kind for kind, _ in events(site, recalled)]
+    assert kinds == ["published", "unpublished"]
 
 
 def test_an_outbox_row_to_a_category_publishes_the_category_s_file(site: Site) -> None:
