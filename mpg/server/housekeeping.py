@@ -82,6 +82,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
                 (tables.receive_queue, r.MessageId),
                 (tables.message_event, e.MessageId),
                 (tables.push_job, tables.push_job.c.MessageId),
+                (tables.message_keyword, tables.message_keyword.c.MessageId),
                 (tables.transmit_attachment, a.MessageId),
                 (tables.transmit_queue, t.MessageId),
             ):

@@ -44,7 +44,7 @@ import structlog
 
 from mpg import errors, faults
 from mpg.db import transactions
-from mpg.server import accounts, fanout, identity, rows, states, tables
+from mpg.server import accounts, fanout, identity, rows, states, tables, tracking
 from mpg.server.push import jobs as push_jobs
 from mpg.server.rows import EventKind
 from mpg.server.states import EntryState, MessageState
@@ -215,6 +215,7 @@ class QueueStore:
                 results[msg.tx_message_id] = self._plan_message(
                     msg, targets[msg.tx_message_id], sender_account, kinds, stages, writes, now
                 )
+            tracking.index_keywords(conn, self._vault, plain, writes.messages)
             writes.flush(conn)
             # Recalls go after the plain messages: they read and change committed rows.
             for msg in checked:
