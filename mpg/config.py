@@ -186,6 +186,14 @@ class IdTokenGroupRule(_Section):
     group: str = pydantic.Field(min_length=1)
 
 
+def _https_or_empty(value: str) -> str:
+    """``value`` when it is empty or an https URL with a host; ValueError otherwise."""
+    parts = urllib.parse.urlsplit(value)
+    if value and (parts.scheme != "https" or not parts.hostname):
+        raise ValueError(f"{value!r} is not an https URL")
+    return value
+
+
 class IdTokenIssuer(_Section):
     """One ``[[server.id_token_issuers]]`` entry (docs/devices.md, "ID tokens")."""
 
@@ -204,10 +212,7 @@ class IdTokenIssuer(_Section):
     @pydantic.field_validator("issuer", "discovery_url", "jwks_uri")
     @classmethod
     def _https(cls, value: str) -> str:
-        parts = urllib.parse.urlsplit(value)
-        if value and (parts.scheme != "https" or not parts.hostname):
-            raise ValueError(f"{value!r} is not an https URL")
-        return value
+        return _https_or_empty(value)
 
     @pydantic.model_validator(mode="after")
     def _keys_findable(self) -> IdTokenIssuer:
@@ -216,6 +221,43 @@ class IdTokenIssuer(_Section):
         if any(rule.claim_value for rule in self.groups) and not self.group_claim:
             raise ValueError("rules with claim_value need group_claim")
         return self
+
+    def key_set_discovery_url(self) -> str:
+        """The discovery document's URL: configured, or derived from the issuer."""
+        return self.discovery_url or (self.issuer.rstrip("/") + "/.well-known/openid-configuration")
+
+
+ConsoleRole = Literal["viewer", "operator", "admin"]
+
+
+class ConsoleOidc(_Section):
+    """``[server.console_oidc]``: sign-in to the admin console through OpenID Connect
+    (docs/console.md, "Signing in with OpenID Connect")."""
+
+    #: The exact ``iss`` (Entra ID: ``https://login.microsoftonline.com/<tenant id>/v2.0``).
+    issuer: str
+    client_id: str = pydantic.Field(min_length=1)
+    #: The client secret of a confidential client (Entra "web" platform); empty: PKCE only.
+    client_secret: pydantic.SecretStr | None = None
+    #: Where the discovery document is; default ``<issuer>/.well-known/openid-configuration``.
+    discovery_url: str = ""
+    #: The redirect URI registered at the provider; default
+    #: ``<server.public_url>/console/login/oidc/callback``.
+    redirect_url: str = ""
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    #: The claim naming the person (shown and written into the audit log).
+    name_claim: str = "preferred_username"
+    #: The claim holding role or group values (Entra app roles: ``roles``).
+    role_claim: str = "roles"
+    #: Claim value -> console role; a person holding none of them is refused.
+    roles: dict[str, ConsoleRole] = pydantic.Field(min_length=1)
+    #: The sign-in button's text.
+    label: str = "Sign in with your organisation"
+
+    @pydantic.field_validator("issuer", "discovery_url", "redirect_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        return _https_or_empty(value)
 
     def key_set_discovery_url(self) -> str:
         """The discovery document's URL: configured, or derived from the issuer."""
@@ -413,6 +455,20 @@ class ServerSettings(_Section):
     push_spread_seconds: float = pydantic.Field(default=0.0, ge=0, le=3600)
     #: Days after which a token its device did not refresh expires (0: never).
     push_token_max_age_days: float = pydantic.Field(default=270.0, ge=0)
+    # The admin console (docs/console.md).
+    #: Serve the console under /console.
+    console_enabled: bool = True
+    #: Seconds without a request after which a console session ends.
+    console_idle_timeout: float = pydantic.Field(default=1800.0, gt=0, le=86400)
+    #: Seconds after sign-in after which a console session ends, however busy.
+    console_session_lifetime: float = pydantic.Field(default=43200.0, gt=0, le=30 * 86400)
+    #: Failed sign-ins for one user name within console_lockout_seconds that lock it.
+    console_lockout_failures: int = pydantic.Field(default=5, ge=1, le=1000)
+    #: Failed sign-ins from one client address within console_lockout_seconds that lock it.
+    console_lockout_address_failures: int = pydantic.Field(default=20, ge=1, le=100_000)
+    #: Seconds over which failures count, and how long a lock lasts.
+    console_lockout_seconds: float = pydantic.Field(default=900.0, gt=0, le=86400)
+    console_oidc: ConsoleOidc | None = None
 
     @pydantic.field_validator("push_providers")
     @classmethod

@@ -1,4 +1,5 @@
-"""``mpg server admin …``: credentials for the admin API (mpg.server.admins)."""
+"""``mpg server admin …``: credentials for the admin API (mpg.server.admins) and
+passwords for the admin console (mpg.server.console.users)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import collections.abc
 import contextlib
 import getpass
 import json
+import sys
 
 import click
 import sqlalchemy as sa
 
 from mpg import config
 from mpg.server import admins, tables
+from mpg.server.console import users
 
 
 @click.group("admin")
@@ -41,6 +44,29 @@ def cli_actor() -> str:
         return "cli"
 
 
+def _password(name: str, from_stdin: bool, asked: bool) -> str | None:
+    """The console password: one line of stdin, asked twice on a terminal, or None."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif asked:
+        password = click.prompt(
+            f"console password for {name}", hide_input=True, confirmation_prompt=True
+        )
+    else:
+        return None
+    problem = users.password_problem(name, password)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="password")
+    return password
+
+
+_password_stdin = click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the console password from the first line of standard input (scripts).",
+)
+
+
 @admin.command("add")
 @click.argument("name")
 @click.option(
@@ -50,18 +76,52 @@ def cli_actor() -> str:
     show_default=True,
     help="viewer reads; operator also acts on messages and devices; admin changes all.",
 )
+@_password_stdin
+@click.option(
+    "--no-password",
+    is_flag=True,
+    help="No console password (API token only; the default when stdin is not a terminal).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
-def add(obj: object, name: str, role: str, as_json: bool) -> None:
-    """Create admin NAME; its token is shown only this once."""
+def add(
+    obj: object, name: str, role: str, password_stdin: bool, no_password: bool, as_json: bool
+) -> None:
+    """Create admin NAME: an API token (shown only this once) and a console password
+    (asked twice on a terminal)."""
+    asked = not no_password and sys.stdin.isatty()
+    password = _password(name, password_stdin, asked)
     with server_engine(obj) as engine:
         created, token = admins.AdminStore(engine).add(name, role, cli_actor())
+        if password is not None:
+            users.ConsoleUsers(engine).set_password(name, password, cli_actor())
     if as_json:
-        click.echo(json.dumps({"name": name, "role": role, "token": token}))
+        click.echo(
+            json.dumps(
+                {"name": name, "role": role, "token": token, "console": password is not None}
+            )
+        )
         return
     click.echo(f"admin {created.name} ({created.role})")
     click.echo("token (shown only now; send it as 'Authorization: Bearer <token>'):")
     click.echo(token)
+    if password is None:
+        click.echo(
+            f"no console password; set one with 'mpg server admin password {name}'", err=True
+        )
+
+
+@admin.command("password")
+@click.argument("name")
+@_password_stdin
+@click.pass_obj
+def password(obj: object, name: str, password_stdin: bool) -> None:
+    """Set admin NAME's console password (asked twice, or --password-stdin)."""
+    chosen = _password(name, password_stdin, asked=True)
+    assert chosen is not None
+    with server_engine(obj) as engine:
+        users.ConsoleUsers(engine).set_password(name, chosen, cli_actor())
+    click.echo(f"console password of admin {name} set")
 
 
 @admin.command("list")

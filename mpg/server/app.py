@@ -64,6 +64,7 @@ from mpg.server import (
     verification,
 )
 from mpg.server.api import app as api_app
+from mpg.server.console import app as console_app
 from mpg.server.directory import codestore, devices, registration
 from mpg.server.httperrors import INTERNAL, error_for, error_response
 from mpg.server.push import fileserve
@@ -600,6 +601,7 @@ def create_app(push: PushServer) -> applications.Starlette:
             routing.Route("/readyz", push.readyz, methods=["GET"]),
             routing.Route("/metrics", push.metrics, methods=["GET"]),
             routing.Mount(api_app.PREFIX, app=api_app.create_api(push)),
+            routing.Mount("/console", app=console_app.create_console(push)),
             *fileserve.routes(push.files, push.settings.message_file_cache_control),
         ],
         lifespan=lifespan,

@@ -45,12 +45,40 @@ def record(conn: sa.Connection, actor: str, action: str, target: str, detail: st
     )
 
 
-def entries(engine: sa.Engine, *, before: int | None = None, limit: int = 100) -> list[Entry]:
-    """The newest entries first; ``before`` (an entry id) pages back."""
+def _like(
+    column: sa.ColumnElement[str], text: str, *, prefix: bool = False
+) -> sa.ColumnElement[bool]:
+    # LIKE with its wildcards escaped (SQL Server's [ too), so the text is matched as
+    # written; "!" rather than a backslash, which MariaDB's string literals treat apart.
+    escaped = "".join("!" + ch if ch in "!%_[" else ch for ch in text)
+    pattern = escaped + "%" if prefix else "%" + escaped + "%"
+    return column.like(pattern, escape="!")
+
+
+def entries(
+    engine: sa.Engine,
+    *,
+    before: int | None = None,
+    limit: int = 100,
+    actor: str = "",
+    action: str = "",
+    target: str = "",
+) -> list[Entry]:
+    """The newest entries first; ``before`` (an entry id) pages back.
+
+    ``actor`` and ``target`` keep entries whose actor / target contains the text,
+    ``action`` those whose action starts with it (``group.`` for every group change).
+    """
     c = tables.audit_log.c
     query = sa.select(tables.audit_log).order_by(c.Id.desc()).limit(limit)
     if before is not None:
         query = query.where(c.Id < before)
+    if actor:
+        query = query.where(_like(c.Actor, actor))
+    if action:
+        query = query.where(_like(c.Action, action, prefix=True))
+    if target:
+        query = query.where(_like(c.Target, target))
     with transactions.connect(engine, "reading the audit log") as conn:
         rows = conn.execute(query).all()
     return [Entry(r.Id, r.At, r.Actor, r.Action, r.Target, r.Detail) for r in rows]

@@ -322,6 +322,9 @@ admin_credential = sa.Table(
     sa.Column("SecretHash", sa.Unicode(64), nullable=False),
     sa.Column("Disabled", sa.Boolean(), nullable=False, default=False),
     sa.Column("CreatedAt", sa.Unicode(20), nullable=False),
+    # The admin console's password (argon2id, PHC string; mpg.server.console.users);
+    # NULL: this admin signs in to the console only through OpenID Connect, if at all.
+    sa.Column("PasswordHash", sa.Unicode(200)),
 )
 
 audit_log = sa.Table(
@@ -366,6 +369,33 @@ push_job = sa.Table(
     sa.Index("IX_PushJob_Message", "MessageId"),
 )
 
+console_session = sa.Table(
+    "ConsoleSession",
+    metadata,
+    # A signed-in admin console user (mpg.server.console.sessions). The cookie holds a
+    # random id; only its SHA-256 is kept, so the table's rows sign nobody in. Times
+    # are Unix seconds.
+    sa.Column("SessionHash", sa.Unicode(64), primary_key=True),
+    sa.Column("Name", sa.Unicode(200), nullable=False),
+    sa.Column("Role", sa.Unicode(10), nullable=False),  # viewer | operator | admin
+    sa.Column("Source", sa.Unicode(10), nullable=False),  # password | oidc
+    sa.Column("CsrfToken", sa.Unicode(64), nullable=False),
+    sa.Column("CreatedAt", sa.Double(), nullable=False),
+    sa.Column("LastSeen", sa.Double(), nullable=False),
+    sa.Index("IX_ConsoleSession_CreatedAt", "CreatedAt"),
+)
+
+console_lockout = sa.Table(
+    "ConsoleLockout",
+    metadata,
+    # Failed console sign-ins per user name and per client address
+    # (mpg.server.console.lockout): "user:<name>" or "addr:<address>".
+    sa.Column("Subject", sa.Unicode(300), primary_key=True),
+    sa.Column("Failures", sa.Integer(), nullable=False),
+    sa.Column("WindowStart", sa.Double(), nullable=False),
+    sa.Column("LockedUntil", sa.Double()),
+)
+
 message_keyword = sa.Table(
     "MessageKeyword",
     metadata,
@@ -398,6 +428,8 @@ ALL_TABLES: Final = (
     admin_credential,
     audit_log,
     push_job,
+    console_session,
+    console_lockout,
     message_keyword,
 )
 
