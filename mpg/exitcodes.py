@@ -9,6 +9,8 @@ code meaning
 3    configuration error (the message names the key)
 4    database error
 5    push server unreachable or refused the request
+6    ``server explain``: a link of the delivery is broken
+7    ``server explain``: no such message or recipient
 130  interrupted (Ctrl-C)
 ==== =====================================================
 
@@ -28,6 +30,8 @@ USAGE: Final = 2
 CONFIG: Final = 3
 DATABASE: Final = 4
 SERVER: Final = 5
+NOT_DELIVERED: Final = 6
+NOT_FOUND: Final = 7
 INTERRUPTED: Final = 130
 
 

@@ -7,6 +7,8 @@
   shows its credential token once (or writes it to ``--credential-file``, mode 0600);
   ``account list``, ``account disable``, ``account rotate-key`` (adds a key) and
   ``account disable-key`` manage them.
+* ``mpg server explain MESSAGEID RECIPIENT`` names where a delivery stopped
+  (:mod:`mpg.cli.explain`).
 * ``mpg server rekey`` and ``mpg server data-key add|list`` rotate the data keys
   (:mod:`mpg.cli.rekey`).
 """
@@ -24,6 +26,7 @@ import click
 from mpg import config, logs
 from mpg.cli import admins as admins_cli
 from mpg.cli import directory as directory_cli
+from mpg.cli import explain as explain_cli
 from mpg.cli import publish as publish_cli
 from mpg.cli import rekey as rekey_cli
 from mpg.server import accounts, datakeys, main, tables
@@ -260,3 +263,4 @@ server.add_command(directory_cli.device)
 server.add_command(rekey_cli.rekey_command)
 server.add_command(rekey_cli.data_key)
 server.add_command(publish_cli.publish)
+server.add_command(explain_cli.explain_command)

@@ -28,6 +28,7 @@ from mpg.server.api import (
     device_routes,
     devices_admin_routes,
     domains_routes,
+    explain_routes,
     groups_routes,
     publish_routes,
     registration_routes,
@@ -120,4 +121,5 @@ def create_api(push: PushServer) -> fastapi.FastAPI:
     api.include_router(device_routes.router)
     api.include_router(publish_routes.router)
     api.include_router(delivery_routes.router)
+    api.include_router(explain_routes.router)
     return api

@@ -213,7 +213,11 @@ class DomainStore:
         c = tables.domain.c
         with transactions.begin(self._engine, "removing a domain") as conn:
             found = self._require(conn, domain, group_id)
-            removed = removal.remove(conn, removal.domain_accounts(conn, found.domain, group_id))
+            removed = removal.remove(
+                conn,
+                removal.domain_accounts(conn, found.domain, group_id),
+                f"its domain {found.domain} was removed from group {group_id} by {actor}",
+            )
             conn.execute(
                 tables.domain.delete().where(c.DomainName == found.domain, c.GroupId == group_id)
             )

@@ -214,7 +214,11 @@ class RegCodeStore:
         c = tables.registration_code.c
         with transactions.begin(self._engine, "deleting a registration code") as conn:
             found = self._live(conn, code_id)
-            removed = removal.remove(conn, removal.code_accounts(conn, code_id))
+            removed = removal.remove(
+                conn,
+                removal.code_accounts(conn, code_id),
+                f"its registration code {code_id} was deleted by {actor}",
+            )
             conn.execute(
                 tables.registration_code.update()
                 .where(c.CodeId == code_id)

@@ -13,12 +13,15 @@ on, while the messages it sent and received keep naming an account that existed
 
 Each ``..._accounts`` function says which devices a removal would take (the impact
 shown before it); :func:`remove` takes them, in the caller's transaction, so the
-removal, the change that caused it and its audit entry commit together.
+removal, the change that caused it and its audit entry commit together. It keeps a
+``DeviceRemoval`` row per device (when, why, the group and the device id's index), so
+that ``mpg server explain`` can name a removal as the reason a message never arrived.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import time
 from typing import Final
 
 import sqlalchemy as sa
@@ -52,13 +55,42 @@ def _accounts(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[str]:
     ]
 
 
-def remove(conn: sa.Connection, accounts: collections.abc.Sequence[str]) -> int:
-    """Remove these devices: rows and subscriptions deleted, accounts disabled.
+def remove(
+    conn: sa.Connection,
+    accounts: collections.abc.Sequence[str],
+    reason: str = "removed by an administrator",
+) -> int:
+    """Remove these devices: rows and subscriptions deleted, accounts disabled, and
+    each removal recorded with ``reason``.
 
     Returns how many Device rows were deleted (an account that is no device counts 0).
     """
     removed = 0
+    d = tables.device.c
+    now = time.time()
     for part in transactions.chunks(list(accounts)):
+        gone = conn.execute(
+            sa.select(d.AccountId, d.DeviceIndex, d.GroupId).where(d.AccountId.in_(part))
+        ).all()
+        if gone:
+            conn.execute(
+                tables.device_removal.delete().where(
+                    tables.device_removal.c.AccountId.in_([g.AccountId for g in gone])
+                )
+            )
+            conn.execute(
+                tables.device_removal.insert(),
+                [
+                    {
+                        "AccountId": g.AccountId,
+                        "DeviceIndex": g.DeviceIndex,
+                        "GroupId": g.GroupId,
+                        "RemovedAt": now,
+                        "Reason": reason[:200],
+                    }
+                    for g in gone
+                ],
+            )
         conn.execute(tables.subscription.delete().where(tables.subscription.c.AccountId.in_(part)))
         removed += conn.execute(
             tables.device.delete().where(tables.device.c.AccountId.in_(part))

@@ -87,7 +87,7 @@ class Roster:
     def remove(self, account: str, actor: str) -> None:
         """Remove one device (rows, subscriptions; its account disabled)."""
         with transactions.begin(self._engine, "removing a device") as conn:
-            if removal.remove(conn, [account]) == 0:
+            if removal.remove(conn, [account], f"removed by {actor}") == 0:
                 raise errors.NotFound(f"no device {account}")
             audit.record(conn, actor, "device.remove", account)
 
