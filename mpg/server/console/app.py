@@ -36,6 +36,7 @@ from mpg.server.console import (
     csrf,
     deps,
     lockout,
+    messages_pages,
     render,
     sessions,
     users,
@@ -50,6 +51,7 @@ log = structlog.get_logger(__name__)
 ROUTERS: Final = (
     auth_pages.router,
     audit_pages.router,
+    messages_pages.router,
 )
 
 #: The menu, in order; an entry shows only when a router above serves its path.
