@@ -59,8 +59,9 @@ def csrf_of(page: httpx.Response) -> str:
 
 
 def sign_in(http: httpx.Client, name: str, password: str | None = None) -> httpx.Response:
-    """Sign in through the login form; the answer to the form's POST."""
-    form = http.get("/console/login")
+    """Sign in through the login form; the answer to the form's POST (signed in
+    already: the form is posted with the session's token, as a second tab would)."""
+    form = http.get("/console/login", follow_redirects=True)
     return http.post(
         "/console/login",
         data={

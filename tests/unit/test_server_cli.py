@@ -133,3 +133,51 @@ def test_unreachable_database_is_a_database_error(
     result = run(obj, "init")
     assert isinstance(result.exception, errors.StorageError)
     assert exitcodes.for_exception(result.exception) == exitcodes.DATABASE
+
+
+def test_admin_add_sets_a_console_password_from_stdin(obj: context.CliContext) -> None:
+    """--password-stdin: the admin gets its token and a console password that signs in."""
+    from mpg.server import tables
+    from mpg.server.console import users
+
+    done = CliRunner().invoke(
+        server_cli.server,
+        ["admin", "add", "alice", "--role", "operator", "--password-stdin", "--json"],
+        obj=obj,
+        input="a long and varied passphrase\n",
+    )
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    assert data["token"].startswith("mpga.")
+    assert data["console"] is True
+    engine = tables.create_engine(obj.settings.server.database_url)
+    try:
+        found = users.ConsoleUsers(engine).check("alice", "a long and varied passphrase")
+        wrong = users.ConsoleUsers(engine).check("alice", "a long and varied passphrasE")
+    finally:
+        engine.dispose()
+    assert found == users.ConsoleUser("alice", "operator")
+    assert wrong is None
+
+
+def test_admin_add_refuses_a_weak_console_password_and_creates_nothing(
+    obj: context.CliContext,
+) -> None:
+    """A weak password is refused with its reason before the admin is created."""
+    done = CliRunner().invoke(
+        server_cli.server,
+        ["admin", "add", "bob", "--password-stdin"],
+        obj=obj,
+        input="short\n",
+    )
+    assert done.exit_code != 0
+    assert "at least 12 characters" in done.output
+    listed = run(obj, "admin", "list", "--json")
+    assert json.loads(listed.output) == []
+
+
+def test_admin_add_without_a_terminal_gives_a_token_only(obj: context.CliContext) -> None:
+    """Not on a terminal and no --password-stdin: the token, and a note how to set one."""
+    done = run(obj, "admin", "add", "carol", "--role", "viewer", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["console"] is False

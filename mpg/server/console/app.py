@@ -39,6 +39,7 @@ from mpg.server.console import (
     messages_pages,
     render,
     sessions,
+    sessions_pages,
     users,
 )
 
@@ -52,6 +53,7 @@ ROUTERS: Final = (
     auth_pages.router,
     audit_pages.router,
     messages_pages.router,
+    sessions_pages.router,
 )
 
 #: The menu, in order; an entry shows only when a router above serves its path.
@@ -65,6 +67,7 @@ MENU: Final = (
     deps.MenuItem("Domains", "/domains"),
     deps.MenuItem("Message files", "/files"),
     deps.MenuItem("Audit log", "/audit"),
+    deps.MenuItem("Sessions", "/sessions"),
 )
 
 CSP: Final = (

@@ -19,7 +19,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from mpg.db import transactions
-from mpg.server import tables
+from mpg.server import audit, tables
 from mpg.server.console import csrf
 
 #: The cookie holding the session id.
@@ -29,6 +29,8 @@ _ID_BYTES: Final = 32
 MAX_ID_CHARS: Final = 100
 #: Longest gap between two writes of a session's last-seen time.
 TOUCH_SECONDS: Final = 60.0
+#: Most sessions :meth:`SessionStore.live` lists.
+MAX_LISTED: Final = 500
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,6 +50,18 @@ class Session:
     #: How it signed in: ``password`` or ``oidc``.
     source: str
     csrf: str
+    created_at: float
+    last_seen: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listed:
+    """A live session as admins see it: ``key`` is the kept hash, never the id."""
+
+    key: str
+    name: str
+    role: str
+    source: str
     created_at: float
     last_seen: float
 
@@ -135,3 +149,31 @@ class SessionStore:
         c = tables.console_session.c
         with transactions.begin(self._engine, "ending a console session") as conn:
             conn.execute(tables.console_session.delete().where(c.SessionHash == digest(session_id)))
+
+    def live(self) -> list[Listed]:
+        """The sessions not expired, most recently used first."""
+        now = self._clock()
+        c = tables.console_session.c
+        query = (
+            sa.select(tables.console_session)
+            .where(c.LastSeen > now - self.policy.idle)
+            .where(c.CreatedAt > now - self.policy.lifetime)
+            .order_by(c.LastSeen.desc())
+            .limit(MAX_LISTED)
+        )
+        with transactions.connect(self._engine, "listing console sessions") as conn:
+            rows = conn.execute(query).all()
+        return [
+            Listed(r.SessionHash, r.Name, r.Role, r.Source, r.CreatedAt, r.LastSeen) for r in rows
+        ]
+
+    def end_listed(self, key: str, actor: str) -> str | None:
+        """End the session listed as ``key`` (audited); its user's name, None if gone."""
+        c = tables.console_session.c
+        with transactions.begin(self._engine, "ending a console session") as conn:
+            row = conn.execute(sa.select(c.Name).where(c.SessionHash == key)).first()
+            if row is None:
+                return None
+            conn.execute(tables.console_session.delete().where(c.SessionHash == key))
+            audit.record(conn, actor, "console.session.end", row.Name, "signed out by an admin")
+        return str(row.Name)
