@@ -14,7 +14,7 @@ from typing import Any
 
 import consoleworld
 import pytest
-from conftest import Problems, sign_in
+from conftest import DESKTOP, PHONE, Problems, sign_in
 from harness import World, wait_for
 
 #: How long the page may take to show what the gateways did (the timeline polls every 2 s).
@@ -49,15 +49,14 @@ def tracked(world: World) -> dict[str, Any]:
 @pytest.fixture
 def open_as(
     browser: Any, tracked: dict[str, Any], page_problems: Problems
-) -> Iterator[Callable[[str], Any]]:
-    """``open_as(name)``: a browser page on the tracked server signed in as ``name``."""
+) -> Iterator[Callable[..., Any]]:
+    """``open_as(name, viewport=DESKTOP)``: a browser page on the tracked server signed in
+    as ``name``."""
     contexts: list[Any] = []
 
-    def make(name: str) -> Any:
+    def make(name: str, viewport: dict[str, int] = DESKTOP) -> Any:
         context = browser.new_context(
-            ignore_https_errors=True,
-            viewport={"width": 1280, "height": 800},
-            base_url=tracked["url"],
+            ignore_https_errors=True, viewport=viewport, base_url=tracked["url"]
         )
         contexts.append(context)
         page = context.new_page()
@@ -78,7 +77,7 @@ def _row(page: Any, recipient: str) -> Any:
 
 def test_find_by_keyword_follow_live_recall_and_explain(
     tracked: dict[str, Any],
-    open_as: Callable[[str], Any],
+    open_as: Callable[..., Any],
     screenshot: Callable[[Any, str], pathlib.Path],
     axe: Callable[[Any], list[dict[str, Any]]],
 ) -> None:
@@ -131,15 +130,20 @@ def test_find_by_keyword_follow_live_recall_and_explain(
     assert axe(page) == []
 
 
-def test_a_viewer_follows_a_message_without_change_buttons(
-    tracked: dict[str, Any], open_as: Callable[[str], Any]
+def test_a_viewer_follows_a_message_on_a_phone_without_change_buttons(
+    tracked: dict[str, Any],
+    open_as: Callable[..., Any],
+    axe: Callable[[Any], list[dict[str, Any]]],
 ) -> None:
     from playwright.sync_api import expect
 
-    page = open_as("vera")
+    page = open_as("vera", viewport=PHONE)
     page.goto("/console/messages?keywords=flood")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.get_by_role("link", name=re.compile(r"^[0-9a-f-]{36}$")).click()
     expect(_row(page, "carol@example.com")).to_contain_text("queued")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert axe(page) == []
     expect(page.get_by_role("button", name="Recall this message")).to_have_count(0)
     expect(page.get_by_role("button", name=re.compile("Push again"))).to_have_count(0)
     page.get_by_label(re.compile("Recipient")).fill("carol@example.com")
