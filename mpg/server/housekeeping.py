@@ -3,7 +3,7 @@
 A message goes when it was received more than ``server.retention_days`` ago and is
 finished: served (every recipient acknowledged or withdrawn) or refused, with no
 queue entry of it still waiting (so a receipt its sender has not fetched yet is
-kept). Its queue entries, events, push jobs, attachment rows and attachment files go
+kept). Its queue entries, events, push jobs, keyword rows, attachment rows and files go
 with it; push jobs of no message (publications) go once they ended that long ago.
 Rows are deleted in batches, each its own transaction; files are removed after the
 commit, so a crash leaves at worst an orphan file, never a row without its file.
