@@ -36,7 +36,8 @@ Everything MPG raises on purpose derives from :class:`MpgError`::
     │   ├── Refused            a refusal with its own status and machine code
     │   │                      (code_expired, registration_code_deleted, ...)
     │   ├── TooManyRequests    an account is over a per-account limit   (HTTP 429)
-    │   └── Unavailable        starting, stopping or overloaded         (HTTP 503)
+    │   ├── Unavailable        starting, stopping or overloaded         (HTTP 503)
+    │   └── SignInRequired     the admin console needs a sign-in (303 to the sign-in page)
     └── CommandError           a command gives up with a message and an exit code
 
 Every class is defined here, so ``except`` clauses and the exit-code and HTTP
@@ -204,6 +205,15 @@ class Refused(ServerRefusal):
         self.detail = detail
         self.retry_after = retry_after
         super().__init__(detail)
+
+
+class SignInRequired(ServerRefusal):
+    """The admin console needs a signed-in user: go to the sign-in page, then back
+    to ``next_path`` (a path inside the console)."""
+
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+        super().__init__("sign-in required")
 
 
 class CommandError(MpgError):

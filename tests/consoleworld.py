@@ -23,6 +23,8 @@ USERS = {
     "otto": ("operator", "operator's long passphrase"),
     "vera": ("viewer", "viewer sees but never changes"),
 }
+#: The user of each role.
+USER_OF = {role: name for name, (role, _) in USERS.items()}
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 

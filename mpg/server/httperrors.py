@@ -28,6 +28,7 @@ ERRORS: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
     (errors.TooManyRequests, 429, "too_many_requests"),
     (errors.NotFound, 404, "not_found"),
     (errors.Forbidden, 403, "forbidden"),  # includes AccountDisabled
+    (errors.SignInRequired, 401, "sign_in_required"),  # the console redirects instead
     (errors.ReplayedEnvelope, 409, "replayed"),
     (errors.EnvelopeError, 401, "unauthenticated"),  # TamperedEnvelope, UnknownKey
     (errors.WireError, 400, "bad_request"),  # includes UnsafeXml

@@ -44,9 +44,23 @@ def get_json(client: httpx.Client, url: str) -> dict[str, Any]:
     Raises :class:`errors.KeySetUnavailable` for a refused connection, a non-200
     answer, an oversized body or anything that is not a JSON object.
     """
-    require_https(url, "key set URL")
+    return _json_answer(client, "GET", url)
+
+
+def post_form(client: httpx.Client, url: str, form: dict[str, str]) -> dict[str, Any]:
+    """The JSON object answering a form POSTed to ``url`` (an issuer's token endpoint),
+    with :func:`get_json`'s limits and refusals."""
+    return _json_answer(client, "POST", url, form)
+
+
+def _json_answer(
+    client: httpx.Client, method: str, url: str, form: dict[str, str] | None = None
+) -> dict[str, Any]:
+    require_https(url, "key set URL" if form is None else "token endpoint")
     try:
-        with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+        with client.stream(
+            method, url, headers={"Accept": "application/json"}, data=form
+        ) as response:
             if response.status_code != 200:
                 raise errors.KeySetUnavailable(f"{url}: HTTP {response.status_code}")
             body = bytearray()

@@ -124,7 +124,9 @@ def sign_in(page: Any, base: str, name: str, password: str | None = None) -> Non
 def page_as(
     browser: Any, console_server: serverproc.ServerProcess, page_problems: Problems
 ) -> Iterator[Callable[..., Any]]:
-    """``page_as(name, server=None, viewport=DESKTOP)``: a fresh browser signed in as ``name``."""
+    """``page_as(who, server=None, viewport=DESKTOP)``: a fresh browser signed in as
+    ``who``, a user name of consoleworld.USERS or a role (``"viewer"``); None: not
+    signed in."""
     contexts: list[Any] = []
 
     def make(
@@ -141,6 +143,7 @@ def page_as(
         page = context.new_page()
         page_problems.watch(page)
         if name is not None:
+            name = consoleworld.USER_OF.get(name, name)
             sign_in(page, srv.url, name)
             assert "/console/login" not in page.url, f"{name} could not sign in"
         return page

@@ -160,6 +160,7 @@ def test_lockout_after_failures_refuses_even_the_right_password(
     assert [a.status_code for a in answers] == [403, 403, 429]
     assert right.status_code == 429
     assert re.search(r"locked until \d\d:\d\d:\d\d UTC", right.text)
+    assert 0 < int(right.headers["retry-after"]) <= 900
     assert other.status_code == 303
     _clear_lockouts(srv)
 
@@ -374,3 +375,9 @@ def test_disabled_console_answers_404(tmp_path: pathlib.Path) -> None:
             assert http.get("/healthz").status_code == 200
     finally:
         srv.stop()
+
+
+def test_oidc_routes_are_not_found_when_no_provider_is_configured(http: httpx.Client) -> None:
+    assert http.get("/console/login/oidc").status_code == 404
+    assert http.get("/console/login/oidc/callback?code=x&state=y").status_code == 404
+    assert "/console/login/oidc" not in http.get("/console/login").text

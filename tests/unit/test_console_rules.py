@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpg.server.console import auth_pages, csrf, lockout, sessions, users
+from mpg.server.console import auth_pages, csrf, lockout, oidc, sessions, users
 
 POLICY = sessions.Policy(idle=600.0, lifetime=3600.0)
 
@@ -138,3 +138,48 @@ def test_console_user_roles_are_ordered() -> None:
 )
 def test_sign_in_goes_on_only_to_console_paths(value: str | None, expected: str) -> None:
     assert auth_pages.safe_next(value) == expected
+
+
+def test_pkce_challenge_is_rfc_7636s_example() -> None:
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert oidc.challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+ROLES = {"Console.Read": "viewer", "Console.Ops": "operator", "Console.Admin": "admin"}
+
+
+@pytest.mark.parametrize(
+    ("value", "role"),
+    [
+        (["Console.Read", "Console.Admin", "Console.Ops"], "admin"),
+        (["Console.Ops", "Other"], "operator"),
+        ("Console.Read", "viewer"),
+        (["Other"], None),
+        (None, None),
+        ([1, {"x": 2}], None),
+    ],
+)
+def test_oidc_role_is_the_highest_mapped_claim_value(value: object, role: str | None) -> None:
+    assert oidc.role_of({"roles": value}, "roles", ROLES) == role
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        (" erin@example.com ", "erin@example.com"),
+        ("", None),
+        (None, None),
+        (["a"], None),
+        ("x" * 201, None),
+    ],
+)
+def test_oidc_name_claim_must_be_a_short_text(value: object, name: str | None) -> None:
+    assert oidc.name_of({"preferred_username": value}, "preferred_username") == name
+
+
+def test_oidc_flow_survives_its_cookie_and_garbage_is_no_flow() -> None:
+    flow = oidc.new_flow("/audit", 1000.0)
+    assert oidc.Flow.from_cookie(flow.to_cookie()) == flow
+    assert oidc.Flow.from_cookie("not-base64-json") is None
+    assert oidc.Flow.from_cookie("") is None
+    assert oidc.Flow.from_cookie("x" * (oidc.MAX_FLOW_CHARS + 1)) is None

@@ -181,3 +181,33 @@ def test_admin_add_without_a_terminal_gives_a_token_only(obj: context.CliContext
     done = run(obj, "admin", "add", "carol", "--role", "viewer", "--json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["console"] is False
+
+
+def test_admin_password_sets_a_new_console_password(obj: context.CliContext) -> None:
+    """`admin password NAME --password-stdin` replaces the console password (audited)."""
+    from mpg.server import audit, tables
+    from mpg.server.console import users
+
+    assert run(obj, "admin", "add", "dora", "--no-password").exit_code == 0
+    done = CliRunner().invoke(
+        server_cli.server,
+        ["admin", "password", "dora", "--password-stdin"],
+        obj=obj,
+        input="a brand new passphrase\n",
+    )
+    assert done.exit_code == 0, done.output
+    missing = CliRunner().invoke(
+        server_cli.server,
+        ["admin", "password", "nobody", "--password-stdin"],
+        obj=obj,
+        input="a brand new passphrase\n",
+    )
+    # main() turns the error into its message and exit code (docs/cli.md).
+    assert isinstance(missing.exception, errors.NotFound)
+    assert str(missing.exception) == "no admin nobody"
+    engine = tables.create_engine(obj.settings.server.database_url)
+    try:
+        assert users.ConsoleUsers(engine).check("dora", "a brand new passphrase") is not None
+        assert audit.entries(engine, target="dora")[0].action == "admin.password"
+    finally:
+        engine.dispose()

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Final
 
 import fastapi
 import fastapi.exceptions
+import httpx
 import structlog
 from starlette import exceptions as starlette_exceptions
 from starlette import requests, responses, staticfiles, types
 
-from mpg import errors
+from mpg import config, errors, tlstrust
 from mpg.server import httperrors
 from mpg.server.console import (
     audit_pages,
@@ -37,6 +38,8 @@ from mpg.server.console import (
     deps,
     lockout,
     messages_pages,
+    oidc,
+    oidc_pages,
     render,
     sessions,
     sessions_pages,
@@ -51,6 +54,7 @@ log = structlog.get_logger(__name__)
 #: The page modules' routers. A new page module adds its router here.
 ROUTERS: Final = (
     auth_pages.router,
+    oidc_pages.router,
     audit_pages.router,
     messages_pages.router,
     sessions_pages.router,
@@ -127,6 +131,16 @@ def _body_refusal(scope: types.Scope) -> responses.Response | None:
     return None
 
 
+_TITLES: Final = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    429: "Too many requests",
+}
+
+
 def _error_page(
     request: requests.Request, status: int, title: str, message: str
 ) -> responses.Response:
@@ -136,18 +150,13 @@ def _error_page(
 
 
 async def _sign_in(request: requests.Request, exc: Exception) -> responses.Response:
-    assert isinstance(exc, deps.SignInRequired)
+    assert isinstance(exc, errors.SignInRequired)
     root = request.scope.get("root_path", "")
     target = root + "/login?" + urllib.parse.urlencode({"next": exc.next_path})
     if request.headers.get("hx-request"):
         # htmx would swap the sign-in page into a fragment: make it load the page.
         return responses.Response(status_code=401, headers={"HX-Redirect": target})
     return responses.RedirectResponse(target, status_code=303)
-
-
-async def _not_allowed(request: requests.Request, exc: Exception) -> responses.Response:
-    assert isinstance(exc, deps.NotAllowed)
-    return _error_page(request, 403, "Not allowed", exc.reason)
 
 
 async def _refused(request: requests.Request, exc: Exception) -> responses.Response:
@@ -157,7 +166,7 @@ async def _refused(request: requests.Request, exc: Exception) -> responses.Respo
         return _error_page(
             request, 500, "Something went wrong", "The server failed; the error is in its log."
         )
-    return _error_page(request, status, "Refused", str(exc))
+    return _error_page(request, status, _TITLES.get(status, "Refused"), str(exc))
 
 
 async def _invalid(request: requests.Request, exc: Exception) -> responses.Response:
@@ -171,9 +180,8 @@ async def _invalid(request: requests.Request, exc: Exception) -> responses.Respo
 
 async def _http(request: requests.Request, exc: Exception) -> responses.Response:
     assert isinstance(exc, starlette_exceptions.HTTPException)
-    titles = {404: "Not found", 405: "Method not allowed"}
     return _error_page(
-        request, exc.status_code, titles.get(exc.status_code, "Bad request"), str(exc.detail)
+        request, exc.status_code, _TITLES.get(exc.status_code, "Bad request"), str(exc.detail)
     )
 
 
@@ -191,6 +199,21 @@ def _served(routers: tuple[fastapi.APIRouter, ...]) -> set[str]:
         for route in router.routes
         if isinstance(route, fastapi.routing.APIRoute) and "GET" in (route.methods or ())
     }
+
+
+def _oidc_client(settings: config.ServerSettings) -> oidc.OidcClient | None:
+    if settings.console_oidc is None:
+        return None
+    # Made now, so that a bad CA file stops the start instead of failing a sign-in.
+    trust = tlstrust.context(settings.id_token_ca_bundle, "server.id_token_ca_bundle")
+    return oidc.OidcClient(
+        settings.console_oidc,
+        httpx.Client(verify=trust, timeout=10.0, follow_redirects=False),
+        algorithms=settings.id_token_algorithms,
+        leeway=settings.id_token_leeway,
+        keys_ttl=settings.id_token_keys_ttl,
+        keys_refetch=settings.id_token_keys_refetch,
+    )
 
 
 def create_console(push: PushServer) -> types.ASGIApp:
@@ -219,10 +242,10 @@ def create_console(push: PushServer) -> types.ASGIApp:
             ),
         ),
         users=users.ConsoleUsers(push.engine),
+        oidc=_oidc_client(settings),
         menu=tuple(item for item in MENU if item.path in served),
     )
-    app.add_exception_handler(deps.SignInRequired, _sign_in)
-    app.add_exception_handler(deps.NotAllowed, _not_allowed)
+    app.add_exception_handler(errors.SignInRequired, _sign_in)
     app.add_exception_handler(fastapi.exceptions.RequestValidationError, _invalid)
     app.add_exception_handler(starlette_exceptions.HTTPException, _http)
     app.add_exception_handler(errors.MpgError, _refused)

@@ -8,6 +8,7 @@ the browser's previous session and starts a new one with a new id.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Final
 
@@ -93,19 +94,21 @@ def login_form(request: fastapi.Request, next: str = "/") -> responses.Response:
     return login_page(request, safe_next(next))
 
 
-def _attempt(request: fastapi.Request, name: str, password: str) -> deps.ConsoleUser | str:
-    """The user, or the message that refuses the sign-in."""
+def _attempt(
+    request: fastapi.Request, name: str, password: str
+) -> deps.ConsoleUser | tuple[str, float | None]:
+    """The user, or the refusal's message and until when signing in is locked."""
     state = deps.console(request)
     address = _client_address(request)
     until = state.lockouts.locked_until(name, address)
     if until is not None:
         log.info("console_sign_in_locked", user=name[:100], address=address)
-        return locked_message(until)
+        return locked_message(until), until
     user = state.users.check(name, password)
     if user is None:
         until = state.lockouts.failed(name, address)
         log.info("console_sign_in_failed", user=name[:100], address=address)
-        return locked_message(until) if until is not None else WRONG
+        return (locked_message(until) if until is not None else WRONG), until
     state.lockouts.succeeded(name)
     return user
 
@@ -120,10 +123,14 @@ async def login(
     """Check the name and password; start a session or show the form again."""
     name = name.strip()
     outcome = await concurrency.run_in_threadpool(_attempt, request, name, password)
-    if isinstance(outcome, str):
+    if isinstance(outcome, tuple):
+        message, until = outcome
         # 403 for a wrong password, 429 while locked out (the page says until when).
-        status = 403 if outcome == WRONG else 429
-        return login_page(request, safe_next(next), error=outcome, status=status, name=name)
+        status = 403 if until is None else 429
+        page = login_page(request, safe_next(next), error=message, status=status, name=name)
+        if until is not None:
+            page.headers["Retry-After"] = str(max(1, math.ceil(until - time.time())))
+        return page
     return await concurrency.run_in_threadpool(start_session, request, outcome, "password", next)
 
 

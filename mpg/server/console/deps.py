@@ -3,8 +3,9 @@
 The frame (:func:`load`, a dependency of every route of the console app) reads the
 session cookie once per request and refuses an unsafe request without the right CSRF
 token; page routes then declare :data:`Viewer`, :data:`Operator` or :data:`Admin`
-for the signed-in user with at least that role (not signed in: 303 to the sign-in
-page; role too low: the 403 page) and :data:`Server` for the stores.
+for the signed-in user with at least that role (not signed in:
+:class:`mpg.errors.SignInRequired`, a 303 to the sign-in page; role too low:
+:class:`mpg.errors.Forbidden`, the 403 page) and :data:`Server` for the stores.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Final
 import fastapi
 from starlette import concurrency
 
-from mpg import config
-from mpg.server.console import csrf, lockout, sessions, users
+from mpg import config, errors
+from mpg.server.console import csrf, lockout, oidc, sessions, users
 from mpg.server.console.users import ConsoleUser as ConsoleUser
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Console:
     sessions: sessions.SessionStore
     lockouts: lockout.LockoutStore
     users: users.ConsoleUsers
+    #: None when OpenID Connect sign-in is not configured (``server.console_oidc``).
+    oidc: oidc.OidcClient | None
     #: The menu entries whose pages exist.
     menu: tuple[MenuItem, ...]
 
@@ -54,22 +57,6 @@ class Signed:
     session_id: str
     session: sessions.Session
     user: ConsoleUser
-
-
-class SignInRequired(Exception):
-    """Not signed in (or the session ended): go to the sign-in page, then ``next_path``."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__("sign-in required")
-        self.next_path = next_path
-
-
-class NotAllowed(Exception):
-    """Signed in (or not) but refused: the 403 page with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def server(request: fastapi.Request) -> PushServer:
@@ -136,8 +123,8 @@ async def load(request: fastapi.Request) -> None:
         return
     if signed is None and session_id:
         # The session ended while the form was open: sign in again (nothing was changed).
-        raise SignInRequired("/")
-    raise NotAllowed(
+        raise errors.SignInRequired("/")
+    raise errors.Forbidden(
         "This form has expired or did not come from this console (CSRF check). "
         "Reload the page and try again."
     )
@@ -150,12 +137,12 @@ class RoleCheck:
         self.role = role
 
     def __call__(self, request: fastapi.Request) -> ConsoleUser:
-        """The user, or SignInRequired / NotAllowed."""
+        """The user, or errors.SignInRequired / errors.Forbidden."""
         signed = signed_in(request)
         if signed is None:
-            raise SignInRequired(page_path(request) if request.method == "GET" else "/")
+            raise errors.SignInRequired(page_path(request) if request.method == "GET" else "/")
         if not signed.user.may(self.role):
-            raise NotAllowed(
+            raise errors.Forbidden(
                 f"You are signed in as {signed.user.name}, a {signed.user.role}; "
                 f"this needs the {self.role} role."
             )

@@ -102,6 +102,12 @@ class LockoutStore:
         table = tables.console_lockout
         c = table.c
         with transactions.begin(self._engine, "counting a failed console sign-in") as conn:
+            # Counts whose window and lock are over can go: guessed names leave no trail.
+            conn.execute(
+                table.delete()
+                .where(c.WindowStart <= now - self.policy.seconds)
+                .where(sa.or_(c.LockedUntil.is_(None), c.LockedUntil <= now))
+            )
             counts = self._read(conn, list(limits))
             for subject, limit in limits.items():
                 before = counts.get(subject)

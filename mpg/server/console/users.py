@@ -10,8 +10,11 @@ wrong password, so timing tells no one which names exist.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
+from collections.abc import Iterator
 from typing import Final
 
 import argon2
@@ -27,8 +30,24 @@ MIN_PASSWORD: Final = 12
 MAX_PASSWORD: Final = 256
 #: Longest user name looked at (the column's width is 100).
 MAX_NAME: Final = 100
+#: Hashes computed at once: each takes 64 MiB, so a flood of sign-ins waits its turn
+#: instead of taking the server's memory.
+MAX_CONCURRENT_HASHES: Final = 4
+#: Seconds a sign-in waits for its turn to hash before it is refused (503).
+HASH_WAIT_SECONDS: Final = 10.0
 
 _hasher = argon2.PasswordHasher()
+_hashing = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+
+
+@contextlib.contextmanager
+def _turn() -> Iterator[None]:
+    if not _hashing.acquire(timeout=HASH_WAIT_SECONDS):
+        raise errors.Unavailable("too many sign-ins at once; try again in a moment")
+    try:
+        yield
+    finally:
+        _hashing.release()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,7 +82,8 @@ def password_problem(name: str, password: str) -> str | None:
 
 def hash_password(password: str) -> str:
     """The argon2id hash (PHC string) of ``password``."""
-    return _hasher.hash(password)
+    with _turn():
+        return _hasher.hash(password)
 
 
 @functools.cache
@@ -72,8 +92,10 @@ def _dummy_hash() -> str:
 
 
 def _verified(stored: str | None, password: str) -> bool:
+    dummy = _dummy_hash()
     try:
-        return _hasher.verify(stored or _dummy_hash(), password) and stored is not None
+        with _turn():
+            return _hasher.verify(stored or dummy, password) and stored is not None
     except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
         return False
 
