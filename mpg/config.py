@@ -104,6 +104,10 @@ class GatewaySettings(_Section):
     stuck_after: float = pydantic.Field(default=3600.0, gt=0)
     history_retention_days: float = pydantic.Field(default=90.0, ge=0)
     housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
+    #: Seconds between rounds of the delivery summary in StatusLog (docs/push.md); 0: off.
+    delivery_summary_interval: float = pydantic.Field(default=60.0, ge=0)
+    #: Seconds after its last state change that a device row's summary is kept up to date.
+    delivery_summary_window: float = pydantic.Field(default=86400.0, gt=0)
 
     @pydantic.field_validator(
         "drop_dir",

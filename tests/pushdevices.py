@@ -47,11 +47,13 @@ def add_device(
     platform: str = "android",
     categories: tuple[str, ...] = (),
     token_at: float | None = None,
+    device_id: str | None = None,
 ) -> str:
-    """A registered device of ``group`` with push ``token``; its AccountId."""
+    """A registered device of ``group`` with push ``token`` (and ``device_id``, the id
+    the phone reports; a random one if not given); its AccountId."""
     account = "dev-" + uuid.uuid4().hex
     store.add(account, "device")
-    device_id = uuid.uuid4().hex
+    device_id = device_id or uuid.uuid4().hex
     now = time.time()
     with engine.begin() as conn:
         conn.execute(

@@ -25,7 +25,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs, metrics
 from mpg.db import notify, transactions
-from mpg.gateway import attachfiles, attachroots, dropfolder, folders, inbound, outbound, wakeup
+from mpg.gateway import (
+    attachfiles,
+    attachroots,
+    deliverysummary,
+    dropfolder,
+    folders,
+    inbound,
+    outbound,
+    wakeup,
+)
 from mpg.gateway import client as client_mod
 from mpg.ops import health, systemd
 from mpg.storage import database, history, inbox, outbox, outbox_trigger, schema, tables
@@ -116,6 +125,9 @@ class Gateway:
             stop=self.stop_event,
             exporters=[f.export for f in self.folders],
         )
+        self.summaries = deliverysummary.DeliverySummaries(
+            self.outbox, self.push, gw.delivery_summary_window, stop=self.stop_event
+        )
         self._watcher = (
             wakeup.DatabaseWatcher(self.engine, self.wake)
             if gw.watch_database and wakeup.watchable(gw.database_url)
@@ -177,6 +189,15 @@ class Gateway:
             max_instances=1,
             coalesce=True,
         )
+        if self._settings.delivery_summary_interval > 0:
+            self._scheduler.add_job(
+                self.summaries.run_once,
+                "interval",
+                seconds=self._settings.delivery_summary_interval,
+                id="delivery-summary",
+                max_instances=1,
+                coalesce=True,
+            )
         self._scheduler.add_job(
             self.housekeeping,
             "interval",

@@ -53,7 +53,7 @@ def gather(conn: sa.Connection, vault: Vault, message_id: str, recipient: str) -
     if row is None:
         return explain.Facts(message_id, recipient)
     opened = rows.opened_message(vault, row)
-    account = _account(conn, vault, recipient)
+    account = _account(conn, vault, recipient, row.SourceDomain or "")
     device_row = None if account is None else _device_row(conn, account)
     lists = _entries(opened)
     msg = explain.Message(
@@ -87,9 +87,10 @@ def gather(conn: sa.Connection, vault: Vault, message_id: str, recipient: str) -
     )
 
 
-def _account(conn: sa.Connection, vault: Vault, recipient: str) -> str | None:
+def _account(conn: sa.Connection, vault: Vault, recipient: str, domain: str) -> str | None:
     """The AccountId ``recipient`` names: a registered (or removed) device's id, an
-    opaque ``dev-`` id, an account's name, or an AccountId; None when none exists."""
+    opaque ``dev-`` id, an account's name (qualified with the message's SourceDomain
+    as the gateway qualifies it), or an AccountId; None when none exists."""
     indexes = [i.hex() for i in vault.keyring.blind_indexes("device", recipient)]
     d, r = tables.device.c, tables.device_removal.c
     by_device = conn.execute(sa.select(d.AccountId).where(d.DeviceIndex.in_(indexes))).scalar()
@@ -103,7 +104,11 @@ def _account(conn: sa.Connection, vault: Vault, recipient: str) -> str | None:
     ).scalar()
     if removed is not None:
         return str(removed)
-    candidates = {recipient, vault.account_id(accounts.normalize(recipient))}
+    candidates = {
+        recipient,
+        vault.account_id(accounts.normalize(recipient)),
+        vault.account_id(accounts.normalize(recipients.qualify(recipient, domain))),
+    }
     if OPAQUE_ID.fullmatch(recipient.lower()):
         candidates.add(recipient.lower())
     a = tables.account.c

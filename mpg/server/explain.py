@@ -276,20 +276,22 @@ def _recipient(facts: Facts, chain: _Chain) -> bool:
 
 def _device(facts: Facts, chain: _Chain) -> bool:
     """Removed or disabled: broken unless the delivery was complete before."""
-    if facts.complete:
-        return True
+    complete = facts.complete
+    after = ", after the message was read" if facts.is_device else ", after it was stored"
     if facts.device is None and facts.removal is not None:
         removal = facts.removal
-        return chain.add(DEVICE, False, f"removed at {when(removal.at)}: {removal.reason}")
+        text = f"removed at {when(removal.at)}: {removal.reason}"
+        return chain.add(DEVICE, complete, text + (after if complete else ""))
     if facts.disabled:
-        return chain.add(DEVICE if facts.is_device else ACCOUNT, False, "its account is disabled")
+        name = DEVICE if facts.is_device else ACCOUNT
+        return chain.add(name, complete, "its account is disabled" + (after if complete else ""))
     if facts.device is not None:
         chain.add(DEVICE, True, f"registered at {when(facts.device.registered_at)}")
     return True
 
 
 def _reach(facts: Facts, chain: _Chain) -> bool:
-    """How the message's lists reached a device; only asked when it has no entry."""
+    """How the message's lists reached a device; without an entry, why they did not."""
     device, msg = facts.device, facts.message
     if device is None or msg is None:
         return True
@@ -319,11 +321,14 @@ def _reach(facts: Facts, chain: _Chain) -> bool:
     if not held:
         cats = ", ".join(f"{device.group}/{c}" for c in wanted)
         return chain.add(SUBSCRIBED, False, f"not subscribed to {cats}")
-    first = min(device.subscriptions[c] for c in held)
+    first = min(held, key=lambda c: device.subscriptions[c])
+    at = device.subscriptions[first]
+    if at <= msg.received_at:
+        return chain.add(SUBSCRIBED, True, f"subscribed to {device.group}/{first}")
     return chain.add(
         SUBSCRIBED,
         False,
-        f"subscribed to {device.group}/{held[0]} only at {when(first)}, "
+        f"subscribed to {device.group}/{first} only at {when(at)}, "
         f"after the message was sent at {when(msg.received_at)}",
     )
 

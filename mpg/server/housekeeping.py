@@ -3,8 +3,9 @@
 A message goes when it was received more than ``server.retention_days`` ago and is
 finished: served (every recipient acknowledged or withdrawn) or refused, with no
 queue entry of it still waiting (so a receipt its sender has not fetched yet is
-kept). Its queue entries, events, push jobs, keyword rows, attachment rows and files go
-with it; push jobs of no message (publications) go once they ended that long ago.
+kept). Its queue entries, events, push jobs, keyword rows, attachment rows and attachment files go
+with it; push jobs of no message (publications) and the records of device removals
+(``DeviceRemoval``, for ``mpg server explain``) go once they are that old.
 Rows are deleted in batches, each its own transaction; files are removed after the
 commit, so a crash leaves at worst an orphan file, never a row without its file.
 
@@ -97,12 +98,17 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
         if len(ids) < BATCH:
             break
     pushes = jobs.purge_finished(engine, cutoff)
-    if done.messages or pushes:
+    with transactions.begin(engine, "purging old device removals") as conn:
+        removals = conn.execute(
+            tables.device_removal.delete().where(tables.device_removal.c.RemovedAt < cutoff)
+        ).rowcount
+    if done.messages or pushes or removals:
         log.info(
             "server_purged",
             messages=done.messages,
             files=done.files,
             push_jobs=pushes,
+            device_removals=removals,
             keep_days=keep_days,
         )
     return done

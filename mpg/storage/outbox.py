@@ -536,6 +536,40 @@ class OutboxRepository:
             history.log_steps("out", [step])
         return moved
 
+    def delivery_rows(self, within_seconds: float, limit: int) -> list[OutboxRow]:
+        """Device-addressed rows sent (20) or served (29) whose StatusTime is within
+        ``within_seconds``, newest first: those whose delivery summary may still change
+        (docs/push.md, "The delivery summary")."""
+        cutoff = timefmt.now(self.clock) - dt.timedelta(seconds=within_seconds)
+        query = (
+            sa.select(tables.outbox)
+            .where(
+                _o.State.in_([states.OutboxState.WAITING, states.OutboxState.SENT]),
+                _o.ReceiverType == "D",
+                _o.MessageId.is_not(None),
+                _o.StatusTime.is_not(None),
+            )
+            .order_by(_o.StatusTime.desc(), _o.TxMessageId)
+            .limit(limit)
+        )
+        rows = self._rows(query, "reading sent device rows")
+        return [row for row in rows if not _older(row.status_time, cutoff)]
+
+    def note_delivery(self, row: OutboxRow, log: str) -> bool:
+        """Set the StatusLog of ``row`` to ``log`` (cut to its width) if the row still has
+        the state and StatusLog it was read with; no state change, no history step, and
+        StatusTime stays the time of the last state change. False when it had changed."""
+        same_log = (
+            _o.StatusLog.is_(None) if row.status_log is None else _o.StatusLog == row.status_log
+        )
+        query = (
+            sa.update(tables.outbox)
+            .where(_o.TxMessageId == row.tx_message_id, _o.State == row.state, same_log)
+            .values(StatusLog=history.truncate(log, STATUS_LOG_WIDTH))
+        )
+        with transactions.begin(self.engine, "writing a delivery summary") as conn:
+            return bool(conn.execute(query).rowcount)
+
     def timed_out(self, older_than_seconds: float) -> list[OutboxRow]:
         """Rows in :data:`TIMEOUT_STATES` whose StatusTime is older than the timeout.
 

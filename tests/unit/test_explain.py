@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from mpg.server import addressing, explain
 from mpg.server.explain import Device, Facts, Message, Push, Removal, Token
 
@@ -79,7 +81,10 @@ def test_a_removed_device_says_when_and_why() -> None:
 
 
 def test_a_removal_after_the_message_was_read_breaks_nothing() -> None:
-    assert explain.walk(facts(device=None, removal=Removal(T0 + 99, "x"))).first_broken is None
+    found = explain.walk(facts(device=None, removal=Removal(T0 + 99, "removed by ops")))
+    assert found.first_broken is None
+    [device_link] = [link for link in found.links if link.name == "device"]
+    assert device_link.detail.endswith("removed by ops, after the message was read")
 
 
 def test_a_disabled_account_is_broken() -> None:
@@ -116,6 +121,11 @@ def test_a_subscription_made_after_the_message_is_named() -> None:
     link = broken(facts(device=device(subscriptions={"floods": T0 + 30}), entry=None))
     assert link.name == "subscribed"
     assert "only at" in link.detail
+
+
+def test_a_subscription_held_in_time_is_not_the_broken_link() -> None:
+    link = broken(facts(device=device(subscriptions={"floods": T0 - 1}), entry=None))
+    assert link.name == "queued"
 
 
 def test_a_whole_group_address_needs_no_subscription() -> None:
@@ -228,3 +238,29 @@ def test_a_gateway_is_delivered_when_it_acknowledged() -> None:
 def test_the_summary_names_the_broken_link() -> None:
     text = explain.walk(facts(read_at=None)).summary()
     assert text.startswith("m-1 to phone-1 stopped at 'read': ")
+
+
+@pytest.mark.parametrize(
+    ("push", "expected"),
+    [
+        (Push("pending", not_before=T0 + 5), "push waiting to be sent (due at "),
+        (Push("leased", attempts=1), "push being sent now (1 attempt(s))"),
+        (Push("parked", last_error="hook: config_alarm 401"), "push parked by a provider"),
+        (Push("cancelled", last_error="recalled before it was sent"), "push cancelled: recalled"),
+        (None, "no push job was made for this device"),
+    ],
+)
+def test_each_unsent_push_state_is_named(push: Push | None, expected: str) -> None:
+    f = facts(push=push, entry="queued", fetched_at=None, acked_at=None, read_at=None)
+    link = broken(f)
+    assert link.name == "push"
+    assert link.detail.startswith(expected)
+
+
+def test_a_token_set_only_after_the_message_is_named() -> None:
+    token = Token(present=True, set_at=T0 + 10)
+    f = facts(device=device(token=token), push=None, entry="queued")
+    f = dataclasses.replace(f, fetched_at=None, acked_at=None, read_at=None)
+    link = broken(f)
+    assert link.name == "token"
+    assert "the device set one at" in link.detail
