@@ -50,6 +50,8 @@ SEARCH_INDEXES = (
 )
 SENDERS = [f"erp-{n}@example.com" for n in range(20)]
 RECIPIENTS = [f"user-{n}@example.com" for n in range(5000)]
+#: A gateway that gets a copy of 30 % of the messages (the ERP of a busy site).
+BUSY = "erp-main@example.com"
 APP_CODES = [f"APP{n}" for n in range(10)]
 VOCABULARY = [f"kw{n}" for n in range(2000)]
 DAYS = 30
@@ -67,6 +69,7 @@ def load(engine: sa.Engine, vault: Vault, count: int, seed: int) -> dict[str, An
     start = time.time() - DAYS * 86400
     sender_ids = [vault.account_id(s) for s in SENDERS]
     recipient_ids = [vault.account_id(r) for r in RECIPIENTS]
+    busy_id = vault.account_id(BUSY)
     keyword_ids = [vault.keyword_index(k) for k in VOCABULARY]
     # Zipf-like: a few keywords are on many messages, most on few.
     weights = [1 / (n + 1) for n in range(len(VOCABULARY))]
@@ -107,7 +110,10 @@ def load(engine: sa.Engine, vault: Vault, count: int, seed: int) -> dict[str, An
                 samples["tx"].append(f"tx-{n}")
             if state == "refused":
                 continue
-            for recipient in rng.sample(recipient_ids, rng.choice((1, 1, 2))):
+            chosen_recipients = rng.sample(recipient_ids, rng.choice((1, 1, 2)))
+            if rng.random() < 0.3:
+                chosen_recipients.append(busy_id)
+            for recipient in chosen_recipients:
                 seq += 1
                 entries.append(
                     {
@@ -170,6 +176,7 @@ def searches(samples: dict[str, Any]) -> dict[str, Callable[[random.Random], tra
         "TxMessageId": lambda rng: tracking.Query(tx_message_id=rng.choice(samples["tx"])),
         "sender": lambda rng: tracking.Query(sender=rng.choice(SENDERS)),
         "recipient": lambda rng: tracking.Query(recipient=rng.choice(RECIPIENTS)),
+        "recipient with 30 % of all": lambda rng: tracking.Query(recipient=BUSY),
         "AppCode": lambda rng: tracking.Query(app_code=rng.choice(APP_CODES)),
         "keyword (common)": lambda rng: tracking.Query(keywords=popular),
         "keyword (rare)": lambda rng: tracking.Query(keywords=rng.choice(words[1000:])),

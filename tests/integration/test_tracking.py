@@ -145,6 +145,28 @@ def test_pages_continue_after_the_last_row_without_gaps_or_repeats(
     assert len(everything) == 1  # the same order through both indexes
 
 
+def test_a_busy_recipient_s_messages_are_found_by_walking_the_messages(
+    engine: sa.Engine,
+    store: accounts.AccountStore,
+    q: queues.QueueStore,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = [send(q, clock, message(("bob@example.com",))) for _ in range(4)]
+    send(q, clock, message(("carol@example.com",)))
+    few = ids(engine, store, recipient="bob@example.com")
+    monkeypatch.setattr(tracking, "BUSY", 3)
+    assert ids(engine, store, recipient="bob@example.com") == few == sent[::-1]
+    page = tracking.search(
+        engine, store.vault, tracking.Query(recipient="bob@example.com"), limit=3
+    )
+    assert page.after is not None
+    rest = tracking.search(
+        engine, store.vault, tracking.Query(recipient="bob@example.com"), after=page.after
+    )
+    assert [f.message_id for f in page.items + rest.items] == sent[::-1]
+
+
 @pytest.mark.parametrize(
     ("query", "after", "field"),
     [
