@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import fastapi
 from starlette import responses
@@ -27,6 +27,9 @@ from starlette import responses
 from mpg import errors
 from mpg.server import deliveryfacts, messageops, tracking
 from mpg.server.console import deps, render
+
+if TYPE_CHECKING:
+    from mpg.server.app import PushServer
 
 router = fastapi.APIRouter()
 
@@ -118,7 +121,7 @@ def messages(
     return render.render(request, "messages.html", context)
 
 
-def _timeline_context(push: Any, message_id: str) -> dict[str, Any]:
+def _timeline_context(push: PushServer, message_id: str) -> dict[str, Any]:
     found = tracking.timeline(push.engine, push.vault, message_id)
     return {
         "t": found,
@@ -159,7 +162,7 @@ def _back(request: fastapi.Request, message_id: str, notice: str) -> responses.R
 
 
 def _refused(
-    request: fastapi.Request, push: Any, message_id: str, exc: errors.Conflict
+    request: fastapi.Request, push: PushServer, message_id: str, exc: errors.Conflict
 ) -> responses.HTMLResponse:
     context = {**_timeline_context(push, message_id), "error": str(exc)}
     return render.render(request, "message.html", context, 409)
