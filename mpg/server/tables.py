@@ -369,6 +369,20 @@ push_job = sa.Table(
     sa.Index("IX_PushJob_Message", "MessageId"),
 )
 
+device_removal = sa.Table(
+    "DeviceRemoval",
+    metadata,
+    # When and why a device was removed (mpg.server.directory.removal), for
+    # `mpg server explain`: the Device row is gone, this says what became of it.
+    sa.Column("AccountId", sa.Unicode(100), primary_key=True),
+    # The removed row's DeviceIndex, so the device id it reported still finds it.
+    sa.Column("DeviceIndex", sa.Unicode(64), nullable=False),
+    sa.Column("GroupId", sa.Unicode(50), nullable=False),
+    sa.Column("RemovedAt", sa.Double(), nullable=False),
+    sa.Column("Reason", sa.Unicode(200), nullable=False),
+    sa.Index("IX_DeviceRemoval_Index", "DeviceIndex"),
+)
+
 console_session = sa.Table(
     "ConsoleSession",
     metadata,
@@ -409,20 +423,6 @@ message_keyword = sa.Table(
     sa.Index("IX_MessageKeyword_Search", "KeywordIndex", "ReceivedAt", "MessageId"),
 )
 
-device_removal = sa.Table(
-    "DeviceRemoval",
-    metadata,
-    # When and why a device was removed (mpg.server.directory.removal), for
-    # `mpg server explain`: the Device row is gone, this says what became of it.
-    sa.Column("AccountId", sa.Unicode(100), primary_key=True),
-    # The removed row's DeviceIndex, so the device id it reported still finds it.
-    sa.Column("DeviceIndex", sa.Unicode(64), nullable=False),
-    sa.Column("GroupId", sa.Unicode(50), nullable=False),
-    sa.Column("RemovedAt", sa.Double(), nullable=False),
-    sa.Column("Reason", sa.Unicode(200), nullable=False),
-    sa.Index("IX_DeviceRemoval_Index", "DeviceIndex"),
-)
-
 ALL_TABLES: Final = (
     account,
     account_key,
@@ -442,10 +442,10 @@ ALL_TABLES: Final = (
     admin_credential,
     audit_log,
     push_job,
+    device_removal,
     console_session,
     console_lockout,
     message_keyword,
-    device_removal,
 )
 
 

@@ -3,9 +3,10 @@
 Fixtures: ``console_server`` (a real ``mpg server`` over TLS on loopback with the
 console and one user per role, tests/consoleworld.py), ``browser``, ``page_as(name)``
 (a new browser context signed in through the form as that user), ``page`` (signed in
-as the admin), ``screenshot(page, name)`` (writes ``docs/console/<name>.png``, the
-documentation's pictures) and ``axe(page)`` (axe-core's serious and critical
-violations on the page; axe.min.js is vendored here, for tests only, never served).
+as the admin), ``screenshot(page, name)`` (``docs/console/<name>.png``, the
+documentation's pictures, with ``MPG_SCREENSHOTS=1``) and ``axe(page)`` (axe-core's
+serious and critical violations on the page; axe.min.js is vendored here, for tests
+only, never served).
 
 Every page a test opens is watched for Content-Security-Policy violations and script
 errors; one fails the test. Without /usr/bin/chromium the tests are skipped, except
@@ -162,13 +163,18 @@ def page(page_as: Callable[..., Any]) -> Any:
 
 
 @pytest.fixture
-def screenshot() -> Callable[[Any, str], pathlib.Path]:
-    """``screenshot(page, name)``: the whole page as docs/console/<name>.png."""
+def screenshot(tmp_path: pathlib.Path) -> Callable[[Any, str], pathlib.Path]:
+    """``screenshot(page, name)``: the whole page as ``<name>.png``, in docs/console/ when
+    ``MPG_SCREENSHOTS=1`` (refreshing the documentation's pictures), else in the test's
+    temporary folder: pages show times, so every run's pictures differ, and a test run
+    must not change the checkout."""
 
     def take(page: Any, name: str) -> pathlib.Path:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        path = SHOTS / f"{name}.png"
+        folder = SHOTS if os.environ.get("MPG_SCREENSHOTS") == "1" else tmp_path
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 0
         return path
 
     return take

@@ -92,6 +92,7 @@ def test_session_ends_after_the_idle_timeout(
     srv = start_server(tmp_path, console_idle_timeout=IDLE_SECONDS)
     try:
         page = page_as("vera", server=srv)
+        page.goto("/console/audit")  # the home is another page once more pages exist
         assert page.get_by_role("heading", name="Audit log").is_visible()
         time.sleep(IDLE_SECONDS + 1)
         page.reload()
@@ -196,3 +197,16 @@ def test_keyboard_reaches_the_skip_link_first(page: Any) -> None:
     assert focused == "Skip to content"
     page.keyboard.press("Enter")
     assert page.evaluate("location.hash") == "#main"
+
+
+def test_htmx_runs_under_the_csp_and_sends_the_csrf_header(page: Any) -> None:
+    page.goto("/console/audit", wait_until="load")  # deferred scripts have run
+    assert page.evaluate("typeof window.htmx") == "object"
+    assert page.evaluate("htmx.config.includeIndicatorStyles") is False
+    assert page.evaluate("htmx.config.allowEval") is False
+    # A change sent by htmx, as page modules do with hx-post: the frame accepts it only
+    # with the session's token, which <body hx-headers> adds.
+    page.evaluate("htmx.ajax('POST', '/console/logout', {source: document.body, target: '#main'})")
+    page.get_by_role("heading", name="Sign in").wait_for()  # the answer, swapped in
+    page.goto("/console/audit")
+    assert "/console/login" in page.url

@@ -14,7 +14,7 @@ import pytest
 import serverproc
 import sqlalchemy as sa
 
-from mpg.server import admins, tables
+from mpg.server import admins, audit, tables
 from mpg.server.console import app as console_app
 from mpg.server.console import deps, sessions, users
 
@@ -381,3 +381,26 @@ def test_oidc_routes_are_not_found_when_no_provider_is_configured(http: httpx.Cl
     assert http.get("/console/login/oidc").status_code == 404
     assert http.get("/console/login/oidc/callback?code=x&state=y").status_code == 404
     assert "/console/login/oidc" not in http.get("/console/login").text
+
+
+def test_audit_log_pages_back_by_entry_and_keeps_the_filter(
+    srv: serverproc.ServerProcess, ada: httpx.Client
+) -> None:
+    engine = tables.create_engine(srv.database_url)
+    try:
+        with engine.begin() as conn:
+            for n in range(60):
+                audit.record(conn, "cli:test", "paging.test", f"thing-{n:02d}")
+    finally:
+        engine.dispose()
+    first = ada.get("/console/audit", params={"what": "paging."})
+    targets = re.findall(r"thing-(\d\d)", first.text)
+    assert targets == [f"{n:02d}" for n in range(59, 9, -1)]
+    older = re.search(
+        r'href="(/console/audit\?what=paging.&amp;before=\d+)" rel="next"', first.text
+    )
+    assert older is not None
+    second = ada.get(older.group(1).replace("&amp;", "&"))
+    assert re.findall(r"thing-(\d\d)", second.text) == [f"{n:02d}" for n in range(9, -1, -1)]
+    assert 'rel="next"' not in second.text
+    assert 'href="/console/audit?what=paging."' in second.text  # back to the newest
