@@ -37,6 +37,10 @@ REQUEST_MARGIN: Final = 8 * 1024
 _log = structlog.get_logger("mpg.config")
 
 
+#: Seconds after which a message still on its way is stuck (``mpg status``, the console).
+STUCK_AFTER: Final = 3600.0
+
+
 class _Section(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
@@ -101,7 +105,7 @@ class GatewaySettings(_Section):
     # Operations (docs/operations.md).
     health_host: str = "127.0.0.1"
     health_port: int | None = pydantic.Field(default=None, ge=0, le=65535)
-    stuck_after: float = pydantic.Field(default=3600.0, gt=0)
+    stuck_after: float = pydantic.Field(default=STUCK_AFTER, gt=0)
     history_retention_days: float = pydantic.Field(default=90.0, ge=0)
     housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
     #: Seconds between rounds of the delivery summary in StatusLog (docs/push.md); 0: off.
@@ -385,6 +389,8 @@ class ServerSettings(_Section):
     metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     retention_days: float = pydantic.Field(default=30.0, ge=0)
     housekeeping_interval: float = pydantic.Field(default=3600.0, gt=0)
+    #: Seconds a message may wait for its recipients before the console calls it stuck.
+    stuck_after: float = pydantic.Field(default=STUCK_AFTER, gt=0)
     # The network face (docs/security.md, "The server's network face").
     #: Open connections (and requests in progress) beyond which requests get 503.
     max_connections: int = pydantic.Field(default=2048, ge=1, le=1_000_000)

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from mpg import config, errors, timefmt
 from mpg.db import transactions
-from mpg.server import tables, vault
+from mpg.server import audit, tables, vault
 from mpg.wire import atrest, keys
 
 Kind = Literal["gateway", "user", "device"]
@@ -144,8 +144,12 @@ class AccountStore:
         self._cache: dict[tuple[str, str], tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
-    def add(self, name: str, kind: str) -> tuple[str, keys.Credential]:
-        """Create an account with one key; return its stored name and the credential."""
+    def add(self, name: str, kind: str, *, actor: str = "") -> tuple[str, keys.Credential]:
+        """Create an account with one key; return its stored name and the credential.
+
+        An ``actor`` (an admin; the console's changes) gets an audit entry naming the
+        account by its pseudonym, in the same transaction.
+        """
         if kind not in KINDS:
             raise errors.ValidationError("kind", f"must be one of {', '.join(KINDS)}")
         stored = normalize(name, kind)
@@ -174,6 +178,8 @@ class AccountStore:
                 )
             )
             self._insert_key(conn, account_id, credential, now)
+            if actor:
+                audit.record(conn, actor, "account.create", account_id, f"kind {kind}")
         return stored, credential
 
     def rotate_key(self, name: str) -> tuple[AccountInfo, keys.Credential]:
@@ -187,8 +193,9 @@ class AccountStore:
             self._insert_key(conn, info.row_id, credential, timefmt.now_text("utc"))
         return info, credential
 
-    def disable(self, name: str) -> str:
-        """Disable an account: every request made as it is refused from now on."""
+    def disable(self, name: str, *, actor: str = "") -> str:
+        """Disable an account: every request made as it is refused from now on
+        (audited as :meth:`add` when ``actor`` is given)."""
         info = self._existing(name)
         with transactions.begin(self._engine, "disabling an account") as conn:
             conn.execute(
@@ -196,6 +203,8 @@ class AccountStore:
                 .where(tables.account.c.AccountId == info.row_id)
                 .values(Disabled=True)
             )
+            if actor:
+                audit.record(conn, actor, "account.disable", info.row_id, f"kind {info.kind}")
         self._forget(info.row_id)
         return info.account_id
 

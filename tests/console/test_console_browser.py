@@ -92,7 +92,7 @@ def test_session_ends_after_the_idle_timeout(
     srv = start_server(tmp_path, console_idle_timeout=IDLE_SECONDS)
     try:
         page = page_as("vera", server=srv)
-        page.goto("/console/audit")  # the home is another page once more pages exist
+        page.goto("/console/audit")
         assert page.get_by_role("heading", name="Audit log").is_visible()
         time.sleep(IDLE_SECONDS + 1)
         page.reload()

@@ -32,10 +32,17 @@ from starlette import requests, responses, staticfiles, types
 from mpg import config, errors, tlstrust
 from mpg.server import httperrors
 from mpg.server.console import (
+    accounts_pages,
     audit_pages,
     auth_pages,
+    codes_pages,
     csrf,
+    dashboard_pages,
     deps,
+    devices_pages,
+    domains_pages,
+    files_pages,
+    groups_pages,
     lockout,
     messages_pages,
     oidc,
@@ -58,6 +65,13 @@ ROUTERS: Final = (
     audit_pages.router,
     messages_pages.router,
     sessions_pages.router,
+    dashboard_pages.router,
+    accounts_pages.router,
+    devices_pages.router,
+    groups_pages.router,
+    codes_pages.router,
+    domains_pages.router,
+    files_pages.router,
 )
 
 #: The menu, in order; an entry shows only when a router above serves its path.
