@@ -288,6 +288,7 @@ def test_push_again_queues_one_push_for_a_device_still_waiting(
     j = tables.push_job.c
     with engine.begin() as conn:
         conn.execute(tables.push_job.update().values(State=push_jobs.JobState.FAILED))
+    clock.now += 5  # the operator pushes again after the first push failed
     messageops.push_again(engine, mid, device, ACTOR, clock=clock)
     with engine.connect() as conn:
         states = conn.execute(sa.select(j.State).where(j.MessageId == mid)).scalars().all()
