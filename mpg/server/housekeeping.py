@@ -3,7 +3,7 @@
 A message goes when it was received more than ``server.retention_days`` ago and is
 finished: served (every recipient acknowledged or withdrawn) or refused, with no
 queue entry of it still waiting (so a receipt its sender has not fetched yet is
-kept). Its queue entries, events, push jobs, attachment rows and attachment files go
+kept). Its queue entries, events, push jobs, keyword rows, attachment rows and attachment files go
 with it; push jobs of no message (publications) and the records of device removals
 (``DeviceRemoval``, for ``mpg server explain``) go once they are that old.
 Rows are deleted in batches, each its own transaction; files are removed after the
@@ -83,6 +83,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
                 (tables.receive_queue, r.MessageId),
                 (tables.message_event, e.MessageId),
                 (tables.push_job, tables.push_job.c.MessageId),
+                (tables.message_keyword, tables.message_keyword.c.MessageId),
                 (tables.transmit_attachment, a.MessageId),
                 (tables.transmit_queue, t.MessageId),
             ):

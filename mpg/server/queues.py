@@ -46,7 +46,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from mpg import errors, faults
 from mpg.db import transactions
-from mpg.server import accounts, fanout, identity, rows, states, tables
+from mpg.server import accounts, fanout, identity, rows, states, tables, tracking
 from mpg.server.publishing import OutboxPublisher
 from mpg.server.push import jobs as push_jobs
 from mpg.server.rows import EventKind
@@ -248,6 +248,7 @@ class QueueStore:
                 results[msg.tx_message_id] = self._plan_message(
                     msg, targets[msg.tx_message_id], sender_account, kinds, stages, writes, now
                 )
+            tracking.index_keywords(conn, self._vault, plain, writes.messages)
             writes.flush(conn)
             if self.publisher is not None:
                 self.publisher(conn, self._vault.account_id(sender_account), plain, results, now)

@@ -105,6 +105,13 @@ transmit_queue = sa.Table(
     sa.Column("KeywordsEnc", engines.max_binary()),
     sa.Column("SubmitResultEnc", engines.max_binary()),
     sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
+    # The console's message search (mpg.server.tracking): each filter with the
+    # newest-first order it pages by (docs/benchmarks.md, "Message tracking").
+    sa.Index("IX_TransmitQueue_Received", "ReceivedAt", "MessageId"),
+    sa.Index("IX_TransmitQueue_Tx", "TxMessageId"),
+    sa.Index("IX_TransmitQueue_Sender", "SenderAccount", "ReceivedAt", "MessageId"),
+    sa.Index("IX_TransmitQueue_AppCode", "AppCode", "ReceivedAt", "MessageId"),
+    sa.Index("IX_TransmitQueue_State", "State", "ReceivedAt", "MessageId"),
 )
 
 transmit_attachment = sa.Table(
@@ -145,6 +152,8 @@ receive_queue = sa.Table(
     sa.Column("VisibleBccEnc", engines.max_binary()),
     sa.Index("IX_ReceiveQueue_Fetch", "Recipient", "State", "PriorityRank", "CreatedSeq"),
     sa.Index("IX_ReceiveQueue_Message", "MessageId", "State"),
+    # The console's search by recipient (mpg.server.tracking).
+    sa.Index("IX_ReceiveQueue_Recipient", "Recipient", "Kind", "MessageId"),
 )
 
 upload_stage = sa.Table(
@@ -401,6 +410,19 @@ console_lockout = sa.Table(
     sa.Column("LockedUntil", sa.Double()),
 )
 
+message_keyword = sa.Table(
+    "MessageKeyword",
+    metadata,
+    # One row per keyword of an accepted message, for the console's search by keyword
+    # (mpg.server.tracking): Keywords is sealed in TransmitQueue, so a keyword is found
+    # by its blind index (Vault.keyword_index, hex). ReceivedAt is the message's, so a
+    # search pages newest first through this table's index alone.
+    sa.Column("MessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("KeywordIndex", sa.Unicode(64), primary_key=True),
+    sa.Column("ReceivedAt", sa.Double(), nullable=False),
+    sa.Index("IX_MessageKeyword_Search", "KeywordIndex", "ReceivedAt", "MessageId"),
+)
+
 ALL_TABLES: Final = (
     account,
     account_key,
@@ -423,6 +445,7 @@ ALL_TABLES: Final = (
     device_removal,
     console_session,
     console_lockout,
+    message_keyword,
 )
 
 
@@ -447,10 +470,10 @@ def create_tables(engine: sa.Engine) -> list[str]:
     """Create the server's missing tables; return the names created.
 
     An existing table gets the nullable columns its definition here has and it lacks
-    (a column added in a later version), and on MariaDB/MySQL its Unix-time columns
-    made as 4-byte FLOAT by earlier versions become DOUBLE; nothing else is altered. A
-    missing column that may not be NULL cannot be added to rows already there:
-    SchemaMismatch.
+    (a column added in a later version) and the indexes it lacks, and on MariaDB/MySQL
+    its Unix-time columns made as 4-byte FLOAT by earlier versions become DOUBLE;
+    nothing else is altered. A missing column that may not be NULL cannot be added to
+    rows already there: SchemaMismatch.
     """
     with transactions.begin(engine, "creating the server tables") as conn:
         inspector = sa.inspect(conn)
@@ -459,6 +482,7 @@ def create_tables(engine: sa.Engine) -> list[str]:
         for table in ALL_TABLES:
             if table.name in existing:
                 _add_missing_columns(conn, table, inspector)
+                _add_missing_indexes(conn, table, inspector)
                 _widen_single_floats(conn, table, inspector)
     return [table.name for table in ALL_TABLES if table.name not in existing]
 
@@ -495,6 +519,15 @@ def _add_missing_columns(conn: sa.Connection, table: sa.Table, inspector: sa.Ins
             )
         ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD {ddl}")
+
+
+def _add_missing_indexes(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
+    # An index a later version declares (e.g. the console's search) is made on a
+    # deployed table too; on a large table this takes a while, once, at start.
+    present = {index["name"] for index in inspector.get_indexes(table.name)}
+    for index in table.indexes:
+        if index.name not in present:
+            index.create(conn)
 
 
 #: The PostgreSQL channel on which a commit that queued entries names their accounts.

@@ -39,6 +39,7 @@ _PSEUDONYM_HEX: Final = 40
 #: Ids device registration gives accounts: opaque already, kept as they are.
 OPAQUE_ID: Final = re.compile(r"dev-[0-9a-f]{32}")
 _INFO: Final = b"mpg account pseudonym v1"
+_KEYWORD_INFO: Final = b"mpg keyword index v1"
 
 
 def pseudonym_key(master_key: bytes) -> bytes:
@@ -63,6 +64,16 @@ class Vault:
             return PSEUDONYM_PREFIX + mac[:_PSEUDONYM_HEX]
 
         self._account_id = account_id
+        # Keywords are found by a blind index under a master-derived key, like account
+        # names: it outlives data-key rotations, so the index rows never change.
+        self._keyword_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=_KEYWORD_INFO
+        ).derive(master_key)
+
+    def keyword_index(self, keyword: str) -> str:
+        """The blind index (hex) of a message keyword, trimmed and case-folded."""
+        folded = keyword.strip().casefold().encode("utf-8")
+        return hmac.new(self._keyword_key, folded, hashlib.sha256).hexdigest()
 
     def account_id(self, name: str) -> str:
         """The ``AccountId`` of the account stored as ``name`` (its normalised form)."""

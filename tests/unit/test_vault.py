@@ -42,3 +42,13 @@ def test_a_sealed_value_opens_only_in_its_place_and_falls_back_to_an_older_clear
         names.unseal(sealed, "TransmitQueue", "SubjectEnc", "m-2")
     assert names.seal(None, "TransmitQueue", "SubjectEnc", "m-1") is None
     assert names.unseal(None, "TransmitQueue", "SubjectEnc", "m-1", "older") == "older"
+
+
+def test_a_keyword_index_ignores_case_and_spaces_and_outlives_a_data_key_rotation() -> None:
+    index = vault.Vault(MASTER, RING).keyword_index(" Flood ")
+    assert re.fullmatch(r"[0-9a-f]{64}", index)
+    assert vault.Vault(MASTER, ROTATED).keyword_index("flood") == index
+    assert vault.Vault(bytes(32), RING).keyword_index("flood") != index
+    assert vault.Vault(MASTER, RING).keyword_index("fire") != index
+    # Not the account pseudonym of the same text: another key.
+    assert vault.Vault(MASTER, RING).account_id("flood")[2:] not in index
