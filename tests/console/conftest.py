@@ -44,7 +44,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("browser"))
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is started, its event loop is
+# the thread's running loop, and any later test on this worker that calls asyncio.run()
+# fails. Stopping it after each browser module gives the worker back.
+@pytest.fixture(scope="module")
 def playwright_api() -> Iterator[Any]:
     if not CHROMIUM.exists():
         if os.environ.get("CI", "").lower() == "true":
@@ -56,7 +59,7 @@ def playwright_api() -> Iterator[Any]:
         yield api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_api: Any) -> Iterator[Any]:
     launched = playwright_api.chromium.launch(
         executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
