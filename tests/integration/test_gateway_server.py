@@ -15,6 +15,7 @@ from harness import World, wait_for
 from mpg import config, errors, metrics
 from mpg.gateway import runner
 from mpg.storage.states import OutboxState as S
+from mpg.wire import model, payloads
 
 INSERT = (
     'INSERT INTO "Outbox" ("TxMessageId","SourceDomain","ReceiverType","ReceiverList",'
@@ -214,6 +215,45 @@ def test_each_batch_is_acknowledged_by_the_next_fetch_not_by_an_ack_request(
         receiver.stop()
     inbox = b.sql('SELECT "Subject" FROM "Inbox" ORDER BY "Subject"')
     assert [r["Subject"] for r in inbox] == [f"subject folded-{n}" for n in range(3)]
+
+
+def test_a_gateway_acknowledges_on_its_own_when_the_server_refuses_acks_in_a_fetch(
+    pair: tuple[World, GatewayFiles, GatewayFiles], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server older than acknowledgements in the fetch refuses them as its parser did
+    ("fetch: must be empty", 400): the gateway then sends ``ack`` requests, and every
+    message still arrives once and its receipt takes the row to 29."""
+    _, a, b = pair
+    current = payloads.parse_fetch
+
+    def older_server(data: bytes) -> model.FetchRequest:
+        request = current(data)
+        if request.acked:
+            raise errors.WireError("fetch: must be empty")
+        return request
+
+    monkeypatch.setattr(payloads, "parse_fetch", older_server)
+    for n in range(3):
+        add(a, f"unfolded-{n}")
+    sender = open_gateway(a, long_poll_wait=0.2)
+    receiver = open_gateway(b, long_poll_wait=0.2)
+    acks = _answered("ack")
+    try:
+        sender.start()
+        receiver.start()
+        wait_for(
+            "every row at 29",
+            lambda: all(
+                (row := a.outbox_row(f"unfolded-{n}")) is not None and row["State"] == S.SENT
+                for n in range(3)
+            ),
+        )
+        assert _answered("ack") > acks
+    finally:
+        sender.stop()
+        receiver.stop()
+    inbox = b.sql('SELECT "Subject" FROM "Inbox" ORDER BY "Subject"')
+    assert [r["Subject"] for r in inbox] == [f"subject unfolded-{n}" for n in range(3)]
 
 
 def test_gateway_refuses_a_server_certificate_from_an_unknown_ca(
