@@ -34,9 +34,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import operator
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -45,7 +45,7 @@ import structlog
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from mpg import errors, faults
-from mpg.db import transactions
+from mpg.db import timeids, transactions
 from mpg.server import accounts, fanout, identity, rows, states, tables, tracking
 from mpg.server.publishing import OutboxPublisher
 from mpg.server.push import jobs as push_jobs
@@ -106,16 +106,22 @@ def _insert(conn: sa.Connection, table: sa.Table, new: list[dict[str, Any]]) -> 
     if conn.dialect.name != "sqlite":
         conn.execute(table.insert(), new)
         return
-    sql, names = _driver_insert(table, tuple(new[0]))
-    conn.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in new])
+    sql, values = _driver_insert(table, tuple(new[0]))
+    conn.exec_driver_sql(sql, list(map(values, new)))
 
 
 @functools.cache
-def _driver_insert(table: sa.Table, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """SQLite's INSERT of ``columns`` into ``table`` and the order its values go in."""
+def _driver_insert(
+    table: sa.Table, columns: tuple[str, ...]
+) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
+    """SQLite's INSERT of ``columns`` into ``table`` and what takes a row's values
+    out in the order the statement wants them."""
     insert = table.insert().values({name: sa.bindparam(name) for name in columns})
     compiled = insert.compile(dialect=sqlite_dialect.dialect())
-    return compiled.string, tuple(compiled.positiontup or ())
+    names = tuple(compiled.positiontup or ())
+    # itemgetter of one name returns the value alone, not a 1-tuple.
+    values = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+    return compiled.string, values
 
 
 @dataclasses.dataclass
@@ -394,7 +400,7 @@ class QueueStore:
         listed = plan.unknown[: fanout.MAX_LISTED]
         if not plan.accepted:
             return self._refuse(msg, sender, plan.reason, writes, now, unknown=listed)
-        message_id = str(uuid.uuid4())
+        message_id = timeids.time_ordered_uuid()
         result = model.SubmitResult(
             tx, True, message_id=message_id, recipients=len(plan.known), unknown=listed
         )
@@ -454,7 +460,7 @@ class QueueStore:
                 self._vault,
                 msg,
                 sender,
-                str(uuid.uuid4()),
+                timeids.time_ordered_uuid(),
                 now,
                 0,
                 MessageState.REFUSED,
@@ -493,7 +499,7 @@ class QueueStore:
             )
         if reason:
             return self._refuse(msg, sender, reason, writes, now)
-        message_id = str(uuid.uuid4())
+        message_id = timeids.time_ordered_uuid()
 
         r = tables.receive_queue.c
         # Locked, so that an ack of a leased entry racing this recall in another

@@ -13,10 +13,10 @@ import dataclasses
 import datetime
 import enum
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 
+from mpg.db import timeids
 from mpg.server import fanout, identity, tables
 from mpg.server.states import EntryState, MessageState
 from mpg.server.vault import Vault
@@ -175,7 +175,7 @@ def entry(
     """A new ``ReceiveQueue`` row (queued) for ``recipient`` (an AccountId); receipts
     carry the sender's tx and counts."""
     return {
-        "EntryId": str(uuid.uuid4()),
+        "EntryId": timeids.time_ordered_uuid(),
         "MessageId": message_id,
         "Recipient": recipient,
         "Kind": kind,

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from mpg.db import transactions
+from mpg.db import timeids, transactions
 from mpg.server import rows, tables
 from mpg.server.push.outcome import OutcomeKind, PushOutcome
 from mpg.server.rows import EventKind
@@ -89,7 +88,7 @@ def job_row(
 ) -> dict[str, Any]:
     """A new pending ``PushJob`` row."""
     return {
-        "JobId": str(uuid.uuid4()),
+        "JobId": timeids.time_ordered_uuid(),
         "AccountId": account,
         "GroupId": group,
         "Kind": str(kind),
