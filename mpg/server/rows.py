@@ -68,6 +68,9 @@ TRANSMIT_SEALED: Final[Mapping[str, str | None]] = {
     "SubmitResult": "",  # NOT NULL
 }
 
+#: Each sealed ``TransmitQueue`` column with the column its sealed value goes in.
+_TRANSMIT_SEALED_AS: Final = tuple((name, name + "Enc") for name in TRANSMIT_SEALED)
+
 
 def message(
     vault: Vault,
@@ -113,17 +116,21 @@ def message(
         "State": state,
         "ContentDigest": digest,
     }
-    for name, emptied in TRANSMIT_SEALED.items():
-        row[name] = emptied
-        # An empty field (no Bcc, no keywords) stays NULL: it reads back as empty.
-        row[name + "Enc"] = vault.seal(
-            personal[name] or None, "TransmitQueue", name + "Enc", message_id
+    row.update(TRANSMIT_SEALED)
+    # An empty field (no Bcc, no keywords) stays NULL: it reads back as empty.
+    row.update(
+        vault.seal_row(
+            "TransmitQueue",
+            message_id,
+            {sealed: personal[name] or None for name, sealed in _TRANSMIT_SEALED_AS},
         )
+    )
     return row
 
 
 #: The sealed ``TransmitQueue`` columns a delivery carries (not the kept SubmitResult).
 DELIVERED_SEALED: Final = tuple(name for name in TRANSMIT_SEALED if name != "SubmitResult")
+_DELIVERED_SEALED_AS: Final = tuple((name, name + "Enc") for name in DELIVERED_SEALED)
 #: The ``TransmitQueue`` columns a delivery is made of (:func:`delivery`).
 DELIVERED_COLUMNS: Final = (
     "MessageId",
@@ -144,11 +151,14 @@ def opened_message(vault: Vault, row: tables.Row) -> dict[str, Any]:
     :data:`DELIVERED_SEALED` opened (a row of an older version: its clear columns as
     they are); the row needs at least :data:`DELIVERED_COLUMNS`."""
     values = dict(row._mapping)
-    message_id = row.MessageId
-    for name in DELIVERED_SEALED:
-        values[name] = vault.unseal(
-            values[name + "Enc"], "TransmitQueue", name + "Enc", message_id, values[name]
-        )
+    opened = vault.unseal_row(
+        "TransmitQueue",
+        row.MessageId,
+        {sealed: values[sealed] for _, sealed in _DELIVERED_SEALED_AS},
+        {sealed: values[name] for name, sealed in _DELIVERED_SEALED_AS},
+    )
+    for name, sealed in _DELIVERED_SEALED_AS:
+        values[name] = opened[sealed]
     return values
 
 

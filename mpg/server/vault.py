@@ -22,7 +22,7 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import sqlalchemy as sa
@@ -93,6 +93,27 @@ class Vault:
         if sealed is None:
             return clear
         return self.keyring.decrypt_text(bytes(sealed), atrest.Place(table, column, row))
+
+    def seal_row(
+        self, table: str, row: str, values: Mapping[str, str | None]
+    ) -> dict[str, bytes | None]:
+        """:meth:`seal` of each of ``values`` (by column) in ``table`` for ``row``."""
+        return self.keyring.encrypt_row(table, row, values)
+
+    def unseal_row(
+        self,
+        table: str,
+        row: str,
+        sealed: Mapping[str, bytes | None],
+        clear: Mapping[str, str | None],
+    ) -> dict[str, str | None]:
+        """:meth:`unseal` of each of ``sealed`` (by column) of ``row``; where nothing
+        is sealed, ``clear`` of that column (an older version's clear value)."""
+        opened = self.keyring.decrypt_row_text(table, row, sealed)
+        return {
+            column: clear.get(column) if value is None else value
+            for column, value in opened.items()
+        }
 
     def name_of(self, row: tables.Row) -> str:
         """The name of an ``Account`` row (its id while it is not sealed: an older

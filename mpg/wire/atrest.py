@@ -77,8 +77,13 @@ class Place:
 
     def associated_data(self) -> bytes:
         """Length-prefixed parts, so no two places share an encoding."""
-        row = self.row.encode("utf-8")
-        return _column_prefix(self.table, self.column) + _U32.pack(len(row)) + row
+        return _column_prefix(self.table, self.column) + _row_part(self.row)
+
+
+def _row_part(row: str) -> bytes:
+    """The row part of :meth:`Place.associated_data`, shared by the fields of a row."""
+    encoded = row.encode("utf-8")
+    return _U32.pack(len(encoded)) + encoded
 
 
 @functools.lru_cache(maxsize=1024)
@@ -150,34 +155,68 @@ class Keyring:
 
     def encrypt(self, value: str | bytes, place: Place) -> bytes:
         """``value`` (text as UTF-8) encrypted under the current key, bound to ``place``."""
+        return self._encrypt(value, place.associated_data())
+
+    def encrypt_row(
+        self, table: str, row: str, values: Mapping[str, str | bytes | None]
+    ) -> dict[str, bytes | None]:
+        """Each of ``values`` (by column) as :meth:`encrypt` seals it at
+        ``table.column`` of ``row``; None stays None. The row's part of the associated
+        data is made once for all its fields."""
+        row_part = _row_part(row)
+        return {
+            column: None
+            if value is None
+            else self._encrypt(value, _column_prefix(table, column) + row_part)
+            for column, value in values.items()
+        }
+
+    def _encrypt(self, value: str | bytes, place_data: bytes) -> bytes:
         data = value.encode("utf-8") if isinstance(value, str) else value
         header = self._header()
         nonce = secrets.token_bytes(IV_BYTES)
-        aad = _FIELD_LABEL + header + place.associated_data()
+        aad = _FIELD_LABEL + header + place_data
         return header + nonce + self._subkeys[self.current].aead.encrypt(nonce, data, aad)
 
     def decrypt(self, blob: bytes, place: Place) -> bytes:
         """The bytes :meth:`encrypt` sealed at ``place``; :class:`errors.AtRestError`
         if the value was changed, belongs to another place or its key is unknown."""
+        return self._decrypt(blob, place.associated_data(), place.table, place.column, place.row)
+
+    def decrypt_text(self, blob: bytes, place: Place) -> str:
+        """:meth:`decrypt` for a value that was text."""
+        return _text(self.decrypt(blob, place))
+
+    def decrypt_row_text(
+        self, table: str, row: str, blobs: Mapping[str, bytes | None]
+    ) -> dict[str, str | None]:
+        """:meth:`decrypt_text` of each of ``blobs`` (by column) sealed at
+        ``table.column`` of ``row``; None stays None."""
+        row_part = _row_part(row)
+        return {
+            column: None
+            if blob is None
+            else _text(
+                self._decrypt(
+                    bytes(blob), _column_prefix(table, column) + row_part, table, column, row
+                )
+            )
+            for column, blob in blobs.items()
+        }
+
+    def _decrypt(self, blob: bytes, place_data: bytes, table: str, column: str, row: str) -> bytes:
         key_id, end = _parse_header(blob, 0, "value")
         subkeys = self._subkeys_for(key_id)
         if len(blob) < end + IV_BYTES + TAG_BYTES:
             raise errors.AtRestError("encrypted value is truncated")
-        aad = _FIELD_LABEL + blob[:end] + place.associated_data()
+        aad = _FIELD_LABEL + blob[:end] + place_data
         try:
             return subkeys.aead.decrypt(blob[end : end + IV_BYTES], blob[end + IV_BYTES :], aad)
         except InvalidTag:
             raise errors.AtRestError(
-                f"encrypted value at {place.table}.{place.column} row {place.row!r} "
+                f"encrypted value at {table}.{column} row {row!r} "
                 "was changed or belongs to another row or column"
             ) from None
-
-    def decrypt_text(self, blob: bytes, place: Place) -> str:
-        """:meth:`decrypt` for a value that was text."""
-        try:
-            return self.decrypt(blob, place).decode("utf-8")
-        except UnicodeDecodeError:
-            raise errors.AtRestError("decrypted value is not UTF-8 text") from None
 
     def key_id_of(self, blob: bytes) -> str:
         """The key id a value or file header was encrypted under (to find what a rekey
@@ -341,6 +380,13 @@ def _chunk_nonce(index: int, final: bool) -> bytes:
     if index >= _MAX_CHUNKS:
         raise errors.AtRestError("file too long for its chunk size")
     return bytes(7) + _U32.pack(index) + (b"\x01" if final else b"\x00")
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.AtRestError("decrypted value is not UTF-8 text") from None
 
 
 def _parse_header(blob: bytes, offset: int, what: str) -> tuple[str, int]:

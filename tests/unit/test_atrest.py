@@ -62,6 +62,27 @@ def test_a_field_moved_to_another_column_or_row_is_refused(elsewhere: atrest.Pla
         RING.decrypt(blob, elsewhere)
 
 
+def test_a_row_sealed_at_once_opens_field_by_field_and_field_by_field_opens_at_once() -> None:
+    row = "0193a1f0-0000-7000-8000-000000000001"
+    sealed = RING.encrypt_row("TransmitQueue", row, {"SubjectEnc": "Hi", "BccListEnc": None})
+    assert sealed["BccListEnc"] is None
+    assert (
+        RING.decrypt_text(
+            sealed["SubjectEnc"] or b"", atrest.Place("TransmitQueue", "SubjectEnc", row)
+        )
+        == "Hi"
+    )
+    one = RING.encrypt("Body", atrest.Place("TransmitQueue", "ContentEnc", row))
+    opened = RING.decrypt_row_text("TransmitQueue", row, {"ContentEnc": one, "BccListEnc": None})
+    assert opened == {"ContentEnc": "Body", "BccListEnc": None}
+
+
+def test_a_row_field_opened_under_another_column_is_refused_naming_the_place() -> None:
+    sealed = RING.encrypt_row("TransmitQueue", "r1", {"SubjectEnc": "Hi"})
+    with pytest.raises(errors.AtRestError, match=r"TransmitQueue\.ContentEnc row 'r1'"):
+        RING.decrypt_row_text("TransmitQueue", "r1", {"ContentEnc": sealed["SubjectEnc"]})
+
+
 def test_a_field_under_an_unknown_key_id_is_refused_naming_it() -> None:
     blob = ROTATED.encrypt("x", PLACE)
     with pytest.raises(errors.AtRestError, match="unknown data key id 'k2'"):
