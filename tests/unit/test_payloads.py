@@ -329,6 +329,29 @@ def test_invalid_message_is_refused_when_built(changes: dict[str, object], match
         payloads.build_submit([chinese_message(**changes)])
 
 
+@given(st.data())
+def test_a_delivery_that_cannot_go_names_its_place_in_the_answer(data: st.DataObject) -> None:
+    """One bad field of any delivery of a batch is refused naming delivery and field."""
+    batch = data.draw(st.lists(deliveries, min_size=1, max_size=3))
+    n = data.draw(st.integers(0, len(batch) - 1))
+    field, bad, where = data.draw(
+        st.sampled_from(
+            [
+                ("subject", "a\x01", "/subject: character U\\+0001"),
+                ("sender", "\x1b", "/@sender: character U\\+001B"),
+                ("owner", "\ufffe", "/@owner: character U\\+FFFE"),
+                ("keywords", "\x00", "/keywords: character U\\+0000"),
+                ("rx_message_id", "", "/@rx: must not be empty"),
+                ("priority", "Z", "/@priority: expected one of"),
+                ("transmit_time", "2026-12-01", "/@transmitTime: expected"),
+            ]
+        )
+    )
+    batch[n] = dataclasses.replace(batch[n], **{field: bad})
+    with pytest.raises(errors.WireError, match=rf"^deliveries/delivery\[{n + 1}\]{where}"):
+        payloads.build_deliveries(model.FetchBatch(tuple(batch), ()))
+
+
 def test_accepted_result_without_message_id_is_refused() -> None:
     """An accepted result must carry the server's MessageId."""
     with pytest.raises(errors.WireError, match="messageId"):
