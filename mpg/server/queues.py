@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
-import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,10 +40,9 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from mpg import errors, faults
-from mpg.db import timeids, transactions
+from mpg.db import bulk, timeids, transactions
 from mpg.server import accounts, fanout, identity, rows, states, tables, tracking
 from mpg.server.publishing import OutboxPublisher
 from mpg.server.push import jobs as push_jobs
@@ -91,37 +88,7 @@ def _insert_new(conn: sa.Connection, table: sa.Table, new: list[dict[str, Any]])
     """Insert rows created in a state, each state checked against the table once."""
     for state in {row["State"] for row in new}:
         states.check(None, state)
-    _insert(conn, table, new)
-
-
-def _insert(conn: sa.Connection, table: sa.Table, new: list[dict[str, Any]]) -> None:
-    """Insert ``new`` (rows with the same keys) with one executemany.
-
-    On SQLite the rows go to the driver as tuples: SQLAlchemy's handling of each row's
-    parameters cost as much as SQLite's own insert, and none of these columns needs a
-    conversion there (text, numbers, bytes; a bool is stored as 0/1 either way).
-    """
-    if not new:
-        return
-    if conn.dialect.name != "sqlite":
-        conn.execute(table.insert(), new)
-        return
-    sql, values = _driver_insert(table, tuple(new[0]))
-    conn.exec_driver_sql(sql, list(map(values, new)))
-
-
-@functools.cache
-def _driver_insert(
-    table: sa.Table, columns: tuple[str, ...]
-) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
-    """SQLite's INSERT of ``columns`` into ``table`` and what takes a row's values
-    out in the order the statement wants them."""
-    insert = table.insert().values({name: sa.bindparam(name) for name in columns})
-    compiled = insert.compile(dialect=sqlite_dialect.dialect())
-    names = tuple(compiled.positiontup or ())
-    # itemgetter of one name returns the value alone, not a 1-tuple.
-    values = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-    return compiled.string, values
+    bulk.insert_rows(conn, table, new)
 
 
 @dataclasses.dataclass
@@ -142,11 +109,11 @@ class _Writes:
         if self.messages:
             _insert_new(conn, tables.transmit_queue, self.messages)
         if self.attachments:
-            _insert(conn, tables.transmit_attachment, self.attachments)
+            bulk.insert_rows(conn, tables.transmit_attachment, self.attachments)
         if self.entries:
             _insert_new(conn, tables.receive_queue, self.entries)
             push_jobs.enqueue_for_entries(conn, self.messages, self.entries)
-        _insert(conn, tables.message_event, self.events)
+        bulk.insert_rows(conn, tables.message_event, self.events)
         if self.used_stages:
             s = tables.upload_stage.c
             conn.execute(
@@ -638,7 +605,7 @@ class QueueStore:
                 .values(State=MessageState.SERVED)
             )
         now = self._clock()
-        _insert(
+        bulk.insert_rows(
             conn,
             tables.message_event,
             [
@@ -736,7 +703,7 @@ class QueueStore:
                 return model.FetchBatch(), len(moved), woken
             expired_ids = expired & {e.EntryId for e in entries}
             self._lease(conn, entries, expired_ids, now, lease_seconds)
-            _insert(
+            bulk.insert_rows(
                 conn,
                 tables.message_event,
                 [
@@ -962,7 +929,7 @@ class QueueStore:
             )
         if moving:
             now = self._clock()
-            _insert(
+            bulk.insert_rows(
                 conn,
                 tables.message_event,
                 [
