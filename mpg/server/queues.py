@@ -300,6 +300,7 @@ class QueueStore:
                     t.ContentDigest,
                     t.SubmitResult,
                     t.SubmitResultEnc,
+                    t.RecipientCount,
                 ).where(t.SenderAccount == sender, t.TxMessageId.in_(part))
             )
             found.update({row.TxMessageId: row for row in result})

@@ -96,7 +96,7 @@ def message(
         "Subject": msg.subject,
         "Content": msg.content,
         "Keywords": msg.keywords,
-        "SubmitResult": result_to_json(result),
+        "SubmitResult": _kept_answer(result, message_id, recipient_count),
     }
     row: dict[str, Any] = {
         "MessageId": message_id,
@@ -162,13 +162,28 @@ def opened_message(vault: Vault, row: tables.Row) -> dict[str, Any]:
     return values
 
 
+def _kept_answer(result: model.SubmitResult, message_id: str, recipient_count: int) -> str:
+    """What ``SubmitResult`` keeps of ``result``: nothing when the row itself says it
+    (accepted as ``MessageId`` for ``RecipientCount`` recipients, none unknown, as most
+    are), else its JSON. Most messages are spared a JSON text and a sealed field."""
+    plain = model.SubmitResult(
+        result.tx_message_id, True, message_id=message_id, recipients=recipient_count
+    )
+    return "" if result == plain else result_to_json(result)
+
+
 def submit_result(vault: Vault, row: tables.Row) -> model.SubmitResult:
     """The answer a ``TransmitQueue`` row keeps (needs MessageId, SubmitResult and
-    SubmitResultEnc)."""
+    SubmitResultEnc, and for an answer the row itself says, TxMessageId and
+    RecipientCount)."""
     text = vault.unseal(
         row.SubmitResultEnc, "TransmitQueue", "SubmitResultEnc", row.MessageId, row.SubmitResult
     )
-    return result_from_json(text or "")
+    if text:
+        return result_from_json(text)
+    return model.SubmitResult(
+        row.TxMessageId, True, message_id=row.MessageId, recipients=row.RecipientCount
+    )
 
 
 def entry(

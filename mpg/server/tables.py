@@ -9,7 +9,8 @@ the document never defines them and outside systems never read them (reference Â
   with the master key (AES-256-GCM), never in plain text.
 * ``TransmitQueue``: one row per accepted message (``MessageId``), idempotent per
   ``(SenderAccount, TxMessageId)``; ``SubmitResult`` holds the answer given the first
-  time, so a resubmission gets exactly the same answer.
+  time, so a resubmission gets exactly the same answer (empty when the row says it
+  all: accepted for ``RecipientCount`` recipients, none unknown).
 * ``TransmitAttachment``: the message's attachments; ``BlobPath`` is the file under
   ``data_dir/blobs`` that the staged upload left there.
 * ``ReceiveQueue``: one entry per recipient per message (``EntryId`` is the
@@ -89,7 +90,8 @@ transmit_queue = sa.Table(
     sa.Column("ServedCount", sa.Integer(), nullable=False, default=0),
     sa.Column("RecalledCount", sa.Integer(), nullable=False, default=0),
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued | served
-    # JSON of the first answer, returned again to a resubmission.
+    # JSON of the first answer, returned again to a resubmission; '' (and no
+    # SubmitResultEnc) when the row's own columns say it (mpg.server.rows).
     sa.Column("SubmitResult", engines.max_text(), nullable=False),
     # SHA-256 of the message's content (mpg.server.identity.digest): the same
     # TxMessageId with other content is refused. NULL on rows from before the column.

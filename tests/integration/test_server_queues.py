@@ -169,6 +169,21 @@ def test_resubmitting_returns_the_first_result(q: queues.QueueStore) -> None:
     assert len(q.fetch("bob@example.com", 10, 60).deliveries) == 1
 
 
+def test_an_answer_the_row_says_is_not_kept_twice_and_every_answer_comes_back(
+    q: queues.QueueStore, engine: sa.Engine
+) -> None:
+    """A plain acceptance is rebuilt from the row; one naming unknowns is kept whole."""
+    plain, partly = message(("bob",), tx="plain"), message(("bob", "nobody"), tx="partly")
+    first = q.submit(SENDER, [plain, partly])
+    assert first[1].unknown == ("nobody@example.com",)
+    t = tables.transmit_queue.c
+    with engine.connect() as conn:
+        kept = dict(conn.execute(sa.select(t.TxMessageId, t.SubmitResultEnc)).all())
+    assert kept["plain"] is None
+    assert kept["partly"] is not None
+    assert q.submit(SENDER, [plain, partly]) == first
+
+
 def test_same_tx_from_another_account_is_another_message(q: queues.QueueStore) -> None:
     """Idempotency is per sending account, not global."""
     [a] = q.submit(SENDER, [message(("bob",), tx="same")])
