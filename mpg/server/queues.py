@@ -572,39 +572,10 @@ class QueueStore:
 
         Returns the sender accounts that got a receipt.
         """
-        t = tables.transmit_queue.c
-        done: list[tables.Row] = []
-        for part in transactions.chunks(sorted(set(message_ids))):
-            done.extend(
-                conn.execute(
-                    sa.select(
-                        t.MessageId,
-                        t.SenderAccount,
-                        t.TxMessageId,
-                        t.Priority,
-                        t.ServedCount,
-                        t.RecalledCount,
-                    )
-                    .where(
-                        t.MessageId.in_(part),
-                        t.State == MessageState.QUEUED,
-                        t.ServedCount + t.RecalledCount >= t.RecipientCount,
-                    )
-                    # The caller's count update already locks these rows; asking again
-                    # keeps the receipt single even if a caller ever did not.
-                    .with_for_update()
-                )
-            )
+        done = self._mark_served(conn, sorted(set(message_ids)))
         if not done:
             return set()
         faults.reach(faults.SERVER_BEFORE_RECEIPTS)
-        states.check(MessageState.QUEUED, MessageState.SERVED)
-        for part in transactions.chunks([row.MessageId for row in done]):
-            conn.execute(
-                tables.transmit_queue.update()
-                .where(t.MessageId.in_(part), t.State == MessageState.QUEUED)
-                .values(State=MessageState.SERVED)
-            )
         now = self._clock()
         bulk.insert_rows(
             conn,
@@ -639,6 +610,42 @@ class QueueStore:
             ],
         )
         return {row.SenderAccount for row in done}
+
+    @staticmethod
+    def _mark_served(conn: sa.Connection, message_ids: list[str]) -> list[tables.Row]:
+        """Move the messages among ``message_ids`` (sorted) that every recipient has
+        served or had withdrawn from queued to served; return those moved.
+
+        One UPDATE … RETURNING where the database has it; elsewhere the rows are read
+        ``FOR UPDATE`` first (the caller's count update already locks them; asking
+        again keeps the receipt single even if a caller ever did not).
+        """
+        t = tables.transmit_queue.c
+        states.check(MessageState.QUEUED, MessageState.SERVED)
+        columns = (
+            t.MessageId,
+            t.SenderAccount,
+            t.TxMessageId,
+            t.Priority,
+            t.ServedCount,
+            t.RecalledCount,
+        )
+        done: list[tables.Row] = []
+        for part in transactions.chunks(message_ids):
+            guard = (
+                t.MessageId.in_(part),
+                t.State == MessageState.QUEUED,
+                t.ServedCount + t.RecalledCount >= t.RecipientCount,
+            )
+            move = tables.transmit_queue.update().where(*guard).values(State=MessageState.SERVED)
+            if conn.dialect.update_returning:
+                done.extend(conn.execute(move.returning(*columns)))
+                continue
+            locked = conn.execute(sa.select(*columns).where(*guard).with_for_update()).all()
+            if locked:
+                conn.execute(move)
+            done.extend(locked)
+        return done
 
     # ------------------------------------------------------------------ fetch
 
@@ -683,7 +690,7 @@ class QueueStore:
         woken: set[str] = set()
         with transactions.begin(self._engine, "fetching entries") as conn:
             if acked:
-                _, moved, woken = self._acknowledge(conn, account_id, acked)
+                moved, woken = self._acknowledge(conn, account_id, acked)
             if max_items <= 0:
                 return model.FetchBatch(), len(moved), woken
             candidates, expired = self._candidates(conn, account_id, max_items, now)
@@ -881,53 +888,31 @@ class QueueStore:
         When the last entry of a message is acked, its sender gets a receipt.
         """
         account_id = self._vault.account_id(account)
-        found, moving, woken = transactions.retrying(lambda: self._ack_once(account_id, entry_ids))
+        done, moved, woken = transactions.retrying(lambda: self._ack_once(account_id, entry_ids))
         faults.reach(faults.SERVER_ACK_COMMITTED)
         self._wake(woken)
-        done = sum(1 for row in found if row.State != EntryState.QUEUED)
-        log.info("entries_acked", account=account, acked=len(moving), done=done)
+        log.info("entries_acked", account=account, acked=moved, done=done)
         return done
 
-    def _ack_once(
-        self, account: str, entry_ids: Sequence[str]
-    ) -> tuple[list[tables.Row], list[tables.Row], set[str]]:
-        """One attempt at :meth:`ack`."""
+    def _ack_once(self, account: str, entry_ids: Sequence[str]) -> tuple[int, int, set[str]]:
+        """One attempt at :meth:`ack`: entries done, entries moved now, who to wake."""
         with transactions.begin(self._engine, "acknowledging entries") as conn:
-            return self._acknowledge(conn, account, entry_ids)
+            moving, woken = self._acknowledge(conn, account, entry_ids)
+            return self._done(conn, account, entry_ids), len(moving), woken
 
     def _acknowledge(
         self, conn: sa.Connection, account: str, entry_ids: Sequence[str]
-    ) -> tuple[list[tables.Row], list[tables.Row], set[str]]:
-        """Acknowledge in ``conn``'s transaction: the entries found, those moved to
-        acked, who to wake (after the commit) for the receipts queued.
+    ) -> tuple[list[tables.Row], set[str]]:
+        """Acknowledge in ``conn``'s transaction: the entries moved to acked (EntryId,
+        MessageId, Kind) and who to wake (after the commit) for the receipts queued.
 
-        The entries are locked (in EntryId order, so two acks cannot deadlock) before
-        their state is read: an ack or recall of the same entry in another process
-        waits, then sees it acked and counts nothing. The sender's counters grow in
-        SQL (``ServedCount + n``), never from a value read earlier.
+        Only ``account``'s leased entries move: an ack or recall of the same entry in
+        another process waits for this one's row lock, then finds it acked and moves
+        nothing (never counted both ways). The sender's counters grow in SQL
+        (``ServedCount + n``), never from a value read earlier.
         """
-        r = tables.receive_queue.c
         t = tables.transmit_queue.c
-        woken: set[str] = set()
-        found: list[tables.Row] = []
-        for part in transactions.chunks(sorted(set(entry_ids))):
-            found.extend(
-                conn.execute(
-                    sa.select(r.EntryId, r.MessageId, r.Kind, r.State)
-                    .where(r.EntryId.in_(part), r.Recipient == account)
-                    .order_by(r.EntryId)
-                    .with_for_update()
-                )
-            )
-        moving = [row for row in found if row.State == EntryState.LEASED]
-        if moving:
-            states.check(EntryState.LEASED, EntryState.ACKED)
-        for part in transactions.chunks([row.EntryId for row in moving]):
-            conn.execute(
-                tables.receive_queue.update()
-                .where(r.EntryId.in_(part), r.State == EntryState.LEASED)
-                .values(State=EntryState.ACKED, LeaseUntil=None)
-            )
+        moving = self._move_to_acked(conn, account, sorted(set(entry_ids)))
         if moving:
             now = self._clock()
             bulk.insert_rows(
@@ -964,10 +949,55 @@ class QueueStore:
                 .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
                 more,
             )
-        if served:
-            woken = self._complete(conn, served)
+        woken = self._complete(conn, served) if served else set()
         tables.announce(conn, woken)
-        return found, moving, woken
+        return moving, woken
+
+    @staticmethod
+    def _move_to_acked(conn: sa.Connection, account: str, entry_ids: list[str]) -> list[tables.Row]:
+        """Move ``account``'s leased entries among ``entry_ids`` (sorted) to acked;
+        return those moved.
+
+        Where the database returns what an UPDATE changed (SQLite, PostgreSQL, SQL
+        Server) that is one statement; elsewhere the entries are first read and locked
+        (``FOR UPDATE``, in EntryId order, so two acks cannot deadlock), then moved.
+        """
+        r = tables.receive_queue.c
+        if entry_ids:
+            states.check(EntryState.LEASED, EntryState.ACKED)
+        moving: list[tables.Row] = []
+        for part in transactions.chunks(entry_ids):
+            guard = (r.EntryId.in_(part), r.Recipient == account, r.State == EntryState.LEASED)
+            move = (
+                tables.receive_queue.update()
+                .where(*guard)
+                .values(State=EntryState.ACKED, LeaseUntil=None)
+            )
+            if conn.dialect.update_returning:
+                moving.extend(conn.execute(move.returning(r.EntryId, r.MessageId, r.Kind)))
+                continue
+            locked = conn.execute(
+                sa.select(r.EntryId, r.MessageId, r.Kind)
+                .where(*guard)
+                .order_by(r.EntryId)
+                .with_for_update()
+            ).all()
+            conn.execute(move)
+            moving.extend(locked)
+        return moving
+
+    @staticmethod
+    def _done(conn: sa.Connection, account: str, entry_ids: Sequence[str]) -> int:
+        """How many of ``account``'s entries among ``entry_ids`` are no longer queued."""
+        r = tables.receive_queue.c
+        done = 0
+        for part in transactions.chunks(sorted(set(entry_ids))):
+            done += conn.execute(
+                sa.select(sa.func.count()).where(
+                    r.EntryId.in_(part), r.Recipient == account, r.State != EntryState.QUEUED
+                )
+            ).scalar_one()
+        return done
 
     def _wake(self, accounts_: set[str]) -> None:
         if accounts_ and self._listener is not None:
