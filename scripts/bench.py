@@ -122,6 +122,12 @@ class Db:
             self.conn.commit()
 
 
+def _own_folder(root: pathlib.Path, name: str) -> pathlib.Path:
+    folder = root / f"{name}-db"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 class Cluster:
     """A server and two gateways (A sends, B receives) in a temporary folder."""
 
@@ -135,11 +141,13 @@ class Cluster:
     ) -> None:
         self.root = root
         # One database each (server, a, b): SQLite files, or on the PostgreSQL server
-        # whose admin URL is ``postgres``.
+        # whose admin URL is ``postgres``. Each SQLite file in a folder of its own, as
+        # each service has its own data folder when deployed: a gateway watches its
+        # database's folder, and the others' writes there would wake it for nothing.
         self.urls = {
             name: dbservers.fresh_database(postgres, f"mpg_bench_{name}")
             if postgres
-            else f"sqlite:///{root}/{name}.db"
+            else f"sqlite:///{_own_folder(root, name)}/{name}.db"
             for name in ("server", "a", "b")
         }
         # The mpg package of another checkout when given (--versus), else this one's: the

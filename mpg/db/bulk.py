@@ -5,13 +5,16 @@ queue entries, their events). SQLAlchemy's executemany handles each row's
 parameters in Python, which cost as much as the database's own insert:
 
 * **SQLite**: the rows go to the driver as tuples, the statement compiled once per
-  table and set of columns. None of the columns written this way needs a
-  conversion (text, numbers, bytes; a bool is stored as 0/1 either way).
+  statement and set of keys; a value whose type SQLAlchemy would convert for
+  SQLite (a bool, a float) goes through that same conversion.
 * **PostgreSQL**: ``COPY … FROM STDIN`` through psycopg, which adapts each value by
   its Python type (text, numbers, bytes, bool, None) in C. An error (a unique
   violation when another process inserted the same key) is raised as SQLAlchemy
   would raise it, so :func:`mpg.db.transactions.retrying` sees the lost race.
 * **Elsewhere** (MariaDB, SQL Server): SQLAlchemy's executemany.
+
+:func:`update_many` does the same for an UPDATE run once per parameter set (the
+gateway's compare-and-set moves): driver tuples on SQLite, SQLAlchemy elsewhere.
 """
 
 from __future__ import annotations
@@ -33,12 +36,57 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
         return
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        sql, values = _sqlite_insert(table, tuple(rows[0]))
+        keys = tuple(rows[0])
+        sql, values = _sqlite_statement(_insert_of(table, keys), keys)
         conn.exec_driver_sql(sql, list(map(values, rows)))
     elif dialect == "postgresql":
         _copy(conn, table, rows)
     else:
         conn.execute(table.insert(), list(rows))
+
+
+def update_many(
+    conn: sa.Connection, statement: sa.Update, params: Sequence[Mapping[str, Any]]
+) -> int:
+    """Run ``statement`` once per parameter set; the number of rows changed in all."""
+    if not params:
+        return 0
+    if conn.dialect.name == "sqlite":
+        sql, values = _sqlite_statement(statement, tuple(params[0]))
+        return int(conn.exec_driver_sql(sql, list(map(values, params))).rowcount)
+    return int(conn.execute(statement, list(params)).rowcount)
+
+
+@functools.cache
+def _insert_of(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
+    return table.insert().values({name: sa.bindparam(name) for name in columns})
+
+
+@functools.cache
+def _sqlite_statement(
+    statement: sa.Insert | sa.Update, keys: tuple[str, ...]
+) -> tuple[str, Values]:
+    """SQLite's text of ``statement`` and what turns a parameter set (with ``keys``)
+    into its values in order, converted as SQLAlchemy would convert them."""
+    dialect = sqlite_dialect.dialect()
+    compiled = statement.compile(dialect=dialect)
+    names = tuple(compiled.positiontup or ())
+    getter = _getter(names)
+    converters = [
+        (n, convert)
+        for n, name in enumerate(names)
+        if (convert := compiled.binds[name].type.bind_processor(dialect)) is not None
+    ]
+    if not converters:
+        return compiled.string, getter
+
+    def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+        out = list(getter(row))
+        for n, convert in converters:
+            out[n] = convert(out[n])
+        return tuple(out)
+
+    return compiled.string, values
 
 
 def _getter(columns: tuple[str, ...]) -> Values:
@@ -47,14 +95,6 @@ def _getter(columns: tuple[str, ...]) -> Values:
         # itemgetter of one name returns the value alone, not a 1-tuple.
         return lambda row: (row[columns[0]],)
     return operator.itemgetter(*columns)
-
-
-@functools.cache
-def _sqlite_insert(table: sa.Table, columns: tuple[str, ...]) -> tuple[str, Values]:
-    """SQLite's INSERT of ``columns`` into ``table`` and the getter of its values."""
-    insert = table.insert().values({name: sa.bindparam(name) for name in columns})
-    compiled = insert.compile(dialect=sqlite_dialect.dialect())
-    return compiled.string, _getter(tuple(compiled.positiontup or ()))
 
 
 @functools.cache

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 import structlog
 
 from mpg import errors, metrics
+from mpg.db import bulk
 from mpg.db import engine as engines
 
 log = structlog.get_logger(__name__)
@@ -153,7 +154,7 @@ def compare_and_set(
         return []
     if conn.dialect.supports_sane_multi_rowcount:
         savepoint = conn.begin_nested()
-        if conn.execute(statement, list(params)).rowcount == len(params):
+        if bulk.update_many(conn, statement, params) == len(params):
             savepoint.commit()
             return list(range(len(params)))
         savepoint.rollback()

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import structlog
 
 from mpg import metrics, timefmt
-from mpg.db import transactions
+from mpg.db import bulk, transactions
 from mpg.storage import tables
 
 Box = Literal["out", "in"]
@@ -62,8 +62,9 @@ def record(conn: sa.Connection, box: Box, gateway: str, steps: Sequence[Step]) -
     if not steps:
         return
     at = timefmt.utc_stamp()
-    conn.execute(
-        tables.transition.insert(),
+    bulk.insert_rows(
+        conn,
+        tables.transition,
         [
             {
                 "Box": box,

@@ -28,7 +28,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.db import transactions
+from mpg.db import bulk, transactions
 from mpg.storage import database, history, schema, states, tables
 from mpg.wire import model
 
@@ -363,8 +363,9 @@ class OutboxRepository:
         if not tx_ids:
             return
         until = timefmt.utc_stamp(self.lease_seconds)
-        conn.execute(
-            tables.claim.insert(),
+        bulk.insert_rows(
+            conn,
+            tables.claim,
             [{"TxMessageId": tx, "Gateway": self.instance, "LeaseUntil": until} for tx in tx_ids],
         )
 

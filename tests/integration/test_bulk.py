@@ -1,4 +1,4 @@
-"""Bulk inserts (mpg.db.bulk) on every database: values exact, a lost race reported."""
+"""Bulk writes (mpg.db.bulk) on every database: values exact, rows counted, a lost race reported."""
 
 from __future__ import annotations
 
@@ -88,3 +88,29 @@ def test_nothing_to_insert_runs_no_statement(db_url: str) -> None:
     with transactions.connect(made, "reading") as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(sample)).scalar() == 0
     made.dispose()
+
+
+def test_an_update_run_per_parameter_set_counts_the_rows_it_changed(db_url: str) -> None:
+    made = _engine(db_url)
+    c = sample.c
+    with transactions.begin(made, "inserting") as conn:
+        bulk.insert_rows(conn, sample, [{"Id": f"r{n}", "Count": n} for n in range(5)])
+    move = (
+        sa.update(sample)
+        .where(c.Id == sa.bindparam("p_id"), c.Count == sa.bindparam("p_expected"))
+        .values(Flag=sa.bindparam("p_flag"), At=sa.bindparam("p_at"))
+    )
+    params = [
+        {"p_id": "r1", "p_expected": 1, "p_flag": True, "p_at": 1.5},
+        {"p_id": "r2", "p_expected": 99, "p_flag": True, "p_at": 2.5},  # changed meanwhile
+        {"p_id": "r3", "p_expected": 3, "p_flag": False, "p_at": 3.5},
+    ]
+    with transactions.begin(made, "updating") as conn:
+        assert bulk.update_many(conn, move, params) == 2
+        assert bulk.update_many(conn, move, []) == 0
+    with transactions.connect(made, "reading") as conn:
+        found = {r.Id: (r.Flag, r.At) for r in conn.execute(sa.select(sample))}
+    made.dispose()
+    assert found["r1"] == (True, 1.5)
+    assert found["r2"] == (None, None)
+    assert found["r3"] == (False, 3.5)
