@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Final
 
@@ -68,4 +67,6 @@ def time_ordered_uuid(clock: KeyClock = _CLOCK) -> str:
     ``clock`` (the process's own unless a test gives one)."""
     ms, counter = clock.next()
     rand = int.from_bytes(os.urandom(8), "big") & _RANDOM_MASK
-    return str(uuid.UUID(int=(ms << 80) | _VERSION | (counter << 64) | _VARIANT | rand))
+    # The text form written directly: uuid.UUID's checks cost twice as much.
+    h = f"{(ms << 80) | _VERSION | (counter << 64) | _VARIANT | rand:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -10,7 +10,9 @@ from mpg.db import timeids
 
 def test_a_key_is_a_version_7_uuid_carrying_the_millisecond_it_was_made() -> None:
     clock = timeids.KeyClock(lambda: 1_764_547_200_123)
-    key = uuid.UUID(timeids.time_ordered_uuid(clock))
+    text = timeids.time_ordered_uuid(clock)
+    key = uuid.UUID(text)
+    assert str(key) == text  # the usual lower-case hyphenated form
     assert key.version == 7
     assert key.variant == uuid.RFC_4122
     assert key.int >> 80 == 1_764_547_200_123
