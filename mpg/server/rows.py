@@ -166,10 +166,13 @@ def _kept_answer(result: model.SubmitResult, message_id: str, recipient_count: i
     """What ``SubmitResult`` keeps of ``result``: nothing when the row itself says it
     (accepted as ``MessageId`` for ``RecipientCount`` recipients, none unknown, as most
     are), else its JSON. Most messages are spared a JSON text and a sealed field."""
-    plain = model.SubmitResult(
-        result.tx_message_id, True, message_id=message_id, recipients=recipient_count
+    plain = (
+        result.accepted
+        and result.message_id == message_id
+        and result.recipients == recipient_count
+        and not (result.unknown or result.reason or result.served_at_once or result.recall)
     )
-    return "" if result == plain else result_to_json(result)
+    return "" if plain else result_to_json(result)
 
 
 def submit_result(vault: Vault, row: tables.Row) -> model.SubmitResult:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpg.server import rows
-from mpg.wire import model
+from mpg.server import rows, vault
+from mpg.server.states import MessageState
+from mpg.wire import atrest, model
 
 counts = st.integers(min_value=0, max_value=2**31)
 results = st.builds(
@@ -33,6 +35,54 @@ def test_the_kept_answer_is_the_json_of_all_its_fields_and_reads_back(
     text = rows.result_to_json(result)
     assert json.loads(text) == json.loads(json.dumps(dataclasses.asdict(result)))
     assert rows.result_from_json(text) == result
+
+
+VAULT = vault.Vault(bytes(32), atrest.Keyring({"k": bytes(range(32))}, "k"))
+OUTGOING = model.OutgoingMessage(
+    tx_message_id="t1",
+    app_code="BPM",
+    source_domain="example.com",
+    agent_sender="erp@example.com",
+    sender="erp@example.com",
+    receiver_type="U",
+    receivers=("bob",),
+    bcc=(),
+    subject="s",
+    content="c",
+    content_type="MSG",
+    alert_flag=False,
+    priority="N",
+    keywords="",
+    transmit_time="2026-12-01 00:00:00",
+)
+
+
+@given(results, st.booleans())
+def test_every_answer_comes_back_from_its_row_whether_kept_or_said_by_the_row(
+    result: model.SubmitResult, plain: bool
+) -> None:
+    """Only a plain acceptance is left to the row's own columns; any other is kept."""
+    if plain:
+        result = model.SubmitResult(
+            result.tx_message_id, True, message_id=result.message_id, recipients=result.recipients
+        )
+    message_id = result.message_id or "m1"
+    row = rows.message(
+        VAULT,
+        OUTGOING,
+        "erp@example.com",
+        message_id,
+        0.0,
+        result.recipients,
+        MessageState.QUEUED,
+        result,
+        "d" * 64,
+    )
+    if plain and result.message_id:
+        assert row["SubmitResultEnc"] is None
+    stored = types.SimpleNamespace(**row)
+    stored.TxMessageId = result.tx_message_id
+    assert rows.submit_result(VAULT, stored) == result
 
 
 texts = st.text(alphabet=st.sampled_from('a&<>"é請\n'), max_size=20)
