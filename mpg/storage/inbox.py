@@ -15,7 +15,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.db import transactions
+from mpg.db import bulk, transactions
 from mpg.storage import history, schema, states, tables
 from mpg.wire import model
 
@@ -76,14 +76,14 @@ class InboxRepository:
             present = _existing(conn, [d.rx_message_id for d in unique])
             fresh = [d for d in unique if d.rx_message_id not in present]
             if fresh:
-                conn.execute(tables.inbox.insert(), [_inbox_row(d, now) for d in fresh])
+                bulk.insert_rows(conn, tables.inbox, [_inbox_row(d, now) for d in fresh])
             attachments = [
                 _attachment_row(d.rx_message_id, info, files, source_uris, self.source_uri_width)
                 for d in fresh
                 for info in d.attachments
             ]
             if attachments:
-                conn.execute(tables.inbox_attachment.insert(), attachments)
+                bulk.insert_rows(conn, tables.inbox_attachment, attachments)
             steps = [
                 history.Step(d.rx_message_id, None, int(states.InboxState.NEW), "received")
                 for d in fresh
