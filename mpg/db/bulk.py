@@ -37,7 +37,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
     dialect = conn.dialect.name
     if dialect == "sqlite":
         keys = tuple(rows[0])
-        sql, values = _sqlite_statement(_insert_of(table, keys), keys)
+        sql, values, _ = _sqlite_statement(_insert_of(table, keys))
         conn.exec_driver_sql(sql, list(map(values, rows)))
     elif dialect == "postgresql":
         _copy(conn, table, rows)
@@ -52,8 +52,10 @@ def update_many(
     if not params:
         return 0
     if conn.dialect.name == "sqlite":
-        sql, values = _sqlite_statement(statement, tuple(params[0]))
-        return int(conn.exec_driver_sql(sql, list(map(values, params))).rowcount)
+        sql, values, names = _sqlite_statement(statement)
+        # A statement holding values of its own (not parameters) is left to SQLAlchemy.
+        if names <= params[0].keys():
+            return int(conn.exec_driver_sql(sql, list(map(values, params))).rowcount)
     return int(conn.execute(statement, list(params)).rowcount)
 
 
@@ -62,12 +64,11 @@ def _insert_of(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
     return table.insert().values({name: sa.bindparam(name) for name in columns})
 
 
-@functools.cache
-def _sqlite_statement(
-    statement: sa.Insert | sa.Update, keys: tuple[str, ...]
-) -> tuple[str, Values]:
-    """SQLite's text of ``statement`` and what turns a parameter set (with ``keys``)
-    into its values in order, converted as SQLAlchemy would convert them."""
+# Bounded: a caller may build its statement anew on each call.
+@functools.lru_cache(maxsize=64)
+def _sqlite_statement(statement: sa.Insert | sa.Update) -> tuple[str, Values, frozenset[str]]:
+    """SQLite's text of ``statement``, what turns a parameter set into its values in
+    order (converted as SQLAlchemy would convert them), and the names it takes."""
     dialect = sqlite_dialect.dialect()
     compiled = statement.compile(dialect=dialect)
     names = tuple(compiled.positiontup or ())
@@ -78,7 +79,7 @@ def _sqlite_statement(
         if (convert := compiled.binds[name].type.bind_processor(dialect)) is not None
     ]
     if not converters:
-        return compiled.string, getter
+        return compiled.string, getter, frozenset(names)
 
     def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
         out = list(getter(row))
@@ -86,7 +87,7 @@ def _sqlite_statement(
             out[n] = convert(out[n])
         return tuple(out)
 
-    return compiled.string, values
+    return compiled.string, values, frozenset(names)
 
 
 def _getter(columns: tuple[str, ...]) -> Values:

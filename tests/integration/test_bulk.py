@@ -114,3 +114,21 @@ def test_an_update_run_per_parameter_set_counts_the_rows_it_changed(db_url: str)
     assert found["r1"] == (True, 1.5)
     assert found["r2"] == (None, None)
     assert found["r3"] == (False, 3.5)
+
+
+def test_an_update_holding_values_of_its_own_sets_them_too(db_url: str) -> None:
+    made = _engine(db_url)
+    c = sample.c
+    with transactions.begin(made, "inserting") as conn:
+        bulk.insert_rows(conn, sample, [{"Id": f"r{n}", "Count": n} for n in range(3)])
+    move = (
+        sa.update(sample)
+        .where(c.Id == sa.bindparam("p_id"))
+        .values(Name="moved", Count=c.Count + 10, Flag=True)
+    )
+    with transactions.begin(made, "updating") as conn:
+        assert bulk.update_many(conn, move, [{"p_id": "r0"}, {"p_id": "r2"}]) == 2
+    with transactions.connect(made, "reading") as conn:
+        found = {r.Id: (r.Name, r.Count, r.Flag) for r in conn.execute(sa.select(sample))}
+    made.dispose()
+    assert found == {"r0": ("moved", 10, True), "r1": (None, 1, None), "r2": ("moved", 12, True)}
