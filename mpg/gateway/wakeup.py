@@ -55,7 +55,7 @@ log = structlog.get_logger("mpg.wakeup")
 
 #: Seconds after a look that found no new commit before the first look again; each
 #: further look waits twice as long, up to :data:`RECHECK_UNTIL` after the event.
-RECHECK_FIRST: Final = 0.01
+RECHECK_FIRST: Final = 0.001
 RECHECK_UNTIL: Final = 5.0
 #: The wal-index header's first fields: iVersion, 4 unused bytes, iChange (native order).
 _SHM_HEADER: Final = struct.Struct("=I4xI")
