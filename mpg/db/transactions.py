@@ -167,7 +167,8 @@ def begin(engine: sa.Engine, what: str) -> Iterator[sa.Connection]:
     On SQLite it starts with ``BEGIN IMMEDIATE``, after this process's other writers
     to the same file are done (see the module docstring).
     """
-    with mapped_errors(what), _writer(engine), engine.connect() as conn:
+    # The connection first, as before: a thread holding the lock never waits for the pool.
+    with mapped_errors(what), engine.connect() as conn, _writer(engine):
         conn = conn.execution_options(**{engines.WRITE_OPTION: True})
         with conn.begin():
             yield conn

@@ -105,3 +105,45 @@ def test_a_gateway_commit_that_wrote_nothing_hides_no_erp_insert(
     erp_insert(path, "erp-2")
     assert wake.wait(PATIENCE)
     assert watcher.wakeups == 2
+
+
+def test_writes_to_another_database_in_the_folder_never_reach_the_watcher(
+    watched: tuple[pathlib.Path, sa.Engine, wakeup.DatabaseWatcher, threading.Event],
+) -> None:
+    """The kernel filters: a busy neighbour database (the server's, another gateway's)
+    in the same folder sends the watcher no events, however much it writes."""
+    path, _, watcher, wake = watched
+    neighbour = path.with_name("server.db")
+    with contextlib.closing(sqlite3.connect(neighbour, isolation_level=None)) as other:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("CREATE TABLE t (v TEXT)")
+        before = watcher.events
+        for i in range(50):
+            other.execute("INSERT INTO t VALUES (?)", (str(i),))
+        erp_insert(path, "erp-1")
+        assert wake.wait(PATIENCE)
+    # The ERP's INSERT: a few writes to the WAL. Watching the folder, each of the
+    # neighbour's 50 commits arrived as events too.
+    assert watcher.events - before < 10
+
+
+def test_a_wal_made_anew_is_watched_again(
+    watched: tuple[pathlib.Path, sa.Engine, wakeup.DatabaseWatcher, threading.Event],
+) -> None:
+    """SQLite deletes the WAL when the last connection closes; the next write makes a
+    new file, and commits to it still wake the gateway."""
+    path, engine, watcher, wake = watched
+    wal = path.with_name(path.name + "-wal")
+    engine.dispose()
+    assert not wal.exists()
+    erp_insert(path, "erp-1")  # makes the WAL anew
+    assert wake.wait(PATIENCE)
+    wake.clear()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as erp:
+        erp.execute("SELECT 1")  # holds the new WAL open, as a connected gateway does
+        erp_insert(path, "erp-2")
+        assert wake.wait(PATIENCE)
+        wake.clear()
+        erp_insert(path, "erp-3")
+        assert wake.wait(PATIENCE)
+    assert watcher.wakeups >= 3
