@@ -6,12 +6,12 @@ import contextlib
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import sqlalchemy as sa
 
-from mpg.gateway import wakeup
+from mpg.gateway import filewatch, wakeup
 from mpg.storage import database, outbox, states
 
 GATEWAY = "erp-a@example.com"
@@ -19,15 +19,23 @@ GATEWAY = "erp-a@example.com"
 PATIENCE = 30.0
 
 
-@pytest.fixture
+#: The platform's own watch (inotify read directly on Linux) and watchdog's observer
+#: (what other platforms use).
+WATCHES: dict[str, Callable[[Sequence[str]], filewatch.FileWatch]] = {
+    "platform": filewatch.watch,
+    "watchdog": filewatch.ObserverWatch,
+}
+
+
+@pytest.fixture(params=sorted(WATCHES))
 def watched(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[pathlib.Path, sa.Engine, wakeup.DatabaseWatcher, threading.Event]]:
     path = tmp_path / "erp.db"
     engine = database.create_engine(f"sqlite:///{path}")
     database.init_db(engine)
     wake = threading.Event()
-    watcher = wakeup.DatabaseWatcher(engine, wake)
+    watcher = wakeup.DatabaseWatcher(engine, wake, WATCHES[request.param])
     watcher.start()
     yield path, engine, watcher, wake
     watcher.stop()
