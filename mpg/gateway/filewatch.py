@@ -1,10 +1,13 @@
 """Writes to a few files and their creation: what the database watcher looks out for.
 
-:func:`watch` watches the given files themselves for writes, and their folder only for
-one of them being created or moved in (SQLite deletes the WAL when the last connection
-closes and makes it anew on the next write): the kernel filters out every other file
-of the folder. On Linux the watcher's own thread reads inotify(7) directly
-(:class:`InotifyWatch`); elsewhere watchdog's observer does it (:class:`ObserverWatch`).
+On Linux (:class:`InotifyWatch`) the watcher's own thread reads inotify(7): the files
+themselves are watched for writes, and their folder only for one of them being created
+or moved in (SQLite deletes the WAL when the last connection closes and makes it anew
+on the next write), so the kernel filters out every other file of the folder: in
+``scripts/bench.py``, whose three databases share a folder, the writes to the server's
+database beside a gateway's were most of its events. Elsewhere (:class:`ObserverWatch`)
+watchdog's observer watches the folder and the names are sorted out after it (Windows'
+ReadDirectoryChangesW watches folders only).
 
 Why not watchdog everywhere: its inotify observer hands each event through three
 threads and two queues before the watcher sees it. In ``scripts/bench.py`` (100
@@ -36,7 +39,6 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -211,69 +213,44 @@ class _Handler(FileSystemEventHandler):
     def __init__(self, names: frozenset[str]) -> None:
         self._names = names
         self.changed = threading.Event()
-        self.created = threading.Event()
         self.events = 0
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         self.events += 1
         paths = (event.src_path, event.dest_path)
         if {os.path.basename(os.fsdecode(p)) for p in paths if p} & self._names:
-            if isinstance(event, FileCreatedEvent | FileMovedEvent):
-                self.created.set()
             self.changed.set()
 
 
 class ObserverWatch:
-    """watchdog's observer: a watch of each file for writes, of the folder for creations."""
+    """watchdog's observer on the folder, every event on one of the files counted.
+
+    The folder, not the files: on Windows ReadDirectoryChangesW watches folders only.
+    """
 
     def __init__(self, files: Sequence[str]) -> None:
-        self._files = tuple(files)
-        self._handler = _Handler(frozenset(os.path.basename(f) for f in self._files))
+        self._handler = _Handler(frozenset(os.path.basename(f) for f in files))
         self._observer = Observer()
         self._observer.daemon = True
         self._observer.schedule(
             self._handler,
-            os.path.dirname(self._files[0]),
+            os.path.dirname(files[0]),
             recursive=False,
-            event_filter=[FileCreatedEvent, FileMovedEvent],
+            event_filter=[FileModifiedEvent, FileCreatedEvent, FileMovedEvent],
         )
         self._observer.start()
-        self._watched: dict[str, tuple[int, ObservedWatch]] = {}  # file -> (inode, watch)
-        self.rearm()
 
     @property
     def events(self) -> int:
         return self._handler.events
 
     def rearm(self) -> None:
-        for path in self._files:
-            try:
-                inode: int | None = os.stat(path).st_ino
-            except OSError:
-                inode = None
-            known = self._watched.get(path)
-            if known is not None and known[0] == inode:
-                continue
-            if known is not None:
-                self._observer.unschedule(known[1])
-                del self._watched[path]
-            if inode is not None:
-                try:
-                    watched = self._observer.schedule(
-                        self._handler, path, event_filter=[FileModifiedEvent]
-                    )
-                except OSError:
-                    continue  # gone again meanwhile: its next creation arms it
-                self._watched[path] = (inode, watched)
+        """Nothing to do: the folder's watch sees a file made anew."""
 
     def wait(self, timeout: float | None) -> Change:
         written = self._handler.changed.wait(timeout)
         self._handler.changed.clear()
-        # A creation noted after this look is armed by the rearm() that follows it.
-        created = self._handler.created.is_set()
-        if created:
-            self._handler.created.clear()
-        return Change(written, created)
+        return Change(written)
 
     def interrupt(self) -> None:
         self._handler.changed.set()
