@@ -16,8 +16,8 @@ has one write lock per file, and a thread that meets it taken inside SQLite wait
 its busy handler, which sleeps 1, 2, 5, 10, ... ms between looks, so a lock held for
 1.1 ms cost the next writer 3 ms, one held 3.1 ms cost 8 ms. Waiting at a
 ``threading.Lock`` instead, the next writer starts the moment the last one is done.
-Writers in other processes (the ERP, another server process) are still waited for by
-SQLite's busy handler.
+Writers in other processes (the ERP, another server process) are waited for at
+``BEGIN IMMEDIATE`` (:mod:`mpg.db.engine`: short looks, then SQLite's busy handler).
 """
 
 from __future__ import annotations
