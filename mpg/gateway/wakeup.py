@@ -1,4 +1,4 @@
-"""Wake the outbound worker when another program writes to a SQLite database (watchdog).
+"""Wake the outbound worker when another program writes to a SQLite database.
 
 Polling stays the safety net; a change to the database file or its WAL only makes
 pickup immediate instead of waiting out the poll interval. Other databases rely on
@@ -21,16 +21,24 @@ header"). The gateway watches its own commits from the inside (engine events):
 
 A file event then makes the watcher read the counter: it wakes the worker only when
 the counter passed a value not noted as the gateway's, i.e. someone else committed.
-A commit's last WAL write comes a moment before its counter moves, and a busy machine
-may hold the writer between the two for tens of milliseconds: a look that found
-nothing new is repeated after 10, 20, 40, ... ms, for up to :data:`RECHECK_UNTIL`
-seconds after the event. (Waking on every event had the same gap in another form:
-the worker woken by the write could look before the commit was visible, and the row
-then waited for the next poll.) What remains for the poll to catch: a writer held
-longer than that, and a gateway commit that wrote nothing followed, within
-microseconds and before the gateway's second read, by another program's commit.
+A commit's first WAL write comes a moment before its counter moves (an ERP whose
+SQLite syncs every commit, the default ``synchronous=FULL``, syncs the WAL in between:
+0.3 to 1 ms on the benchmark machine), and a busy machine may hold the writer between
+the two for tens of milliseconds: a look that found nothing new is repeated after 1,
+2, 4, ... ms, for up to :data:`RECHECK_UNTIL` seconds after the event. The first look
+nearly always comes too early; when the next came after 10 ms, that wait was 10 of the
+12 ms from an ERP's INSERT to its claim at 10 messages/s. (Waking on every event had
+the same gap in another form: the worker woken by the write could look before the
+commit was visible, and the row then waited for the next poll.) What remains for the
+poll to catch: a writer held longer than that, and a gateway commit that wrote nothing
+followed, within microseconds and before the gateway's second read, by another
+program's commit.
 When the counter cannot be read (no ``-shm``: the database is not in WAL mode, or an
 unknown wal-index version) every event wakes.
+
+Which files are watched and how: :mod:`mpg.gateway.filewatch` (the database and its
+WAL for writes, their folder for their creation; on Linux inotify read by this
+watcher's own thread).
 """
 
 from __future__ import annotations
@@ -38,24 +46,19 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Final
 
 import sqlalchemy as sa
 import structlog
-from watchdog.events import (
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
+
+from mpg.gateway import filewatch
 
 log = structlog.get_logger("mpg.wakeup")
 
 #: Seconds after a look that found no new commit before the first look again; each
 #: further look waits twice as long, up to :data:`RECHECK_UNTIL` after the event.
-RECHECK_FIRST: Final = 0.01
+RECHECK_FIRST: Final = 0.001
 RECHECK_UNTIL: Final = 5.0
 #: The wal-index header's first fields: iVersion, 4 unused bytes, iChange (native order).
 _SHM_HEADER: Final = struct.Struct("=I4xI")
@@ -162,71 +165,64 @@ class Ledger:
             return foreign
 
 
-class _Handler(FileSystemEventHandler):
-    def __init__(self, names: frozenset[str], changed: threading.Event) -> None:
-        self._names = names
-        self._changed = changed
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        path = event.src_path if isinstance(event.src_path, str) else event.src_path.decode()
-        if os.path.basename(path) in self._names:
-            self._changed.set()
-
-
 class DatabaseWatcher:
     """Sets ``wake`` when a program other than this gateway commits to its SQLite file.
 
     ``engine`` is the gateway's engine on that file: its commits are the ones ignored.
-    ``wakeups`` counts the times the watcher set ``wake``.
+    ``wakeups`` counts the times the watcher set ``wake``. ``files`` makes the watch of
+    the files (the platform's own by default; tests choose).
     """
 
-    def __init__(self, engine: sa.Engine, wake: threading.Event) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        wake: threading.Event,
+        files: Callable[[Sequence[str]], filewatch.FileWatch] = filewatch.watch,
+    ) -> None:
         database = engine.url.database
         if not watchable(engine.url) or database is None:
             raise ValueError("only a SQLite database file can be watched")
         path = os.path.abspath(database)
-        base = os.path.basename(path)
         self._engine = engine
         self._wake = wake
-        self._folder = os.path.dirname(path)
-        self._changed = threading.Event()
+        # The files whose writes are commits: the WAL, and the database itself in
+        # rollback journal mode (in WAL mode only checkpoints write it).
+        self._paths = (path, path + "-wal")
+        self._files = files
+        self._watch: filewatch.FileWatch | None = None
         self._closing = False
         self._counter = CommitCounter(path)
         self._ledger = Ledger(self._counter.read())
-        self._handler = _Handler(frozenset({base, base + "-wal", base + "-journal"}), self._changed)
-        self._observer = Observer()
         self._thread = threading.Thread(target=self._run, name="mpg-dbwatch", daemon=True)
         self.wakeups = 0
 
     def start(self) -> None:
-        """Begin watching (watchdog's threads and one of ours that reads the counter)."""
+        """Begin watching (one thread of ours that reads the events and the counter)."""
         sa.event.listen(self._engine, "begin", self._on_begin)
         sa.event.listen(self._engine, "commit", self._on_commit)
         sa.event.listen(self._engine.pool, "checkin", self._on_checkin)
-        self._observer.schedule(
-            self._handler,
-            self._folder,
-            recursive=False,
-            event_filter=[FileModifiedEvent, FileCreatedEvent, FileMovedEvent],
-        )
-        self._observer.daemon = True
-        self._observer.start()
+        self._watch = self._files(self._paths)
         self._thread.start()
-        log.debug("watching_database", folder=self._folder)
+        log.debug("watching_database", files=self._paths, watch=type(self._watch).__name__)
 
     def close(self) -> None:
         """Release the ``-shm`` file; call after the engine is disposed (CommitCounter)."""
         self._counter.close()
 
+    @property
+    def events(self) -> int:
+        """File events that reached the watcher so far (after the kernel's filtering)."""
+        return self._watch.events if self._watch is not None else 0
+
     def stop(self) -> None:
-        """Stop watching and wait for the watcher threads."""
-        if self._observer.is_alive():
-            self._observer.stop()
-            self._observer.join(timeout=5)
+        """Stop watching and wait for the watcher thread."""
         self._closing = True
-        self._changed.set()
+        if self._watch is not None:
+            self._watch.interrupt()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        if self._watch is not None:
+            self._watch.close()
         for target, name, listener in (
             (self._engine, "begin", self._on_begin),
             (self._engine, "commit", self._on_commit),
@@ -236,19 +232,22 @@ class DatabaseWatcher:
                 sa.event.remove(target, name, listener)
 
     def _run(self) -> None:
+        assert self._watch is not None  # made by start() before this thread
         delay: float | None = None  # None: wait for an event; else the next look's delay
         spent = 0.0
         while True:
-            changed = self._changed.wait(delay)
+            change = self._watch.wait(delay)
             if self._closing:
                 return
-            self._changed.clear()
+            if change.created:
+                self._watch.rearm()
+            changed = change.written
             foreign = self._ledger.external(self._counter.read())
             if foreign:
                 self.wakeups += 1
                 self._wake.set()
             # An event that showed nothing new may be a commit whose counter has not moved
-            # yet: look again after 10, 20, 40, ... ms (see the module doc).
+            # yet: look again after 1, 2, 4, ... ms (see the module doc).
             if changed:
                 delay, spent = (None, 0.0) if foreign else (RECHECK_FIRST, 0.0)
             elif delay is not None:

@@ -73,7 +73,8 @@ def test_sqlite_write_transactions_begin_immediate_and_reads_do_not(
         f"sqlite:///{tmp_path / 'x.db'}", engines.EngineOptions(url_key="database_url")
     )
     begun: list[str] = []
-    sa.event.listen(eng, "before_cursor_execute", lambda *a: begun.append(a[2]))
+    # SQLite's own trace: the write's BEGIN is issued on the driver's cursor.
+    sa.event.listen(eng, "connect", lambda dbapi, _: dbapi.set_trace_callback(begun.append))
     try:
         with transactions.begin(eng, "a write") as conn:
             conn.exec_driver_sql("SELECT 1")
