@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -89,6 +90,104 @@ def _insert_new(conn: sa.Connection, table: sa.Table, new: list[dict[str, Any]])
     for state in {row["State"] for row in new}:
         states.check(None, state)
     bulk.insert_rows(conn, table, new)
+
+
+_r = tables.receive_queue.c
+
+#: The hot statements, built once: building and keying a statement anew cost about
+#: as much as SQLite's own work for a request of one message.
+_CANDIDATE_COLUMNS: Final = (
+    _r.EntryId,
+    _r.MessageId,
+    _r.Kind,
+    _r.VisibleBcc,
+    _r.VisibleBccEnc,
+    _r.PriorityRank,
+    _r.CreatedSeq,
+    _r.TxMessageId,
+    _r.Served,
+    _r.Recalled,
+)
+_LEASE: Final = (
+    tables.receive_queue.update()
+    .where(_r.EntryId.in_(sa.bindparam("b_ids", expanding=True)))
+    .values(State=EntryState.LEASED, LeaseUntil=sa.bindparam("b_until"))
+)
+
+_IDS: Final[sa.BindParameter[Any]] = sa.bindparam("b_ids", expanding=True)
+_ACK_GUARD: Final = (
+    _r.EntryId.in_(_IDS),
+    _r.Recipient == sa.bindparam("b_account"),
+    _r.State == EntryState.LEASED,
+)
+_ACK: Final = (
+    tables.receive_queue.update().where(*_ACK_GUARD).values(State=EntryState.ACKED, LeaseUntil=None)
+)
+_ACK_RETURNING: Final = _ACK.returning(_r.EntryId, _r.MessageId, _r.Kind)
+_ACK_LOCK: Final = (
+    sa.select(_r.EntryId, _r.MessageId, _r.Kind)
+    .where(*_ACK_GUARD)
+    .order_by(_r.EntryId)
+    .with_for_update()
+)
+_t = tables.transmit_queue.c
+_SERVE_GUARD: Final = (
+    _t.MessageId.in_(_IDS),
+    _t.State == MessageState.QUEUED,
+    _t.ServedCount + _t.RecalledCount >= _t.RecipientCount,
+)
+_SERVE_COLUMNS: Final = (
+    _t.MessageId,
+    _t.SenderAccount,
+    _t.TxMessageId,
+    _t.Priority,
+    _t.ServedCount,
+    _t.RecalledCount,
+)
+_SERVE: Final = (
+    tables.transmit_queue.update().where(*_SERVE_GUARD).values(State=MessageState.SERVED)
+)
+_SERVED_ONCE: Final = (
+    tables.transmit_queue.update()
+    .where(_t.MessageId.in_(_IDS))
+    .values(ServedCount=_t.ServedCount + 1)
+)
+_SERVE_RETURNING: Final = _SERVE.returning(*_SERVE_COLUMNS)
+_SERVE_LOCK: Final = sa.select(*_SERVE_COLUMNS).where(*_SERVE_GUARD).with_for_update()
+_DELIVERED: Final = sa.select(*(_t[name] for name in rows.DELIVERED_COLUMNS)).where(
+    _t.MessageId.in_(_IDS)
+)
+_ATTACHMENTS: Final = (
+    sa.select(tables.transmit_attachment)
+    .where(tables.transmit_attachment.c.MessageId.in_(_IDS))
+    .order_by(tables.transmit_attachment.c.MessageId, tables.transmit_attachment.c.SeqNo)
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _candidate_queries(max_items: int) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The selects of an account's queued entries and of those whose lease ran out,
+    in delivery order, locked (``b_account``, and ``b_now`` for the second)."""
+    order = (_r.PriorityRank, _r.CreatedSeq)
+    queued = (
+        sa.select(*_CANDIDATE_COLUMNS)
+        .where(_r.Recipient == sa.bindparam("b_account"), _r.State == EntryState.QUEUED)
+        .order_by(*order)
+        .limit(max_items)
+        .with_for_update(skip_locked=True)
+    )
+    expired = (
+        sa.select(*_CANDIDATE_COLUMNS)
+        .where(
+            _r.Recipient == sa.bindparam("b_account"),
+            _r.State == EntryState.LEASED,
+            _r.LeaseUntil < sa.bindparam("b_now"),
+        )
+        .order_by(*order)
+        .limit(max_items)
+        .with_for_update(skip_locked=True)
+    )
+    return queued, expired
 
 
 @dataclasses.dataclass
@@ -620,30 +719,16 @@ class QueueStore:
         ``FOR UPDATE`` first (the caller's count update already locks them; asking
         again keeps the receipt single even if a caller ever did not).
         """
-        t = tables.transmit_queue.c
         states.check(MessageState.QUEUED, MessageState.SERVED)
-        columns = (
-            t.MessageId,
-            t.SenderAccount,
-            t.TxMessageId,
-            t.Priority,
-            t.ServedCount,
-            t.RecalledCount,
-        )
         done: list[tables.Row] = []
         for part in transactions.chunks(message_ids):
-            guard = (
-                t.MessageId.in_(part),
-                t.State == MessageState.QUEUED,
-                t.ServedCount + t.RecalledCount >= t.RecipientCount,
-            )
-            move = tables.transmit_queue.update().where(*guard).values(State=MessageState.SERVED)
+            params = {"b_ids": part}
             if conn.dialect.update_returning:
-                done.extend(conn.execute(move.returning(*columns)))
+                done.extend(conn.execute(_SERVE_RETURNING, params))
                 continue
-            locked = conn.execute(sa.select(*columns).where(*guard).with_for_update()).all()
+            locked = conn.execute(_SERVE_LOCK, params).all()
             if locked:
-                conn.execute(move)
+                conn.execute(_SERVE, params)
             done.extend(locked)
         return done
 
@@ -759,34 +844,9 @@ class QueueStore:
     ) -> tuple[list[tables.Row], set[str]]:
         """Lock the entries that may be delivered, in delivery order; return them and
         the ids of those whose earlier lease ran out."""
-        r = tables.receive_queue.c
-        columns = (
-            r.EntryId,
-            r.MessageId,
-            r.Kind,
-            r.VisibleBcc,
-            r.VisibleBccEnc,
-            r.PriorityRank,
-            r.CreatedSeq,
-            r.TxMessageId,
-            r.Served,
-            r.Recalled,
-        )
-        order = (r.PriorityRank, r.CreatedSeq)
-        queued = conn.execute(
-            sa.select(*columns)
-            .where(r.Recipient == account, r.State == EntryState.QUEUED)
-            .order_by(*order)
-            .limit(max_items)
-            .with_for_update(skip_locked=True)
-        ).all()
-        expired = conn.execute(
-            sa.select(*columns)
-            .where(r.Recipient == account, r.State == EntryState.LEASED, r.LeaseUntil < now)
-            .order_by(*order)
-            .limit(max_items)
-            .with_for_update(skip_locked=True)
-        ).all()
+        queued_query, expired_query = _candidate_queries(max_items)
+        queued = conn.execute(queued_query, {"b_account": account}).all()
+        expired = conn.execute(expired_query, {"b_account": account, "b_now": now}).all()
         entries = sorted([*queued, *expired], key=lambda e: (e.PriorityRank, e.CreatedSeq))
         return entries[:max_items], {e.EntryId for e in expired}
 
@@ -799,39 +859,27 @@ class QueueStore:
         lease_seconds: float,
     ) -> None:
         """Lease ``entries`` (``leased_again``: those whose earlier lease ran out)."""
-        r = tables.receive_queue.c
         if len(leased_again) < len(entries):
             states.check(EntryState.QUEUED, EntryState.LEASED)
         if leased_again:
             states.check(EntryState.LEASED, EntryState.LEASED)
         for part in transactions.chunks([e.EntryId for e in entries]):
-            conn.execute(
-                tables.receive_queue.update()
-                .where(r.EntryId.in_(part))
-                .values(State=EntryState.LEASED, LeaseUntil=now + lease_seconds)
-            )
+            conn.execute(_LEASE, {"b_ids": part, "b_until": now + lease_seconds})
 
     def _messages(self, conn: sa.Connection, message_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The ``TransmitQueue`` rows, opened (:func:`mpg.server.rows.opened_message`)."""
-        t = tables.transmit_queue.c
         found: dict[str, dict[str, Any]] = {}
-        columns = [t[name] for name in rows.DELIVERED_COLUMNS]
         for part in transactions.chunks(sorted(set(message_ids))):
-            result = conn.execute(sa.select(*columns).where(t.MessageId.in_(part)))
+            result = conn.execute(_DELIVERED, {"b_ids": part})
             found.update({row.MessageId: rows.opened_message(self._vault, row) for row in result})
         return found
 
     def _attachment_infos(
         self, conn: sa.Connection, message_ids: list[str]
     ) -> dict[str, tuple[model.AttachmentInfo, ...]]:
-        a = tables.transmit_attachment.c
         found: dict[str, list[model.AttachmentInfo]] = collections.defaultdict(list)
         for part in transactions.chunks(sorted(set(message_ids))):
-            result = conn.execute(
-                sa.select(tables.transmit_attachment)
-                .where(a.MessageId.in_(part))
-                .order_by(a.MessageId, a.SeqNo)
-            )
+            result = conn.execute(_ATTACHMENTS, {"b_ids": part})
             for row in result:
                 found[row.MessageId].append(rows.attachment_info(self._vault, row))
         return {message_id: tuple(infos) for message_id, infos in found.items()}
@@ -936,11 +984,7 @@ class QueueStore:
         # Mostly one entry per message: those counted with one statement, not one each.
         once = [mid for mid, n in served.items() if n == 1]
         for part in transactions.chunks(once):
-            conn.execute(
-                tables.transmit_queue.update()
-                .where(t.MessageId.in_(part))
-                .values(ServedCount=t.ServedCount + 1)
-            )
+            conn.execute(_SERVED_ONCE, {"b_ids": part})
         more = [{"b_message": mid, "b_count": n} for mid, n in served.items() if n > 1]
         if more:
             conn.execute(
@@ -962,27 +1006,16 @@ class QueueStore:
         Server) that is one statement; elsewhere the entries are first read and locked
         (``FOR UPDATE``, in EntryId order, so two acks cannot deadlock), then moved.
         """
-        r = tables.receive_queue.c
         if entry_ids:
             states.check(EntryState.LEASED, EntryState.ACKED)
         moving: list[tables.Row] = []
         for part in transactions.chunks(entry_ids):
-            guard = (r.EntryId.in_(part), r.Recipient == account, r.State == EntryState.LEASED)
-            move = (
-                tables.receive_queue.update()
-                .where(*guard)
-                .values(State=EntryState.ACKED, LeaseUntil=None)
-            )
+            params = {"b_ids": part, "b_account": account}
             if conn.dialect.update_returning:
-                moving.extend(conn.execute(move.returning(r.EntryId, r.MessageId, r.Kind)))
+                moving.extend(conn.execute(_ACK_RETURNING, params))
                 continue
-            locked = conn.execute(
-                sa.select(r.EntryId, r.MessageId, r.Kind)
-                .where(*guard)
-                .order_by(r.EntryId)
-                .with_for_update()
-            ).all()
-            conn.execute(move)
+            locked = conn.execute(_ACK_LOCK, params).all()
+            conn.execute(_ACK, params)
             moving.extend(locked)
         return moving
 

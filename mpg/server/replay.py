@@ -37,6 +37,10 @@ log = structlog.get_logger(__name__)
 PRUNE_EVERY_SECONDS: Final = 60.0
 
 
+#: Built once: every request runs it.
+_RECORD: Final = tables.seen_nonce.insert()
+
+
 class SharedReplayGuard:
     """Refuses stale, future and repeated request envelopes across processes."""
 
@@ -81,9 +85,7 @@ class SharedReplayGuard:
         try:
             with transactions.begin(self._engine, "recording a request nonce") as conn:
                 conn.execute(
-                    tables.seen_nonce.insert().values(
-                        NonceKey=key, ExpiresAt=header.timestamp + self._window
-                    )
+                    _RECORD, {"NonceKey": key, "ExpiresAt": header.timestamp + self._window}
                 )
         except errors.StorageError as exc:
             if isinstance(exc.__cause__, sa.exc.IntegrityError):
