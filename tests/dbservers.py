@@ -269,26 +269,32 @@ def start_mariadb() -> Server:
     if os.environ.get("MPG_TEST_MARIADB_URL"):
         return Server(os.environ["MPG_TEST_MARIADB_URL"])
     server_bin, install_bin = _mariadb_binaries()
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="mpg-mariadb-"))
-    data = workdir / "data"
     user = ["--user=root"] if os.geteuid() == 0 else []
-    done = subprocess.run(
-        [
-            install_bin,
-            "--no-defaults",
-            f"--datadir={data}",
-            "--skip-test-db",
-            "--auth-root-authentication-method=normal",
-            *user,
-        ],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise Unavailable(
-            f"mariadb-install-db failed: {done.stderr.decode(errors='replace').strip()}"
+    # mariadb-install-db now and then fails its bootstrap ("Unknown table
+    # 'mysql.tmp_user_sys'") when other instances start at the same moment (the test
+    # workers each start one): it is tried again in a fresh folder.
+    for attempt in range(1, 4):
+        workdir = pathlib.Path(tempfile.mkdtemp(prefix="mpg-mariadb-"))
+        data = workdir / "data"
+        done = subprocess.run(
+            [
+                install_bin,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+                *user,
+            ],
+            capture_output=True,
+            check=False,
         )
+        if done.returncode == 0:
+            break
+        shutil.rmtree(workdir, ignore_errors=True)
+        if attempt == 3:
+            raise Unavailable(
+                f"mariadb-install-db failed: {done.stderr.decode(errors='replace').strip()}"
+            )
 
     def start(port: int) -> Server:
         argv = [

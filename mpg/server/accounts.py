@@ -354,15 +354,19 @@ class AccountStore:
                 del self._cache[cache_key]
 
 
+#: Built once: every submit asks it.
+_ENABLED_KINDS: Final = sa.select(tables.account.c.AccountId, tables.account.c.Kind).where(
+    tables.account.c.AccountId.in_(sa.bindparam("b_ids", expanding=True)),
+    tables.account.c.Disabled == sa.false(),
+)
+
+
 def kinds(conn: sa.Connection, names_vault: vault.Vault, names: list[str]) -> dict[str, str]:
     """``{name: kind}`` of the enabled accounts among ``names`` (stored forms), in
     ``conn``'s transaction: one indexed lookup of their pseudonyms."""
-    a = tables.account.c
     ids = {names_vault.account_id(name): name for name in names}
     found: dict[str, str] = {}
     for part in transactions.chunks(sorted(ids)):
-        rows = conn.execute(
-            sa.select(a.AccountId, a.Kind).where(a.AccountId.in_(part), a.Disabled == sa.false())
-        )
+        rows = conn.execute(_ENABLED_KINDS, {"b_ids": part})
         found.update({ids[row.AccountId]: row.Kind for row in rows})
     return found

@@ -147,6 +147,22 @@ _SERVE_COLUMNS: Final = (
 _SERVE: Final = (
     tables.transmit_queue.update().where(*_SERVE_GUARD).values(State=MessageState.SERVED)
 )
+_PREVIOUS: Final = sa.select(
+    _t.TxMessageId,
+    _t.MessageId,
+    _t.State,
+    _t.ContentDigest,
+    _t.SubmitResult,
+    _t.SubmitResultEnc,
+    _t.RecipientCount,
+).where(
+    _t.SenderAccount == sa.bindparam("b_sender"),
+    _t.TxMessageId.in_(sa.bindparam("b_txs", expanding=True)),
+)
+_STAGES: Final = sa.select(tables.upload_stage).where(
+    tables.upload_stage.c.SenderAccount == sa.bindparam("b_sender"),
+    tables.upload_stage.c.TxMessageId.in_(sa.bindparam("b_txs", expanding=True)),
+)
 _SERVED_ONCE: Final = (
     tables.transmit_queue.update()
     .where(_t.MessageId.in_(_IDS))
@@ -388,20 +404,9 @@ class QueueStore:
     @staticmethod
     def _previous(conn: sa.Connection, sender: str, tx_ids: list[str]) -> dict[str, tables.Row]:
         """The earlier messages of ``sender`` with these TxMessageIds, by TxMessageId."""
-        t = tables.transmit_queue.c
         found: dict[str, tables.Row] = {}
         for part in transactions.chunks(sorted(set(tx_ids))):
-            result = conn.execute(
-                sa.select(
-                    t.TxMessageId,
-                    t.MessageId,
-                    t.State,
-                    t.ContentDigest,
-                    t.SubmitResult,
-                    t.SubmitResultEnc,
-                    t.RecipientCount,
-                ).where(t.SenderAccount == sender, t.TxMessageId.in_(part))
-            )
+            result = conn.execute(_PREVIOUS, {"b_sender": sender, "b_txs": part})
             found.update({row.TxMessageId: row for row in result})
         return found
 
@@ -439,14 +444,9 @@ class QueueStore:
     def _stages(
         conn: sa.Connection, sender: str, tx_ids: list[str]
     ) -> dict[tuple[str, int], fanout.Staged]:
-        s = tables.upload_stage.c
         found: dict[tuple[str, int], fanout.Staged] = {}
         for part in transactions.chunks(sorted(set(tx_ids))):
-            result = conn.execute(
-                sa.select(tables.upload_stage).where(
-                    s.SenderAccount == sender, s.TxMessageId.in_(part)
-                )
-            )
+            result = conn.execute(_STAGES, {"b_sender": sender, "b_txs": part})
             found.update({(r.TxMessageId, r.SeqNo): rows.staged(r) for r in result})
         return found
 

@@ -120,14 +120,18 @@ def pushable(device: sa.Table) -> sa.ColumnElement[bool]:
     )
 
 
+#: Built once: every submit asks it of its recipients.
+_PUSHABLE: Final = sa.select(tables.device.c.AccountId, tables.device.c.GroupId).where(
+    tables.device.c.AccountId.in_(sa.bindparam("b_ids", expanding=True)),
+    pushable(tables.device),
+)
+
+
 def pushable_devices(conn: sa.Connection, accounts: Iterable[str]) -> dict[str, str]:
     """Of ``accounts``, the devices a push can reach now, with their group."""
-    d = tables.device.c
     found: dict[str, str] = {}
     for part in transactions.chunks(sorted(set(accounts))):
-        result = conn.execute(
-            sa.select(d.AccountId, d.GroupId).where(d.AccountId.in_(part), pushable(tables.device))
-        )
+        result = conn.execute(_PUSHABLE, {"b_ids": part})
         found.update({str(r.AccountId): str(r.GroupId) for r in result})
     return found
 
