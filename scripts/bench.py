@@ -612,10 +612,14 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 
 def versus_burst(
-    tmp: str | None, batch_size: int, n: int, tree: pathlib.Path | None
+    tmp: str | None,
+    batch_size: int,
+    n: int,
+    tree: pathlib.Path | None,
+    postgres: str | None = None,
 ) -> list[float]:
     """messages/s and CPU ms per message of the server, gateway A and gateway B."""
-    with cluster_in(tmp, batch_size, tree=tree) as c:
+    with cluster_in(tmp, batch_size, tree=tree, postgres=postgres) as c:
         before = cpu_seconds(c.procs)
         rate = burst(c, n)["rate"]
         after = cpu_seconds(c.procs)
@@ -625,7 +629,14 @@ def versus_burst(
 VERSUS_PROCESSES = ("server", "gateway A", "gateway B")
 
 
-def versus(tmp: str | None, batch_size: int, n: int, rounds: int, tree: pathlib.Path) -> None:
+def versus(
+    tmp: str | None,
+    batch_size: int,
+    n: int,
+    rounds: int,
+    tree: pathlib.Path,
+    postgres: str | None = None,
+) -> None:
     """This checkout's burst against another checkout's, alternately, with ratios."""
     print(f"## Burst of {n} messages: this checkout against {tree}\n")
     print("CPU in ms per message; each pair is one round, the other checkout first.\n")
@@ -637,8 +648,8 @@ def versus(tmp: str | None, batch_size: int, n: int, rounds: int, tree: pathlib.
     pairs: list[tuple[list[float], list[float]]] = []
     for i in range(1, rounds + 1):
         load = os.getloadavg()[0]
-        other = versus_burst(tmp, batch_size, n, tree)
-        this = versus_burst(tmp, batch_size, n, None)
+        other = versus_burst(tmp, batch_size, n, tree, postgres)
+        this = versus_burst(tmp, batch_size, n, None, postgres)
         pairs.append((other, this))
         cpu = " | ".join(f"{o:.3f} | {t:.3f}" for o, t in zip(other[1:], this[1:], strict=True))
         print(
@@ -723,7 +734,9 @@ def run(args: argparse.Namespace, only: set[str], postgres: str | None) -> int:
         compare(args.tmp, args.batch_size, args.messages, args.rounds, postgres)
         return 0
     if args.versus:
-        versus(args.tmp, args.batch_size, args.messages, args.rounds, args.versus.resolve())
+        versus(
+            args.tmp, args.batch_size, args.messages, args.rounds, args.versus.resolve(), postgres
+        )
         return 0
     if "burst" in only:
         with (
