@@ -20,16 +20,13 @@ a wait for the GIL and a core on a busy machine. Read directly, a burst of event
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
-import errno
 import os
 import select
-import struct
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from watchdog.events import (
     FileCreatedEvent,
@@ -76,65 +73,34 @@ class FileWatch(Protocol):
 
 def watch(files: Sequence[str]) -> FileWatch:
     """A watch of ``files`` (absolute paths in one folder) for this platform."""
-    if sys.platform.startswith("linux") and _libc() is not None:
+    if sys.platform.startswith("linux"):
         return InotifyWatch(files)
     return ObserverWatch(files)
 
 
-# -- Linux: inotify(7) through libc ----------------------------------------------------
-
-_IN_MODIFY: Final = 0x00000002
-_IN_MOVED_TO: Final = 0x00000080
-_IN_CREATE: Final = 0x00000100
-_IN_Q_OVERFLOW: Final = 0x00004000
-_IN_IGNORED: Final = 0x00008000
-_IN_ONLYDIR: Final = 0x01000000
-#: struct inotify_event: wd, mask, cookie, len; then ``len`` bytes of NUL-padded name.
-_EVENT: Final = struct.Struct("iIII")
-_READ_BYTES: Final = 64 * 1024
-
-
-def _libc() -> Any:
-    """The C library when it offers inotify, else None."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    return libc if hasattr(libc, "inotify_init1") else None
-
-
-def parse_events(data: bytes) -> Iterator[tuple[int, int, str]]:
-    """PURE: ``(watch descriptor, mask, name)`` of each event in one ``read``."""
-    offset = 0
-    while offset + _EVENT.size <= len(data):
-        wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-        offset += _EVENT.size
-        name = data[offset : offset + length].rstrip(b"\0")
-        offset += length
-        yield wd, mask, os.fsdecode(name)
+# -- Linux: inotify(7) through inotify_simple --------------------------------------------
 
 
 class InotifyWatch:
     """inotify(7) read by the thread that calls :meth:`wait` (Linux)."""
 
     def __init__(self, files: Sequence[str]) -> None:
-        self._libc = _libc()
+        # Imported here: the library loads libc's inotify calls, which only Linux has.
+        import inotify_simple
+
+        self._flags = inotify_simple.flags
         self._files = tuple(files)
         self._names = frozenset(os.path.basename(f) for f in self._files)
-        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            raise _os_error("inotify_init1", "")
-        self._fd: int = fd
+        self._inotify = inotify_simple.INotify(nonblocking=True)
         self._interrupt_r, self._interrupt_w = os.pipe()
         os.set_blocking(self._interrupt_r, False)
         self._poll = select.poll()
-        self._poll.register(self._fd, select.POLLIN)
+        self._poll.register(self._inotify.fd, select.POLLIN)
         self._poll.register(self._interrupt_r, select.POLLIN)
         self._lock = threading.Lock()  # close() against interrupt() from another thread
         self._closed = False
-        self._folder = self._add(
-            os.path.dirname(self._files[0]), _IN_CREATE | _IN_MOVED_TO | _IN_ONLYDIR
-        )
+        folder_mask = self._flags.CREATE | self._flags.MOVED_TO | self._flags.ONLYDIR
+        self._folder = self._inotify.add_watch(os.path.dirname(self._files[0]), folder_mask)
         self._watched: dict[int, str] = {}  # watch descriptor -> file
         self._events = 0
         self.rearm()
@@ -143,18 +109,12 @@ class InotifyWatch:
     def events(self) -> int:
         return self._events
 
-    def _add(self, path: str, mask: int) -> int:
-        wd = int(self._libc.inotify_add_watch(self._fd, os.fsencode(path), mask))
-        if wd < 0:
-            raise _os_error("inotify_add_watch", path)
-        return wd
-
     def rearm(self) -> None:
         # A path whose file already has a watch gets that watch back; a file made anew
         # gets a new one, and the old one ends with IN_IGNORED (see wait).
         for path in self._files:
             try:
-                self._watched[self._add(path, _IN_MODIFY)] = path
+                self._watched[self._inotify.add_watch(path, self._flags.MODIFY)] = path
             except FileNotFoundError:
                 continue  # not there yet: its creation in the folder arms it
 
@@ -166,26 +126,18 @@ class InotifyWatch:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._interrupt_r, 64)
                 continue
-            for wd, mask, name in self._read():
+            for event in self._inotify.read(timeout=0):
                 self._events += 1
-                if mask & _IN_Q_OVERFLOW:
+                if event.mask & self._flags.Q_OVERFLOW:
                     written = created = True  # events were lost: look, and watch again
-                elif mask & _IN_IGNORED:
-                    self._watched.pop(wd, None)
-                elif wd == self._folder:
-                    if name in self._names:
+                elif event.mask & self._flags.IGNORED:
+                    self._watched.pop(event.wd, None)
+                elif event.wd == self._folder:
+                    if event.name in self._names:
                         written = created = True
-                elif wd in self._watched:
+                elif event.wd in self._watched:
                     written = True
         return Change(written, created)
-
-    def _read(self) -> Iterator[tuple[int, int, str]]:
-        while True:
-            try:
-                data = os.read(self._fd, _READ_BYTES)
-            except BlockingIOError:
-                return
-            yield from parse_events(data)
 
     def interrupt(self) -> None:
         with self._lock:
@@ -197,13 +149,9 @@ class InotifyWatch:
             if self._closed:
                 return
             self._closed = True
-            for fd in (self._fd, self._interrupt_r, self._interrupt_w):
+            self._inotify.close()
+            for fd in (self._interrupt_r, self._interrupt_w):
                 os.close(fd)
-
-
-def _os_error(call: str, path: str) -> OSError:
-    code = ctypes.get_errno() or errno.EIO
-    return OSError(code, f"{call}: {os.strerror(code)}", path or None)
 
 
 # -- elsewhere: watchdog's observer ------------------------------------------------------
