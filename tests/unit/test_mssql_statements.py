@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from mpg import timefmt
+from mpg.server import queues
 from mpg.storage import database, ddl, history, inbox, outbox, states, tables
 from mpg.wire import model
 
@@ -156,3 +157,26 @@ def test_mssql_schema_uses_the_documents_native_types() -> None:
     ):
         assert expected in text, expected
     assert tables.SOURCE_URI_WIDTH <= 4000  # stays an in-row nvarchar(n)
+
+
+def test_statements_written_in_bulk_compile_for_sql_server() -> None:
+    """On SQLite the bulk writes reach the driver as text (the capture above misses
+    them); on SQL Server they are these statements, run by SQLAlchemy."""
+    written = [
+        *(t.insert() for t in (tables.inbox, tables.inbox_attachment, tables.transition)),
+        tables.claim.insert(),
+        outbox._CAS,
+        inbox._CAS,
+    ]
+    for statement in written:
+        sql = str(statement.compile(dialect=MSSQL))
+        assert '"' not in sql, sql
+        assert not re.search(r"\bLIMIT\b|\bOFFSET\b|FOR UPDATE|RETURNING", sql), sql
+
+
+def test_the_servers_update_returning_is_an_output_clause_on_sql_server() -> None:
+    """The ack and the move to served return their rows with OUTPUT inserted.…"""
+    for statement in (queues._ACK_RETURNING, queues._SERVE_RETURNING):
+        sql = str(statement.compile(dialect=MSSQL))
+        assert "OUTPUT inserted." in sql, sql
+        assert "RETURNING" not in sql, sql
