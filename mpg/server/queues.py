@@ -108,13 +108,13 @@ _CANDIDATE_COLUMNS: Final = (
     _r.Served,
     _r.Recalled,
 )
+_IDS: Final[sa.BindParameter[Any]] = sa.bindparam("b_ids", expanding=True)
 _LEASE: Final = (
     tables.receive_queue.update()
-    .where(_r.EntryId.in_(sa.bindparam("b_ids", expanding=True)))
+    .where(_r.EntryId.in_(_IDS))
     .values(State=EntryState.LEASED, LeaseUntil=sa.bindparam("b_until"))
 )
 
-_IDS: Final[sa.BindParameter[Any]] = sa.bindparam("b_ids", expanding=True)
 _ACK_GUARD: Final = (
     _r.EntryId.in_(_IDS),
     _r.Recipient == sa.bindparam("b_account"),
@@ -147,6 +147,21 @@ _SERVE_COLUMNS: Final = (
 _SERVE: Final = (
     tables.transmit_queue.update().where(*_SERVE_GUARD).values(State=MessageState.SERVED)
 )
+_SERVE_RETURNING: Final = _SERVE.returning(*_SERVE_COLUMNS)
+_SERVE_LOCK: Final = sa.select(*_SERVE_COLUMNS).where(*_SERVE_GUARD).with_for_update()
+_SERVED_ONCE: Final = (
+    tables.transmit_queue.update()
+    .where(_t.MessageId.in_(_IDS))
+    .values(ServedCount=_t.ServedCount + 1)
+)
+_DELIVERED: Final = sa.select(*(_t[name] for name in rows.DELIVERED_COLUMNS)).where(
+    _t.MessageId.in_(_IDS)
+)
+_ATTACHMENTS: Final = (
+    sa.select(tables.transmit_attachment)
+    .where(tables.transmit_attachment.c.MessageId.in_(_IDS))
+    .order_by(tables.transmit_attachment.c.MessageId, tables.transmit_attachment.c.SeqNo)
+)
 _PREVIOUS: Final = sa.select(
     _t.TxMessageId,
     _t.MessageId,
@@ -162,21 +177,6 @@ _PREVIOUS: Final = sa.select(
 _STAGES: Final = sa.select(tables.upload_stage).where(
     tables.upload_stage.c.SenderAccount == sa.bindparam("b_sender"),
     tables.upload_stage.c.TxMessageId.in_(sa.bindparam("b_txs", expanding=True)),
-)
-_SERVED_ONCE: Final = (
-    tables.transmit_queue.update()
-    .where(_t.MessageId.in_(_IDS))
-    .values(ServedCount=_t.ServedCount + 1)
-)
-_SERVE_RETURNING: Final = _SERVE.returning(*_SERVE_COLUMNS)
-_SERVE_LOCK: Final = sa.select(*_SERVE_COLUMNS).where(*_SERVE_GUARD).with_for_update()
-_DELIVERED: Final = sa.select(*(_t[name] for name in rows.DELIVERED_COLUMNS)).where(
-    _t.MessageId.in_(_IDS)
-)
-_ATTACHMENTS: Final = (
-    sa.select(tables.transmit_attachment)
-    .where(tables.transmit_attachment.c.MessageId.in_(_IDS))
-    .order_by(tables.transmit_attachment.c.MessageId, tables.transmit_attachment.c.SeqNo)
 )
 
 
