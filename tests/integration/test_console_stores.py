@@ -7,18 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from clocks import ManualClock
 
 from mpg import errors
 from mpg.server import admins, audit, tables
 from mpg.server.console import lockout, sessions, users
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
 
 
 def test_session_lives_while_used_and_ends_when_idle(engine: sa.Engine) -> None:
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     store = sessions.SessionStore(engine, sessions.Policy(idle=600.0, lifetime=3600.0), clock)
     session_id, made = store.create("ada", "admin", "password")
     clock.now += 500
@@ -48,7 +41,7 @@ def test_session_lives_while_used_and_ends_when_idle(engine: sa.Engine) -> None:
 
 
 def test_session_ends_at_its_lifetime_however_busy(engine: sa.Engine) -> None:
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     store = sessions.SessionStore(engine, sessions.Policy(idle=600.0, lifetime=1000.0), clock)
     session_id, _ = store.create("ada", "admin", "password")
     for _ in range(3):
@@ -81,7 +74,7 @@ def test_admin_ends_a_listed_session_and_it_is_audited(engine: sa.Engine) -> Non
 
 
 def test_lockout_counts_names_and_addresses_and_forgets_old_counts(engine: sa.Engine) -> None:
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     store = lockout.LockoutStore(engine, lockout.Policy(3, 5, 900.0), clock)
     assert store.failed("Ada", "192.0.2.1") is None
     assert store.failed("ada", "192.0.2.2") is None
@@ -98,7 +91,7 @@ def test_lockout_counts_names_and_addresses_and_forgets_old_counts(engine: sa.En
 
 
 def test_address_is_locked_after_its_own_limit(engine: sa.Engine) -> None:
-    store = lockout.LockoutStore(engine, lockout.Policy(100, 3, 900.0), Clock())
+    store = lockout.LockoutStore(engine, lockout.Policy(100, 3, 900.0), ManualClock(1_000_000.0))
     results = [store.failed(f"name{n}", "192.0.2.7") for n in range(3)]
     assert results[:2] == [None, None]
     assert results[2] is not None
@@ -106,7 +99,7 @@ def test_address_is_locked_after_its_own_limit(engine: sa.Engine) -> None:
 
 
 def test_good_sign_in_clears_the_name_count(engine: sa.Engine) -> None:
-    store = lockout.LockoutStore(engine, lockout.Policy(2, 100, 900.0), Clock())
+    store = lockout.LockoutStore(engine, lockout.Policy(2, 100, 900.0), ManualClock(1_000_000.0))
     store.failed("ada", "192.0.2.1")
     store.succeeded("ada")
     assert store.failed("ada", "192.0.2.1") is None

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from clocks import ManualClock
 from pushdevices import add_device, add_group
 
 from mpg.server import accounts, dashboard, queues, tables
@@ -19,16 +20,6 @@ KEYRING = atrest.Keyring({"k1": bytes(range(32))}, "k1")
 #: Half past an hour (1_800_000_000 is a whole hour in UTC).
 NOW = 1_800_000_000.0 + 1800
 HOUR = 3600.0
-
-
-class Clock:
-    """A clock the test moves by hand (messages are accepted at its time)."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -71,7 +62,7 @@ def message(*to: str) -> model.OutgoingMessage:
     )
 
 
-def submit_at(q: queues.QueueStore, clock: Clock, at: float, *to: str) -> model.SubmitResult:
+def submit_at(q: queues.QueueStore, clock: ManualClock, at: float, *to: str) -> model.SubmitResult:
     clock.now = at
     [result] = q.submit(SENDER, [message(*to)])
     return result
@@ -105,7 +96,7 @@ def board(engine: sa.Engine, store: accounts.AccountStore) -> dashboard.Dashboar
     Stuck after two hours: the message of 30 hours ago and one of 3 hours ago wait for
     bob; carol's of 3 hours ago was acknowledged (served); the recent one is not stuck.
     """
-    clock = Clock()
+    clock = ManualClock(NOW)
     q = queues.QueueStore(engine, store.vault, clock=clock)
     old = submit_at(q, clock, NOW - 30 * HOUR, "bob@example.com")
     waiting = submit_at(q, clock, NOW - 3 * HOUR, "bob@example.com")
@@ -208,7 +199,7 @@ def test_devices_are_counted_per_group_groups_without_devices_included(
 
 
 def test_an_empty_server_shows_zeros(engine: sa.Engine, store: accounts.AccountStore) -> None:
-    q = queues.QueueStore(engine, store.vault, clock=Clock())
+    q = queues.QueueStore(engine, store.vault, clock=ManualClock(NOW))
     board = dashboard.collect(engine, q, store.vault, stuck_after=HOUR, now=NOW)
     assert counts(board.messages) == {"queued": 0, "served": 0, "refused": 0}
     assert [h.count for h in board.per_hour] == [0] * dashboard.HOURS

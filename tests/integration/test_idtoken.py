@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from clocks import ManualClock
 from oidc_issuer import (
     CLIENT_ID,
     EC_KEY,
@@ -64,16 +65,8 @@ def entry(provider: Issuer, **overrides: Any) -> config.IdTokenIssuer:
     return config.IdTokenIssuer.model_validate(values)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def verifier(
-    provider: Issuer, client: httpx.Client, clock: Clock | None = None, **overrides: Any
+    provider: Issuer, client: httpx.Client, clock: ManualClock | None = None, **overrides: Any
 ) -> tuple[idtoken.IdTokenVerifier, jwks.KeySetCache]:
     configured = entry(provider, **overrides)
     cache = jwks.KeySetCache(
@@ -82,7 +75,7 @@ def verifier(
         ),
         ttl=3600,
         min_refetch=60,
-        clock=clock or Clock(),
+        clock=clock or ManualClock(1000.0),
     )
     checker = idtoken.IdTokenVerifier(
         [configured], {configured.issuer: cache}, algorithms=("RS256", "ES256"), leeway=30
@@ -223,7 +216,7 @@ def test_garbage_is_refused_as_malformed(issuer: Issuer, client: httpx.Client) -
 
 def test_a_rotated_key_is_picked_up_by_one_refetch(issuer: Issuer, client: httpx.Client) -> None:
     issuer.keys = [rsa_jwk(RSA_KEY, "k1")]
-    clock = Clock()
+    clock = ManualClock(1000.0)
     checker, cache = verifier(issuer, client, clock)
     checker.verify(sign(claims(issuer)), domain_is_verified=any_domain)
     issuer.keys = [rsa_jwk(OTHER_RSA_KEY, "k2")]
@@ -239,7 +232,7 @@ def test_a_flood_of_random_kids_fetches_the_key_set_at_most_once_per_interval(
     issuer: Issuer, client: httpx.Client
 ) -> None:
     issuer.keys = [rsa_jwk(RSA_KEY, "k1")]
-    clock = Clock()
+    clock = ManualClock(1000.0)
     checker, _ = verifier(issuer, client, clock)
     checker.verify(sign(claims(issuer)), domain_is_verified=any_domain)
     clock.now += 61

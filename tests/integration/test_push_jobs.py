@@ -14,6 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import trustme
+from clocks import ManualClock
 from pushdevices import add_device, add_group
 from standins.webhook import WebhookStandIn, provider_entry
 
@@ -28,16 +29,6 @@ from mpg.wire.push import NoticeKind
 SECRET = b"a-long-shared-secret-of-the-receiver"
 SENDER = "erp-a@example.com"
 NOW = 1_800_000_000.0
-
-
-class Clock:
-    """A clock the test moves by hand (due times and leases depend on it)."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +50,7 @@ class World:
         entry = provider_entry(receiver, ca, folder, name="acme-hook", groups=("acme",))
         self.settings = config.ServerSettings(push_providers=(entry,), push_workers=0)
         self.engine = engine
-        self.clock = Clock()
+        self.clock = ManualClock(NOW)
         self.keyring = atrest.Keyring({"k1": keys.new_master_key()}, "k1")
         self.store = accounts.AccountStore(engine, keys.new_master_key(), self.keyring)
         self.store.add(SENDER, "gateway")

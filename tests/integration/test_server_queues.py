@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from clocks import ManualClock
 
 from mpg import errors
 from mpg.server import accounts, blobs, housekeeping, queues, tables
@@ -18,16 +19,6 @@ from mpg.wire import atrest, content, keys, model
 SENDER = "erp-a@example.com"
 KEYRING = atrest.Keyring({"k1": bytes(range(32))}, "k1")
 OTHER_SENDER = "erp-b@example.com"
-
-
-class Clock:
-    """A clock the test moves by hand (leases depend on it)."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -53,9 +44,9 @@ def store(engine: sa.Engine) -> accounts.AccountStore:
 
 
 @pytest.fixture
-def clock() -> Clock:
+def clock() -> ManualClock:
     """The hand-moved clock."""
-    return Clock()
+    return ManualClock(1_800_000_000.0)
 
 
 @pytest.fixture
@@ -66,7 +57,7 @@ def woken() -> list[frozenset[str]]:
 
 @pytest.fixture
 def q(
-    engine: sa.Engine, store: accounts.AccountStore, clock: Clock, woken: list[frozenset[str]]
+    engine: sa.Engine, store: accounts.AccountStore, clock: ManualClock, woken: list[frozenset[str]]
 ) -> queues.QueueStore:
     """The queue store under test."""
     return queues.QueueStore(engine, store.vault, clock=clock, listener=woken.append)
@@ -201,7 +192,7 @@ def test_fetch_orders_by_priority_then_arrival(q: queues.QueueStore) -> None:
 
 
 def test_fetch_leases_and_redelivers_after_the_lease_expires(
-    q: queues.QueueStore, clock: Clock
+    q: queues.QueueStore, clock: ManualClock
 ) -> None:
     """A leased entry is not fetched again until its lease runs out unacknowledged."""
     q.submit(SENDER, [message(("bob",))])
@@ -439,7 +430,7 @@ def table_count(engine: sa.Engine, table: sa.Table) -> int:
 
 
 def test_housekeeping_forgets_served_messages_past_retention_only(
-    q: queues.QueueStore, engine: sa.Engine, clock: Clock
+    q: queues.QueueStore, engine: sa.Engine, clock: ManualClock
 ) -> None:
     """Served, receipt-acked and old: gone with entries and events; the rest stays."""
     [old] = q.submit(SENDER, [message()])
@@ -466,7 +457,7 @@ def test_housekeeping_deletes_attachment_files_with_their_message(
     q: queues.QueueStore,
     engine: sa.Engine,
     store: accounts.AccountStore,
-    clock: Clock,
+    clock: ManualClock,
     tmp_path: pathlib.Path,
 ) -> None:
     """An attachment file of a purged message is removed from the disk."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pushdevices
 import pytest
 import sqlalchemy as sa
+from clocks import ManualClock
 
 from mpg import errors
 from mpg.server import accounts, audit, housekeeping, messageops, queues, tables, tracking
@@ -18,16 +19,6 @@ SENDER = "erp-a@example.com"
 OTHER = "erp-b@example.com"
 KEYRING = atrest.Keyring({"k1": bytes(range(32))}, "k1")
 ACTOR = "console:olga"
-
-
-class Clock:
-    """A clock the test moves by hand: each message's ReceivedAt."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -49,12 +40,12 @@ def store(engine: sa.Engine) -> accounts.AccountStore:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(1_800_000_000.0)
 
 
 @pytest.fixture
-def q(engine: sa.Engine, store: accounts.AccountStore, clock: Clock) -> queues.QueueStore:
+def q(engine: sa.Engine, store: accounts.AccountStore, clock: ManualClock) -> queues.QueueStore:
     return queues.QueueStore(engine, store.vault, clock=clock)
 
 
@@ -88,7 +79,7 @@ def message(
 
 
 def send(
-    q: queues.QueueStore, clock: Clock, msg: model.OutgoingMessage, sender: str = SENDER
+    q: queues.QueueStore, clock: ManualClock, msg: model.OutgoingMessage, sender: str = SENDER
 ) -> str:
     clock.now += 10
     [result] = q.submit(sender, [msg])
@@ -102,7 +93,7 @@ def ids(engine: sa.Engine, store: accounts.AccountStore, **query: object) -> lis
 
 
 def test_each_filter_finds_its_messages_newest_first(
-    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: Clock
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: ManualClock
 ) -> None:
     flood = send(q, clock, message(keywords="Flood; North", tx="tx-flood", subject="River"))
     fire = send(q, clock, message(("carol@example.com",), keywords="fire", app_code="ALR"))
@@ -124,7 +115,7 @@ def test_each_filter_finds_its_messages_newest_first(
 
 
 def test_pages_continue_after_the_last_row_without_gaps_or_repeats(
-    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: Clock
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: ManualClock
 ) -> None:
     # One batch: every message shares its ReceivedAt, so MessageId orders them.
     clock.now += 1
@@ -149,7 +140,7 @@ def test_a_busy_recipient_s_messages_are_found_by_walking_the_messages(
     engine: sa.Engine,
     store: accounts.AccountStore,
     q: queues.QueueStore,
-    clock: Clock,
+    clock: ManualClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sent = [send(q, clock, message(("bob@example.com",))) for _ in range(4)]
@@ -186,7 +177,7 @@ def test_a_search_no_message_could_match_is_refused_naming_the_field(
 
 
 def test_keywords_are_kept_only_as_blind_indexes(
-    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: Clock
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: ManualClock
 ) -> None:
     send(q, clock, message(keywords="secret-project"))
     with engine.connect() as conn:
@@ -197,7 +188,7 @@ def test_keywords_are_kept_only_as_blind_indexes(
 
 
 def test_retention_takes_a_message_s_keywords_with_it(
-    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: Clock
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: ManualClock
 ) -> None:
     send(q, clock, message(keywords="old"))
     batch = q.fetch("bob@example.com", 10, 60)
@@ -213,7 +204,7 @@ def test_retention_takes_a_message_s_keywords_with_it(
 
 
 def test_the_timeline_follows_each_recipient_and_the_recall_to_them(
-    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: Clock
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: ManualClock
 ) -> None:
     vault = store.vault
     mid = send(q, clock, message(("bob@example.com", "carol@example.com")))
@@ -257,7 +248,7 @@ def test_the_timeline_follows_each_recipient_and_the_recall_to_them(
 
 
 def test_a_message_is_recalled_once_and_a_refused_one_not_at_all(
-    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: Clock
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: ManualClock
 ) -> None:
     mid = send(q, clock, message())
     messageops.recall(engine, store.vault, q, mid, ACTOR)
@@ -278,7 +269,7 @@ def test_a_message_is_recalled_once_and_a_refused_one_not_at_all(
 
 
 def test_push_again_queues_one_push_for_a_device_still_waiting(
-    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: Clock
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: ManualClock
 ) -> None:
     pushdevices.add_group(engine, "north")
     device = pushdevices.add_device(engine, store, KEYRING, "north", "token-1")
@@ -301,7 +292,7 @@ def test_push_again_queues_one_push_for_a_device_still_waiting(
 
 
 def test_push_again_is_refused_for_a_recipient_that_is_no_device_or_has_it(
-    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: Clock
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore, clock: ManualClock
 ) -> None:
     mid = send(q, clock, message(("bob@example.com", "carol@example.com")))
     with pytest.raises(errors.Conflict, match="not a device"):

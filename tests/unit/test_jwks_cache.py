@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clocks import ManualClock
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
@@ -31,15 +32,8 @@ class Source:
         return self.document
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_keys_are_fetched_again_after_the_ttl() -> None:
-    source, clock = Source("a"), Clock()
+    source, clock = Source("a"), ManualClock()
     cache = jwks.KeySetCache(source, ttl=100, min_refetch=10, clock=clock)
     cache.key("a")
     clock.now = 99
@@ -51,7 +45,7 @@ def test_keys_are_fetched_again_after_the_ttl() -> None:
 
 
 def test_cached_keys_stay_in_use_while_the_issuer_is_down() -> None:
-    source, clock = Source("a"), Clock()
+    source, clock = Source("a"), ManualClock()
     cache = jwks.KeySetCache(source, ttl=100, min_refetch=10, clock=clock)
     cache.key("a")
     source.down = True
@@ -63,7 +57,7 @@ def test_cached_keys_stay_in_use_while_the_issuer_is_down() -> None:
 def test_an_issuer_down_at_the_first_fetch_is_reported() -> None:
     source = Source("a")
     source.down = True
-    cache = jwks.KeySetCache(source, ttl=100, min_refetch=10, clock=Clock())
+    cache = jwks.KeySetCache(source, ttl=100, min_refetch=10, clock=ManualClock())
     with pytest.raises(errors.KeySetUnavailable, match="issuer down"):
         cache.key("a")
 
