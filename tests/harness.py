@@ -18,6 +18,7 @@ import pathlib
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 
@@ -157,6 +159,10 @@ class World:
         else:
             server = self.start(self.server_config, "server", name="server")
         wait_for("the server to listen", self.listening)
+        if self.in_process:
+            # Its startup (which logs ``server_started``) runs in the server's thread
+            # after the socket listens; a test's own output capture must not catch that.
+            wait_for("the server to start", self.answering)
         return server
 
     def start_servers(
@@ -200,6 +206,14 @@ class World:
             socket.create_connection(("127.0.0.1", port or self.port), timeout=0.5),
         ):
             return True
+        return False
+
+    def answering(self) -> bool:
+        """True once the world's own server answers ``GET /healthz`` (startup done)."""
+        with contextlib.suppress(httpx.HTTPError):
+            url = f"https://127.0.0.1:{self.port}/healthz"
+            trust = ssl.create_default_context(cafile=str(self.ca_file))
+            return httpx.get(url, verify=trust, timeout=2.0).status_code == 200
         return False
 
     def gateway(
