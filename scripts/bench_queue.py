@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import os
 import pathlib
 import sys
@@ -114,19 +115,31 @@ class Bench:
         body = envelope.seal(cred.secret, header, payload)
         q = self.push.queues
 
+        opener = self.push.opener
+        # The nonce rides on the operation's transaction, as the server's handler has it
+        # (checkouts before that write it in a transaction of its own).
+        rides = "nonce_rides" in inspect.signature(opener.open).parameters
+
         def serve() -> bytes:
-            req = self.push.opener.open(op, body)
+            req = opener.open(op, body, nonce_rides=True) if rides else opener.open(op, body)
+            nonce = (req.nonce,) if rides else ()
             if op == "submit":
                 answer = payloads.build_submitted(
-                    q.submit(req.account, payloads.parse_submit(req.payload))
+                    q.submit(req.account, payloads.parse_submit(req.payload), *nonce)
                 )
             elif op == "ack":
-                answer = payloads.build_acked(q.ack(req.account, payloads.parse_ack(req.payload)))
+                answer = payloads.build_acked(
+                    q.ack(req.account, payloads.parse_ack(req.payload), *nonce)
+                )
             else:
                 size, acked = fetch
-                # Without acknowledgements, as older checkouts take it (no ``acked``).
-                batch = q.fetch(req.account, size, 60.0, *([acked] if acked else []))
+                if rides:
+                    batch = q.fetch(req.account, size, 60.0, acked or (), req.nonce)
+                else:  # without acknowledgements, as older checkouts take it (no ``acked``)
+                    batch = q.fetch(req.account, size, 60.0, *([acked] if acked else []))
                 answer = payloads.build_deliveries(batch)
+            if rides:
+                opener.settle(req.nonce)
             return auth.seal_response(req, answer, {})
 
         sealed = self.timed(op, serve)

@@ -161,18 +161,45 @@ def _writer(engine: sa.Engine) -> Iterator[None]:
         lock.release()
 
 
+class Rider:
+    """A write that must commit together with the caller's next write transaction.
+
+    :func:`begin` given a rider runs ``write`` first in the transaction, and once that
+    transaction has committed the rider is done: later transactions (a retry after a
+    lost race does not count, it rolled back) leave it out. A request's own record
+    (the server's nonce) so costs a statement instead of a transaction of its own, and
+    stands or falls with what the request changed.
+    """
+
+    __slots__ = ("_write", "done")
+
+    def __init__(self, write: Callable[[sa.Connection], None]) -> None:
+        self._write = write
+        self.done = False
+
+    def ride(self, conn: sa.Connection) -> None:
+        """Run the write in ``conn``'s transaction unless it has committed before."""
+        if not self.done:
+            self._write(conn)
+
+
 @contextlib.contextmanager
-def begin(engine: sa.Engine, what: str) -> Iterator[sa.Connection]:
+def begin(engine: sa.Engine, what: str, rider: Rider | None = None) -> Iterator[sa.Connection]:
     """One write transaction: committed on success, rolled back on any error.
 
     On SQLite it starts with ``BEGIN IMMEDIATE``, after this process's other writers
-    to the same file are done (see the module docstring).
+    to the same file are done (see the module docstring). ``rider``: a write that
+    comes first and commits with this transaction (:class:`Rider`).
     """
     # The connection first, as before: a thread holding the lock never waits for the pool.
     with mapped_errors(what), engine.connect() as conn, _writer(engine):
         conn = conn.execution_options(**{engines.WRITE_OPTION: True})
         with conn.begin():
+            if rider is not None:
+                rider.ride(conn)
             yield conn
+    if rider is not None:
+        rider.done = True
 
 
 @contextlib.contextmanager

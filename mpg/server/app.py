@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import ipaddress
 import pathlib
 import threading
@@ -92,6 +93,9 @@ ENVELOPE_OVERHEAD: Final = envelope.PREFIX_BYTES + 0xFFFF + envelope.IV_BYTES + 
 MAX_SEQ: Final = 2**31 - 1
 #: Largest ``offset``, ``size`` and ``length`` (2^53: exact in every JSON reader).
 MAX_OFFSET: Final = 2**53
+#: Operations whose first write transaction also writes the request's nonce (see
+#: :mod:`mpg.server.replay`): the hot ones, whose only effects are in the database.
+NONCE_RIDES: Final = frozenset({"submit", "fetch", "ack"})
 _T = TypeVar("_T")
 #: When the request being handled came in (loop time), for a long poll's deadline.
 _ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")
@@ -316,6 +320,8 @@ class PushServer:
             _ARRIVED.set(asyncio.get_running_loop().time())
             opened = await self._open(request, op, held, temp)
             payload, args = await handler(opened)
+            if opened.nonce is not None and not opened.nonce.done:
+                await concurrency.run_in_threadpool(self.opener.settle, opened.nonce)
             if len(payload) <= SMALL_BODY_BYTES:
                 # Cheap; queued behind the threadpool it could miss a long poll's deadline.
                 sealed = auth.seal_response(opened, payload, args)
@@ -352,7 +358,9 @@ class PushServer:
         if op != "upload":
             body = bytearray()
             claim = await self._receive(request, op, held, body.extend)
-            return await concurrency.run_in_threadpool(self.opener.open, op, body, claim)
+            return await concurrency.run_in_threadpool(
+                functools.partial(self.opener.open, nonce_rides=op in NONCE_RIDES), op, body, claim
+            )
         self._spool.mkdir(parents=True, exist_ok=True)
         sealed = self._spool / uuid.uuid4().hex
         segment = sealed.with_suffix(".seg")
@@ -464,19 +472,29 @@ class PushServer:
         return b"", {"received": status.received, "complete": status.complete}
 
     async def _submit(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
-        return await concurrency.run_in_threadpool(self.submit, req.account, req.payload), {}
+        answer = await concurrency.run_in_threadpool(
+            self.submit, req.account, req.payload, req.nonce
+        )
+        return answer, {}
 
-    def submit(self, account: str, payload: bytes) -> bytes:
-        """The answer to ``account``'s ``submit`` payload (blocking: a worker thread)."""
-        return payloads.build_submitted(self.queues.submit(account, payloads.parse_submit(payload)))
+    def submit(
+        self, account: str, payload: bytes, nonce: transactions.Rider | None = None
+    ) -> bytes:
+        """The answer to ``account``'s ``submit`` payload (blocking: a worker thread);
+        ``nonce``: the request's, written with the batch."""
+        messages = payloads.parse_submit(payload)
+        return payloads.build_submitted(self.queues.submit(account, messages, nonce))
 
-    def ack(self, account: str, payload: bytes) -> bytes:
-        """The answer to ``account``'s ``ack`` payload (blocking: a worker thread)."""
-        return payloads.build_acked(self.queues.ack(account, payloads.parse_ack(payload)))
+    def ack(self, account: str, payload: bytes, nonce: transactions.Rider | None = None) -> bytes:
+        """The answer to ``account``'s ``ack`` payload (blocking: a worker thread);
+        ``nonce``: the request's, written with the acknowledgement."""
+        return payloads.build_acked(self.queues.ack(account, payloads.parse_ack(payload), nonce))
 
     async def _fetch(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         request = payloads.parse_fetch(req.payload)
         if self.devices.seen_due(req.account):
+            # Not a write a replay may make: the nonce first, on its own.
+            await concurrency.run_in_threadpool(self.opener.settle, req.nonce)
             await concurrency.run_in_threadpool(self.devices.write_seen, req.account)
         max_items = min(request.max_items, MAX_FETCH_ITEMS)
         loop = asyncio.get_running_loop()
@@ -486,7 +504,7 @@ class PushServer:
         while True:
             # Taken before looking, so an entry queued while we look still wakes us.
             event = self.waiters.event(self.vault.account_id(req.account))
-            batch = await self._look(req.account, max_items, deadline, acked)
+            batch = await self._look(req.account, max_items, deadline, acked, req.nonce)
             acked = None
             remaining = deadline - loop.time()
             if batch.deliveries or batch.receipts or remaining <= 0 or self.waiters.stopping:
@@ -498,7 +516,12 @@ class PushServer:
         return await concurrency.run_in_threadpool(payloads.build_deliveries, batch), {}
 
     async def _look(
-        self, account: str, max_items: int, deadline: float, acked: tuple[str, ...] | None
+        self,
+        account: str,
+        max_items: int,
+        deadline: float,
+        acked: tuple[str, ...] | None,
+        nonce: transactions.Rider | None,
     ) -> model.FetchBatch:
         """One look at the queue; empty if no turn comes before ``deadline``.
 
@@ -518,13 +541,20 @@ class PushServer:
                 return model.FetchBatch()
         try:
             return await concurrency.run_in_threadpool(
-                self.queues.fetch, account, max_items, self.settings.lease_seconds, acked or ()
+                self.queues.fetch,
+                account,
+                max_items,
+                self.settings.lease_seconds,
+                acked or (),
+                nonce,
             )
         finally:
             self._looks.release()
 
     async def _ack(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
-        return await concurrency.run_in_threadpool(self.ack, req.account, req.payload), {}
+        return await concurrency.run_in_threadpool(
+            self.ack, req.account, req.payload, req.nonce
+        ), {}
 
     async def _download(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         args = req.header.args

@@ -22,6 +22,7 @@ import pathlib
 from typing import Any, Final
 
 from mpg import errors
+from mpg.db import transactions
 from mpg.server import accounts, blobs, replay
 from mpg.wire import envelope
 
@@ -49,6 +50,9 @@ class OpenedRequest:
     payload: bytes = dataclasses.field(repr=False)
     #: Where the payload is instead, encrypted, when it was opened to a file (uploads).
     payload_file: blobs.Spooled | None = None
+    #: The nonce's record when it rides on the operation's first write transaction
+    #: (:meth:`RequestOpener.open` with ``nonce_rides``); None once written.
+    nonce: transactions.Rider | None = None
 
 
 class RequestOpener:
@@ -68,19 +72,32 @@ class RequestOpener:
         account, key, disabled = self._store.key_state(header.account, header.key_id)
         return Claim(account, key, disabled)
 
-    def open(self, op: str, body: bytes | bytearray, claim: Claim | None = None) -> OpenedRequest:
+    def open(
+        self,
+        op: str,
+        body: bytes | bytearray,
+        claim: Claim | None = None,
+        *,
+        nonce_rides: bool = False,
+    ) -> OpenedRequest:
         """Authenticate ``body`` posted to ``/v1/<op>``; ``claim`` if already identified.
 
         Raises :class:`mpg.errors.TamperedEnvelope` (no envelope, bad framing or tag),
         :class:`mpg.errors.UnknownKey`, :class:`mpg.errors.AccountDisabled`,
         :class:`mpg.errors.ReplayedEnvelope`, :class:`mpg.errors.TooManyRequests`, or
         :class:`mpg.errors.WireError` when the envelope was sealed for another operation.
+        ``nonce_rides``: the nonce is not written here but handed over as
+        :attr:`OpenedRequest.nonce`, for the operation's own transaction (a replay
+        sent to another process is then refused there, its writes rolled back).
         """
         if claim is None:
             claim = self.identify(envelope.peek(body))
         header, payload = envelope.open_sealed(claim.key, body)
-        self._admit(op, header, claim)
-        return OpenedRequest(header, claim.account, claim.key, payload)
+        nonce: transactions.Rider | None = self._admit(op, header, claim)
+        if not nonce_rides:
+            self.settle(nonce)
+            nonce = None
+        return OpenedRequest(header, claim.account, claim.key, payload, nonce=nonce)
 
     def open_file(
         self, op: str, sealed: pathlib.Path, claim: Claim, sink: envelope.Sink
@@ -89,16 +106,23 @@ class RequestOpener:
         ``sink`` (trustworthy only if this returns)."""
         with sealed.open("rb") as source:
             header = envelope.open_sealed_stream(claim.key, source, sealed.stat().st_size, sink)
-        self._admit(op, header, claim)
+        self.settle(self._admit(op, header, claim))
         return OpenedRequest(header, claim.account, claim.key, b"")
 
-    def _admit(self, op: str, header: envelope.EnvelopeHeader, claim: Claim) -> None:
-        """The checks after the envelope opened: disabled, operation, replay."""
+    def settle(self, nonce: transactions.Rider | None) -> None:
+        """Write a request's nonce unless a transaction of the request already did
+        (raises :class:`mpg.errors.ReplayedEnvelope` if another process had it)."""
+        if nonce is not None and not nonce.done:
+            self._guard.record(nonce)
+
+    def _admit(self, op: str, header: envelope.EnvelopeHeader, claim: Claim) -> transactions.Rider:
+        """The checks after the envelope opened: disabled, operation, replay; the
+        nonce's record still to be written."""
         if claim.disabled:
             raise errors.AccountDisabled(claim.disabled)
         if header.op != op:
             raise errors.WireError(f"envelope is for '{header.op}', posted to /v1/{op}")
-        self._guard.check(header)
+        return self._guard.admit(header)
 
 
 def seal_response(

@@ -273,7 +273,10 @@ class QueueStore:
     # ------------------------------------------------------------------ submit
 
     def submit(
-        self, sender_account: str, messages: Sequence[model.OutgoingMessage]
+        self,
+        sender_account: str,
+        messages: Sequence[model.OutgoingMessage],
+        rider: transactions.Rider | None = None,
     ) -> list[model.SubmitResult]:
         """Accept (or refuse) a batch of messages in one transaction; one answer each.
 
@@ -284,14 +287,20 @@ class QueueStore:
         a refused message is decided afresh.
         Names the sender may not use are refused (:func:`mpg.server.identity.refusal`).
         Every refusal is that message's alone: the others of the batch go on.
+        ``rider``: a write that commits with the batch (the request's nonce).
         """
-        results, woken = transactions.retrying(lambda: self._submit_once(sender_account, messages))
+        results, woken = transactions.retrying(
+            lambda: self._submit_once(sender_account, messages, rider)
+        )
         faults.reach(faults.SERVER_SUBMIT_COMMITTED)
         self._wake(woken)
         return results
 
     def _submit_once(
-        self, sender_account: str, messages: Sequence[model.OutgoingMessage]
+        self,
+        sender_account: str,
+        messages: Sequence[model.OutgoingMessage],
+        rider: transactions.Rider | None,
     ) -> tuple[list[model.SubmitResult], set[str]]:
         """One attempt at :meth:`submit`: the results in order and who to wake.
 
@@ -302,7 +311,7 @@ class QueueStore:
         now = self._clock()
         writes = _Writes()
         digests = [identity.digest(m) for m in messages]
-        with transactions.begin(self._engine, "submitting messages") as conn:
+        with transactions.begin(self._engine, "submitting messages", rider) as conn:
             results, fresh, first = self._answered_before(conn, sender_account, messages, digests)
             writes.digests = first
             # Who each message reaches, as account names; the row keeps what was written.
@@ -735,19 +744,25 @@ class QueueStore:
     # ------------------------------------------------------------------ fetch
 
     def fetch(
-        self, account: str, max_items: int, lease_seconds: float, acked: Sequence[str] = ()
+        self,
+        account: str,
+        max_items: int,
+        lease_seconds: float,
+        acked: Sequence[str] = (),
+        rider: transactions.Rider | None = None,
     ) -> model.FetchBatch:
         """Lease up to ``max_items`` of ``account``'s entries, most urgent and oldest first.
 
         Entries whose earlier lease ran out are delivered again. ``acked``: entries of
         the caller's previous batch, acknowledged first in the same transaction (as
         :meth:`ack` does), so that a receiving gateway needs one request per batch.
+        ``rider``: a write that commits with the lease (the request's nonce).
         """
         if max_items <= 0 and not acked:
             return model.FetchBatch()
         account_id = self._vault.account_id(account)
         batch, moved, woken = transactions.retrying(
-            lambda: self._fetch_once(account_id, account, max_items, lease_seconds, acked)
+            lambda: self._fetch_once(account_id, account, max_items, lease_seconds, acked, rider)
         )
         if acked:
             faults.reach(faults.SERVER_ACK_COMMITTED)
@@ -762,6 +777,7 @@ class QueueStore:
         max_items: int,
         lease_seconds: float,
         acked: Sequence[str],
+        rider: transactions.Rider | None,
     ) -> tuple[model.FetchBatch, int, set[str]]:
         """One attempt at :meth:`fetch`: the batch, how many entries the ack moved, and
         who to wake for the receipts it queued.
@@ -773,7 +789,7 @@ class QueueStore:
         vault = self._vault
         moved: list[tables.Row] = []
         woken: set[str] = set()
-        with transactions.begin(self._engine, "fetching entries") as conn:
+        with transactions.begin(self._engine, "fetching entries", rider) as conn:
             if acked:
                 moved, woken = self._acknowledge(conn, account_id, acked)
             if max_items <= 0:
@@ -929,22 +945,29 @@ class QueueStore:
 
     # ------------------------------------------------------------------ ack
 
-    def ack(self, account: str, entry_ids: Sequence[str]) -> int:
+    def ack(
+        self, account: str, entry_ids: Sequence[str], rider: transactions.Rider | None = None
+    ) -> int:
         """Acknowledge ``account``'s entries; return how many of them are now done.
 
         Entries of other accounts are ignored; acknowledging twice is harmless.
         When the last entry of a message is acked, its sender gets a receipt.
+        ``rider``: a write that commits with the acknowledgement (the request's nonce).
         """
         account_id = self._vault.account_id(account)
-        done, moved, woken = transactions.retrying(lambda: self._ack_once(account_id, entry_ids))
+        done, moved, woken = transactions.retrying(
+            lambda: self._ack_once(account_id, entry_ids, rider)
+        )
         faults.reach(faults.SERVER_ACK_COMMITTED)
         self._wake(woken)
         log.info("entries_acked", account=account, acked=moved, done=done)
         return done
 
-    def _ack_once(self, account: str, entry_ids: Sequence[str]) -> tuple[int, int, set[str]]:
+    def _ack_once(
+        self, account: str, entry_ids: Sequence[str], rider: transactions.Rider | None
+    ) -> tuple[int, int, set[str]]:
         """One attempt at :meth:`ack`: entries done, entries moved now, who to wake."""
-        with transactions.begin(self._engine, "acknowledging entries") as conn:
+        with transactions.begin(self._engine, "acknowledging entries", rider) as conn:
             moving, woken = self._acknowledge(conn, account, entry_ids)
             return self._done(conn, account, entry_ids), len(moving), woken
 

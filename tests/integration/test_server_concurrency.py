@@ -19,8 +19,8 @@ from test_server_queues import KEYRING, SENDER, message, recall_of
 
 from mpg import errors
 from mpg.db import notify
-from mpg.server import accounts, queues, replay, states, tables, vault
-from mpg.wire import envelope, keys
+from mpg.server import accounts, auth, queues, replay, states, tables, vault
+from mpg.wire import envelope, keys, payloads
 
 RECIPIENTS = ("bob@example.com", "carol@example.com", "dave@example.com")
 PROCESSES = 2
@@ -161,6 +161,63 @@ def test_an_envelope_accepted_by_one_process_is_refused_by_another(
     with pytest.raises(errors.ReplayedEnvelope):
         second.check(header)
     second.check(envelope.request_header(SENDER, "k1", "fetch"))
+
+
+def test_a_replay_whose_nonce_rides_on_a_submit_stores_nothing_in_another_process(
+    engines: list[sa.Engine], stores: list[queues.QueueStore]
+) -> None:
+    """The nonce written in the submit's own transaction: the replay's batch is rolled
+    back with it, and the first submit stands."""
+    first, second = (replay.SharedReplayGuard(engine, 300) for engine in engines)
+    header = envelope.request_header(SENDER, "k1", "submit")
+    [accepted] = stores[0].submit(SENDER, [message()], first.admit(header))
+    with pytest.raises(errors.ReplayedEnvelope):
+        stores[1].submit(SENDER, [message(tx="another")], second.admit(header))
+    with engines[0].connect() as conn:
+        stored = conn.execute(sa.select(tables.transmit_queue.c.TxMessageId)).scalars().all()
+    assert stored == [accepted.tx_message_id]
+
+
+def test_a_nonce_that_rode_on_a_fetch_is_written_once_and_refuses_a_replay(
+    engines: list[sa.Engine], stores: list[queues.QueueStore]
+) -> None:
+    """A long poll looks again and again with the same nonce: only its first committed
+    look writes it, and a replay to the other process is refused at its own look."""
+    first, second = (replay.SharedReplayGuard(engine, 300) for engine in engines)
+    header = envelope.request_header(RECIPIENTS[0], "k1", "fetch")
+    nonce = first.admit(header)
+    for _ in range(3):
+        stores[0].fetch(RECIPIENTS[0], 10, 60.0, (), nonce)
+    assert nonce.done
+    with pytest.raises(errors.ReplayedEnvelope):
+        stores[1].fetch(RECIPIENTS[0], 10, 60.0, (), second.admit(header))
+    with engines[0].connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.seen_nonce)).scalar() == 1
+
+
+def test_a_riding_nonce_no_transaction_carried_is_settled_on_its_own(
+    engines: list[sa.Engine],
+) -> None:
+    """An operation that wrote nothing (here: none ran) leaves the nonce to
+    ``settle``, after which a replay to the other process is refused all the same."""
+    store = accounts.AccountStore(engines[0], MASTER_KEY, KEYRING)
+    name, credential = store.add("erin@example.com", "user")
+    openers = [
+        auth.RequestOpener(
+            accounts.AccountStore(engine, MASTER_KEY, KEYRING),
+            replay.SharedReplayGuard(engine, 300),
+        )
+        for engine in engines
+    ]
+    header = envelope.request_header(name, credential.key_id, "fetch")
+    body = envelope.seal(credential.secret, header, payloads.build_fetch(1, 0))
+    opened = openers[0].open("fetch", body, nonce_rides=True)
+    assert opened.nonce is not None
+    assert not opened.nonce.done
+    openers[0].settle(opened.nonce)
+    assert opened.nonce.done
+    with pytest.raises(errors.ReplayedEnvelope):
+        openers[1].open("fetch", body)
 
 
 def test_expired_nonces_are_pruned_from_the_shared_table(engines: list[sa.Engine]) -> None:

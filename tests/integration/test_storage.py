@@ -357,6 +357,31 @@ def test_transition_in_the_callers_transaction_rolls_back_with_it(
     assert repo.attachments(tx) == []
 
 
+def test_a_rider_commits_with_the_first_transaction_that_commits_and_only_once(
+    repo: outbox.OutboxRepository,
+) -> None:
+    """Rolled back with a failed transaction it rides again in the next; once that has
+    committed, later transactions leave it out (its key would collide)."""
+    claims = tables.claim
+
+    def held() -> list[str]:
+        with repo.engine.connect() as conn:
+            return list(conn.execute(sa.select(claims.c.TxMessageId)).scalars())
+
+    rider = transactions.Rider(
+        lambda conn: conn.execute(
+            claims.insert().values(TxMessageId="t1", Gateway="g", LeaseUntil="2030-01-01")
+        )
+    )
+    with pytest.raises(RuntimeError), transactions.begin(repo.engine, "failing", rider):
+        raise RuntimeError("the transaction fails")
+    assert (rider.done, held()) == (False, [])
+    for _ in range(2):
+        with transactions.begin(repo.engine, "committing", rider):
+            pass
+        assert (rider.done, held()) == (True, ["t1"])
+
+
 def test_claim_and_start_moves_and_writes_attachments_in_one_transaction(
     repo: outbox.OutboxRepository, db_url: str
 ) -> None:
