@@ -524,16 +524,15 @@ class PushServer:
         while True:
             # Taken before looking, so an entry queued while we look still wakes us.
             event = self.waiters.event(self.vault.account_id(req.account))
-            batch = await self._look(req.account, max_items, deadline, acked, req.nonce)
+            found = await self._look(req.account, max_items, deadline, acked, req.nonce)
+            if found is not None:
+                return found, {}
             acked = None
             remaining = deadline - loop.time()
-            if batch.deliveries or batch.receipts or remaining <= 0 or self.waiters.stopping:
-                break
+            if remaining <= 0 or self.waiters.stopping:
+                return payloads.build_deliveries(model.FetchBatch()), {}
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, POLL_SAFETY_SECONDS))
-        if not batch.deliveries and not batch.receipts:
-            return payloads.build_deliveries(batch), {}
-        return await concurrency.run_in_threadpool(payloads.build_deliveries, batch), {}
 
     async def _look(
         self,
@@ -542,8 +541,9 @@ class PushServer:
         deadline: float,
         acked: tuple[str, ...] | None,
         nonce: transactions.Rider | None,
-    ) -> model.FetchBatch:
-        """One look at the queue; empty if no turn comes before ``deadline``.
+    ) -> bytes | None:
+        """One look at the queue: the answer when it found entries, else None (also if
+        no turn comes before ``deadline``).
 
         Under load looks queue for a turn (:data:`MAX_LOOKS` at a time); a waiting
         fetch must not answer later than it promised because its last look waited
@@ -558,18 +558,26 @@ class PushServer:
             try:
                 await asyncio.wait_for(self._looks.acquire(), max(remaining, 0.0))
             except TimeoutError:
-                return model.FetchBatch()
+                return None
         try:
             return await concurrency.run_in_threadpool(
-                self.queues.fetch,
-                account,
-                max_items,
-                self.settings.lease_seconds,
-                acked or (),
-                nonce,
+                self._look_now, account, max_items, acked or (), nonce
             )
         finally:
             self._looks.release()
+
+    def _look_now(
+        self,
+        account: str,
+        max_items: int,
+        acked: tuple[str, ...],
+        nonce: transactions.Rider | None,
+    ) -> bytes | None:
+        """Lease what is there and build its answer in the same worker-thread call."""
+        batch = self.queues.fetch(account, max_items, self.settings.lease_seconds, acked, nonce)
+        if not batch.deliveries and not batch.receipts:
+            return None
+        return payloads.build_deliveries(batch)
 
     def _ack(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         done = self.queues.ack(req.account, payloads.parse_ack(req.payload), req.nonce)
