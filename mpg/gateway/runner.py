@@ -36,7 +36,7 @@ from mpg.gateway import (
     wakeup,
 )
 from mpg.gateway import client as client_mod
-from mpg.ops import health, systemd
+from mpg.ops import health, heap, systemd
 from mpg.storage import database, history, inbox, outbox, outbox_trigger, schema, tables
 from mpg.wire import keys
 
@@ -350,6 +350,7 @@ def run(settings: config.Settings) -> int:
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     notifier = systemd.Notifier()
     ping_every = notifier.watchdog_interval()
+    heap.settle()
     try:
         gateway.start()
         notifier.ready(f"gateway of {gateway.push.account} running")
