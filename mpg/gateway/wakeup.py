@@ -26,7 +26,8 @@ SQLite syncs every commit, the default ``synchronous=FULL``, syncs the WAL in be
 0.3 to 1 ms on the benchmark machine), and a busy machine may hold the writer between
 the two for tens of milliseconds: a look that found nothing new is repeated after 1,
 2, 4, ... ms, for up to :data:`RECHECK_UNTIL` seconds after the event. The first look
-nearly always comes too early; when the next came after 10 ms, that wait was 10 of the
+(on Linux a millisecond after the event: :data:`mpg.gateway.filewatch.COALESCE_SECONDS`)
+often comes too early; when the next came after 10 ms, that wait was 10 of the
 12 ms from an ERP's INSERT to its claim at 10 messages/s. (Waking on every event had
 the same gap in another form: the worker woken by the write could look before the
 commit was visible, and the row then waited for the next poll.) What remains for the
