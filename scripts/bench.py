@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import trustme
@@ -611,6 +611,9 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return used
 
 
+VERSUS_PROCESSES = ("server", "gateway A", "gateway B")
+
+
 def versus_burst(
     tmp: str | None,
     batch_size: int,
@@ -626,47 +629,58 @@ def versus_burst(
         return [rate, *((after[p] - before[p]) * 1000 / n for p in VERSUS_PROCESSES)]
 
 
-VERSUS_PROCESSES = ("server", "gateway A", "gateway B")
+def versus_paced(
+    tmp: str | None,
+    batch_size: int,
+    rate: float,
+    seconds: float,
+    tree: pathlib.Path | None,
+    postgres: str | None = None,
+) -> list[float]:
+    """p50 and p99 (ms) of insert → 20 and of insert → Inbox, then the CPU ms per
+    message of the server, gateway A and gateway B."""
+    with cluster_in(tmp, batch_size, tree=tree, postgres=postgres) as c:
+        before = cpu_seconds(c.procs)
+        r = paced(c, rate, seconds)
+        after = cpu_seconds(c.procs)
+    to20, to_inbox = r["latency"].values()
+    n = r["messages"]
+    return [
+        *(percentile(values, p) for values in (to20, to_inbox) for p in (50, 99)),
+        *((after[p] - before[p]) * 1000 / n for p in VERSUS_PROCESSES),
+    ]
 
 
 def versus(
-    tmp: str | None,
-    batch_size: int,
-    n: int,
+    title: str,
+    columns: Sequence[tuple[str, str]],
+    measure: Callable[[pathlib.Path | None], list[float]],
     rounds: int,
     tree: pathlib.Path,
-    postgres: str | None = None,
 ) -> None:
-    """This checkout's burst against another checkout's, alternately, with ratios."""
-    print(f"## Burst of {n} messages: this checkout against {tree}\n")
-    print("CPU in ms per message; each pair is one round, the other checkout first.\n")
-    print(
-        "| round | load before | msg/s other | this | ratio | server other | this "
-        "| gateway A other | this | gateway B other | this |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    """This checkout against another checkout, alternately: one figure per column
+    (its name and format), each as the other's and this one's, medians with ratios."""
+    print(f"## {title}: this checkout against {tree}\n")
+    print("Each pair is one round, the other checkout first.\n")
+    names = " | ".join(f"{name} other | this" for name, _ in columns)
+    print(f"| round | load before | {names} |")
+    print("|---|---|" + "---|---|" * len(columns))
     pairs: list[tuple[list[float], list[float]]] = []
     for i in range(1, rounds + 1):
         load = os.getloadavg()[0]
-        other = versus_burst(tmp, batch_size, n, tree, postgres)
-        this = versus_burst(tmp, batch_size, n, None, postgres)
+        other, this = measure(tree), measure(None)
         pairs.append((other, this))
-        cpu = " | ".join(f"{o:.3f} | {t:.3f}" for o, t in zip(other[1:], this[1:], strict=True))
-        print(
-            f"| {i} | {load:.2f} | {other[0]:.0f} | {this[0]:.0f} | {this[0] / other[0]:.2f}× "
-            f"| {cpu} |",
-            flush=True,
+        cells = " | ".join(
+            f"{o:{fmt}} | {t:{fmt}}" for (_, fmt), o, t in zip(columns, other, this, strict=True)
         )
-    med = [
-        (statistics.median(o[j] for o, _ in pairs), statistics.median(t[j] for _, t in pairs))
-        for j in range(4)
-    ]
-    ratio = statistics.median(t[0] / o[0] for o, t in pairs)
-    cpu = " | ".join(f"{o:.3f} | {t:.3f} ({t / o:.2f}×)" for o, t in med[1:])
-    print(
-        f"| median | | {med[0][0]:.0f} | {med[0][1]:.0f} | **{ratio:.2f}×** (of the pairs) "
-        f"| {cpu} |\n"
+        print(f"| {i} | {load:.2f} | {cells} |", flush=True)
+    cells = " | ".join(
+        f"{statistics.median(o[j] for o, _ in pairs):{fmt}} | "
+        f"{statistics.median(t[j] for _, t in pairs):{fmt}} "
+        f"(**{statistics.median(t[j] / o[j] for o, t in pairs):.2f}×**)"
+        for j, (_, fmt) in enumerate(columns)
     )
+    print(f"| median (ratio: of the pairs) | | {cells} |\n")
     print(f"- load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -691,7 +705,8 @@ def main() -> int:
         "--versus",
         metavar="TREE",
         type=pathlib.Path,
-        help="burst: this checkout against the mpg package of checkout TREE, alternately",
+        help="burst (or with --only paced: paced): this checkout against the mpg package "
+        "of checkout TREE, alternately",
     )
     parser.add_argument(
         "--profile",
@@ -734,9 +749,25 @@ def run(args: argparse.Namespace, only: set[str], postgres: str | None) -> int:
         compare(args.tmp, args.batch_size, args.messages, args.rounds, postgres)
         return 0
     if args.versus:
-        versus(
-            args.tmp, args.batch_size, args.messages, args.rounds, args.versus.resolve(), postgres
-        )
+        cpu = [(f"CPU ms/msg {name}", ".3f") for name in VERSUS_PROCESSES]
+        if "paced" in only and "burst" not in only:
+            versus(
+                f"Paced: {args.rate:g} messages/s for {args.seconds:g} s",
+                [(f"→ {to} {p}", ".1f") for to in ("20", "Inbox") for p in ("p50", "p99")] + cpu,
+                lambda tree: versus_paced(
+                    args.tmp, args.batch_size, args.rate, args.seconds, tree, postgres
+                ),
+                args.rounds,
+                args.versus.resolve(),
+            )
+        else:
+            versus(
+                f"Burst of {args.messages} messages",
+                [("msg/s", ".0f"), *cpu],
+                lambda tree: versus_burst(args.tmp, args.batch_size, args.messages, tree, postgres),
+                args.rounds,
+                args.versus.resolve(),
+            )
         return 0
     if "burst" in only:
         with (
