@@ -13,7 +13,8 @@ pairs, one after the other, and prints each figure with its ratio (issue 15).
 
 --versus TREE runs instead, for --rounds rounds, this checkout's burst and the burst of the
 mpg package in another checkout TREE (e.g. ``git worktree add ../base main``), alternately,
-and prints each pair's ratio: before/after figures from one run on a shared machine.
+and prints each pair's ratio: before/after figures from one run on a shared machine. With
+``--only paced`` it does the same for the paced run (latency percentiles, CPU per message).
 
 --db postgresql runs the server and both gateways on one throwaway PostgreSQL (started as
 tests/dbservers.py starts it: durability off), each in a database of its own, gateway A
