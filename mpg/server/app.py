@@ -6,20 +6,20 @@ Handlers are thin: read the body, open the envelope (:mod:`mpg.server.auth`), ca
 the store, seal the answer. Database and crypto work runs in the threadpool so the
 event loop never blocks; an operation that does not wait (all but ``fetch`` and
 ``upload``) is opened and done in one call there, as each hand-over costs about
-0.1 ms of CPU. Every refusal goes through :data:`ERRORS`, the one table
-from exception to HTTP status and error code of ``docs/protocol.md``; error bodies
-are JSON, and every failure to authenticate has the same one (:data:`UNAUTHENTICATED`).
+0.1 ms of CPU. Every refusal goes through :data:`ERRORS`, the one table from exception
+to HTTP status and error code of ``docs/protocol.md``; error bodies are JSON, and
+every failure to authenticate has the same one (:data:`UNAUTHENTICATED`).
 
 Reading a body is guarded (docs/security.md, "The server's network face"): the
-envelope's clear header is read first and its account and key looked up before
-the rest of the body is read (when the rest is still to come), so a caller without a
-key sends a few hundred bytes, not 64 MiB; each operation has its own body limit
+envelope's clear header is read first and its account and key looked up before the
+rest of the body is read (when the rest is still to come), so a caller without a key
+sends a few hundred bytes, not 64 MiB; each operation has its own body limit
 (:func:`body_limit`: only ``upload`` and ``submit`` carry bulk data); an upload's
 body goes to a file as it arrives and is opened from there into a file encrypted
 with the data key (:meth:`PushServer._open`), so attachment chunks are never held in
-memory, nor written to disk in clear; the body bytes held by all requests together, in memory
-or spooled, are capped (``server.max_inflight_bytes``, beyond it 503); and a body
-that stalls for ``server.body_timeout`` is dropped (408).
+memory, nor written to disk in clear; the body bytes held by all requests together,
+in memory or spooled, are capped (``server.max_inflight_bytes``, beyond it 503); and
+a body that stalls for ``server.body_timeout`` is dropped (408).
 
 ``fetch`` is a long poll: when the queue is empty it waits on an :class:`asyncio.Event`
 per account, set when this process queues an entry for that account (submit, recall,
