@@ -29,6 +29,7 @@ from mpg.cli import directory as directory_cli
 from mpg.cli import explain as explain_cli
 from mpg.cli import publish as publish_cli
 from mpg.cli import rekey as rekey_cli
+from mpg.ops import heap
 from mpg.server import accounts, datakeys, main, tables
 from mpg.wire import keys
 
@@ -48,6 +49,7 @@ def server(ctx: click.Context) -> int | None:
         return None
     settings = _settings(ctx.obj)
     logs.configure(settings.log, "server")
+    heap.settle()
     return main.serve(settings, announce=click.echo)
 
 

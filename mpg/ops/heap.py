@@ -10,6 +10,10 @@ collections then come every :data:`YOUNG_THRESHOLD` allocations instead of 700, 
 that fewer short-lived objects (a request's rows and XML) are promoted and walked
 again. Measured in ``docs/benchmarks.md`` ("2026-12-01 — issue 15: a request's fixed
 cost").
+
+The settings are the process's, so only what owns the process applies them: the
+``mpg server`` and ``mpg run`` commands and the Windows service, not the functions they
+call (a test serving in its own process keeps its collector as it was).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, exitcodes, logs
-from mpg.ops import heap, systemd
+from mpg.ops import systemd
 from mpg.server import accounts, app, connections, datakeys, housekeeping, rekey, tables
 
 log = structlog.get_logger(__name__)
@@ -183,7 +183,6 @@ def serve(
             uv_server.handle_exit(signal.SIGTERM, None)
 
         threading.Thread(target=stop_when_asked, name="mpg-server-stop", daemon=True).start()
-    heap.settle()
     try:
         uv_server.run(sockets=[sock])
     finally:

@@ -19,6 +19,7 @@ import servicemanager
 import win32service
 import win32serviceutil
 
+from mpg.ops import heap
 from mpg.service import host
 
 #: Milliseconds the Service Control Manager is told a stop may take (grace + margin).
@@ -48,6 +49,7 @@ class _MpgService(win32serviceutil.ServiceFramework):  # type: ignore[misc]
             servicemanager.PYS_SERVICE_STARTED,
             (self._svc_name_, f" with {config_file}"),
         )
+        heap.settle()
         code = host.run_role(self._svc_role_, pathlib.Path(config_file), self._stop)
         servicemanager.LogMsg(
             servicemanager.EVENTLOG_INFORMATION_TYPE,
