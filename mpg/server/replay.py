@@ -65,23 +65,18 @@ class SharedReplayGuard:
         self._lock = threading.Lock()
         self._next_prune = 0.0
 
-    def check(self, header: envelope.EnvelopeHeader) -> None:
-        """Remember the request's nonce, or raise :class:`mpg.errors.ReplayedEnvelope`.
-
-        :class:`mpg.errors.TooManyRequests` when the account's cache is full.
-        """
-        self.record(self.admit(header))
-
     def record(self, nonce: transactions.Rider) -> None:
         """Write a nonce from :meth:`admit` in a transaction of its own."""
         with transactions.begin(self._engine, "recording a request nonce", nonce):
             pass
 
     def admit(self, header: envelope.EnvelopeHeader) -> transactions.Rider:
-        """The checks of :meth:`check` that need no database, and the nonce's record
-        still to be written: a rider of the request's first write transaction, which
-        raises :class:`mpg.errors.ReplayedEnvelope` there (rolling the request's writes
-        back) when some process has recorded the nonce already.
+        """Refuse what this process can tell without the database: a stale, future or
+        repeated envelope (:class:`mpg.errors.ReplayedEnvelope`), an account whose cache
+        is full (:class:`mpg.errors.TooManyRequests`). Return the nonce's record still
+        to be written, a rider of the request's first write transaction (or of
+        :meth:`record`): it raises :class:`mpg.errors.ReplayedEnvelope` there, rolling
+        the request's writes back, when some process has recorded the nonce already.
         """
         now = self._clock()
         with self._lock:

@@ -157,10 +157,10 @@ def test_an_envelope_accepted_by_one_process_is_refused_by_another(
     """The nonce table makes a replay to another process a replay."""
     first, second = (replay.SharedReplayGuard(engine, 300) for engine in engines)
     header = envelope.request_header(SENDER, "k1", "fetch")
-    first.check(header)
+    first.record(first.admit(header))
     with pytest.raises(errors.ReplayedEnvelope):
-        second.check(header)
-    second.check(envelope.request_header(SENDER, "k1", "fetch"))
+        second.record(second.admit(header))
+    second.record(second.admit(envelope.request_header(SENDER, "k1", "fetch")))
 
 
 def test_a_replay_whose_nonce_rides_on_a_submit_stores_nothing_in_another_process(
@@ -224,9 +224,9 @@ def test_expired_nonces_are_pruned_from_the_shared_table(engines: list[sa.Engine
     """Nonces whose timestamp left the window are deleted by the next check."""
     now = [time.time()]
     guard = replay.SharedReplayGuard(engines[0], 300, clock=lambda: now[0])
-    guard.check(envelope.request_header(SENDER, "k1", "fetch", now=now[0]))
+    guard.record(guard.admit(envelope.request_header(SENDER, "k1", "fetch", now=now[0])))
     now[0] += 300 + replay.PRUNE_EVERY_SECONDS + 1
-    guard.check(envelope.request_header(SENDER, "k1", "fetch", now=now[0]))
+    guard.record(guard.admit(envelope.request_header(SENDER, "k1", "fetch", now=now[0])))
     with engines[0].connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.seen_nonce)).scalar() == 1
 
