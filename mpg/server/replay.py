@@ -65,11 +65,6 @@ class SharedReplayGuard:
         self._lock = threading.Lock()
         self._next_prune = 0.0
 
-    def record(self, nonce: transactions.Rider) -> None:
-        """Write a nonce from :meth:`admit` in a transaction of its own."""
-        with transactions.begin(self._engine, "recording a request nonce", nonce):
-            pass
-
     def admit(self, header: envelope.EnvelopeHeader) -> transactions.Rider:
         """Refuse what this process can tell without the database: a stale, future or
         repeated envelope (:class:`mpg.errors.ReplayedEnvelope`), an account whose cache
@@ -99,13 +94,18 @@ class SharedReplayGuard:
             "ExpiresAt": header.timestamp + self._window,
         }
 
-        def record(conn: sa.Connection) -> None:
+        def write(conn: sa.Connection) -> None:
             try:
                 conn.execute(_RECORD, values)
             except sa.exc.IntegrityError:
                 raise errors.ReplayedEnvelope("nonce already used") from None
 
-        return transactions.Rider(record)
+        return transactions.Rider(write)
+
+    def record(self, nonce: transactions.Rider) -> None:
+        """Write a nonce from :meth:`admit` in a transaction of its own."""
+        with transactions.begin(self._engine, "recording a request nonce", nonce):
+            pass
 
     def _prune(self, now: float) -> None:
         with self._lock:
