@@ -6,6 +6,11 @@ attachments, 10 -> 12 without), streams their files (11 -> 12), submits them in 
 requests as fit ``max_request_bytes`` and records the answers (12 -> 19 -> 20, or -> 99
 when refused).
 
+Under a backlog (the claim came back full) the next batch is claimed while the
+current one is at the server: the request goes out from a thread of its own, the claim
+runs meanwhile, and the answer is recorded once both are done. The next cycle submits
+that batch at once. Idle, nothing is claimed ahead, so a lone row costs no extra look.
+
 Whatever belongs to one row fails only that row: a value of the wrong type, a message
 too large for any request, a file outside ``attachment_roots`` (:mod:`attachroots`).
 When the server refuses a whole request as malformed or too large, the batch is split
@@ -30,7 +35,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeVar
 
 import structlog
@@ -128,6 +133,10 @@ class OutboundWorker:
         self._next_take_over = 0.0  # monotonic time of the next look for expired claims
         self._pause = settings.poll_interval  # the adaptive poll pause (see _next_pause)
         self._batch = settings.batch_size  # the adaptive batch size (see batching)
+        #: Whether the last claim came back full: more rows are waiting.
+        self._backlog = False
+        #: Rows claimed while the previous batch was at the server, to submit next.
+        self._ahead: list[_Work] | None = None
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
         self._voider = voiding.Voider(repo, push)
@@ -172,7 +181,18 @@ class OutboundWorker:
             if handled < self._settings.batch_size:
                 self._wake.wait(self._next_pause(handled))
                 self._wake.clear()
+        if self._ahead:
+            self._finish_ahead()
         log.info("outbound_stopped")
+
+    def _finish_ahead(self) -> None:
+        """Submit the rows claimed ahead when the stop came: they are in hand too."""
+        work, self._ahead = self._ahead or [], None
+        try:
+            self._advance(work)
+        except Exception as exc:
+            # Claimed by this process, they are resumed at its next start.
+            log.warning("outbound_stopped_in_flight", error=str(exc), rows=len(work))
 
     def _next_pause(self, handled: int) -> float:
         self._pause = next_pause(self._pause, handled, self._settings.poll_interval)
@@ -190,7 +210,10 @@ class OutboundWorker:
             self._report_odd_states()
             self._next_odd_sweep = time.monotonic() + ODD_STATE_SWEEP_SECONDS
         try:
-            if self._resume or time.monotonic() >= self._next_take_over:
+            # Not while rows claimed ahead wait: being this process's, they would be
+            # taken over too and sent twice.
+            due = not self._ahead and time.monotonic() >= self._next_take_over
+            if self._resume or due:
                 handled += self._advance(
                     self._load(self._repo.take_over(self._settings.batch_size))
                 )
@@ -198,11 +221,20 @@ class OutboundWorker:
                 self._repo.sweep_claims()
                 # Half the lease: a dead gateway's rows wait at most 1.5 leases.
                 self._next_take_over = time.monotonic() + self._settings.claim_lease / 2
-            handled += self._advance(self._claim(self._batch))
+            work, self._ahead = self._ahead, None
+            if not work:
+                work = self._claim(self._batch)
+            ahead = self._backlog and not self._stop.is_set()
+            handled += self._advance(work, self._claim_ahead if ahead else None)
         except Exception:
-            self._resume = True  # whatever was claimed is picked up again next cycle
+            # Whatever was claimed, ahead too, is picked up again next cycle.
+            self._resume = True
+            self._ahead = None
             raise
         return handled
+
+    def _claim_ahead(self) -> None:
+        self._ahead = self._claim(self._batch)
 
     def expire(self) -> int:
         """Move rows not sent within the send timeout to 97; returns how many."""
@@ -316,6 +348,7 @@ class OutboundWorker:
             return starts
 
         moved = self._repo.claim_and_start(limit, plan)
+        self._backlog = len(moved) >= limit
         self._batch = batching.next_size(limit, len(moved), self._settings.batch_size)
         work = []
         for w in planned.values():
@@ -336,8 +369,9 @@ class OutboundWorker:
             self._fail([(tx, note)], states[tx])
         return good
 
-    def _advance(self, work: list[_Work]) -> int:
-        """Upload what needs uploading, then submit everything ready in one request."""
+    def _advance(self, work: list[_Work], meanwhile: Callable[[], None] | None = None) -> int:
+        """Upload what needs uploading, then submit everything ready in one request;
+        ``meanwhile`` runs while the (first) request is at the server."""
         uploaded = []
         for item in work:
             if item.state == S.ATTACHMENTS_UPLOADING:
@@ -369,7 +403,9 @@ class OutboundWorker:
             and len(i.digests) == len(i.valid.attachments)
         ]
         if ready:
-            self._submit(ready)
+            self._submit(ready, meanwhile)
+        elif meanwhile is not None:
+            meanwhile()
         return len(work)
 
     def _upload(self, item: _Work) -> bool:
@@ -430,16 +466,20 @@ class OutboundWorker:
                 effect="left in place; the send timeout moves it to 97",
             )
 
-    def _submit(self, ready: list[_Work]) -> None:
-        """Submit in requests that fit the server's limit, in pickup order."""
+    def _submit(self, ready: list[_Work], meanwhile: Callable[[], None] | None = None) -> None:
+        """Submit in requests that fit the server's limit, in pickup order; ``meanwhile``
+        runs while the first is at the server."""
         for batch in cut(ready, [i.size for i in ready], self.pieces_budget):
-            self._submit_narrowing(batch)
+            self._submit_narrowing(batch, meanwhile)
+            meanwhile = None
 
-    def _submit_narrowing(self, batch: list[_Work]) -> None:
+    def _submit_narrowing(
+        self, batch: list[_Work], meanwhile: Callable[[], None] | None = None
+    ) -> None:
         """Submit ``batch``; a refusal of the request for what it carries is narrowed
         down by halves until the rows at fault stand alone, and only they go to 99."""
         try:
-            self._submit_batch(batch)
+            self._submit_batch(batch, meanwhile)
         except errors.RefusedByServer as exc:
             if exc.status not in ROW_FAULT_STATUS:
                 raise
@@ -452,9 +492,16 @@ class OutboundWorker:
             [item] = batch
             self._fail([(item.tx, f"refused by server: {exc.code}: {exc.detail}")], item.state)
 
-    def _submit_batch(self, ready: list[_Work]) -> None:
+    def _submit_batch(
+        self, ready: list[_Work], meanwhile: Callable[[], None] | None = None
+    ) -> None:
         started = time.monotonic()
-        results = self._push.submit([i.valid.message for i in ready], [i.piece() for i in ready])
+        messages, pieces = [i.valid.message for i in ready], [i.piece() for i in ready]
+        trouble = None
+        if meanwhile is None:
+            results = self._push.submit(messages, pieces)
+        else:
+            results, trouble = overlapped(lambda: self._push.submit(messages, pieces), meanwhile)
         faults.reach(faults.OUTBOUND_SUBMITTED)
         log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
         by_tx = {i.tx: i for i in ready}
@@ -470,6 +517,8 @@ class OutboundWorker:
         for result in results:
             if result.accepted and not result.served_at_once and result.tx_message_id not in moved:
                 self._check_voided(result, by_tx[result.tx_message_id].state)
+        if trouble is not None:
+            raise trouble
 
     def _check_voided(self, result: model.SubmitResult, sent_from: S) -> None:
         """An accepted row that did not move was voided meanwhile: recall it."""
@@ -524,6 +573,41 @@ class OutboundWorker:
 
 #: (TxMessageId, reason) of a row that goes to 99.
 Failure = tuple[str, str]
+
+
+def overlapped(
+    send: Callable[[], _T], meanwhile: Callable[[], None]
+) -> tuple[_T, Exception | None]:
+    """``send()`` in a thread of its own while ``meanwhile()`` runs in this one.
+
+    Returns what ``send`` returned, with what ``meanwhile`` raised (None when it did
+    not), so the caller records the answer before it deals with that; raises what
+    ``send`` raised once ``meanwhile`` is done.
+    """
+    outcome: list[_T] = []
+    failure: list[BaseException] = []
+
+    def sending() -> None:
+        try:
+            outcome.append(send())
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=sending, name="mpg-submit", daemon=True)
+    thread.start()
+    trouble = None
+    try:
+        meanwhile()
+    except Exception as exc:
+        trouble = exc
+    thread.join()
+    if failure:
+        if trouble is not None:
+            # The claim that failed wrote nothing (one transaction); the next cycle
+            # claims again. The request's failure decides what happens now.
+            log.warning("claim_ahead_failed", error=str(trouble))
+        raise failure[0]
+    return outcome[0], trouble
 
 
 def cut(items: Sequence[_T], sizes: Sequence[int], budget: int) -> list[list[_T]]:

@@ -286,3 +286,65 @@ def test_row_voided_while_its_submit_is_in_flight_is_recalled(
         ("racy",),
     )
     assert [(r["FromState"], r["ToState"]) for r in steps][-1] == (S.ATTACHMENTS_UPLOADED, 98)
+
+
+def _states(gw: GatewayFiles) -> dict[str, int]:
+    return {
+        r["TxMessageId"]: r["State"] for r in gw.sql('SELECT "TxMessageId", "State" FROM "Outbox"')
+    }
+
+
+def test_under_a_backlog_the_next_batch_is_claimed_while_the_current_one_is_at_the_server(
+    pair: tuple[World, GatewayFiles, GatewayFiles], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full batch means more rows wait: they are claimed (12) during the request, and
+    the next cycle submits them; nothing is claimed ahead when the batch was not full."""
+    _, a, _ = pair
+    for i in range(7):
+        add(a, f"row-{i}")
+    gw = open_gateway(a, batch_size=3)
+    real_submit = gw.push.submit
+    claimed_meanwhile: list[int] = []
+
+    def submit_watching(messages: list[model.OutgoingMessage], pieces: Any = None) -> Any:
+        # Give the worker's own thread the time to claim ahead, if it does.
+        sent = {m.tx_message_id for m in messages}
+        deadline = time.monotonic() + 5
+        while S.READY in _states(a).values() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        others = {tx: s for tx, s in _states(a).items() if tx not in sent}
+        claimed_meanwhile.append(sum(s == S.ATTACHMENTS_UPLOADED for s in others.values()))
+        return real_submit(messages, pieces)
+
+    monkeypatch.setattr(gw.push, "submit", submit_watching)
+    try:
+        gw.outbound.run_once()
+        after_one = sorted(_states(a).values())
+        gw.outbound.run_once()
+    finally:
+        gw.stop()
+    assert claimed_meanwhile == [4, 0]
+    assert after_one == [S.ATTACHMENTS_UPLOADED] * 4 + [S.WAITING] * 3
+    assert set(_states(a).values()) == {S.WAITING}
+
+
+def test_rows_claimed_ahead_when_the_stop_comes_are_sent_before_the_worker_ends(
+    pair: tuple[World, GatewayFiles, GatewayFiles], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping finishes the work in hand, the batch claimed ahead included."""
+    _, a, _ = pair
+    for i in range(6):
+        add(a, f"row-{i}")
+    gw = open_gateway(a, batch_size=3)
+    real_submit = gw.push.submit
+
+    def stop_meanwhile(messages: list[model.OutgoingMessage], pieces: Any = None) -> Any:
+        gw.stop_event.set()
+        return real_submit(messages, pieces)
+
+    monkeypatch.setattr(gw.push, "submit", stop_meanwhile)
+    try:
+        gw.outbound.run()
+    finally:
+        gw.stop()
+    assert list(_states(a).values()) == [S.WAITING] * 6
