@@ -31,6 +31,7 @@ _UNSIGNED: Final = re.compile(r"[0-9]{1,18}")
 _DECIMAL: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _TRUE: Final = frozenset({"true", "1"})
 _FALSE: Final = frozenset({"false", "0"})
+_BOOLEANS: Final = {**dict.fromkeys(_TRUE, True), **dict.fromkeys(_FALSE, False)}
 
 
 # --------------------------------------------------------------------------- building
@@ -63,6 +64,24 @@ def _boolean(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _all_xml_text(texts: Iterable[str]) -> bool:
+    """Whether every one of ``texts`` is text that XML 1.0 can carry.
+
+    One regex pass over them all: the fast path of the builders. When it says no, the
+    builder runs its per-field checks, which name the field at fault.
+    """
+    try:
+        joined = "".join(texts)
+    except TypeError:
+        return False
+    return xmlsafe.is_xml_text(joined)
+
+
+def _is_count(value: int) -> bool:
+    # Exactly int: bool must be refused, and other subclasses may print otherwise.
+    return type(value) is int and value >= 0
+
+
 def _time(value: str, where: str) -> str:
     if not _TIME.fullmatch(value):
         raise errors.WireError(f"{where}: expected yyyy-MM-dd HH:mm:ss, got {value!r}")
@@ -82,25 +101,52 @@ def _account_list(parent: etree._Element, tag: str, accounts: Sequence[str], whe
 def _attachments(parent: etree._Element, infos: Sequence[model.AttachmentInfo], where: str) -> None:
     if not infos:
         return
-    holder = etree.SubElement(parent, "attachments")
+    sub = etree.SubElement
+    holder = sub(parent, "attachments")
     for n, info in enumerate(infos, 1):
-        at = f"{where}/attachments/attachment[{n}]"
-        if info.download_flag not in (0, 1) or isinstance(info.download_flag, bool):
-            raise errors.WireError(f"{at}/@download: expected 0 or 1, got {info.download_flag!r}")
-        if not _SHA256.fullmatch(info.sha256):
-            raise errors.WireError(f"{at}/@sha256: expected 64 lowercase hex digits")
-        etree.SubElement(
-            holder,
-            "attachment",
-            {
-                "seq": _count(info.seq_no, f"{at}/@seq"),
-                "name": _nonempty(info.file_name, f"{at}/@name"),
-                "type": _text(info.file_type, f"{at}/@type"),
-                "size": _count(info.file_size, f"{at}/@size"),
-                "download": str(info.download_flag),
-                "sha256": info.sha256,
-            },
-        )
+        name, download = info.file_name, info.download_flag
+        if (
+            _all_xml_text((name, info.file_type, info.sha256))
+            and name
+            and _is_count(info.seq_no)
+            and _is_count(info.file_size)
+            and type(download) is int
+            and (download == 0 or download == 1)
+            and _SHA256.fullmatch(info.sha256)
+        ):
+            sub(
+                holder,
+                "attachment",
+                {
+                    "seq": str(info.seq_no),
+                    "name": name,
+                    "type": info.file_type,
+                    "size": str(info.file_size),
+                    "download": str(download),
+                    "sha256": info.sha256,
+                },
+            )
+        else:
+            _add_attachment_checked(holder, info, f"{where}/attachments/attachment[{n}]")
+
+
+def _add_attachment_checked(holder: etree._Element, info: model.AttachmentInfo, at: str) -> None:
+    if info.download_flag not in (0, 1) or isinstance(info.download_flag, bool):
+        raise errors.WireError(f"{at}/@download: expected 0 or 1, got {info.download_flag!r}")
+    if not _SHA256.fullmatch(info.sha256):
+        raise errors.WireError(f"{at}/@sha256: expected 64 lowercase hex digits")
+    etree.SubElement(
+        holder,
+        "attachment",
+        {
+            "seq": _count(info.seq_no, f"{at}/@seq"),
+            "name": _nonempty(info.file_name, f"{at}/@name"),
+            "type": _text(info.file_type, f"{at}/@type"),
+            "size": _count(info.file_size, f"{at}/@size"),
+            "download": str(info.download_flag),
+            "sha256": info.sha256,
+        },
+    )
 
 
 def _message_where(n: int, msg: model.OutgoingMessage) -> str:
@@ -112,7 +158,75 @@ def _message_where(n: int, msg: model.OutgoingMessage) -> str:
     return where
 
 
-def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> None:
+def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> etree._Element:
+    receivers, bcc, keywords = msg.receivers, msg.bcc, msg.keywords
+    # Tuples and lists only: the accounts are read twice, to check and to write.
+    if not (
+        isinstance(receivers, (tuple, list))
+        and isinstance(bcc, (tuple, list))
+        and _all_xml_text(
+            (
+                msg.tx_message_id,
+                msg.app_code,
+                msg.source_domain,
+                msg.agent_sender,
+                msg.sender,
+                msg.receiver_type,
+                msg.content_type,
+                msg.priority,
+                msg.transmit_time,
+                msg.subject,
+                keywords or "",
+                msg.content,
+                *receivers,
+                *bcc,
+            )
+        )
+        and msg.tx_message_id
+        and "" not in receivers
+        and "" not in bcc
+        and msg.receiver_type in model.RECEIVER_TYPES
+        and msg.priority in model.PRIORITIES
+        and _TIME.fullmatch(msg.transmit_time)
+    ):
+        return _add_message_checked(root, n, msg)
+    sub = etree.SubElement
+    el = sub(
+        root,
+        "message",
+        {
+            "tx": msg.tx_message_id,
+            "appCode": msg.app_code,
+            "sourceDomain": msg.source_domain,
+            "agentSender": msg.agent_sender,
+            "sender": msg.sender,
+            "receiverType": msg.receiver_type,
+            "contentType": msg.content_type,
+            "alertFlag": "1" if msg.alert_flag else "0",
+            "priority": msg.priority,
+            "transmitTime": msg.transmit_time,
+        },
+    )
+    holder = sub(el, "receivers")
+    for account in receivers:
+        sub(holder, "r").text = account
+    if bcc:
+        holder = sub(el, "bcc")
+        for account in bcc:
+            sub(holder, "r").text = account
+    sub(el, "subject").text = msg.subject
+    if keywords:
+        sub(el, "keywords").text = keywords
+    sub(el, "content").text = msg.content
+    if msg.attachments:
+        _attachments(el, msg.attachments, _message_where(n, msg))
+    return el
+
+
+def _add_message_checked(
+    root: etree._Element, n: int, msg: model.OutgoingMessage
+) -> etree._Element:
+    """:func:`_add_message` field by field, raising the error that names the field."""
     where = _message_where(n, msg)
     if msg.receiver_type not in model.RECEIVER_TYPES:
         raise errors.WireError(f"{where}/@receiverType: expected U or D")
@@ -142,6 +256,7 @@ def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> No
         _text_element(el, "keywords", msg.keywords, where)
     _text_element(el, "content", msg.content, where)
     _attachments(el, msg.attachments, where)
+    return el
 
 
 def _serialize(root: etree._Element) -> bytes:
@@ -154,9 +269,7 @@ def build_message(msg: model.OutgoingMessage) -> bytes:
     Lets the gateway build each message once: to measure it when it is taken, and to
     send it in whatever batch it ends up in.
     """
-    holder = etree.Element("submit")
-    _add_message(holder, 1, msg)
-    return _serialize(holder[0])
+    return _serialize(_add_message(etree.Element("submit"), 1, msg))
 
 
 _SUBMIT_OPEN: Final = b"<submit>"
@@ -181,35 +294,65 @@ def build_submit(msgs: Iterable[model.OutgoingMessage]) -> bytes:
 def build_submitted(results: Iterable[model.SubmitResult]) -> bytes:
     """The answer to ``submit``: one ``result`` per message, in the same order."""
     root = etree.Element("submitted")
+    sub = etree.SubElement
     for n, res in enumerate(results, 1):
-        where = f"submitted/result[{n}]"
-        if res.accepted and not res.message_id:
-            raise errors.WireError(f"{where}: an accepted result needs a messageId")
+        tx, message_id, reason, unknown = res.tx_message_id, res.message_id, res.reason, res.unknown
+        if not (
+            res.recall is None
+            and isinstance(unknown, (tuple, list))
+            and _all_xml_text((tx, message_id or "", reason or "", *unknown))
+            and tx
+            and "" not in unknown
+            and _is_count(res.recipients)
+            and (message_id or not res.accepted)
+        ):
+            _add_result_checked(root, n, res)
+            continue
         attrib = {
-            "tx": _nonempty(res.tx_message_id, f"{where}/@tx"),
-            "accepted": _boolean(res.accepted),
-            "recipients": _count(res.recipients, f"{where}/@recipients"),
-            "servedAtOnce": _boolean(res.served_at_once),
+            "tx": tx,
+            "accepted": "true" if res.accepted else "false",
+            "recipients": str(res.recipients),
+            "servedAtOnce": "true" if res.served_at_once else "false",
         }
-        if res.message_id:
-            attrib["messageId"] = _text(res.message_id, f"{where}/@messageId")
-        if res.reason:
-            attrib["reason"] = _text(res.reason, f"{where}/@reason")
-        el = etree.SubElement(root, "result", attrib)
-        for k, account in enumerate(res.unknown, 1):
-            etree.SubElement(el, "unknown").text = _nonempty(account, f"{where}/unknown[{k}]")
-        if res.recall is not None:
-            rc = res.recall
-            etree.SubElement(
-                el,
-                "recall",
-                {
-                    "messageId": _nonempty(rc.recalled_message_id, f"{where}/recall/@messageId"),
-                    "withdrawn": _count(rc.withdrawn, f"{where}/recall/@withdrawn"),
-                    "notified": _count(rc.notified, f"{where}/recall/@notified"),
-                },
-            )
+        if message_id:
+            attrib["messageId"] = message_id
+        if reason:
+            attrib["reason"] = reason
+        el = sub(root, "result", attrib)
+        for account in unknown:
+            sub(el, "unknown").text = account
     return _serialize(root)
+
+
+def _add_result_checked(root: etree._Element, n: int, res: model.SubmitResult) -> None:
+    """One ``result`` of :func:`build_submitted`, field by field, naming the field at fault."""
+    where = f"submitted/result[{n}]"
+    if res.accepted and not res.message_id:
+        raise errors.WireError(f"{where}: an accepted result needs a messageId")
+    attrib = {
+        "tx": _nonempty(res.tx_message_id, f"{where}/@tx"),
+        "accepted": _boolean(res.accepted),
+        "recipients": _count(res.recipients, f"{where}/@recipients"),
+        "servedAtOnce": _boolean(res.served_at_once),
+    }
+    if res.message_id:
+        attrib["messageId"] = _text(res.message_id, f"{where}/@messageId")
+    if res.reason:
+        attrib["reason"] = _text(res.reason, f"{where}/@reason")
+    el = etree.SubElement(root, "result", attrib)
+    for k, account in enumerate(res.unknown, 1):
+        etree.SubElement(el, "unknown").text = _nonempty(account, f"{where}/unknown[{k}]")
+    if res.recall is not None:
+        rc = res.recall
+        etree.SubElement(
+            el,
+            "recall",
+            {
+                "messageId": _nonempty(rc.recalled_message_id, f"{where}/recall/@messageId"),
+                "withdrawn": _count(rc.withdrawn, f"{where}/recall/@withdrawn"),
+                "notified": _count(rc.notified, f"{where}/recall/@notified"),
+            },
+        )
 
 
 def build_fetch(max_items: int, wait_seconds: float, acked: Iterable[str] = ()) -> bytes:
@@ -231,51 +374,139 @@ def build_fetch(max_items: int, wait_seconds: float, acked: Iterable[str] = ()) 
 def build_deliveries(batch: model.FetchBatch) -> bytes:
     """The answer to ``fetch``: every delivery, then every receipt."""
     root = etree.Element("deliveries")
+    sub = etree.SubElement
+    receiver_types, priorities, time_format = model.RECEIVER_TYPES, model.PRIORITIES, _TIME
     for n, d in enumerate(batch.deliveries, 1):
-        where = f"deliveries/delivery[{n}]"
-        if d.receiver_type not in model.RECEIVER_TYPES:
-            raise errors.WireError(f"{where}/@receiverType: expected U or D")
-        if d.priority not in model.PRIORITIES:
-            raise errors.WireError(f"{where}/@priority: expected one of E, H, N, L")
-        el = etree.SubElement(
+        keywords = d.keywords
+        if not (
+            _all_xml_text(
+                (
+                    d.rx_message_id,
+                    d.message_id,
+                    d.app_code,
+                    d.source_domain,
+                    d.agent_sender,
+                    d.sender,
+                    d.owner,
+                    d.receiver_type,
+                    d.content_type,
+                    d.priority,
+                    d.transmit_time,
+                    d.receiver_list,
+                    d.bcc_list,
+                    d.subject,
+                    keywords or "",
+                    d.content,
+                )
+            )
+            and d.rx_message_id
+            and d.message_id
+            and d.receiver_type in receiver_types
+            and d.priority in priorities
+            and time_format.fullmatch(d.transmit_time)
+        ):
+            _add_delivery_checked(root, n, d)
+            continue
+        el = sub(
             root,
             "delivery",
             {
-                "rx": _nonempty(d.rx_message_id, f"{where}/@rx"),
-                "messageId": _nonempty(d.message_id, f"{where}/@messageId"),
-                "appCode": _text(d.app_code, f"{where}/@appCode"),
-                "sourceDomain": _text(d.source_domain, f"{where}/@sourceDomain"),
-                "agentSender": _text(d.agent_sender, f"{where}/@agentSender"),
-                "sender": _text(d.sender, f"{where}/@sender"),
-                "owner": _text(d.owner, f"{where}/@owner"),
+                "rx": d.rx_message_id,
+                "messageId": d.message_id,
+                "appCode": d.app_code,
+                "sourceDomain": d.source_domain,
+                "agentSender": d.agent_sender,
+                "sender": d.sender,
+                "owner": d.owner,
                 "receiverType": d.receiver_type,
-                "contentType": _text(d.content_type, f"{where}/@contentType"),
-                "alertFlag": _flag(d.alert_flag),
+                "contentType": d.content_type,
+                "alertFlag": "1" if d.alert_flag else "0",
                 "priority": d.priority,
-                "transmitTime": _time(d.transmit_time, f"{where}/@transmitTime"),
+                "transmitTime": d.transmit_time,
             },
         )
-        _text_element(el, "receiverList", d.receiver_list, where)
-        _text_element(el, "bccList", d.bcc_list, where)
-        _text_element(el, "subject", d.subject, where)
-        if d.keywords:
-            _text_element(el, "keywords", d.keywords, where)
-        _text_element(el, "content", d.content, where)
-        _attachments(el, d.attachments, where)
+        sub(el, "receiverList").text = d.receiver_list
+        sub(el, "bccList").text = d.bcc_list
+        sub(el, "subject").text = d.subject
+        if keywords:
+            sub(el, "keywords").text = keywords
+        sub(el, "content").text = d.content
+        if d.attachments:
+            _attachments(el, d.attachments, f"deliveries/delivery[{n}]")
     for n, r in enumerate(batch.receipts, 1):
-        where = f"deliveries/receipt[{n}]"
-        etree.SubElement(
+        entry, tx, message_id = r.entry_id, r.tx_message_id, r.message_id
+        if not (
+            _all_xml_text((entry, tx, message_id))
+            and entry
+            and tx
+            and message_id
+            and _is_count(r.served)
+            and _is_count(r.recalled)
+        ):
+            _add_receipt_checked(root, n, r)
+            continue
+        sub(
             root,
             "receipt",
             {
-                "entry": _nonempty(r.entry_id, f"{where}/@entry"),
-                "tx": _nonempty(r.tx_message_id, f"{where}/@tx"),
-                "messageId": _nonempty(r.message_id, f"{where}/@messageId"),
-                "served": _count(r.served, f"{where}/@served"),
-                "recalled": _count(r.recalled, f"{where}/@recalled"),
+                "entry": entry,
+                "tx": tx,
+                "messageId": message_id,
+                "served": str(r.served),
+                "recalled": str(r.recalled),
             },
         )
     return _serialize(root)
+
+
+def _add_delivery_checked(root: etree._Element, n: int, d: model.Delivery) -> None:
+    """One ``delivery`` of :func:`build_deliveries`, field by field, naming the field at fault."""
+    where = f"deliveries/delivery[{n}]"
+    if d.receiver_type not in model.RECEIVER_TYPES:
+        raise errors.WireError(f"{where}/@receiverType: expected U or D")
+    if d.priority not in model.PRIORITIES:
+        raise errors.WireError(f"{where}/@priority: expected one of E, H, N, L")
+    el = etree.SubElement(
+        root,
+        "delivery",
+        {
+            "rx": _nonempty(d.rx_message_id, f"{where}/@rx"),
+            "messageId": _nonempty(d.message_id, f"{where}/@messageId"),
+            "appCode": _text(d.app_code, f"{where}/@appCode"),
+            "sourceDomain": _text(d.source_domain, f"{where}/@sourceDomain"),
+            "agentSender": _text(d.agent_sender, f"{where}/@agentSender"),
+            "sender": _text(d.sender, f"{where}/@sender"),
+            "owner": _text(d.owner, f"{where}/@owner"),
+            "receiverType": d.receiver_type,
+            "contentType": _text(d.content_type, f"{where}/@contentType"),
+            "alertFlag": _flag(d.alert_flag),
+            "priority": d.priority,
+            "transmitTime": _time(d.transmit_time, f"{where}/@transmitTime"),
+        },
+    )
+    _text_element(el, "receiverList", d.receiver_list, where)
+    _text_element(el, "bccList", d.bcc_list, where)
+    _text_element(el, "subject", d.subject, where)
+    if d.keywords:
+        _text_element(el, "keywords", d.keywords, where)
+    _text_element(el, "content", d.content, where)
+    _attachments(el, d.attachments, where)
+
+
+def _add_receipt_checked(root: etree._Element, n: int, r: model.Receipt) -> None:
+    """One ``receipt`` of :func:`build_deliveries`, field by field, naming the field at fault."""
+    where = f"deliveries/receipt[{n}]"
+    etree.SubElement(
+        root,
+        "receipt",
+        {
+            "entry": _nonempty(r.entry_id, f"{where}/@entry"),
+            "tx": _nonempty(r.tx_message_id, f"{where}/@tx"),
+            "messageId": _nonempty(r.message_id, f"{where}/@messageId"),
+            "served": _count(r.served, f"{where}/@served"),
+            "recalled": _count(r.recalled, f"{where}/@recalled"),
+        },
+    )
 
 
 def _add_entries(holder: etree._Element, entry_ids: Iterable[str], where: str) -> None:
@@ -473,72 +704,211 @@ _MESSAGE_CHILDREN: Final = {
 
 def parse_submit(data: bytes) -> list[model.OutgoingMessage]:
     """The messages of a ``submit`` payload, in order."""
+    root = _root(data, "submit")
     msgs = []
-    for where, el in _items(_root(data, "submit"), "message", "submit"):
-        kids = _children(el, where, _MESSAGE_CHILDREN)
-        msgs.append(
-            model.OutgoingMessage(
-                tx_message_id=_attr_nonempty(el, "tx", where),
-                app_code=_attr(el, "appCode", where),
-                source_domain=_attr(el, "sourceDomain", where),
-                agent_sender=_attr(el, "agentSender", where),
-                sender=_attr(el, "sender", where),
-                receiver_type=_choice_attr(el, "receiverType", where, model.RECEIVER_TYPES),
-                receivers=_account_items(kids["receivers"], where),
-                bcc=_account_items(kids.get("bcc"), where),
-                subject=_kid_text(kids, "subject", where),
-                content=_kid_text(kids, "content", where),
-                content_type=_attr(el, "contentType", where),
-                alert_flag=_bool_attr(el, "alertFlag", where),
-                priority=_choice_attr(el, "priority", where, model.PRIORITIES),
-                keywords=_kid_text(kids, "keywords", where),
-                transmit_time=_time_attr(el, "transmitTime", where),
-                attachments=_parse_attachments(kids.get("attachments"), where),
-            )
-        )
+    for n, el in enumerate(root, 1):
+        msg = _message_or_none(el, n) if el.tag == "message" else None
+        if msg is None:
+            # A stranger anywhere in the document is reported before any message's fault.
+            _items(root, "message", "submit")
+            msg = _parse_message_checked(el, f"submit/message[{n}]")
+        msgs.append(msg)
     return msgs
+
+
+def _accounts_or_none(holder: etree._Element) -> tuple[str, ...] | None:
+    """The accounts of a ``<receivers>`` or ``<bcc>``, or None if any is malformed."""
+    accounts = []
+    for r in holder:
+        text = r.text
+        if r.tag != "r" or not text or len(r):
+            return None
+        accounts.append(text)
+    return tuple(accounts)
+
+
+_MESSAGE_TEXTS: Final = frozenset({"subject", "keywords", "content"})
+
+
+def _message_or_none(el: etree._Element, n: int) -> model.OutgoingMessage | None:
+    """The ``n``-th message of a submit, or None when anything is wrong with it.
+
+    The normal path: one read of each attribute and child. On None the caller runs
+    :func:`_parse_message_checked`, which finds the first problem and names it.
+    """
+    get = el.get
+    tx = get("tx")
+    app_code = get("appCode")
+    source_domain = get("sourceDomain")
+    agent_sender = get("agentSender")
+    sender = get("sender")
+    receiver_type = get("receiverType")
+    content_type = get("contentType")
+    alert_flag = _BOOLEANS.get(get("alertFlag", ""))
+    priority = get("priority")
+    transmit_time = get("transmitTime")
+    if (
+        not tx
+        or app_code is None
+        or source_domain is None
+        or agent_sender is None
+        or sender is None
+        or content_type is None
+        or alert_flag is None
+        or receiver_type is None
+        or receiver_type not in model.RECEIVER_TYPES
+        or priority is None
+        or priority not in model.PRIORITIES
+        or transmit_time is None
+        or not _TIME.fullmatch(transmit_time)
+    ):
+        return None
+    texts: dict[str, str] = {}
+    receivers: tuple[str, ...] | None = None
+    bcc: tuple[str, ...] | None = None
+    attachments: etree._Element | None = None
+    for child in el:
+        tag = child.tag
+        if tag in _MESSAGE_TEXTS:
+            if tag in texts or len(child):
+                return None
+            texts[tag] = child.text or ""
+        elif tag == "receivers" and receivers is None:
+            receivers = _accounts_or_none(child)
+            if receivers is None:
+                return None
+        elif tag == "bcc" and bcc is None:
+            bcc = _accounts_or_none(child)
+            if bcc is None:
+                return None
+        elif tag == "attachments" and attachments is None:
+            attachments = child
+        else:
+            return None
+    if receivers is None:
+        return None
+    return model.OutgoingMessage(
+        tx_message_id=tx,
+        app_code=app_code,
+        source_domain=source_domain,
+        agent_sender=agent_sender,
+        sender=sender,
+        receiver_type=receiver_type,
+        receivers=receivers,
+        bcc=() if bcc is None else bcc,
+        subject=texts.get("subject", ""),
+        content=texts.get("content", ""),
+        content_type=content_type,
+        alert_flag=alert_flag,
+        priority=priority,
+        keywords=texts.get("keywords", ""),
+        transmit_time=transmit_time,
+        attachments=(
+            () if attachments is None else _parse_attachments(attachments, f"submit/message[{n}]")
+        ),
+    )
+
+
+def _parse_message_checked(el: etree._Element, where: str) -> model.OutgoingMessage:
+    """One message of :func:`parse_submit`, attribute by attribute, naming the first problem."""
+    kids = _children(el, where, _MESSAGE_CHILDREN)
+    return model.OutgoingMessage(
+        tx_message_id=_attr_nonempty(el, "tx", where),
+        app_code=_attr(el, "appCode", where),
+        source_domain=_attr(el, "sourceDomain", where),
+        agent_sender=_attr(el, "agentSender", where),
+        sender=_attr(el, "sender", where),
+        receiver_type=_choice_attr(el, "receiverType", where, model.RECEIVER_TYPES),
+        receivers=_account_items(kids["receivers"], where),
+        bcc=_account_items(kids.get("bcc"), where),
+        subject=_kid_text(kids, "subject", where),
+        content=_kid_text(kids, "content", where),
+        content_type=_attr(el, "contentType", where),
+        alert_flag=_bool_attr(el, "alertFlag", where),
+        priority=_choice_attr(el, "priority", where, model.PRIORITIES),
+        keywords=_kid_text(kids, "keywords", where),
+        transmit_time=_time_attr(el, "transmitTime", where),
+        attachments=_parse_attachments(kids.get("attachments"), where),
+    )
 
 
 def parse_submitted(data: bytes) -> list[model.SubmitResult]:
     """The results of a ``submitted`` answer, in the order of the messages."""
+    root = _root(data, "submitted")
     results = []
-    for where, el in _items(_root(data, "submitted"), "result", "submitted"):
-        unknown: list[str] = []
-        recall: model.RecallOutcome | None = None
-        for n, child in enumerate(el, 1):
-            if child.tag == "unknown":
-                account = _only_text(child, f"{where}/unknown[{n}]")
-                if not account:
-                    raise errors.WireError(f"{where}/unknown[{n}]: empty account")
-                unknown.append(account)
-            elif child.tag == "recall":
-                at = f"{where}/recall"
-                if recall is not None:
-                    raise errors.WireError(f"{at}: repeated")
-                recall = model.RecallOutcome(
-                    recalled_message_id=_attr_nonempty(child, "messageId", at),
-                    withdrawn=_int_attr(child, "withdrawn", at),
-                    notified=_int_attr(child, "notified", at),
-                )
-            else:
-                raise errors.WireError(f"{where}: unexpected element <{child.tag}>")
-        accepted = _bool_attr(el, "accepted", where)
-        message_id = el.get("messageId", "")
-        if accepted and not message_id:
-            raise errors.WireError(f"{where}: attribute 'messageId' missing")
-        results.append(
-            model.SubmitResult(
-                tx_message_id=_attr_nonempty(el, "tx", where),
-                accepted=accepted,
-                message_id=message_id,
-                recipients=_int_attr(el, "recipients", where, default=0),
-                unknown=tuple(unknown),
-                reason=el.get("reason", ""),
-                served_at_once=_bool_attr(el, "servedAtOnce", where, default=False),
-                recall=recall,
-            )
-        )
+    for n, el in enumerate(root, 1):
+        res = _result_or_none(el) if el.tag == "result" else None
+        if res is None:
+            # A stranger anywhere in the document is reported before any result's fault.
+            _items(root, "result", "submitted")
+            res = _parse_result_checked(el, f"submitted/result[{n}]")
+        results.append(res)
     return results
+
+
+def _result_or_none(el: etree._Element) -> model.SubmitResult | None:
+    """The result at ``el`` if it has no children and good attributes, else None."""
+    if len(el):
+        return None
+    get = el.get
+    tx = get("tx")
+    accepted = _BOOLEANS.get(get("accepted", ""))
+    message_id = get("messageId", "")
+    recipients = get("recipients")
+    served_at_once = _BOOLEANS.get(get("servedAtOnce", "false"))
+    if (
+        not tx
+        or accepted is None
+        or (accepted and not message_id)
+        or served_at_once is None
+        or (recipients is not None and not _UNSIGNED.fullmatch(recipients))
+    ):
+        return None
+    return model.SubmitResult(
+        tx_message_id=tx,
+        accepted=accepted,
+        message_id=message_id,
+        recipients=0 if recipients is None else int(recipients),
+        reason=get("reason", ""),
+        served_at_once=served_at_once,
+    )
+
+
+def _parse_result_checked(el: etree._Element, where: str) -> model.SubmitResult:
+    """One result of :func:`parse_submitted`, attribute by attribute, naming the first problem."""
+    unknown: list[str] = []
+    recall: model.RecallOutcome | None = None
+    for n, child in enumerate(el, 1):
+        if child.tag == "unknown":
+            account = _only_text(child, f"{where}/unknown[{n}]")
+            if not account:
+                raise errors.WireError(f"{where}/unknown[{n}]: empty account")
+            unknown.append(account)
+        elif child.tag == "recall":
+            at = f"{where}/recall"
+            if recall is not None:
+                raise errors.WireError(f"{at}: repeated")
+            recall = model.RecallOutcome(
+                recalled_message_id=_attr_nonempty(child, "messageId", at),
+                withdrawn=_int_attr(child, "withdrawn", at),
+                notified=_int_attr(child, "notified", at),
+            )
+        else:
+            raise errors.WireError(f"{where}: unexpected element <{child.tag}>")
+    accepted = _bool_attr(el, "accepted", where)
+    message_id = el.get("messageId", "")
+    if accepted and not message_id:
+        raise errors.WireError(f"{where}: attribute 'messageId' missing")
+    return model.SubmitResult(
+        tx_message_id=_attr_nonempty(el, "tx", where),
+        accepted=accepted,
+        message_id=message_id,
+        recipients=_int_attr(el, "recipients", where, default=0),
+        unknown=tuple(unknown),
+        reason=el.get("reason", ""),
+        served_at_once=_bool_attr(el, "servedAtOnce", where, default=False),
+        recall=recall,
+    )
 
 
 def parse_fetch(data: bytes) -> model.FetchRequest:
@@ -570,7 +940,86 @@ _DELIVERY_CHILDREN: Final = {
 }
 
 
+_DELIVERY_TEXTS: Final = frozenset(_DELIVERY_CHILDREN) - {"attachments"}
+
+
+def _delivery_or_none(el: etree._Element, n: int) -> model.Delivery | None:
+    """The ``n``-th delivery of an answer, or None when anything is wrong with it.
+
+    The normal path: one read of each attribute and child. On None the caller runs
+    :func:`_parse_delivery`, which finds the first problem and names it.
+    """
+    get = el.get
+    rx = get("rx")
+    message_id = get("messageId")
+    app_code = get("appCode")
+    source_domain = get("sourceDomain")
+    agent_sender = get("agentSender")
+    sender = get("sender")
+    owner = get("owner")
+    receiver_type = get("receiverType")
+    content_type = get("contentType")
+    alert_flag = _BOOLEANS.get(get("alertFlag", ""))
+    priority = get("priority")
+    transmit_time = get("transmitTime")
+    if (
+        not rx
+        or not message_id
+        or app_code is None
+        or source_domain is None
+        or agent_sender is None
+        or sender is None
+        or owner is None
+        or content_type is None
+        or alert_flag is None
+        or receiver_type is None
+        or receiver_type not in model.RECEIVER_TYPES
+        or priority is None
+        or priority not in model.PRIORITIES
+        or transmit_time is None
+        or not _TIME.fullmatch(transmit_time)
+    ):
+        return None
+    texts: dict[str, str] = {}
+    attachments: etree._Element | None = None
+    for child in el:
+        tag = child.tag
+        if tag in _DELIVERY_TEXTS:
+            if tag in texts or len(child):
+                return None
+            texts[tag] = child.text or ""
+        elif tag == "attachments" and attachments is None:
+            attachments = child
+        else:
+            return None
+    return model.Delivery(
+        rx_message_id=rx,
+        message_id=message_id,
+        app_code=app_code,
+        source_domain=source_domain,
+        agent_sender=agent_sender,
+        sender=sender,
+        owner=owner,
+        receiver_type=receiver_type,
+        receiver_list=texts.get("receiverList", ""),
+        bcc_list=texts.get("bccList", ""),
+        subject=texts.get("subject", ""),
+        content=texts.get("content", ""),
+        content_type=content_type,
+        alert_flag=alert_flag,
+        priority=priority,
+        keywords=texts.get("keywords", ""),
+        transmit_time=transmit_time,
+        attachments=(
+            ()
+            if attachments is None
+            else _parse_attachments(attachments, f"deliveries/delivery[{n}]")
+        ),
+    )
+
+
 def _parse_delivery(el: etree._Element, where: str) -> model.Delivery:
+    """One delivery, attribute by attribute, naming the first problem."""
     kids = _children(el, where, _DELIVERY_CHILDREN)
     return model.Delivery(
         rx_message_id=_attr_nonempty(el, "rx", where),
@@ -594,6 +1043,35 @@ def _parse_delivery(el: etree._Element, where: str) -> model.Delivery:
     )
 
 
+def _receipt_or_none(el: etree._Element) -> model.Receipt | None:
+    """The receipt at ``el`` if it is well formed, else None (see :func:`_parse_receipt`)."""
+    if len(el):
+        return None
+    get = el.get
+    entry = get("entry")
+    tx = get("tx")
+    message_id = get("messageId")
+    served = get("served")
+    recalled = get("recalled")
+    if (
+        not entry
+        or not tx
+        or not message_id
+        or served is None
+        or recalled is None
+        or not _UNSIGNED.fullmatch(served)
+        or not _UNSIGNED.fullmatch(recalled)
+    ):
+        return None
+    return model.Receipt(
+        entry_id=entry,
+        tx_message_id=tx,
+        message_id=message_id,
+        served=int(served),
+        recalled=int(recalled),
+    )
+
+
 def _parse_receipt(el: etree._Element, where: str) -> model.Receipt:
     if len(el):
         raise errors.WireError(f"{where}: must be empty")
@@ -610,17 +1088,21 @@ def parse_deliveries(data: bytes) -> model.FetchBatch:
     """The deliveries and receipts of a ``deliveries`` answer, each in document order."""
     deliveries: list[model.Delivery] = []
     receipts: list[model.Receipt] = []
-    counts = {"delivery": 0, "receipt": 0}
     for el in _root(data, "deliveries"):
         tag = el.tag
-        if tag not in counts:
-            raise errors.WireError(f"deliveries: unexpected element <{tag}>")
-        counts[tag] += 1
-        where = f"deliveries/{tag}[{counts[tag]}]"
         if tag == "delivery":
-            deliveries.append(_parse_delivery(el, where))
+            n = len(deliveries) + 1
+            delivery = _delivery_or_none(el, n)
+            if delivery is None:
+                delivery = _parse_delivery(el, f"deliveries/delivery[{n}]")
+            deliveries.append(delivery)
+        elif tag == "receipt":
+            receipt = _receipt_or_none(el)
+            if receipt is None:
+                receipt = _parse_receipt(el, f"deliveries/receipt[{len(receipts) + 1}]")
+            receipts.append(receipt)
         else:
-            receipts.append(_parse_receipt(el, where))
+            raise errors.WireError(f"deliveries: unexpected element <{tag}>")
     return model.FetchBatch(deliveries=tuple(deliveries), receipts=tuple(receipts))
 
 

@@ -128,3 +128,14 @@ def test_digest_ignores_transmit_time_and_download_flag() -> None:
 def test_digest_changes_with_the_content(change: dict[str, object]) -> None:
     """Anything the ERP wrote, or an attachment's bytes, makes another message."""
     assert identity.digest(message(**change)) != identity.digest(message())
+
+
+def test_digest_is_the_one_stored_rows_hold() -> None:
+    """Stored ContentDigest values were made with this exact form: a change of it would
+    refuse every resubmission of a message accepted before the upgrade."""
+    assert identity.digest(message()) == (
+        "d0ba1fa8a2ad2b4cf6179ea3a649b9ca54f8b1702e971b0fb73d01edb1ad8265"
+    )
+    assert identity.digest(message(subject='請假 "x" \\ \t', sender="Ålice")) == (
+        "5ce9b738b9c61eac80392108ec81c8ffc0775c98c694ad61a6608aa1a91af0fe"
+    )
