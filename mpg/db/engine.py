@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from mpg import errors
-from mpg.db import hints
+from mpg.db import checkpoints, hints
 
 #: How long SQLite waits for a lock before answering "database is locked" (ms).
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
@@ -101,6 +101,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # The checkpointer thread checkpoints (mpg.db.checkpoints); this is its net.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoints.SAFETY_PAGES}")
     finally:
         cursor.close()
 

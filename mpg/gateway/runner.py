@@ -24,7 +24,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs, metrics
-from mpg.db import notify, transactions
+from mpg.db import checkpoints, notify, transactions
 from mpg.gateway import (
     attachfiles,
     attachroots,
@@ -77,6 +77,11 @@ class Gateway:
             raise errors.ConfigError(f"gateway.secret: {exc}") from exc
         self.engine = database.create_engine(gw.database_url)
         found = _require_tables(self.engine)
+        self._checkpointer = (
+            checkpoints.Checkpointer(self.engine)
+            if checkpoints.Checkpointer.wanted(self.engine)
+            else None
+        )
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.push = client_mod.PushClient(gw, credential)
@@ -162,6 +167,8 @@ class Gateway:
 
     def start(self) -> None:
         """Start the workers, the database watcher and the timeout sweep."""
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         if self._watcher is not None:
             self._watcher.start()
         if self.listener is not None:
@@ -237,6 +244,8 @@ class Gateway:
         if self.health is not None:
             self.health.stop()
         self.push.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
         if self._watcher is not None:
             self._watcher.close()

@@ -34,6 +34,7 @@ import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, exitcodes, logs
+from mpg.db import checkpoints
 from mpg.ops import systemd
 from mpg.server import accounts, app, connections, datakeys, housekeeping, rekey, tables
 
@@ -170,6 +171,13 @@ def serve(
     (announce or _print)(line)
     connections.raise_open_file_limit(server_settings.max_connections)
     scheduler = _housekeeping(server_settings, push)
+    checkpointer = (
+        checkpoints.Checkpointer(push.engine)
+        if checkpoints.Checkpointer.wanted(push.engine)
+        else None
+    )
+    if checkpointer is not None:
+        checkpointer.start()
     in_main = threading.current_thread() is threading.main_thread()
     if hasattr(signal, "SIGHUP") and in_main:  # not on Windows, nor in a service thread
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_logging(settings.source))
@@ -188,6 +196,8 @@ def serve(
     finally:
         scheduler.shutdown(wait=False)
         sock.close()
+        if checkpointer is not None:
+            checkpointer.stop()
         push.engine.dispose()
     return exitcodes.OK
 
