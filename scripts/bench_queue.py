@@ -119,6 +119,9 @@ class Bench:
         # The nonce rides on the operation's transaction, as the server's handler has it
         # (checkouts before that write it in a transaction of its own).
         rides = "nonce_rides" in inspect.signature(opener.open).parameters
+        # Older checkouts acknowledge in the fetch's own transaction (``acked``).
+        folds = "acked" in inspect.signature(q.fetch).parameters
+        older: Any = q  # the store of an older checkout, called as it was then
 
         def serve() -> bytes:
             req = opener.open(op, body, nonce_rides=True) if rides else opener.open(op, body)
@@ -133,11 +136,19 @@ class Bench:
                 )
             else:
                 size, acked = fetch
-                if rides:
-                    batch = q.fetch(req.account, size, 60.0, acked or (), req.nonce)
-                else:  # without acknowledgements, as older checkouts take it (no ``acked``)
-                    batch = q.fetch(req.account, size, 60.0, *([acked] if acked else []))
-                answer = payloads.build_deliveries(batch)
+                if not folds:
+                    # The server answers, then applies the acknowledgements the fetch
+                    # carried (both on the clock: the same request's work).
+                    batch = q.fetch(req.account, size, 60.0, req.nonce)
+                    answer = payloads.build_deliveries(batch)
+                    if acked:
+                        q.ack(req.account, acked)
+                elif rides:  # older checkouts: acknowledged in the lease's transaction
+                    batch = older.fetch(req.account, size, 60.0, acked or (), req.nonce)
+                else:  # older still: without acknowledgements (no ``acked``)
+                    batch = older.fetch(req.account, size, 60.0, *([acked] if acked else []))
+                if folds:
+                    answer = payloads.build_deliveries(batch)
             if rides:
                 opener.settle(req.nonce)
             return auth.seal_response(req, answer, {})

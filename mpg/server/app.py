@@ -48,7 +48,7 @@ from typing import Any, Final, TypeVar
 import httpx
 import sqlalchemy as sa
 import structlog
-from starlette import applications, concurrency, requests, responses, routing
+from starlette import applications, background, concurrency, requests, responses, routing
 
 from mpg import config, errors, metrics, tlstrust
 from mpg.db import notify, transactions
@@ -101,6 +101,10 @@ NONCE_RIDES: Final = frozenset({"submit", "fetch", "ack"})
 _T = TypeVar("_T")
 #: When the request being handled came in (loop time), for a long poll's deadline.
 _ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")
+#: Work a request leaves for after its answer is sent (a fetch's acknowledgements).
+_AFTER_ANSWER: contextvars.ContextVar[list[Callable[[], None]]] = contextvars.ContextVar(
+    "after_answer"
+)
 
 
 def body_limit(op: str, max_request_bytes: int) -> int:
@@ -322,6 +326,8 @@ class PushServer:
                 raise errors.Unavailable("the server is stopping")
             # Long polls promise their wait from the moment the request came in.
             _ARRIVED.set(asyncio.get_running_loop().time())
+            after: list[Callable[[], None]] = []
+            _AFTER_ANSWER.set(after)
             work = self._works.get(op)
             if work is not None:
                 opened, (payload, args) = await self._open_and_work(request, op, held, work)
@@ -351,7 +357,12 @@ class PushServer:
             for path in temp:
                 path.unlink(missing_ok=True)
         metrics.SERVER_REQUESTS.labels(op, 200).inc()
-        return responses.Response(sealed, media_type="application/octet-stream")
+        return responses.Response(
+            sealed,
+            media_type="application/octet-stream",
+            # Starlette runs it once the answer is sent, in a worker thread.
+            background=background.BackgroundTask(_run_all, after) if after else None,
+        )
 
     async def _open(
         self, request: requests.Request, op: str, held: list[int], temp: list[pathlib.Path]
@@ -519,27 +530,48 @@ class PushServer:
         max_items = min(request.max_items, MAX_FETCH_ITEMS)
         loop = asyncio.get_running_loop()
         deadline = _ARRIVED.get(loop.time()) + min(request.wait, self.settings.max_long_poll)
-        # The previous batch's acknowledgement rides on the first look only.
-        acked: tuple[str, ...] | None = request.acked
+        # The previous batch's acknowledgement. It must not hold up this answer: when
+        # the first look finds entries, it is applied right after the answer is sent
+        # (the recipient has stored those entries; should the server stop first, they
+        # are delivered again once their lease runs out, and recognised). When the
+        # fetch has to wait, it is applied before the wait, so no receipt waits too.
+        pending = request.acked
+        first = True
         while True:
             # Taken before looking, so an entry queued while we look still wakes us.
             event = self.waiters.event(self.vault.account_id(req.account))
-            found = await self._look(req.account, max_items, deadline, acked, req.nonce)
+            found = await self._look(req.account, max_items, deadline, first, req.nonce)
             if found is not None:
+                if pending:
+                    _AFTER_ANSWER.get().append(
+                        functools.partial(self._acknowledge_later, req.account, pending)
+                    )
                 return found, {}
-            acked = None
+            if pending:
+                await concurrency.run_in_threadpool(self.queues.ack, req.account, pending)
+                pending = ()
+            first = False
             remaining = deadline - loop.time()
             if remaining <= 0 or self.waiters.stopping:
                 return payloads.build_deliveries(model.FetchBatch()), {}
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, POLL_SAFETY_SECONDS))
 
+    def _acknowledge_later(self, account: str, entries: tuple[str, ...]) -> None:
+        """A fetch's acknowledgements, once its answer is out (see :meth:`_fetch`)."""
+        try:
+            self.queues.ack(account, entries)
+        except Exception as exc:
+            # Stored by the recipient all the same: delivered again after the lease
+            # and recognised there, then acknowledged by its next fetch.
+            log.warning("fetch_ack_failed", account=account, entries=len(entries), error=str(exc))
+
     async def _look(
         self,
         account: str,
         max_items: int,
         deadline: float,
-        acked: tuple[str, ...] | None,
+        first: bool,
         nonce: transactions.Rider | None,
     ) -> bytes | None:
         """One look at the queue: the answer when it found entries, else None (also if
@@ -548,10 +580,9 @@ class PushServer:
         Under load looks queue for a turn (:data:`MAX_LOOKS` at a time); a waiting
         fetch must not answer later than it promised because its last look waited
         there. A look that has begun runs to its end (it may lease entries), and a
-        fetch's first look (``acked`` not None: it acknowledges those first) is
-        always made.
+        fetch's ``first`` look is always made.
         """
-        if acked is not None:
+        if first:
             await self._looks.acquire()
         else:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -560,21 +591,15 @@ class PushServer:
             except TimeoutError:
                 return None
         try:
-            return await concurrency.run_in_threadpool(
-                self._look_now, account, max_items, acked or (), nonce
-            )
+            return await concurrency.run_in_threadpool(self._look_now, account, max_items, nonce)
         finally:
             self._looks.release()
 
     def _look_now(
-        self,
-        account: str,
-        max_items: int,
-        acked: tuple[str, ...],
-        nonce: transactions.Rider | None,
+        self, account: str, max_items: int, nonce: transactions.Rider | None
     ) -> bytes | None:
         """Lease what is there and build its answer in the same worker-thread call."""
-        batch = self.queues.fetch(account, max_items, self.settings.lease_seconds, acked, nonce)
+        batch = self.queues.fetch(account, max_items, self.settings.lease_seconds, nonce)
         if not batch.deliveries and not batch.receipts:
             return None
         return payloads.build_deliveries(batch)
@@ -597,6 +622,11 @@ class PushServer:
     def _history(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         message_id, events = self.queues.history(req.account, _arg(req.header.args, "tx", str))
         return payloads.build_history(message_id, events), {}
+
+
+def _run_all(work: list[Callable[[], None]]) -> None:
+    for do in work:
+        do()
 
 
 def _arg(args: dict[str, Any], name: str, kind: type[_T]) -> _T:

@@ -748,27 +748,21 @@ class QueueStore:
         account: str,
         max_items: int,
         lease_seconds: float,
-        acked: Sequence[str] = (),
         rider: transactions.Rider | None = None,
     ) -> model.FetchBatch:
         """Lease up to ``max_items`` of ``account``'s entries, most urgent and oldest first.
 
-        Entries whose earlier lease ran out are delivered again. ``acked``: entries of
-        the caller's previous batch, acknowledged first in the same transaction (as
-        :meth:`ack` does), so that a receiving gateway needs one request per batch.
-        ``rider``: a write that commits with the lease (the request's nonce).
+        Entries whose earlier lease ran out are delivered again. ``rider``: a write
+        that commits with the lease (the request's nonce). The acknowledgements a
+        fetch request carries are :meth:`ack`'s (the server applies them after its
+        answer, or before a long poll waits: :mod:`mpg.server.app`).
         """
-        if max_items <= 0 and not acked:
+        if max_items <= 0:
             return model.FetchBatch()
         account_id = self._vault.account_id(account)
-        batch, moved, woken = transactions.retrying(
-            lambda: self._fetch_once(account_id, account, max_items, lease_seconds, acked, rider)
+        return transactions.retrying(
+            lambda: self._fetch_once(account_id, account, max_items, lease_seconds, rider)
         )
-        if acked:
-            faults.reach(faults.SERVER_ACK_COMMITTED)
-            self._wake(woken)
-            log.info("entries_acked", account=account, acked=moved)
-        return batch
 
     def _fetch_once(
         self,
@@ -776,24 +770,16 @@ class QueueStore:
         account: str,
         max_items: int,
         lease_seconds: float,
-        acked: Sequence[str],
         rider: transactions.Rider | None,
-    ) -> tuple[model.FetchBatch, int, set[str]]:
-        """One attempt at :meth:`fetch`: the batch, how many entries the ack moved, and
-        who to wake for the receipts it queued.
+    ) -> model.FetchBatch:
+        """One attempt at :meth:`fetch`.
 
         Rows are read ``FOR UPDATE SKIP LOCKED``: another process leasing for the
         same account at the same moment takes other entries, never these.
         """
         now = self._clock()
         vault = self._vault
-        moved: list[tables.Row] = []
-        woken: set[str] = set()
         with transactions.begin(self._engine, "fetching entries", rider) as conn:
-            if acked:
-                moved, woken = self._acknowledge(conn, account_id, acked)
-            if max_items <= 0:
-                return model.FetchBatch(), len(moved), woken
             candidates, expired = self._candidates(conn, account_id, max_items, now)
             messages = self._messages(
                 conn, [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
@@ -809,7 +795,7 @@ class QueueStore:
                 MAX_FETCH_BYTES,
             )
             if not entries:
-                return model.FetchBatch(), len(moved), woken
+                return model.FetchBatch()
             expired_ids = expired & {e.EntryId for e in entries}
             self._lease(conn, entries, expired_ids, now, lease_seconds)
             bulk.insert_rows(
@@ -852,7 +838,7 @@ class QueueStore:
             receipts=len(receipts),
             redelivered=len(expired_ids),
         )
-        return model.FetchBatch(tuple(deliveries), tuple(receipts)), len(moved), woken
+        return model.FetchBatch(tuple(deliveries), tuple(receipts))
 
     @staticmethod
     def _candidates(

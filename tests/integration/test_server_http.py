@@ -292,6 +292,65 @@ def test_submit_fetch_ack_round_trip_ends_with_a_receipt(srv: Server, http: http
     call(srv, http, GATEWAY, "ack", payloads.build_ack([r.entry_id for r in receipts]))
 
 
+def _fetch_acking(
+    srv: Server, http: httpx.Client, account: str, acked: list[str], wait: float = 0
+) -> model.FetchBatch:
+    """A fetch that acknowledges ``acked`` (the previous batch), as a gateway sends it."""
+    _, plain = call(srv, http, account, "fetch", payloads.build_fetch(100, wait, acked))
+    return payloads.parse_deliveries(plain)
+
+
+def _event_ids(srv: Server, message_id: str, kind: str) -> list[int]:
+    """The ids (the order they were written in) of a message's events of ``kind``."""
+    engine = sa.create_engine(config.load(srv.ca_file.parent / "server.toml").server.database_url)
+    try:
+        with engine.connect() as conn:
+            e = tables.message_event.c
+            query = sa.select(e.Id).where(e.MessageId == message_id, e.Kind == kind)
+            return list(conn.execute(query).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_a_fetch_that_finds_entries_answers_before_it_applies_its_acknowledgements(
+    srv: Server, http: httpx.Client
+) -> None:
+    """The previous batch's acknowledgement does not hold up the next batch: the answer
+    is leased (and sent) first, the acknowledgement follows and queues the receipt."""
+    fetch(srv, http, BOB)  # leases anything left over by earlier tests
+    first = submit(srv, http, message((BOB,)))
+    [delivered] = fetch(srv, http, BOB).deliveries
+    second = submit(srv, http, message((BOB,)))
+    batch = _fetch_acking(srv, http, BOB, [delivered.rx_message_id])
+    assert [d.message_id for d in batch.deliveries] == [second.message_id]
+    receipts = fetch(srv, http, GATEWAY, wait=5).receipts
+    assert first.message_id in [r.message_id for r in receipts]
+    [leased] = _event_ids(srv, second.message_id, "fetched")
+    [acknowledged] = _event_ids(srv, first.message_id, "acknowledged")
+    assert leased < acknowledged
+    call(srv, http, GATEWAY, "ack", payloads.build_ack([r.entry_id for r in receipts]))
+
+
+def test_a_fetch_that_must_wait_applies_its_acknowledgements_before_waiting(
+    srv: Server, http: httpx.Client
+) -> None:
+    """The sender's receipt does not wait for the recipient's long poll."""
+    fetch(srv, http, BOB)
+    first = submit(srv, http, message((BOB,)))
+    [delivered] = fetch(srv, http, BOB).deliveries
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, srv.client() as other:
+        waiting = pool.submit(_fetch_acking, srv, other, BOB, [delivered.rx_message_id], 10)
+        started = time.monotonic()
+        receipts = fetch(srv, http, GATEWAY, wait=5).receipts
+        got_receipt = time.monotonic() - started
+        assert not waiting.done()  # still waiting for something to deliver
+        ended = submit(srv, http, message((BOB,)))
+        assert [d.message_id for d in waiting.result(timeout=15).deliveries] == [ended.message_id]
+    assert first.message_id in [r.message_id for r in receipts]
+    assert got_receipt < 5
+    call(srv, http, GATEWAY, "ack", payloads.build_ack([r.entry_id for r in receipts]))
+
+
 def test_long_poll_answers_when_a_message_arrives(srv: Server, http: httpx.Client) -> None:
     """A waiting fetch returns soon after a submit for its account, not at the deadline."""
     fetch(srv, http, BOB)  # leases anything left over by earlier tests

@@ -229,30 +229,6 @@ def test_ack_of_every_recipient_queues_a_receipt_for_the_sender(
     assert q.fetch(SENDER, 10, 60) == model.FetchBatch()
 
 
-def test_a_fetch_acknowledges_the_previous_batch_before_it_leases_the_next(
-    q: queues.QueueStore, store: accounts.AccountStore, woken: list[frozenset[str]]
-) -> None:
-    """A fetch carrying the last batch's entries acks them (the sender's receipt is
-    queued and the sender woken) and then leases what waits; others' entries are
-    ignored and a repeated acknowledgement counts nothing."""
-    [first] = q.submit(SENDER, [message(("bob",))])
-    [delivered] = q.fetch("bob@example.com", 10, 60).deliveries
-    [second] = q.submit(SENDER, [message(("bob",))])
-    batch = q.fetch("bob@example.com", 10, 60, acked=[delivered.rx_message_id, "no-such"])
-    assert [d.message_id for d in batch.deliveries] == [second.message_id]
-    assert woken[-1] == frozenset({store.vault.account_id(SENDER)})
-    [receipt] = q.fetch(SENDER, 10, 60).receipts
-    assert receipt.message_id == first.message_id
-    assert q.fetch("carol@example.com", 10, 60, acked=[batch.deliveries[0].rx_message_id]) == (
-        model.FetchBatch()
-    )
-    assert q.fetch("bob@example.com", 10, 60, acked=[delivered.rx_message_id]) == (
-        model.FetchBatch()
-    )
-    assert q.fetch(SENDER, 10, 60, acked=[receipt.entry_id]) == model.FetchBatch()
-    assert q.fetch(SENDER, 10, 60) == model.FetchBatch()  # the second is not acked yet
-
-
 def test_ack_is_idempotent_and_ignores_other_accounts_entries(q: queues.QueueStore) -> None:
     """Acking twice counts once; acking someone else's entry does nothing."""
     q.submit(SENDER, [message(("bob", "carol"))])
