@@ -42,7 +42,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 import dbservers
 
 from mpg import config, logs
-from mpg.server import app, auth, tables
+from mpg.server import app, auth, queues, tables
 from mpg.wire import atrest, envelope, keys, model, payloads
 
 SENDER = "erp-a@example.com"
@@ -119,8 +119,8 @@ class Bench:
         # The nonce rides on the operation's transaction, as the server's handler has it
         # (checkouts before that write it in a transaction of its own).
         rides = "nonce_rides" in inspect.signature(opener.open).parameters
-        # Older checkouts acknowledge in the fetch's own transaction (``acked``).
-        folds = "acked" in inspect.signature(q.fetch).parameters
+        # Older checkouts acknowledge in the lease's own transaction, whatever it finds.
+        acks_left = getattr(queues, "acks_left", None)
         older: Any = q  # the store of an older checkout, called as it was then
 
         def serve() -> bytes:
@@ -136,19 +136,15 @@ class Bench:
                 )
             else:
                 size, acked = fetch
-                if not folds:
-                    # The server answers, then applies the acknowledgements the fetch
-                    # carried (both on the clock: the same request's work).
-                    batch = q.fetch(req.account, size, 60.0, req.nonce)
-                    answer = payloads.build_deliveries(batch)
-                    if acked:
-                        q.ack(req.account, acked)
-                elif rides:  # older checkouts: acknowledged in the lease's transaction
-                    batch = older.fetch(req.account, size, 60.0, acked or (), req.nonce)
-                else:  # older still: without acknowledgements (no ``acked``)
+                if rides:
+                    batch = q.fetch(req.account, size, 60.0, acked or (), req.nonce)
+                else:  # older checkouts: without acknowledgements (no ``acked``)
                     batch = older.fetch(req.account, size, 60.0, *([acked] if acked else []))
-                if folds:
-                    answer = payloads.build_deliveries(batch)
+                answer = payloads.build_deliveries(batch)
+                if acks_left is not None and acks_left(batch, acked or ()):
+                    # Left by the lease to the server, which applies them once the
+                    # answer is out (the same request's work).
+                    q.ack(req.account, acked)
             if rides:
                 opener.settle(req.nonce)
             return auth.seal_response(req, answer, {})

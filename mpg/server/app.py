@@ -530,26 +530,25 @@ class PushServer:
         max_items = min(request.max_items, MAX_FETCH_ITEMS)
         loop = asyncio.get_running_loop()
         deadline = _ARRIVED.get(loop.time()) + min(request.wait, self.settings.max_long_poll)
-        # The previous batch's acknowledgement. It must not hold up this answer: when
-        # the first look finds entries, it is applied right after the answer is sent
-        # (the recipient has stored those entries; should the server stop first, they
-        # are delivered again once their lease runs out, and recognised). When the
-        # fetch has to wait, it is applied before the wait, so no receipt waits too.
-        pending = request.acked
+        # The previous batch's acknowledgement rides on the first look. A large one
+        # that look leaves, so as not to hold up the answer (QueueStore.fetch): it is
+        # applied right after the answer is sent (the recipient has stored those
+        # entries; should the server stop first, they are delivered again once their
+        # lease runs out, and recognised).
+        acked = request.acked
         first = True
         while True:
             # Taken before looking, so an entry queued while we look still wakes us.
             event = self.waiters.event(self.vault.account_id(req.account))
-            found = await self._look(req.account, max_items, deadline, first, req.nonce)
+            found = await self._look(req.account, max_items, deadline, first, acked, req.nonce)
             if found is not None:
-                if pending:
+                answer, left = found
+                if left:
                     _AFTER_ANSWER.get().append(
-                        functools.partial(self._acknowledge_later, req.account, pending)
+                        functools.partial(self._acknowledge_later, req.account, acked)
                     )
-                return found, {}
-            if pending:
-                await concurrency.run_in_threadpool(self.queues.ack, req.account, pending)
-                pending = ()
+                return answer, {}
+            acked = ()
             first = False
             remaining = deadline - loop.time()
             if remaining <= 0 or self.waiters.stopping:
@@ -572,15 +571,17 @@ class PushServer:
         max_items: int,
         deadline: float,
         first: bool,
+        acked: tuple[str, ...],
         nonce: transactions.Rider | None,
-    ) -> bytes | None:
-        """One look at the queue: the answer when it found entries, else None (also if
-        no turn comes before ``deadline``).
+    ) -> tuple[bytes, bool] | None:
+        """One look at the queue: the answer when it found entries, with whether it
+        left ``acked`` to be applied after it (:func:`mpg.server.queues.acks_left`);
+        else None (also if no turn comes before ``deadline``).
 
         Under load looks queue for a turn (:data:`MAX_LOOKS` at a time); a waiting
         fetch must not answer later than it promised because its last look waited
         there. A look that has begun runs to its end (it may lease entries), and a
-        fetch's ``first`` look is always made.
+        fetch's ``first`` look (the one that carries ``acked``) is always made.
         """
         if first:
             await self._looks.acquire()
@@ -591,18 +592,24 @@ class PushServer:
             except TimeoutError:
                 return None
         try:
-            return await concurrency.run_in_threadpool(self._look_now, account, max_items, nonce)
+            return await concurrency.run_in_threadpool(
+                self._look_now, account, max_items, acked, nonce
+            )
         finally:
             self._looks.release()
 
     def _look_now(
-        self, account: str, max_items: int, nonce: transactions.Rider | None
-    ) -> bytes | None:
+        self,
+        account: str,
+        max_items: int,
+        acked: tuple[str, ...],
+        nonce: transactions.Rider | None,
+    ) -> tuple[bytes, bool] | None:
         """Lease what is there and build its answer in the same worker-thread call."""
-        batch = self.queues.fetch(account, max_items, self.settings.lease_seconds, nonce)
+        batch = self.queues.fetch(account, max_items, self.settings.lease_seconds, acked, nonce)
         if not batch.deliveries and not batch.receipts:
             return None
-        return payloads.build_deliveries(batch)
+        return payloads.build_deliveries(batch), queues.acks_left(batch, acked)
 
     def _ack(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
         done = self.queues.ack(req.account, payloads.parse_ack(req.payload), req.nonce)

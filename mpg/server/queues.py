@@ -68,6 +68,17 @@ Addresser = Callable[
 #: than this on its own still goes out alone: it was accepted in a submit of the same
 #: limit.
 MAX_FETCH_BYTES: Final = 8 * 1024 * 1024
+#: Most acknowledgements a fetch that leases applies in its own transaction. A few cost
+#: less there than a transaction of their own; more (a batch of a backlog, tens of ms
+#: of work) would hold up the answer, so they are left to the caller to apply once the
+#: answer is out (:func:`acks_left`).
+ACKS_WITH_LEASE: Final = 50
+
+
+def acks_left(batch: model.FetchBatch, acked: Sequence[str]) -> bool:
+    """Whether :meth:`QueueStore.fetch` left ``acked`` for the caller to :meth:`ack`:
+    it leased ``batch`` and they were more than :data:`ACKS_WITH_LEASE`."""
+    return len(acked) > ACKS_WITH_LEASE and bool(batch.deliveries or batch.receipts)
 
 
 class _Sequence:
@@ -748,21 +759,32 @@ class QueueStore:
         account: str,
         max_items: int,
         lease_seconds: float,
+        acked: Sequence[str] = (),
         rider: transactions.Rider | None = None,
     ) -> model.FetchBatch:
         """Lease up to ``max_items`` of ``account``'s entries, most urgent and oldest first.
 
-        Entries whose earlier lease ran out are delivered again. ``rider``: a write
-        that commits with the lease (the request's nonce). The acknowledgements a
-        fetch request carries are :meth:`ack`'s (the server applies them after its
-        answer, or before a long poll waits: :mod:`mpg.server.app`).
+        Entries whose earlier lease ran out are delivered again. ``acked``: entries of
+        the caller's previous batch, acknowledged in this same transaction (as
+        :meth:`ack` does), so that a receiving gateway needs one request per batch;
+        except when it leases entries and ``acked`` is large: then ``acked`` is left
+        to the caller, to :meth:`ack` once its answer is out, so that the
+        acknowledgement does not hold up the next batch (:func:`acks_left` tells;
+        :mod:`mpg.server.app`). When nothing waits they are always applied here: the
+        caller is about to wait, and the sender's receipt must not wait with it.
+        ``rider``: a write that commits with the lease (the request's nonce).
         """
         if max_items <= 0:
             return model.FetchBatch()
         account_id = self._vault.account_id(account)
-        return transactions.retrying(
-            lambda: self._fetch_once(account_id, account, max_items, lease_seconds, rider)
+        batch, moved, woken = transactions.retrying(
+            lambda: self._fetch_once(account_id, account, max_items, lease_seconds, acked, rider)
         )
+        if moved is not None:
+            faults.reach(faults.SERVER_ACK_COMMITTED)
+            self._wake(woken)
+            log.info("entries_acked", account=account, acked=moved)
+        return batch
 
     def _fetch_once(
         self,
@@ -770,9 +792,12 @@ class QueueStore:
         account: str,
         max_items: int,
         lease_seconds: float,
+        acked: Sequence[str],
         rider: transactions.Rider | None,
-    ) -> model.FetchBatch:
-        """One attempt at :meth:`fetch`.
+    ) -> tuple[model.FetchBatch, int | None, set[str]]:
+        """One attempt at :meth:`fetch`: the batch, how many entries ``acked`` moved
+        (None: none given, or left to the caller) and who to wake for the receipts
+        that queued.
 
         Rows are read ``FOR UPDATE SKIP LOCKED``: another process leasing for the
         same account at the same moment takes other entries, never these.
@@ -781,6 +806,13 @@ class QueueStore:
         vault = self._vault
         with transactions.begin(self._engine, "fetching entries", rider) as conn:
             candidates, expired = self._candidates(conn, account_id, max_items, now)
+            moved: int | None = None
+            woken: set[str] = set()
+            if acked and (not candidates or len(acked) <= ACKS_WITH_LEASE):
+                moving, woken = self._acknowledge(conn, account_id, acked)
+                moved = len(moving)
+            if not candidates:
+                return model.FetchBatch(), moved, woken
             messages = self._messages(
                 conn, [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
             )
@@ -794,8 +826,6 @@ class QueueStore:
                 [_answer_bytes(e, messages, bcc) for e in candidates],
                 MAX_FETCH_BYTES,
             )
-            if not entries:
-                return model.FetchBatch()
             expired_ids = expired & {e.EntryId for e in entries}
             self._lease(conn, entries, expired_ids, now, lease_seconds)
             bulk.insert_rows(
@@ -838,7 +868,7 @@ class QueueStore:
             receipts=len(receipts),
             redelivered=len(expired_ids),
         )
-        return model.FetchBatch(tuple(deliveries), tuple(receipts))
+        return model.FetchBatch(tuple(deliveries), tuple(receipts)), moved, woken
 
     @staticmethod
     def _candidates(

@@ -187,10 +187,10 @@ def test_a_nonce_that_rode_on_a_fetch_is_written_once_and_refuses_a_replay(
     header = envelope.request_header(RECIPIENTS[0], "k1", "fetch")
     nonce = first.admit(header)
     for _ in range(3):
-        stores[0].fetch(RECIPIENTS[0], 10, 60.0, nonce)
+        stores[0].fetch(RECIPIENTS[0], 10, 60.0, (), nonce)
     assert nonce.done
     with pytest.raises(errors.ReplayedEnvelope):
-        stores[1].fetch(RECIPIENTS[0], 10, 60.0, second.admit(header))
+        stores[1].fetch(RECIPIENTS[0], 10, 60.0, (), second.admit(header))
     with engines[0].connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.seen_nonce)).scalar() == 1
 

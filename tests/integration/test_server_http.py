@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import trustme
 
 from mpg import config
-from mpg.server import accounts, datakeys, tables
+from mpg.server import accounts, datakeys, queues, tables
 from mpg.server import app as server_app
 from mpg.wire import atrest, envelope, keys, model, payloads
 
@@ -315,15 +315,21 @@ def _event_ids(srv: Server, message_id: str, kind: str) -> list[int]:
 def test_a_fetch_that_finds_entries_answers_before_it_applies_its_acknowledgements(
     srv: Server, http: httpx.Client
 ) -> None:
-    """The previous batch's acknowledgement does not hold up the next batch: the answer
-    is leased (and sent) first, the acknowledgement follows and queues the receipt."""
+    """A backlog's acknowledgement does not hold up the next batch: the answer is leased
+    (and sent) first, the acknowledgement follows and queues the receipts."""
     fetch(srv, http, BOB)  # leases anything left over by earlier tests
-    first = submit(srv, http, message((BOB,)))
-    [delivered] = fetch(srv, http, BOB).deliveries
+    backlog = [message((BOB,)) for _ in range(queues.ACKS_WITH_LEASE + 1)]
+    _, plain = call(srv, http, GATEWAY, "submit", payloads.build_submit(backlog))
+    first = payloads.parse_submitted(plain)[-1]
+    delivered = fetch(srv, http, BOB).deliveries
+    assert len(delivered) == len(backlog)
     second = submit(srv, http, message((BOB,)))
-    batch = _fetch_acking(srv, http, BOB, [delivered.rx_message_id])
+    batch = _fetch_acking(srv, http, BOB, [d.rx_message_id for d in delivered])
     assert [d.message_id for d in batch.deliveries] == [second.message_id]
-    receipts = fetch(srv, http, GATEWAY, wait=5).receipts
+    receipts: list[model.Receipt] = []
+    deadline = time.monotonic() + 5
+    while len(receipts) < len(backlog) and time.monotonic() < deadline:
+        receipts += fetch(srv, http, GATEWAY, wait=1).receipts
     assert first.message_id in [r.message_id for r in receipts]
     [leased] = _event_ids(srv, second.message_id, "fetched")
     [acknowledged] = _event_ids(srv, first.message_id, "acknowledged")

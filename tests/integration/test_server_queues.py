@@ -229,6 +229,52 @@ def test_ack_of_every_recipient_queues_a_receipt_for_the_sender(
     assert q.fetch(SENDER, 10, 60) == model.FetchBatch()
 
 
+def test_a_fetch_that_leases_leaves_a_large_acknowledgement_to_the_caller(
+    q: queues.QueueStore,
+) -> None:
+    """A backlog's batch is not acknowledged in the transaction that leases the next:
+    the server answers first and acknowledges after; a few entries ride along."""
+    q.submit(SENDER, [message(("bob",)) for _ in range(queues.ACKS_WITH_LEASE + 1)])
+    delivered = [d.rx_message_id for d in q.fetch("bob@example.com", 100, 60).deliveries]
+    [second] = q.submit(SENDER, [message(("bob",))])
+    batch = q.fetch("bob@example.com", 100, 60, acked=delivered)
+    assert [d.message_id for d in batch.deliveries] == [second.message_id]
+    assert queues.acks_left(batch, delivered)
+    assert q.fetch(SENDER, 100, 60) == model.FetchBatch()  # no receipt yet
+    assert q.ack("bob@example.com", delivered) == len(delivered)
+    assert len(q.fetch(SENDER, 100, 60).receipts) == len(delivered)
+    few = [d.rx_message_id for d in batch.deliveries]  # the second message's entry
+    [third] = q.submit(SENDER, [message(("bob",))])
+    batch = q.fetch("bob@example.com", 100, 60, acked=few)
+    assert [d.message_id for d in batch.deliveries] == [third.message_id]
+    assert not queues.acks_left(batch, few)
+    [receipt] = q.fetch(SENDER, 100, 60).receipts  # acknowledged with the lease
+    assert receipt.message_id == second.message_id
+
+
+def test_a_fetch_that_finds_nothing_acknowledges_in_its_own_transaction(
+    q: queues.QueueStore, store: accounts.AccountStore, woken: list[frozenset[str]]
+) -> None:
+    """About to wait, the fetch acknowledges at once: the sender's receipt is queued and
+    the sender woken; others' entries are ignored, a repeated acknowledgement is no-op."""
+    msg = message(("bob",))
+    [first] = q.submit(SENDER, [msg])
+    [delivered] = q.fetch("bob@example.com", 10, 60).deliveries
+    assert q.fetch("bob@example.com", 10, 60, acked=[delivered.rx_message_id, "no-such"]) == (
+        model.FetchBatch()
+    )
+    assert woken[-1] == frozenset({store.vault.account_id(SENDER)})
+    [receipt] = q.fetch(SENDER, 10, 60).receipts
+    assert receipt.message_id == first.message_id
+    assert q.fetch("carol@example.com", 10, 60, acked=[receipt.entry_id]) == model.FetchBatch()
+    assert q.fetch("bob@example.com", 10, 60, acked=[delivered.rx_message_id]) == (
+        model.FetchBatch()
+    )
+    assert q.fetch(SENDER, 10, 60, acked=[receipt.entry_id]) == model.FetchBatch()
+    # The receipt is stored (acknowledged): the same message again is served at once.
+    assert q.submit(SENDER, [msg])[0].served_at_once
+
+
 def test_ack_is_idempotent_and_ignores_other_accounts_entries(q: queues.QueueStore) -> None:
     """Acking twice counts once; acking someone else's entry does nothing."""
     q.submit(SENDER, [message(("bob", "carol"))])
