@@ -144,7 +144,7 @@ class Bench:
                 if acks_left is not None and acks_left(batch, acked or ()):
                     # Left by the lease to the server, which applies them once the
                     # answer is out (the same request's work).
-                    q.ack(req.account, acked)
+                    q.acknowledge(req.account, acked)
             if rides:
                 opener.settle(req.nonce)
             return auth.seal_response(req, answer, {})

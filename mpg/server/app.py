@@ -559,7 +559,7 @@ class PushServer:
     def _acknowledge_later(self, account: str, entries: tuple[str, ...]) -> None:
         """A fetch's acknowledgements, once its answer is out (see :meth:`_fetch`)."""
         try:
-            self.queues.ack(account, entries)
+            self.queues.acknowledge(account, entries)
         except Exception as exc:
             # Stored by the recipient all the same: delivered again after the lease
             # and recognised there, then acknowledged by its next fetch.

@@ -76,7 +76,7 @@ ACKS_WITH_LEASE: Final = 50
 
 
 def acks_left(batch: model.FetchBatch, acked: Sequence[str]) -> bool:
-    """Whether :meth:`QueueStore.fetch` left ``acked`` for the caller to :meth:`ack`:
+    """Whether :meth:`QueueStore.fetch` left ``acked`` for the caller to acknowledge:
     it leased ``batch`` and they were more than :data:`ACKS_WITH_LEASE`."""
     return len(acked) > ACKS_WITH_LEASE and bool(batch.deliveries or batch.receipts)
 
@@ -970,9 +970,27 @@ class QueueStore:
         When the last entry of a message is acked, its sender gets a receipt.
         ``rider``: a write that commits with the acknowledgement (the request's nonce).
         """
+        done = self._ack(account, entry_ids, rider, count=True)
+        assert done is not None  # counted
+        return done
+
+    def acknowledge(self, account: str, entry_ids: Sequence[str]) -> None:
+        """:meth:`ack` without the count of entries done that the ``ack`` operation
+        answers with (a query per 500 entries): for the acknowledgement a fetch left
+        (:func:`acks_left`), which answers nothing."""
+        self._ack(account, entry_ids, None, count=False)
+
+    def _ack(
+        self,
+        account: str,
+        entry_ids: Sequence[str],
+        rider: transactions.Rider | None,
+        *,
+        count: bool,
+    ) -> int | None:
         account_id = self._vault.account_id(account)
         done, moved, woken = transactions.retrying(
-            lambda: self._ack_once(account_id, entry_ids, rider)
+            lambda: self._ack_once(account_id, entry_ids, rider, count)
         )
         faults.reach(faults.SERVER_ACK_COMMITTED)
         self._wake(woken)
@@ -980,12 +998,18 @@ class QueueStore:
         return done
 
     def _ack_once(
-        self, account: str, entry_ids: Sequence[str], rider: transactions.Rider | None
-    ) -> tuple[int, int, set[str]]:
-        """One attempt at :meth:`ack`: entries done, entries moved now, who to wake."""
+        self,
+        account: str,
+        entry_ids: Sequence[str],
+        rider: transactions.Rider | None,
+        count: bool,
+    ) -> tuple[int | None, int, set[str]]:
+        """One attempt at :meth:`_ack`: entries done (None: not counted), entries moved
+        now, who to wake."""
         with transactions.begin(self._engine, "acknowledging entries", rider) as conn:
             moving, woken = self._acknowledge(conn, account, entry_ids)
-            return self._done(conn, account, entry_ids), len(moving), woken
+            done = self._done(conn, account, entry_ids) if count else None
+            return done, len(moving), woken
 
     def _acknowledge(
         self, conn: sa.Connection, account: str, entry_ids: Sequence[str]
