@@ -300,6 +300,17 @@ def _fetch_acking(
     return payloads.parse_deliveries(plain)
 
 
+def _receipts_until(
+    srv: Server, http: httpx.Client, message_id: str, deadline: float
+) -> list[model.Receipt]:
+    """The gateway's receipts, fetched until ``message_id``'s is among them (others that
+    earlier tests left may come first) or ``deadline`` (monotonic) passes."""
+    receipts: list[model.Receipt] = []
+    while message_id not in [r.message_id for r in receipts] and time.monotonic() < deadline:
+        receipts += fetch(srv, http, GATEWAY, wait=1).receipts
+    return receipts
+
+
 def _event_ids(srv: Server, message_id: str, kind: str) -> list[int]:
     """The ids (the order they were written in) of a message's events of ``kind``."""
     engine = sa.create_engine(config.load(srv.ca_file.parent / "server.toml").server.database_url)
@@ -326,10 +337,7 @@ def test_a_fetch_that_finds_entries_answers_before_it_applies_its_acknowledgemen
     second = submit(srv, http, message((BOB,)))
     batch = _fetch_acking(srv, http, BOB, [d.rx_message_id for d in delivered])
     assert [d.message_id for d in batch.deliveries] == [second.message_id]
-    receipts: list[model.Receipt] = []
-    deadline = time.monotonic() + 5
-    while len(receipts) < len(backlog) and time.monotonic() < deadline:
-        receipts += fetch(srv, http, GATEWAY, wait=1).receipts
+    receipts = _receipts_until(srv, http, first.message_id, time.monotonic() + 5)
     assert first.message_id in [r.message_id for r in receipts]
     [leased] = _event_ids(srv, second.message_id, "fetched")
     [acknowledged] = _event_ids(srv, first.message_id, "acknowledged")
@@ -347,7 +355,7 @@ def test_a_fetch_that_must_wait_applies_its_acknowledgements_before_waiting(
     with concurrent.futures.ThreadPoolExecutor(1) as pool, srv.client() as other:
         waiting = pool.submit(_fetch_acking, srv, other, BOB, [delivered.rx_message_id], 10)
         started = time.monotonic()
-        receipts = fetch(srv, http, GATEWAY, wait=5).receipts
+        receipts = _receipts_until(srv, http, first.message_id, time.monotonic() + 5)
         got_receipt = time.monotonic() - started
         assert not waiting.done()  # still waiting for something to deliver
         ended = submit(srv, http, message((BOB,)))
