@@ -52,15 +52,6 @@ class Checkpointer:
         self._seen: int | None = None  # data_version at the last look
         self._failing = False
 
-    @staticmethod
-    def wanted(engine: sa.Engine) -> bool:
-        """Whether ``engine`` is a SQLite database in a file (the others need none)."""
-        return engine.dialect.name == "sqlite" and engine.url.database not in (
-            None,
-            "",
-            ":memory:",
-        )
-
     def start(self) -> None:
         """Look every ``interval`` seconds until :meth:`stop`."""
         self._thread = threading.Thread(target=self._run, name="mpg-checkpoint", daemon=True)
@@ -79,9 +70,7 @@ class Checkpointer:
                 self.look()
             self.look()
         finally:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._close()
 
     def look(self) -> bool:
         """Checkpoint if anything was committed since the last look; whether it did.
@@ -121,3 +110,18 @@ class Checkpointer:
             self._conn.close()
             self._conn = None
             self._seen = None
+
+
+def wanted(engine: sa.Engine) -> bool:
+    """Whether ``engine`` is a SQLite database in a file (the others need none)."""
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+
+
+def start(engine: sa.Engine) -> Checkpointer | None:
+    """A running checkpointer for ``engine`` if it wants one (:func:`wanted`), else None;
+    what a long-running program calls once, and :meth:`Checkpointer.stop` at its end."""
+    if not wanted(engine):
+        return None
+    checkpointer = Checkpointer(engine)
+    checkpointer.start()
+    return checkpointer

@@ -77,11 +77,7 @@ class Gateway:
             raise errors.ConfigError(f"gateway.secret: {exc}") from exc
         self.engine = database.create_engine(gw.database_url)
         found = _require_tables(self.engine)
-        self._checkpointer = (
-            checkpoints.Checkpointer(self.engine)
-            if checkpoints.Checkpointer.wanted(self.engine)
-            else None
-        )
+        self._checkpointer: checkpoints.Checkpointer | None = None
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.push = client_mod.PushClient(gw, credential)
@@ -167,8 +163,7 @@ class Gateway:
 
     def start(self) -> None:
         """Start the workers, the database watcher and the timeout sweep."""
-        if self._checkpointer is not None:
-            self._checkpointer.start()
+        self._checkpointer = checkpoints.start(self.engine)
         if self._watcher is not None:
             self._watcher.start()
         if self.listener is not None:

@@ -171,13 +171,7 @@ def serve(
     (announce or _print)(line)
     connections.raise_open_file_limit(server_settings.max_connections)
     scheduler = _housekeeping(server_settings, push)
-    checkpointer = (
-        checkpoints.Checkpointer(push.engine)
-        if checkpoints.Checkpointer.wanted(push.engine)
-        else None
-    )
-    if checkpointer is not None:
-        checkpointer.start()
+    checkpointer = checkpoints.start(push.engine)
     in_main = threading.current_thread() is threading.main_thread()
     if hasattr(signal, "SIGHUP") and in_main:  # not on Windows, nor in a service thread
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_logging(settings.source))

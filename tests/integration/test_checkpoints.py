@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pathlib
+import threading
 import time
 
 import pytest
 import sqlalchemy as sa
+from harness import World
 from structlog.testing import capture_logs
 
+from mpg import config
 from mpg.db import checkpoints, engine
+from mpg.gateway import runner
 
 OPTIONS = engine.EngineOptions("database_url")
 
@@ -115,5 +119,29 @@ def test_only_a_sqlite_file_gets_a_checkpointer(
     tmp_path: pathlib.Path, url: str, wanted: bool
 ) -> None:
     eng = engine.create_engine(url.format(tmp=tmp_path), OPTIONS)
-    assert checkpoints.Checkpointer.wanted(eng) is wanted
+    assert checkpoints.wanted(eng) is wanted
     eng.dispose()
+
+
+def _checkpointers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "mpg-checkpoint"}
+
+
+def test_a_running_gateway_checkpoints_its_database_and_stops_doing_so_with_it(
+    local_world: World,
+) -> None:
+    local_world.init_server()
+    gateway = runner.Gateway(config.load(local_world.gateway("erp-a").config))
+    before = _checkpointers()
+    gateway.start()
+    try:
+        [started] = _checkpointers() - before
+    finally:
+        gateway.stop()
+    assert not started.is_alive()
+
+
+def test_a_running_server_checkpoints_its_database(local_world: World) -> None:
+    before = _checkpointers()
+    local_world.start_server()
+    assert len(_checkpointers() - before) == 1
