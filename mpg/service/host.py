@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import threading
+from collections.abc import Callable
 from typing import Final, Literal
 
 import structlog
@@ -37,10 +38,17 @@ def service_settings(
     return settings.model_copy(update={"log": log_settings})
 
 
-def run_role(role: Role, config_file: pathlib.Path, stop: threading.Event) -> int:
+def run_role(
+    role: Role,
+    config_file: pathlib.Path,
+    stop: threading.Event,
+    started: Callable[[], None] | None = None,
+) -> int:
     """Run ``role`` with ``config_file`` until ``stop`` is set; returns the exit code.
 
-    Stopping finishes the work in hand exactly as SIGTERM does on Linux.
+    Stopping finishes the work in hand exactly as SIGTERM does on Linux. ``started``
+    is called once the role's code is imported and its settings read, before the work
+    begins: where the service applies the process's collector settings (:mod:`mpg.ops.heap`).
     """
     # Imported here: the server pulls in uvicorn, which the gateway does not need.
     from mpg.gateway import runner
@@ -48,6 +56,8 @@ def run_role(role: Role, config_file: pathlib.Path, stop: threading.Event) -> in
 
     settings = service_settings(config.load(config_file), role, config_file)
     logs.configure(settings.log, role)
+    if started is not None:
+        started()
     if role == "server":
         return server_main.serve(settings, announce=lambda line: log.info(line), stop=stop)
     gateway = runner.Gateway(settings)

@@ -49,8 +49,9 @@ class _MpgService(win32serviceutil.ServiceFramework):  # type: ignore[misc]
             servicemanager.PYS_SERVICE_STARTED,
             (self._svc_name_, f" with {config_file}"),
         )
-        heap.settle()
-        code = host.run_role(self._svc_role_, pathlib.Path(config_file), self._stop)
+        code = host.run_role(
+            self._svc_role_, pathlib.Path(config_file), self._stop, started=heap.settle
+        )
         servicemanager.LogMsg(
             servicemanager.EVENTLOG_INFORMATION_TYPE,
             servicemanager.PYS_SERVICE_STOPPED,

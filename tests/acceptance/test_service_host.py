@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import structlog
@@ -27,11 +27,13 @@ def _restore_logging() -> Iterator[None]:
 
 
 def start_role(
-    role: host.Role, config_file: pathlib.Path
+    role: host.Role, config_file: pathlib.Path, started: Callable[[], None] | None = None
 ) -> tuple[threading.Thread, threading.Event, list[int]]:
     stop = threading.Event()
     codes: list[int] = []
-    thread = threading.Thread(target=lambda: codes.append(host.run_role(role, config_file, stop)))
+    thread = threading.Thread(
+        target=lambda: codes.append(host.run_role(role, config_file, stop, started))
+    )
     thread.start()
     return thread, stop, codes
 
@@ -53,9 +55,13 @@ def test_gateway_role_sends_until_stopped_and_logs_beside_its_config(world: Worl
 
 
 def test_server_role_serves_until_stopped(world: World) -> None:
-    """The server runs in a thread (no signals there) and stops when asked."""
+    """The server runs in a thread (no signals there) and stops when asked; the
+    service's start-up hook (its collector settings) is called once, before it listens."""
     world.mpg(world.server_config, "server", "init")
-    thread, stop, codes = start_role("server", world.server_config)
+    listening_when_started: list[bool] = []
+    thread, stop, codes = start_role(
+        "server", world.server_config, lambda: listening_when_started.append(world.listening())
+    )
     try:
         wait_for("the server to listen", world.listening)
     finally:
@@ -63,6 +69,7 @@ def test_server_role_serves_until_stopped(world: World) -> None:
         thread.join(DEADLINE)
     assert not thread.is_alive()
     assert codes == [0]
+    assert listening_when_started == [False]
 
 
 def test_a_configured_log_file_is_kept(tmp_path: pathlib.Path) -> None:
