@@ -43,7 +43,7 @@ import sqlalchemy as sa
 import structlog
 
 from mpg import errors, faults
-from mpg.db import bulk, timeids, transactions
+from mpg.db import bulk, plans, timeids, transactions
 from mpg.server import accounts, fanout, identity, rows, states, tables, tracking
 from mpg.server.publishing import OutboxPublisher
 from mpg.server.push import jobs as push_jobs
@@ -128,8 +128,7 @@ _LEASE: Final = (
 
 _ACK_GUARD: Final = (
     _r.EntryId.in_(_IDS),
-    _r.Recipient == sa.bindparam("b_account"),
-    _r.State == EntryState.LEASED,
+    plans.row_check(_r.Recipient == sa.bindparam("b_account"), _r.State == EntryState.LEASED),
 )
 _ACK: Final = (
     tables.receive_queue.update().where(*_ACK_GUARD).values(State=EntryState.ACKED, LeaseUntil=None)
@@ -165,6 +164,27 @@ _SERVED_ONCE: Final = (
     .where(_t.MessageId.in_(_IDS))
     .values(ServedCount=_t.ServedCount + 1)
 )
+#: _SERVED_ONCE and _SERVE in one statement, where UPDATE returns rows: each message
+#: row is rewritten once instead of twice. The SET side reads the row as it was, so
+#: the guard counts this acknowledgement (+ 1); what it returns is the row after.
+_SERVE_ONCE_RETURNING: Final = (
+    tables.transmit_queue.update()
+    .where(_t.MessageId.in_(_IDS))
+    .values(
+        ServedCount=_t.ServedCount + 1,
+        State=sa.case(
+            (
+                sa.and_(
+                    _t.State == MessageState.QUEUED,
+                    _t.ServedCount + 1 + _t.RecalledCount >= _t.RecipientCount,
+                ),
+                MessageState.SERVED,
+            ),
+            else_=_t.State,
+        ),
+    )
+    .returning(*_SERVE_COLUMNS, _t.State, _t.RecipientCount)
+)
 _DELIVERED: Final = sa.select(*(_t[name] for name in rows.DELIVERED_COLUMNS)).where(
     _t.MessageId.in_(_IDS)
 )
@@ -182,8 +202,8 @@ _PREVIOUS: Final = sa.select(
     _t.SubmitResultEnc,
     _t.RecipientCount,
 ).where(
-    _t.SenderAccount == sa.bindparam("b_sender"),
     _t.TxMessageId.in_(sa.bindparam("b_txs", expanding=True)),
+    plans.row_check(_t.SenderAccount == sa.bindparam("b_sender")),
 )
 _STAGES: Final = sa.select(tables.upload_stage).where(
     tables.upload_stage.c.SenderAccount == sa.bindparam("b_sender"),
@@ -691,7 +711,11 @@ class QueueStore:
 
         Returns the sender accounts that got a receipt.
         """
-        done = self._mark_served(conn, sorted(set(message_ids)))
+        return self._queue_receipts(conn, self._mark_served(conn, sorted(set(message_ids))))
+
+    def _queue_receipts(self, conn: sa.Connection, done: list[tables.Row]) -> set[str]:
+        """Record that the messages ``done`` (just moved to served; _SERVE_COLUMNS) were
+        served and queue a receipt for each; return the sender accounts that got one."""
         if not done:
             return set()
         faults.reach(faults.SERVER_BEFORE_RECEIPTS)
@@ -739,6 +763,8 @@ class QueueStore:
         ``FOR UPDATE`` first (the caller's count update already locks them; asking
         again keeps the receipt single even if a caller ever did not).
         """
+        if not message_ids:
+            return []
         states.check(MessageState.QUEUED, MessageState.SERVED)
         done: list[tables.Row] = []
         for part in transactions.chunks(message_ids):
@@ -1045,9 +1071,15 @@ class QueueStore:
             row.MessageId for row in moving if row.Kind == model.DeliveryKind.MESSAGE
         )
         # Mostly one entry per message: those counted with one statement, not one each.
-        once = [mid for mid, n in served.items() if n == 1]
-        for part in transactions.chunks(once):
-            conn.execute(_SERVED_ONCE, {"b_ids": part})
+        once = sorted(mid for mid, n in served.items() if n == 1)
+        done: list[tables.Row] = []
+        if conn.dialect.update_returning:
+            done = self._serve_once(conn, once)
+            to_check = sorted(mid for mid, n in served.items() if n > 1)
+        else:
+            for part in transactions.chunks(once):
+                conn.execute(_SERVED_ONCE, {"b_ids": part})
+            to_check = sorted(served)
         more = [{"b_message": mid, "b_count": n} for mid, n in served.items() if n > 1]
         if more:
             conn.execute(
@@ -1056,9 +1088,33 @@ class QueueStore:
                 .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
                 more,
             )
-        woken = self._complete(conn, served) if served else set()
+        done += self._mark_served(conn, to_check)
+        woken = self._queue_receipts(conn, done)
         tables.announce(conn, woken)
         return moving, woken
+
+    @staticmethod
+    def _serve_once(conn: sa.Connection, message_ids: list[str]) -> list[tables.Row]:
+        """Count one more served entry of each of ``message_ids`` (sorted) and move
+        those it completes from queued to served, in one UPDATE; return those moved.
+
+        A row comes back served either because this update completed it or because it
+        was served before; only the first had fewer than RecipientCount served or
+        recalled before this acknowledgement (counts only grow, and a served message
+        has no leased entry left to acknowledge).
+        """
+        if not message_ids:
+            return []
+        states.check(MessageState.QUEUED, MessageState.SERVED)
+        done: list[tables.Row] = []
+        for part in transactions.chunks(message_ids):
+            done += [
+                row
+                for row in conn.execute(_SERVE_ONCE_RETURNING, {"b_ids": part}).all()
+                if row.State == MessageState.SERVED
+                and row.ServedCount - 1 + row.RecalledCount < row.RecipientCount
+            ]
+        return done
 
     @staticmethod
     def _move_to_acked(conn: sa.Connection, account: str, entry_ids: list[str]) -> list[tables.Row]:

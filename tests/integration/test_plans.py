@@ -1,0 +1,89 @@
+"""The server's key-list statements find their rows by key on every database (mpg.db.plans)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import sqlalchemy as sa
+
+from mpg.db import plans
+from mpg.server import queues, tables
+from mpg.server.states import EntryState
+
+_sample = sa.Table(
+    "PlanSample",
+    sa.MetaData(),
+    sa.Column("Id", sa.Integer(), primary_key=True),
+    sa.Column("Who", sa.Unicode(10)),
+    sa.Column("State", sa.Unicode(10)),
+)
+
+
+def test_a_row_check_keeps_the_same_rows_as_its_conditions_joined_with_and(db_url: str) -> None:
+    engine = tables.create_engine(db_url)
+    _sample.create(engine)
+    values = ["a", "b", None]
+    rows = [
+        {"Id": n, "Who": who, "State": state}
+        for n, (who, state) in enumerate(itertools.product(values, values), start=1)
+    ]
+    c = _sample.c
+    with engine.begin() as conn:
+        conn.execute(_sample.insert(), rows)
+        plain = conn.execute(
+            sa.select(c.Id).where(c.Id < 8, c.Who == "a", c.State != "b").order_by(c.Id)
+        ).all()
+        checked = conn.execute(
+            sa.select(c.Id)
+            .where(c.Id < 8, plans.row_check(c.Who == "a", c.State != "b"))
+            .order_by(c.Id)
+        ).all()
+    engine.dispose()
+    assert checked == plain
+    assert [row.Id for row in checked] == [1]  # NULLs drop out as with AND
+
+
+def _plan(conn: sa.Connection, statement: sa.Select[Any]) -> str:
+    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.name == "sqlite":
+        return " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    if conn.dialect.name in ("mysql", "mariadb"):
+        return " ".join(str(row._mapping["key"]) for row in conn.exec_driver_sql("EXPLAIN " + sql))
+    return " ".join(str(row[0]) for row in conn.exec_driver_sql("EXPLAIN " + sql))
+
+
+def test_an_acknowledgement_finds_its_entries_by_key_not_by_the_recipients_index(
+    db_url: str,
+) -> None:
+    # Many leased entries of one recipient, analysed: the recipient's index then looks
+    # as good as the key to a planner. The acknowledgement's rows (the guard its
+    # UPDATE and its locking read share) must still be found by key.
+    engine = tables.create_engine(db_url)
+    tables.create_tables(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            tables.receive_queue.insert(),
+            [
+                {
+                    "EntryId": f"e{n:05}",
+                    "MessageId": f"m{n:05}",
+                    "Recipient": "erp-b@example.com",
+                    "Kind": "message",
+                    "PriorityRank": 2,
+                    "State": EntryState.LEASED,
+                    "LeaseUntil": 1.0,
+                    "CreatedSeq": n,
+                }
+                for n in range(2000)
+            ],
+        )
+        if conn.dialect.name in ("sqlite", "postgresql"):
+            conn.exec_driver_sql("ANALYZE")
+    with engine.connect() as conn:
+        found = queues._ACK_LOCK.params(b_ids=["e00001", "e00002"], b_account="erp-b@example.com")
+        plan = _plan(conn, found)
+        assert [row.EntryId for row in conn.execute(found)] == ["e00001", "e00002"]
+    engine.dispose()
+    assert "IX_ReceiveQueue_Fetch" not in plan, plan
+    assert "ReceiveQueue_1" in plan or "pkey" in plan or "PRIMARY" in plan, plan
