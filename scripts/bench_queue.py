@@ -181,6 +181,25 @@ class Bench:
             self.request(account, "ack", payloads.build_ack(left))
 
 
+def beside_requests(engine: Any) -> list[Any]:
+    """Start what ``mpg server`` runs beside its requests for this database (SQLite's
+    checkpointer, PostgreSQL's analyzer), as far as the checkout under test has them."""
+    started: list[Any] = []
+    try:
+        from mpg.db import checkpoints
+
+        started.append(checkpoints.start(engine))
+    except ImportError:
+        pass
+    try:
+        from mpg.db import statistics
+
+        started.append(statistics.start(engine, list(tables.metadata.tables)))
+    except ImportError:
+        pass
+    return [helper for helper in started if helper is not None]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -203,11 +222,14 @@ def main() -> int:
         else:
             url = args.db or f"sqlite:///{tmp}/server.db"
         bench = Bench(url, pathlib.Path(tmp), profile)
+        helpers = beside_requests(bench.engine)
         try:
             wall = time.perf_counter()
             bench.run(args.messages, args.batch, args.fold)
             wall = time.perf_counter() - wall
         finally:
+            for helper in helpers:
+                helper.stop()
             bench.engine.dispose()
             if pg is not None:
                 pg.stop()

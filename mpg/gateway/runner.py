@@ -24,7 +24,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, logs, metrics
-from mpg.db import checkpoints, notify, transactions
+from mpg.db import checkpoints, notify, statistics, transactions
 from mpg.gateway import (
     attachfiles,
     attachroots,
@@ -77,7 +77,9 @@ class Gateway:
             raise errors.ConfigError(f"gateway.secret: {exc}") from exc
         self.engine = database.create_engine(gw.database_url)
         found = _require_tables(self.engine)
-        self._checkpointer: checkpoints.Checkpointer | None = None
+        #: What runs beside the workers for the database: SQLite's checkpointer,
+        #: PostgreSQL's analyzer (mpg.db.checkpoints, mpg.db.statistics).
+        self._upkeep: list[checkpoints.Checkpointer | statistics.Analyzer] = []
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.push = client_mod.PushClient(gw, credential)
@@ -163,7 +165,11 @@ class Gateway:
 
     def start(self) -> None:
         """Start the workers, the database watcher and the timeout sweep."""
-        self._checkpointer = checkpoints.start(self.engine)
+        upkeep = (
+            checkpoints.start(self.engine),
+            statistics.start(self.engine, list(tables.metadata.tables)),
+        )
+        self._upkeep = [helper for helper in upkeep if helper is not None]
         if self._watcher is not None:
             self._watcher.start()
         if self.listener is not None:
@@ -239,8 +245,8 @@ class Gateway:
         if self.health is not None:
             self.health.stop()
         self.push.close()
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
+        for helper in self._upkeep:
+            helper.stop()
         self.engine.dispose()
         if self._watcher is not None:
             self._watcher.close()

@@ -34,7 +34,7 @@ import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mpg import config, errors, exitcodes, logs
-from mpg.db import checkpoints
+from mpg.db import checkpoints, statistics
 from mpg.ops import systemd
 from mpg.server import accounts, app, connections, datakeys, housekeeping, rekey, tables
 
@@ -172,6 +172,7 @@ def serve(
     connections.raise_open_file_limit(server_settings.max_connections)
     scheduler = _housekeeping(server_settings, push)
     checkpointer = checkpoints.start(push.engine)
+    analyzer = statistics.start(push.engine, list(tables.metadata.tables))
     in_main = threading.current_thread() is threading.main_thread()
     if hasattr(signal, "SIGHUP") and in_main:  # not on Windows, nor in a service thread
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_logging(settings.source))
@@ -192,6 +193,8 @@ def serve(
         sock.close()
         if checkpointer is not None:
             checkpointer.stop()
+        if analyzer is not None:
+            analyzer.stop()
         push.engine.dispose()
     return exitcodes.OK
 

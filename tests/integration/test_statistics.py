@@ -1,0 +1,90 @@
+"""PostgreSQL's statistics retaken while a table grows (mpg.db.statistics), and only there."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+
+import sqlalchemy as sa
+from harness import World
+
+from mpg import config
+from mpg.db import statistics
+from mpg.gateway import runner
+from mpg.server import tables
+
+
+def _fill(engine: sa.Engine, count: int, start: int = 0) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            tables.message_event.insert(),
+            [
+                {"MessageId": f"m{n}", "At": 1.0, "Kind": "received", "Account": "a"}
+                for n in range(start, start + count)
+            ],
+        )
+
+
+def _analysed(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables"
+                    " WHERE relname = 'MessageEvent'"
+                )
+            ).scalar_one()
+        )
+
+
+def test_a_table_that_grew_is_analysed_and_then_left_alone_until_it_grows_again(
+    postgresql_url: str,
+) -> None:
+    engine = tables.create_engine(postgresql_url)
+    tables.create_tables(engine)
+    analyzer = statistics.Analyzer(engine, list(tables.metadata.tables))
+    try:
+        _fill(engine, statistics.MIN_CHANGES // 2)
+        assert analyzer.look() == []
+        _fill(engine, statistics.MIN_CHANGES, start=statistics.MIN_CHANGES)
+        # A backend's counters reach pg_stat_user_tables when its transaction ends,
+        # at most about a second later.
+        deadline = time.monotonic() + 10
+        found = analyzer.look()
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = analyzer.look()
+        assert found == ["MessageEvent"]
+        assert _analysed(engine)
+        assert analyzer.look() == []
+    finally:
+        engine.dispose()
+
+
+def test_only_postgresql_gets_an_analyzer(tmp_path: pathlib.Path) -> None:
+    engine = tables.create_engine(f"sqlite:///{tmp_path / 'server.db'}")
+    try:
+        assert statistics.start(engine, ["MessageEvent"]) is None
+    finally:
+        engine.dispose()
+
+
+def test_a_gateway_on_postgresql_runs_an_analyzer_and_stops_it_with_itself(
+    local_world: World, postgresql_url: str
+) -> None:
+    local_world.init_server()
+    gateway = runner.Gateway(
+        config.load(local_world.gateway("erp-a", database_url=postgresql_url).config)
+    )
+    before = _analyzers()
+    gateway.start()
+    try:
+        [started] = _analyzers() - before
+    finally:
+        gateway.stop()
+    assert not started.is_alive()
+
+
+def _analyzers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "mpg-analyze"}
