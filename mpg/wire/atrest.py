@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import os
 import secrets
 import struct
 from collections.abc import Mapping
@@ -161,20 +162,27 @@ class Keyring:
         self, table: str, row: str, values: Mapping[str, str | bytes | None]
     ) -> dict[str, bytes | None]:
         """Each of ``values`` (by column) as :meth:`encrypt` seals it at
-        ``table.column`` of ``row``; None stays None. The row's part of the associated
-        data is made once for all its fields."""
+        ``table.column`` of ``row``; None stays None. What the fields share (the row's
+        part of the associated data, the header, the cipher) is found once for all."""
         row_part = _row_part(row)
-        return {
-            column: None
-            if value is None
-            else self._encrypt(value, _column_prefix(table, column) + row_part)
-            for column, value in values.items()
-        }
+        header = self._header()
+        label = _FIELD_LABEL + header
+        encrypt = self._subkeys[self.current].aead.encrypt
+        sealed: dict[str, bytes | None] = {}
+        for column, value in values.items():
+            if value is None:
+                sealed[column] = None
+                continue
+            data = value.encode("utf-8") if isinstance(value, str) else value
+            nonce = _nonce()
+            aad = label + _column_prefix(table, column) + row_part
+            sealed[column] = header + nonce + encrypt(nonce, data, aad)
+        return sealed
 
     def _encrypt(self, value: str | bytes, place_data: bytes) -> bytes:
         data = value.encode("utf-8") if isinstance(value, str) else value
         header = self._header()
-        nonce = secrets.token_bytes(IV_BYTES)
+        nonce = _nonce()
         aad = _FIELD_LABEL + header + place_data
         return header + nonce + self._subkeys[self.current].aead.encrypt(nonce, data, aad)
 
@@ -191,18 +199,34 @@ class Keyring:
         self, table: str, row: str, blobs: Mapping[str, bytes | None]
     ) -> dict[str, str | None]:
         """:meth:`decrypt_text` of each of ``blobs`` (by column) sealed at
-        ``table.column`` of ``row``; None stays None."""
+        ``table.column`` of ``row``; None stays None. A field under the current key
+        (the header written by :meth:`encrypt_row`, key id and its length included)
+        skips reading its header again."""
         row_part = _row_part(row)
-        return {
-            column: None
-            if blob is None
-            else _text(
-                self._decrypt(
-                    bytes(blob), _column_prefix(table, column) + row_part, table, column, row
-                )
-            )
-            for column, blob in blobs.items()
-        }
+        header = self._header()
+        start = len(header)
+        label = _FIELD_LABEL + header
+        decrypt = self._subkeys[self.current].aead.decrypt
+        opened: dict[str, str | None] = {}
+        for column, stored in blobs.items():
+            if stored is None:
+                opened[column] = None
+                continue
+            blob = bytes(stored)
+            place_data = _column_prefix(table, column) + row_part
+            if blob.startswith(header) and len(blob) >= start + IV_BYTES + TAG_BYTES:
+                try:
+                    data = decrypt(
+                        blob[start : start + IV_BYTES],
+                        blob[start + IV_BYTES :],
+                        label + place_data,
+                    )
+                except InvalidTag:
+                    raise _changed(table, column, row) from None
+            else:
+                data = self._decrypt(blob, place_data, table, column, row)
+            opened[column] = _text(data)
+        return opened
 
     def _decrypt(self, blob: bytes, place_data: bytes, table: str, column: str, row: str) -> bytes:
         key_id, end = _parse_header(blob, 0, "value")
@@ -213,10 +237,7 @@ class Keyring:
         try:
             return subkeys.aead.decrypt(blob[end : end + IV_BYTES], blob[end + IV_BYTES :], aad)
         except InvalidTag:
-            raise errors.AtRestError(
-                f"encrypted value at {table}.{column} row {row!r} "
-                "was changed or belongs to another row or column"
-            ) from None
+            raise _changed(table, column, row) from None
 
     def key_id_of(self, blob: bytes) -> str:
         """The key id a value or file header was encrypted under (to find what a rekey
@@ -380,6 +401,20 @@ def _chunk_nonce(index: int, final: bool) -> bytes:
     if index >= _MAX_CHUNKS:
         raise errors.AtRestError("file too long for its chunk size")
     return bytes(7) + _U32.pack(index) + (b"\x01" if final else b"\x00")
+
+
+def _nonce() -> bytes:
+    """A fresh random IV: what ``secrets.token_bytes`` returns, without its two calls
+    around ``os.urandom`` (a field is sealed for every personal column written)."""
+    return os.urandom(IV_BYTES)
+
+
+def _changed(table: str, column: str, row: str) -> errors.AtRestError:
+    """The error for a value whose tag does not match its place."""
+    return errors.AtRestError(
+        f"encrypted value at {table}.{column} row {row!r} "
+        "was changed or belongs to another row or column"
+    )
 
 
 def _text(data: bytes) -> str:

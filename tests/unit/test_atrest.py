@@ -83,6 +83,25 @@ def test_a_row_field_opened_under_another_column_is_refused_naming_the_place() -
         RING.decrypt_row_text("TransmitQueue", "r1", {"ContentEnc": sealed["SubjectEnc"]})
 
 
+def test_a_row_opens_with_fields_under_the_old_key_and_the_current_one() -> None:
+    old = RING.encrypt_row("TransmitQueue", "r1", {"SubjectEnc": "Hi"})
+    new = ROTATED.encrypt_row("TransmitQueue", "r1", {"ContentEnc": "Body"})
+    opened = ROTATED.decrypt_row_text("TransmitQueue", "r1", {**old, **new})
+    assert opened == {"SubjectEnc": "Hi", "ContentEnc": "Body"}
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_any_changed_byte_of_a_row_field_is_refused(data: st.DataObject) -> None:
+    sealed = RING.encrypt_row("TransmitQueue", "r1", {"ContentEnc": "Body"})["ContentEnc"]
+    assert sealed is not None
+    blob = bytearray(sealed)
+    at = data.draw(st.integers(0, len(blob) - 1))
+    blob[at] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(errors.AtRestError):
+        RING.decrypt_row_text("TransmitQueue", "r1", {"ContentEnc": bytes(blob)})
+
+
 def test_a_field_under_an_unknown_key_id_is_refused_naming_it() -> None:
     blob = ROTATED.encrypt("x", PLACE)
     with pytest.raises(errors.AtRestError, match="unknown data key id 'k2'"):
