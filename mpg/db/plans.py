@@ -17,6 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 
 def row_check(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
@@ -31,3 +34,48 @@ def row_check(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
     zero: sa.ColumnElement[Any] = sa.literal_column("0")
     test: sa.ColumnElement[Any] = sa.case((sa.and_(*conditions), one), else_=zero)
     return test == one
+
+
+class KeyIn(sa.ColumnElement[bool]):
+    """``column`` is one of the list bound as ``name``; see :func:`key_in`."""
+
+    inherit_cache = True
+    # SQLAlchemy's own constructs declare their parts as this class-level list.
+    _traverse_internals = [  # noqa: RUF012
+        ("column", InternalTraversal.dp_clauseelement),
+        ("listed", InternalTraversal.dp_clauseelement),
+        ("array", InternalTraversal.dp_clauseelement),
+    ]
+    type = sa.Boolean()
+    # A comparison, not a boolean value: rendered as it is, never as ``… = 1``.
+    _is_implicitly_boolean = True
+
+    def __init__(self, column: sa.ColumnElement[Any], name: str) -> None:
+        self.column = column
+        # Both forms bind the same name: each database's compilation uses one, and
+        # ``params()`` reaches both.
+        self.listed: sa.BindParameter[Any] = sa.bindparam(name, expanding=True)
+        self.array: sa.BindParameter[Any] = sa.bindparam(name, type_=postgresql.ARRAY(column.type))
+
+
+def key_in(column: sa.ColumnElement[Any], name: str) -> KeyIn:
+    """``column IN (…)`` of the list given as parameter ``name``, as each database
+    plans it best.
+
+    PostgreSQL gets ``column = ANY(:name)``, one array parameter: a single statement
+    whatever the list's length, prepared once, whose plan looks the keys up; a list of
+    500 parameters was parsed and planned anew for each length, and a generic plan of
+    it built the array again for every row it tested. Every other database gets the
+    expanding ``IN`` list.
+    """
+    return KeyIn(column, name)
+
+
+@compiles(KeyIn)
+def _listed(element: KeyIn, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column.in_(element.listed), **kw))
+
+
+@compiles(KeyIn, "postgresql")
+def _any_of_array(element: KeyIn, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column == sa.any_(element.array), **kw))

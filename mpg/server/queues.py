@@ -119,15 +119,14 @@ _CANDIDATE_COLUMNS: Final = (
     _r.Served,
     _r.Recalled,
 )
-_IDS: Final[sa.BindParameter[Any]] = sa.bindparam("b_ids", expanding=True)
 _LEASE: Final = (
     tables.receive_queue.update()
-    .where(_r.EntryId.in_(_IDS))
+    .where(plans.key_in(_r.EntryId, "b_ids"))
     .values(State=EntryState.LEASED, LeaseUntil=sa.bindparam("b_until"))
 )
 
 _ACK_GUARD: Final = (
-    _r.EntryId.in_(_IDS),
+    plans.key_in(_r.EntryId, "b_ids"),
     plans.row_check(_r.Recipient == sa.bindparam("b_account"), _r.State == EntryState.LEASED),
 )
 _ACK: Final = (
@@ -142,7 +141,7 @@ _ACK_LOCK: Final = (
 )
 _t = tables.transmit_queue.c
 _SERVE_GUARD: Final = (
-    _t.MessageId.in_(_IDS),
+    plans.key_in(_t.MessageId, "b_ids"),
     _t.State == MessageState.QUEUED,
     _t.ServedCount + _t.RecalledCount >= _t.RecipientCount,
 )
@@ -161,7 +160,7 @@ _SERVE_RETURNING: Final = _SERVE.returning(*_SERVE_COLUMNS)
 _SERVE_LOCK: Final = sa.select(*_SERVE_COLUMNS).where(*_SERVE_GUARD).with_for_update()
 _SERVED_ONCE: Final = (
     tables.transmit_queue.update()
-    .where(_t.MessageId.in_(_IDS))
+    .where(plans.key_in(_t.MessageId, "b_ids"))
     .values(ServedCount=_t.ServedCount + 1)
 )
 #: _SERVED_ONCE and _SERVE in one statement, where UPDATE returns rows: each message
@@ -169,7 +168,7 @@ _SERVED_ONCE: Final = (
 #: the guard counts this acknowledgement (+ 1); what it returns is the row after.
 _SERVE_ONCE_RETURNING: Final = (
     tables.transmit_queue.update()
-    .where(_t.MessageId.in_(_IDS))
+    .where(plans.key_in(_t.MessageId, "b_ids"))
     .values(
         ServedCount=_t.ServedCount + 1,
         State=sa.case(
@@ -186,11 +185,11 @@ _SERVE_ONCE_RETURNING: Final = (
     .returning(*_SERVE_COLUMNS, _t.State, _t.RecipientCount)
 )
 _DELIVERED: Final = sa.select(*(_t[name] for name in rows.DELIVERED_COLUMNS)).where(
-    _t.MessageId.in_(_IDS)
+    plans.key_in(_t.MessageId, "b_ids")
 )
 _ATTACHMENTS: Final = (
     sa.select(tables.transmit_attachment)
-    .where(tables.transmit_attachment.c.MessageId.in_(_IDS))
+    .where(plans.key_in(tables.transmit_attachment.c.MessageId, "b_ids"))
     .order_by(tables.transmit_attachment.c.MessageId, tables.transmit_attachment.c.SeqNo)
 )
 _PREVIOUS: Final = sa.select(
@@ -202,12 +201,12 @@ _PREVIOUS: Final = sa.select(
     _t.SubmitResultEnc,
     _t.RecipientCount,
 ).where(
-    _t.TxMessageId.in_(sa.bindparam("b_txs", expanding=True)),
+    plans.key_in(_t.TxMessageId, "b_txs"),
     plans.row_check(_t.SenderAccount == sa.bindparam("b_sender")),
 )
 _STAGES: Final = sa.select(tables.upload_stage).where(
     tables.upload_stage.c.SenderAccount == sa.bindparam("b_sender"),
-    tables.upload_stage.c.TxMessageId.in_(sa.bindparam("b_txs", expanding=True)),
+    plans.key_in(tables.upload_stage.c.TxMessageId, "b_txs"),
 )
 
 

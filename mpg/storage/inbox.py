@@ -15,7 +15,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.db import bulk, transactions
+from mpg.db import bulk, plans, transactions
 from mpg.storage import history, schema, states, tables
 from mpg.wire import model
 
@@ -205,12 +205,14 @@ class InboxRepository:
         return len(moved)
 
 
+_EXISTING: Final = sa.select(_i.RxMessageId).where(plans.key_in(_i.RxMessageId, "p_rx"))
+
+
 def _existing(conn: sa.Connection, rx_ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(rx_ids), _IN_CHUNK):
-        chunk = rx_ids[start : start + _IN_CHUNK]
-        query = sa.select(_i.RxMessageId).where(_i.RxMessageId.in_(chunk))
-        found.update(str(rx) for rx in conn.scalars(query))
+        chunk = list(rx_ids[start : start + _IN_CHUNK])
+        found.update(str(rx) for rx in conn.scalars(_EXISTING, {"p_rx": chunk}))
     return found
 
 

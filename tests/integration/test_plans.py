@@ -87,3 +87,36 @@ def test_an_acknowledgement_finds_its_entries_by_key_not_by_the_recipients_index
     engine.dispose()
     assert "IX_ReceiveQueue_Fetch" not in plan, plan
     assert "ReceiveQueue_1" in plan or "pkey" in plan or "PRIMARY" in plan, plan
+
+
+def test_a_key_list_finds_the_listed_rows_on_every_database(db_url: str) -> None:
+    engine = tables.create_engine(db_url)
+    _sample.create(engine)
+    c = _sample.c
+    listed = sa.select(c.Id).where(plans.key_in(c.Who, "p_who")).order_by(c.Id)
+    with engine.begin() as conn:
+        conn.execute(_sample.insert(), [{"Id": n, "Who": f"w{n}"} for n in range(1, 8)])
+        assert conn.scalars(listed, {"p_who": ["w2", "w5", "nobody"]}).all() == [2, 5]
+        assert conn.scalars(listed, {"p_who": [f"w{n}" for n in range(1, 8)]}).all() == list(
+            range(1, 8)
+        )
+        assert conn.scalars(listed, {"p_who": []}).all() == []
+    engine.dispose()
+
+
+def test_postgresql_runs_one_statement_whatever_the_length_of_the_key_list(
+    postgresql_url: str,
+) -> None:
+    engine = tables.create_engine(postgresql_url)
+    _sample.create(engine)
+    c = _sample.c
+    listed = sa.select(c.Id).where(plans.key_in(c.Who, "p_who"))
+    sent = set()
+    with engine.connect() as conn:
+        for keys in (["a"], ["a", "b", "c"], [f"k{n}" for n in range(500)]):
+            result = conn.execute(listed, {"p_who": keys})
+            assert result.all() == []
+            sent.add(result.context.statement)
+    engine.dispose()
+    [text] = sent  # an IN list would have sent three
+    assert "= ANY (" in text, text
