@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import pathlib
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from mpg.db import plans
@@ -120,3 +122,23 @@ def test_postgresql_runs_one_statement_whatever_the_length_of_the_key_list(
     engine.dispose()
     [text] = sent  # an IN list would have sent three
     assert "= ANY (" in text, text
+
+
+def test_sqlite_finds_awkward_keys_through_its_json_list_and_through_the_in_list(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    awkward = ['quote"d', "it's", "請假", "back\\slash", "[x]", ""]
+    c = _sample.c
+    listed = sa.select(c.Who).where(plans.key_in(c.Who, "p_who")).order_by(c.Id)
+    found = {}
+    for json_list in (True, False):
+        monkeypatch.setattr(plans, "SQLITE_JSON", json_list)
+        engine = tables.create_engine(f"sqlite:///{tmp_path / f'plans-{json_list}.db'}")
+        _sample.create(engine)
+        sql = str(listed.compile(dialect=engine.dialect))
+        assert ("json_each" in sql) is json_list, sql
+        with engine.begin() as conn:
+            conn.execute(_sample.insert(), [{"Id": n, "Who": w} for n, w in enumerate(awkward, 1)])
+            found[json_list] = conn.scalars(listed, {"p_who": [*awkward, "other"]}).all()
+        engine.dispose()
+    assert found[True] == found[False] == awkward
