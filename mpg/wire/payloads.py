@@ -167,10 +167,11 @@ def _message_where(n: int, msg: model.OutgoingMessage) -> str:
     return where
 
 
-def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> etree._Element:
+def _message_passes(msg: model.OutgoingMessage) -> bool:
+    """Whether every field of ``msg`` but its attachments passes the fast checks."""
     receivers, bcc, keywords = msg.receivers, msg.bcc, msg.keywords
     # Tuples and lists only: the accounts are read twice, to check and to write.
-    if not (
+    return bool(
         isinstance(receivers, (tuple, list))
         and isinstance(bcc, (tuple, list))
         and _all_xml_text(
@@ -197,7 +198,41 @@ def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> et
         and msg.receiver_type in model.RECEIVER_TYPES
         and msg.priority in model.PRIORITIES
         and _TIME.fullmatch(msg.transmit_time)
-    ):
+    )
+
+
+def _message_text(n: int, msg: model.OutgoingMessage) -> str:
+    """Message ``n`` of a ``submit`` as text: written directly when it passes the fast
+    checks and has no attachments, else through lxml (:func:`_add_message`); the bytes
+    are those lxml writes for the same tree either way."""
+    if msg.attachments or not _message_passes(msg):
+        return str(
+            etree.tostring(_add_message(etree.Element("submit"), n, msg), encoding="unicode")
+        )
+    a, t = _attribute_value, _element_text
+    # receiverType, priority and transmitTime matched their forms: nothing to escape.
+    head = (
+        f'<message tx="{a(msg.tx_message_id)}" appCode="{a(msg.app_code)}"'
+        f' sourceDomain="{a(msg.source_domain)}" agentSender="{a(msg.agent_sender)}"'
+        f' sender="{a(msg.sender)}" receiverType="{msg.receiver_type}"'
+        f' contentType="{a(msg.content_type)}" alertFlag="{"1" if msg.alert_flag else "0"}"'
+        f' priority="{msg.priority}" transmitTime="{msg.transmit_time}">'
+    )
+    receivers = "".join(f"<r>{t(account)}</r>" for account in msg.receivers)
+    parts = [head, f"<receivers>{receivers}</receivers>" if receivers else "<receivers/>"]
+    if msg.bcc:
+        parts.append("<bcc>" + "".join(f"<r>{t(account)}</r>" for account in msg.bcc) + "</bcc>")
+    parts.append(f"<subject>{t(msg.subject)}</subject>")
+    if msg.keywords:
+        parts.append(f"<keywords>{t(msg.keywords)}</keywords>")
+    parts.append(f"<content>{t(msg.content)}</content></message>")
+    return "".join(parts)
+
+
+def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> etree._Element:
+    """Message ``n`` under ``root`` through lxml: with its attachments when it passes
+    the fast checks, else field by field (:func:`_add_message_checked`)."""
+    if not _message_passes(msg):
         return _add_message_checked(root, n, msg)
     sub = etree.SubElement
     el = sub(root, "message")
@@ -215,15 +250,15 @@ def _add_message(root: etree._Element, n: int, msg: model.OutgoingMessage) -> et
     put("priority", msg.priority)
     put("transmitTime", msg.transmit_time)
     holder = sub(el, "receivers")
-    for account in receivers:
+    for account in msg.receivers:
         sub(holder, "r").text = account
-    if bcc:
+    if msg.bcc:
         holder = sub(el, "bcc")
-        for account in bcc:
+        for account in msg.bcc:
             sub(holder, "r").text = account
     sub(el, "subject").text = msg.subject
-    if keywords:
-        sub(el, "keywords").text = keywords
+    if msg.keywords:
+        sub(el, "keywords").text = msg.keywords
     sub(el, "content").text = msg.content
     if msg.attachments:
         _attachments(el, msg.attachments, _message_where(n, msg))
@@ -276,7 +311,7 @@ def build_message(msg: model.OutgoingMessage) -> bytes:
     Lets the gateway build each message once: to measure it when it is taken, and to
     send it in whatever batch it ends up in.
     """
-    return _serialize(_add_message(etree.Element("submit"), 1, msg))
+    return _message_text(1, msg).encode("utf-8")
 
 
 _SUBMIT_OPEN: Final = b"<submit>"
@@ -292,42 +327,58 @@ def join_submit(pieces: Iterable[bytes]) -> bytes:
 
 def build_submit(msgs: Iterable[model.OutgoingMessage]) -> bytes:
     """The ``submit`` payload for ``msgs``, in order."""
-    root = etree.Element("submit")
-    for n, msg in enumerate(msgs, 1):
-        _add_message(root, n, msg)
-    return _serialize(root)
+    pieces = [_message_text(n, msg) for n, msg in enumerate(msgs, 1)]
+    if not pieces:
+        return b"<submit/>"
+    return ("<submit>" + "".join(pieces) + "</submit>").encode("utf-8")
 
 
 def build_submitted(results: Iterable[model.SubmitResult]) -> bytes:
-    """The answer to ``submit``: one ``result`` per message, in the same order."""
-    root = etree.Element("submitted")
-    sub = etree.SubElement
+    """The answer to ``submit``: one ``result`` per message, in the same order.
+
+    A result that passes the fast checks is written as text (the bytes lxml writes for
+    it); one that does not goes through lxml field by field, to name the fault.
+    """
+    parts: list[str] = []
     for n, res in enumerate(results, 1):
-        tx, message_id, reason, unknown = res.tx_message_id, res.message_id, res.reason, res.unknown
-        if not (
-            res.recall is None
-            and isinstance(unknown, (tuple, list))
-            and _all_xml_text((tx, message_id or "", reason or "", *unknown))
-            and tx
-            and "" not in unknown
-            and _is_count(res.recipients)
-            and (message_id or not res.accepted)
-        ):
-            _add_result_checked(root, n, res)
-            continue
-        el = sub(root, "result")
-        put = el.set  # cheaper than an attribute dict; written in this order
-        put("tx", tx)
-        put("accepted", "true" if res.accepted else "false")
-        put("recipients", str(res.recipients))
-        put("servedAtOnce", "true" if res.served_at_once else "false")
-        if message_id:
-            put("messageId", message_id)
-        if reason:
-            put("reason", reason)
-        for account in unknown:
-            sub(el, "unknown").text = account
-    return _serialize(root)
+        text = _result_text(res)
+        if not text:
+            holder = etree.Element("submitted")
+            _add_result_checked(holder, n, res)
+            text = str(etree.tostring(holder[0], encoding="unicode"))
+        parts.append(text)
+    if not parts:
+        return b"<submitted/>"
+    return ("<submitted>" + "".join(parts) + "</submitted>").encode("utf-8")
+
+
+def _result_text(res: model.SubmitResult) -> str:
+    """One ``result`` as text, or '' when a check fails."""
+    tx, message_id, reason, unknown = res.tx_message_id, res.message_id, res.reason, res.unknown
+    if not (
+        res.recall is None
+        and isinstance(unknown, (tuple, list))
+        and _all_xml_text((tx, message_id or "", reason or "", *unknown))
+        and tx
+        and "" not in unknown
+        and _is_count(res.recipients)
+        and (message_id or not res.accepted)
+    ):
+        return ""
+    a = _attribute_value
+    text = (
+        f'<result tx="{a(tx)}" accepted="{"true" if res.accepted else "false"}"'
+        f' recipients="{res.recipients}"'
+        f' servedAtOnce="{"true" if res.served_at_once else "false"}"'
+    )
+    if message_id:
+        text += f' messageId="{a(message_id)}"'
+    if reason:
+        text += f' reason="{a(reason)}"'
+    if not unknown:
+        return text + "/>"
+    names = "".join(f"<unknown>{_element_text(account)}</unknown>" for account in unknown)
+    return f"{text}>{names}</result>"
 
 
 def _add_result_checked(root: etree._Element, n: int, res: model.SubmitResult) -> None:
