@@ -158,6 +158,10 @@ _SERVE: Final = (
 )
 _SERVE_RETURNING: Final = _SERVE.returning(*_SERVE_COLUMNS)
 _SERVE_LOCK: Final = sa.select(*_SERVE_COLUMNS).where(*_SERVE_GUARD).with_for_update()
+_DONE: Final = sa.select(sa.func.count()).where(
+    plans.key_in(_r.EntryId, "b_ids"),
+    plans.row_check(_r.Recipient == sa.bindparam("b_account"), _r.State != EntryState.QUEUED),
+)
 _SERVED_ONCE: Final = (
     tables.transmit_queue.update()
     .where(plans.key_in(_t.MessageId, "b_ids"))
@@ -1140,14 +1144,9 @@ class QueueStore:
     @staticmethod
     def _done(conn: sa.Connection, account: str, entry_ids: Sequence[str]) -> int:
         """How many of ``account``'s entries among ``entry_ids`` are no longer queued."""
-        r = tables.receive_queue.c
         done = 0
         for part in transactions.chunks(sorted(set(entry_ids))):
-            done += conn.execute(
-                sa.select(sa.func.count()).where(
-                    r.EntryId.in_(part), r.Recipient == account, r.State != EntryState.QUEUED
-                )
-            ).scalar_one()
+            done += conn.execute(_DONE, {"b_ids": list(part), "b_account": account}).scalar_one()
         return done
 
     def _wake(self, accounts_: set[str]) -> None:
