@@ -131,16 +131,39 @@ class OutboxRow:
     keywords: str | None = None
 
     @classmethod
-    def from_rows(cls, result: Iterable[sa.Row[Any]]) -> list[OutboxRow]:
-        """Build from selected Outbox rows (their columns by name; others ignored)."""
+    def from_rows(
+        cls,
+        result: Iterable[sa.Row[Any]],
+        known: Mapping[tuple[Any, ...], OutboxRow] | None = None,
+    ) -> list[OutboxRow]:
+        """Build from selected Outbox rows (their columns by name; others ignored).
+
+        ``known``: rows built before, by the values they were built from; a row read
+        again with the same values is that same object (:meth:`read_rows`).
+        """
         rows = list(result)
         if not rows:
             return []
-        # Each column's place found once: a row's lookups by name cost as much again
-        # as building the row (and a claim on SQLite reads every row twice).
+        # Each column's place found once, in the order of the fields: a row's lookups by
+        # name cost as much again as building the row.
         names = rows[0]._fields
-        places = [(names.index(name), attribute) for name, attribute in _ATTRIBUTES.items()]
-        return [cls(**{attribute: row[n] for n, attribute in places}) for row in rows]
+        places = [names.index(_COLUMNS_BY_ATTRIBUTE[f.name]) for f in dataclasses.fields(cls)]
+        built = []
+        for row in rows:
+            values = tuple(row)
+            same = known.get(values) if known else None
+            built.append(same if same is not None else cls(*[values[n] for n in places]))
+        return built
+
+    @classmethod
+    def read_rows(
+        cls, result: Iterable[sa.Row[Any]]
+    ) -> tuple[list[OutboxRow], dict[tuple[Any, ...], OutboxRow]]:
+        """:meth:`from_rows`, and the rows by the values they were built from (for a
+        second read of the same rows to reuse those unchanged)."""
+        rows = list(result)
+        built = cls.from_rows(rows)
+        return built, {tuple(raw): row for raw, row in zip(rows, built, strict=True)}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -289,16 +312,18 @@ class OutboxRepository:
         # only rows that changed meanwhile are planned under it.
         early_rows: dict[str, OutboxRow] = {}
         early: dict[str, Start] = {}
+        known: dict[tuple[Any, ...], OutboxRow] = {}
         if self.engine.dialect.name == "sqlite":
             with transactions.connect(self.engine, what) as conn:
-                seen = OutboxRow.from_rows(conn.execute(query(conn.dialect)))
+                seen, known = OutboxRow.read_rows(conn.execute(query(conn.dialect)))
             if not seen:
                 return moved
             early_rows = {r.tx_message_id: r for r in seen}
             early = {item.tx: item for item in plan(seen)}
 
         def start(conn: sa.Connection, rows: list[OutboxRow]) -> None:
-            changed = [r for r in rows if early_rows.get(r.tx_message_id) != r]
+            # Read again under the lock: an unchanged row is the very object read before.
+            changed = [r for r in rows if early_rows.get(r.tx_message_id) is not r]
             fresh = {r.tx_message_id for r in changed}
             locked = {r.tx_message_id for r in rows}
             planned = [item for tx, item in early.items() if tx in locked and tx not in fresh]
@@ -317,7 +342,7 @@ class OutboxRepository:
                             self.add_attachments(conn, i.tx, i.infos, i.paths)
             self._hold(conn, [tx for tx, state in moved.items() if state in states.IN_FLIGHT])
 
-        self._claim_rows(query, what, start, peek=not early_rows)
+        self._claim_rows(query, what, start, peek=not early_rows, known=known)
         history.log_steps("out", steps)
         return moved
 
@@ -339,6 +364,7 @@ class OutboxRepository:
         start: Callable[[sa.Connection, list[OutboxRow]], None] | None = None,
         *,
         peek: bool = True,
+        known: Mapping[tuple[Any, ...], OutboxRow] | None = None,
     ) -> list[OutboxRow]:
         """Select and lock rows, then replace their claims by this process's (or, with
         ``start``, let it move the rows and claim those it leaves in flight).
@@ -346,12 +372,13 @@ class OutboxRepository:
         On SQLite the lock is the whole database's write lock, which an ERP's INSERT
         then has to wait for: it is taken only when a plain read found rows to claim
         (``peek``; False when the caller has just read them), so the many wake-ups that
-        find nothing never block the ERP.
+        find nothing never block the ERP. ``known``: the caller's earlier read of the
+        rows (:meth:`OutboxRow.read_rows`); a row found unchanged is that same object.
         """
         if peek and self.engine.dialect.name == "sqlite" and not self._any(query, what):
             return []
         with transactions.begin(self.engine, what) as conn:
-            rows = OutboxRow.from_rows(conn.execute(query(conn.dialect)))
+            rows = OutboxRow.from_rows(conn.execute(query(conn.dialect)), known)
             if rows:
                 # The old claims are expired or this process's own (the query said so).
                 self._release(conn, [r.tx_message_id for r in rows])

@@ -75,3 +75,32 @@ def test_a_batch_is_planned_while_the_erp_can_still_write(
         "ready": states.OutboxState.ATTACHMENTS_UPLOADED,
         "during-plan": states.OutboxState.ATTACHMENTS_UPLOADED,
     }
+
+
+def test_a_row_the_erp_changed_while_the_batch_was_planned_is_planned_again(
+    sqlite_file: tuple[pathlib.Path, sa.Engine],
+) -> None:
+    """Only the changed row is planned a second time, from what the ERP wrote last."""
+    path, engine = sqlite_file
+    repo = outbox.OutboxRepository(engine, GATEWAY, "utc", instance="a")
+    repo.insert({"TxMessageId": "kept", "Subject": "as written"})
+    repo.insert({"TxMessageId": "edited", "Subject": "first draft"})
+    planned: list[list[tuple[str, str | None]]] = []
+
+    def plan(rows: Sequence[outbox.OutboxRow]) -> list[outbox.Start]:
+        planned.append([(r.tx_message_id, r.subject) for r in rows])
+        if len(planned) == 1:
+            with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as erp:
+                erp.execute(
+                    'UPDATE "Outbox" SET "Subject" = ? WHERE "TxMessageId" = ?',
+                    ("final", "edited"),
+                )
+        return [
+            outbox.Start(r.tx_message_id, states.OutboxState.ATTACHMENTS_UPLOADED, r.subject or "")
+            for r in rows
+        ]
+
+    moved = repo.claim_and_start(10, plan)
+    assert sorted(planned[0]) == [("edited", "first draft"), ("kept", "as written")]
+    assert planned[1:] == [[("edited", "final")]]
+    assert set(moved) == {"kept", "edited"}
