@@ -23,11 +23,12 @@ the same file (an ERP's) keep their own setting.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from typing import Any, Final
 
 import sqlalchemy as sa
 import structlog
+
+from mpg.db import periodic
 
 log = structlog.get_logger("mpg.db")
 
@@ -40,34 +41,19 @@ SAFETY_PAGES: Final = 10_000
 _BUSY_TIMEOUT_MS: Final = 5000
 
 
-class Checkpointer:
+class Checkpointer(periodic.Periodic):
     """Checkpoints one SQLite database's WAL from a thread; see the module docstring."""
 
     def __init__(self, engine: sa.Engine, interval: float = INTERVAL) -> None:
+        super().__init__("mpg-checkpoint", interval)
         self._engine = engine
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._seen: int | None = None  # data_version at the last look
         self._failing = False
 
-    def start(self) -> None:
-        """Look every ``interval`` seconds until :meth:`stop`."""
-        self._thread = threading.Thread(target=self._run, name="mpg-checkpoint", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the thread after its current look, with a last checkpoint."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
+    def finish(self) -> None:
+        """A last checkpoint, then the connection closed."""
         try:
-            while not self._stop.wait(self._interval):
-                self.look()
             self.look()
         finally:
             self._close()

@@ -19,12 +19,13 @@ Server before the next plan after its own threshold, and SQLite plans without th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Final
 
 import sqlalchemy as sa
 import structlog
+
+from mpg.db import periodic
 
 log = structlog.get_logger("mpg.db")
 
@@ -55,34 +56,16 @@ def due(rows: int, changed: int) -> bool:
     return changed >= max(MIN_CHANGES, SHARE * rows)
 
 
-class Analyzer:
+class Analyzer(periodic.Periodic):
     """Analyses MPG's PostgreSQL tables as they change; see the module docstring."""
 
     def __init__(
         self, engine: sa.Engine, tables: Sequence[str], interval: float = INTERVAL
     ) -> None:
+        super().__init__("mpg-analyze", interval)
         self._engine = engine
         self._tables = sorted(tables)
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._failing = False
-
-    def start(self) -> None:
-        """Look every ``interval`` seconds until :meth:`stop`."""
-        self._thread = threading.Thread(target=self._run, name="mpg-analyze", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the thread after its current look."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.look()
 
     def look(self) -> list[str]:
         """Analyse the tables that are :func:`due`; return their names.
