@@ -96,7 +96,8 @@ def key_in(column: sa.ColumnElement[Any], name: str) -> KeyIn:
     value FROM json_each(:name))``, the list as one JSON text: one statement in the
     driver's cache instead of one per length, and no parameter per key for SQLAlchemy
     to expand and the driver to bind (a SQLite built without JSON keeps the ``IN``
-    list). Every other database gets the expanding ``IN`` list.
+    list). Every other database gets the expanding ``IN`` list. The keys must be text
+    or numbers (keys MPG made, or parsed as text): neither form carries a BLOB key.
     """
     return KeyIn(column, name)
 

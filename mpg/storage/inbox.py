@@ -15,7 +15,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.db import bulk, plans, transactions
+from mpg.db import bulk, transactions
 from mpg.storage import history, schema, states, tables
 from mpg.wire import model
 
@@ -205,7 +205,10 @@ class InboxRepository:
         return len(moved)
 
 
-_EXISTING: Final = sa.select(_i.RxMessageId).where(plans.key_in(_i.RxMessageId, "p_rx"))
+#: An IN list, not plans.key_in: the Inbox is the ERP's table and may hold keys of any type.
+_EXISTING: Final = sa.select(_i.RxMessageId).where(
+    _i.RxMessageId.in_(sa.bindparam("p_rx", expanding=True))
+)
 
 
 def _existing(conn: sa.Connection, rx_ids: Sequence[str]) -> set[str]:

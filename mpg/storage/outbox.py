@@ -28,7 +28,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from mpg import errors, timefmt
-from mpg.db import bulk, plans, transactions
+from mpg.db import bulk, transactions
 from mpg.storage import database, history, schema, states, tables
 from mpg.wire import model
 
@@ -91,11 +91,15 @@ _CAS: Final = (
 )
 
 #: Claims of many rows go in one statement per chunk (an IN list), not one per row.
-_DELETE_CLAIMS: Final = sa.delete(tables.claim).where(plans.key_in(_c.TxMessageId, "p_txs"))
+#: An IN list, not plans.key_in: an ERP may have written a key as a BLOB (its row then
+#: fails at 99), which a JSON list or a text array cannot carry.
+_DELETE_CLAIMS: Final = sa.delete(tables.claim).where(
+    _c.TxMessageId.in_(sa.bindparam("p_txs", expanding=True))
+)
 _RENEW_CLAIMS: Final = (
     sa.update(tables.claim)
     .where(
-        plans.key_in(_c.TxMessageId, "p_txs"),
+        _c.TxMessageId.in_(sa.bindparam("p_txs", expanding=True)),
         _c.Gateway == sa.bindparam("p_gateway"),
     )
     .values(LeaseUntil=sa.bindparam("p_until"))

@@ -117,7 +117,7 @@ def test_the_answer_has_the_bytes_lxml_writes_for_the_same_items(
 
 
 def test_every_character_xml_escapes_is_escaped_in_attributes_and_in_text() -> None:
-    awkward = 'a&b<c>d"e\'f\ng\rh\ti ]]> é 請'
+    awkward = "a&b<c>d\"e'f\ng\rh\ti ]]> é 請"
     delivery = model.Delivery(
         rx_message_id=awkward,
         message_id=awkward,
@@ -141,7 +141,7 @@ def test_every_character_xml_escapes_is_escaped_in_attributes_and_in_text() -> N
     batch = model.FetchBatch((delivery,), (receipt,))
     built = payloads.build_deliveries(batch)
     assert built == _lxml_answer(batch)
-    assert b'rx="a&amp;b&lt;c&gt;d&quot;e\'f&#10;g&#13;h&#9;i ]]&gt;' in built
+    assert b"rx=\"a&amp;b&lt;c&gt;d&quot;e'f&#10;g&#13;h&#9;i ]]&gt;" in built
     assert "<subject>a&amp;b&lt;c&gt;d\"e'f\ng&#13;h\ti ]]&gt; é 請</subject>".encode() in built
     assert payloads.parse_deliveries(built) == batch
 
@@ -157,7 +157,7 @@ def test_a_submit_has_the_bytes_lxml_writes_for_the_same_messages(
 
 
 def test_every_character_xml_escapes_is_escaped_in_a_message() -> None:
-    awkward = 'a&b<c>d"e\'f\ng\rh\ti ]]> é 請'
+    awkward = "a&b<c>d\"e'f\ng\rh\ti ]]> é 請"
     msg = model.OutgoingMessage(
         tx_message_id=awkward,
         app_code=awkward,
