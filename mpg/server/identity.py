@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Final
 
 from mpg.wire import model, recipients
@@ -66,9 +67,57 @@ def sender_shown(account: str, msg: model.OutgoingMessage) -> str:
     return recipients.qualify(msg.sender, msg.source_domain)
 
 
-#: The digest's JSON form. One encoder for every call: ``json.dumps`` with options
-#: builds a new one each time, which cost a quarter of a digest.
+#: A JSON string as ``json`` writes it without ``ensure_ascii``: quoted, escaped, the
+#: rest of Unicode as it is (the C encoder the json module itself uses).
+_json_string: Final = json.encoder.encode_basestring
+#: The JSON form of anything else a digest holds, with the options digests use.
 _CANONICAL_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _json(value: object) -> str:
+    """``value`` as :data:`_CANONICAL_JSON` writes it."""
+    if type(value) is str:
+        return _json_string(value)
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is int:
+        return str(value)
+    return _CANONICAL_JSON.encode(value)
+
+
+def _json_list(values: Iterable[object]) -> str:
+    return "[" + ",".join(map(_json, values)) + "]"
+
+
+def canonical_text(msg: model.OutgoingMessage) -> str:
+    """What :func:`digest` hashes: the message's identifying fields as one JSON object
+    with sorted keys and no spaces (a digest stored by any version stays comparable).
+
+    Written directly rather than through ``json``: building the object and encoding
+    it cost ten microseconds a message, a twentieth of the server's work on a submit.
+    """
+    fold = recipients.fold
+    attachments = ",".join(
+        _json_list((a.seq_no, a.file_name, a.file_type, a.file_size, a.sha256.lower()))
+        for a in msg.attachments
+    )
+    return (
+        f'{{"agent_sender":{_json(fold(msg.agent_sender))},'
+        f'"alert_flag":{_json(msg.alert_flag)},'
+        f'"app_code":{_json(msg.app_code)},'
+        f'"attachments":[{attachments}],'
+        f'"bcc":{_json_list(map(fold, msg.bcc))},'
+        f'"content":{_json(msg.content)},'
+        f'"content_type":{_json(msg.content_type)},'
+        f'"keywords":{_json(msg.keywords)},'
+        f'"priority":{_json(msg.priority)},'
+        f'"receiver_type":{_json(msg.receiver_type)},'
+        f'"receivers":{_json_list(map(fold, msg.receivers))},'
+        f'"sender":{_json(fold(msg.sender))},'
+        f'"source_domain":{_json(msg.source_domain)},'
+        f'"subject":{_json(msg.subject)},'
+        f'"tx":{_json(msg.tx_message_id)}}}'
+    )
 
 
 def digest(msg: model.OutgoingMessage) -> str:
@@ -79,27 +128,7 @@ def digest(msg: model.OutgoingMessage) -> str:
     ``download_flag`` (a gateway setting may supply it), so that a retry of the same
     row after a lost answer has the same digest.
     """
-    canonical = {
-        "tx": msg.tx_message_id,
-        "app_code": msg.app_code,
-        "source_domain": msg.source_domain,
-        "agent_sender": recipients.fold(msg.agent_sender),
-        "sender": recipients.fold(msg.sender),
-        "receiver_type": msg.receiver_type,
-        "receivers": [recipients.fold(name) for name in msg.receivers],
-        "bcc": [recipients.fold(name) for name in msg.bcc],
-        "subject": msg.subject,
-        "content": msg.content,
-        "content_type": msg.content_type,
-        "alert_flag": msg.alert_flag,
-        "priority": msg.priority,
-        "keywords": msg.keywords,
-        "attachments": [
-            [a.seq_no, a.file_name, a.file_type, a.file_size, a.sha256.lower()]
-            for a in msg.attachments
-        ],
-    }
-    return hashlib.sha256(_CANONICAL_JSON.encode(canonical).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_text(msg).encode("utf-8")).hexdigest()
 
 
 def reused_reason(tx_message_id: str, message_id: str) -> str:

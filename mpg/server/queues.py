@@ -932,7 +932,10 @@ class QueueStore:
         found: dict[str, dict[str, Any]] = {}
         for part in transactions.chunks(sorted(set(message_ids))):
             result = conn.execute(_DELIVERED, {"b_ids": part})
-            found.update({row.MessageId: rows.opened_message(self._vault, row) for row in result})
+            fields = tuple(result.keys())
+            found.update(
+                {row.MessageId: rows.opened_message(self._vault, row, fields) for row in result}
+            )
         return found
 
     def _attachment_infos(

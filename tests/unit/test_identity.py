@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
+from hypothesis import given
+from payload_strategies import messages
 
 from mpg.server import identity
 from mpg.wire import model
@@ -139,3 +142,33 @@ def test_digest_is_the_one_stored_rows_hold() -> None:
     assert identity.digest(message(subject='請假 "x" \\ \t', sender="Ålice")) == (
         "5ce9b738b9c61eac80392108ec81c8ffc0775c98c694ad61a6608aa1a91af0fe"
     )
+
+
+@given(messages)
+def test_digest_text_is_the_sorted_compact_json_of_the_identifying_fields(
+    msg: model.OutgoingMessage,
+) -> None:
+    """The text written directly is byte for byte what ``json.dumps`` makes of the
+    fields (the form every stored ContentDigest was made from), for any text."""
+    fields = {
+        "tx": msg.tx_message_id,
+        "app_code": msg.app_code,
+        "source_domain": msg.source_domain,
+        "agent_sender": msg.agent_sender.casefold(),
+        "sender": msg.sender.casefold(),
+        "receiver_type": msg.receiver_type,
+        "receivers": [name.casefold() for name in msg.receivers],
+        "bcc": [name.casefold() for name in msg.bcc],
+        "subject": msg.subject,
+        "content": msg.content,
+        "content_type": msg.content_type,
+        "alert_flag": msg.alert_flag,
+        "priority": msg.priority,
+        "keywords": msg.keywords,
+        "attachments": [
+            [a.seq_no, a.file_name, a.file_type, a.file_size, a.sha256.lower()]
+            for a in msg.attachments
+        ],
+    }
+    expected = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    assert identity.canonical_text(msg) == expected
