@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,7 +43,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 import structlog
 
-from mpg import errors, faults
+from mpg import errors, faults, logs
 from mpg.db import bulk, plans, timeids, transactions
 from mpg.server import accounts, fanout, identity, rows, states, tables, tracking
 from mpg.server.publishing import OutboxPublisher
@@ -542,15 +543,16 @@ class QueueStore:
                 rows.attachment(vault, message_id, info, stages[(tx, info.seq_no)])
             )
             writes.used_stages.append({"b_account": sender_id, "b_tx": tx, "b_seq": info.seq_no})
-        log.info(
-            "message_accepted",
-            account=sender,
-            tx=tx,
-            message_id=message_id,
-            recipients=len(plan.known),
-            unknown=len(plan.unknown),
-            attachments=len(msg.attachments),
-        )
+        if logs.wants(logging.INFO):
+            log.info(
+                "message_accepted",
+                account=sender,
+                tx=tx,
+                message_id=message_id,
+                recipients=len(plan.known),
+                unknown=len(plan.unknown),
+                attachments=len(msg.attachments),
+            )
         return result
 
     def _refuse(

@@ -120,6 +120,18 @@ def test_level_filters_lower_events() -> None:
     assert [e["event"] for e in _json_lines(stream)] == ["loud"]
 
 
+def test_wants_answers_as_the_configured_level_filters() -> None:
+    """A caller that asks first logs exactly what the level lets through."""
+    _configure(level="warning")
+    assert not logs.wants(logging.INFO)
+    assert logs.wants(logging.WARNING)
+    stream = _configure(level="debug")
+    assert logs.wants(logging.DEBUG)
+    if logs.wants(logging.INFO):
+        structlog.get_logger("t").info("message_accepted", tx="tx-1")
+    assert [line["event"] for line in _json_lines(stream)] == ["message_accepted"]
+
+
 @pytest.mark.parametrize("library", ["httpx", "httpcore.connection", "apscheduler.scheduler"])
 def test_http_client_and_scheduler_info_lines_are_quiet_unless_debug(library: str) -> None:
     """A line per HTTP request or scheduler start is noise at info, shown at debug."""
