@@ -108,7 +108,7 @@ def plan(
     for rcpt in recipients.expand(to, bcc):
         name = stored_name(rcpt.account, msg.receiver_type)
         if kinds.get(name) in allowed:
-            known.append(dataclasses.replace(rcpt, account=name))
+            known.append(recipients.Recipient(name, rcpt.visible_bcc))
         else:
             unknown.append(rcpt.account)
     reason = ""
