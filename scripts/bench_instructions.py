@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCH_QUEUE = ROOT / "scripts" / "bench_queue.py"
@@ -90,9 +91,14 @@ def main() -> int:
     if args.versus is not None and not (args.versus / "mpg").is_dir():
         print(f"error: {args.versus} holds no mpg package", file=sys.stderr)
         return 2
-    trees = [ROOT] + ([args.versus.resolve()] if args.versus is not None else [])
-    print(f"Counting {len(trees) * 2} runs under callgrind…", file=sys.stderr)
-    counts = per_message(trees, args.messages, args.batch)
+    others = [args.versus.resolve()] if args.versus is not None else []
+    print(f"Counting {2 + 2 * len(others)} runs under callgrind…", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        # A copy of this checkout's package: edits made while the runs go on (minutes)
+        # do not leak into them.
+        shutil.copytree(ROOT / "mpg", pathlib.Path(tmp) / "mpg")
+        counts = per_message([pathlib.Path(tmp), *others], args.messages, args.batch)
+    trees = [ROOT, *others]
     print(
         f"## Instructions per message (`bench_queue --batch {args.batch} --fold`, "
         f"{args.messages} and {2 * args.messages} messages)\n"

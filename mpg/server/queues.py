@@ -45,7 +45,16 @@ import structlog
 
 from mpg import errors, faults, logs
 from mpg.db import bulk, plans, timeids, transactions
-from mpg.server import accounts, fanout, identity, rows, states, tables, tracking
+from mpg.server import (
+    accounts,
+    fanout,
+    identity,
+    openedcache,
+    rows,
+    states,
+    tables,
+    tracking,
+)
 from mpg.server.publishing import OutboxPublisher
 from mpg.server.push import jobs as push_jobs
 from mpg.server.rows import EventKind
@@ -253,6 +262,8 @@ class _Writes:
     woken: set[str] = dataclasses.field(default_factory=set)
     #: TxMessageId -> content digest of the message decided in this transaction.
     digests: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: MessageId -> the accepted message as a fetch reads it back (rows.opened_message).
+    opened: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def flush(self, conn: sa.Connection) -> None:
         """Insert what was collected and empty the lists."""
@@ -298,6 +309,7 @@ class QueueStore:
         self._vault = vault
         self._clock = clock
         self._listener = listener
+        self._opened = openedcache.OpenedMessages()
         self._addresser = addresser
         self._sequence = _Sequence()
 
@@ -392,6 +404,7 @@ class QueueStore:
                     )
                     writes.flush(conn)
             tables.announce(conn, writes.woken)
+        self._opened.put(writes.opened.items())
         answers = [
             results[m.tx_message_id]
             if first[m.tx_message_id] == digest
@@ -516,19 +529,18 @@ class QueueStore:
             tx, True, message_id=message_id, recipients=len(plan.known), unknown=listed
         )
         vault = self._vault
-        writes.messages.append(
-            rows.message(
-                vault,
-                msg,
-                sender,
-                message_id,
-                now,
-                len(plan.known),
-                MessageState.QUEUED,
-                result,
-                writes.digests[tx],
-            )
+        row, writes.opened[message_id] = rows.message(
+            vault,
+            msg,
+            sender,
+            message_id,
+            now,
+            len(plan.known),
+            MessageState.QUEUED,
+            result,
+            writes.digests[tx],
         )
+        writes.messages.append(row)
         detail = f"queued for {len(plan.known)} recipient(s)"
         if plan.unknown:
             detail += f"; {len(plan.unknown)} unknown"
@@ -567,19 +579,18 @@ class QueueStore:
     ) -> model.SubmitResult:
         """Refuse ``msg`` for ``reason``, kept so that a resubmission gets the same answer."""
         result = model.SubmitResult(msg.tx_message_id, False, unknown=unknown, reason=reason)
-        writes.messages.append(
-            rows.message(
-                self._vault,
-                msg,
-                sender,
-                timeids.time_ordered_uuid(),
-                now,
-                0,
-                MessageState.REFUSED,
-                result,
-                writes.digests[msg.tx_message_id],
-            )
+        row, _ = rows.message(
+            self._vault,
+            msg,
+            sender,
+            timeids.time_ordered_uuid(),
+            now,
+            0,
+            MessageState.REFUSED,
+            result,
+            writes.digests[msg.tx_message_id],
         )
+        writes.messages.append(row)
         log.info("message_refused", account=sender, tx=msg.tx_message_id, reason=reason)
         return result
 
@@ -652,19 +663,18 @@ class QueueStore:
             served_at_once=True,
             recall=outcome,
         )
-        writes.messages.append(
-            rows.message(
-                self._vault,
-                msg,
-                sender,
-                message_id,
-                now,
-                len(split.notified),
-                MessageState.SERVED,
-                result,
-                writes.digests[tx],
-            )
+        row, _ = rows.message(
+            self._vault,
+            msg,
+            sender,
+            message_id,
+            now,
+            len(split.notified),
+            MessageState.SERVED,
+            result,
+            writes.digests[tx],
         )
+        writes.messages.append(row)
         rank = fanout.rank(msg.priority)
         first = self._sequence.take(len(split.notified))
         for n, recipient in enumerate(split.notified):
@@ -929,10 +939,14 @@ class QueueStore:
         for part in transactions.chunks([e.EntryId for e in entries]):
             conn.execute(_LEASE, {"b_ids": part, "b_until": now + lease_seconds})
 
-    def _messages(self, conn: sa.Connection, message_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The ``TransmitQueue`` rows, opened (:func:`mpg.server.rows.opened_message`)."""
-        found: dict[str, dict[str, Any]] = {}
-        for part in transactions.chunks(sorted(set(message_ids))):
+    def _messages(
+        self, conn: sa.Connection, message_ids: list[str]
+    ) -> dict[str, Mapping[str, Any]]:
+        """The ``TransmitQueue`` rows, opened (:func:`mpg.server.rows.opened_message`):
+        those this process accepted lately from memory, the others read."""
+        found = self._opened.get(message_ids)
+        unread = sorted(set(message_ids) - found.keys())
+        for part in transactions.chunks(unread):
             result = conn.execute(_DELIVERED, {"b_ids": part})
             fields = tuple(result.keys())
             found.update(

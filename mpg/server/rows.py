@@ -82,10 +82,13 @@ def message(
     state: MessageState,
     result: model.SubmitResult,
     digest: str,
-) -> dict[str, Any]:
-    """A ``TransmitQueue`` row of ``sender`` (its name); ``result`` is kept to answer
-    a resubmission, ``digest`` (:func:`mpg.server.identity.digest` of ``msg``) to tell
-    a resubmission from another message. Its personal columns are sealed."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ``TransmitQueue`` row of ``sender`` (its name), and the row as
+    :func:`opened_message` reads it back (its :data:`DELIVERED_COLUMNS`, opened).
+
+    ``result`` is kept to answer a resubmission, ``digest``
+    (:func:`mpg.server.identity.digest` of ``msg``) to tell a resubmission from another
+    message. The row's personal columns are sealed."""
     to, bcc = fanout.qualified(msg)
     personal = {
         # Recipients see who authenticated, never a name the client wrote.
@@ -117,15 +120,18 @@ def message(
         "ContentDigest": digest,
     }
     row.update(TRANSMIT_SEALED)
-    # An empty field (no Bcc, no keywords) stays NULL: it reads back as empty.
+    # An empty field (no Bcc, no keywords) stays NULL: it reads back as empty (None).
+    clear = {name: personal[name] or None for name in TRANSMIT_SEALED}
     row.update(
         vault.seal_row(
             "TransmitQueue",
             message_id,
-            {sealed: personal[name] or None for name, sealed in _TRANSMIT_SEALED_AS},
+            {sealed: clear[name] for name, sealed in _TRANSMIT_SEALED_AS},
         )
     )
-    return row
+    opened = {name: row[name] for name in _DELIVERED_CLEAR}
+    opened.update({name: clear[name] for name in DELIVERED_SEALED})
+    return row, opened
 
 
 #: The sealed ``TransmitQueue`` columns a delivery carries (not the kept SubmitResult).
@@ -144,6 +150,8 @@ DELIVERED_COLUMNS: Final = (
     *DELIVERED_SEALED,
     *(name + "Enc" for name in DELIVERED_SEALED),
 )
+#: The :data:`DELIVERED_COLUMNS` stored as they are.
+_DELIVERED_CLEAR: Final = DELIVERED_COLUMNS[: -2 * len(DELIVERED_SEALED)]
 
 
 def opened_message(

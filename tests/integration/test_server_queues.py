@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pathlib
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -201,6 +202,37 @@ def test_fetch_leases_and_redelivers_after_the_lease_expires(
     clock.now += 31
     [again] = q.fetch("bob@example.com", 10, 30).deliveries
     assert again.rx_message_id == first.rx_message_id
+
+
+def test_a_message_handed_out_from_memory_is_the_one_the_database_holds(
+    engine: sa.Engine, store: accounts.AccountStore, clock: ManualClock
+) -> None:
+    """The process that accepted a message hands it out without reading it again;
+    another process reads it from the database: the recipient gets the same delivery."""
+    accepting = queues.QueueStore(engine, store.vault, clock=clock)
+    other = queues.QueueStore(engine, store.vault, clock=clock)
+    sent = [
+        message(("bob", "carol"), bcc=("bob",), body='<c a="1">請假 &amp; "x"</c>'),
+        dataclasses.replace(message(("bob",)), subject="", keywords="k1;k2"),
+    ]
+    accepting.submit(SENDER, sent)
+    reads: list[str] = []
+
+    def note(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if re.search(r"FROM\W+TransmitQueue\b", statement):
+            reads.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        from_memory = accepting.fetch("bob@example.com", 10, 30).deliveries
+        assert reads == []
+        clock.now += 31  # the lease runs out: the same entries again, elsewhere
+        from_database = other.fetch("bob@example.com", 10, 30).deliveries
+        assert len(reads) == 1
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+    assert len(from_memory) == 2
+    assert from_database == from_memory
 
 
 def test_fetch_respects_max_items(q: queues.QueueStore) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import types
 
 from hypothesis import given
 from hypothesis import strategies as st
+from payload_strategies import messages
 
 from mpg.server import rows, vault
 from mpg.server.states import MessageState
@@ -67,7 +69,7 @@ def test_every_answer_comes_back_from_its_row_whether_kept_or_said_by_the_row(
             result.tx_message_id, True, message_id=result.message_id, recipients=result.recipients
         )
     message_id = result.message_id or "m1"
-    row = rows.message(
+    row, _ = rows.message(
         VAULT,
         OUTGOING,
         "erp@example.com",
@@ -101,3 +103,23 @@ def test_a_delivery_bound_counts_each_field_with_its_escapes(
         data = text.encode("utf-8")
         expected += len(data) + 5 * sum(data.count(c) for c in b'&<>"')
     assert rows.delivery_bytes(msg, bcc) == expected
+
+
+#: A TransmitQueue row as the fetch's SELECT returns it.
+_Stored = collections.namedtuple("_Stored", rows.DELIVERED_COLUMNS)
+
+
+@given(messages)
+def test_a_new_message_s_opened_form_is_what_its_stored_row_opens_to(
+    msg: model.OutgoingMessage,
+) -> None:
+    """What a submit keeps in memory for the fetch (mpg.server.openedcache) is what
+    the fetch would read back from the row: the same columns, the same values."""
+    result = model.SubmitResult(msg.tx_message_id, True, message_id="m1", recipients=1)
+    row, opened = rows.message(
+        VAULT, msg, "erp@example.com", "m1", 0.0, 1, MessageState.QUEUED, result, "d" * 64
+    )
+    stored = _Stored(*(row[name] for name in rows.DELIVERED_COLUMNS))
+    read_back = rows.opened_message(VAULT, stored, rows.DELIVERED_COLUMNS)
+    assert opened == {name: read_back[name] for name in opened}
+    assert set(opened) == {name for name in rows.DELIVERED_COLUMNS if not name.endswith("Enc")}

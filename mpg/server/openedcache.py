@@ -1,0 +1,66 @@
+"""Messages kept opened in memory from their submit to their recipients' fetch.
+
+A message's personal columns are stored sealed (:mod:`mpg.server.vault`), so handing
+it out means reading its ``TransmitQueue`` row and opening five fields: a tenth of the
+server's work on a burst. The process that accepted the message had it in the clear a
+moment before, and its recipients usually fetch it from that same process moments
+later. :class:`OpenedMessages` keeps what :func:`mpg.server.rows.opened_message` would
+read back, for the most recent messages only; a fetch takes what it finds there and
+reads the rest from the database, as it always can (another server process, a restart,
+an older message). The columns kept never change after the insert, so an entry is
+never stale.
+
+Bounded by the characters it holds (:data:`MAX_CHARS`, oldest out first), so its memory
+stays a few dozen MiB however large the messages. Only a committed submit puts its
+messages in (the store calls :meth:`OpenedMessages.put` after the commit).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+#: Characters of text the cache holds at most (about 8 MiB of text and its dicts).
+MAX_CHARS: Final = 4_000_000
+#: What one entry counts besides its text: the dict and its small values.
+ENTRY_OVERHEAD: Final = 600
+
+
+def _size(opened: Mapping[str, Any]) -> int:
+    return ENTRY_OVERHEAD + sum(len(v) for v in opened.values() if isinstance(v, str))
+
+
+class OpenedMessages:
+    """Opened ``TransmitQueue`` rows by MessageId, most recent first kept (thread-safe)."""
+
+    def __init__(self, max_chars: int = MAX_CHARS) -> None:
+        self._max = max_chars
+        self._lock = threading.Lock()
+        self._held: collections.OrderedDict[str, tuple[dict[str, Any], int]] = (
+            collections.OrderedDict()
+        )
+        self._chars = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def put(self, opened: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Keep each ``(message_id, opened row)``; the oldest go when over the bound. A
+        row larger than the whole bound is not kept."""
+        with self._lock:
+            for message_id, row in opened:
+                size = _size(row)
+                if size > self._max:
+                    continue
+                self._held[message_id] = (row, size)
+                self._chars += size
+            while self._chars > self._max:
+                _, (_, size) = self._held.popitem(last=False)
+                self._chars -= size
+
+    def get(self, message_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+        """The kept rows among ``message_ids`` (shared: read them, never change them)."""
+        with self._lock:
+            return {mid: held[0] for mid in message_ids if (held := self._held.get(mid))}
