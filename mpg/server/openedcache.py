@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 #: Characters of text the cache holds at most (about 8 MiB of text and its dicts).
 MAX_CHARS: Final = 4_000_000
@@ -28,8 +28,17 @@ MAX_CHARS: Final = 4_000_000
 ENTRY_OVERHEAD: Final = 600
 
 
-def _size(opened: Mapping[str, Any]) -> int:
-    return ENTRY_OVERHEAD + sum(len(v) for v in opened.values() if isinstance(v, str))
+class Kept(NamedTuple):
+    """One message as kept: its opened row and how many attachments it has."""
+
+    #: What :func:`mpg.server.rows.opened_message` reads back (shared: never change it).
+    opened: Mapping[str, Any]
+    #: 0: the fetch need not look for its ``TransmitAttachment`` rows.
+    attachments: int
+
+
+def _size(kept: Kept) -> int:
+    return ENTRY_OVERHEAD + sum(len(v) for v in kept.opened.values() if isinstance(v, str))
 
 
 class OpenedMessages:
@@ -38,29 +47,27 @@ class OpenedMessages:
     def __init__(self, max_chars: int = MAX_CHARS) -> None:
         self._max = max_chars
         self._lock = threading.Lock()
-        self._held: collections.OrderedDict[str, tuple[dict[str, Any], int]] = (
-            collections.OrderedDict()
-        )
+        self._held: collections.OrderedDict[str, tuple[Kept, int]] = collections.OrderedDict()
         self._chars = 0
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def put(self, opened: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Keep each ``(message_id, opened row)``; the oldest go when over the bound. A
-        row larger than the whole bound is not kept."""
+    def put(self, kept: Iterable[tuple[str, Kept]]) -> None:
+        """Keep each ``(message_id, kept)``; the oldest go when over the bound. A
+        message larger than the whole bound is not kept."""
         with self._lock:
-            for message_id, row in opened:
-                size = _size(row)
+            for message_id, one in kept:
+                size = _size(one)
                 if size > self._max:
                     continue
-                self._held[message_id] = (row, size)
+                self._held[message_id] = (one, size)
                 self._chars += size
             while self._chars > self._max:
                 _, (_, size) = self._held.popitem(last=False)
                 self._chars -= size
 
-    def get(self, message_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
-        """The kept rows among ``message_ids`` (shared: read them, never change them)."""
+    def get(self, message_ids: Iterable[str]) -> dict[str, Kept]:
+        """The kept messages among ``message_ids``."""
         with self._lock:
             return {mid: held[0] for mid in message_ids if (held := self._held.get(mid))}

@@ -263,7 +263,7 @@ class _Writes:
     #: TxMessageId -> content digest of the message decided in this transaction.
     digests: dict[str, str] = dataclasses.field(default_factory=dict)
     #: MessageId -> the accepted message as a fetch reads it back (rows.opened_message).
-    opened: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    opened: dict[str, openedcache.Kept] = dataclasses.field(default_factory=dict)
 
     def flush(self, conn: sa.Connection) -> None:
         """Insert what was collected and empty the lists."""
@@ -385,8 +385,11 @@ class QueueStore:
                     continue
                 results[msg.tx_message_id] = self._refuse(msg, sender_account, reason, writes, now)
             plain = [m for m in checked if not fanout.is_server_agent(m)]
+            # Only a message with attachments has staged uploads to look at.
             stages = self._stages(
-                conn, self._vault.account_id(sender_account), [m.tx_message_id for m in plain]
+                conn,
+                self._vault.account_id(sender_account),
+                [m.tx_message_id for m in plain if m.attachments],
             )
             for msg in plain:
                 results[msg.tx_message_id] = self._plan_message(
@@ -529,7 +532,7 @@ class QueueStore:
             tx, True, message_id=message_id, recipients=len(plan.known), unknown=listed
         )
         vault = self._vault
-        row, writes.opened[message_id] = rows.message(
+        row, opened = rows.message(
             vault,
             msg,
             sender,
@@ -541,6 +544,7 @@ class QueueStore:
             writes.digests[tx],
         )
         writes.messages.append(row)
+        writes.opened[message_id] = openedcache.Kept(opened, len(msg.attachments))
         detail = f"queued for {len(plan.known)} recipient(s)"
         if plan.unknown:
             detail += f"; {len(plan.unknown)} unknown"
@@ -854,8 +858,13 @@ class QueueStore:
                 moved = len(moving)
             if not candidates:
                 return model.FetchBatch(), moved, woken
+            kept = self._opened.get(
+                e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE
+            )
             messages = self._messages(
-                conn, [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
+                conn,
+                [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE],
+                kept,
             )
             bcc = {
                 e.EntryId: rows.visible_bcc(vault, e)
@@ -885,8 +894,13 @@ class QueueStore:
                     for e in entries
                 ],
             )
-            message_ids = [e.MessageId for e in entries if e.Kind == model.DeliveryKind.MESSAGE]
-            files = self._attachment_infos(conn, message_ids)
+            with_files = [
+                e.MessageId
+                for e in entries
+                if e.Kind == model.DeliveryKind.MESSAGE
+                and (e.MessageId not in kept or kept[e.MessageId].attachments)
+            ]
+            files = self._attachment_infos(conn, with_files)
         deliveries: list[model.Delivery] = []
         receipts: list[model.Receipt] = []
         for e in entries:
@@ -940,11 +954,14 @@ class QueueStore:
             conn.execute(_LEASE, {"b_ids": part, "b_until": now + lease_seconds})
 
     def _messages(
-        self, conn: sa.Connection, message_ids: list[str]
+        self,
+        conn: sa.Connection,
+        message_ids: list[str],
+        kept: Mapping[str, openedcache.Kept],
     ) -> dict[str, Mapping[str, Any]]:
         """The ``TransmitQueue`` rows, opened (:func:`mpg.server.rows.opened_message`):
-        those this process accepted lately from memory, the others read."""
-        found = self._opened.get(message_ids)
+        those ``kept`` in memory from there, the others read."""
+        found = {mid: one.opened for mid, one in kept.items()}
         unread = sorted(set(message_ids) - found.keys())
         for part in transactions.chunks(unread):
             result = conn.execute(_DELIVERED, {"b_ids": part})

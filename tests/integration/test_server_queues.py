@@ -205,15 +205,19 @@ def test_fetch_leases_and_redelivers_after_the_lease_expires(
 
 
 def test_a_message_handed_out_from_memory_is_the_one_the_database_holds(
-    engine: sa.Engine, store: accounts.AccountStore, clock: ManualClock
+    engine: sa.Engine, store: accounts.AccountStore, clock: ManualClock, files: blobs.BlobStore
 ) -> None:
     """The process that accepted a message hands it out without reading it again;
-    another process reads it from the database: the recipient gets the same delivery."""
+    another process reads it from the database: the recipient gets the same delivery,
+    attachments included."""
     accepting = queues.QueueStore(engine, store.vault, clock=clock)
     other = queues.QueueStore(engine, store.vault, clock=clock)
+    data = b"attached " * 100
+    assert upload(files, "tx-files", data, 300).complete
     sent = [
         message(("bob", "carol"), bcc=("bob",), body='<c a="1">請假 &amp; "x"</c>'),
         dataclasses.replace(message(("bob",)), subject="", keywords="k1;k2"),
+        attachment_message(data, "tx-files"),
     ]
     accepting.submit(SENDER, sent)
     reads: list[str] = []
@@ -231,7 +235,8 @@ def test_a_message_handed_out_from_memory_is_the_one_the_database_holds(
         assert len(reads) == 1
     finally:
         sa.event.remove(engine, "before_cursor_execute", note)
-    assert len(from_memory) == 2
+    assert len(from_memory) == 3
+    assert [len(d.attachments) for d in from_memory] == [0, 0, 1]
     assert from_database == from_memory
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from mpg.server import openedcache
 
 
-def row(text: str) -> dict[str, object]:
-    return {"MessageId": "m", "Content": text, "AlertFlag": True, "Keywords": None}
+def row(text: str, attachments: int = 0) -> openedcache.Kept:
+    opened = {"MessageId": "m", "Content": text, "AlertFlag": True, "Keywords": None}
+    return openedcache.Kept(opened, attachments)
 
 
 def test_kept_rows_come_back_and_unknown_ids_are_left_out() -> None:
     cache = openedcache.OpenedMessages()
-    cache.put([("m1", row("one")), ("m2", row("two"))])
-    assert cache.get(["m2", "m3", "m1"]) == {"m2": row("two"), "m1": row("one")}
+    cache.put([("m1", row("one")), ("m2", row("two", attachments=2))])
+    assert cache.get(["m2", "m3", "m1"]) == {"m2": row("two", 2), "m1": row("one")}
 
 
 def test_the_oldest_rows_go_first_when_the_text_passes_the_bound() -> None:
