@@ -9,10 +9,15 @@ call, so each batch cost more than the one before (docs/benchmarks.md, "The plan
 and the key lists").
 
 A long-running MPG process (``mpg server``, ``mpg run``) on PostgreSQL therefore runs an
-:class:`Analyzer`: every :data:`INTERVAL` seconds it reads how much each of MPG's own
-tables changed since its last analysis (``pg_stat_user_tables``, one cheap query) and
-analyses those past :func:`due`'s line, from a connection of its own. ``ANALYZE`` reads
-a sample and blocks no reader or writer. The other databases keep their statistics up
+:class:`Analyzer`: every :data:`INTERVAL` seconds it compares each of MPG's own tables'
+live rows (``pg_stat_user_tables``) with the rows its plans assume (``pg_class``, as the
+last ``ANALYZE`` or ``VACUUM`` left them), one cheap query, and analyses those past
+:func:`due`'s line, from a connection of its own: a table the planner believes is half
+its size or less. Updates alone (a queue entry leased, then acknowledged) do not count:
+they leave the size the planner assumes right, and retaking a busy queue's statistics
+after every few thousand updates cost a quarter of PostgreSQL's work in a burst.
+``ANALYZE`` reads a sample, of the columns statements filter on only (:data:`_PLANNED`),
+and blocks no reader or writer. The other databases keep their statistics up
 by themselves: MariaDB's InnoDB recalculates a table's after a tenth changed, SQL
 Server before the next plan after its own threshold, and SQLite plans without them.
 """
@@ -31,17 +36,17 @@ log = structlog.get_logger("mpg.db")
 
 #: Seconds between the analyzer's looks.
 INTERVAL: Final = 1.0
-#: Changes (rows inserted, updated or deleted) below which a table is left alone.
-MIN_CHANGES: Final = 1000
-#: Changes, as a share of the table's rows, that make its statistics worth retaking.
-SHARE: Final = 0.25
+#: Rows below which a table is left alone (to autovacuum), however it grew.
+MIN_ROWS: Final = 1000
+#: How many times the rows its plans assume a table must hold to be analysed again.
+GROWTH: Final = 2.0
 
 #: The named tables of the current schema that this login may analyse (their owner's
 #: or the database owner's role; a superuser has every role), with their row counts and
 #: changes since their last analysis. An ERP's table the gateway only writes to is left
 #: to autovacuum rather than refused every second.
 _LOOK: Final = sa.text(
-    "SELECT s.relname, s.n_live_tup, s.n_mod_since_analyze"
+    "SELECT s.relname, s.n_live_tup, c.reltuples"
     " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
     " WHERE s.schemaname = current_schema() AND s.relname = ANY(:names)"
     " AND (pg_has_role(c.relowner, 'USAGE') OR pg_has_role("
@@ -49,11 +54,28 @@ _LOOK: Final = sa.text(
 )
 
 
-def due(rows: int, changed: int) -> bool:
-    """Whether a table of about ``rows`` rows, ``changed`` rows changed since it was
-    last analysed, should be analysed now: at least :data:`MIN_CHANGES` changes and
-    :data:`SHARE` of its rows (autovacuum's rule, with a lower share)."""
-    return changed >= max(MIN_CHANGES, SHARE * rows)
+#: The columns of a table whose statistics the planner uses for MPG's statements: all
+#: but the ``bytea`` and ``text`` ones. Those hold payloads (sealed values, message
+#: contents, answers) that no statement filters or joins on, and they were most of what
+#: an ``ANALYZE`` of a queue cost: each sampled value read, often out of line, to
+#: measure it.
+_PLANNED: Final = sa.text(
+    "SELECT attname FROM pg_attribute"
+    " WHERE attrelid = CAST(:name AS regclass) AND attnum > 0 AND NOT attisdropped"
+    " AND atttypid NOT IN ('bytea'::regtype, 'text'::regtype) ORDER BY attnum"
+)
+
+
+def _quoted(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def due(rows: int, planned: float) -> bool:
+    """Whether a table of about ``rows`` live rows, planned as holding ``planned`` (-1:
+    never analysed), should be analysed now: at least :data:`MIN_ROWS` rows and
+    :data:`GROWTH` times what the planner assumes."""
+    return rows >= max(MIN_ROWS, GROWTH * planned)
 
 
 class Analyzer(periodic.Periodic):
@@ -77,9 +99,13 @@ class Analyzer(periodic.Periodic):
             with self._engine.connect() as conn:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 found = conn.execute(_LOOK, {"names": self._tables}).all()
-                stale = [name for name, rows, changed in found if due(rows, changed)]
+                stale = [name for name, rows, planned in found if due(rows, planned)]
                 for name in stale:
-                    conn.exec_driver_sql(f'ANALYZE "{name}"')
+                    columns = conn.execute(_PLANNED, {"name": _quoted(name)}).scalars().all()
+                    listed = ", ".join(_quoted(column) for column in columns)
+                    conn.exec_driver_sql(
+                        f"ANALYZE {_quoted(name)}" + (f" ({listed})" if listed else "")
+                    )
         except sa.exc.SQLAlchemyError as exc:
             if not self._failing:
                 log.warning("analyze_failed", error=str(exc), effect="retried next look")

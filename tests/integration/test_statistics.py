@@ -45,9 +45,9 @@ def test_a_table_that_grew_is_analysed_and_then_left_alone_until_it_grows_again(
     tables.create_tables(engine)
     analyzer = statistics.Analyzer(engine, list(tables.metadata.tables))
     try:
-        _fill(engine, statistics.MIN_CHANGES // 2)
+        _fill(engine, statistics.MIN_ROWS // 2)
         assert analyzer.look() == []
-        _fill(engine, statistics.MIN_CHANGES, start=statistics.MIN_CHANGES)
+        _fill(engine, statistics.MIN_ROWS, start=statistics.MIN_ROWS)
         # A backend's counters reach pg_stat_user_tables when its transaction ends,
         # at most about a second later.
         deadline = time.monotonic() + 10
