@@ -858,14 +858,9 @@ class QueueStore:
                 moved = len(moving)
             if not candidates:
                 return model.FetchBatch(), moved, woken
-            kept = self._opened.get(
-                e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE
-            )
-            messages = self._messages(
-                conn,
-                [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE],
-                kept,
-            )
+            wanted = [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
+            kept = self._opened.get(wanted)
+            messages = self._messages(conn, wanted, kept)
             bcc = {
                 e.EntryId: rows.visible_bcc(vault, e)
                 for e in candidates
