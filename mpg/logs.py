@@ -160,8 +160,8 @@ def wants(level: int) -> bool:
     """Whether an event at ``level`` (``logging.INFO``…) would be written.
 
     For a line logged once per message: structlog's filtering still builds a bound
-    logger for every call it drops (about 4 µs), a twentieth of a message's work on
-    the server; asking first costs a comparison.
+    logger for every call it drops (about 4 µs, 1 % of a message's instructions on
+    the server); asking first costs a comparison.
     """
     return level >= _threshold
 

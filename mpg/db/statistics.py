@@ -42,9 +42,9 @@ MIN_ROWS: Final = 1000
 GROWTH: Final = 2.0
 
 #: The named tables of the current schema that this login may analyse (their owner's
-#: or the database owner's role; a superuser has every role), with their row counts and
-#: changes since their last analysis. An ERP's table the gateway only writes to is left
-#: to autovacuum rather than refused every second.
+#: or the database owner's role; a superuser has every role), with their live rows and
+#: the rows their plans assume (-1: never analysed). An ERP's table the gateway only
+#: writes to is left to autovacuum rather than refused every second.
 _LOOK: Final = sa.text(
     "SELECT s.relname, s.n_live_tup, c.reltuples"
     " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"

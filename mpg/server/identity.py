@@ -94,7 +94,7 @@ def canonical_text(msg: model.OutgoingMessage) -> str:
     with sorted keys and no spaces (a digest stored by any version stays comparable).
 
     Written directly rather than through ``json``: building the object and encoding
-    it cost ten microseconds a message, a twentieth of the server's work on a submit.
+    it took two fifths of a digest (13 µs a message, 9 µs now).
     """
     fold = recipients.fold
     attachments = ",".join(

@@ -11,7 +11,7 @@ an older message). The columns kept never change after the insert, so an entry i
 never stale.
 
 Bounded by the characters it holds (:data:`MAX_CHARS`, oldest out first), so its memory
-stays a few dozen MiB however large the messages. Only a committed submit puts its
+stays under about 20 MiB however large the messages. Only a committed submit puts its
 messages in (the store calls :meth:`OpenedMessages.put` after the commit).
 """
 
@@ -22,7 +22,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
-#: Characters of text the cache holds at most (about 8 MiB of text and its dicts).
+#: Characters of text the cache holds at most (at most 16 MiB of text, with its dicts
+#: under about 20 MiB).
 MAX_CHARS: Final = 4_000_000
 #: What one entry counts besides its text: the dict and its small values.
 ENTRY_OVERHEAD: Final = 600

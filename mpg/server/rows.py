@@ -137,8 +137,8 @@ def message(
 #: The sealed ``TransmitQueue`` columns a delivery carries (not the kept SubmitResult).
 DELIVERED_SEALED: Final = tuple(name for name in TRANSMIT_SEALED if name != "SubmitResult")
 _DELIVERED_SEALED_AS: Final = tuple((name, name + "Enc") for name in DELIVERED_SEALED)
-#: The ``TransmitQueue`` columns a delivery is made of (:func:`delivery`).
-DELIVERED_COLUMNS: Final = (
+#: The ``TransmitQueue`` columns a delivery carries that are stored as they are.
+_DELIVERED_CLEAR: Final = (
     "MessageId",
     "AppCode",
     "SourceDomain",
@@ -147,11 +147,13 @@ DELIVERED_COLUMNS: Final = (
     "AlertFlag",
     "Priority",
     "TransmitTime",
+)
+#: The ``TransmitQueue`` columns a delivery is made of (:func:`delivery`).
+DELIVERED_COLUMNS: Final = (
+    *_DELIVERED_CLEAR,
     *DELIVERED_SEALED,
     *(name + "Enc" for name in DELIVERED_SEALED),
 )
-#: The :data:`DELIVERED_COLUMNS` stored as they are.
-_DELIVERED_CLEAR: Final = DELIVERED_COLUMNS[: -2 * len(DELIVERED_SEALED)]
 
 
 def opened_message(

@@ -62,6 +62,43 @@ def test_a_table_that_grew_is_analysed_and_then_left_alone_until_it_grows_again(
         engine.dispose()
 
 
+def test_updates_alone_never_make_a_table_due_and_payload_columns_are_not_sampled(
+    postgresql_url: str,
+) -> None:
+    """A queue whose entries are only updated keeps its statistics; an analysis takes
+    the columns statements filter on, not the bytea and text payloads."""
+    engine = tables.create_engine(postgresql_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            'CREATE TABLE "Queue" ("Id" INTEGER PRIMARY KEY, "State" VARCHAR(10),'
+            ' "Body" TEXT, "Sealed" BYTEA)'
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO \"Queue\" SELECT n, 'queued', repeat('x', 100), '\\x00'"
+            f" FROM generate_series(1, {statistics.MIN_ROWS * 2}) n"
+        )
+    analyzer = statistics.Analyzer(engine, ["Queue"])
+    try:
+        deadline = time.monotonic() + 10
+        found = analyzer.look()
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = analyzer.look()
+        assert found == ["Queue"]
+        with engine.connect() as conn:
+            sampled = conn.exec_driver_sql(
+                "SELECT attname FROM pg_stats WHERE tablename = 'Queue' ORDER BY attname"
+            ).scalars()
+            assert list(sampled) == ["Id", "State"]
+        for state in ("leased", "acked", "queued"):
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'UPDATE "Queue" SET "State" = \'{state}\'')
+        time.sleep(1.0)  # the updates' counters reach pg_stat_user_tables
+        assert analyzer.look() == []
+    finally:
+        engine.dispose()
+
+
 def test_only_postgresql_gets_an_analyzer(tmp_path: pathlib.Path) -> None:
     engine = tables.create_engine(f"sqlite:///{tmp_path / 'server.db'}")
     try:
