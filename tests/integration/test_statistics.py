@@ -38,6 +38,17 @@ def _analysed(engine: sa.Engine) -> bool:
         )
 
 
+def _look_until_found(analyzer: statistics.Analyzer) -> list[str]:
+    """The analyzer's looks until one analyses something (or 10 s passed): a backend's
+    counters reach pg_stat_user_tables when its transaction ends, about a second later."""
+    deadline = time.monotonic() + 10
+    found = analyzer.look()
+    while not found and time.monotonic() < deadline:
+        time.sleep(0.1)
+        found = analyzer.look()
+    return found
+
+
 def test_a_table_that_grew_is_analysed_and_then_left_alone_until_it_grows_again(
     postgresql_url: str,
 ) -> None:
@@ -48,14 +59,7 @@ def test_a_table_that_grew_is_analysed_and_then_left_alone_until_it_grows_again(
         _fill(engine, statistics.MIN_ROWS // 2)
         assert analyzer.look() == []
         _fill(engine, statistics.MIN_ROWS, start=statistics.MIN_ROWS)
-        # A backend's counters reach pg_stat_user_tables when its transaction ends,
-        # at most about a second later.
-        deadline = time.monotonic() + 10
-        found = analyzer.look()
-        while not found and time.monotonic() < deadline:
-            time.sleep(0.1)
-            found = analyzer.look()
-        assert found == ["MessageEvent"]
+        assert _look_until_found(analyzer) == ["MessageEvent"]
         assert _analysed(engine)
         assert analyzer.look() == []
     finally:
@@ -79,12 +83,7 @@ def test_updates_alone_never_make_a_table_due_and_payload_columns_are_not_sample
         )
     analyzer = statistics.Analyzer(engine, ["Queue"])
     try:
-        deadline = time.monotonic() + 10
-        found = analyzer.look()
-        while not found and time.monotonic() < deadline:
-            time.sleep(0.1)
-            found = analyzer.look()
-        assert found == ["Queue"]
+        assert _look_until_found(analyzer) == ["Queue"]
         with engine.connect() as conn:
             sampled = conn.exec_driver_sql(
                 "SELECT attname FROM pg_stats WHERE tablename = 'Queue' ORDER BY attname"
