@@ -16,10 +16,11 @@ last ``ANALYZE`` or ``VACUUM`` left them), one cheap query, and analyses those p
 its size or less. Updates alone (a queue entry leased, then acknowledged) do not count:
 they leave the size the planner assumes right, and retaking a busy queue's statistics
 after every few thousand updates cost a quarter of PostgreSQL's work in a burst.
-``ANALYZE`` reads a sample, of the columns statements filter on only (:data:`_PLANNED`),
-and blocks no reader or writer. The other databases keep their statistics up
-by themselves: MariaDB's InnoDB recalculates a table's after a tenth changed, SQL
-Server before the next plan after its own threshold, and SQLite plans without them.
+``ANALYZE`` reads a small sample (:data:`SAMPLE_TARGET`), of the columns statements
+filter on only (:data:`_PLANNED`), and blocks no reader or writer. The other
+databases keep their statistics up by themselves: MariaDB's InnoDB recalculates a
+table's after a tenth changed, SQL Server before the next plan after its own
+threshold, and SQLite plans without them.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ INTERVAL: Final = 1.0
 MIN_ROWS: Final = 1000
 #: How many times the rows its plans assume a table must hold to be analysed again.
 GROWTH: Final = 2.0
+#: The statistics target of the analyser's ``ANALYZE`` (PostgreSQL's default: 100): a
+#: sample of 300 times this many rows, ten values kept per column. MPG's statements go
+#: by key or by recipient and state, so a plan needs the table's size, how many distinct
+#: keys and which few states: a tenth of the default sample shows them, and costs about
+#: a tenth (docs/benchmarks.md, "2026-12-02 (2)"). Autovacuum's own analyses keep
+#: taking the full statistics later.
+SAMPLE_TARGET: Final = 10
 
 #: The named tables of the current schema that this login may analyse (their owner's
 #: or the database owner's role; a superuser has every role), with their live rows and
@@ -97,15 +105,19 @@ class Analyzer(periodic.Periodic):
         """
         try:
             with self._engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 found = conn.execute(_LOOK, {"names": self._tables}).all()
+                conn.commit()
                 stale = [name for name, rows, planned in found if due(rows, planned)]
                 for name in stale:
+                    # One short transaction per table: its lock is held no longer, and
+                    # the target set for it ends with it.
                     columns = conn.execute(_PLANNED, {"name": _quoted(name)}).scalars().all()
                     listed = ", ".join(_quoted(column) for column in columns)
+                    conn.exec_driver_sql(f"SET LOCAL default_statistics_target = {SAMPLE_TARGET}")
                     conn.exec_driver_sql(
                         f"ANALYZE {_quoted(name)}" + (f" ({listed})" if listed else "")
                     )
+                    conn.commit()
         except sa.exc.SQLAlchemyError as exc:
             if not self._failing:
                 log.warning("analyze_failed", error=str(exc), effect="retried next look")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from mpg import errors, timefmt
 from mpg.db import bulk, transactions
@@ -88,6 +89,36 @@ _CAS: Final = (
             sa.bindparam("p_transmit_time", type_=sa.NCHAR(20)), _o.TransmitTime
         ),
     )
+)
+
+#: PostgreSQL's form of :data:`_CAS` for a whole batch: ONE statement, the rows given as
+#: arrays (``p_txs``, ``p_status_logs``, ``p_message_ids``), those that moved returned.
+#: Run once per row, the compare-and-set was PostgreSQL's costliest statement in a
+#: burst (docs/benchmarks.md, "2026-12-02 (2)"): each execution paid its own start-up
+#: on top of the row's update. Unbounded types: a cast to a width would cut a longer
+#: value instead of refusing it.
+_BATCH_ROWS: Final = (
+    sa.func.unnest(
+        sa.bindparam("p_txs", type_=postgresql.ARRAY(sa.Unicode())),
+        sa.bindparam("p_status_logs", type_=postgresql.ARRAY(sa.Unicode())),
+        sa.bindparam("p_message_ids", type_=postgresql.ARRAY(sa.Unicode())),
+    )
+    .table_valued("tx", "status_log", "message_id")
+    .render_derived()
+)
+_CAS_RETURNING: Final = (
+    sa.update(tables.outbox)
+    .where(_o.TxMessageId == _BATCH_ROWS.c.tx, _o.State == sa.bindparam("p_expected"))
+    .values(
+        State=sa.bindparam("p_state"),
+        StatusTime=sa.bindparam("p_status_time"),
+        StatusLog=_BATCH_ROWS.c.status_log,
+        MessageId=sa.func.coalesce(_BATCH_ROWS.c.message_id, _o.MessageId),
+        TransmitTime=sa.func.coalesce(
+            sa.bindparam("p_transmit_time", type_=sa.NCHAR(20)), _o.TransmitTime
+        ),
+    )
+    .returning(_o.TxMessageId)
 )
 
 #: Claims of many rows go in one statement per chunk (an IN list), not one per row.
@@ -719,19 +750,32 @@ class OutboxRepository:
             return [], []
         now = timefmt.now_text(self.clock)
         ids = message_ids or {}
-        params = [
-            {
-                "p_tx": tx,
-                "p_expected": int(from_state),
-                "p_state": int(to_state),
-                "p_status_time": now,
-                "p_status_log": history.truncate(log or meanings[-1], STATUS_LOG_WIDTH),
-                "p_message_id": ids.get(tx),
-                "p_transmit_time": now if set_transmit_time else None,
-            }
-            for tx, log in batch
-        ]
-        moved = [batch[i] for i in transactions.compare_and_set(conn, _CAS, params)]
+        logs = [history.truncate(log or meanings[-1], STATUS_LOG_WIDTH) for _, log in batch]
+        fixed = {
+            "p_expected": int(from_state),
+            "p_state": int(to_state),
+            "p_status_time": now,
+            "p_transmit_time": now if set_transmit_time else None,
+        }
+        if conn.dialect.name == "postgresql":
+            went = set(
+                conn.execute(
+                    _CAS_RETURNING,
+                    {
+                        **fixed,
+                        "p_txs": [tx for tx, _ in batch],
+                        "p_status_logs": logs,
+                        "p_message_ids": [ids.get(tx) for tx, _ in batch],
+                    },
+                ).scalars()
+            )
+            moved = [item for item in batch if item[0] in went]
+        else:
+            params = [
+                {**fixed, "p_tx": tx, "p_status_log": text, "p_message_id": ids.get(tx)}
+                for (tx, _), text in zip(batch, logs, strict=True)
+            ]
+            moved = [batch[i] for i in transactions.compare_and_set(conn, _CAS, params)]
         recorded: list[history.Step] = []
         for tx, log in moved:
             for (a, b), meaning in zip(steps[:-1], meanings[:-1], strict=True):

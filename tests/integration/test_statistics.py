@@ -66,11 +66,12 @@ def test_a_table_that_grew_is_analysed_and_then_left_alone_until_it_grows_again(
         engine.dispose()
 
 
-def test_updates_alone_never_make_a_table_due_and_payload_columns_are_not_sampled(
+def test_updates_alone_never_make_a_table_due_and_an_analysis_is_a_small_one(
     postgresql_url: str,
 ) -> None:
     """A queue whose entries are only updated keeps its statistics; an analysis takes
-    the columns statements filter on, not the bytea and text payloads."""
+    the columns statements filter on, not the bytea and text payloads, at the small
+    statistics target (a histogram of SAMPLE_TARGET buckets, not the default 100)."""
     engine = tables.create_engine(postgresql_url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
@@ -89,6 +90,13 @@ def test_updates_alone_never_make_a_table_due_and_payload_columns_are_not_sample
                 "SELECT attname FROM pg_stats WHERE tablename = 'Queue' ORDER BY attname"
             ).scalars()
             assert list(sampled) == ["Id", "State"]
+            bounds = conn.exec_driver_sql(
+                "SELECT array_length(histogram_bounds::text::text[], 1) FROM pg_stats"
+                " WHERE tablename = 'Queue' AND attname = 'Id'"
+            ).scalar_one()
+            assert bounds == statistics.SAMPLE_TARGET + 1
+            # The target was the analysis's own: the connection's is the default again.
+            assert conn.exec_driver_sql("SHOW default_statistics_target").scalar_one() == "100"
         for state in ("leased", "acked", "queued"):
             with engine.begin() as conn:
                 conn.exec_driver_sql(f'UPDATE "Queue" SET "State" = \'{state}\'')
