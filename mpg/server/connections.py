@@ -1,22 +1,27 @@
-"""Connections under attack: deadlines uvicorn does not set, and the open-file limit.
+"""Connections under attack: deadlines and limits uvicorn does not set, and the open-file limit.
 
-uvicorn closes idle keep-alive connections (``timeout_keep_alive``), caps the size of
-a request's headers (``h11_max_incomplete_event_size``) and answers 503 beyond
-``limit_concurrency`` connections or requests, but it has no deadline for *reading*
-a request: a client that sends one header byte every few seconds holds its
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``) and answers 503
+beyond ``limit_concurrency`` connections or requests, but it has no deadline for
+*reading* a request: a client that sends one header byte every few seconds holds its
 connection (and a file descriptor) for ever, and a client that never finishes the
-TLS handshake holds one for asyncio's default 60 s. Two small pieces close that:
+TLS handshake holds one for asyncio's default 60 s. Its httptools protocol (a C
+parser) also takes request headers of any size. Small pieces close that:
 
-* :class:`GuardedH11Protocol`, uvicorn's h11 protocol with a header deadline: the
-  request line and headers must arrive within ``header_timeout`` of the connection
-  (or of the first byte of the next request on a kept-alive connection), else the
-  connection is aborted. The body has its own stall timeout in :mod:`mpg.server.app`.
+* :class:`GuardedHttpToolsProtocol`, uvicorn's httptools protocol with a header
+  deadline and a header size limit: the request line and headers must arrive within
+  ``header_timeout`` of the connection (or of the first byte of the next request on a
+  kept-alive connection), else the connection is aborted; more than
+  ``max_header_bytes`` before they are complete get 400 and the connection is closed.
+  The body has its own stall timeout in :mod:`mpg.server.app`.
 * :func:`loop_factory`, the event loop uvicorn would use (uvloop when installed),
   whose ``create_server`` bounds the TLS handshake by the same ``header_timeout``.
 
-Why not another server: hypercorn has these timeouts, but uvicorn is what the
-server, its shutdown handling and its tests are built on; the two pieces above are
-about a hundred lines against uvicorn's public protocol class (docs/security.md).
+Why httptools and not uvicorn's h11 protocol: h11 is pure Python; with the C parser
+the server's CPU per request is 0.68× for ``GET /healthz``, 0.84× for an empty fetch
+and 0.90× for a submit of one message (docs/benchmarks.md, "2026-12-02 (2)"). h11
+had the size limit built in; httptools needs the few lines here. Why not another
+server: hypercorn has these timeouts, but uvicorn is what the server, its shutdown
+handling and its tests are built on (docs/security.md).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = structlog.get_logger(__name__)
 
@@ -36,13 +41,19 @@ log = structlog.get_logger(__name__)
 SPARE_FILES: Final = 256
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, aborting a connection whose headers do not arrive in time."""
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline and a size limit for request headers."""
 
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, header_timeout: float, max_header_bytes: int, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
+        self._max_header_bytes = max_header_bytes
         self._header_timer: asyncio.TimerHandle | None = None
+        # Between one request's end and the next one's complete headers: bytes read.
+        self._awaiting_headers = True
+        self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the clock for the first request's headers."""
@@ -50,24 +61,42 @@ class GuardedH11Protocol(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        """Between requests, the first byte starts the clock for the next headers."""
-        if self._header_timer is None and not self._in_request():
-            self._arm()
+        """Count what arrives before the headers are complete; the first byte of a
+        kept-alive connection's next request starts the clock again."""
+        if self.transport.is_closing():
+            return
+        if self._awaiting_headers:
+            if self._header_timer is None:
+                self._arm()
+            self._header_bytes += len(data)
         super().data_received(data)
-
-    def handle_events(self) -> None:
-        """Stop the clock once a request's headers are in."""
-        super().handle_events()
-        if self._in_request():
+        # Checked after the parser saw the bytes: a chunk that completes the headers
+        # may carry much of the body with them.
+        if (
+            self._awaiting_headers
+            and self._header_bytes > self._max_header_bytes
+            and not self.transport.is_closing()
+        ):
             self._disarm()
+            log.debug("connection_dropped", reason="headers too large", client=self.client)
+            self.send_400_response("Request headers too large.")
+
+    def on_headers_complete(self) -> None:
+        """Stop the clock: the headers are in."""
+        self._awaiting_headers = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The next bytes on this connection are the next request's headers."""
+        super().on_message_complete()
+        self._awaiting_headers = True
+        self._header_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the clock with the connection."""
         self._disarm()
         super().connection_lost(exc)
-
-    def _in_request(self) -> bool:
-        return self.cycle is not None and not self.cycle.response_complete
 
     def _arm(self) -> None:
         self._disarm()
@@ -86,9 +115,13 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.abort()
 
 
-def protocol_factory(header_timeout: float) -> Callable[..., asyncio.Protocol]:
-    """What uvicorn's ``http`` setting takes: builds a :class:`GuardedH11Protocol`."""
-    return functools.partial(GuardedH11Protocol, header_timeout=header_timeout)
+def protocol_factory(
+    header_timeout: float, max_header_bytes: int
+) -> Callable[..., asyncio.Protocol]:
+    """What uvicorn's ``http`` setting takes: builds a :class:`GuardedHttpToolsProtocol`."""
+    return functools.partial(
+        GuardedHttpToolsProtocol, header_timeout=header_timeout, max_header_bytes=max_header_bytes
+    )
 
 
 def _base_loop() -> type[asyncio.AbstractEventLoop]:

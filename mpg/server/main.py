@@ -151,8 +151,9 @@ def serve(
         proxy_headers=False,
         lifespan="on",
         backlog=BACKLOG,
-        http=connections.protocol_factory(server_settings.header_timeout),  # type: ignore[arg-type]
-        h11_max_incomplete_event_size=server_settings.max_header_bytes,
+        http=connections.protocol_factory(  # type: ignore[arg-type]
+            server_settings.header_timeout, server_settings.max_header_bytes
+        ),
         limit_concurrency=server_settings.max_connections,
         timeout_keep_alive=server_settings.idle_timeout,  # type: ignore[arg-type]
         timeout_graceful_shutdown=GRACE_SECONDS,

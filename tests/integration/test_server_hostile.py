@@ -241,6 +241,40 @@ def test_an_oversized_header_is_refused(srv: serverproc.ServerProcess) -> None:
         assert serverproc.status_of(serverproc.read_response(sock)) == 400
 
 
+def test_the_next_request_on_a_kept_alive_connection_has_its_own_header_deadline(
+    srv: serverproc.ServerProcess,
+) -> None:
+    """One request served, then half the next one's headers and nothing more: the
+    connection is dropped once header_timeout (3 s here) passed, not kept idle."""
+    sock = srv.connect()
+    with sock:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {srv.host}\r\n\r\n".encode())
+        assert serverproc.status_of(serverproc.read_response(sock)) == 200
+        time.sleep(1.0)  # idle between requests: the next one's clock starts with its bytes
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {srv.host}\r\n".encode())
+        started = time.monotonic()
+        try:  # the socket's own 30 s timeout would raise TimeoutError here
+            closed = sock.recv(1) == b""
+        except (ConnectionResetError, ssl.SSLError):
+            closed = True
+        assert closed
+        assert 2.0 < time.monotonic() - started < 15
+
+
+def test_headers_that_grow_past_the_limit_in_small_pieces_are_refused(
+    srv: serverproc.ServerProcess,
+) -> None:
+    """Header lines of 100 bytes sent one by one: 400 once they pass the 8 KiB limit,
+    however small each piece."""
+    sock = srv.connect()
+    with sock:
+        sock.sendall(f"POST /v1/fetch HTTP/1.1\r\nHost: {srv.host}\r\n".encode())
+        with contextlib.suppress(OSError):
+            for n in range(200):
+                sock.sendall(f"X-Filler-{n:03d}: {'a' * 84}\r\n".encode())
+        assert serverproc.status_of(serverproc.read_response(sock)) == 400
+
+
 def test_connections_beyond_the_limit_are_answered_503(
     srv: serverproc.ServerProcess, http: httpx.Client
 ) -> None:
