@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -256,32 +257,46 @@ def lock_for_claim(query: sa.Select[Any], dialect: sa.Dialect) -> sa.Select[Any]
     return query
 
 
-def ready_query(dialect: sa.Dialect, limit: int, now: str, instance: str) -> sa.Select[Any]:
+def ready_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
     """Ready rows no other process's live claim holds, in pickup order, locked for claiming.
 
-    This process's own claims do not count: a process restarted after dying between
-    claim and move takes those rows again at once.
+    Takes ``p_now`` (UTC stamp) and ``p_instance`` (this process). This process's own
+    claims do not count: a process restarted after dying between claim and move takes
+    those rows again at once.
     """
-    live = sa.exists().where(_claimed(dialect), _c.Gateway != instance, _c.LeaseUntil >= now)
-    query = (
-        sa.select(tables.outbox)
-        .where(_o.State == states.OutboxState.READY, ~live)
-        .order_by(_PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
-        .limit(limit)
-    )
-    return lock_for_claim(query, dialect)
+    return _claim_query("ready", dialect, limit)
 
 
-def in_flight_query(dialect: sa.Dialect, limit: int, now: str, instance: str) -> sa.Select[Any]:
-    """Rows in flight not held by another live process, oldest first, locked for claiming."""
-    held = sa.exists().where(_claimed(dialect), _c.Gateway != instance, _c.LeaseUntil >= now)
-    query = (
-        sa.select(tables.outbox)
-        .where(_o.State.in_(sorted(states.IN_FLIGHT)), ~held)
-        .order_by(sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId)
-        .limit(limit)
+def in_flight_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
+    """Rows in flight not held by another live process, oldest first, locked for
+    claiming; takes ``p_now`` and ``p_instance`` as :func:`ready_query` does."""
+    return _claim_query("in_flight", dialect, limit)
+
+
+# Built once per database, kind and size: a claim query built anew for every wake-up
+# (and keyed anew by SQLAlchemy's statement cache) cost the idle gateway's sending
+# thread about a tenth of its CPU (docs/benchmarks.md, "2026-12-02 (2)").
+@functools.lru_cache(maxsize=64)
+def _claim_query(kind: str, dialect: sa.Dialect, limit: int, peek: bool = False) -> sa.Select[Any]:
+    """The claim query of ``kind`` ("ready" or "in_flight"); with ``peek``, whether
+    there is any such row at all (one id, no lock)."""
+    held = sa.exists().where(
+        _claimed(dialect),
+        _c.Gateway != sa.bindparam("p_instance"),
+        _c.LeaseUntil >= sa.bindparam("p_now"),
     )
-    return lock_for_claim(query, dialect)
+    query = sa.select(tables.outbox)
+    if kind == "ready":
+        query = query.where(_o.State == states.OutboxState.READY, ~held).order_by(
+            _PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId
+        )
+    else:
+        query = query.where(_o.State.in_(sorted(states.IN_FLIGHT)), ~held).order_by(
+            sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId
+        )
+    if peek:
+        return query.with_only_columns(_o.TxMessageId).limit(1)
+    return lock_for_claim(query.limit(limit), dialect)
 
 
 class OutboxRepository:
@@ -317,11 +332,7 @@ class OutboxRepository:
         The rows stay in State 10; the caller moves them on (a compare-and-set, as
         ever). Their claims keep other gateways off them for ``lease_seconds``.
         """
-        now = timefmt.utc_stamp()
-        return self._claim_rows(
-            lambda dialect: ready_query(dialect, limit, now, self.instance),
-            "claiming Outbox rows",
-        )
+        return self._claim_rows("ready", limit, "claiming Outbox rows")
 
     def claim_and_start(self, limit: int, plan: Plan) -> dict[str, int]:
         """Claim up to ``limit`` ready rows and move them on, in ONE transaction.
@@ -334,13 +345,9 @@ class OutboxRepository:
         Returns TxMessageId -> new State of the rows that moved. One commit for what
         took three before: claim, 10 -> 12, 10 -> 11.
         """
-        now = timefmt.utc_stamp()
         moved: dict[str, int] = {}
         steps: list[history.Step] = []
-
-        def query(dialect: sa.Dialect) -> sa.Select[Any]:
-            return ready_query(dialect, limit, now, self.instance)
-
+        holders = self._holders()
         what = "claiming and starting Outbox rows"
         # SQLite's lock is the whole database's: the ERP's INSERTs wait while it is held.
         # So the rows are read and planned (validated, built) before it is taken, and
@@ -350,7 +357,8 @@ class OutboxRepository:
         known: dict[tuple[Any, ...], OutboxRow] = {}
         if self.engine.dialect.name == "sqlite":
             with transactions.connect(self.engine, what) as conn:
-                seen, known = OutboxRow.read_rows(conn.execute(query(conn.dialect)))
+                ready = ready_query(conn.dialect, limit)
+                seen, known = OutboxRow.read_rows(conn.execute(ready, holders))
             if not seen:
                 return moved
             early_rows = {r.tx_message_id: r for r in seen}
@@ -377,7 +385,9 @@ class OutboxRepository:
                             self.add_attachments(conn, i.tx, i.infos, i.paths)
             self._hold(conn, [tx for tx, state in moved.items() if state in states.IN_FLIGHT])
 
-        self._claim_rows(query, what, start, peek=not early_rows, known=known)
+        self._claim_rows(
+            "ready", limit, what, start, peek=not early_rows, known=known, holders=holders
+        )
         history.log_steps("out", steps)
         return moved
 
@@ -386,22 +396,25 @@ class OutboxRepository:
 
         A row whose claim another live process holds is left to that process.
         """
-        now = timefmt.utc_stamp()
-        return self._claim_rows(
-            lambda dialect: in_flight_query(dialect, limit, now, self.instance),
-            "taking over in-flight Outbox rows",
-        )
+        return self._claim_rows("in_flight", limit, "taking over in-flight Outbox rows")
+
+    def _holders(self) -> dict[str, str]:
+        """The claim queries' values now: claims of other processes that still hold."""
+        return {"p_now": timefmt.utc_stamp(), "p_instance": self.instance}
 
     def _claim_rows(
         self,
-        query: Callable[[sa.Dialect], sa.Select[Any]],
+        kind: str,
+        limit: int,
         what: str,
         start: Callable[[sa.Connection, list[OutboxRow]], None] | None = None,
         *,
         peek: bool = True,
         known: Mapping[tuple[Any, ...], OutboxRow] | None = None,
+        holders: Mapping[str, str] | None = None,
     ) -> list[OutboxRow]:
-        """Select and lock rows, then replace their claims by this process's (or, with
+        """Select and lock up to ``limit`` rows of ``kind`` ("ready", "in_flight"; the
+        claim queries), then replace their claims by this process's (or, with
         ``start``, let it move the rows and claim those it leaves in flight).
 
         On SQLite the lock is the whole database's write lock, which an ERP's INSERT
@@ -410,10 +423,12 @@ class OutboxRepository:
         find nothing never block the ERP. ``known``: the caller's earlier read of the
         rows (:meth:`OutboxRow.read_rows`); a row found unchanged is that same object.
         """
-        if peek and self.engine.dialect.name == "sqlite" and not self._any(query, what):
+        values = holders or self._holders()
+        if peek and self.engine.dialect.name == "sqlite" and not self._any(kind, values, what):
             return []
         with transactions.begin(self.engine, what) as conn:
-            rows = OutboxRow.from_rows(conn.execute(query(conn.dialect)), known)
+            query = _claim_query(kind, conn.dialect, limit)
+            rows = OutboxRow.from_rows(conn.execute(query, values), known)
             if rows:
                 # The old claims are expired or this process's own (the query said so).
                 self._release(conn, [r.tx_message_id for r in rows])
@@ -440,11 +455,11 @@ class OutboxRepository:
         for part in transactions.chunks(tx_ids):
             conn.execute(_DELETE_CLAIMS, {"p_txs": list(part)})
 
-    def _any(self, query: Callable[[sa.Dialect], sa.Select[Any]], what: str) -> bool:
-        """Whether ``query`` finds a row, read without taking a write lock."""
+    def _any(self, kind: str, holders: Mapping[str, str], what: str) -> bool:
+        """Whether the claim query of ``kind`` finds a row, read without a write lock."""
         with transactions.connect(self.engine, what) as conn:
-            peek = query(conn.dialect).with_only_columns(_o.TxMessageId).limit(1)
-            return conn.execute(peek).first() is not None
+            peek = _claim_query(kind, conn.dialect, 1, peek=True)
+            return conn.execute(peek, holders).first() is not None
 
     def sweep_claims(self) -> int:
         """Delete claims expired for a whole lease; return how many.

@@ -116,8 +116,8 @@ def test_every_kind_of_statement_was_captured(statements: list[Any]) -> None:
 def test_claim_queries_carry_sql_servers_locking_hints() -> None:
     """Both claim queries read Outbox WITH (UPDLOCK, READPAST, ROWLOCK) and use TOP."""
     for query in (
-        outbox.ready_query(MSSQL, 50, "now", "gw-1"),
-        outbox.in_flight_query(MSSQL, 50, "now", "gw-1"),
+        outbox.ready_query(MSSQL, 50),
+        outbox.in_flight_query(MSSQL, 50),
     ):
         sql = str(query.compile(dialect=MSSQL))
         assert "FROM [Outbox] WITH (UPDLOCK, READPAST, ROWLOCK)" in sql
@@ -130,8 +130,8 @@ def test_claim_queries_skip_locked_rows_on_postgresql_and_mariadb(backend: str) 
     """PostgreSQL and MariaDB claim with FOR UPDATE SKIP LOCKED."""
     dialect = ddl.dialect(backend)
     for query in (
-        outbox.ready_query(dialect, 50, "now", "gw-1"),
-        outbox.in_flight_query(dialect, 50, "now", "gw-1"),
+        outbox.ready_query(dialect, 50),
+        outbox.in_flight_query(dialect, 50),
     ):
         assert str(query.compile(dialect=dialect)).rstrip().endswith("FOR UPDATE SKIP LOCKED")
 
@@ -139,7 +139,7 @@ def test_claim_queries_skip_locked_rows_on_postgresql_and_mariadb(backend: str) 
 def test_claim_queries_take_no_row_lock_on_sqlite() -> None:
     """SQLite relies on BEGIN IMMEDIATE: the query itself has no locking clause."""
     dialect = ddl.dialect("sqlite")
-    sql = str(outbox.ready_query(dialect, 50, "now", "gw-1").compile(dialect=dialect))
+    sql = str(outbox.ready_query(dialect, 50).compile(dialect=dialect))
     assert "FOR UPDATE" not in sql
     assert "UPDLOCK" not in sql
 
