@@ -24,7 +24,7 @@ import functools
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -257,6 +257,10 @@ def lock_for_claim(query: sa.Select[Any], dialect: sa.Dialect) -> sa.Select[Any]
     return query
 
 
+#: The two claim queries: ready rows (10) and rows in flight (11, 12, 19).
+ClaimKind = Literal["ready", "in_flight"]
+
+
 def ready_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
     """Ready rows no other process's live claim holds, in pickup order, locked for claiming.
 
@@ -277,8 +281,10 @@ def in_flight_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
 # (and keyed anew by SQLAlchemy's statement cache) was 8 % of the sending thread's CPU
 # at 100 messages/s (docs/benchmarks.md, "2026-12-02 (2)").
 @functools.lru_cache(maxsize=64)
-def _claim_query(kind: str, dialect: sa.Dialect, limit: int, peek: bool = False) -> sa.Select[Any]:
-    """The claim query of ``kind`` ("ready" or "in_flight"); with ``peek``, whether
+def _claim_query(
+    kind: ClaimKind, dialect: sa.Dialect, limit: int, peek: bool = False
+) -> sa.Select[Any]:
+    """The claim query of ``kind``; with ``peek``, whether
     there is any such row at all (one id, no lock)."""
     held = sa.exists().where(
         _claimed(dialect),
@@ -404,7 +410,7 @@ class OutboxRepository:
 
     def _claim_rows(
         self,
-        kind: str,
+        kind: ClaimKind,
         limit: int,
         what: str,
         start: Callable[[sa.Connection, list[OutboxRow]], None] | None = None,
@@ -413,9 +419,10 @@ class OutboxRepository:
         known: Mapping[tuple[Any, ...], OutboxRow] | None = None,
         holders: Mapping[str, str] | None = None,
     ) -> list[OutboxRow]:
-        """Select and lock up to ``limit`` rows of ``kind`` ("ready", "in_flight"; the
-        claim queries), then replace their claims by this process's (or, with
-        ``start``, let it move the rows and claim those it leaves in flight).
+        """Select and lock up to ``limit`` rows of ``kind`` (the claim queries), then
+        replace their claims by this process's (or, with ``start``, let it move the
+        rows and claim those it leaves in flight). ``holders``: the queries' values
+        (:meth:`_holders`), when the caller took them already.
 
         On SQLite the lock is the whole database's write lock, which an ERP's INSERT
         then has to wait for: it is taken only when a plain read found rows to claim
@@ -455,7 +462,7 @@ class OutboxRepository:
         for part in transactions.chunks(tx_ids):
             conn.execute(_DELETE_CLAIMS, {"p_txs": list(part)})
 
-    def _any(self, kind: str, holders: Mapping[str, str], what: str) -> bool:
+    def _any(self, kind: ClaimKind, holders: Mapping[str, str], what: str) -> bool:
         """Whether the claim query of ``kind`` finds a row, read without a write lock."""
         with transactions.connect(self.engine, what) as conn:
             peek = _claim_query(kind, conn.dialect, 1, peek=True)
