@@ -318,6 +318,35 @@ def test_multi_step_move_records_one_history_row_and_event_per_step(
     assert transmit_time is not None
 
 
+def test_a_batch_move_gives_each_row_its_own_log_and_message_id(
+    repo: outbox.OutboxRepository, db_url: str
+) -> None:
+    """One move of three rows (one statement on PostgreSQL): each row gets its own log
+    (cut to 200 characters), a MessageId where one is given and keeps its stored one
+    where none is; a row no longer in the expected state is left alone."""
+    a = repo.insert({"MessageId": "earlier"})
+    b = repo.insert({})
+    c = repo.insert({})
+    gone = repo.insert({})
+    repo.transition([(gone, "voided")], S.READY, S.VOIDED)
+    moved = repo.transition(
+        [(a, "für Ä"), (b, "x" * 300), (c, ""), (gone, "never")],
+        S.READY,
+        S.ATTACHMENTS_UPLOADED,
+        message_ids={b: "srv-b", c: "srv-c"},
+    )
+    assert moved == [a, b, c]
+    assert outbox_row(db_url, a)[:3] == (12, "für Ä", "earlier")
+    state, log, message_id, _ = outbox_row(db_url, b)
+    assert (state, len(log), log[-1], message_id) == (12, 200, "…", "srv-b")
+    assert outbox_row(db_url, c)[:3] == (
+        12,
+        states.OUTBOX_TRANSITIONS[(S.READY, S.ATTACHMENTS_UPLOADED)],
+        "srv-c",
+    )
+    assert outbox_row(db_url, gone)[:3] == (98, "voided", None)
+
+
 def test_transition_keeps_message_id_when_none_is_given(
     repo: outbox.OutboxRepository, db_url: str
 ) -> None:
