@@ -1,7 +1,7 @@
 """Messages kept opened in memory from their submit to their recipients' fetch.
 
 A message's personal columns are stored sealed (:mod:`mpg.server.vault`), so handing
-it out means reading its ``TransmitQueue`` row and opening five fields: a tenth of the
+it out means reading its ``TransmitQueue`` row and opening seven fields: a tenth of the
 server's work on a burst. The process that accepted the message had it in the clear a
 moment before, and its recipients usually fetch it from that same process moments
 later. :class:`OpenedMessages` keeps what :func:`mpg.server.rows.opened_message` would

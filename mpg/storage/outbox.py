@@ -97,7 +97,9 @@ _CAS: Final = (
 #: Run once per row, the compare-and-set was PostgreSQL's costliest statement in a
 #: burst (docs/benchmarks.md, "2026-12-02 (2)"): each execution paid its own start-up
 #: on top of the row's update. Unbounded types: a cast to a width would cut a longer
-#: value instead of refusing it.
+#: value instead of refusing it. Here, not in ``transactions.compare_and_set``: that one
+#: runs any guarded UPDATE given per row, and a batch form needs the statement written
+#: around its arrays; the Outbox moves are the only compare-and-set run in bulk.
 _BATCH_ROWS: Final = (
     sa.func.unnest(
         sa.bindparam("p_txs", type_=postgresql.ARRAY(sa.Unicode())),
