@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import ssl
 
+import httpx
+
 from mpg import errors
 
 
@@ -26,4 +28,12 @@ def httpx_verify(ca_file: str | os.PathLike[str] | None, setting: str) -> ssl.SS
     """httpx's ``verify``: ``True`` (its default trust) unless ``ca_file`` is given."""
     if not ca_file:
         return True
+    return context(ca_file, setting)
+
+
+def client_context(ca_file: str | os.PathLike[str] | None, setting: str) -> ssl.SSLContext:
+    """The context of a client that is given one, not a ``verify``: the same trust as
+    :func:`httpx_verify` (httpx's default authorities when ``ca_file`` is not given)."""
+    if not ca_file:
+        return httpx.create_ssl_context()
     return context(ca_file, setting)

@@ -205,7 +205,7 @@ class DeviceApi:
 
 def refusal(what: str, response: httpx.Response) -> errors.ServerError:
     """The error for a refused call, carrying the server's code and detail."""
-    code, detail = client.error_parts(response)
+    code, detail = client.error_parts(response.content)
     status = response.status_code
     if status in client.TRANSIENT_STATUS:
         after = response.headers.get("retry-after")

@@ -1,10 +1,15 @@
-"""The gateway's client of the push server: sealed envelopes over HTTPS (httpx).
+"""The gateway's client of the push server: sealed envelopes over HTTPS (httpcore).
 
 Each call seals its payload for the gateway's account, posts it to ``/v1/<op>`` and
 opens the sealed answer, checking that it answers this very request. Failures are
 sorted once, here: connection problems, timeouts, 429 and 5xx become
 :class:`~mpg.errors.TransientServerError` (the caller retries later); other refusals
 become :class:`~mpg.errors.RefusedByServer` (retrying cannot help).
+
+The requests go through httpcore, httpx's own connection layer, without httpx's
+request and response models on top: a gateway at a steady pace sends a request or two
+per message, and those models were about a third of the client's CPU per request
+(docs/benchmarks.md, "2026-12-02 (3)").
 """
 
 from __future__ import annotations
@@ -14,34 +19,49 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, Final, Protocol
 
-import httpx
+import httpcore
 
 from mpg import config, errors, metrics, tlstrust
 from mpg.wire import envelope, keys, model, payloads
 
 CONTENT_TYPE: Final = "application/vnd.mpg.envelope"
+CONTENT_TYPE_HEADER: Final = CONTENT_TYPE.encode("ascii")
+#: Seconds a new connection (TCP and TLS) may take.
+CONNECT_TIMEOUT: Final = 10.0
 #: Seconds the readiness check waits for the server's /healthz.
 PING_TIMEOUT: Final = 3.0
 #: Answers worth trying again later (the server is busy, down or starting).
 TRANSIENT_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: httpcore's failures other than a timeout: the server could not be reached or broke
+#: off the exchange. Worth trying again later, as a timeout is.
+TRANSPORT_ERRORS: Final = (
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+)
 
 
 class PushClient:
-    """Talks to the push server as one account. Thread-safe (httpx.Client is)."""
+    """Talks to the push server as one account. Thread-safe (httpcore's pool is)."""
 
     def __init__(self, settings: config.GatewaySettings, credential: keys.Credential) -> None:
         if not settings.account:
             raise errors.ConfigError("gateway.account: missing; the gateway's own account")
         self._account = settings.account
         self._credential = credential
-        self._http = httpx.Client(
-            base_url=settings.server_url,
-            verify=tlstrust.httpx_verify(settings.ca_bundle, "gateway.ca_bundle"),
+        self._base = settings.server_url.rstrip("/")
+        self._timeout = settings.request_timeout
+        self._http = httpcore.ConnectionPool(
+            ssl_context=tlstrust.client_context(settings.ca_bundle, "gateway.ca_bundle"),
             http2=True,
-            timeout=httpx.Timeout(settings.request_timeout, connect=10.0),
-            headers={"content-type": CONTENT_TYPE},
+            # httpx's defaults, which this client had before.
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
         )
         self._long_poll_margin = 10.0
+        self._closed = False
         #: Whether acknowledgements ride on the next fetch (False once a server refused it).
         self._fold_acks = True
 
@@ -51,7 +71,8 @@ class PushClient:
         return self._account
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool; a request made after that fails as transient."""
+        self._closed = True
         self._http.close()
 
     def call(
@@ -67,17 +88,18 @@ class PushClient:
             self._account, self._credential.key_id, op, dict(args or {})
         )
         body = envelope.seal(self._credential.secret, header, payload)
-        extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=10.0)}
         try:
-            response = self._http.post(f"/v1/{op}", content=body, **extra)  # type: ignore[arg-type]
-        except httpx.TimeoutException as exc:
+            response = self._send(
+                "POST", f"/v1/{op}", body, self._timeout if timeout is None else timeout
+            )
+        except httpcore.TimeoutException as exc:
             metrics.HTTP_ERRORS.labels(op, "transient").inc()
             raise errors.TransientServerError(f"{op}: server did not answer in time") from exc
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             metrics.HTTP_ERRORS.labels(op, "transient").inc()
             raise errors.TransientServerError(f"{op}: server unreachable: {exc}") from exc
-        if response.status_code != 200:
-            refusal = _refusal(op, response)
+        if response.status != 200:
+            refusal = _refusal(op, response.status, response.content)
             kind = "transient" if isinstance(refusal, errors.TransientServerError) else "refused"
             metrics.HTTP_ERRORS.labels(op, kind).inc()
             raise refusal
@@ -92,11 +114,32 @@ class PushClient:
         """Raise :class:`~mpg.errors.TransientServerError` unless the server answers
         ``GET /healthz`` (the gateway's readiness check)."""
         try:
-            response = self._http.get("/healthz", timeout=PING_TIMEOUT)
-        except httpx.HTTPError as exc:
+            response = self._send("GET", "/healthz", b"", PING_TIMEOUT)
+        except (httpcore.TimeoutException, *TRANSPORT_ERRORS) as exc:
             raise errors.TransientServerError(f"server unreachable: {exc}") from exc
-        if response.status_code != 200:
-            raise errors.TransientServerError(f"server /healthz answered {response.status_code}")
+        if response.status != 200:
+            raise errors.TransientServerError(f"server /healthz answered {response.status}")
+
+    def _send(self, method: str, path: str, body: bytes, timeout: float) -> httpcore.Response:
+        """One request on the pool, its answer read whole; connecting may take up to
+        :data:`CONNECT_TIMEOUT`, each read and write up to ``timeout``."""
+        if self._closed:
+            # httpcore's pool would open a new connection that nothing closes.
+            raise httpcore.ConnectError("the client is closed")
+        limits = {"connect": CONNECT_TIMEOUT, "read": timeout, "write": timeout, "pool": timeout}
+        try:
+            return self._http.request(
+                method,
+                self._base + path,
+                headers=[(b"Content-Type", CONTENT_TYPE_HEADER)] if body else [],
+                content=body,
+                extensions={"timeout": limits},
+            )
+        finally:
+            if self._closed:
+                # Closed by another thread while this request was on its way (a long
+                # poll at shutdown): its connection goes too.
+                self._http.close()
 
     def submit(
         self, messages: list[model.OutgoingMessage], pieces: Sequence[bytes] | None = None
@@ -220,19 +263,18 @@ def _chunks(source: BinaryIO, chunk_size: int, size: int) -> Iterator[bytes]:
         yield chunk
 
 
-def error_parts(response: httpx.Response) -> tuple[str, str]:
+def error_parts(content: bytes) -> tuple[str, str]:
     """The machine code and detail of a refusal's ``{"error", "detail"}`` body (the
     start of the body as detail when it is not that)."""
     try:
-        body = json.loads(response.content)
+        body = json.loads(content)
         return str(body.get("error", "")), str(body.get("detail", ""))
     except (ValueError, AttributeError):
-        return "", response.text[:200]
+        return "", content[:200].decode("utf-8", "replace")
 
 
-def _refusal(op: str, response: httpx.Response) -> errors.ServerError:
-    code, detail = error_parts(response)
-    status = response.status_code
+def _refusal(op: str, status: int, content: bytes) -> errors.ServerError:
+    code, detail = error_parts(content)
     if status in TRANSIENT_STATUS:
         return errors.TransientServerError(f"{op}: server answered {status} {code} {detail}")
     return errors.RefusedByServer(status, code or "refused", f"{op}: {detail}")
