@@ -135,38 +135,55 @@ class ByteBudget:
 
 
 class Waiters:
-    """One event per AccountId with a fetch waiting; lives on the event loop's thread."""
+    """One event per AccountId with a fetch waiting. Events are taken from any thread
+    (a fetch takes its first in the worker thread that opens the request and looks);
+    they are set on the event loop's thread."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._lock = threading.Lock()
         self.stopping = False
 
     def event(self, account: str) -> asyncio.Event:
         """The event that the next entry for ``account`` sets."""
-        return self._events.setdefault(account, asyncio.Event())
+        with self._lock:
+            return self._events.setdefault(account, asyncio.Event())
 
     def wake_all(self) -> None:
         """Wake every waiting fetch to look at its queue (a notification may be lost)."""
-        self.wake(list(self._events))
+        with self._lock:
+            accounts_ = list(self._events)
+        self.wake(accounts_)
 
     def wake(self, accounts_: Iterable[str]) -> None:
         """Wake the fetches waiting for these accounts."""
         for account in accounts_:
-            event = self._events.pop(account, None)
+            with self._lock:
+                event = self._events.pop(account, None)
             if event is not None:
                 event.set()
 
     def stop(self) -> None:
         """Wake every waiting fetch for good: the server is stopping."""
         self.stopping = True
-        for event in self._events.values():
+        with self._lock:
+            events, self._events = list(self._events.values()), {}
+        for event in events:
             event.set()
-        self._events.clear()
 
 
 Handler = Callable[[auth.OpenedRequest], Awaitable[tuple[bytes, dict[str, Any]]]]
 #: An operation done in one go in a worker thread, in the call that opened the request.
 Work = Callable[[auth.OpenedRequest], tuple[bytes, dict[str, Any]]]
+#: What a fetch's look found: its answer and whether it left the acknowledgements it
+#: carried to be applied after the answer (:func:`mpg.server.queues.acks_left`); None:
+#: nothing to deliver.
+_Found = tuple[bytes, bool] | None
+
+
+def _max_items(request: model.FetchRequest) -> int:
+    """The most entries a fetch answers with: what it asks for, within the server's cap."""
+    return min(request.max_items, MAX_FETCH_ITEMS)
 
 
 class PushServer:
@@ -249,8 +266,9 @@ class PushServer:
         self._metrics_from = [ipaddress.ip_network(n, strict=False) for n in settings.metrics_from]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: notify.ChannelListener | None = None
-        #: Operations that wait on the loop (a long poll, a streamed upload) ...
-        self._handlers: dict[str, Handler] = {"upload": self._upload, "fetch": self._fetch}
+        #: Operations that wait on the loop (a streamed upload; and the fetch, a long
+        #: poll: :meth:`_open_and_fetch`) ...
+        self._handlers: dict[str, Handler] = {"upload": self._upload}
         #: ... and those done in one go in a worker thread.
         self._works: dict[str, Work] = {
             "submit": self._submit,
@@ -258,6 +276,7 @@ class PushServer:
             "download": self._download,
             "history": self._history,
         }
+        self._operations = frozenset({"fetch", *self._handlers, *self._works})
 
     def id_token_verifier(self) -> idtoken.IdTokenVerifier | None:
         """The ID token verifier of ``server.id_token_issuers``, made on first use;
@@ -320,7 +339,7 @@ class PushServer:
         held = [0]
         temp: list[pathlib.Path] = []
         try:
-            if op not in self._handlers and op not in self._works:
+            if op not in self._operations:
                 raise errors.WireError(f"unknown operation {op[:64]!r}")
             if self.waiters.stopping:
                 raise errors.Unavailable("the server is stopping")
@@ -329,7 +348,9 @@ class PushServer:
             after: list[Callable[[], None]] = []
             _AFTER_ANSWER.set(after)
             work = self._works.get(op)
-            if work is not None:
+            if op == "fetch":
+                opened, (payload, args) = await self._open_and_fetch(request, op, held)
+            elif work is not None:
                 opened, (payload, args) = await self._open_and_work(request, op, held, work)
             else:
                 opened = await self._open(request, op, held, temp)
@@ -349,7 +370,7 @@ class PushServer:
                 log.exception("request_failed", op=op[:64])
             else:
                 log.info("request_refused", op=op[:64], status=status, error=code, detail=str(exc))
-            known = op in self._handlers or op in self._works
+            known = op in self._operations
             metrics.SERVER_REQUESTS.labels(op if known else "unknown", status).inc()
             return error_response(exc)
         finally:
@@ -521,43 +542,73 @@ class PushServer:
         results = self.queues.submit(req.account, payloads.parse_submit(req.payload), req.nonce)
         return payloads.build_submitted(results), {}
 
-    async def _fetch(self, req: auth.OpenedRequest) -> tuple[bytes, dict[str, Any]]:
+    async def _open_and_fetch(
+        self, request: requests.Request, op: str, held: list[int]
+    ) -> tuple[auth.OpenedRequest, tuple[bytes, dict[str, Any]]]:
+        """Read the body, then open it and make the fetch's first look in one
+        worker-thread call (a hop to a thread and back less, as for the works); when
+        that look finds nothing, wait on the loop for the account's next entries."""
+        body = bytearray()
+        claim = await self._receive(request, op, held, body.extend, whole_first=True)
+        # The first look is always made (it carries the acknowledgements): no deadline.
+        await self._looks.acquire()
+        try:
+            opened, fetch, event, found = await concurrency.run_in_threadpool(
+                self._open_and_look, op, body, claim
+            )
+        finally:
+            self._looks.release()
+        return opened, await self._wait_and_look(opened, fetch, event, found)
+
+    def _open_and_look(
+        self, op: str, body: bytearray, claim: auth.Claim | None
+    ) -> tuple[auth.OpenedRequest, model.FetchRequest, asyncio.Event, _Found]:
+        """Open a fetch and look once, acknowledging what it carries (worker thread)."""
+        req = self.opener.open(op, body, claim, nonce_rides=op in NONCE_RIDES)
         request = payloads.parse_fetch(req.payload)
         if self.devices.seen_due(req.account):
             # Not a write a replay may make: the nonce first, on its own.
-            await concurrency.run_in_threadpool(self.opener.settle, req.nonce)
-            await concurrency.run_in_threadpool(self.devices.write_seen, req.account)
-        max_items = min(request.max_items, MAX_FETCH_ITEMS)
-        loop = asyncio.get_running_loop()
-        deadline = _ARRIVED.get(loop.time()) + min(request.wait, self.settings.max_long_poll)
+            self.opener.settle(req.nonce)
+            self.devices.write_seen(req.account)
+        # Taken before looking, so an entry queued while we look still wakes us.
+        event = self.waiters.event(self.vault.account_id(req.account))
         # The previous batch's acknowledgement rides on the first look. A large one
         # that look leaves, so as not to hold up the answer (QueueStore.fetch): it is
         # applied right after the answer is sent (the recipient has stored those
         # entries; should the server stop first, they are delivered again once their
         # lease runs out, and recognised).
-        acked = request.acked
-        first = True
-        while True:
-            # Taken before looking, so an entry queued while we look still wakes us.
-            event = self.waiters.event(self.vault.account_id(req.account))
-            found = await self._look(req.account, max_items, deadline, first, acked, req.nonce)
-            if found is not None:
-                answer, left = found
-                if left:
-                    _AFTER_ANSWER.get().append(
-                        functools.partial(self._acknowledge_later, req.account, acked)
-                    )
-                return answer, {}
-            acked = ()
-            first = False
+        found = self._look_now(req.account, _max_items(request), request.acked, req.nonce)
+        return req, request, event, found
+
+    async def _wait_and_look(
+        self,
+        req: auth.OpenedRequest,
+        request: model.FetchRequest,
+        event: asyncio.Event,
+        found: _Found,
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The answer of a fetch whose first look found ``found``: that, or what a
+        look finds after ``event`` (or the poll's safety interval), or nothing once
+        the wait the request asked for is over."""
+        loop = asyncio.get_running_loop()
+        deadline = _ARRIVED.get(loop.time()) + min(request.wait, self.settings.max_long_poll)
+        while found is None:
             remaining = deadline - loop.time()
             if remaining <= 0 or self.waiters.stopping:
                 return payloads.build_deliveries(model.FetchBatch()), {}
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, POLL_SAFETY_SECONDS))
+            event = self.waiters.event(self.vault.account_id(req.account))
+            found = await self._look(req.account, _max_items(request), deadline, req.nonce)
+        answer, left = found
+        if left:
+            _AFTER_ANSWER.get().append(
+                functools.partial(self._acknowledge_later, req.account, request.acked)
+            )
+        return answer, {}
 
     def _acknowledge_later(self, account: str, entries: tuple[str, ...]) -> None:
-        """A fetch's acknowledgements, once its answer is out (see :meth:`_fetch`)."""
+        """A fetch's acknowledgements, once its answer is out (see :meth:`_open_and_look`)."""
         try:
             self.queues.acknowledge(account, entries)
         except Exception as exc:
@@ -566,34 +617,23 @@ class PushServer:
             log.warning("fetch_ack_failed", account=account, entries=len(entries), error=str(exc))
 
     async def _look(
-        self,
-        account: str,
-        max_items: int,
-        deadline: float,
-        first: bool,
-        acked: tuple[str, ...],
-        nonce: transactions.Rider | None,
-    ) -> tuple[bytes, bool] | None:
-        """One look at the queue: the answer when it found entries, with whether it
-        left ``acked`` to be applied after it (:func:`mpg.server.queues.acks_left`);
-        else None (also if no turn comes before ``deadline``).
+        self, account: str, max_items: int, deadline: float, nonce: transactions.Rider | None
+    ) -> _Found:
+        """A look after the first (:meth:`_open_and_look`): the answer when it found
+        entries; else None (also if no turn comes before ``deadline``).
 
         Under load looks queue for a turn (:data:`MAX_LOOKS` at a time); a waiting
         fetch must not answer later than it promised because its last look waited
-        there. A look that has begun runs to its end (it may lease entries), and a
-        fetch's ``first`` look (the one that carries ``acked``) is always made.
+        there. A look that has begun runs to its end (it may lease entries).
         """
-        if first:
-            await self._looks.acquire()
-        else:
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                await asyncio.wait_for(self._looks.acquire(), max(remaining, 0.0))
-            except TimeoutError:
-                return None
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(self._looks.acquire(), max(remaining, 0.0))
+        except TimeoutError:
+            return None
         try:
             return await concurrency.run_in_threadpool(
-                self._look_now, account, max_items, acked, nonce
+                self._look_now, account, max_items, (), nonce
             )
         finally:
             self._looks.release()
@@ -604,7 +644,7 @@ class PushServer:
         max_items: int,
         acked: tuple[str, ...],
         nonce: transactions.Rider | None,
-    ) -> tuple[bytes, bool] | None:
+    ) -> _Found:
         """Lease what is there and build its answer in the same worker-thread call."""
         batch = self.queues.fetch(account, max_items, self.settings.lease_seconds, acked, nonce)
         if not batch.deliveries and not batch.receipts:
