@@ -14,6 +14,7 @@ from harness import World, wait_for
 
 from mpg import config, errors, metrics
 from mpg.gateway import runner
+from mpg.server import app as server_app
 from mpg.storage.states import OutboxState as S
 from mpg.wire import model, payloads
 
@@ -348,3 +349,34 @@ def test_rows_claimed_ahead_when_the_stop_comes_are_sent_before_the_worker_ends(
     finally:
         gw.stop()
     assert list(_states(a).values()) == [S.WAITING] * 6
+
+
+def test_a_message_queued_right_after_a_fetch_looked_still_wakes_that_fetch(
+    pair: tuple[World, GatewayFiles, GatewayFiles], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch takes its wake-up event before its first look, in the same worker-thread
+    call: a message queued between that look and the wait answers the fetch at once,
+    not at the next safety look (5 s) or the end of the long poll."""
+    _, a, b = pair
+    add(a, "between")
+    sender = open_gateway(a)
+    receiver = open_gateway(b)
+    real_look = server_app.PushServer._look_now
+    sent: list[float] = []
+
+    def look_then_send(self: server_app.PushServer, account: str, *args: Any) -> Any:
+        found = real_look(self, account, *args)
+        if found is None and account.startswith("erp-b") and not sent:
+            sent.append(time.monotonic())
+            sender.outbound.run_once()  # queued for B after B's look found nothing
+        return found
+
+    monkeypatch.setattr(server_app.PushServer, "_look_now", look_then_send)
+    try:
+        batch = receiver.push.fetch(10, 20.0)
+        answered = time.monotonic()
+    finally:
+        sender.stop()
+        receiver.stop()
+    assert [d.subject for d in batch.deliveries] == ["subject between"]
+    assert answered - sent[0] < server_app.POLL_SAFETY_SECONDS
