@@ -213,11 +213,18 @@ class InboundWorker:
         log.info("message_recalled", message_id=recalled, inbox_rows=count)
 
     def _apply_receipts(self, receipts: tuple[model.Receipt, ...]) -> None:
-        """Move the receipts' rows to 29: one batch per state they may be found in."""
+        """Move the receipts' rows to 29: one batch per state they may be found in.
+
+        Rows are mostly at 20, so that comes first. The rest are then tried along the
+        walk (12, 19, 20 again): the outbound thread may be recording the submit
+        meanwhile, and a row it moves on between two tries is found at a later one
+        (tried only backwards, a row moved from 12 to 20 after the try at 20 was
+        missed, and its receipt acknowledged unapplied).
+        """
         notes = [(r.tx_message_id, _sent_note(r)) for r in receipts]
         ids = {r.tx_message_id: r.message_id for r in receipts}
         pending = dict(notes)
-        for state in (S.WAITING, S.UPLOADED, S.ATTACHMENTS_UPLOADED):
+        for state in (S.WAITING, S.ATTACHMENTS_UPLOADED, S.UPLOADED, S.WAITING):
             moved = self._outbox.transition(
                 list(pending.items()),
                 state,

@@ -15,6 +15,7 @@ from harness import World, wait_for
 from mpg import config, errors, metrics
 from mpg.gateway import runner
 from mpg.server import app as server_app
+from mpg.storage import outbox
 from mpg.storage.states import OutboxState as S
 from mpg.wire import model, payloads
 
@@ -380,3 +381,44 @@ def test_a_message_queued_right_after_a_fetch_looked_still_wakes_that_fetch(
         receiver.stop()
     assert [d.subject for d in batch.deliveries] == ["subject between"]
     assert answered - sent[0] < server_app.POLL_SAFETY_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("found_at", "moved_to"), [(S.ATTACHMENTS_UPLOADED, S.WAITING), (S.UPLOADED, S.WAITING)]
+)
+def test_a_receipt_reaches_its_row_while_the_sender_moves_it_forward(
+    pair: tuple[World, GatewayFiles, GatewayFiles],
+    monkeypatch: pytest.MonkeyPatch,
+    found_at: S,
+    moved_to: S,
+) -> None:
+    """A receipt can overtake the sender's own record of the submit: the inbound thread
+    looks for the row in each state it may be in while the outbound thread moves it on
+    (12 -> 20, 19 -> 20). It looks along the walk, so a row that moves on between two
+    looks is found at the next one and goes to 29 (looking backwards lost it at 20)."""
+    _, a, _ = pair
+    add(a, "overtaken")
+    a.sql('UPDATE "Outbox" SET "State" = ? WHERE "TxMessageId" = ?', (int(found_at), "overtaken"))
+    gw = open_gateway(a)
+    real = outbox.OutboxRepository.transition
+    moved_on: list[int] = []
+
+    def racing(self: outbox.OutboxRepository, *args: Any, **kwargs: Any) -> list[str]:
+        went = real(self, *args, **kwargs)
+        if not went and not moved_on:  # the sender's record lands between two looks
+            moved_on.append(args[1])
+            a.sql(
+                'UPDATE "Outbox" SET "State" = ? WHERE "TxMessageId" = ?',
+                (int(moved_to), "overtaken"),
+            )
+        return went
+
+    monkeypatch.setattr(outbox.OutboxRepository, "transition", racing)
+    try:
+        receipt = model.Receipt("entry-overtaken", "overtaken", "message-overtaken", 1, 0)
+        gw.inbound.store(model.FetchBatch(receipts=(receipt,)))
+    finally:
+        gw.stop()
+    row = a.outbox_row("overtaken")
+    assert row is not None
+    assert row["State"] == S.SENT
