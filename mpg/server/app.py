@@ -62,6 +62,7 @@ from mpg.server import (
     mail,
     publishing,
     queues,
+    receiptwakes,
     replay,
     tables,
     verification,
@@ -266,6 +267,7 @@ class PushServer:
         self._metrics_from = [ipaddress.ip_network(n, strict=False) for n in settings.metrics_from]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: notify.ChannelListener | None = None
+        self._receipt_wakes: receiptwakes.ReceiptWakes | None = None
         #: Operations that wait on the loop (a streamed upload; and the fetch, a long
         #: poll: :meth:`_open_and_fetch`) ...
         self._handlers: dict[str, Handler] = {"upload": self._upload}
@@ -294,7 +296,8 @@ class PushServer:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start waking long polls on ``loop`` when entries are queued."""
         self._loop = loop
-        self.queues.set_listener(self._queued)
+        self._receipt_wakes = receiptwakes.ReceiptWakes(self.waiters.wake, loop.call_at, loop.time)
+        self.queues.set_listener(self._queued, receipts=self._receipts_queued)
         if notify.supported(self.engine):
             self._listener = notify.ChannelListener(
                 self.engine,
@@ -322,10 +325,19 @@ class PushServer:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.waiters.wake, accounts_)
 
-    def _notified(self, account: str) -> None:
+    def _receipts_queued(self, accounts_: frozenset[str]) -> None:
+        # As _queued, for the senders of messages just served: paced by ReceiptWakes.
+        wakes = self._receipt_wakes
+        if self._loop is not None and not self._loop.is_closed() and wakes is not None:
+            self._loop.call_soon_threadsafe(wakes, accounts_)
+
+    def _notified(self, payload: str) -> None:
         # On the LISTEN thread: some process (this one too) committed entries for it.
-        log.debug("queue_notified", account=account)
-        self._queued(frozenset((account,)))
+        log.debug("queue_notified", account=payload)
+        if payload.startswith(tables.RECEIPTS_PREFIX):
+            self._receipts_queued(frozenset((payload.removeprefix(tables.RECEIPTS_PREFIX),)))
+        else:
+            self._queued(frozenset((payload,)))
 
     def _missed(self) -> None:
         # The LISTEN connection dropped: entries queued meanwhile by other processes

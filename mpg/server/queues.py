@@ -309,13 +309,17 @@ class QueueStore:
         self._vault = vault
         self._clock = clock
         self._listener = listener
+        self._receipts_listener: Listener | None = None
         self._opened = openedcache.OpenedMessages()
         self._addresser = addresser
         self._sequence = _Sequence()
 
-    def set_listener(self, listener: Listener | None) -> None:
-        """Call ``listener(account_ids)`` after each commit that queued entries for them."""
+    def set_listener(self, listener: Listener | None, receipts: Listener | None = None) -> None:
+        """Call ``listener(account_ids)`` after each commit that queued entries for them;
+        ``receipts`` instead, when given, after an acknowledgement that queued receipts
+        (for the senders of the messages it served: :mod:`mpg.server.receiptwakes`)."""
         self._listener = listener
+        self._receipts_listener = receipts
 
     # ------------------------------------------------------------------ submit
 
@@ -827,7 +831,7 @@ class QueueStore:
         )
         if moved is not None:
             faults.reach(faults.SERVER_ACK_COMMITTED)
-            self._wake(woken)
+            self._wake(woken, receipts=True)
             log.info("entries_acked", account=account, acked=moved)
         return batch
 
@@ -1053,7 +1057,7 @@ class QueueStore:
             lambda: self._ack_once(account_id, entry_ids, rider, count)
         )
         faults.reach(faults.SERVER_ACK_COMMITTED)
-        self._wake(woken)
+        self._wake(woken, receipts=True)
         log.info("entries_acked", account=account, acked=moved, done=done)
         return done
 
@@ -1124,7 +1128,7 @@ class QueueStore:
             )
         done += self._mark_served(conn, to_check)
         woken = self._queue_receipts(conn, done)
-        tables.announce(conn, woken)
+        tables.announce(conn, woken, receipts=True)
         return moving, woken
 
     @staticmethod
@@ -1180,9 +1184,10 @@ class QueueStore:
             done += conn.execute(_DONE, {"b_ids": list(part), "b_account": account}).scalar_one()
         return done
 
-    def _wake(self, accounts_: set[str]) -> None:
-        if accounts_ and self._listener is not None:
-            self._listener(frozenset(accounts_))
+    def _wake(self, accounts_: set[str], *, receipts: bool = False) -> None:
+        listener = (receipts and self._receipts_listener) or self._listener
+        if accounts_ and listener is not None:
+            listener(frozenset(accounts_))
 
 
 def _reused(tx_message_id: str, message_id: str) -> model.SubmitResult:

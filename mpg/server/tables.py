@@ -534,13 +534,20 @@ def _add_missing_indexes(conn: sa.Connection, table: sa.Table, inspector: sa.Ins
 
 #: The PostgreSQL channel on which a commit that queued entries names their accounts.
 QUEUED_CHANNEL: Final = "mpg_server_queued"
+#: Before an AccountId in a notification of receipts (an AccountId never has a space).
+RECEIPTS_PREFIX: Final = "receipts "
 
 
-def announce(conn: sa.Connection, accounts: collections.abc.Iterable[str]) -> None:
-    """Tell every server process (PostgreSQL ``NOTIFY``) that entries await ``accounts``.
+def announce(
+    conn: sa.Connection, accounts: collections.abc.Iterable[str], *, receipts: bool = False
+) -> None:
+    """Tell every server process (PostgreSQL ``NOTIFY``) that entries await ``accounts``
+    (``receipts``: receipts for the senders of messages just served, announced as
+    :data:`RECEIPTS_PREFIX` + AccountId, which :mod:`mpg.server.receiptwakes` paces).
 
     Called inside the transaction that queued them, so a listener is never woken
     before the entries are visible (:func:`mpg.db.notify.send`); elsewhere a no-op:
     the other processes find the entries by polling.
     """
-    notify.send(conn, QUEUED_CHANNEL, accounts)
+    prefix = RECEIPTS_PREFIX if receipts else ""
+    notify.send(conn, QUEUED_CHANNEL, [prefix + account for account in accounts])

@@ -259,3 +259,37 @@ def test_a_commit_in_one_process_notifies_listeners_of_every_process(
         listener.stop()
         engine.dispose()
     assert heard == [VAULT.account_id("bob@example.com")]  # the pseudonym, never the name
+
+
+def test_receipts_are_announced_apart_from_entries_on_postgresql(postgresql_url: str) -> None:
+    """The ack that serves a message announces its sender's receipt with the receipts
+    prefix (paced by mpg.server.receiptwakes), the recipient's entry without it."""
+    engine = tables.create_engine(postgresql_url)
+    tables.create_tables(engine)
+    store = accounts.AccountStore(engine, MASTER_KEY, KEYRING)
+    store.add(SENDER, "gateway")
+    store.add("bob@example.com", "user")
+    heard: list[str] = []
+    receipt_heard = threading.Event()
+
+    def deliver(payload: str) -> None:
+        heard.append(payload)
+        if payload.startswith(tables.RECEIPTS_PREFIX):
+            receipt_heard.set()
+
+    listener = notify.ChannelListener(engine, tables.QUEUED_CHANNEL, deliver, lambda: None)
+    listener.start()
+    try:
+        assert listener.listening.wait(30)
+        q = queues.QueueStore(engine, VAULT)
+        q.submit(SENDER, [message(("bob",))])
+        [delivery] = q.fetch("bob@example.com", 10, 60).deliveries
+        q.ack("bob@example.com", [delivery.rx_message_id])
+        assert receipt_heard.wait(30)
+    finally:
+        listener.stop()
+        engine.dispose()
+    assert heard == [
+        VAULT.account_id("bob@example.com"),
+        tables.RECEIPTS_PREFIX + VAULT.account_id(SENDER),
+    ]
