@@ -8,6 +8,7 @@ do to the database. The proofs are counts in the database, never timings.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -231,65 +232,61 @@ def test_expired_nonces_are_pruned_from_the_shared_table(engines: list[sa.Engine
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.seen_nonce)).scalar() == 1
 
 
-def test_a_commit_in_one_process_notifies_listeners_of_every_process(
-    postgresql_url: str,
-) -> None:
-    """On PostgreSQL, a submit through one store is heard on the queued channel."""
+class Heard:
+    """What a listener on the queued channel heard, on a database with bob and SENDER."""
+
+    def __init__(self, engine: sa.Engine, until: Callable[[str], bool]) -> None:
+        self.engine = engine
+        self.payloads: list[str] = []
+        self.done = threading.Event()
+        self._until = until
+
+    def deliver(self, payload: str) -> None:
+        self.payloads.append(payload)
+        if self._until(payload):
+            self.done.set()
+
+
+@contextlib.contextmanager
+def listening(postgresql_url: str, until: Callable[[str], bool]) -> Iterator[Heard]:
+    """A listener on the queued channel of a fresh server database, until it is done."""
     engine = tables.create_engine(postgresql_url)
     tables.create_tables(engine)
     store = accounts.AccountStore(engine, MASTER_KEY, KEYRING)
     store.add(SENDER, "gateway")
     store.add("bob@example.com", "user")
-    heard: list[str] = []
-    arrived = threading.Event()
-
-    def deliver(account: str) -> None:
-        heard.append(account)
-        arrived.set()
-
-    listener = notify.ChannelListener(engine, tables.QUEUED_CHANNEL, deliver, lambda: None)
+    heard = Heard(engine, until)
+    listener = notify.ChannelListener(engine, tables.QUEUED_CHANNEL, heard.deliver, lambda: None)
     listener.start()
     try:
         assert listener.listening.wait(30)
-        other = tables.create_engine(postgresql_url)
-        queues.QueueStore(other, VAULT).submit(SENDER, [message(("bob",))])
-        other.dispose()
-        assert arrived.wait(30)
+        yield heard
+        assert heard.done.wait(30)
     finally:
         listener.stop()
         engine.dispose()
-    assert heard == [VAULT.account_id("bob@example.com")]  # the pseudonym, never the name
+
+
+def test_a_commit_in_one_process_notifies_listeners_of_every_process(
+    postgresql_url: str,
+) -> None:
+    """On PostgreSQL, a submit through one store is heard on the queued channel."""
+    with listening(postgresql_url, lambda payload: True) as heard:
+        other = tables.create_engine(postgresql_url)
+        queues.QueueStore(other, VAULT).submit(SENDER, [message(("bob",))])
+        other.dispose()
+    assert heard.payloads == [VAULT.account_id("bob@example.com")]  # the pseudonym, not the name
 
 
 def test_receipts_are_announced_apart_from_entries_on_postgresql(postgresql_url: str) -> None:
     """The ack that serves a message announces its sender's receipt with the receipts
     prefix (paced by mpg.server.receiptwakes), the recipient's entry without it."""
-    engine = tables.create_engine(postgresql_url)
-    tables.create_tables(engine)
-    store = accounts.AccountStore(engine, MASTER_KEY, KEYRING)
-    store.add(SENDER, "gateway")
-    store.add("bob@example.com", "user")
-    heard: list[str] = []
-    receipt_heard = threading.Event()
-
-    def deliver(payload: str) -> None:
-        heard.append(payload)
-        if payload.startswith(tables.RECEIPTS_PREFIX):
-            receipt_heard.set()
-
-    listener = notify.ChannelListener(engine, tables.QUEUED_CHANNEL, deliver, lambda: None)
-    listener.start()
-    try:
-        assert listener.listening.wait(30)
-        q = queues.QueueStore(engine, VAULT)
+    with listening(postgresql_url, lambda p: p.startswith(tables.RECEIPTS_PREFIX)) as heard:
+        q = queues.QueueStore(heard.engine, VAULT)
         q.submit(SENDER, [message(("bob",))])
         [delivery] = q.fetch("bob@example.com", 10, 60).deliveries
         q.ack("bob@example.com", [delivery.rx_message_id])
-        assert receipt_heard.wait(30)
-    finally:
-        listener.stop()
-        engine.dispose()
-    assert heard == [
+    assert heard.payloads == [
         VAULT.account_id("bob@example.com"),
         tables.RECEIPTS_PREFIX + VAULT.account_id(SENDER),
     ]
