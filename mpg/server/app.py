@@ -16,8 +16,8 @@ rest of the body is read (when the rest is still to come), so a caller without a
 sends a few hundred bytes, not 64 MiB; each operation has its own body limit
 (:func:`body_limit`: only ``upload`` and ``submit`` carry bulk data); an upload's
 body goes to a file as it arrives and is opened from there into a file encrypted
-with the data key (:meth:`PushServer._open`), so attachment chunks are never held in
-memory, nor written to disk in clear; the body bytes held by all requests together,
+with the data key (:meth:`PushServer._open_upload_request`), so attachment chunks are
+never held in memory, nor written to disk in clear; the body bytes held by all requests together,
 in memory or spooled, are capped (``server.max_inflight_bytes``, beyond it 503); and
 a body that stalls for ``server.body_timeout`` is dropped (408).
 
@@ -365,10 +365,8 @@ class PushServer:
             elif work is not None:
                 opened, (payload, args) = await self._open_and_work(request, op, held, work)
             else:
-                opened = await self._open(request, op, held, temp)
+                opened = await self._open_upload_request(request, op, held, temp)
                 payload, args = await self._handlers[op](opened)
-                if opened.nonce is not None and not opened.nonce.done:
-                    await concurrency.run_in_threadpool(self.opener.settle, opened.nonce)
             if len(payload) <= SMALL_BODY_BYTES:
                 # Cheap; queued behind the threadpool it could miss a long poll's deadline.
                 sealed = auth.seal_response(opened, payload, args)
@@ -397,23 +395,17 @@ class PushServer:
             background=background.BackgroundTask(_run_all, after) if after else None,
         )
 
-    async def _open(
+    async def _open_upload_request(
         self, request: requests.Request, op: str, held: list[int], temp: list[pathlib.Path]
     ) -> auth.OpenedRequest:
-        """Read and open the request's envelope under the limits of the module.
+        """Read and open an upload's envelope under the limits of the module.
 
-        An upload's body goes to a file as it arrives and is opened from there into
-        another, encrypted with the data key (``temp`` lists them, for the caller to
-        delete): an attachment chunk is never held in memory, nor on disk in clear (the
-        first file is the envelope: ciphertext under the account's key). Other bodies
-        are read into memory (at most 16 MiB).
+        The body goes to a file as it arrives and is opened from there into another,
+        encrypted with the data key (``temp`` lists them, for the caller to delete): an
+        attachment chunk is never held in memory, nor on disk in clear (the first file
+        is the envelope: ciphertext under the account's key). Its nonce is written as
+        it is opened (an upload is not one of :data:`NONCE_RIDES`).
         """
-        if op != "upload":
-            body = bytearray()
-            claim = await self._receive(request, op, held, body.extend, whole_first=True)
-            return await concurrency.run_in_threadpool(
-                functools.partial(self.opener.open, nonce_rides=op in NONCE_RIDES), op, body, claim
-            )
         self._spool.mkdir(parents=True, exist_ok=True)
         sealed = self._spool / uuid.uuid4().hex
         segment = sealed.with_suffix(".seg")

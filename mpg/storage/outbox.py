@@ -286,8 +286,8 @@ def in_flight_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
 def _claim_query(
     kind: ClaimKind, dialect: sa.Dialect, limit: int, peek: bool = False
 ) -> sa.Select[Any]:
-    """The claim query of ``kind``; with ``peek``, whether
-    there is any such row at all (one id, no lock)."""
+    """The claim query of ``kind`` (values: ``p_now``, ``p_instance``); with ``peek``,
+    the query of whether there is any such row at all (one id, no lock)."""
     held = sa.exists().where(
         _claimed(dialect),
         _c.Gateway != sa.bindparam("p_instance"),
