@@ -118,3 +118,35 @@ def _in_json_array(element: KeyIn, compiler: Any, **kw: Any) -> str:
 @compiles(KeyIn, "postgresql")
 def _any_of_array(element: KeyIn, compiler: Any, **kw: Any) -> str:
     return str(compiler.process(element.column == sa.any_(element.array), **kw))
+
+
+def due(
+    columns: Sequence[sa.ColumnElement[Any]],
+    owner: sa.ColumnElement[Any],
+    state: sa.ColumnElement[Any],
+    lease_until: sa.ColumnElement[Any],
+    order: Sequence[sa.ColumnElement[Any]],
+    max_items: int,
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The selects of a leasing queue: ``columns`` of the owner's (``b_account``) rows
+    waiting (``state`` 'queued') and of those whose lease ran out (``state`` 'leased',
+    ``lease_until`` before ``b_now``), each at most ``max_items`` in ``order`` and
+    locked, rows another transaction holds skipped.
+
+    Two statements, not one with OR: each walks its own range of an index on
+    (owner, state, order…) and stops after ``max_items``, whatever the queue's length.
+    """
+
+    def select(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+        return (
+            sa.select(*columns)
+            .where(owner == sa.bindparam("b_account"), *where)
+            .order_by(*order)
+            .limit(max_items)
+            .with_for_update(skip_locked=True)
+        )
+
+    return (
+        select(state == "queued"),
+        select(state == "leased", lease_until < sa.bindparam("b_now")),
+    )

@@ -2,8 +2,8 @@
 
 A message goes when it was received more than ``server.retention_days`` ago and is
 finished: served (every recipient acknowledged or withdrawn) or refused, with no
-queue entry of it still waiting (so a receipt its sender has not fetched yet is
-kept). Its queue entries, events, push jobs, keyword rows, attachment rows and attachment files go
+queue entry of it still waiting and no receipt its sender has not stored yet. Its
+queue entries, events, push jobs, keyword rows, attachment rows and attachment files go
 with it; push jobs of no message (publications) and the records of device removals
 (``DeviceRemoval``, for ``mpg server explain``) go once they are that old.
 Rows are deleted in batches, each its own transaction; files are removed after the
@@ -33,6 +33,7 @@ import structlog
 from mpg.db import transactions
 from mpg.server import blobs, states, tables
 from mpg.server.push import jobs
+from mpg.server.states import ReceiptState
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +70,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
                     .where(
                         t.ReceivedAt < cutoff,
                         t.State.in_(states.FINISHED),
+                        sa.or_(t.ReceiptState.is_(None), t.ReceiptState == ReceiptState.ACKED),
                         ~waiting,
                     )
                     .order_by(t.ReceivedAt)

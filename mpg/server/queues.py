@@ -7,9 +7,10 @@ which state changes are allowed is :mod:`mpg.server.states`, asked before every
 statement that creates or moves a row (``docs/server.md`` draws them).
 
 A message is ``queued`` until every one of its entries is acked (served) or
-withdrawn (recalled); it then becomes ``served`` and a ``receipt`` entry goes to the
-sender's queue. A refused message is kept as ``refused`` so that a resubmission gets
-the same answer. A RECALL is ``served`` at once.
+withdrawn (recalled); it then becomes ``served`` and owes its sender a receipt, kept
+on its own row (:mod:`mpg.server.receipts`) and fetched beside the sender's entries.
+A refused message is kept as ``refused`` so that a resubmission gets the same answer.
+A RECALL is ``served`` at once.
 
 Every operation is one transaction and writes its rows with executemany. Several
 server processes may share the database, so the read-then-update steps lock what
@@ -50,6 +51,7 @@ from mpg.server import (
     fanout,
     identity,
     openedcache,
+    receipts,
     rows,
     states,
     tables,
@@ -58,7 +60,7 @@ from mpg.server import (
 from mpg.server.publishing import OutboxPublisher
 from mpg.server.push import jobs as push_jobs
 from mpg.server.rows import EventKind
-from mpg.server.states import EntryState, MessageState
+from mpg.server.states import EntryState, MessageState, ReceiptState
 from mpg.server.vault import Vault
 from mpg.wire import model
 
@@ -125,9 +127,6 @@ _CANDIDATE_COLUMNS: Final = (
     _r.VisibleBccEnc,
     _r.PriorityRank,
     _r.CreatedSeq,
-    _r.TxMessageId,
-    _r.Served,
-    _r.Recalled,
 )
 _LEASE: Final = (
     tables.receive_queue.update()
@@ -142,12 +141,9 @@ _ACK_GUARD: Final = (
 _ACK: Final = (
     tables.receive_queue.update().where(*_ACK_GUARD).values(State=EntryState.ACKED, LeaseUntil=None)
 )
-_ACK_RETURNING: Final = _ACK.returning(_r.EntryId, _r.MessageId, _r.Kind)
+_ACK_RETURNING: Final = _ACK.returning(_r.EntryId, _r.MessageId)
 _ACK_LOCK: Final = (
-    sa.select(_r.EntryId, _r.MessageId, _r.Kind)
-    .where(*_ACK_GUARD)
-    .order_by(_r.EntryId)
-    .with_for_update()
+    sa.select(_r.EntryId, _r.MessageId).where(*_ACK_GUARD).order_by(_r.EntryId).with_for_update()
 )
 _t = tables.transmit_queue.c
 _SERVE_GUARD: Final = (
@@ -164,7 +160,9 @@ _SERVE_COLUMNS: Final = (
     _t.RecalledCount,
 )
 _SERVE: Final = (
-    tables.transmit_queue.update().where(*_SERVE_GUARD).values(State=MessageState.SERVED)
+    tables.transmit_queue.update()
+    .where(*_SERVE_GUARD)
+    .values(State=MessageState.SERVED, **receipts.served_values())
 )
 _SERVE_RETURNING: Final = _SERVE.returning(*_SERVE_COLUMNS)
 _SERVE_LOCK: Final = sa.select(*_SERVE_COLUMNS).where(*_SERVE_GUARD).with_for_update()
@@ -180,21 +178,17 @@ _SERVED_ONCE: Final = (
 #: _SERVED_ONCE and _SERVE in one statement, where UPDATE returns rows: each message
 #: row is rewritten once instead of twice. The SET side reads the row as it was, so
 #: the guard counts this acknowledgement (+ 1); what it returns is the row after.
+_COMPLETES: Final = sa.and_(
+    _t.State == MessageState.QUEUED,
+    _t.ServedCount + 1 + _t.RecalledCount >= _t.RecipientCount,
+)
 _SERVE_ONCE_RETURNING: Final = (
     tables.transmit_queue.update()
     .where(plans.key_in(_t.MessageId, "b_ids"))
     .values(
         ServedCount=_t.ServedCount + 1,
-        State=sa.case(
-            (
-                sa.and_(
-                    _t.State == MessageState.QUEUED,
-                    _t.ServedCount + 1 + _t.RecalledCount >= _t.RecipientCount,
-                ),
-                MessageState.SERVED,
-            ),
-            else_=_t.State,
-        ),
+        State=sa.case((_COMPLETES, MessageState.SERVED), else_=_t.State),
+        **receipts.served_values(_COMPLETES),
     )
     .returning(*_SERVE_COLUMNS, _t.State, _t.RecipientCount)
 )
@@ -214,6 +208,7 @@ _PREVIOUS: Final = sa.select(
     _t.SubmitResult,
     _t.SubmitResultEnc,
     _t.RecipientCount,
+    _t.ReceiptState,
 ).where(
     plans.key_in(_t.TxMessageId, "b_txs"),
     plans.row_check(_t.SenderAccount == sa.bindparam("b_sender")),
@@ -228,26 +223,14 @@ _STAGES: Final = sa.select(tables.upload_stage).where(
 def _candidate_queries(max_items: int) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The selects of an account's queued entries and of those whose lease ran out,
     in delivery order, locked (``b_account``, and ``b_now`` for the second)."""
-    order = (_r.PriorityRank, _r.CreatedSeq)
-    queued = (
-        sa.select(*_CANDIDATE_COLUMNS)
-        .where(_r.Recipient == sa.bindparam("b_account"), _r.State == EntryState.QUEUED)
-        .order_by(*order)
-        .limit(max_items)
-        .with_for_update(skip_locked=True)
+    return plans.due(
+        _CANDIDATE_COLUMNS,
+        _r.Recipient,
+        _r.State,
+        _r.LeaseUntil,
+        (_r.PriorityRank, _r.CreatedSeq),
+        max_items,
     )
-    expired = (
-        sa.select(*_CANDIDATE_COLUMNS)
-        .where(
-            _r.Recipient == sa.bindparam("b_account"),
-            _r.State == EntryState.LEASED,
-            _r.LeaseUntil < sa.bindparam("b_now"),
-        )
-        .order_by(*order)
-        .limit(max_items)
-        .with_for_update(skip_locked=True)
-    )
-    return queued, expired
 
 
 @dataclasses.dataclass
@@ -439,7 +422,6 @@ class QueueStore:
         fresh: list[model.OutgoingMessage] = []
         first: dict[str, str] = {}  # TxMessageId -> digest of its first occurrence
         replaced: list[str] = []
-        served: dict[str, str] = {}  # MessageId -> TxMessageId, resubmitted when served
         for msg, digest in zip(messages, digests, strict=True):
             tx = msg.tx_message_id
             if tx in first:
@@ -450,19 +432,16 @@ class QueueStore:
                 fresh.append(msg)
             elif earlier.ContentDigest in (None, digest):
                 results[tx] = rows.submit_result(self._vault, earlier)
-                if earlier.State == MessageState.SERVED:
-                    served[earlier.MessageId] = tx
+                # Its receipt was stored already: an Outbox row inserted again under
+                # the same id would wait at 20 for a receipt that never comes again.
+                if earlier.ReceiptState == ReceiptState.ACKED:
+                    results[tx] = dataclasses.replace(results[tx], served_at_once=True)
             elif earlier.State == MessageState.REFUSED:
                 replaced.append(tx)  # a corrected message after a refusal
                 fresh.append(msg)
             else:
                 results[tx] = _reused(tx, earlier.MessageId)
         self._forget_refused(conn, sender_id, replaced)
-        # Its receipt was stored already: an Outbox row inserted again under the
-        # same id would wait at 20 for a receipt that never comes again.
-        for message_id in self._receipts_stored(conn, list(served)):
-            tx = served[message_id]
-            results[tx] = dataclasses.replace(results[tx], served_at_once=True)
         return results, fresh, first
 
     @staticmethod
@@ -472,23 +451,6 @@ class QueueStore:
         for part in transactions.chunks(sorted(set(tx_ids))):
             result = conn.execute(_PREVIOUS, {"b_sender": sender, "b_txs": part})
             found.update({row.TxMessageId: row for row in result})
-        return found
-
-    @staticmethod
-    def _receipts_stored(conn: sa.Connection, message_ids: list[str]) -> set[str]:
-        """The messages among ``message_ids`` whose sender acknowledged their receipt."""
-        r = tables.receive_queue.c
-        found: set[str] = set()
-        for part in transactions.chunks(message_ids):
-            found.update(
-                conn.execute(
-                    sa.select(r.MessageId).where(
-                        r.MessageId.in_(part),
-                        r.Kind == model.DeliveryKind.RECEIPT,
-                        r.State == EntryState.ACKED,
-                    )
-                ).scalars()
-            )
         return found
 
     @staticmethod
@@ -730,15 +692,17 @@ class QueueStore:
     # ------------------------------------------------------------------ receipts
 
     def _complete(self, conn: sa.Connection, message_ids: Iterable[str]) -> set[str]:
-        """Mark fully served messages ``served`` and queue their receipts.
+        """Mark fully served messages ``served``, their receipts queued.
 
-        Returns the sender accounts that got a receipt.
+        Returns the sender accounts owed a receipt.
         """
-        return self._queue_receipts(conn, self._mark_served(conn, sorted(set(message_ids))))
+        seq = self._sequence.take(1)
+        return self._record_served(conn, self._mark_served(conn, sorted(set(message_ids)), seq))
 
-    def _queue_receipts(self, conn: sa.Connection, done: list[tables.Row]) -> set[str]:
-        """Record that the messages ``done`` (just moved to served; _SERVE_COLUMNS) were
-        served and queue a receipt for each; return the sender accounts that got one."""
+    def _record_served(self, conn: sa.Connection, done: list[tables.Row]) -> set[str]:
+        """Record that the messages ``done`` (just moved to served, their receipts
+        queued by the same update; _SERVE_COLUMNS) were served; return the sender
+        accounts owed a receipt."""
         if not done:
             return set()
         faults.reach(faults.SERVER_BEFORE_RECEIPTS)
@@ -757,30 +721,13 @@ class QueueStore:
                 for row in done
             ],
         )
-        first = self._sequence.take(len(done))
-        _insert_new(
-            conn,
-            tables.receive_queue,
-            [
-                rows.entry(
-                    row.MessageId,
-                    row.SenderAccount,
-                    fanout.rank(row.Priority),
-                    first + n,
-                    kind=model.DeliveryKind.RECEIPT,
-                    tx_message_id=row.TxMessageId,
-                    served=row.ServedCount,
-                    recalled=row.RecalledCount,
-                )
-                for n, row in enumerate(done)
-            ],
-        )
         return {row.SenderAccount for row in done}
 
     @staticmethod
-    def _mark_served(conn: sa.Connection, message_ids: list[str]) -> list[tables.Row]:
+    def _mark_served(conn: sa.Connection, message_ids: list[str], seq: int) -> list[tables.Row]:
         """Move the messages among ``message_ids`` (sorted) that every recipient has
-        served or had withdrawn from queued to served; return those moved.
+        served or had withdrawn from queued to served, their receipts queued at
+        ``seq``; return those moved.
 
         One UPDATE … RETURNING where the database has it; elsewhere the rows are read
         ``FOR UPDATE`` first (the caller's count update already locks them; asking
@@ -789,13 +736,14 @@ class QueueStore:
         if not message_ids:
             return []
         states.check(MessageState.QUEUED, MessageState.SERVED)
+        states.check(None, ReceiptState.QUEUED)
         done: list[tables.Row] = []
         for part in transactions.chunks(message_ids):
-            params = {"b_ids": part}
+            params = {"b_ids": part, "b_receipt_seq": seq}
             if conn.dialect.update_returning:
                 done.extend(conn.execute(_SERVE_RETURNING, params))
                 continue
-            locked = conn.execute(_SERVE_LOCK, params).all()
+            locked = conn.execute(_SERVE_LOCK, {"b_ids": part}).all()
             if locked:
                 conn.execute(_SERVE, params)
             done.extend(locked)
@@ -811,14 +759,15 @@ class QueueStore:
         acked: Sequence[str] = (),
         rider: transactions.Rider | None = None,
     ) -> model.FetchBatch:
-        """Lease up to ``max_items`` of ``account``'s entries, most urgent and oldest first.
+        """Lease up to ``max_items`` of ``account``'s entries and receipts, most urgent
+        and oldest first.
 
-        Entries whose earlier lease ran out are delivered again. ``acked``: entries of
-        the caller's previous batch, acknowledged in this same transaction (as
-        :meth:`ack` does), so that a receiving gateway needs one request per batch;
-        except when it leases entries and ``acked`` is large: then ``acked`` is left
-        to the caller, to :meth:`ack` once its answer is out, so that the
-        acknowledgement does not hold up the next batch (:func:`acks_left` tells;
+        Entries and receipts whose earlier lease ran out are delivered again.
+        ``acked``: entries and receipts of the caller's previous batch, acknowledged in
+        this same transaction (as :meth:`ack` does), so that a receiving gateway needs
+        one request per batch; except when it leases and ``acked`` is large: then
+        ``acked`` is left to the caller, to :meth:`ack` once its answer is out, so that
+        the acknowledgement does not hold up the next batch (:func:`acks_left` tells;
         :mod:`mpg.server.app`). When nothing waits they are always applied here: the
         caller is about to wait, and the sender's receipt must not wait with it.
         ``rider``: a write that commits with the lease (the request's nonce).
@@ -858,8 +807,7 @@ class QueueStore:
             moved: int | None = None
             woken: set[str] = set()
             if acked and (not candidates or len(acked) <= ACKS_WITH_LEASE):
-                moving, woken = self._acknowledge(conn, account_id, acked)
-                moved = len(moving)
+                moved, woken = self._acknowledge(conn, account_id, acked)
             if not candidates:
                 return model.FetchBatch(), moved, woken
             wanted = [e.MessageId for e in candidates if e.Kind == model.DeliveryKind.MESSAGE]
@@ -928,13 +876,21 @@ class QueueStore:
     def _candidates(
         conn: sa.Connection, account: str, max_items: int, now: float
     ) -> tuple[list[tables.Row], set[str]]:
-        """Lock the entries that may be delivered, in delivery order; return them and
-        the ids of those whose earlier lease ran out."""
-        queued_query, expired_query = _candidate_queries(max_items)
-        queued = conn.execute(queued_query, {"b_account": account}).all()
-        expired = conn.execute(expired_query, {"b_account": account, "b_now": now}).all()
-        entries = sorted([*queued, *expired], key=lambda e: (e.PriorityRank, e.CreatedSeq))
-        return entries[:max_items], {e.EntryId for e in expired}
+        """Lock the entries and receipts (shaped as entries, :mod:`mpg.server.receipts`)
+        that may be delivered, in delivery order; return them and the ids of those
+        whose earlier lease ran out."""
+        found: list[tables.Row] = []
+        expired: set[str] = set()
+        for queued_query, expired_query in (
+            _candidate_queries(max_items),
+            receipts.candidate_queries(max_items),
+        ):
+            found += conn.execute(queued_query, {"b_account": account}).all()
+            again = conn.execute(expired_query, {"b_account": account, "b_now": now}).all()
+            found += again
+            expired.update(e.EntryId for e in again)
+        found.sort(key=lambda e: (e.PriorityRank, e.CreatedSeq))
+        return found[:max_items], expired
 
     @staticmethod
     def _lease(
@@ -944,13 +900,19 @@ class QueueStore:
         now: float,
         lease_seconds: float,
     ) -> None:
-        """Lease ``entries`` (``leased_again``: those whose earlier lease ran out)."""
-        if len(leased_again) < len(entries):
-            states.check(EntryState.QUEUED, EntryState.LEASED)
-        if leased_again:
-            states.check(EntryState.LEASED, EntryState.LEASED)
-        for part in transactions.chunks([e.EntryId for e in entries]):
-            conn.execute(_LEASE, {"b_ids": part, "b_until": now + lease_seconds})
+        """Lease ``entries``, receipts among them (``leased_again``: those whose
+        earlier lease ran out)."""
+        until = now + lease_seconds
+        owed = [e for e in entries if e.Kind == model.DeliveryKind.RECEIPT]
+        for again in {e.EntryId in leased_again for e in owed}:
+            states.check(ReceiptState.LEASED if again else ReceiptState.QUEUED, ReceiptState.LEASED)
+        if owed:
+            receipts.lease(conn, [e.MessageId for e in owed], until)
+        mine = [e.EntryId for e in entries if e.Kind == model.DeliveryKind.MESSAGE]
+        for again in {one in leased_again for one in mine}:
+            states.check(EntryState.LEASED if again else EntryState.QUEUED, EntryState.LEASED)
+        for part in transactions.chunks(mine):
+            conn.execute(_LEASE, {"b_ids": part, "b_until": until})
 
     def _messages(
         self,
@@ -1011,7 +973,8 @@ class QueueStore:
     # ------------------------------------------------------------------ depths
 
     def depths(self) -> dict[str, int]:
-        """Entries waiting per recipient name (queued or leased, not yet acknowledged)."""
+        """Entries and receipts waiting per account name (queued or leased, not yet
+        acknowledged)."""
         r = tables.receive_queue.c
         query = (
             sa.select(r.Recipient, sa.func.count())
@@ -1019,7 +982,8 @@ class QueueStore:
             .group_by(r.Recipient)
         )
         with transactions.begin(self._engine, "counting queued entries") as conn:
-            counts = {str(recipient): int(n) for recipient, n in conn.execute(query)}
+            counts = collections.Counter(receipts.waiting_by_sender(conn))
+            counts.update({str(recipient): int(n) for recipient, n in conn.execute(query)})
             names = self._vault.names(conn, counts)
         return {names[account_id]: n for account_id, n in counts.items()}
 
@@ -1071,48 +1035,43 @@ class QueueStore:
         """One attempt at :meth:`_ack`: entries done (None: not counted), entries moved
         now, who to wake."""
         with transactions.begin(self._engine, "acknowledging entries", rider) as conn:
-            moving, woken = self._acknowledge(conn, account, entry_ids)
+            moved, woken = self._acknowledge(conn, account, entry_ids)
             done = self._done(conn, account, entry_ids) if count else None
-            return done, len(moving), woken
+            return done, moved, woken
 
     def _acknowledge(
-        self, conn: sa.Connection, account: str, entry_ids: Sequence[str]
-    ) -> tuple[list[tables.Row], set[str]]:
-        """Acknowledge in ``conn``'s transaction: the entries moved to acked (EntryId,
-        MessageId, Kind) and who to wake (after the commit) for the receipts queued.
+        self, conn: sa.Connection, account: str, ids: Sequence[str]
+    ) -> tuple[int, set[str]]:
+        """Acknowledge entries and receipts in ``conn``'s transaction: how many moved
+        to acked and who to wake (after the commit) for the receipts queued.
 
-        Only ``account``'s leased entries move: an ack or recall of the same entry in
-        another process waits for this one's row lock, then finds it acked and moves
-        nothing (never counted both ways). The sender's counters grow in SQL
-        (``ServedCount + n``), never from a value read earlier.
+        Only ``account``'s leased entries and receipts move: an ack or recall of the
+        same entry in another process waits for this one's row lock, then finds it
+        acked and moves nothing (never counted both ways). The sender's counters grow
+        in SQL (``ServedCount + n``), never from a value read earlier.
         """
         t = tables.transmit_queue.c
+        entry_ids, receipt_ids = receipts.split_ids(ids)
         moving = self._move_to_acked(conn, account, sorted(set(entry_ids)))
-        if moving:
+        stored: list[str] = []
+        if receipt_ids:
+            states.check(ReceiptState.LEASED, ReceiptState.ACKED)
+            stored = receipts.acknowledge(conn, account, sorted(set(receipt_ids)))
+        if moving or stored:
             now = self._clock()
             bulk.insert_rows(
                 conn,
                 tables.message_event,
-                [
-                    rows.event(
-                        row.MessageId,
-                        now,
-                        EventKind.ACKNOWLEDGED
-                        if row.Kind == model.DeliveryKind.MESSAGE
-                        else EventKind.RECEIPT_ACKNOWLEDGED,
-                        account,
-                    )
-                    for row in moving
-                ],
+                [rows.event(row.MessageId, now, EventKind.ACKNOWLEDGED, account) for row in moving]
+                + [rows.event(mid, now, EventKind.RECEIPT_ACKNOWLEDGED, account) for mid in stored],
             )
-        served = collections.Counter(
-            row.MessageId for row in moving if row.Kind == model.DeliveryKind.MESSAGE
-        )
+        served = collections.Counter(row.MessageId for row in moving)
         # Mostly one entry per message: those counted with one statement, not one each.
         once = sorted(mid for mid, n in served.items() if n == 1)
         done: list[tables.Row] = []
+        seq = self._sequence.take(1) if served else 0
         if conn.dialect.update_returning:
-            done = self._serve_once(conn, once)
+            done = self._serve_once(conn, once, seq)
             to_check = sorted(mid for mid, n in served.items() if n > 1)
         else:
             for part in transactions.chunks(once):
@@ -1126,15 +1085,16 @@ class QueueStore:
                 .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
                 more,
             )
-        done += self._mark_served(conn, to_check)
-        woken = self._queue_receipts(conn, done)
+        done += self._mark_served(conn, to_check, seq)
+        woken = self._record_served(conn, done)
         tables.announce(conn, woken, receipts=True)
-        return moving, woken
+        return len(moving) + len(stored), woken
 
     @staticmethod
-    def _serve_once(conn: sa.Connection, message_ids: list[str]) -> list[tables.Row]:
+    def _serve_once(conn: sa.Connection, message_ids: list[str], seq: int) -> list[tables.Row]:
         """Count one more served entry of each of ``message_ids`` (sorted) and move
-        those it completes from queued to served, in one UPDATE; return those moved.
+        those it completes from queued to served, their receipts queued at ``seq``, in
+        one UPDATE; return those moved.
 
         A row comes back served either because this update completed it or because it
         was served before; only the first had fewer than RecipientCount served or
@@ -1144,11 +1104,13 @@ class QueueStore:
         if not message_ids:
             return []
         states.check(MessageState.QUEUED, MessageState.SERVED)
+        states.check(None, ReceiptState.QUEUED)
         done: list[tables.Row] = []
         for part in transactions.chunks(message_ids):
+            params = {"b_ids": part, "b_receipt_seq": seq}
             done += [
                 row
-                for row in conn.execute(_SERVE_ONCE_RETURNING, {"b_ids": part}).all()
+                for row in conn.execute(_SERVE_ONCE_RETURNING, params).all()
                 if row.State == MessageState.SERVED
                 and row.ServedCount - 1 + row.RecalledCount < row.RecipientCount
             ]
@@ -1157,7 +1119,7 @@ class QueueStore:
     @staticmethod
     def _move_to_acked(conn: sa.Connection, account: str, entry_ids: list[str]) -> list[tables.Row]:
         """Move ``account``'s leased entries among ``entry_ids`` (sorted) to acked;
-        return those moved.
+        return those moved (EntryId, MessageId).
 
         Where the database returns what an UPDATE changed (SQLite, PostgreSQL, SQL
         Server) that is one statement; elsewhere the entries are first read and locked
@@ -1177,9 +1139,11 @@ class QueueStore:
         return moving
 
     @staticmethod
-    def _done(conn: sa.Connection, account: str, entry_ids: Sequence[str]) -> int:
-        """How many of ``account``'s entries among ``entry_ids`` are no longer queued."""
-        done = 0
+    def _done(conn: sa.Connection, account: str, ids: Sequence[str]) -> int:
+        """How many of ``account``'s entries and receipts among ``ids`` are no longer
+        queued."""
+        entry_ids, receipt_ids = receipts.split_ids(ids)
+        done = receipts.done(conn, account, receipt_ids) if receipt_ids else 0
         for part in transactions.chunks(sorted(set(entry_ids))):
             done += conn.execute(_DONE, {"b_ids": list(part), "b_account": account}).scalar_one()
         return done

@@ -204,33 +204,23 @@ def submit_result(vault: Vault, row: tables.Row) -> model.SubmitResult:
     )
 
 
-def entry(
-    message_id: str,
-    recipient: str,
-    rank: int,
-    seq: int,
-    *,
-    kind: model.DeliveryKind = model.DeliveryKind.MESSAGE,
-    tx_message_id: str | None = None,
-    served: int | None = None,
-    recalled: int | None = None,
-) -> dict[str, Any]:
-    """A new ``ReceiveQueue`` row (queued) for ``recipient`` (an AccountId); receipts
-    carry the sender's tx and counts."""
+def entry(message_id: str, recipient: str, rank: int, seq: int) -> dict[str, Any]:
+    """A new ``ReceiveQueue`` row (queued) of ``message_id`` for ``recipient`` (an
+    AccountId)."""
     return {
         "EntryId": timeids.time_ordered_uuid(),
         "MessageId": message_id,
         "Recipient": recipient,
-        "Kind": kind,
+        "Kind": model.DeliveryKind.MESSAGE,
         "VisibleBcc": None,
         "VisibleBccEnc": None,
         "PriorityRank": rank,
         "State": EntryState.QUEUED,
         "LeaseUntil": None,
         "CreatedSeq": seq,
-        "TxMessageId": tx_message_id,
-        "Served": served,
-        "Recalled": recalled,
+        "TxMessageId": None,
+        "Served": None,
+        "Recalled": None,
     }
 
 
@@ -381,7 +371,8 @@ def within_budget(items: Sequence[_T], sizes: Sequence[int], budget: int) -> lis
 
 
 def receipt(entry_row: tables.Row) -> model.Receipt:
-    """A receipt entry as the wire's Receipt."""
+    """A receipt, read shaped as a queue entry (:mod:`mpg.server.receipts`), as the
+    wire's Receipt."""
     return model.Receipt(
         entry_row.EntryId,
         entry_row.TxMessageId,

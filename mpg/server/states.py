@@ -1,7 +1,8 @@
 """The server's states and the one transition table every change goes through.
 
-Three things on the server have a state: a message (``TransmitQueue.State``), each
-entry of a recipient's queue (``ReceiveQueue.State``) and an attachment upload
+Four things on the server have a state: a message (``TransmitQueue.State``), the
+receipt it owes its sender (``TransmitQueue.ReceiptState``), each entry of a
+recipient's queue (``ReceiveQueue.State``) and an attachment upload
 (``UploadStage.Complete``). :data:`TRANSITIONS` lists every change each may make,
 ``None`` standing for "no row yet"; :func:`check` is asked before every statement
 that creates a row in a state or moves one, exactly as the gateway asks
@@ -37,6 +38,15 @@ class EntryState(enum.StrEnum):
     WITHDRAWN = "withdrawn"  # recalled (before it was fetched, or while leased)
 
 
+class ReceiptState(enum.StrEnum):
+    """``TransmitQueue.ReceiptState``: the receipt a served message owes its sender
+    (NULL until the message is served, and on refused messages and RECALLs)."""
+
+    QUEUED = "queued"  # waiting for the sender to fetch it
+    LEASED = "leased"  # fetched; delivered again when ReceiptLeaseUntil passes
+    ACKED = "acked"  # the sender stored it
+
+
 class UploadState(enum.StrEnum):
     """An attachment upload: ``UploadStage.Complete`` false (receiving) or true."""
 
@@ -44,9 +54,9 @@ class UploadState(enum.StrEnum):
     COMPLETE = "complete"  # size and SHA-256 matched; a submit may use it
 
 
-State: TypeAlias = MessageState | EntryState | UploadState
+State: TypeAlias = MessageState | EntryState | ReceiptState | UploadState
 
-_M, _E, _U = MessageState, EntryState, UploadState
+_M, _E, _R, _U = MessageState, EntryState, ReceiptState, UploadState
 
 #: Per kind of state: (from, to) -> what the step means; ``None``: the row is created.
 TRANSITIONS: Final[dict[type[State], dict[tuple[State | None, State], str]]] = {
@@ -63,6 +73,12 @@ TRANSITIONS: Final[dict[type[State], dict[tuple[State | None, State], str]]] = {
         (_E.LEASED, _E.ACKED): "acknowledged: the recipient stored it",
         (_E.QUEUED, _E.WITHDRAWN): "recalled before it was fetched",
         (_E.LEASED, _E.WITHDRAWN): "recalled while leased",
+    },
+    ReceiptState: {
+        (None, _R.QUEUED): "its message served: the receipt waits for the sender",
+        (_R.QUEUED, _R.LEASED): "fetched by the sender",
+        (_R.LEASED, _R.LEASED): "fetched again by the sender: the earlier lease ran out",
+        (_R.LEASED, _R.ACKED): "acknowledged: the sender stored it",
     },
     UploadState: {
         (None, _U.RECEIVING): "first chunk: the stage is created",
@@ -87,5 +103,7 @@ def check(from_state: State | None, to_state: State) -> str:
 
 #: States in which an entry still waits for its recipient (counted as queue depth).
 WAITING: Final = (EntryState.QUEUED, EntryState.LEASED)
+#: States in which a receipt still waits for its sender (counted as the sender's depth).
+RECEIPT_WAITING: Final = (ReceiptState.QUEUED, ReceiptState.LEASED)
 #: Message states retention may delete (once no entry of theirs is waiting).
 FINISHED: Final = (MessageState.SERVED, MessageState.REFUSED)

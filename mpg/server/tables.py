@@ -14,8 +14,10 @@ the document never defines them and outside systems never read them (reference Â
 * ``TransmitAttachment``: the message's attachments; ``BlobPath`` is the file under
   ``data_dir/blobs`` that the staged upload left there.
 * ``ReceiveQueue``: one entry per recipient per message (``EntryId`` is the
-  recipient's ``RxMessageId``), plus receipt entries for senders. ``CreatedSeq`` is
-  a monotonic number that orders entries of equal priority by arrival.
+  recipient's ``RxMessageId``). ``CreatedSeq`` is a monotonic number that orders
+  entries of equal priority by arrival. The receipt a sender gets once every entry
+  is served is kept on the message's own ``TransmitQueue`` row
+  (:mod:`mpg.server.receipts`).
 * ``UploadStage``: attachment uploads in progress, keyed by (account, tx, seq).
 * ``SeenNonce``: request nonces accepted within the replay window, by any process.
 
@@ -33,6 +35,8 @@ import sqlalchemy as sa
 from mpg import errors
 from mpg.db import engine as engines
 from mpg.db import notify, transactions
+from mpg.server import states
+from mpg.wire import model
 
 #: A result row of any shape (rows are read by column name).
 Row: TypeAlias = sa.Row[*tuple[Any, ...]]
@@ -106,7 +110,14 @@ transmit_queue = sa.Table(
     sa.Column("ContentEnc", engines.max_binary()),
     sa.Column("KeywordsEnc", engines.max_binary()),
     sa.Column("SubmitResultEnc", engines.max_binary()),
+    # The receipt the message owes its sender once served (mpg.server.receipts):
+    # NULL until then, and on refused messages and RECALLs, which owe none.
+    sa.Column("ReceiptState", sa.Unicode(10)),  # queued | leased | acked
+    sa.Column("ReceiptLeaseUntil", sa.Double()),
+    sa.Column("ReceiptSeq", sa.BigInteger()),  # its place among the sender's receipts
     sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
+    # A sender's fetch finds its receipts by this index.
+    sa.Index("IX_TransmitQueue_Receipt", "SenderAccount", "ReceiptState", "ReceiptSeq"),
     # The console's message search (mpg.server.tracking): each filter with the
     # newest-first order it pages by (docs/benchmarks.md, "Message tracking").
     sa.Index("IX_TransmitQueue_Received", "ReceivedAt", "MessageId"),
@@ -139,14 +150,16 @@ receive_queue = sa.Table(
     sa.Column("EntryId", sa.Unicode(50), primary_key=True),  # the recipient's RxMessageId
     sa.Column("MessageId", sa.Unicode(50), nullable=False),
     sa.Column("Recipient", sa.Unicode(100), nullable=False),
-    sa.Column("Kind", sa.Unicode(10), nullable=False),  # message | receipt
+    # message (receipt: an entry of a version before receipts moved onto the message
+    # row; create_tables moves them there)
+    sa.Column("Kind", sa.Unicode(10), nullable=False),
     # What of the Bcc list this recipient may see.
     sa.Column("VisibleBcc", engines.max_text()),
     sa.Column("PriorityRank", sa.Integer(), nullable=False),  # 0 = E ... 3 = L
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued|leased|acked|withdrawn
     sa.Column("LeaseUntil", sa.Double()),
     sa.Column("CreatedSeq", sa.BigInteger(), nullable=False),
-    # Receipt entries only: the sender's TxMessageId and the final counts.
+    # Unused since receipts moved onto the message row (kept for older databases).
     sa.Column("TxMessageId", sa.Unicode(50)),
     sa.Column("Served", sa.Integer()),
     sa.Column("Recalled", sa.Integer()),
@@ -483,10 +496,36 @@ def create_tables(engine: sa.Engine) -> list[str]:
         metadata.create_all(conn, checkfirst=True)
         for table in ALL_TABLES:
             if table.name in existing:
-                _add_missing_columns(conn, table, inspector)
+                added = _add_missing_columns(conn, table, inspector)
                 _add_missing_indexes(conn, table, inspector)
                 _widen_single_floats(conn, table, inspector)
+                if table is transmit_queue and "ReceiptState" in added:
+                    _move_receipt_entries(conn)
     return [table.name for table in ALL_TABLES if table.name not in existing]
+
+
+def _move_receipt_entries(conn: sa.Connection) -> None:
+    """Move the receipts an earlier version queued as ``ReceiveQueue`` entries onto
+    their messages' rows (mpg.server.receipts), once, as the columns are added.
+
+    A stored receipt stays stored; a queued or leased one is queued again, so its
+    sender fetches it once more under its new id (a gateway applies a receipt it
+    has seen before as a no-op) rather than acknowledging an entry that is gone.
+    """
+    t, r = transmit_queue.c, receive_queue.c
+    of_message = sa.and_(r.MessageId == t.MessageId, r.Kind == model.DeliveryKind.RECEIPT)
+    stored = sa.exists().where(of_message, r.State == states.EntryState.ACKED)
+    conn.execute(
+        transmit_queue.update()
+        .where(sa.exists().where(of_message))
+        .values(
+            ReceiptState=sa.case(
+                (stored, states.ReceiptState.ACKED), else_=states.ReceiptState.QUEUED
+            ),
+            ReceiptSeq=sa.select(sa.func.min(r.CreatedSeq)).where(of_message).scalar_subquery(),
+        )
+    )
+    conn.execute(receive_queue.delete().where(r.Kind == model.DeliveryKind.RECEIPT))
 
 
 def _widen_single_floats(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
@@ -508,9 +547,13 @@ def _widen_single_floats(conn: sa.Connection, table: sa.Table, inspector: sa.Ins
         conn.exec_driver_sql(f"ALTER TABLE {quoted} MODIFY {name} DOUBLE {null}")
 
 
-def _add_missing_columns(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
+def _add_missing_columns(
+    conn: sa.Connection, table: sa.Table, inspector: sa.Inspector
+) -> list[str]:
+    """Add ``table``'s nullable columns the database lacks; return their names."""
     present = {c["name"] for c in inspector.get_columns(table.name)}
     quoted = conn.dialect.identifier_preparer.format_table(table)
+    added: list[str] = []
     for column in table.columns:
         if column.name in present:
             continue
@@ -521,6 +564,8 @@ def _add_missing_columns(conn: sa.Connection, table: sa.Table, inspector: sa.Ins
             )
         ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD {ddl}")
+        added.append(column.name)
+    return added
 
 
 def _add_missing_indexes(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:

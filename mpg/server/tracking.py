@@ -37,7 +37,7 @@ from mpg.db import transactions
 from mpg.server import accounts, rows, tables
 from mpg.server.push.jobs import JobState
 from mpg.server.rows import EventKind
-from mpg.server.states import EntryState, MessageState
+from mpg.server.states import RECEIPT_WAITING, EntryState, MessageState
 from mpg.server.vault import Vault
 from mpg.wire import content, model, recipients
 
@@ -407,12 +407,19 @@ def recipient_status(entry_state: str, kinds: Iterable[str]) -> str:
     return "queued"
 
 
-def is_final(message_state: str, entry_states: Iterable[str], push_states: Iterable[str]) -> bool:
-    """True when the message can no longer move: not queued, no entry (its own, its
-    receipt's, its RECALL's) waiting and no push left to send."""
+def is_final(
+    message_state: str,
+    receipt_state: str | None,
+    entry_states: Iterable[str],
+    push_states: Iterable[str],
+) -> bool:
+    """True when the message can no longer move: not queued, its receipt (if it owes
+    one) stored by the sender, no entry (its own, its RECALL's) waiting and no push
+    left to send."""
     waiting = {str(s) for s in (EntryState.QUEUED, EntryState.LEASED)}
     return (
         message_state != MessageState.QUEUED
+        and receipt_state not in RECEIPT_WAITING
         and not any(s in waiting for s in entry_states)
         and not any(s in _PUSH_WAITING for s in push_states)
     )
@@ -565,6 +572,7 @@ def _assemble(
         )
     final = is_final(
         str(message["State"]),
+        message["ReceiptState"],
         (str(e.State) for e in entries),
         (str(job.State) for job in jobs),
     )

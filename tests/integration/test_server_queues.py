@@ -223,7 +223,8 @@ def test_a_message_handed_out_from_memory_is_the_one_the_database_holds(
     reads: list[str] = []
 
     def note(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if re.search(r"FROM\W+TransmitQueue\b", statement):
+        # The look for receipts owed to bob reads message rows by their sender: not these.
+        if re.search(r"FROM\W+TransmitQueue\b", statement) and "ReceiptState" not in statement:
             reads.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", note)
@@ -264,6 +265,100 @@ def test_ack_of_every_recipient_queues_a_receipt_for_the_sender(
     assert (receipt.served, receipt.recalled) == (2, 0)
     assert q.ack(SENDER, [receipt.entry_id]) == 1
     assert q.fetch(SENDER, 10, 60) == model.FetchBatch()
+
+
+def served(q: queues.QueueStore, messages: list[model.OutgoingMessage]) -> list[str]:
+    """Submit ``messages`` (to bob), have bob store them; their MessageIds."""
+    results = q.submit(SENDER, messages)
+    delivered = q.fetch("bob@example.com", 100, 60).deliveries
+    q.ack("bob@example.com", [d.rx_message_id for d in delivered])
+    return [str(r.message_id) for r in results]
+
+
+def test_a_receipt_not_acknowledged_within_its_lease_is_fetched_again(
+    q: queues.QueueStore, clock: ManualClock
+) -> None:
+    """A leased receipt goes out again, the same, once its lease runs out; another
+    sender cannot acknowledge it; once stored it never comes back."""
+    msg = message(("bob",))
+    served(q, [msg])
+    [first] = q.fetch(SENDER, 10, 60).receipts
+    assert q.fetch(SENDER, 10, 60) == model.FetchBatch()  # leased
+    clock.now += 61
+    [again] = q.fetch(SENDER, 10, 60).receipts
+    assert again == first
+    assert q.ack(OTHER_SENDER, [again.entry_id]) == 0
+    assert q.ack(SENDER, [again.entry_id]) == 1
+    assert q.ack(SENDER, [again.entry_id]) == 1  # done; stored once
+    clock.now += 61
+    assert q.fetch(SENDER, 10, 60) == model.FetchBatch()
+    kinds = [e.kind for e in q.history(SENDER, msg.tx_message_id)[1]]
+    assert kinds[-3:] == ["receipt_fetched", "receipt_fetched", "receipt_acknowledged"]
+
+
+def test_a_receipt_goes_out_by_its_message_s_priority_among_the_deliveries(
+    q: queues.QueueStore,
+) -> None:
+    """The sender's fetch ranks its receipts with its own deliveries: an urgent
+    message's receipt before a normal delivery, a low one's after."""
+    urgent, low = served(q, [message(("bob",), priority="E"), message(("bob",), priority="L")])
+    [normal] = q.submit(OTHER_SENDER, [message((SENDER,), agent=OTHER_SENDER)])
+    order = []
+    for _ in range(3):
+        batch = q.fetch(SENDER, 1, 60)
+        order += [r.message_id for r in batch.receipts] + [d.message_id for d in batch.deliveries]
+    assert order == [urgent, normal.message_id, low]
+
+
+def test_receipt_entries_of_an_earlier_version_move_onto_their_messages(
+    engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore
+) -> None:
+    """A database whose receipts are ReceiveQueue entries (before the receipt columns)
+    gets them moved at start: a stored one stays stored, a leased or queued one is
+    fetched under its new id, in the order the entries had; no receipt entry is left."""
+    stored, leased, waiting = messages = [message(("bob",)) for _ in range(3)]
+    ids = served(q, messages)
+    t, r = tables.transmit_queue.c, tables.receive_queue.c
+    sender_id = store.vault.account_id(SENDER)
+    with engine.begin() as conn:
+        conn.execute(tables.transmit_queue.update().values(ReceiptState=None, ReceiptSeq=None))
+        conn.execute(
+            tables.receive_queue.insert(),
+            [
+                {
+                    "EntryId": str(uuid.uuid4()),
+                    "MessageId": message_id,
+                    "Recipient": sender_id,
+                    "Kind": "receipt",
+                    "PriorityRank": 2,
+                    "State": state,
+                    "LeaseUntil": None,
+                    "CreatedSeq": seq,
+                    "TxMessageId": msg.tx_message_id,
+                    "Served": 1,
+                    "Recalled": 0,
+                }
+                for message_id, msg, state, seq in zip(
+                    ids, messages, ["acked", "leased", "queued"], [3, 2, 1], strict=True
+                )
+            ],
+        )
+        [index] = [i for i in tables.transmit_queue.indexes if i.name == "IX_TransmitQueue_Receipt"]
+        index.drop(conn)
+        quote = conn.dialect.identifier_preparer.quote
+        for column in ("ReceiptState", "ReceiptLeaseUntil", "ReceiptSeq"):
+            conn.exec_driver_sql(
+                f"ALTER TABLE {quote('TransmitQueue')} DROP COLUMN {quote(column)}"
+            )
+    engine.dispose()
+    tables.create_tables(engine)
+    got = q.fetch(SENDER, 10, 60).receipts
+    assert [x.tx_message_id for x in got] == [waiting.tx_message_id, leased.tx_message_id]
+    assert q.ack(SENDER, [x.entry_id for x in got]) == 2
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(r.Kind == "receipt")).scalar() == 0
+        assert set(conn.execute(sa.select(t.ReceiptState)).scalars()) == {"acked"}
+    assert q.submit(SENDER, [stored])[0].served_at_once
 
 
 def test_a_fetch_that_leases_leaves_a_large_acknowledgement_to_the_caller(

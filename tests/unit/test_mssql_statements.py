@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from mpg import timefmt
-from mpg.server import queues
+from mpg.server import queues, receipts
 from mpg.storage import database, ddl, history, inbox, outbox, states, tables
 from mpg.wire import model
 
@@ -175,8 +175,24 @@ def test_statements_written_in_bulk_compile_for_sql_server() -> None:
 
 
 def test_the_servers_update_returning_is_an_output_clause_on_sql_server() -> None:
-    """The ack and the move to served return their rows with OUTPUT inserted.…"""
-    for statement in (queues._ACK_RETURNING, queues._SERVE_RETURNING):
+    """The acks (of entries and of receipts) and the moves to served return their rows
+    with OUTPUT inserted.…"""
+    for statement in (
+        queues._ACK_RETURNING,
+        queues._SERVE_RETURNING,
+        queues._SERVE_ONCE_RETURNING,
+        receipts._ACK_RETURNING,
+    ):
         sql = str(statement.compile(dialect=MSSQL))
         assert "OUTPUT inserted." in sql, sql
         assert "RETURNING" not in sql, sql
+
+
+def test_a_receipt_is_read_as_an_entry_with_sql_server_s_string_concatenation() -> None:
+    """A receipt's id is made in the statement: ``+`` on SQL Server, ``||`` elsewhere."""
+    queued, expired = receipts.candidate_queries(10)
+    for statement in (queued, expired):
+        sql = str(statement.compile(dialect=MSSQL))
+        assert "'receipt:' + [TransmitQueue].[MessageId] AS [EntryId]" in sql, sql
+        assert "TOP" in sql, sql
+        assert "LIMIT" not in sql, sql

@@ -46,9 +46,14 @@ def test_a_step_between_kinds_of_state_is_refused() -> None:
         states.check(states.MessageState.QUEUED, states.EntryState.LEASED)
 
 
-def test_acked_and_withdrawn_entries_and_served_messages_are_final() -> None:
-    """No step leaves a finished entry or message."""
-    finals = {states.EntryState.ACKED, states.EntryState.WITHDRAWN, *states.FINISHED}
+def test_acked_and_withdrawn_entries_stored_receipts_and_served_messages_are_final() -> None:
+    """No step leaves a finished entry, receipt or message."""
+    finals = {
+        states.EntryState.ACKED,
+        states.EntryState.WITHDRAWN,
+        states.ReceiptState.ACKED,
+        *states.FINISHED,
+    }
     assert [(a, b) for a, b, _ in ALLOWED if a in finals] == []
 
 

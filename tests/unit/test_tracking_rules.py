@@ -29,20 +29,23 @@ def test_a_recipient_s_status_follows_its_entry_and_events(
 
 
 @pytest.mark.parametrize(
-    ("message_state", "entries", "pushes", "final"),
+    ("message_state", "receipt", "entries", "pushes", "final"),
     [
-        ("queued", ["acked"], [], False),
-        ("served", ["acked", "queued"], [], False),  # its receipt or RECALL still waits
-        ("served", ["acked", "leased"], [], False),
-        ("served", ["acked", "withdrawn"], ["pending"], False),
-        ("served", ["acked", "withdrawn"], ["sent", "failed", "cancelled"], True),
-        ("refused", [], [], True),
+        ("queued", None, ["acked"], [], False),
+        ("served", "acked", ["acked", "queued"], [], False),  # its RECALL still waits
+        ("served", "acked", ["acked", "leased"], [], False),
+        ("served", "queued", ["acked"], [], False),  # its sender has not fetched the receipt
+        ("served", "leased", ["acked"], [], False),
+        ("served", "acked", ["acked", "withdrawn"], ["pending"], False),
+        ("served", "acked", ["acked", "withdrawn"], ["sent", "failed", "cancelled"], True),
+        ("served", None, ["acked"], [], True),  # a RECALL owes no receipt
+        ("refused", None, [], [], True),
     ],
 )
 def test_a_message_is_final_when_nothing_waits(
-    message_state: str, entries: list[str], pushes: list[str], final: bool
+    message_state: str, receipt: str | None, entries: list[str], pushes: list[str], final: bool
 ) -> None:
-    assert tracking.is_final(message_state, entries, pushes) is final
+    assert tracking.is_final(message_state, receipt, entries, pushes) is final
 
 
 def test_a_page_position_round_trips_exactly() -> None:
