@@ -31,9 +31,8 @@ import sqlalchemy as sa
 import structlog
 
 from mpg.db import transactions
-from mpg.server import blobs, states, tables
+from mpg.server import blobs, receipts, states, tables
 from mpg.server.push import jobs
-from mpg.server.states import ReceiptState
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +69,8 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
                     .where(
                         t.ReceivedAt < cutoff,
                         t.State.in_(states.FINISHED),
-                        sa.or_(t.ReceiptState.is_(None), t.ReceiptState == ReceiptState.ACKED),
                         ~waiting,
+                        ~receipts.waiting(t.MessageId),
                     )
                     .order_by(t.ReceivedAt)
                     .limit(BATCH)
@@ -83,6 +82,7 @@ def purge(engine: sa.Engine, keep_days: float, *, clock: Callable[[], float] = t
             ]
             for table, column in (
                 (tables.receive_queue, r.MessageId),
+                (tables.receipt_queue, tables.receipt_queue.c.MessageId),
                 (tables.message_event, e.MessageId),
                 (tables.push_job, tables.push_job.c.MessageId),
                 (tables.message_keyword, tables.message_keyword.c.MessageId),

@@ -7,8 +7,8 @@ which state changes are allowed is :mod:`mpg.server.states`, asked before every
 statement that creates or moves a row (``docs/server.md`` draws them).
 
 A message is ``queued`` until every one of its entries is acked (served) or
-withdrawn (recalled); it then becomes ``served`` and owes its sender a receipt, kept
-on its own row (:mod:`mpg.server.receipts`) and fetched beside the sender's entries.
+withdrawn (recalled); it then becomes ``served`` and its sender's receipt is queued
+(``ReceiptQueue``, :mod:`mpg.server.receipts`), fetched beside the sender's entries.
 A refused message is kept as ``refused`` so that a resubmission gets the same answer.
 A RECALL is ``served`` at once.
 
@@ -160,9 +160,7 @@ _SERVE_COLUMNS: Final = (
     _t.RecalledCount,
 )
 _SERVE: Final = (
-    tables.transmit_queue.update()
-    .where(*_SERVE_GUARD)
-    .values(State=MessageState.SERVED, **receipts.served_values())
+    tables.transmit_queue.update().where(*_SERVE_GUARD).values(State=MessageState.SERVED)
 )
 _SERVE_RETURNING: Final = _SERVE.returning(*_SERVE_COLUMNS)
 _SERVE_LOCK: Final = sa.select(*_SERVE_COLUMNS).where(*_SERVE_GUARD).with_for_update()
@@ -178,17 +176,21 @@ _SERVED_ONCE: Final = (
 #: _SERVED_ONCE and _SERVE in one statement, where UPDATE returns rows: each message
 #: row is rewritten once instead of twice. The SET side reads the row as it was, so
 #: the guard counts this acknowledgement (+ 1); what it returns is the row after.
-_COMPLETES: Final = sa.and_(
-    _t.State == MessageState.QUEUED,
-    _t.ServedCount + 1 + _t.RecalledCount >= _t.RecipientCount,
-)
 _SERVE_ONCE_RETURNING: Final = (
     tables.transmit_queue.update()
     .where(plans.key_in(_t.MessageId, "b_ids"))
     .values(
         ServedCount=_t.ServedCount + 1,
-        State=sa.case((_COMPLETES, MessageState.SERVED), else_=_t.State),
-        **receipts.served_values(_COMPLETES),
+        State=sa.case(
+            (
+                sa.and_(
+                    _t.State == MessageState.QUEUED,
+                    _t.ServedCount + 1 + _t.RecalledCount >= _t.RecipientCount,
+                ),
+                MessageState.SERVED,
+            ),
+            else_=_t.State,
+        ),
     )
     .returning(*_SERVE_COLUMNS, _t.State, _t.RecipientCount)
 )
@@ -208,7 +210,6 @@ _PREVIOUS: Final = sa.select(
     _t.SubmitResult,
     _t.SubmitResultEnc,
     _t.RecipientCount,
-    _t.ReceiptState,
 ).where(
     plans.key_in(_t.TxMessageId, "b_txs"),
     plans.row_check(_t.SenderAccount == sa.bindparam("b_sender")),
@@ -422,6 +423,7 @@ class QueueStore:
         fresh: list[model.OutgoingMessage] = []
         first: dict[str, str] = {}  # TxMessageId -> digest of its first occurrence
         replaced: list[str] = []
+        served: dict[str, str] = {}  # MessageId -> TxMessageId, resubmitted when served
         for msg, digest in zip(messages, digests, strict=True):
             tx = msg.tx_message_id
             if tx in first:
@@ -432,16 +434,19 @@ class QueueStore:
                 fresh.append(msg)
             elif earlier.ContentDigest in (None, digest):
                 results[tx] = rows.submit_result(self._vault, earlier)
-                # Its receipt was stored already: an Outbox row inserted again under
-                # the same id would wait at 20 for a receipt that never comes again.
-                if earlier.ReceiptState == ReceiptState.ACKED:
-                    results[tx] = dataclasses.replace(results[tx], served_at_once=True)
+                if earlier.State == MessageState.SERVED:
+                    served[earlier.MessageId] = tx
             elif earlier.State == MessageState.REFUSED:
                 replaced.append(tx)  # a corrected message after a refusal
                 fresh.append(msg)
             else:
                 results[tx] = _reused(tx, earlier.MessageId)
         self._forget_refused(conn, sender_id, replaced)
+        # Its receipt was stored already: an Outbox row inserted again under the
+        # same id would wait at 20 for a receipt that never comes again.
+        for message_id in receipts.stored(conn, list(served)):
+            tx = served[message_id]
+            results[tx] = dataclasses.replace(results[tx], served_at_once=True)
         return results, fresh, first
 
     @staticmethod
@@ -692,17 +697,15 @@ class QueueStore:
     # ------------------------------------------------------------------ receipts
 
     def _complete(self, conn: sa.Connection, message_ids: Iterable[str]) -> set[str]:
-        """Mark fully served messages ``served``, their receipts queued.
+        """Mark fully served messages ``served`` and queue their receipts.
 
-        Returns the sender accounts owed a receipt.
+        Returns the sender accounts that got a receipt.
         """
-        seq = self._sequence.take(1)
-        return self._record_served(conn, self._mark_served(conn, sorted(set(message_ids)), seq))
+        return self._queue_receipts(conn, self._mark_served(conn, sorted(set(message_ids))))
 
-    def _record_served(self, conn: sa.Connection, done: list[tables.Row]) -> set[str]:
-        """Record that the messages ``done`` (just moved to served, their receipts
-        queued by the same update; _SERVE_COLUMNS) were served; return the sender
-        accounts owed a receipt."""
+    def _queue_receipts(self, conn: sa.Connection, done: list[tables.Row]) -> set[str]:
+        """Record that the messages ``done`` (just moved to served; _SERVE_COLUMNS) were
+        served and queue a receipt for each; return the sender accounts that got one."""
         if not done:
             return set()
         faults.reach(faults.SERVER_BEFORE_RECEIPTS)
@@ -721,13 +724,14 @@ class QueueStore:
                 for row in done
             ],
         )
+        states.check(None, ReceiptState.QUEUED)
+        receipts.queue(conn, done, self._sequence.take(len(done)))
         return {row.SenderAccount for row in done}
 
     @staticmethod
-    def _mark_served(conn: sa.Connection, message_ids: list[str], seq: int) -> list[tables.Row]:
+    def _mark_served(conn: sa.Connection, message_ids: list[str]) -> list[tables.Row]:
         """Move the messages among ``message_ids`` (sorted) that every recipient has
-        served or had withdrawn from queued to served, their receipts queued at
-        ``seq``; return those moved.
+        served or had withdrawn from queued to served; return those moved.
 
         One UPDATE … RETURNING where the database has it; elsewhere the rows are read
         ``FOR UPDATE`` first (the caller's count update already locks them; asking
@@ -736,14 +740,13 @@ class QueueStore:
         if not message_ids:
             return []
         states.check(MessageState.QUEUED, MessageState.SERVED)
-        states.check(None, ReceiptState.QUEUED)
         done: list[tables.Row] = []
         for part in transactions.chunks(message_ids):
-            params = {"b_ids": part, "b_receipt_seq": seq}
+            params = {"b_ids": part}
             if conn.dialect.update_returning:
                 done.extend(conn.execute(_SERVE_RETURNING, params))
                 continue
-            locked = conn.execute(_SERVE_LOCK, {"b_ids": part}).all()
+            locked = conn.execute(_SERVE_LOCK, params).all()
             if locked:
                 conn.execute(_SERVE, params)
             done.extend(locked)
@@ -1069,9 +1072,8 @@ class QueueStore:
         # Mostly one entry per message: those counted with one statement, not one each.
         once = sorted(mid for mid, n in served.items() if n == 1)
         done: list[tables.Row] = []
-        seq = self._sequence.take(1) if served else 0
         if conn.dialect.update_returning:
-            done = self._serve_once(conn, once, seq)
+            done = self._serve_once(conn, once)
             to_check = sorted(mid for mid, n in served.items() if n > 1)
         else:
             for part in transactions.chunks(once):
@@ -1085,16 +1087,15 @@ class QueueStore:
                 .values(ServedCount=t.ServedCount + sa.bindparam("b_count")),
                 more,
             )
-        done += self._mark_served(conn, to_check, seq)
-        woken = self._record_served(conn, done)
+        done += self._mark_served(conn, to_check)
+        woken = self._queue_receipts(conn, done)
         tables.announce(conn, woken, receipts=True)
         return len(moving) + len(stored), woken
 
     @staticmethod
-    def _serve_once(conn: sa.Connection, message_ids: list[str], seq: int) -> list[tables.Row]:
+    def _serve_once(conn: sa.Connection, message_ids: list[str]) -> list[tables.Row]:
         """Count one more served entry of each of ``message_ids`` (sorted) and move
-        those it completes from queued to served, their receipts queued at ``seq``, in
-        one UPDATE; return those moved.
+        those it completes from queued to served, in one UPDATE; return those moved.
 
         A row comes back served either because this update completed it or because it
         was served before; only the first had fewer than RecipientCount served or
@@ -1104,13 +1105,11 @@ class QueueStore:
         if not message_ids:
             return []
         states.check(MessageState.QUEUED, MessageState.SERVED)
-        states.check(None, ReceiptState.QUEUED)
         done: list[tables.Row] = []
         for part in transactions.chunks(message_ids):
-            params = {"b_ids": part, "b_receipt_seq": seq}
             done += [
                 row
-                for row in conn.execute(_SERVE_ONCE_RETURNING, params).all()
+                for row in conn.execute(_SERVE_ONCE_RETURNING, {"b_ids": part}).all()
                 if row.State == MessageState.SERVED
                 and row.ServedCount - 1 + row.RecalledCount < row.RecipientCount
             ]

@@ -1,21 +1,24 @@
-"""The receipt a served message owes its sender, kept on the message's own row.
+"""The receipt a served message owes its sender: ``ReceiptQueue``.
 
 When every recipient has served a message (or had it withdrawn), its sender gets a
-receipt: the message's id, TxMessageId and final counts, all of which the
-``TransmitQueue`` row holds already. So the row carries the receipt's state too
-(``ReceiptState``, :class:`mpg.server.states.ReceiptState`): the update that marks
-the message served queues it (:data:`SERVED_VALUES`), the sender's fetch leases it
-and the sender's acknowledgement stores it, each an update of that one row. A
-receipt kept as an entry of the sender's queue cost a row inserted with four index
-entries, then two updates of that row and its indexes.
+receipt: the message's id, TxMessageId and final counts. The receipt is queued in
+the same transaction (:func:`queue`), leased by the sender's fetch beside its
+deliveries and stored by the sender's acknowledgement
+(:class:`mpg.server.states.ReceiptState`).
+
+Earlier versions queued it as an entry of the sender's ``ReceiveQueue``, a table of
+wider rows and four indexes that every one of its three writes kept up; on
+PostgreSQL a write that changes an indexed column adds an entry to every index of
+its table. ``ReceiptQueue`` holds only what a receipt says and one index beside its
+key, the one a sender's fetch reads. (Kept on the message's ``TransmitQueue`` row
+instead, with its eight indexes, the receipt's writes cost PostgreSQL twice as
+much: docs/benchmarks.md.)
 
 On the wire a receipt's id is :data:`ID_PREFIX` + MessageId: the ids of an
 acknowledgement tell receipts from queue entries without a look
-(:func:`split_ids`). A fetch reads receipts shaped as queue entries (``EntryId``, ``Kind``
-``receipt``, ``PriorityRank``, ``CreatedSeq``), so it orders, budgets and leases
-both alike; among themselves receipts go out in the order their
-messages were served (``ReceiptSeq``), ranked with the deliveries by their message's
-priority.
+(:func:`split_ids`). A fetch reads receipts shaped as queue entries (``EntryId``,
+``Kind`` ``receipt``, ``PriorityRank``, ``CreatedSeq``), so it orders, budgets and
+leases both alike.
 
 This module is the SQL of those steps; :class:`mpg.server.queues.QueueStore` runs
 them inside its transactions and asks :func:`mpg.server.states.check` first.
@@ -29,15 +32,15 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from mpg.db import plans, transactions
+from mpg.db import bulk, plans, transactions
 from mpg.server import fanout, tables
-from mpg.server.states import ReceiptState
+from mpg.server.states import RECEIPT_WAITING, ReceiptState
 from mpg.wire import model
 
 #: Before the MessageId in a receipt's id on the wire (a queue entry's id never has it).
 ID_PREFIX: Final = "receipt:"
 
-_t = tables.transmit_queue.c
+_q = tables.receipt_queue.c
 
 
 def receipt_id(message_id: str) -> str:
@@ -57,17 +60,28 @@ def split_ids(ids: Sequence[str]) -> tuple[list[str], list[str]]:
     return entries, receipts
 
 
-def served_values(completes: sa.ColumnElement[bool] | None = None) -> dict[str, Any]:
-    """The SET of an update that marks messages served: their receipts queued, each
-    given ``b_receipt_seq``. ``completes``: the condition that the update serves the
-    row, for an update that changes other rows too (the rest keep their receipt)."""
-    seq: sa.ColumnElement[Any] = sa.bindparam("b_receipt_seq", type_=sa.BigInteger)
-    if completes is None:
-        return {"ReceiptState": ReceiptState.QUEUED, "ReceiptSeq": seq}
-    return {
-        "ReceiptState": sa.case((completes, ReceiptState.QUEUED), else_=_t.ReceiptState),
-        "ReceiptSeq": sa.case((completes, seq), else_=_t.ReceiptSeq),
-    }
+def queue(conn: sa.Connection, served: Sequence[tables.Row], first_seq: int) -> None:
+    """Queue a receipt for each message just ``served`` (rows with MessageId,
+    SenderAccount, TxMessageId, Priority, ServedCount, RecalledCount), numbered from
+    ``first_seq`` in the order given."""
+    bulk.insert_rows(
+        conn,
+        tables.receipt_queue,
+        [
+            {
+                "MessageId": row.MessageId,
+                "SenderAccount": row.SenderAccount,
+                "TxMessageId": row.TxMessageId,
+                "Served": row.ServedCount,
+                "Recalled": row.RecalledCount,
+                "PriorityRank": fanout.rank(row.Priority),
+                "State": ReceiptState.QUEUED,
+                "LeaseUntil": None,
+                "CreatedSeq": first_seq + n,
+            }
+            for n, row in enumerate(served)
+        ],
+    )
 
 
 def _text(value: str) -> sa.ColumnElement[str]:
@@ -78,16 +92,15 @@ def _text(value: str) -> sa.ColumnElement[str]:
 
 #: A receipt as a fetch candidate: named as a queue entry's columns (the fetch orders
 #: and leases both by these), with what the wire's Receipt says.
-_RANK: Final = sa.case(fanout.PRIORITY_RANK, value=_t.Priority, else_=fanout.DEFAULT_RANK)
 _AS_ENTRY: Final = (
-    (_text(ID_PREFIX) + _t.MessageId).label("EntryId"),
-    _t.MessageId,
+    (_text(ID_PREFIX) + _q.MessageId).label("EntryId"),
+    _q.MessageId,
     _text(model.DeliveryKind.RECEIPT).label("Kind"),
-    _RANK.label("PriorityRank"),
-    _t.ReceiptSeq.label("CreatedSeq"),
-    _t.TxMessageId,
-    _t.ServedCount.label("Served"),
-    _t.RecalledCount.label("Recalled"),
+    _q.PriorityRank,
+    _q.CreatedSeq,
+    _q.TxMessageId,
+    _q.Served,
+    _q.Recalled,
 )
 
 
@@ -97,39 +110,38 @@ def candidate_queries(max_items: int) -> tuple[sa.Select[Any], sa.Select[Any]]:
     shaped as queue entries and locked (``b_account``, and ``b_now`` for the second)."""
     return plans.due(
         _AS_ENTRY,
-        _t.SenderAccount,
-        _t.ReceiptState,
-        _t.ReceiptLeaseUntil,
-        (_t.ReceiptSeq,),
+        _q.SenderAccount,
+        _q.State,
+        _q.LeaseUntil,
+        (_q.PriorityRank, _q.CreatedSeq),
         max_items,
     )
 
 
 _LEASE: Final = (
-    tables.transmit_queue.update()
-    .where(plans.key_in(_t.MessageId, "b_ids"))
-    .values(ReceiptState=ReceiptState.LEASED, ReceiptLeaseUntil=sa.bindparam("b_until"))
+    tables.receipt_queue.update()
+    .where(plans.key_in(_q.MessageId, "b_ids"))
+    .values(State=ReceiptState.LEASED, LeaseUntil=sa.bindparam("b_until"))
 )
 _ACK_GUARD: Final = (
-    plans.key_in(_t.MessageId, "b_ids"),
-    plans.row_check(
-        _t.SenderAccount == sa.bindparam("b_account"), _t.ReceiptState == ReceiptState.LEASED
-    ),
+    plans.key_in(_q.MessageId, "b_ids"),
+    plans.row_check(_q.SenderAccount == sa.bindparam("b_account"), _q.State == ReceiptState.LEASED),
 )
 _ACK: Final = (
-    tables.transmit_queue.update()
+    tables.receipt_queue.update()
     .where(*_ACK_GUARD)
-    .values(ReceiptState=ReceiptState.ACKED, ReceiptLeaseUntil=None)
+    .values(State=ReceiptState.ACKED, LeaseUntil=None)
 )
-_ACK_RETURNING: Final = _ACK.returning(_t.MessageId)
+_ACK_RETURNING: Final = _ACK.returning(_q.MessageId)
 _ACK_LOCK: Final = (
-    sa.select(_t.MessageId).where(*_ACK_GUARD).order_by(_t.MessageId).with_for_update()
+    sa.select(_q.MessageId).where(*_ACK_GUARD).order_by(_q.MessageId).with_for_update()
 )
 _DONE: Final = sa.select(sa.func.count()).where(
-    plans.key_in(_t.MessageId, "b_ids"),
-    plans.row_check(
-        _t.SenderAccount == sa.bindparam("b_account"), _t.ReceiptState != ReceiptState.QUEUED
-    ),
+    plans.key_in(_q.MessageId, "b_ids"),
+    plans.row_check(_q.SenderAccount == sa.bindparam("b_account"), _q.State != ReceiptState.QUEUED),
+)
+_STORED: Final = sa.select(_q.MessageId).where(
+    plans.key_in(_q.MessageId, "b_ids"), plans.row_check(_q.State == ReceiptState.ACKED)
 )
 
 
@@ -167,11 +179,25 @@ def done(conn: sa.Connection, sender: str, message_ids: Sequence[str]) -> int:
     return count
 
 
+def stored(conn: sa.Connection, message_ids: list[str]) -> set[str]:
+    """The messages among ``message_ids`` whose sender stored their receipt."""
+    found: set[str] = set()
+    for part in transactions.chunks(message_ids):
+        found.update(conn.execute(_STORED, {"b_ids": part}).scalars())
+    return found
+
+
 def waiting_by_sender(conn: sa.Connection) -> dict[str, int]:
     """Receipts not yet stored, per sender AccountId."""
     query = (
-        sa.select(_t.SenderAccount, sa.func.count())
-        .where(_t.ReceiptState.in_([ReceiptState.QUEUED, ReceiptState.LEASED]))
-        .group_by(_t.SenderAccount)
+        sa.select(_q.SenderAccount, sa.func.count())
+        .where(_q.State.in_(RECEIPT_WAITING))
+        .group_by(_q.SenderAccount)
     )
     return {str(sender): int(n) for sender, n in conn.execute(query)}
+
+
+def waiting(message_id: sa.ColumnElement[str]) -> sa.Exists:
+    """Whether the receipt of ``message_id`` (a column of an outer query) is queued
+    or leased."""
+    return sa.exists().where(_q.MessageId == message_id, _q.State.in_(RECEIPT_WAITING))

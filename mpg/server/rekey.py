@@ -359,6 +359,7 @@ def legacy_accounts(engine: sa.Engine) -> int:
 #: Tables and columns that name an account by its AccountId.
 _NAMING: Final = (
     (tables.receive_queue, "Recipient"),
+    (tables.receipt_queue, "SenderAccount"),
     (tables.transmit_queue, "SenderAccount"),
     (tables.message_event, "Account"),
     (tables.upload_stage, "SenderAccount"),

@@ -1,7 +1,7 @@
 """The server's states and the one transition table every change goes through.
 
 Four things on the server have a state: a message (``TransmitQueue.State``), the
-receipt it owes its sender (``TransmitQueue.ReceiptState``), each entry of a
+receipt it owes its sender once served (``ReceiptQueue.State``), each entry of a
 recipient's queue (``ReceiveQueue.State``) and an attachment upload
 (``UploadStage.Complete``). :data:`TRANSITIONS` lists every change each may make,
 ``None`` standing for "no row yet"; :func:`check` is asked before every statement
@@ -39,11 +39,11 @@ class EntryState(enum.StrEnum):
 
 
 class ReceiptState(enum.StrEnum):
-    """``TransmitQueue.ReceiptState``: the receipt a served message owes its sender
-    (NULL until the message is served, and on refused messages and RECALLs)."""
+    """``ReceiptQueue.State``: the receipt a served message owes its sender (refused
+    messages and RECALLs owe none)."""
 
     QUEUED = "queued"  # waiting for the sender to fetch it
-    LEASED = "leased"  # fetched; delivered again when ReceiptLeaseUntil passes
+    LEASED = "leased"  # fetched; delivered again when LeaseUntil passes
     ACKED = "acked"  # the sender stored it
 
 

@@ -15,8 +15,9 @@ the document never defines them and outside systems never read them (reference Â
   ``data_dir/blobs`` that the staged upload left there.
 * ``ReceiveQueue``: one entry per recipient per message (``EntryId`` is the
   recipient's ``RxMessageId``). ``CreatedSeq`` is a monotonic number that orders
-  entries of equal priority by arrival. The receipt a sender gets once every entry
-  is served is kept on the message's own ``TransmitQueue`` row
+  entries of equal priority by arrival.
+* ``ReceiptQueue``: the receipt a served message owes its sender, one row per
+  message, fetched and acknowledged beside the sender's entries
   (:mod:`mpg.server.receipts`).
 * ``UploadStage``: attachment uploads in progress, keyed by (account, tx, seq).
 * ``SeenNonce``: request nonces accepted within the replay window, by any process.
@@ -110,14 +111,7 @@ transmit_queue = sa.Table(
     sa.Column("ContentEnc", engines.max_binary()),
     sa.Column("KeywordsEnc", engines.max_binary()),
     sa.Column("SubmitResultEnc", engines.max_binary()),
-    # The receipt the message owes its sender once served (mpg.server.receipts):
-    # NULL until then, and on refused messages and RECALLs, which owe none.
-    sa.Column("ReceiptState", sa.Unicode(10)),  # queued | leased | acked
-    sa.Column("ReceiptLeaseUntil", sa.Double()),
-    sa.Column("ReceiptSeq", sa.BigInteger()),  # its place among the sender's receipts
     sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
-    # A sender's fetch finds its receipts by this index.
-    sa.Index("IX_TransmitQueue_Receipt", "SenderAccount", "ReceiptState", "ReceiptSeq"),
     # The console's message search (mpg.server.tracking): each filter with the
     # newest-first order it pages by (docs/benchmarks.md, "Message tracking").
     sa.Index("IX_TransmitQueue_Received", "ReceivedAt", "MessageId"),
@@ -150,8 +144,8 @@ receive_queue = sa.Table(
     sa.Column("EntryId", sa.Unicode(50), primary_key=True),  # the recipient's RxMessageId
     sa.Column("MessageId", sa.Unicode(50), nullable=False),
     sa.Column("Recipient", sa.Unicode(100), nullable=False),
-    # message (receipt: an entry of a version before receipts moved onto the message
-    # row; create_tables moves them there)
+    # message (receipt: an entry of a version before ReceiptQueue; create_tables moves
+    # them there)
     sa.Column("Kind", sa.Unicode(10), nullable=False),
     # What of the Bcc list this recipient may see.
     sa.Column("VisibleBcc", engines.max_text()),
@@ -159,7 +153,7 @@ receive_queue = sa.Table(
     sa.Column("State", sa.Unicode(10), nullable=False),  # queued|leased|acked|withdrawn
     sa.Column("LeaseUntil", sa.Double()),
     sa.Column("CreatedSeq", sa.BigInteger(), nullable=False),
-    # Unused since receipts moved onto the message row (kept for older databases).
+    # Receipt entries of a version before ReceiptQueue only.
     sa.Column("TxMessageId", sa.Unicode(50)),
     sa.Column("Served", sa.Integer()),
     sa.Column("Recalled", sa.Integer()),
@@ -169,6 +163,25 @@ receive_queue = sa.Table(
     sa.Index("IX_ReceiveQueue_Message", "MessageId", "State"),
     # The console's search by recipient (mpg.server.tracking).
     sa.Index("IX_ReceiveQueue_Recipient", "Recipient", "Kind", "MessageId"),
+)
+
+receipt_queue = sa.Table(
+    "ReceiptQueue",
+    metadata,
+    # The receipt a served message owes its sender (mpg.server.receipts), as narrow as
+    # it can be and with one index beside its key: it is written three times (queued,
+    # leased, acknowledged) for every message, and each write of a row updates every
+    # index of its table on PostgreSQL.
+    sa.Column("MessageId", sa.Unicode(50), primary_key=True),
+    sa.Column("SenderAccount", sa.Unicode(100), nullable=False),
+    sa.Column("TxMessageId", sa.Unicode(50), nullable=False),
+    sa.Column("Served", sa.Integer(), nullable=False),
+    sa.Column("Recalled", sa.Integer(), nullable=False),
+    sa.Column("PriorityRank", sa.Integer(), nullable=False),  # the message's, 0 = E ... 3 = L
+    sa.Column("State", sa.Unicode(10), nullable=False),  # queued | leased | acked
+    sa.Column("LeaseUntil", sa.Double()),
+    sa.Column("CreatedSeq", sa.BigInteger(), nullable=False),  # shares ReceiveQueue's order
+    sa.Index("IX_ReceiptQueue_Fetch", "SenderAccount", "State", "PriorityRank", "CreatedSeq"),
 )
 
 upload_stage = sa.Table(
@@ -444,6 +457,7 @@ ALL_TABLES: Final = (
     transmit_queue,
     transmit_attachment,
     receive_queue,
+    receipt_queue,
     upload_stage,
     message_event,
     seen_nonce,
@@ -496,36 +510,50 @@ def create_tables(engine: sa.Engine) -> list[str]:
         metadata.create_all(conn, checkfirst=True)
         for table in ALL_TABLES:
             if table.name in existing:
-                added = _add_missing_columns(conn, table, inspector)
+                _add_missing_columns(conn, table, inspector)
                 _add_missing_indexes(conn, table, inspector)
                 _widen_single_floats(conn, table, inspector)
-                if table is transmit_queue and "ReceiptState" in added:
-                    _move_receipt_entries(conn)
+        if receive_queue.name in existing and receipt_queue.name not in existing:
+            _move_receipt_entries(conn)
     return [table.name for table in ALL_TABLES if table.name not in existing]
 
 
 def _move_receipt_entries(conn: sa.Connection) -> None:
-    """Move the receipts an earlier version queued as ``ReceiveQueue`` entries onto
-    their messages' rows (mpg.server.receipts), once, as the columns are added.
+    """Move the receipts an earlier version queued as ``ReceiveQueue`` entries to
+    ``ReceiptQueue``, once, as that table is made.
 
     A stored receipt stays stored; a queued or leased one is queued again, so its
     sender fetches it once more under its new id (a gateway applies a receipt it
     has seen before as a no-op) rather than acknowledging an entry that is gone.
     """
-    t, r = transmit_queue.c, receive_queue.c
-    of_message = sa.and_(r.MessageId == t.MessageId, r.Kind == model.DeliveryKind.RECEIPT)
-    stored = sa.exists().where(of_message, r.State == states.EntryState.ACKED)
-    conn.execute(
-        transmit_queue.update()
-        .where(sa.exists().where(of_message))
-        .values(
-            ReceiptState=sa.case(
-                (stored, states.ReceiptState.ACKED), else_=states.ReceiptState.QUEUED
-            ),
-            ReceiptSeq=sa.select(sa.func.min(r.CreatedSeq)).where(of_message).scalar_subquery(),
-        )
+    r = receive_queue.c
+    old = r.Kind == model.DeliveryKind.RECEIPT
+    state = sa.case(
+        (r.State == states.EntryState.ACKED, states.ReceiptState.ACKED),
+        else_=states.ReceiptState.QUEUED,
     )
-    conn.execute(receive_queue.delete().where(r.Kind == model.DeliveryKind.RECEIPT))
+    moved = sa.select(
+        r.MessageId,
+        r.Recipient,
+        r.TxMessageId,
+        sa.func.coalesce(r.Served, 0),
+        sa.func.coalesce(r.Recalled, 0),
+        r.PriorityRank,
+        state,
+        r.CreatedSeq,
+    ).where(old)
+    columns = [
+        "MessageId",
+        "SenderAccount",
+        "TxMessageId",
+        "Served",
+        "Recalled",
+        "PriorityRank",
+        "State",
+        "CreatedSeq",
+    ]
+    conn.execute(receipt_queue.insert().from_select(columns, moved))
+    conn.execute(receive_queue.delete().where(old))
 
 
 def _widen_single_floats(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
@@ -547,13 +575,9 @@ def _widen_single_floats(conn: sa.Connection, table: sa.Table, inspector: sa.Ins
         conn.exec_driver_sql(f"ALTER TABLE {quoted} MODIFY {name} DOUBLE {null}")
 
 
-def _add_missing_columns(
-    conn: sa.Connection, table: sa.Table, inspector: sa.Inspector
-) -> list[str]:
-    """Add ``table``'s nullable columns the database lacks; return their names."""
+def _add_missing_columns(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
     present = {c["name"] for c in inspector.get_columns(table.name)}
     quoted = conn.dialect.identifier_preparer.format_table(table)
-    added: list[str] = []
     for column in table.columns:
         if column.name in present:
             continue
@@ -564,8 +588,6 @@ def _add_missing_columns(
             )
         ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD {ddl}")
-        added.append(column.name)
-    return added
 
 
 def _add_missing_indexes(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:

@@ -439,6 +439,10 @@ def timeline(engine: sa.Engine, vault: Vault, message_id: str) -> Timeline:
         events = _events(conn, [row.MessageId])
         recall_ids = _recalls(conn, vault, row, events)
         entries = _entries(conn, [row.MessageId, *recall_ids])
+        q = tables.receipt_queue.c
+        receipt_state = conn.execute(
+            sa.select(q.State).where(q.MessageId == row.MessageId)
+        ).scalar()
         recall_events = _events(conn, recall_ids)
         j = tables.push_job.c
         jobs = conn.execute(
@@ -447,7 +451,9 @@ def timeline(engine: sa.Engine, vault: Vault, message_id: str) -> Timeline:
         ids = {str(row.SenderAccount)} | {str(e.Recipient) for e in entries}
         names = vault.names(conn, ids)
         kinds = _kinds(conn, ids)
-    return _assemble(message, events, entries, recall_ids, recall_events, jobs, names, kinds)
+    return _assemble(
+        message, receipt_state, events, entries, recall_ids, recall_events, jobs, names, kinds
+    )
 
 
 def _events(conn: sa.Connection, message_ids: Sequence[str]) -> list[tables.Row]:
@@ -512,6 +518,7 @@ def _kinds(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
 
 def _assemble(
     message: Mapping[str, Any],
+    receipt_state: str | None,
     events: Sequence[tables.Row],
     entries: Sequence[tables.Row],
     recall_ids: Sequence[str],
@@ -572,7 +579,7 @@ def _assemble(
         )
     final = is_final(
         str(message["State"]),
-        message["ReceiptState"],
+        receipt_state,
         (str(e.State) for e in entries),
         (str(job.State) for job in jobs),
     )

@@ -223,8 +223,7 @@ def test_a_message_handed_out_from_memory_is_the_one_the_database_holds(
     reads: list[str] = []
 
     def note(conn: object, cursor: object, statement: str, *args: object) -> None:
-        # The look for receipts owed to bob reads message rows by their sender: not these.
-        if re.search(r"FROM\W+TransmitQueue\b", statement) and "ReceiptState" not in statement:
+        if re.search(r"FROM\W+TransmitQueue\b", statement):
             reads.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", note)
@@ -310,18 +309,18 @@ def test_a_receipt_goes_out_by_its_message_s_priority_among_the_deliveries(
     assert order == [urgent, normal.message_id, low]
 
 
-def test_receipt_entries_of_an_earlier_version_move_onto_their_messages(
+def test_receipt_entries_of_an_earlier_version_move_to_the_receipt_queue(
     engine: sa.Engine, store: accounts.AccountStore, q: queues.QueueStore
 ) -> None:
-    """A database whose receipts are ReceiveQueue entries (before the receipt columns)
-    gets them moved at start: a stored one stays stored, a leased or queued one is
-    fetched under its new id, in the order the entries had; no receipt entry is left."""
+    """A database whose receipts are ReceiveQueue entries (before ReceiptQueue) gets
+    them moved at start: a stored one stays stored, a leased or queued one is fetched
+    under its new id, in the order the entries had; no receipt entry is left."""
     stored, leased, waiting = messages = [message(("bob",)) for _ in range(3)]
     ids = served(q, messages)
-    t, r = tables.transmit_queue.c, tables.receive_queue.c
+    r = tables.receive_queue.c
     sender_id = store.vault.account_id(SENDER)
     with engine.begin() as conn:
-        conn.execute(tables.transmit_queue.update().values(ReceiptState=None, ReceiptSeq=None))
+        tables.receipt_queue.drop(conn)
         conn.execute(
             tables.receive_queue.insert(),
             [
@@ -343,21 +342,13 @@ def test_receipt_entries_of_an_earlier_version_move_onto_their_messages(
                 )
             ],
         )
-        [index] = [i for i in tables.transmit_queue.indexes if i.name == "IX_TransmitQueue_Receipt"]
-        index.drop(conn)
-        quote = conn.dialect.identifier_preparer.quote
-        for column in ("ReceiptState", "ReceiptLeaseUntil", "ReceiptSeq"):
-            conn.exec_driver_sql(
-                f"ALTER TABLE {quote('TransmitQueue')} DROP COLUMN {quote(column)}"
-            )
-    engine.dispose()
-    tables.create_tables(engine)
+    assert tables.create_tables(engine) == ["ReceiptQueue"]
     got = q.fetch(SENDER, 10, 60).receipts
     assert [x.tx_message_id for x in got] == [waiting.tx_message_id, leased.tx_message_id]
+    assert [(x.served, x.recalled) for x in got] == [(1, 0), (1, 0)]
     assert q.ack(SENDER, [x.entry_id for x in got]) == 2
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).where(r.Kind == "receipt")).scalar() == 0
-        assert set(conn.execute(sa.select(t.ReceiptState)).scalars()) == {"acked"}
     assert q.submit(SENDER, [stored])[0].served_at_once
 
 

@@ -193,6 +193,6 @@ def test_a_receipt_is_read_as_an_entry_with_sql_server_s_string_concatenation() 
     queued, expired = receipts.candidate_queries(10)
     for statement in (queued, expired):
         sql = str(statement.compile(dialect=MSSQL))
-        assert "'receipt:' + [TransmitQueue].[MessageId] AS [EntryId]" in sql, sql
+        assert "'receipt:' + [ReceiptQueue].[MessageId] AS [EntryId]" in sql, sql
         assert "TOP" in sql, sql
         assert "LIMIT" not in sql, sql
