@@ -127,6 +127,11 @@ _CANDIDATE_COLUMNS: Final = (
     _r.VisibleBccEnc,
     _r.PriorityRank,
     _r.CreatedSeq,
+    # NULL in a message's entry; named so that receipts (mpg.server.receipts) come in
+    # the same shape, in one statement where the database can (plans.at_once).
+    _r.TxMessageId,
+    _r.Served,
+    _r.Recalled,
 )
 _LEASE: Final = (
     tables.receive_queue.update()
@@ -232,6 +237,16 @@ def _candidate_queries(max_items: int) -> tuple[sa.Select[Any], sa.Select[Any]]:
         (_r.PriorityRank, _r.CreatedSeq),
         max_items,
     )
+
+
+@functools.lru_cache(maxsize=128)
+def _due(max_items: int, dialect: str) -> tuple[sa.Executable, ...]:
+    """The statements that find what a fetch may lease (``b_account``, ``b_now``):
+    the account's entries and receipts, queued and with their lease run out; one
+    statement where the database can run them as one (:func:`mpg.db.plans.at_once`)."""
+    selects = (*_candidate_queries(max_items), *receipts.candidate_queries(max_items))
+    combined = plans.at_once(selects, dialect)
+    return selects if combined is None else (combined,)
 
 
 @dataclasses.dataclass
@@ -883,17 +898,11 @@ class QueueStore:
         that may be delivered, in delivery order; return them and the ids of those
         whose earlier lease ran out."""
         found: list[tables.Row] = []
-        expired: set[str] = set()
-        for queued_query, expired_query in (
-            _candidate_queries(max_items),
-            receipts.candidate_queries(max_items),
-        ):
-            found += conn.execute(queued_query, {"b_account": account}).all()
-            again = conn.execute(expired_query, {"b_account": account, "b_now": now}).all()
-            found += again
-            expired.update(e.EntryId for e in again)
+        params = {"b_account": account, "b_now": now}
+        for statement in _due(max_items, conn.dialect.name):
+            found += conn.execute(statement, params).all()
         found.sort(key=lambda e: (e.PriorityRank, e.CreatedSeq))
-        return found[:max_items], expired
+        return found[:max_items], {e.EntryId for e in found if e.Again}
 
     @staticmethod
     def _lease(

@@ -41,11 +41,7 @@ from mpg.wire import model
 ID_PREFIX: Final = "receipt:"
 
 _q = tables.receipt_queue.c
-
-
-def receipt_id(message_id: str) -> str:
-    """The id a sender acknowledges the receipt of ``message_id`` by."""
-    return ID_PREFIX + message_id
+_r = tables.receive_queue.c
 
 
 def split_ids(ids: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -90,12 +86,16 @@ def _text(value: str) -> sa.ColumnElement[str]:
     return sa.literal_column(f"'{value}'", sa.Unicode)
 
 
-#: A receipt as a fetch candidate: named as a queue entry's columns (the fetch orders
-#: and leases both by these), with what the wire's Receipt says.
+#: A receipt as a fetch candidate: a queue entry's columns in their order (the fetch
+#: reads, orders and leases both alike), with what the wire's Receipt says.
 _AS_ENTRY: Final = (
     (_text(ID_PREFIX) + _q.MessageId).label("EntryId"),
     _q.MessageId,
     _text(model.DeliveryKind.RECEIPT).label("Kind"),
+    # Typed: in one statement with the entries' columns, PostgreSQL takes an untyped
+    # NULL for text, which a bytea column cannot join.
+    sa.cast(sa.null(), _r.VisibleBcc.type).label("VisibleBcc"),
+    sa.cast(sa.null(), _r.VisibleBccEnc.type).label("VisibleBccEnc"),
     _q.PriorityRank,
     _q.CreatedSeq,
     _q.TxMessageId,
