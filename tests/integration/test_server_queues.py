@@ -278,7 +278,8 @@ def test_a_receipt_not_acknowledged_within_its_lease_is_fetched_again(
     q: queues.QueueStore, clock: ManualClock
 ) -> None:
     """A leased receipt goes out again, the same, once its lease runs out; another
-    sender cannot acknowledge it; once stored it never comes back."""
+    sender, or an id that only looks like a receipt's, cannot acknowledge it; once
+    stored it never comes back."""
     msg = message(("bob",))
     served(q, [msg])
     [first] = q.fetch(SENDER, 10, 60).receipts
@@ -287,6 +288,7 @@ def test_a_receipt_not_acknowledged_within_its_lease_is_fetched_again(
     [again] = q.fetch(SENDER, 10, 60).receipts
     assert again == first
     assert q.ack(OTHER_SENDER, [again.entry_id]) == 0
+    assert q.ack(SENDER, ["receipt:", "receipt:no-such", "receipt:" + again.entry_id]) == 0
     assert q.ack(SENDER, [again.entry_id]) == 1
     assert q.ack(SENDER, [again.entry_id]) == 1  # done; stored once
     clock.now += 61
