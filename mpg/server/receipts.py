@@ -11,8 +11,8 @@ wider rows and four indexes that every one of its three writes kept up; on
 PostgreSQL a write that changes an indexed column adds an entry to every index of
 its table. ``ReceiptQueue`` holds only what a receipt says and one index beside its
 key, the one a sender's fetch reads. (Kept on the message's ``TransmitQueue`` row
-instead, with its eight indexes, the receipt's writes cost PostgreSQL twice as
-much: docs/benchmarks.md.)
+instead, with the eight indexes that table then had, the receipt's writes cost
+PostgreSQL twice as much: docs/benchmarks.md.)
 
 On the wire a receipt's id is :data:`ID_PREFIX` + MessageId: the ids of an
 acknowledgement tell receipts from queue entries without a look
