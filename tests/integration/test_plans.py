@@ -46,7 +46,7 @@ def test_a_row_check_keeps_the_same_rows_as_its_conditions_joined_with_and(db_ur
     assert [row.Id for row in checked] == [1]  # NULLs drop out as with AND
 
 
-def _plan(conn: sa.Connection, statement: sa.Select[Any]) -> str:
+def _plan(conn: sa.Connection, statement: sa.Select[Any] | sa.CompoundSelect[Any]) -> str:
     sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     if conn.dialect.name == "sqlite":
         return " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
@@ -142,3 +142,24 @@ def test_sqlite_finds_awkward_keys_through_its_json_list_and_through_the_in_list
             found[json_list] = conn.scalars(listed, {"p_who": [*awkward, "other"]}).all()
         engine.dispose()
     assert found[True] == found[False] == awkward
+
+
+def test_a_fetch_looks_in_its_four_places_with_one_statement_where_the_database_can(
+    db_url: str,
+) -> None:
+    """Entries and receipts, queued and lease-expired: one statement on SQLite and
+    PostgreSQL, four elsewhere; on SQLite each part walks its index, nothing sorted."""
+    engine = tables.create_engine(db_url)
+    tables.create_tables(engine)
+    with engine.connect() as conn:
+        name = conn.dialect.name
+        statements = queues._due(100, name)
+        assert len(statements) == (1 if name in ("sqlite", "postgresql") else 4)
+        if name == "sqlite":
+            [statement] = statements
+            assert isinstance(statement, sa.CompoundSelect)
+            plan = _plan(conn, statement.params(b_account="a", b_now=1.0))
+            assert plan.count("USING INDEX IX_ReceiveQueue_Fetch") == 2, plan
+            assert plan.count("USING INDEX IX_ReceiptQueue_Fetch") == 2, plan
+            assert "TEMP B-TREE" not in plan, plan
+    engine.dispose()
