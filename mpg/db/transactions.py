@@ -253,6 +253,36 @@ def chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
         yield values[start : start + size]
 
 
+def update_returning(
+    conn: sa.Connection,
+    keys: Sequence[Any],
+    params: dict[str, Any],
+    *,
+    returning: sa.UpdateBase,
+    lock: sa.Select[Any],
+    update: sa.Update,
+) -> list[sa.Row[Any]]:
+    """Run an UPDATE of the rows keyed ``keys`` (bound as ``b_ids``, in
+    :func:`chunks`; ``params`` besides) and return the rows it changed.
+
+    ``returning`` (the UPDATE … RETURNING) where the database has it (SQLite,
+    PostgreSQL, SQL Server): one statement. Elsewhere ``lock`` reads the rows the
+    update will change ``FOR UPDATE`` (in key order, so two such updates cannot
+    deadlock), then ``update`` changes them.
+    """
+    changed: list[sa.Row[Any]] = []
+    for part in chunks(keys):
+        bound = {**params, "b_ids": part}
+        if conn.dialect.update_returning:
+            changed.extend(conn.execute(returning, bound))
+            continue
+        locked = conn.execute(lock, bound).all()
+        if locked:
+            conn.execute(update, bound)
+        changed.extend(locked)
+    return changed
+
+
 #: Longest the probe waits for a SQLite write lock before calling the database busy.
 PROBE_LOCK_TIMEOUT_MS: Final = 500
 

@@ -3,9 +3,10 @@
 A message goes when it was received more than ``server.retention_days`` ago and is
 finished: served (every recipient acknowledged or withdrawn) or refused, with no
 queue entry of it still waiting and no receipt its sender has not stored yet. Its
-queue entries, events, push jobs, keyword rows, attachment rows and attachment files go
-with it; push jobs of no message (publications) and the records of device removals
-(``DeviceRemoval``, for ``mpg server explain``) go once they are that old.
+queue entries, receipt, events, push jobs, keyword rows, attachment rows and
+attachment files go with it; push jobs of no message (publications) and the records
+of device removals (``DeviceRemoval``, for ``mpg server explain``) go once they are
+that old.
 Rows are deleted in batches, each its own transaction; files are removed after the
 commit, so a crash leaves at worst an orphan file, never a row without its file.
 

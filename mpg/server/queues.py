@@ -225,7 +225,6 @@ _STAGES: Final = sa.select(tables.upload_stage).where(
 )
 
 
-@functools.lru_cache(maxsize=64)
 def _candidate_queries(max_items: int) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The selects of an account's queued entries and of those whose lease ran out,
     in delivery order, locked (``b_account``, and ``b_now`` for the second)."""
@@ -755,17 +754,9 @@ class QueueStore:
         if not message_ids:
             return []
         states.check(MessageState.QUEUED, MessageState.SERVED)
-        done: list[tables.Row] = []
-        for part in transactions.chunks(message_ids):
-            params = {"b_ids": part}
-            if conn.dialect.update_returning:
-                done.extend(conn.execute(_SERVE_RETURNING, params))
-                continue
-            locked = conn.execute(_SERVE_LOCK, params).all()
-            if locked:
-                conn.execute(_SERVE, params)
-            done.extend(locked)
-        return done
+        return transactions.update_returning(
+            conn, message_ids, {}, returning=_SERVE_RETURNING, lock=_SERVE_LOCK, update=_SERVE
+        )
 
     # ------------------------------------------------------------------ fetch
 
@@ -1135,16 +1126,14 @@ class QueueStore:
         """
         if entry_ids:
             states.check(EntryState.LEASED, EntryState.ACKED)
-        moving: list[tables.Row] = []
-        for part in transactions.chunks(entry_ids):
-            params = {"b_ids": part, "b_account": account}
-            if conn.dialect.update_returning:
-                moving.extend(conn.execute(_ACK_RETURNING, params))
-                continue
-            locked = conn.execute(_ACK_LOCK, params).all()
-            conn.execute(_ACK, params)
-            moving.extend(locked)
-        return moving
+        return transactions.update_returning(
+            conn,
+            entry_ids,
+            {"b_account": account},
+            returning=_ACK_RETURNING,
+            lock=_ACK_LOCK,
+            update=_ACK,
+        )
 
     @staticmethod
     def _done(conn: sa.Connection, account: str, ids: Sequence[str]) -> int:

@@ -26,7 +26,6 @@ them inside its transactions and asks :func:`mpg.server.states.check` first.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -104,7 +103,6 @@ _AS_ENTRY: Final = (
 )
 
 
-@functools.lru_cache(maxsize=64)
 def candidate_queries(max_items: int) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The selects of a sender's queued receipts and of those whose lease ran out,
     shaped as queue entries and locked (``b_account``, and ``b_now`` for the second)."""
@@ -154,21 +152,16 @@ def lease(conn: sa.Connection, message_ids: Sequence[str], until: float) -> None
 
 def acknowledge(conn: sa.Connection, sender: str, message_ids: list[str]) -> list[str]:
     """Store ``sender``'s leased receipts among ``message_ids`` (sorted); return the
-    MessageIds of those moved.
-
-    Where the database returns what an UPDATE changed that is one statement;
-    elsewhere the rows are first locked in MessageId order, then moved.
-    """
-    moved: list[str] = []
-    for part in transactions.chunks(message_ids):
-        params = {"b_ids": part, "b_account": sender}
-        if conn.dialect.update_returning:
-            moved.extend(conn.execute(_ACK_RETURNING, params).scalars())
-            continue
-        locked = conn.execute(_ACK_LOCK, params).scalars().all()
-        conn.execute(_ACK, params)
-        moved.extend(locked)
-    return moved
+    MessageIds of those moved."""
+    moved = transactions.update_returning(
+        conn,
+        message_ids,
+        {"b_account": sender},
+        returning=_ACK_RETURNING,
+        lock=_ACK_LOCK,
+        update=_ACK,
+    )
+    return [row.MessageId for row in moved]
 
 
 def done(conn: sa.Connection, sender: str, message_ids: Sequence[str]) -> int:

@@ -170,8 +170,8 @@ receipt_queue = sa.Table(
     metadata,
     # The receipt a served message owes its sender (mpg.server.receipts), as narrow as
     # it can be and with one index beside its key: it is written three times (queued,
-    # leased, acknowledged) for every message, and each write of a row updates every
-    # index of its table on PostgreSQL.
+    # leased, acknowledged) for every message, each write changes the indexed State,
+    # and on PostgreSQL such a write adds an entry to every index of its table.
     sa.Column("MessageId", sa.Unicode(50), primary_key=True),
     sa.Column("SenderAccount", sa.Unicode(100), nullable=False),
     sa.Column("TxMessageId", sa.Unicode(50), nullable=False),
