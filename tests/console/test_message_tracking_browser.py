@@ -142,6 +142,9 @@ def test_a_viewer_follows_a_message_on_a_phone_without_change_buttons(
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.get_by_role("link", name=re.compile(r"^[0-9a-f-]{36}$")).click()
     expect(_row(page, "carol@example.com")).to_contain_text("queued")
+    # A click returns once the new page's text is there, perhaps before its stylesheet is
+    # applied (a browser paints nothing until then); the width counts once it is.
+    page.wait_for_load_state("load")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert axe(page) == []
     expect(page.get_by_role("button", name="Recall this message")).to_have_count(0)
