@@ -284,10 +284,11 @@ def in_flight_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
 # at 100 messages/s (docs/benchmarks.md, "2026-12-02 (2)").
 @functools.lru_cache(maxsize=64)
 def _claim_query(
-    kind: ClaimKind, dialect: sa.Dialect, limit: int, peek: bool = False
+    kind: ClaimKind, dialect: sa.Dialect, limit: int, peek: bool = False, among: bool = False
 ) -> sa.Select[Any]:
     """The claim query of ``kind`` (values: ``p_now``, ``p_instance``); with ``peek``,
-    the query of whether there is any such row at all (one id, no lock)."""
+    the query of whether there is any such row at all (one id, no lock); with
+    ``among``, of those rows only the ones whose ids are in ``p_among``."""
     held = sa.exists().where(
         _claimed(dialect),
         _c.Gateway != sa.bindparam("p_instance"),
@@ -302,6 +303,8 @@ def _claim_query(
         query = query.where(_o.State.in_(sorted(states.IN_FLIGHT)), ~held).order_by(
             sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId
         )
+    if among:
+        query = query.where(_o.TxMessageId.in_(sa.bindparam("p_among", expanding=True)))
     if peek:
         return query.with_only_columns(_o.TxMessageId).limit(1)
     return lock_for_claim(query.limit(limit), dialect)
@@ -394,7 +397,16 @@ class OutboxRepository:
             self._hold(conn, [tx for tx, state in moved.items() if state in states.IN_FLIGHT])
 
         self._claim_rows(
-            "ready", limit, what, start, peek=not early_rows, known=known, holders=holders
+            "ready",
+            limit,
+            what,
+            start,
+            peek=not early_rows,
+            known=known,
+            holders=holders,
+            # Under a backlog (a full early read) only the rows read are looked at again:
+            # the full query sorts every waiting row once more, most of a claim's reading.
+            among=list(early_rows) if len(early_rows) == limit else (),
         )
         history.log_steps("out", steps)
         return moved
@@ -420,6 +432,7 @@ class OutboxRepository:
         peek: bool = True,
         known: Mapping[tuple[Any, ...], OutboxRow] | None = None,
         holders: Mapping[str, str] | None = None,
+        among: Sequence[str] = (),
     ) -> list[OutboxRow]:
         """Select and lock up to ``limit`` rows of ``kind`` (the claim queries), then
         replace their claims by this process's (or, with ``start``, let it move the
@@ -431,13 +444,16 @@ class OutboxRepository:
         (``peek``; False when the caller has just read them), so the many wake-ups that
         find nothing never block the ERP. ``known``: the caller's earlier read of the
         rows (:meth:`OutboxRow.read_rows`); a row found unchanged is that same object.
+        ``among``: ids of that read; only they are looked at again, by key (a row
+        written since that read then waits for the next claim).
         """
         values = holders or self._holders()
         if peek and self.engine.dialect.name == "sqlite" and not self._any(kind, values, what):
             return []
         with transactions.begin(self.engine, what) as conn:
-            query = _claim_query(kind, conn.dialect, limit)
-            rows = OutboxRow.from_rows(conn.execute(query, values), known)
+            query = _claim_query(kind, conn.dialect, limit, among=bool(among))
+            params = {**values, "p_among": list(among)} if among else values
+            rows = OutboxRow.from_rows(conn.execute(query, params), known)
             if rows:
                 # The old claims are expired or this process's own (the query said so).
                 self._release(conn, [r.tx_message_id for r in rows])

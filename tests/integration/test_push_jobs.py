@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import pathlib
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
@@ -423,3 +425,22 @@ def test_workers_claiming_at_once_never_get_the_same_job(engine: sa.Engine) -> N
         claimed = [job for part in pool.map(lambda _: take(), range(4)) for job in part]
     assert len(claimed) == 200
     assert len(set(claimed)) == 200
+
+
+def test_a_poll_with_no_job_due_takes_no_write_lock_on_sqlite(tmp_path: pathlib.Path) -> None:
+    """The workers' empty polls only read: they go on while a request holds the lock."""
+    path = tmp_path / "server.db"
+    engine = tables.create_engine(f"sqlite:///{path}")
+    tables.create_tables(engine)
+    _pending(engine, 1)
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            # Not due for another minute: a write transaction would wait out the busy
+            # timeout and fail with "database is locked".
+            assert jobs.claim(engine, 10, 60, NOW - 60) == []
+            other.execute("ROLLBACK")
+        [job] = jobs.claim(engine, 10, 60, NOW)
+        assert job.message_id == "m-0"
+    finally:
+        engine.dispose()

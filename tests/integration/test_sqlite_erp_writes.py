@@ -77,6 +77,37 @@ def test_a_batch_is_planned_while_the_erp_can_still_write(
     }
 
 
+def test_under_a_backlog_a_row_written_during_the_plan_waits_for_the_next_claim(
+    sqlite_file: tuple[pathlib.Path, sa.Engine],
+) -> None:
+    """A full batch is claimed among the rows read before the lock (by key, without
+    sorting every waiting row again): an urgent row the ERP wrote meanwhile is not
+    slipped in, and the next claim takes it first."""
+    path, engine = sqlite_file
+    repo = outbox.OutboxRepository(engine, GATEWAY, "utc", instance="a")
+    repo.insert({"TxMessageId": "first", "Priority": "N"})
+    repo.insert({"TxMessageId": "second", "Priority": "N"})
+    planned: list[list[str]] = []
+
+    def plan(rows: Sequence[outbox.OutboxRow]) -> list[outbox.Start]:
+        planned.append([r.tx_message_id for r in rows])
+        if len(planned) == 1:
+            with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as erp:
+                erp.execute(
+                    'INSERT INTO "Outbox" ("TxMessageId", "State", "Priority") VALUES (?, ?, ?)',
+                    ("urgent", states.OutboxState.READY, "H"),
+                )
+        return [
+            outbox.Start(r.tx_message_id, states.OutboxState.ATTACHMENTS_UPLOADED, "claimed")
+            for r in rows
+        ]
+
+    assert repo.claim_and_start(1, plan) == {"first": states.OutboxState.ATTACHMENTS_UPLOADED}
+    assert planned == [["first"]]
+    assert repo.claim_and_start(1, plan) == {"urgent": states.OutboxState.ATTACHMENTS_UPLOADED}
+    assert repo.claim_and_start(1, plan) == {"second": states.OutboxState.ATTACHMENTS_UPLOADED}
+
+
 def test_a_row_the_erp_changed_while_the_batch_was_planned_is_planned_again(
     sqlite_file: tuple[pathlib.Path, sa.Engine],
 ) -> None:
