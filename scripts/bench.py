@@ -154,7 +154,7 @@ class Cluster:
         # The mpg package of another checkout when given (--versus), else this one's: the
         # processes start in that checkout, whose folder `python -m` puts first on sys.path.
         self.tree = tree or CHECKOUT
-        self.env = dict(os.environ, PYTHONPATH=str(self.tree) + os.pathsep + os.environ.get("EXTRA_PYTHONPATH", ""))
+        self.env = dict(os.environ, PYTHONPATH=str(self.tree))
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         ca = trustme.CA()
