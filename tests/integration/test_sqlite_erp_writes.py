@@ -24,6 +24,33 @@ def sqlite_file(tmp_path: pathlib.Path) -> Iterator[tuple[pathlib.Path, sa.Engin
     engine.dispose()
 
 
+def _erp_inserts(path: pathlib.Path, tx: str, priority: str) -> None:
+    """The ERP inserts a ready row, waiting for no lock (timeout 0)."""
+    with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as erp:
+        erp.execute(
+            'INSERT INTO "Outbox" ("TxMessageId", "State", "Priority") VALUES (?, ?, ?)',
+            (tx, states.OutboxState.READY, priority),
+        )
+
+
+def _plan_inserting(
+    path: pathlib.Path, planned: list[list[str]], tx: str, priority: str
+) -> outbox.Plan:
+    """A plan that notes the rows it is given, starts them all, and has the ERP insert
+    row ``tx`` while the first batch is being planned."""
+
+    def plan(rows: Sequence[outbox.OutboxRow]) -> list[outbox.Start]:
+        planned.append([r.tx_message_id for r in rows])
+        if len(planned) == 1:
+            _erp_inserts(path, tx, priority)
+        return [
+            outbox.Start(r.tx_message_id, states.OutboxState.ATTACHMENTS_UPLOADED, "claimed")
+            for r in rows
+        ]
+
+    return plan
+
+
 def test_claim_with_nothing_ready_needs_no_write_lock(
     sqlite_file: tuple[pathlib.Path, sa.Engine],
 ) -> None:
@@ -55,21 +82,8 @@ def test_a_batch_is_planned_while_the_erp_can_still_write(
     repo.insert({"TxMessageId": "ready"})
     planned: list[list[str]] = []
 
-    def plan(rows: Sequence[outbox.OutboxRow]) -> list[outbox.Start]:
-        planned.append([r.tx_message_id for r in rows])
-        if len(planned) == 1:
-            # With the gateway holding the lock, this would fail at once: timeout 0.
-            with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as erp:
-                erp.execute(
-                    'INSERT INTO "Outbox" ("TxMessageId", "State", "Priority") VALUES (?, ?, ?)',
-                    ("during-plan", states.OutboxState.READY, "N"),
-                )
-        return [
-            outbox.Start(r.tx_message_id, states.OutboxState.ATTACHMENTS_UPLOADED, "claimed")
-            for r in rows
-        ]
-
-    moved = repo.claim_and_start(10, plan)
+    # With the gateway holding the lock, the insert would fail at once: timeout 0.
+    moved = repo.claim_and_start(10, _plan_inserting(path, planned, "during-plan", "N"))
     assert planned == [["ready"], ["during-plan"]]
     assert moved == {
         "ready": states.OutboxState.ATTACHMENTS_UPLOADED,
@@ -89,19 +103,7 @@ def test_under_a_backlog_a_row_written_during_the_plan_waits_for_the_next_claim(
     repo.insert({"TxMessageId": "second", "Priority": "N"})
     planned: list[list[str]] = []
 
-    def plan(rows: Sequence[outbox.OutboxRow]) -> list[outbox.Start]:
-        planned.append([r.tx_message_id for r in rows])
-        if len(planned) == 1:
-            with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as erp:
-                erp.execute(
-                    'INSERT INTO "Outbox" ("TxMessageId", "State", "Priority") VALUES (?, ?, ?)',
-                    ("urgent", states.OutboxState.READY, "H"),
-                )
-        return [
-            outbox.Start(r.tx_message_id, states.OutboxState.ATTACHMENTS_UPLOADED, "claimed")
-            for r in rows
-        ]
-
+    plan = _plan_inserting(path, planned, "urgent", "H")
     assert repo.claim_and_start(1, plan) == {"first": states.OutboxState.ATTACHMENTS_UPLOADED}
     assert planned == [["first"]]
     assert repo.claim_and_start(1, plan) == {"urgent": states.OutboxState.ATTACHMENTS_UPLOADED}
