@@ -168,13 +168,15 @@ class Keyring:
         header = self._header()
         label = _FIELD_LABEL + header
         encrypt = self._subkeys[self.current].aead.encrypt
+        # The row's IVs drawn in one read of the system's random source, not one each.
+        ivs = os.urandom(IV_BYTES * len(values))
         sealed: dict[str, bytes | None] = {}
-        for column, value in values.items():
+        for n, (column, value) in enumerate(values.items()):
             if value is None:
                 sealed[column] = None
                 continue
             data = value.encode("utf-8") if isinstance(value, str) else value
-            nonce = _nonce()
+            nonce = ivs[n * IV_BYTES : (n + 1) * IV_BYTES]
             aad = label + _column_prefix(table, column) + row_part
             sealed[column] = header + nonce + encrypt(nonce, data, aad)
         return sealed
