@@ -26,7 +26,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
@@ -207,6 +207,22 @@ def connect(engine: sa.Engine, what: str) -> Iterator[sa.Connection]:
     """A connection for reads (one consistent snapshot; rolled back at the end)."""
     with mapped_errors(what), engine.connect() as conn:
         yield conn
+
+
+def worth_locking(
+    engine: sa.Engine, query: sa.Select[Any], params: Mapping[str, Any], what: str
+) -> bool:
+    """Whether a write transaction about to work on what ``query`` finds should start.
+
+    On SQLite the write lock is the whole database's: every other writer (requests,
+    an ERP's INSERTs) waits while it is held, so a periodic job first reads, without
+    it, whether ``query`` finds a row at all. Elsewhere True: row locks cost nobody
+    else anything, and the read would only add a round trip.
+    """
+    if engine.dialect.name != "sqlite":
+        return True
+    with connect(engine, what) as conn:
+        return conn.execute(query.limit(1), params).first() is not None
 
 
 def compare_and_set(

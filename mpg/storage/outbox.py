@@ -448,7 +448,9 @@ class OutboxRepository:
         written since that read then waits for the next claim).
         """
         values = holders or self._holders()
-        if peek and self.engine.dialect.name == "sqlite" and not self._any(kind, values, what):
+        if peek and not transactions.worth_locking(
+            self.engine, _claim_query(kind, self.engine.dialect, 1, peek=True), values, what
+        ):
             return []
         with transactions.begin(self.engine, what) as conn:
             query = _claim_query(kind, conn.dialect, limit, among=bool(among))
@@ -480,12 +482,6 @@ class OutboxRepository:
         for part in transactions.chunks(tx_ids):
             conn.execute(_DELETE_CLAIMS, {"p_txs": list(part)})
 
-    def _any(self, kind: ClaimKind, holders: Mapping[str, str], what: str) -> bool:
-        """Whether the claim query of ``kind`` finds a row, read without a write lock."""
-        with transactions.connect(self.engine, what) as conn:
-            peek = _claim_query(kind, conn.dialect, 1, peek=True)
-            return conn.execute(peek, holders).first() is not None
-
     def sweep_claims(self) -> int:
         """Delete claims expired for a whole lease; return how many.
 
@@ -494,12 +490,9 @@ class OutboxRepository:
         finished by another). An expired claim binds nobody, so removing it is safe.
         """
         cutoff = timefmt.utc_stamp(-self.lease_seconds)
-        if self.engine.dialect.name == "sqlite":
-            # As in _claim_rows: no write lock (the ERP's too) for nothing to delete.
-            expired = sa.select(_c.TxMessageId).where(_c.LeaseUntil < cutoff).limit(1)
-            with transactions.connect(self.engine, "reading MpgClaim") as conn:
-                if conn.execute(expired).first() is None:
-                    return 0
+        expired = sa.select(_c.TxMessageId).where(_c.LeaseUntil < cutoff)
+        if not transactions.worth_locking(self.engine, expired, {}, "reading MpgClaim"):
+            return 0
         with transactions.begin(self.engine, "sweeping expired MpgClaim rows") as conn:
             result = conn.execute(sa.delete(tables.claim).where(_c.LeaseUntil < cutoff))
             return int(result.rowcount or 0)

@@ -252,12 +252,11 @@ def _claim_once(engine: sa.Engine, limit: int, lease_seconds: float, now: float)
         sa.and_(j.State == JobState.LEASED, j.LeaseUntil < now),
     )
     until = now + lease_seconds
-    if engine.dialect.name == "sqlite":
-        # SQLite's write lock is the whole database's, which every request that writes
-        # waits for: the workers' polls that find nothing (nearly all) only read.
-        with transactions.connect(engine, "looking for due push jobs") as conn:
-            if conn.execute(sa.select(j.JobId).where(due).limit(1)).first() is None:
-                return []
+    # The workers' polls nearly all find nothing.
+    if not transactions.worth_locking(
+        engine, sa.select(j.JobId).where(due), {}, "looking for due push jobs"
+    ):
+        return []
     with transactions.begin(engine, "claiming push jobs") as conn:
         found = conn.execute(
             sa.select(tables.push_job)
