@@ -263,20 +263,32 @@ def lock_for_claim(query: sa.Select[Any], dialect: sa.Dialect) -> sa.Select[Any]
 ClaimKind = Literal["ready", "in_flight"]
 
 
-def ready_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
+def ready_query(dialect: sa.Dialect, limit: int, rowid: bool = False) -> sa.Select[Any]:
     """Ready rows no other process's live claim holds, in pickup order, locked for claiming.
 
     Takes ``p_now`` (UTC stamp) and ``p_instance`` (this process). This process's own
     claims do not count: a process restarted after dying between claim and move takes
-    those rows again at once.
+    those rows again at once. ``rowid``: ties in the order rows were written (SQLite).
     """
-    return _claim_query("ready", dialect, limit)
+    return _claim_query("ready", dialect, limit, rowid=rowid)
 
 
-def in_flight_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
+def in_flight_query(dialect: sa.Dialect, limit: int, rowid: bool = False) -> sa.Select[Any]:
     """Rows in flight not held by another live process, oldest first, locked for
     claiming; takes ``p_now`` and ``p_instance`` as :func:`ready_query` does."""
-    return _claim_query("in_flight", dialect, limit)
+    return _claim_query("in_flight", dialect, limit, rowid=rowid)
+
+
+def _stored_order(rowid: bool) -> sa.ColumnElement[Any]:
+    """The pickup order's last key: the order the table keeps its rows in.
+
+    A SQLite table with a rowid keeps rows in the order they were written; taking ties
+    in that order makes a batch rows that sit side by side, so each of its three
+    updates rewrites a quarter of the pages that rows scattered by a GUID key touch
+    (docs/benchmarks.md, "2026-12-02 (6)"). MariaDB, SQL Server and a WITHOUT ROWID
+    table keep rows by TxMessageId, PostgreSQL keeps no useful order: TxMessageId.
+    """
+    return sa.literal_column("_rowid_") if rowid else _o.TxMessageId
 
 
 # Built once per database, kind and size: a claim query built anew for every wake-up
@@ -284,11 +296,17 @@ def in_flight_query(dialect: sa.Dialect, limit: int) -> sa.Select[Any]:
 # at 100 messages/s (docs/benchmarks.md, "2026-12-02 (2)").
 @functools.lru_cache(maxsize=64)
 def _claim_query(
-    kind: ClaimKind, dialect: sa.Dialect, limit: int, peek: bool = False, among: bool = False
+    kind: ClaimKind,
+    dialect: sa.Dialect,
+    limit: int,
+    peek: bool = False,
+    among: bool = False,
+    rowid: bool = False,
 ) -> sa.Select[Any]:
     """The claim query of ``kind`` (values: ``p_now``, ``p_instance``); with ``peek``,
     the query of whether there is any such row at all (one id, no lock); with
-    ``among``, of those rows only the ones whose ids are in ``p_among``."""
+    ``among``, of those rows only the ones whose ids are in ``p_among``; ``rowid``:
+    ties go in rowid order (:func:`_stored_order`)."""
     held = sa.exists().where(
         _claimed(dialect),
         _c.Gateway != sa.bindparam("p_instance"),
@@ -297,11 +315,11 @@ def _claim_query(
     query = sa.select(tables.outbox)
     if kind == "ready":
         query = query.where(_o.State == states.OutboxState.READY, ~held).order_by(
-            _PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId
+            _PRIORITY_RANK, sa.func.coalesce(_o.StatusTime, ""), _stored_order(rowid)
         )
     else:
         query = query.where(_o.State.in_(sorted(states.IN_FLIGHT)), ~held).order_by(
-            sa.func.coalesce(_o.StatusTime, ""), _o.TxMessageId
+            sa.func.coalesce(_o.StatusTime, ""), _stored_order(rowid)
         )
     if among:
         query = query.where(_o.TxMessageId.in_(sa.bindparam("p_among", expanding=True)))
@@ -334,6 +352,7 @@ class OutboxRepository:
         self.lease_seconds = lease_seconds
         #: OutboxAttachment.SourceUri as found; a path that does not fit is stored as NULL.
         self.source_uri_width = source_uri_width
+        self._rowid: bool | None = None  # found at the first claim (_rowid_order)
 
     # -- claiming --------------------------------------------------------------------
 
@@ -368,7 +387,7 @@ class OutboxRepository:
         known: dict[tuple[Any, ...], OutboxRow] = {}
         if self.engine.dialect.name == "sqlite":
             with transactions.connect(self.engine, what) as conn:
-                ready = ready_query(conn.dialect, limit)
+                ready = ready_query(conn.dialect, limit, self._rowid_order())
                 seen, known = OutboxRow.read_rows(conn.execute(ready, holders))
             if not seen:
                 return moved
@@ -418,6 +437,17 @@ class OutboxRepository:
         """
         return self._claim_rows("in_flight", limit, "taking over in-flight Outbox rows")
 
+    def _rowid_order(self) -> bool:
+        """Whether Outbox is a SQLite table with a rowid, whose ties are picked in the
+        order the rows were written (:func:`_stored_order`); looked up once."""
+        if self._rowid is None:
+            self._rowid = False
+            if self.engine.dialect.name == "sqlite":
+                with transactions.connect(self.engine, "reading Outbox's layout") as conn:
+                    options = sa.inspect(conn).get_table_options(tables.outbox.name)
+                self._rowid = options.get("sqlite_with_rowid", True) is not False
+        return self._rowid
+
     def _holders(self) -> dict[str, str]:
         """The claim queries' values now: claims of other processes that still hold."""
         return {"p_now": timefmt.utc_stamp(), "p_instance": self.instance}
@@ -449,11 +479,16 @@ class OutboxRepository:
         """
         values = holders or self._holders()
         if peek and not transactions.worth_locking(
-            self.engine, _claim_query(kind, self.engine.dialect, 1, peek=True), values, what
+            self.engine,
+            _claim_query(kind, self.engine.dialect, 1, peek=True, rowid=self._rowid_order()),
+            values,
+            what,
         ):
             return []
         with transactions.begin(self.engine, what) as conn:
-            query = _claim_query(kind, conn.dialect, limit, among=bool(among))
+            query = _claim_query(
+                kind, conn.dialect, limit, among=bool(among), rowid=self._rowid_order()
+            )
             params = {**values, "p_among": list(among)} if among else values
             rows = OutboxRow.from_rows(conn.execute(query, params), known)
             if rows:

@@ -222,15 +222,15 @@ def test_missing_table_is_a_permanent_storage_error(db_url: str) -> None:
 # -- Outbox ----------------------------------------------------------------------------
 
 
-def test_claim_orders_by_priority_then_status_time_then_id(
+def test_claim_orders_by_priority_then_status_time(
     repo: outbox.OutboxRepository,
 ) -> None:
-    """State-10 rows come E, H, N (NULL, '' and unknown count as N), L, then oldest, then id."""
+    """State-10 rows come E, H, N (NULL, '' and unknown count as N), L, then oldest."""
     rows = [
         ("low", "L", "2024-01-01 00:00:00", 10),
         ("normal-late", "N", "2024-01-03 00:00:00", 10),
-        ("null-prio", None, "2024-01-02 00:00:00", 10),
         ("blank-prio", "", "2024-01-02 00:00:00", 10),
+        ("null-prio", None, "2024-01-02 00:00:00", 10),
         ("odd-prio", "X", "2024-01-01 00:00:00", 10),
         ("high", "h", "2024-01-05 00:00:00", 10),
         ("urgent", "E", "2024-01-09 00:00:00", 10),
@@ -250,6 +250,40 @@ def test_claim_orders_by_priority_then_status_time_then_id(
     other = outbox.OutboxRepository(repo.engine, GATEWAY, "utc", instance="other")
     picked = [r.tx_message_id for r in other.claim(100)]
     assert picked == ["odd-prio", "blank-prio", "null-prio", "normal-late", "low"]
+
+
+def _erp_ready_rows(url: str, txs: list[str]) -> None:
+    """Rows written as an ERP writes them: same priority, no StatusTime, State 10."""
+    with erp(url) as conn:
+        for tx in txs:
+            erp_sql(conn, "INSERT INTO [Outbox] ([TxMessageId], [State]) VALUES (:tx, 10)", tx=tx)
+
+
+def test_ties_are_picked_in_the_order_the_table_keeps_its_rows(
+    repo: outbox.OutboxRepository, db_url: str
+) -> None:
+    """Rows of one priority and StatusTime go on SQLite in the order they were written
+    (rowid), elsewhere by TxMessageId, the key MariaDB and SQL Server keep rows by."""
+    _erp_ready_rows(db_url, ["c", "a", "d", "b"])
+    picked = [r.tx_message_id for r in repo.claim(3)]
+    sqlite = repo.engine.dialect.name == "sqlite"
+    assert picked == (["c", "a", "d"] if sqlite else ["a", "b", "c"])
+
+
+def test_a_without_rowid_outbox_picks_ties_by_tx_message_id(tmp_path: pathlib.Path) -> None:
+    """An ERP's Outbox made WITHOUT ROWID keeps rows by TxMessageId: ties go in that order."""
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    eng = database.create_engine(url)
+    try:
+        ddl = str(sa.schema.CreateTable(tables.outbox).compile(dialect=eng.dialect))
+        with eng.begin() as conn:
+            conn.exec_driver_sql(ddl.rstrip() + " WITHOUT ROWID")
+        database.init_db(eng)
+        _erp_ready_rows(url, ["c", "a", "d", "b"])
+        repo = outbox.OutboxRepository(eng, GATEWAY, "utc")
+        assert [r.tx_message_id for r in repo.claim(3)] == ["a", "b", "c"]
+    finally:
+        eng.dispose()
 
 
 def test_compare_and_set_loses_to_a_concurrent_void(
