@@ -295,8 +295,8 @@ class World:
         cred.chmod(0o600)
 
     def stop_all(self) -> None:
-        for server in self.local_servers:
-            server.stop()
+        # Clients first: a server stopped under them leaves their kept-alive
+        # connections open until its graceful shutdown gives up on them.
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -306,6 +306,8 @@ class World:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for server in self.local_servers:
+            server.stop()
 
 
 class InProcessServer:

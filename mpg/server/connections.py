@@ -62,8 +62,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Count what arrives before the headers are complete; the first byte of a
-        kept-alive connection's next request starts the clock again."""
-        if self.transport.is_closing():
+        kept-alive connection's next request starts the clock again. Bytes that come
+        as the server's loop closes (a client still sending while the server stops)
+        are dropped: nothing can answer them any more."""
+        if self.transport.is_closing() or self.loop.is_closed():
             return
         if self._awaiting_headers:
             if self._header_timer is None:
