@@ -8,10 +8,8 @@ when refused).
 
 Under a backlog (the claim came back full) the next batch is claimed while the
 current one is at the server: the request goes out from a thread of its own, the claim
-runs meanwhile. The next cycle submits that batch at once, and records the answer to
-the one before while it is at the server, so the server never waits for this
-process's bookkeeping. Idle, nothing is claimed ahead and an answer is recorded as
-soon as it comes, so a lone row costs no extra look and no extra wait.
+runs meanwhile, and the answer is recorded once both are done. The next cycle submits
+that batch at once. Idle, nothing is claimed ahead, so a lone row costs no extra look.
 
 Whatever belongs to one row fails only that row: a value of the wrong type, a message
 too large for any request, a file outside ``attachment_roots`` (:mod:`attachroots`).
@@ -139,8 +137,6 @@ class OutboundWorker:
         self._backlog = False
         #: Rows claimed while the previous batch was at the server, to submit next.
         self._ahead: list[_Work] | None = None
-        #: Records the answer to the last request; run while the next is at the server.
-        self._unrecorded: Callable[[], None] | None = None
         self._attempt = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not secrecy
         self._voider = voiding.Voider(repo, push)
@@ -187,11 +183,6 @@ class OutboundWorker:
                 self._wake.clear()
         if self._ahead:
             self._finish_ahead()
-        try:
-            self._record_answered()
-        except Exception as exc:
-            # Accepted by the server, the rows are resumed (and recognised) at the next start.
-            log.warning("outbound_stopped_in_flight", error=str(exc))
         log.info("outbound_stopped")
 
     def _finish_ahead(self) -> None:
@@ -210,16 +201,7 @@ class OutboundWorker:
     def run_once(self) -> int:
         """One cycle: resume rows in flight if needed, then take a batch of new ones."""
         handled = 0
-        sweep = time.monotonic() >= self._next_void_sweep
-        if sweep or not self._ahead:
-            # The answer waits only for a batch in hand that goes out at once; and the
-            # void sweep must find the rows where the answer put them.
-            try:
-                self._record_answered()
-            except Exception:
-                self._resume = True  # the rows it left in flight, at once
-                raise
-        if sweep:
+        if time.monotonic() >= self._next_void_sweep:
             # In this thread, not the scheduler's: a void seen here can never race
             # the submit of the same row.
             self._voider.sweep()
@@ -253,16 +235,6 @@ class OutboundWorker:
 
     def _claim_ahead(self) -> None:
         self._ahead = self._claim(self._batch)
-
-    def _record_answered(self) -> None:
-        """Record the answer to the last request if that is still to be done.
-
-        Taken before it runs: should recording fail, the rows stay in flight and are
-        resumed, and the server recognises them, rather than recorded again later.
-        """
-        record, self._unrecorded = self._unrecorded, None
-        if record is not None:
-            record()
 
     def expire(self) -> int:
         """Move rows not sent within the send timeout to 97; returns how many."""
@@ -432,10 +404,8 @@ class OutboundWorker:
         ]
         if ready:
             self._submit(ready, meanwhile)
-        else:
-            self._record_answered()
-            if meanwhile is not None:
-                meanwhile()
+        elif meanwhile is not None:
+            meanwhile()
         return len(work)
 
     def _upload(self, item: _Work) -> bool:
@@ -525,36 +495,20 @@ class OutboundWorker:
     def _submit_batch(
         self, ready: list[_Work], meanwhile: Callable[[], None] | None = None
     ) -> None:
-        """Send one request; record its answer now, or, when the next batch is in hand
-        and goes out at once, while that one is at the server (:meth:`_record_answered`).
-        ``meanwhile`` runs while this request is at the server."""
         started = time.monotonic()
         messages, pieces = [i.valid.message for i in ready], [i.piece() for i in ready]
         trouble = None
-        before = _chain(self._unrecorded, meanwhile)
-        self._unrecorded = None
-        if before is None:
+        if meanwhile is None:
             results = self._push.submit(messages, pieces)
         else:
-            results, trouble = overlapped(lambda: self._push.submit(messages, pieces), before)
+            results, trouble = overlapped(lambda: self._push.submit(messages, pieces), meanwhile)
         faults.reach(faults.OUTBOUND_SUBMITTED)
         log.debug("batch_submitted", count=len(ready), seconds=round(time.monotonic() - started, 4))
-        done = time.monotonic()
         by_tx = {i.tx: i for i in ready}
+        done = time.monotonic()
         for result in results:
             if result.accepted:
                 metrics.DELIVERY_LATENCY.observe(done - by_tx[result.tx_message_id].started)
-        if trouble is not None:
-            self._record_results(ready, results)
-            raise trouble
-        if self._ahead and not self._stop.is_set():
-            self._unrecorded = lambda: self._record_results(ready, results)
-        else:
-            self._record_results(ready, results)
-
-    def _record_results(self, ready: list[_Work], results: list[model.SubmitResult]) -> None:
-        """Record the server's answers to the request that carried ``ready``."""
-        by_tx = {i.tx: i for i in ready}
         moved: set[str] = set()
         for state in (S.ATTACHMENTS_UPLOADED, S.UPLOADED):
             moved |= self._record(
@@ -563,6 +517,8 @@ class OutboundWorker:
         for result in results:
             if result.accepted and not result.served_at_once and result.tx_message_id not in moved:
                 self._check_voided(result, by_tx[result.tx_message_id].state)
+        if trouble is not None:
+            raise trouble
 
     def _check_voided(self, result: model.SubmitResult, sent_from: S) -> None:
         """An accepted row that did not move was voided meanwhile: recall it."""
@@ -652,24 +608,6 @@ def overlapped(
             log.warning("claim_ahead_failed", error=str(trouble))
         raise failure[0]
     return outcome[0], trouble
-
-
-def _chain(
-    first: Callable[[], None] | None, then: Callable[[], None] | None
-) -> Callable[[], None] | None:
-    """``first()`` then ``then()``, either may be None; ``then`` runs even when
-    ``first`` raised, whose error is raised after."""
-    if first is None or then is None:
-        return first or then
-    do_first, do_then = first, then
-
-    def both() -> None:
-        try:
-            do_first()
-        finally:
-            do_then()
-
-    return both
 
 
 def cut(items: Sequence[_T], sizes: Sequence[int], budget: int) -> list[list[_T]]:
