@@ -335,11 +335,13 @@ def count(db: Db, sql: str) -> int:
 def burst(cluster: Cluster, n: int) -> dict[str, Any]:
     a, b = cluster.db("a"), cluster.db("b")
     txs = [str(uuid.uuid4()) for _ in range(n)]
+    cpu_before = cpu_seconds(cluster.procs)
     start = time.time()
     t = insert(a, [row(tx) for tx in txs])
     inserted = dict.fromkeys(txs, t)
     wait("burst delivered", lambda: count(b, 'SELECT COUNT(*) FROM "Inbox"') >= n, 600)
     elapsed = time.time() - start
+    cpu_after = cpu_seconds(cluster.procs)
     wait(
         "burst at 29", lambda: count(a, 'SELECT COUNT(*) FROM "Outbox" WHERE "State"=29') >= n, 120
     )
@@ -348,6 +350,10 @@ def burst(cluster: Cluster, n: int) -> dict[str, Any]:
         "seconds": elapsed,
         "rate": n / elapsed,
         "latency": latencies(cluster, inserted),
+        # Share of one core each process was busy until the last message was in B's
+        # Inbox: the process near 100 % paces the burst (a Python process's own code
+        # runs on one core at a time).
+        "busy": {name: (cpu_after[name] - cpu_before[name]) / elapsed for name in cpu_after},
     }
 
 
@@ -783,6 +789,10 @@ def run(args: argparse.Namespace, only: set[str], postgres: str | None) -> int:
         )
         for name, values in r["latency"].items():
             print(f"- {name}: {fmt_lat(values)}")
+        print(
+            "- busy until then (share of one core): "
+            + ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["busy"].items())
+        )
         print("- peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in c.peaks.items()) + "\n")
         if args.profile:
             for name in c.procs:
