@@ -324,7 +324,8 @@ def _claim_query(
     if among:
         query = query.where(_o.TxMessageId.in_(sa.bindparam("p_among", expanding=True)))
     if peek:
-        return query.with_only_columns(_o.TxMessageId).limit(1)
+        # Whether any row qualifies, not which comes first: no sort of them all.
+        return query.with_only_columns(_o.TxMessageId).order_by(None).limit(1)
     return lock_for_claim(query.limit(limit), dialect)
 
 
@@ -479,10 +480,7 @@ class OutboxRepository:
         """
         values = holders or self._holders()
         if peek and not transactions.worth_locking(
-            self.engine,
-            _claim_query(kind, self.engine.dialect, 1, peek=True, rowid=self._rowid_order()),
-            values,
-            what,
+            self.engine, _claim_query(kind, self.engine.dialect, 1, peek=True), values, what
         ):
             return []
         with transactions.begin(self.engine, what) as conn:
