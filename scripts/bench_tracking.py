@@ -38,10 +38,10 @@ from mpg.server import tables, tracking
 from mpg.server.vault import Vault
 from mpg.wire import atrest, keys
 
-#: The indexes the tracking work added; "without" drops them.
+#: The indexes the tracking work added; "without" drops them. (It also added
+#: IX_TransmitQueue_Tx, since folded into the unique key UQ_TransmitQueue_TxSender.)
 SEARCH_INDEXES = (
     "IX_TransmitQueue_Received",
-    "IX_TransmitQueue_Tx",
     "IX_TransmitQueue_Sender",
     "IX_TransmitQueue_AppCode",
     "IX_TransmitQueue_State",

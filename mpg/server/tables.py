@@ -8,7 +8,7 @@ the document never defines them and outside systems never read them (reference Â
 * ``Account`` / ``AccountKey``: who may talk to the server. Keys are stored wrapped
   with the master key (AES-256-GCM), never in plain text.
 * ``TransmitQueue``: one row per accepted message (``MessageId``), idempotent per
-  ``(SenderAccount, TxMessageId)``; ``SubmitResult`` holds the answer given the first
+  ``(TxMessageId, SenderAccount)``; ``SubmitResult`` holds the answer given the first
   time, so a resubmission gets exactly the same answer (empty when the row says it
   all: accepted for ``RecipientCount`` recipients, none unknown).
 * ``TransmitAttachment``: the message's attachments; ``BlobPath`` is the file under
@@ -29,15 +29,18 @@ Times the server decides are Unix seconds (``float``) where it computes with the
 from __future__ import annotations
 
 import collections.abc
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import sqlalchemy as sa
+import structlog
 
 from mpg import errors
 from mpg.db import engine as engines
 from mpg.db import notify, transactions
 from mpg.server import states
 from mpg.wire import model
+
+log = structlog.get_logger(__name__)
 
 #: A result row of any shape (rows are read by column name).
 Row: TypeAlias = sa.Row[*tuple[Any, ...]]
@@ -111,11 +114,14 @@ transmit_queue = sa.Table(
     sa.Column("ContentEnc", engines.max_binary()),
     sa.Column("KeywordsEnc", engines.max_binary()),
     sa.Column("SubmitResultEnc", engines.max_binary()),
-    sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
+    # TxMessageId first: the one key serves the submit's idempotency read, the race
+    # between two processes submitting the same message, and the console's search by
+    # TxMessageId, so each message lands in one index keyed by the sender's GUIDs,
+    # not two (docs/benchmarks.md, "One key for a sender's TxMessageIds").
+    sa.UniqueConstraint("TxMessageId", "SenderAccount", name="UQ_TransmitQueue_TxSender"),
     # The console's message search (mpg.server.tracking): each filter with the
     # newest-first order it pages by (docs/benchmarks.md, "Message tracking").
     sa.Index("IX_TransmitQueue_Received", "ReceivedAt", "MessageId"),
-    sa.Index("IX_TransmitQueue_Tx", "TxMessageId"),
     sa.Index("IX_TransmitQueue_Sender", "SenderAccount", "ReceivedAt", "MessageId"),
     sa.Index("IX_TransmitQueue_AppCode", "AppCode", "ReceivedAt", "MessageId"),
     sa.Index("IX_TransmitQueue_State", "State", "ReceivedAt", "MessageId"),
@@ -515,7 +521,110 @@ def create_tables(engine: sa.Engine) -> list[str]:
                 _widen_single_floats(conn, table, inspector)
         if receive_queue.name in existing and receipt_queue.name not in existing:
             _move_receipt_entries(conn)
+        for table in ALL_TABLES:
+            if table.name in _RETIRED_KEYS and table.name in existing:
+                # Asked afresh: the steps above changed what the first one saw.
+                _replace_retired_keys(conn, table, sa.inspect(conn))
     return [table.name for table in ALL_TABLES if table.name not in existing]
+
+
+class _RetiredKeys(NamedTuple):
+    """The keys of one table that an earlier version made and a later one replaced."""
+
+    constraints: tuple[str, ...]  # unique constraints
+    indexes: tuple[str, ...]
+
+
+#: Keys that deployed tables may still have, by table. UQ_TransmitQueue_SenderTx
+#: (SenderAccount, TxMessageId) and IX_TransmitQueue_Tx (TxMessageId) became
+#: UQ_TransmitQueue_TxSender (TxMessageId, SenderAccount), one index instead of two.
+_RETIRED_KEYS: Final[collections.abc.Mapping[str, _RetiredKeys]] = {
+    "TransmitQueue": _RetiredKeys(("UQ_TransmitQueue_SenderTx",), ("IX_TransmitQueue_Tx",)),
+}
+
+
+def _replace_retired_keys(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
+    """Give a deployed ``table`` the unique constraints it lacks and drop its retired
+    keys, once: after that nothing is left to do.
+
+    A unique constraint is part of a SQLite table's definition, which SQLite cannot
+    alter: there the table is rebuilt (copied under its current definition, which
+    takes a while on a large table, once, at start). Elsewhere the constraint is
+    added and the old one dropped.
+    """
+    retired = _RETIRED_KEYS[table.name]
+    present = {c["name"] for c in inspector.get_unique_constraints(table.name)}
+    indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+    missing = [
+        c for c in table.constraints if isinstance(c, sa.UniqueConstraint) and c.name not in present
+    ]
+    old_constraints = [name for name in retired.constraints if name in present]
+    old_indexes = [name for name in retired.indexes if name in indexes]
+    if not (missing or old_constraints or old_indexes):
+        return
+    log.info(
+        "replacing retired keys",
+        table=table.name,
+        added=[c.name for c in missing],
+        dropped=old_constraints + old_indexes,
+    )
+    if conn.dialect.name == "sqlite":
+        _rebuild_sqlite_table(conn, table, inspector)
+        return
+    for statement in key_changes(conn.dialect, table, missing, old_constraints, old_indexes):
+        conn.exec_driver_sql(statement)
+
+
+def key_changes(
+    dialect: sa.Dialect,
+    table: sa.Table,
+    missing: collections.abc.Sequence[sa.UniqueConstraint],
+    old_constraints: collections.abc.Sequence[str],
+    old_indexes: collections.abc.Sequence[str],
+) -> list[str]:
+    """The statements that add ``missing`` to ``table`` and drop its retired unique
+    constraints and indexes, on a database that alters constraints (not SQLite)."""
+    prep = dialect.identifier_preparer
+    quoted = prep.format_table(table)
+    # Written out rather than sa.schema.AddConstraint, which marks the shared
+    # definition's constraint as added apart, so later CREATE TABLEs would leave it out.
+    statements = [
+        f"ALTER TABLE {quoted} ADD CONSTRAINT {prep.quote(str(c.name))}"
+        f" UNIQUE ({', '.join(prep.quote(col.name) for col in c.columns)})"
+        for c in missing
+    ]
+    # MariaDB keeps a unique constraint as a unique index of the same name.
+    drop = "DROP INDEX" if dialect.name in ("mysql", "mariadb") else "DROP CONSTRAINT"
+    statements += [f"ALTER TABLE {quoted} {drop} {prep.quote(name)}" for name in old_constraints]
+    on_table = f" ON {quoted}" if dialect.name in ("mysql", "mariadb", "mssql") else ""
+    statements += [f"DROP INDEX {prep.quote(name)}{on_table}" for name in old_indexes]
+    return statements
+
+
+def _rebuild_sqlite_table(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
+    # SQLite's way to change a table's constraints: a new table of the current
+    # definition, the rows copied over, the old table dropped. The old one is renamed
+    # first (its indexes dropped) so the new one is made under its own name.
+    columns = [c["name"] for c in inspector.get_columns(table.name)]
+    unknown = sorted(set(columns) - set(table.columns.keys()))
+    if unknown:
+        raise errors.SchemaMismatch(
+            f"{table.name} has columns this version does not know ({', '.join(unknown)}): "
+            "its keys cannot be changed without losing them; start from a new database "
+            "or drop the columns by hand"
+        )
+    prep = conn.dialect.identifier_preparer
+    retired = table.name + "_retired"
+    for found in inspector.get_indexes(table.name):
+        conn.exec_driver_sql(f"DROP INDEX {prep.quote(str(found['name']))}")
+    conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(table)} RENAME TO {prep.quote(retired)}")
+    conn.execute(sa.schema.CreateTable(table))
+    copied = sa.select(sa.table(retired, *(sa.column(name) for name in columns)))
+    conn.execute(table.insert().from_select(columns, copied))
+    conn.exec_driver_sql(f"DROP TABLE {prep.quote(retired)}")
+    # Indexes built once over the copied rows rather than grown row by row.
+    for index in table.indexes:
+        index.create(conn)
 
 
 def _move_receipt_entries(conn: sa.Connection) -> None:

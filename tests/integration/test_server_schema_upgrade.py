@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterator
 
 import dbservers
 import pytest
 import sqlalchemy as sa
 
+from mpg import errors
 from mpg.server import tables
 
 
@@ -44,3 +46,91 @@ def test_single_precision_unix_times_of_an_older_mariadb_database_become_double(
     assert value == 1764528000.25
     assert type(column["type"]).__name__.upper() == "DOUBLE"
     assert column["nullable"] is False
+
+
+def _earlier_transmit_queue() -> sa.Table:
+    """TransmitQueue as versions before the one key made it: unique on (SenderAccount,
+    TxMessageId) and a second index on TxMessageId, without the state index."""
+    return sa.Table(
+        "TransmitQueue",
+        sa.MetaData(),
+        *(
+            sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in tables.transmit_queue.columns
+        ),
+        sa.UniqueConstraint("SenderAccount", "TxMessageId", name="UQ_TransmitQueue_SenderTx"),
+        sa.Index("IX_TransmitQueue_Tx", "TxMessageId"),
+        sa.Index("IX_TransmitQueue_Received", "ReceivedAt", "MessageId"),
+    )
+
+
+def _queued_row(message_id: str, tx: str) -> dict[str, object]:
+    return {
+        "MessageId": message_id,
+        "SenderAccount": "acct-a",
+        "TxMessageId": tx,
+        "ReceivedAt": 1_800_000_000.5,
+        "RecipientCount": 1,
+        "ServedCount": 0,
+        "RecalledCount": 0,
+        "State": "queued",
+        "SubmitResult": "",
+        "ContentEnc": b"\x00sealed",
+    }
+
+
+def _keys(engine: sa.Engine) -> tuple[set[str], set[str]]:
+    inspector = sa.inspect(engine)
+    unique = {str(c["name"]) for c in inspector.get_unique_constraints("TransmitQueue")}
+    indexes = {str(i["name"]) for i in inspector.get_indexes("TransmitQueue")}
+    return unique, indexes - unique
+
+
+def test_a_deployed_transmit_queue_gets_the_one_key_and_keeps_its_rows(db_url: str) -> None:
+    engine = tables.create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            _earlier_transmit_queue().create(conn)
+            conn.execute(
+                tables.transmit_queue.insert(),
+                [_queued_row("m-1", "tx-1"), _queued_row("m-2", "tx-2")],
+            )
+        tables.create_tables(engine)
+        unique, indexes = _keys(engine)
+        assert unique == {"UQ_TransmitQueue_TxSender"}
+        assert indexes == {i.name for i in tables.transmit_queue.indexes}
+        with engine.connect() as conn:
+            kept = conn.execute(
+                sa.select(tables.transmit_queue).order_by(tables.transmit_queue.c.MessageId)
+            ).all()
+        assert [dict(r._mapping) for r in kept] == [
+            {**dict.fromkeys(tables.transmit_queue.columns.keys()), **_queued_row(m, tx)}
+            for m, tx in (("m-1", "tx-1"), ("m-2", "tx-2"))
+        ]
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(tables.transmit_queue.insert(), _queued_row("m-3", "tx-1"))
+        tables.create_tables(engine)  # nothing left to change: a second start is quiet
+        assert _keys(engine) == (unique, indexes)
+        # The shared definition is untouched: a new database still gets the key inline.
+        made = str(sa.schema.CreateTable(tables.transmit_queue).compile(dialect=engine.dialect))
+        assert "UQ_TransmitQueue_TxSender" in made
+    finally:
+        engine.dispose()
+
+
+def test_a_sqlite_transmit_queue_with_columns_unknown_here_is_not_rebuilt(
+    tmp_path: pathlib.Path,
+) -> None:
+    engine = tables.create_engine(f"sqlite:///{tmp_path / 'server.db'}")
+    try:
+        earlier = _earlier_transmit_queue()
+        earlier.append_column(sa.Column("Obsolete", sa.Unicode(10)))
+        with engine.begin() as conn:
+            earlier.create(conn)
+        with pytest.raises(errors.SchemaMismatch, match=r"TransmitQueue .*\(Obsolete\)"):
+            tables.create_tables(engine)
+        unique, indexes = _keys(engine)
+        assert unique == {"UQ_TransmitQueue_SenderTx"}
+        assert "IX_TransmitQueue_Tx" in indexes
+    finally:
+        engine.dispose()

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from mpg import timefmt
 from mpg.server import queues, receipts
+from mpg.server import tables as server_tables
 from mpg.storage import database, ddl, history, inbox, outbox, states, tables
 from mpg.wire import model
 
@@ -196,3 +197,16 @@ def test_a_receipt_is_read_as_an_entry_with_sql_server_s_string_concatenation() 
         assert "'receipt:' + [ReceiptQueue].[MessageId] AS [EntryId]" in sql, sql
         assert "TOP" in sql, sql
         assert "LIMIT" not in sql, sql
+
+
+def test_a_deployed_transmit_queue_changes_its_key_in_sql_server_syntax() -> None:
+    table = server_tables.transmit_queue
+    [key] = [c for c in table.constraints if c.name == "UQ_TransmitQueue_TxSender"]
+    assert server_tables.key_changes(
+        MSSQL, table, [key], ["UQ_TransmitQueue_SenderTx"], ["IX_TransmitQueue_Tx"]
+    ) == [
+        "ALTER TABLE [TransmitQueue] ADD CONSTRAINT [UQ_TransmitQueue_TxSender]"
+        " UNIQUE ([TxMessageId], [SenderAccount])",
+        "ALTER TABLE [TransmitQueue] DROP CONSTRAINT [UQ_TransmitQueue_SenderTx]",
+        "DROP INDEX [IX_TransmitQueue_Tx] ON [TransmitQueue]",
+    ]
