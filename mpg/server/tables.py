@@ -613,6 +613,10 @@ def _rebuild_sqlite_table(conn: sa.Connection, table: sa.Table, inspector: sa.In
             "its keys cannot be changed without losing them; start from a new database "
             "or drop the columns by hand"
         )
+    rows = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    # Said before the copy, which shows no progress of its own: about 2.5 s per
+    # 100,000 messages on the benchmarks' machine (docs/benchmarks.md).
+    log.warning("copying a table under its new keys, once", table=table.name, rows=rows)
     prep = conn.dialect.identifier_preparer
     retired = table.name + "_retired"
     for found in inspector.get_indexes(table.name):
@@ -625,6 +629,7 @@ def _rebuild_sqlite_table(conn: sa.Connection, table: sa.Table, inspector: sa.In
     # Indexes built once over the copied rows rather than grown row by row.
     for index in table.indexes:
         index.create(conn)
+    log.info("table copied", table=table.name, rows=rows)
 
 
 def _move_receipt_entries(conn: sa.Connection) -> None:
