@@ -90,7 +90,10 @@ class Crashing:
             self.procs[name] = self.world.start(
                 self.world.server_config, "server", env=env, name="server"
             )
-            wait_for("the server to listen", self.world.listening)
+            # A gateway's retry from the round before (an ack the last server died
+            # answering) can reach the armed point within milliseconds of the start,
+            # before a look at the port sees it open: dead at the point counts too.
+            wait_for("the server to listen", lambda: self.world.listening() or self.killed(name))
         else:
             gateway = self.erp if name == "erp" else self.bob
             self.procs[name] = gateway.run(env=env)
