@@ -501,16 +501,28 @@ def create_engine(url: str) -> sa.Engine:
     return engines.create_engine(url, ENGINE_OPTIONS)
 
 
+#: The PostgreSQL advisory lock that orders create_tables between processes (a fixed
+#: key: the bytes of "mpgschm" as a number).
+_SCHEMA_LOCK: Final = sa.text("SELECT pg_advisory_xact_lock(30804362081298541)")
+
+
 def create_tables(engine: sa.Engine) -> list[str]:
     """Create the server's missing tables; return the names created.
 
     An existing table gets the nullable columns its definition here has and it lacks
     (a column added in a later version) and the indexes it lacks, and on MariaDB/MySQL
-    its Unix-time columns made as 4-byte FLOAT by earlier versions become DOUBLE;
-    nothing else is altered. A missing column that may not be NULL cannot be added to
-    rows already there: SchemaMismatch.
+    its Unix-time columns made as 4-byte FLOAT by earlier versions become DOUBLE; the
+    keys a later version replaced are replaced (:data:`_RETIRED_KEYS`); nothing else is
+    altered. A missing column that may not be NULL cannot be added to rows already
+    there: SchemaMismatch. Server processes starting together on one PostgreSQL
+    database do this one after another: the first does the work, the others find it done.
     """
     with transactions.begin(engine, "creating the server tables") as conn:
+        if conn.dialect.name == "postgresql":
+            # Released at commit. Without it each process saw the same missing tables
+            # and keys and all but one failed on the other's CREATE or ALTER. (SQLite's
+            # write lock already orders them; scale-out is PostgreSQL's.)
+            conn.execute(_SCHEMA_LOCK)
         inspector = sa.inspect(conn)
         existing = set(inspector.get_table_names())
         metadata.create_all(conn, checkfirst=True)

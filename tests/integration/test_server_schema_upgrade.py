@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import pathlib
+import threading
 from collections.abc import Iterator
 
 import dbservers
@@ -80,6 +82,13 @@ def _queued_row(message_id: str, tx: str) -> dict[str, object]:
     }
 
 
+def _deploy_earlier_layout(engine: sa.Engine, messages: list[tuple[str, str]]) -> None:
+    """TransmitQueue of the earlier layout holding ``messages`` (MessageId, TxMessageId)."""
+    with engine.begin() as conn:
+        _earlier_transmit_queue().create(conn)
+        conn.execute(tables.transmit_queue.insert(), [_queued_row(m, tx) for m, tx in messages])
+
+
 def _keys(engine: sa.Engine) -> tuple[set[str], set[str]]:
     inspector = sa.inspect(engine)
     unique = {str(c["name"]) for c in inspector.get_unique_constraints("TransmitQueue")}
@@ -90,12 +99,7 @@ def _keys(engine: sa.Engine) -> tuple[set[str], set[str]]:
 def test_a_deployed_transmit_queue_gets_the_one_key_and_keeps_its_rows(db_url: str) -> None:
     engine = tables.create_engine(db_url)
     try:
-        with engine.begin() as conn:
-            _earlier_transmit_queue().create(conn)
-            conn.execute(
-                tables.transmit_queue.insert(),
-                [_queued_row("m-1", "tx-1"), _queued_row("m-2", "tx-2")],
-            )
+        _deploy_earlier_layout(engine, [("m-1", "tx-1"), ("m-2", "tx-2")])
         with capture_logs() as logs:
             tables.create_tables(engine)
         copies = [e["rows"] for e in logs if e["event"].startswith("copying a table")]
@@ -137,5 +141,28 @@ def test_a_sqlite_transmit_queue_with_columns_unknown_here_is_not_rebuilt(
         unique, indexes = _keys(engine)
         assert unique == {"UQ_TransmitQueue_SenderTx"}
         assert "IX_TransmitQueue_Tx" in indexes
+    finally:
+        engine.dispose()
+
+
+def test_server_processes_starting_together_upgrade_a_postgresql_database_once(
+    postgresql_url: str,
+) -> None:
+    engine = tables.create_engine(postgresql_url)
+    try:
+        # Enough rows that adding the key takes a while: every start looks first.
+        _deploy_earlier_layout(engine, [(f"m-{n}", f"tx-{n}") for n in range(20_000)])
+        starting = threading.Barrier(3)
+
+        def start() -> list[str]:
+            starting.wait()
+            return tables.create_tables(engine)
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            starts = [pool.submit(start) for _ in range(3)]
+        # Each start returns (or raises what failed it); one made the missing tables.
+        made = [f.result() for f in starts]
+        assert sorted(len(names) for names in made)[:2] == [0, 0]
+        assert _keys(engine)[0] == {"UQ_TransmitQueue_TxSender"}
     finally:
         engine.dispose()
