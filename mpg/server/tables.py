@@ -527,16 +527,15 @@ def create_tables(engine: sa.Engine) -> list[str]:
         existing = set(inspector.get_table_names())
         metadata.create_all(conn, checkfirst=True)
         for table in ALL_TABLES:
-            if table.name in existing:
-                _add_missing_columns(conn, table, inspector)
-                _add_missing_indexes(conn, table, inspector)
-                _widen_single_floats(conn, table, inspector)
+            if table.name not in existing:
+                continue
+            if table.name in _RETIRED_KEYS and _replace_retired_keys(conn, table, inspector):
+                continue  # copied under its current definition: nothing else to add
+            _add_missing_columns(conn, table, inspector)
+            _add_missing_indexes(conn, table, inspector)
+            _widen_single_floats(conn, table, inspector)
         if receive_queue.name in existing and receipt_queue.name not in existing:
             _move_receipt_entries(conn)
-        for table in ALL_TABLES:
-            if table.name in _RETIRED_KEYS and table.name in existing:
-                # Asked afresh: the steps above changed what the first one saw.
-                _replace_retired_keys(conn, table, sa.inspect(conn))
     return [table.name for table in ALL_TABLES if table.name not in existing]
 
 
@@ -555,14 +554,14 @@ _RETIRED_KEYS: Final[collections.abc.Mapping[str, _RetiredKeys]] = {
 }
 
 
-def _replace_retired_keys(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> None:
+def _replace_retired_keys(conn: sa.Connection, table: sa.Table, inspector: sa.Inspector) -> bool:
     """Give a deployed ``table`` the unique constraints it lacks and drop its retired
-    keys, once: after that nothing is left to do.
+    keys, once: after that nothing is left to do. True when the table was copied.
 
     A unique constraint is part of a SQLite table's definition, which SQLite cannot
-    alter: there the table is rebuilt (copied under its current definition, which
-    takes a while on a large table, once, at start). Elsewhere the constraint is
-    added and the old one dropped.
+    alter: there the table is rebuilt (copied under its current definition, with every
+    current column and index, which takes a while on a large table, once, at start).
+    Elsewhere the constraint is added and the old one dropped.
     """
     retired = _RETIRED_KEYS[table.name]
     present = {c["name"] for c in inspector.get_unique_constraints(table.name)}
@@ -573,7 +572,7 @@ def _replace_retired_keys(conn: sa.Connection, table: sa.Table, inspector: sa.In
     old_constraints = [name for name in retired.constraints if name in present]
     old_indexes = [name for name in retired.indexes if name in indexes]
     if not (missing or old_constraints or old_indexes):
-        return
+        return False
     log.info(
         "replacing retired keys",
         table=table.name,
@@ -582,9 +581,10 @@ def _replace_retired_keys(conn: sa.Connection, table: sa.Table, inspector: sa.In
     )
     if conn.dialect.name == "sqlite":
         _rebuild_sqlite_table(conn, table, inspector)
-        return
+        return True
     for statement in key_changes(conn.dialect, table, missing, old_constraints, old_indexes):
         conn.exec_driver_sql(statement)
+    return False
 
 
 def key_changes(
